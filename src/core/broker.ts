@@ -1,0 +1,84 @@
+import type { JsonValue } from './json.js';
+import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from './task.js';
+import type { EventTransport } from '../transport/transport.js';
+import type { RunStateStore } from '../pipeline/run-state.js';
+
+/** A standalone call of a task (`task.kiq()`). */
+export interface TaskJob {
+  kind: 'task';
+  job_id: string;
+  task: string;
+  input: JsonValue;
+}
+
+/** One call of a task for a step of a run. */
+export interface StepJob {
+  kind: 'step';
+  job_id: string;
+  run_id: string;
+  pipeline_id: string;
+  step: string;
+  step_index: number;
+  /** For map/filter/group steps: the item (or grouped task) index. */
+  item?: number;
+  task: string;
+  attempt: number;
+  input: JsonValue;
+  /** Effective time limit of this call. */
+  timeout_ms?: number;
+}
+
+/** A run-level control message, such as the run's deadline. */
+export interface ControlJob {
+  kind: 'run_timeout';
+  job_id: string;
+  run_id: string;
+}
+
+/** Every message that travels through a broker. All JSON. */
+export type BrokerJob = TaskJob | StepJob | ControlJob;
+
+/** Runs one job where the broker delivers it; returns the task result for task jobs. */
+export type JobProcessor = (job: BrokerJob) => Promise<JsonValue>;
+
+export interface EnqueueOptions {
+  /** Deliver the job after this many milliseconds. */
+  delayMs?: number;
+}
+
+/**
+ * The seam between the run engine and where tasks run. `InMemoryBroker` runs jobs in
+ * this process; a Redis/BullMQ broker runs them on workers anywhere. The engine only
+ * uses what is declared here.
+ */
+export interface Broker {
+  /** A short name of the implementation, e.g. `"memory"` or `"bullmq"`. */
+  readonly kind: string;
+  /** Where run state lives (atomic updates). Shared by every process of one deployment. */
+  readonly runState: RunStateStore;
+  /** Where each run's event log lives, and how events fan out live. */
+  readonly transport: EventTransport;
+
+  /** Registers a task and returns its typed handle. */
+  task<I extends JsonValue = JsonValue, O extends JsonValue = JsonValue>(
+    name: string,
+    fn: TaskFn<I, O> | ThreadTaskSource,
+    options?: TaskOptions,
+  ): Task<I, O>;
+  /** The registered task called `name`, if any. */
+  getTask(name: string): TaskDefinition | undefined;
+  /** Names of all registered tasks. */
+  taskNames(): string[];
+
+  /** Sends a job. Resolves once the broker has accepted it. */
+  enqueue(job: BrokerJob, options?: EnqueueOptions): Promise<void>;
+  /** Drops a delayed job that has not been delivered yet (no-op when unknown). */
+  removeDelayed(jobId: string): Promise<void>;
+  /** Installs the processor for `step` and `run_timeout` jobs (the run engine does this). */
+  setRunProcessor(processor: JobProcessor): void;
+  /** Waits for the result of a standalone task job. */
+  waitForTask(jobId: string, timeoutMs?: number): Promise<JsonValue>;
+
+  /** Stops taking jobs, waits for running ones, releases what the broker opened. Idempotent. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,108 @@
+/**
+ * Every error flowcast throws is a {@link FlowcastError} with a literal `code`
+ * from this catalogue, so callers can branch on `err.code` instead of on messages.
+ */
+export const ErrorCodes = {
+  /** An argument or option has the wrong type or value. */
+  INVALID_ARGUMENT: 'FLOWCAST_ERR_INVALID_ARGUMENT',
+  /** A value that must travel as JSON is not JSON (function, undefined, NaN, class instance, cycle...). */
+  NOT_JSON: 'FLOWCAST_ERR_NOT_JSON',
+  /** A job names a task that is not registered on the broker. */
+  UNKNOWN_TASK: 'FLOWCAST_ERR_UNKNOWN_TASK',
+  /** A task with this name is already registered. */
+  DUPLICATE_TASK: 'FLOWCAST_ERR_DUPLICATE_TASK',
+  /** A dataflow graph has a cycle. */
+  DAG_CYCLE: 'FLOWCAST_ERR_DAG_CYCLE',
+  /** A dataflow step depends on a step that does not exist. */
+  DAG_UNKNOWN_DEPENDENCY: 'FLOWCAST_ERR_DAG_UNKNOWN_DEPENDENCY',
+  /** Two steps of one pipeline share a name. */
+  DUPLICATE_STEP: 'FLOWCAST_ERR_DUPLICATE_STEP',
+  /** A pipeline without steps was started. */
+  EMPTY_PIPELINE: 'FLOWCAST_ERR_EMPTY_PIPELINE',
+  /** A step or a whole run exceeded its time limit. */
+  TIMEOUT: 'FLOWCAST_ERR_TIMEOUT',
+  /** Waiting for a result took longer than the caller allowed. */
+  WAIT_TIMEOUT: 'FLOWCAST_ERR_WAIT_TIMEOUT',
+  /** The run was cancelled. */
+  CANCELLED: 'FLOWCAST_ERR_CANCELLED',
+  /** A task threw, or a run failed because a step failed. */
+  TASK_FAILED: 'FLOWCAST_ERR_TASK_FAILED',
+  /** The run failed. `cause` holds the step's error. */
+  PIPELINE_FAILED: 'FLOWCAST_ERR_PIPELINE_FAILED',
+  /** A map or filter step received something that is not an array. */
+  NOT_AN_ARRAY: 'FLOWCAST_ERR_NOT_AN_ARRAY',
+  /** Tracking was used before a storage was configured. */
+  NO_STORAGE: 'FLOWCAST_ERR_NO_STORAGE',
+  /** A cron expression or schedule could not be parsed. */
+  BAD_SCHEDULE: 'FLOWCAST_ERR_BAD_SCHEDULE',
+  /** A run, schedule or record was not found. */
+  NOT_FOUND: 'FLOWCAST_ERR_NOT_FOUND',
+  /** The component was closed. */
+  CLOSED: 'FLOWCAST_ERR_CLOSED',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** The base class of every error flowcast throws. */
+export class FlowcastError extends Error {
+  override readonly name: string = 'FlowcastError';
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** Thrown when an argument or option is invalid. Also a `TypeError`-like FlowcastError. */
+export class InvalidArgumentError extends FlowcastError {
+  override readonly name = 'InvalidArgumentError';
+  constructor(message: string) {
+    super(ErrorCodes.INVALID_ARGUMENT, message);
+  }
+}
+
+/** Thrown when a value that must be JSON is not. `path` points at the offending part. */
+export class NotJsonError extends FlowcastError {
+  override readonly name = 'NotJsonError';
+  readonly path: string;
+  constructor(what: string, path: string, reason: string) {
+    super(ErrorCodes.NOT_JSON, `${what} must be JSON: ${path} ${reason}`);
+    this.path = path;
+  }
+}
+
+/** A step or run exceeded its time limit. */
+export class TimeoutError extends FlowcastError {
+  override readonly name = 'TimeoutError';
+  constructor(message: string) {
+    super(ErrorCodes.TIMEOUT, message);
+  }
+}
+
+/** The run was cancelled; waiting callers reject with this. */
+export class CancelledError extends FlowcastError {
+  override readonly name = 'CancelledError';
+  constructor(message: string) {
+    super(ErrorCodes.CANCELLED, message);
+  }
+}
+
+/** Formats any thrown value as the `error` string of an event: `"Name: message"`. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const name = err.name && err.name !== 'Error' ? err.name : 'Error';
+    return `${name}: ${err.message}`;
+  }
+  if (typeof err === 'string') return err;
+  try {
+    return `Non-error thrown: ${JSON.stringify(err)}`;
+  } catch {
+    return `Non-error thrown: ${String(err)}`;
+  }
+}
+
+/** Wraps a thrown non-Error so that nothing but Errors ever travels on. */
+export function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(describeError(err));
+}

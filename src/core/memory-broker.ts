@@ -1,0 +1,319 @@
+import { randomUUID } from 'node:crypto';
+import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError, toError } from './errors.js';
+import { assertJson, type JsonValue } from './json.js';
+import type { Broker, BrokerJob, EnqueueOptions, JobProcessor } from './broker.js';
+import { executeCall } from './execute.js';
+import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from './task.js';
+import { ThreadPool, moduleHref, type ThreadPoolOptions } from './thread-pool.js';
+import { checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt, checkId } from './validate.js';
+import { normalizeTaskOptions } from './task-options.js';
+import { InMemoryTransport, type InMemoryTransportOptions } from '../transport/memory-transport.js';
+import { InMemoryRunState } from '../pipeline/run-state.js';
+
+/** Options of {@link InMemoryBroker}. */
+export interface InMemoryBrokerOptions {
+  /**
+   * Jobs running at once in this process.
+   * @default 16
+   */
+  concurrency?: number;
+  /** Options of the embedded event log ({@link InMemoryTransport}). */
+  transport?: InMemoryTransportOptions;
+  /**
+   * Runs thread tasks (`broker.task(name, { module })`) in a pool of worker threads.
+   * `true` for the defaults.
+   */
+  threads?: boolean | ThreadPoolOptions;
+  /**
+   * Results of standalone task calls kept for `waitResult()`.
+   * @default 10000
+   */
+  maxStoredResults?: number;
+  /** Called when a job fails outside any run (e.g. the processor threw). Defaults to stderr. */
+  onError?: (error: Error, job: BrokerJob) => void;
+}
+
+type Outcome = { ok: true; value: JsonValue } | { ok: false; error: Error };
+
+interface Waiter {
+  resolve: (value: JsonValue) => void;
+  reject: (error: Error) => void;
+}
+
+const KNOWN = ['concurrency', 'transport', 'threads', 'maxStoredResults', 'onError'] as const;
+
+/**
+ * Runs jobs in this process with bounded concurrency. The embedded default: no server
+ * to install. Its run state and event log are in memory too.
+ *
+ * @example
+ * const broker = new InMemoryBroker({ concurrency: 8 });
+ * const double = broker.task('double', (n: number) => n * 2);
+ * const handle = await double.kiq(21);
+ * await handle.waitResult(); // 42
+ */
+export class InMemoryBroker implements Broker {
+  readonly kind = 'memory';
+  readonly transport: InMemoryTransport;
+  readonly runState: InMemoryRunState;
+  readonly #concurrency: number;
+  readonly #tasks = new Map<string, TaskDefinition>();
+  readonly #queue: BrokerJob[] = [];
+  #head = 0;
+  #running = 0;
+  readonly #delayed = new Map<string, NodeJS.Timeout>();
+  readonly #results = new Map<string, Outcome>();
+  readonly #maxResults: number;
+  readonly #waiters = new Map<string, Waiter[]>();
+  readonly #idle: (() => void)[] = [];
+  readonly #threads: ThreadPool | null;
+  readonly #onError: (error: Error, job: BrokerJob) => void;
+  #processor: JobProcessor | null = null;
+  #state: 'open' | 'closing' | 'closed' = 'open';
+
+  constructor(options: InMemoryBrokerOptions = {}) {
+    checkKnownKeys(checkObject(options, 'InMemoryBroker options'), KNOWN, 'InMemoryBroker options');
+    this.#concurrency = checkPositiveInt(options.concurrency ?? 16, 'concurrency');
+    this.#maxResults = checkPositiveInt(options.maxStoredResults ?? 10_000, 'maxStoredResults');
+    this.transport = new InMemoryTransport(options.transport ?? {});
+    this.runState = new InMemoryRunState({ log: this.transport });
+    const threads = options.threads;
+    this.#threads = threads === undefined || threads === false ? null : new ThreadPool(threads === true ? {} : threads);
+    this.#onError =
+      options.onError ?? ((error, job) => console.error(`flowcast: ${job.kind} job ${job.job_id} failed outside a run: ${describeError(error)}`));
+  }
+
+  task<I extends JsonValue = JsonValue, O extends JsonValue = JsonValue>(
+    name: string,
+    fn: TaskFn<I, O> | ThreadTaskSource,
+    options: TaskOptions = {},
+  ): Task<I, O> {
+    checkId(name, 'task name');
+    if (this.#tasks.has(name)) {
+      throw new FlowcastError(ErrorCodes.DUPLICATE_TASK, `A task named "${name}" is already registered on this broker`);
+    }
+    const opts = normalizeTaskOptions(options, `task "${name}" options`);
+    let def: TaskDefinition;
+    if (typeof fn === 'function') {
+      const body = fn as unknown as TaskFn;
+      def = { name, options: opts, threaded: false, invoke: async (input, ctx) => body(input, ctx) };
+    } else if (typeof fn === 'object' && fn !== null && 'module' in fn) {
+      const href = moduleHref(fn, name);
+      const exportName = fn.export ?? 'default';
+      const pool = this.#threads;
+      if (pool === null) {
+        throw new InvalidArgumentError(`Thread task "${name}" needs a broker created with { threads: true } (or thread pool options)`);
+      }
+      def = { name, options: opts, threaded: true, invoke: (input, ctx) => pool.run(href, exportName, input, ctx) };
+    } else {
+      throw new InvalidArgumentError(`broker.task("${name}", fn): fn must be a function or { module }, received ${typeof fn}`);
+    }
+    this.#tasks.set(name, def);
+    return {
+      taskName: name,
+      options: opts,
+      kiq: async (input: I): Promise<TaskHandle<O>> => {
+        assertJson(input, `Input of task "${name}"`);
+        const job: BrokerJob = { kind: 'task', job_id: randomUUID(), task: name, input };
+        await this.enqueue(job);
+        return {
+          taskId: job.job_id,
+          taskName: name,
+          waitResult: async (wait: { timeoutMs?: number } = {}) => (await this.waitForTask(job.job_id, wait.timeoutMs)) as O,
+        };
+      },
+    };
+  }
+
+  getTask(name: string): TaskDefinition | undefined {
+    return this.#tasks.get(name);
+  }
+
+  taskNames(): string[] {
+    return [...this.#tasks.keys()];
+  }
+
+  enqueue(job: BrokerJob, options: EnqueueOptions = {}): Promise<void> {
+    if (this.#state !== 'open') return Promise.reject(new FlowcastError(ErrorCodes.CLOSED, 'InMemoryBroker is closed'));
+    const delay = options.delayMs === undefined ? 0 : checkNonNegativeNumber(options.delayMs, 'delayMs');
+    if (delay > 0) {
+      const timer = setTimeout(() => {
+        this.#delayed.delete(job.job_id);
+        this.#push(job);
+      }, delay);
+      this.#delayed.set(job.job_id, timer);
+    } else {
+      this.#push(job);
+    }
+    return Promise.resolve();
+  }
+
+  removeDelayed(jobId: string): Promise<void> {
+    const timer = this.#delayed.get(jobId);
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      this.#delayed.delete(jobId);
+      this.#notifyIdle();
+    }
+    return Promise.resolve();
+  }
+
+  setRunProcessor(processor: JobProcessor): void {
+    this.#processor = processor;
+  }
+
+  waitForTask(jobId: string, timeoutMs?: number): Promise<JsonValue> {
+    if (timeoutMs !== undefined) checkNonNegativeNumber(timeoutMs, 'timeoutMs');
+    const done = this.#results.get(jobId);
+    if (done !== undefined) return done.ok ? Promise.resolve(done.value) : Promise.reject(done.error);
+    return new Promise<JsonValue>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const waiter: Waiter = {
+        resolve: (v) => {
+          if (timer) clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          if (timer) clearTimeout(timer);
+          reject(e);
+        },
+      };
+      const list = this.#waiters.get(jobId) ?? [];
+      list.push(waiter);
+      this.#waiters.set(jobId, list);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          const current = this.#waiters.get(jobId);
+          if (current) {
+            const rest = current.filter((w) => w !== waiter);
+            if (rest.length > 0) this.#waiters.set(jobId, rest);
+            else this.#waiters.delete(jobId);
+          }
+          reject(new FlowcastError(ErrorCodes.WAIT_TIMEOUT, `No result for task job ${jobId} after ${timeoutMs}ms`));
+        }, timeoutMs);
+      }
+    });
+  }
+
+  /** Jobs waiting for a free slot. */
+  get queued(): number {
+    return this.#queue.length - this.#head;
+  }
+
+  /** Jobs running now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Delayed jobs (retries, run deadlines) not delivered yet. */
+  get delayed(): number {
+    return this.#delayed.size;
+  }
+
+  /** Resolves when no job is queued or running (delayed jobs are not waited for). */
+  onIdle(): Promise<void> {
+    if (this.#running === 0 && this.queued === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  #push(job: BrokerJob): void {
+    if (this.#state === 'closed') return;
+    this.#queue.push(job);
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#running < this.#concurrency && this.#head < this.#queue.length) {
+      const job = this.#queue[this.#head] as BrokerJob;
+      this.#queue[this.#head] = undefined as unknown as BrokerJob;
+      this.#head++;
+      if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+        this.#queue.splice(0, this.#head);
+        this.#head = 0;
+      }
+      this.#running++;
+      void this.#run(job);
+    }
+  }
+
+  async #run(job: BrokerJob): Promise<void> {
+    try {
+      if (job.kind === 'task') {
+        await this.#runTaskJob(job);
+      } else if (this.#processor === null) {
+        this.#onError(new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `No run engine is attached to this broker for ${job.kind} job`), job);
+      } else {
+        await this.#processor(job);
+      }
+    } catch (error) {
+      this.#onError(toError(error), job);
+    } finally {
+      this.#running--;
+      this.#pump();
+      this.#notifyIdle();
+    }
+  }
+
+  async #runTaskJob(job: Extract<BrokerJob, { kind: 'task' }>): Promise<void> {
+    const def = this.#tasks.get(job.task);
+    let outcome: Outcome;
+    if (def === undefined) {
+      outcome = { ok: false, error: new FlowcastError(ErrorCodes.UNKNOWN_TASK, `Unknown task "${job.task}" (registered: ${this.taskNames().join(', ') || 'none'})`) };
+    } else {
+      try {
+        const value = await executeCall(
+          def,
+          job.input,
+          { runId: null, pipelineId: null, stepName: null, taskId: job.job_id, attempt: 1, item: null, timeoutMs: def.options.timeoutMs },
+          { log: () => undefined, progress: () => undefined },
+        );
+        outcome = { ok: true, value };
+      } catch (error) {
+        outcome = { ok: false, error: toError(error) };
+      }
+    }
+    this.#results.set(job.job_id, outcome);
+    if (this.#results.size > this.#maxResults) {
+      const oldest = this.#results.keys().next().value;
+      if (oldest !== undefined) this.#results.delete(oldest);
+    }
+    const waiters = this.#waiters.get(job.job_id);
+    if (waiters) {
+      this.#waiters.delete(job.job_id);
+      for (const w of waiters) {
+        if (outcome.ok) w.resolve(outcome.value);
+        else w.reject(outcome.error);
+      }
+    }
+  }
+
+  #notifyIdle(): void {
+    if (this.#running !== 0 || this.queued !== 0) return;
+    const list = this.#idle.splice(0);
+    for (const resolve of list) resolve();
+  }
+
+  /** Stops taking jobs, drops delayed ones, waits for running jobs, stops the thread pool. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#state !== 'open') {
+      while (this.#state !== 'closed') await new Promise((r) => setTimeout(r, 5));
+      return;
+    }
+    this.#state = 'closing';
+    for (const timer of this.#delayed.values()) clearTimeout(timer);
+    this.#delayed.clear();
+    await this.onIdle();
+    await this.#threads?.close();
+    for (const [id, list] of this.#waiters) {
+      for (const w of list) w.reject(new FlowcastError(ErrorCodes.CLOSED, `Broker closed before task job ${id} finished`));
+    }
+    this.#waiters.clear();
+    await this.transport.close();
+    await this.runState.close();
+    this.#state = 'closed';
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

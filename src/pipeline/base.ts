@@ -1,0 +1,213 @@
+import { randomBytes } from 'node:crypto';
+import { FlowcastError, ErrorCodes, InvalidArgumentError } from '../core/errors.js';
+import { assertJson, type JsonValue } from '../core/json.js';
+import type { Broker } from '../core/broker.js';
+import type { Task } from '../core/task.js';
+import { normalizeTaskOptions } from '../core/task-options.js';
+import { checkId, checkNonNegativeNumber, checkPositiveNumber, show } from '../core/validate.js';
+import { getEngine, type EventDispatcher, type EventRecorder, type RunEngine } from './engine.js';
+import type { PipelinePlan, PlanStep } from './plan.js';
+import type { RunRecord } from './run-state.js';
+
+/** Retry and timeout options of one step; each overrides the task's own default. */
+export interface StepOptions {
+  /** Name of the step, unique in the pipeline. Defaults to the task name (suffixed `_2`, `_3`... when repeated). */
+  name?: string;
+  /** Retries after a failed call. @default the task's, else 0 */
+  retries?: number;
+  /** Delay before the first retry, in milliseconds. @default the task's, else 0 */
+  retryDelayMs?: number;
+  /** How the retry delay grows. @default the task's, else "fixed" */
+  backoff?: 'fixed' | 'linear' | 'exponential';
+  /** Time limit of one call, in milliseconds. @default the task's, else none */
+  timeoutMs?: number;
+}
+
+/** Options of a step that passes the previous result on. */
+export interface CallOptions extends StepOptions {
+  /** Pass the input as `{ ...args, [paramName]: input }` instead of as is. */
+  paramName?: string;
+  /** Fixed fields merged into the input (needs `paramName`). */
+  args?: { [key: string]: JsonValue };
+}
+
+/** Options every pipeline takes. */
+export interface PipelineOptions {
+  /** The pipeline id events and tracking carry. @default `pipeline-` and 8 random hex digits */
+  id?: string;
+  /** Time limit of a whole run, in milliseconds. @default none */
+  timeoutMs?: number;
+  /** At most this many jobs (steps, or items of map/filter/group) of one run at a time. @default unlimited */
+  maxParallel?: number;
+}
+
+/** A started run. */
+export interface RunHandle<O extends JsonValue = JsonValue> {
+  readonly runId: string;
+  readonly pipelineId: string;
+  /** Resolves with the run's result; rejects with the run's error, on cancel, or after `timeoutMs`. */
+  waitResult(options?: { timeoutMs?: number }): Promise<O>;
+  /** Cancels the run: the running step's `ctx.signal` is aborted and the run ends CANCELLED. `false` if it had ended. */
+  cancel(reason?: string): Promise<boolean>;
+  /** The engine's record of the run (status, steps, result), or `null` once evicted. */
+  getRun(): Promise<RunRecord | null>;
+}
+
+export const STEP_OPTION_KEYS = ['name', 'retries', 'retryDelayMs', 'backoff', 'timeoutMs'] as const;
+
+/** What sequential and dataflow pipelines share: id, hooks, tracking, `kiq()`. */
+export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
+  readonly broker: Broker;
+  readonly #engine: RunEngine;
+  #pipelineId: string;
+  #timeoutMs: number | undefined;
+  #maxParallel: number | undefined;
+  readonly #hooks = new Set<EventDispatcher>();
+  readonly #tracking = new Set<EventRecorder>();
+
+  constructor(broker: Broker, options: PipelineOptions) {
+    if (typeof broker !== 'object' || broker === null || typeof (broker as Partial<Broker>).enqueue !== 'function') {
+      throw new InvalidArgumentError(`Pipeline(broker): broker must be a Broker such as new InMemoryBroker(), received ${show(broker)}`);
+    }
+    this.broker = broker;
+    this.#engine = getEngine(broker);
+    this.#pipelineId = checkId(options.id ?? `pipeline-${randomBytes(4).toString('hex')}`, 'pipeline id');
+    if (options.timeoutMs !== undefined) this.#timeoutMs = checkPositiveNumber(options.timeoutMs, 'timeoutMs');
+    if (options.maxParallel !== undefined) {
+      const n = options.maxParallel;
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) {
+        throw new InvalidArgumentError(`maxParallel must be an integer >= 1, received ${show(n)}`);
+      }
+      this.#maxParallel = n;
+    }
+  }
+
+  /** The id every event and tracking record of this pipeline's runs carries. */
+  get pipelineId(): string {
+    return this.#pipelineId;
+  }
+
+  set pipelineId(id: string) {
+    this.#pipelineId = checkId(id, 'pipeline id');
+  }
+
+  /** Sends every event of this pipeline's runs to `hooks`. */
+  withHooks(hooks: EventDispatcher): this {
+    if (typeof hooks !== 'object' || hooks === null || typeof hooks.dispatch !== 'function') {
+      throw new InvalidArgumentError('withHooks(hooks): hooks must be a HookManager');
+    }
+    this.#hooks.add(hooks);
+    return this;
+  }
+
+  /** Records every run of this pipeline in `tracking` (a PipelineTrackingManager). */
+  withTracking(tracking: EventRecorder): this {
+    if (typeof tracking !== 'object' || tracking === null || typeof tracking.record !== 'function') {
+      throw new InvalidArgumentError('withTracking(tracking): tracking must be a PipelineTrackingManager');
+    }
+    this.#tracking.add(tracking);
+    return this;
+  }
+
+  /** Time limit of a whole run in ms, or `undefined`. */
+  get timeoutMs(): number | undefined {
+    return this.#timeoutMs;
+  }
+
+  set timeoutMs(ms: number | undefined) {
+    this.#timeoutMs = ms === undefined ? undefined : checkPositiveNumber(ms, 'timeoutMs');
+  }
+
+  /** The plan the engine runs: plain JSON, stored with each run. */
+  abstract toPlan(): PipelinePlan;
+
+  protected planBase(): Pick<PipelinePlan, 'pipeline_id' | 'timeout_ms' | 'max_parallel'> {
+    const base: Pick<PipelinePlan, 'pipeline_id' | 'timeout_ms' | 'max_parallel'> = { pipeline_id: this.#pipelineId };
+    if (this.#timeoutMs !== undefined) base.timeout_ms = this.#timeoutMs;
+    if (this.#maxParallel !== undefined) base.max_parallel = this.#maxParallel;
+    return base;
+  }
+
+  /**
+   * Starts a run. Resolves once the run is stored and its first steps are sent, with a
+   * handle to wait for or cancel it. The input must be JSON.
+   */
+  async kiq(input: I): Promise<RunHandle<O>> {
+    const plan = this.toPlan();
+    if (plan.steps.length === 0) {
+      throw new FlowcastError(ErrorCodes.EMPTY_PIPELINE, `Pipeline "${plan.pipeline_id}" has no steps`);
+    }
+    this.#engine.bind(plan.pipeline_id, this.#tracking, this.#hooks);
+    const runId = await this.#engine.startRun(plan, input);
+    return runHandle<O>(this.#engine, runId, plan.pipeline_id);
+  }
+
+  /** Checks that `task` is registered on this pipeline's broker. */
+  protected checkTask(task: Task<never, JsonValue> | Task, where: string): string {
+    if (typeof task !== 'object' || task === null || typeof task.taskName !== 'string') {
+      throw new InvalidArgumentError(`${where}: expected a task created with broker.task(), received ${show(task)}`);
+    }
+    if (this.broker.getTask(task.taskName) === undefined) {
+      throw new FlowcastError(ErrorCodes.UNKNOWN_TASK, `${where}: task "${task.taskName}" is not registered on this pipeline's broker`);
+    }
+    return task.taskName;
+  }
+
+  /** Builds a plan step from options, the task's defaults and the call site's extras. */
+  protected planStep(
+    name: string,
+    index: number,
+    kind: PlanStep['kind'],
+    tasks: (Task<never, JsonValue> | Task)[],
+    options: CallOptions,
+    dependsOn: string[],
+  ): PlanStep {
+    const where = `step "${name}"`;
+    const { name: _name, paramName, args, ...rest } = options;
+    const own = normalizeTaskOptions(rest, `${where} options`);
+    const defaults = tasks[0]?.options ?? {};
+    const step: PlanStep = {
+      name,
+      index,
+      kind,
+      tasks: tasks.map((t) => t.taskName),
+      depends_on: dependsOn,
+      retries: own.retries ?? defaults.retries ?? 0,
+      retry_delay_ms: own.retryDelayMs ?? defaults.retryDelayMs ?? 0,
+      backoff: own.backoff ?? defaults.backoff ?? 'fixed',
+    };
+    const timeout = own.timeoutMs ?? defaults.timeoutMs;
+    if (timeout !== undefined) step.timeout_ms = timeout;
+    if (paramName !== undefined) {
+      if (typeof paramName !== 'string' || paramName.length === 0) {
+        throw new InvalidArgumentError(`${where}: paramName must be a non-empty string, received ${show(paramName)}`);
+      }
+      step.param_name = paramName;
+    }
+    if (args !== undefined) {
+      if (typeof args !== 'object' || args === null || Array.isArray(args)) {
+        throw new InvalidArgumentError(`${where}: args must be an object, received ${show(args)}`);
+      }
+      if (paramName === undefined && kind !== 'after') {
+        throw new InvalidArgumentError(`${where}: args needs paramName (the field that receives the previous result)`);
+      }
+      assertJson(args, `${where}: args`);
+      step.args = structuredClone(args);
+    }
+    return step;
+  }
+}
+
+/** A handle for a run that any process can build from its id. */
+export function runHandle<O extends JsonValue>(engine: RunEngine, runId: string, pipelineId: string): RunHandle<O> {
+  return {
+    runId,
+    pipelineId,
+    waitResult: async (options: { timeoutMs?: number } = {}) => {
+      if (options.timeoutMs !== undefined) checkNonNegativeNumber(options.timeoutMs, 'timeoutMs');
+      return (await engine.waitForRun(runId, options.timeoutMs)) as O;
+    },
+    cancel: (reason?: string) => engine.cancel(runId, reason),
+    getRun: () => engine.getRun(runId),
+  };
+}

@@ -1,0 +1,159 @@
+import { FlowcastError, ErrorCodes } from '../core/errors.js';
+import type { JsonValue } from '../core/json.js';
+import { checkKnownKeys, checkObject, checkPositiveInt } from '../core/validate.js';
+import type { EventDraft, FlowcastEvent } from '../events/types.js';
+import type { InMemoryTransport } from '../transport/memory-transport.js';
+import type { PipelinePlan } from './plan.js';
+
+/** Run status, a literal union (see the transition table in `transitions.ts`). */
+export type RunStatus = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
+
+/** Where a step is in its life. */
+export type StepPhase = 'PENDING' | 'READY' | 'ACTIVE' | 'COMPLETED' | 'FAILED' | 'SKIPPED' | 'CANCELLED';
+
+/** Item bookkeeping of map/filter/group steps. */
+export interface StepItems {
+  total: number;
+  /** Next item to dispatch. */
+  next: number;
+  done: number;
+  inputs: JsonValue[];
+  results: (JsonValue | null)[];
+}
+
+export interface StepState {
+  phase: StepPhase;
+  /** Attempt of the current call (call steps), or highest attempt seen (item steps). */
+  attempt: number;
+  /** Set once the first job of the step started. */
+  started_at_ms: number | null;
+  /** Id of the job that runs the step (the first item's for item steps). */
+  task_id: string | null;
+  result: JsonValue | null;
+  error: string | null;
+  items: StepItems | null;
+}
+
+/** Everything the engine knows about a run. Plain JSON. */
+export interface RunRecord {
+  run_id: string;
+  pipeline_id: string;
+  plan: PipelinePlan;
+  input: JsonValue;
+  status: RunStatus;
+  started_at_ms: number;
+  ended_at_ms: number | null;
+  /** Jobs dispatched and not ended (including delayed retries). */
+  inflight: number;
+  /** Steps whose dependencies are done, waiting for a free slot (`max_parallel`). */
+  ready: string[];
+  steps: Record<string, StepState>;
+  result: JsonValue | null;
+  error: string | null;
+}
+
+/** What a transition function returns: its value and the events it causes. */
+export interface Transition<T> {
+  value: T;
+  events: EventDraft[];
+}
+
+/**
+ * Where run state lives. Each `transition` is atomic: the function sees the current
+ * record, changes it, and the events it returns are appended to the run's log in the
+ * same step, so state and log never disagree (memory now, Redis next).
+ */
+export interface RunStateStore {
+  /** Stores a new run and appends its first events atomically. */
+  create(record: RunRecord, events: EventDraft[]): Promise<FlowcastEvent[]>;
+  /** A copy of the run's record, or `null`. */
+  get(runId: string): Promise<RunRecord | null>;
+  /**
+   * Applies `fn` to the run's record atomically and appends the events it returns.
+   * `fn` may run more than once (optimistic stores retry): it must be pure.
+   * Rejects with `NOT_FOUND` for an unknown run.
+   */
+  transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }>;
+  /** Releases what the store opened. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link InMemoryRunState}. */
+export interface InMemoryRunStateOptions {
+  /** The log the events of each transition go to. */
+  log: InMemoryTransport;
+  /**
+   * Records of ended runs kept (running runs are never evicted).
+   * @default 10000
+   */
+  maxEndedRuns?: number;
+}
+
+/** Run state in this process. Transitions are synchronous under the hood, hence atomic. */
+export class InMemoryRunState implements RunStateStore {
+  readonly #log: InMemoryTransport;
+  readonly #maxEnded: number;
+  readonly #runs = new Map<string, RunRecord>();
+  readonly #ended = new Set<string>();
+
+  constructor(options: InMemoryRunStateOptions) {
+    checkKnownKeys(checkObject(options, 'InMemoryRunState options'), ['log', 'maxEndedRuns'], 'InMemoryRunState options');
+    this.#log = options.log;
+    this.#maxEnded = checkPositiveInt(options.maxEndedRuns ?? 10_000, 'maxEndedRuns');
+  }
+
+  create(record: RunRecord, events: EventDraft[]): Promise<FlowcastEvent[]> {
+    if (this.#runs.has(record.run_id)) {
+      return Promise.reject(new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `Run "${record.run_id}" already exists`));
+    }
+    this.#runs.set(record.run_id, record);
+    return Promise.resolve(this.#append(events));
+  }
+
+  get(runId: string): Promise<RunRecord | null> {
+    const rec = this.#runs.get(runId);
+    return Promise.resolve(rec === undefined ? null : structuredClone(rec));
+  }
+
+  transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    try {
+      return Promise.resolve(this.transitionSync(runId, fn));
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+  }
+
+  /** The synchronous core of {@link transition}. */
+  transitionSync<T>(runId: string, fn: (record: RunRecord) => Transition<T>): { value: T; events: FlowcastEvent[] } {
+    const rec = this.#runs.get(runId);
+    if (rec === undefined) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`);
+    const wasRunning = rec.status === 'RUNNING';
+    const { value, events } = fn(rec);
+    const appended = this.#append(events);
+    if (wasRunning && rec.status !== 'RUNNING') this.#markEnded(runId);
+    return { value, events: appended };
+  }
+
+  #append(drafts: EventDraft[]): FlowcastEvent[] {
+    const out: FlowcastEvent[] = [];
+    for (const draft of drafts) {
+      const event = this.#log.appendSync(draft);
+      if (event !== null) out.push(event);
+    }
+    return out;
+  }
+
+  #markEnded(runId: string): void {
+    this.#ended.add(runId);
+    if (this.#ended.size <= this.#maxEnded) return;
+    for (const id of this.#ended) {
+      this.#ended.delete(id);
+      this.#runs.delete(id);
+      if (this.#ended.size <= this.#maxEnded) break;
+    }
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,473 @@
+/**
+ * The run state machine: pure functions over a {@link RunRecord}. Each one changes the
+ * record and returns the events it causes plus the jobs to send; a
+ * {@link RunStateStore} applies them atomically. Run status moves only along
+ * `RUNNING → COMPLETED | FAILED | CANCELLED`; nothing happens to an ended run.
+ */
+import { randomUUID } from 'node:crypto';
+import { ErrorCodes } from '../core/errors.js';
+import type { JsonValue } from '../core/json.js';
+import type { StepJob } from '../core/broker.js';
+import type { EventDraft } from '../events/types.js';
+import { describeDag, describeSteps, retryDelay, sinkSteps, type PipelinePlan, type PlanStep } from './plan.js';
+import type { RunRecord, StepState, Transition } from './run-state.js';
+
+/** A job to send, possibly after a delay. */
+export interface Dispatch {
+  job: StepJob;
+  delayMs: number;
+}
+
+/** How a failed job failed. */
+export interface JobFailure {
+  /** `"Name: message"` */
+  error: string;
+  /** `false` for failures a retry cannot fix (unknown task, non-JSON result). */
+  retryable: boolean;
+  code?: string;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+function base(rec: RunRecord, now: number): { pipeline_id: string; run_id: string; timestamp: string } {
+  return { pipeline_id: rec.pipeline_id, run_id: rec.run_id, timestamp: iso(now) };
+}
+
+function stepOf(rec: RunRecord, name: string): { step: PlanStep; st: StepState } {
+  const step = rec.plan.steps.find((s) => s.name === name);
+  const st = rec.steps[name];
+  if (step === undefined || st === undefined) throw new Error(`flowcast: run ${rec.run_id} has no step "${name}"`);
+  return { step, st };
+}
+
+/** A fresh record for a run of `plan`. */
+export function newRunRecord(runId: string, plan: PipelinePlan, input: JsonValue, now: number): RunRecord {
+  const steps: Record<string, StepState> = {};
+  for (const s of plan.steps) {
+    steps[s.name] = { phase: 'PENDING', attempt: 0, started_at_ms: null, task_id: null, result: null, error: null, items: null };
+  }
+  return {
+    run_id: runId,
+    pipeline_id: plan.pipeline_id,
+    plan,
+    input,
+    status: 'RUNNING',
+    started_at_ms: now,
+    ended_at_ms: null,
+    inflight: 0,
+    ready: [],
+    steps,
+    result: null,
+    error: null,
+  };
+}
+
+/** Emits `PipelineStartEvent` and dispatches every step without dependencies. */
+export function beginRun(rec: RunRecord, now: number): Transition<Dispatch[]> {
+  const out: Transition<Dispatch[]> = { value: [], events: [] };
+  const start: EventDraft = {
+    type: 'PipelineStartEvent',
+    ...base(rec, now),
+    pipeline_type: rec.plan.pipeline_type,
+    input: rec.input,
+    steps: describeSteps(rec.plan),
+  };
+  if (rec.plan.pipeline_type === 'dataflow') start.dag = describeDag(rec.plan);
+  out.events.push(start);
+  for (const s of rec.plan.steps) {
+    if (s.depends_on.length === 0) markReady(rec, s.name);
+  }
+  fill(rec, now, out);
+  return out;
+}
+
+function markReady(rec: RunRecord, name: string): void {
+  const st = rec.steps[name];
+  if (st === undefined || st.phase !== 'PENDING') return;
+  st.phase = 'READY';
+  rec.ready.push(name);
+}
+
+function wrap(step: PlanStep, value: JsonValue): JsonValue {
+  if (step.param_name === undefined) return value;
+  return { ...(step.args ?? {}), [step.param_name]: value };
+}
+
+/** The input a step receives before wrapping (see docs/pipelines.md). */
+function baseInput(rec: RunRecord, step: PlanStep): JsonValue {
+  if (step.kind === 'after') return step.args ?? null;
+  if (step.depends_on.length === 0) return rec.input;
+  if (rec.plan.pipeline_type === 'sequential') {
+    return rec.steps[step.depends_on[0] as string]?.result ?? null;
+  }
+  const obj: { [key: string]: JsonValue } = {};
+  for (const dep of step.depends_on) obj[dep] = rec.steps[dep]?.result ?? null;
+  return obj;
+}
+
+function makeJob(rec: RunRecord, step: PlanStep, task: string, input: JsonValue, attempt: number, item?: number): StepJob {
+  const job: StepJob = {
+    kind: 'step',
+    job_id: randomUUID(),
+    run_id: rec.run_id,
+    pipeline_id: rec.pipeline_id,
+    step: step.name,
+    step_index: step.index,
+    task,
+    attempt,
+    input,
+  };
+  if (item !== undefined) job.item = item;
+  if (step.timeout_ms !== undefined) job.timeout_ms = step.timeout_ms;
+  return job;
+}
+
+/** Starts ready work until `max_parallel` jobs of the run are in flight, then checks whether the run ended. */
+function fill(rec: RunRecord, now: number, out: Transition<Dispatch[]>): void {
+  const max = rec.plan.max_parallel ?? Infinity;
+  for (;;) {
+    if (rec.status !== 'RUNNING') return;
+    let progressed = false;
+    for (const step of rec.plan.steps) {
+      const st = rec.steps[step.name];
+      const items = st?.items;
+      if (st?.phase !== 'ACTIVE' || !items) continue;
+      while (rec.inflight < max && items.next < items.total) {
+        const i = items.next++;
+        const task = step.kind === 'group' ? (step.tasks[i] as string) : (step.tasks[0] as string);
+        const input = step.kind === 'group' ? wrap(step, items.inputs[0] ?? null) : wrap(step, items.inputs[i] ?? null);
+        rec.inflight++;
+        out.value.push({ job: makeJob(rec, step, task, input, 1, i), delayMs: 0 });
+        progressed = true;
+      }
+    }
+    while (rec.inflight < max && rec.ready.length > 0) {
+      const name = rec.ready.shift() as string;
+      activate(rec, name, now, out);
+      progressed = true;
+      if (rec.status !== 'RUNNING') return;
+    }
+    if (!progressed) break;
+  }
+  maybeFinish(rec, now, out);
+}
+
+function activate(rec: RunRecord, name: string, now: number, out: Transition<Dispatch[]>): void {
+  const { step, st } = stepOf(rec, name);
+  const input = baseInput(rec, step);
+  st.phase = 'ACTIVE';
+  if (step.kind === 'call' || step.kind === 'after') {
+    st.attempt = 1;
+    rec.inflight++;
+    out.value.push({ job: makeJob(rec, step, step.tasks[0] as string, wrap(step, input), 1), delayMs: 0 });
+    return;
+  }
+  if (step.kind === 'group') {
+    st.items = { total: step.tasks.length, next: 0, done: 0, inputs: [input], results: step.tasks.map(() => null) };
+    return;
+  }
+  if (!Array.isArray(input)) {
+    const got = input === null ? 'null' : typeof input;
+    failStep(rec, step, st, `NotAnArrayError: ${step.kind} step "${name}" needs an array input, received ${got}`, now, 0, out);
+    return;
+  }
+  if (input.length === 0) {
+    // Nothing to do: the step starts and completes at once, truthfully with no items.
+    st.started_at_ms = now;
+    st.attempt = 1;
+    out.events.push({ type: 'StepStartEvent', ...base(rec, now), step_name: name, step_index: step.index, task_id: '', attempt: 1, task_name: step.tasks[0] as string, items: 0 });
+    completeStep(rec, step, st, [], now, out);
+    return;
+  }
+  st.items = { total: input.length, next: 0, done: 0, inputs: input, results: input.map(() => null) };
+}
+
+function completeStep(rec: RunRecord, step: PlanStep, st: StepState, result: JsonValue, now: number, out: Transition<Dispatch[]>): void {
+  st.phase = 'COMPLETED';
+  st.result = result;
+  out.events.push({
+    type: 'StepCompleteEvent',
+    ...base(rec, now),
+    step_name: step.name,
+    step_index: step.index,
+    task_id: st.task_id ?? '',
+    result,
+    duration_ms: now - (st.started_at_ms ?? now),
+    attempt: st.attempt,
+  });
+  for (const other of rec.plan.steps) {
+    if (!other.depends_on.includes(step.name)) continue;
+    if (other.depends_on.every((d) => rec.steps[d]?.phase === 'COMPLETED')) markReady(rec, other.name);
+  }
+}
+
+function skip(rec: RunRecord, name: string, reason: string, now: number, out: Transition<Dispatch[]>): void {
+  const { step, st } = stepOf(rec, name);
+  if (st.phase !== 'PENDING' && st.phase !== 'READY') return;
+  st.phase = 'SKIPPED';
+  out.events.push({ type: 'StepSkipEvent', ...base(rec, now), step_name: name, step_index: step.index, reason });
+}
+
+/** Ends the run: every step that never ran is skipped, running ones are cancelled. */
+function endRun(
+  rec: RunRecord,
+  status: 'COMPLETED' | 'FAILED' | 'CANCELLED',
+  reason: string,
+  now: number,
+  out: Transition<Dispatch[]>,
+): void {
+  rec.ready = [];
+  for (const s of rec.plan.steps) skip(rec, s.name, reason, now, out);
+  for (const st of Object.values(rec.steps)) if (st.phase === 'ACTIVE') st.phase = 'CANCELLED';
+  rec.status = status;
+  rec.ended_at_ms = now;
+}
+
+function failStep(
+  rec: RunRecord,
+  step: PlanStep,
+  st: StepState,
+  error: string,
+  now: number,
+  attempt: number,
+  out: Transition<Dispatch[]>,
+): void {
+  st.phase = 'FAILED';
+  st.error = error;
+  out.events.push({
+    type: 'StepErrorEvent',
+    ...base(rec, now),
+    step_name: step.name,
+    step_index: step.index,
+    task_id: st.task_id ?? '',
+    error,
+    duration_ms: st.started_at_ms === null ? 0 : now - st.started_at_ms,
+    attempt,
+  });
+  if (rec.plan.failure_policy === 'fail_fast') {
+    const message = `Pipeline failed at step '${step.name}': ${error}`;
+    endRun(rec, 'FAILED', `pipeline failed at step "${step.name}"`, now, out);
+    rec.error = message;
+    out.events.push({
+      type: 'PipelineErrorEvent',
+      ...base(rec, now),
+      pipeline_type: rec.plan.pipeline_type,
+      status: 'FAILED',
+      error: message,
+      duration_ms: now - rec.started_at_ms,
+      step_name: step.name,
+    });
+    return;
+  }
+  skipDependents(rec, step.name, now, out);
+}
+
+function skipDependents(rec: RunRecord, failed: string, now: number, out: Transition<Dispatch[]>): void {
+  const queue = [failed];
+  while (queue.length > 0) {
+    const name = queue.shift() as string;
+    const why = rec.steps[name]?.phase === 'FAILED' ? `dependency "${name}" failed` : `dependency "${name}" was skipped`;
+    for (const other of rec.plan.steps) {
+      if (!other.depends_on.includes(name)) continue;
+      const before = rec.steps[other.name]?.phase;
+      skip(rec, other.name, why, now, out);
+      if (before !== rec.steps[other.name]?.phase) queue.push(other.name);
+    }
+  }
+}
+
+function maybeFinish(rec: RunRecord, now: number, out: Transition<Dispatch[]>): void {
+  if (rec.status !== 'RUNNING' || rec.inflight > 0 || rec.ready.length > 0) return;
+  const failed: string[] = [];
+  for (const s of rec.plan.steps) {
+    const phase = rec.steps[s.name]?.phase;
+    if (phase === 'PENDING' || phase === 'READY' || phase === 'ACTIVE') return;
+    if (phase === 'FAILED') failed.push(s.name);
+  }
+  rec.status = failed.length > 0 ? 'FAILED' : 'COMPLETED';
+  rec.ended_at_ms = now;
+  const duration = now - rec.started_at_ms;
+  if (failed.length > 0) {
+    const errors = failed.map((n) => `'${n}': ${rec.steps[n]?.error ?? ''}`).join('; ');
+    rec.error = `Pipeline failed at step${failed.length > 1 ? 's' : ''} ${errors}`;
+    out.events.push({
+      type: 'PipelineErrorEvent',
+      ...base(rec, now),
+      pipeline_type: rec.plan.pipeline_type,
+      status: 'FAILED',
+      error: rec.error,
+      duration_ms: duration,
+      step_name: failed[0] as string,
+    });
+    return;
+  }
+  rec.result = runResult(rec);
+  out.events.push({
+    type: 'PipelineCompleteEvent',
+    ...base(rec, now),
+    pipeline_type: rec.plan.pipeline_type,
+    status: 'COMPLETED',
+    duration_ms: duration,
+    result: rec.result,
+  });
+}
+
+function runResult(rec: RunRecord): JsonValue {
+  if (rec.plan.pipeline_type === 'sequential') {
+    const last = rec.plan.steps[rec.plan.steps.length - 1];
+    return last === undefined ? null : (rec.steps[last.name]?.result ?? null);
+  }
+  const sinks = sinkSteps(rec.plan);
+  if (sinks.length === 1) return rec.steps[(sinks[0] as PlanStep).name]?.result ?? null;
+  const obj: { [key: string]: JsonValue } = {};
+  for (const s of sinks) obj[s.name] = rec.steps[s.name]?.result ?? null;
+  return obj;
+}
+
+/** A worker is about to run `job`. `value` is false when it must not (run ended, stale job). */
+export function jobStarted(rec: RunRecord, job: StepJob, now: number): Transition<boolean> {
+  const out: Transition<boolean> = { value: false, events: [] };
+  if (rec.status !== 'RUNNING') return out;
+  const { step, st } = stepOf(rec, job.step);
+  if (st.phase !== 'ACTIVE') return out;
+  if (st.items === null) {
+    if (job.attempt !== st.attempt) return out;
+    st.started_at_ms = now;
+    st.task_id = job.job_id;
+    out.events.push({
+      type: 'StepStartEvent',
+      ...base(rec, now),
+      step_name: step.name,
+      step_index: step.index,
+      task_id: job.job_id,
+      attempt: job.attempt,
+      task_name: job.task,
+    });
+  } else if (st.started_at_ms === null) {
+    st.started_at_ms = now;
+    st.task_id = job.job_id;
+    st.attempt = 1;
+    out.events.push({
+      type: 'StepStartEvent',
+      ...base(rec, now),
+      step_name: step.name,
+      step_index: step.index,
+      task_id: job.job_id,
+      attempt: 1,
+      task_name: step.kind === 'group' ? step.tasks.join(',') : job.task,
+      items: st.items.total,
+    });
+  }
+  out.value = true;
+  return out;
+}
+
+/** `job` returned `result`. */
+export function jobSucceeded(rec: RunRecord, job: StepJob, result: JsonValue, now: number): Transition<Dispatch[]> {
+  const out: Transition<Dispatch[]> = { value: [], events: [] };
+  rec.inflight = Math.max(0, rec.inflight - 1);
+  if (rec.status !== 'RUNNING') return out;
+  const { step, st } = stepOf(rec, job.step);
+  if (st.phase !== 'ACTIVE') {
+    fill(rec, now, out);
+    return out;
+  }
+  const items = st.items;
+  if (items === null) {
+    completeStep(rec, step, st, result, now, out);
+  } else if (job.item !== undefined && items.results[job.item] === null) {
+    items.results[job.item] = result;
+    items.done++;
+    if (items.done === items.total) {
+      const value = step.kind === 'filter' ? items.inputs.filter((_, i) => Boolean(items.results[i])) : items.results;
+      completeStep(rec, step, st, value, now, out);
+    } else {
+      out.events.push({
+        type: 'StepProgressEvent',
+        ...base(rec, now),
+        step_name: step.name,
+        step_index: step.index,
+        task_id: st.task_id ?? job.job_id,
+        progress: items.done / items.total,
+        message: `${items.done}/${items.total} items`,
+        attempt: st.attempt,
+      });
+    }
+  }
+  fill(rec, now, out);
+  return out;
+}
+
+/** `job` failed. Retries when the step allows, else fails the step (and the run, per the failure policy). */
+export function jobFailed(rec: RunRecord, job: StepJob, failure: JobFailure, now: number): Transition<Dispatch[]> {
+  const out: Transition<Dispatch[]> = { value: [], events: [] };
+  rec.inflight = Math.max(0, rec.inflight - 1);
+  if (rec.status !== 'RUNNING') return out;
+  const { step, st } = stepOf(rec, job.step);
+  if (st.phase !== 'ACTIVE') {
+    fill(rec, now, out);
+    return out;
+  }
+  if (failure.retryable && job.attempt <= step.retries) {
+    const attempt = job.attempt + 1;
+    const delay = retryDelay(step, attempt);
+    const retry: EventDraft = {
+      type: 'StepRetryEvent',
+      ...base(rec, now),
+      step_name: step.name,
+      step_index: step.index,
+      task_id: job.job_id,
+      attempt,
+      delay_ms: delay,
+      error: failure.error,
+    };
+    if (job.item !== undefined) retry.item = job.item;
+    out.events.push(retry);
+    st.attempt = Math.max(st.attempt, attempt);
+    rec.inflight++;
+    out.value.push({ job: { ...job, job_id: randomUUID(), attempt }, delayMs: delay });
+    return out;
+  }
+  const error = job.item === undefined ? failure.error : `item ${job.item}: ${failure.error}`;
+  failStep(rec, step, st, error, now, job.attempt, out);
+  fill(rec, now, out);
+  return out;
+}
+
+/** Cancels a running run. `value` is false when it had already ended. */
+export function cancelRun(rec: RunRecord, reason: string, now: number): Transition<boolean> {
+  const out: Transition<Dispatch[]> = { value: [], events: [] };
+  if (rec.status !== 'RUNNING') return { value: false, events: [] };
+  endRun(rec, 'CANCELLED', 'run cancelled', now, out);
+  rec.error = reason;
+  out.events.push({
+    type: 'PipelineCancelledEvent',
+    ...base(rec, now),
+    pipeline_type: rec.plan.pipeline_type,
+    status: 'CANCELLED',
+    reason,
+    duration_ms: now - rec.started_at_ms,
+  });
+  return { value: true, events: out.events };
+}
+
+/** The run's deadline passed. `value` is false when it had already ended. */
+export function timeoutRun(rec: RunRecord, now: number): Transition<boolean> {
+  const out: Transition<Dispatch[]> = { value: [], events: [] };
+  if (rec.status !== 'RUNNING') return { value: false, events: [] };
+  const limit = rec.plan.timeout_ms ?? now - rec.started_at_ms;
+  const message = `TimeoutError: pipeline "${rec.pipeline_id}" timed out after ${limit}ms`;
+  endRun(rec, 'FAILED', 'pipeline timed out', now, out);
+  rec.error = message;
+  out.events.push({
+    type: 'PipelineErrorEvent',
+    ...base(rec, now),
+    pipeline_type: rec.plan.pipeline_type,
+    status: 'FAILED',
+    error: message,
+    duration_ms: now - rec.started_at_ms,
+  });
+  return { value: true, events: out.events };
+}
+
+export const NON_RETRYABLE_CODES: ReadonlySet<string> = new Set([ErrorCodes.UNKNOWN_TASK, ErrorCodes.NOT_JSON, ErrorCodes.CANCELLED]);

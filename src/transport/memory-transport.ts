@@ -1,0 +1,180 @@
+import { randomUUID } from 'node:crypto';
+import { FlowcastError, ErrorCodes, describeError } from '../core/errors.js';
+import { checkPositiveInt, checkNonNegativeNumber, checkObject, checkKnownKeys } from '../core/validate.js';
+import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
+import { channelKey, type Channel, type EventListener, type EventTransport, type LogRead } from './transport.js';
+
+/** Options of {@link InMemoryTransport}. */
+export interface InMemoryTransportOptions {
+  /**
+   * Events kept per run; older ones are trimmed (readers are told with `complete: false`).
+   * @default 10000
+   */
+  maxEventsPerRun?: number;
+  /**
+   * Logs of ended runs kept; the oldest ended ones go first. Running runs are never evicted.
+   * @default 1000
+   */
+  maxRuns?: number;
+  /**
+   * How long the log of an ended run is kept, in milliseconds.
+   * @default 3600000 (one hour)
+   */
+  retentionMs?: number;
+  /** Called when a live listener throws. Defaults to printing to stderr. */
+  onListenerError?: (error: unknown, event: FlowcastEvent) => void;
+}
+
+interface RunLog {
+  pipelineId: string;
+  events: FlowcastEvent[];
+  /** Index in `events` of the first event still held. */
+  head: number;
+  nextSeq: number;
+  endedAt: number | null;
+}
+
+const KNOWN = ['maxEventsPerRun', 'maxRuns', 'retentionMs', 'onListenerError'] as const;
+
+/** The embedded event log and fan-out: one process, bounded memory. */
+export class InMemoryTransport implements EventTransport {
+  readonly #maxEvents: number;
+  readonly #maxRuns: number;
+  readonly #retentionMs: number;
+  readonly #onListenerError: (error: unknown, event: FlowcastEvent) => void;
+  readonly #logs = new Map<string, RunLog>();
+  /** Ended runs, oldest first, for eviction. */
+  readonly #ended = new Map<string, number>();
+  readonly #listeners = new Map<string, Set<EventListener>>();
+  #closed = false;
+
+  constructor(options: InMemoryTransportOptions = {}) {
+    checkKnownKeys(checkObject(options, 'InMemoryTransport options'), KNOWN, 'InMemoryTransport options');
+    this.#maxEvents = checkPositiveInt(options.maxEventsPerRun ?? 10_000, 'maxEventsPerRun');
+    this.#maxRuns = checkPositiveInt(options.maxRuns ?? 1000, 'maxRuns');
+    this.#retentionMs = checkNonNegativeNumber(options.retentionMs ?? 3_600_000, 'retentionMs');
+    this.#onListenerError =
+      options.onListenerError ??
+      ((error, event) => {
+        console.error(`flowcast: a live event listener threw on ${event.type} of run ${event.run_id}: ${describeError(error)}`);
+      });
+  }
+
+  append(draft: EventDraft): Promise<FlowcastEvent | null> {
+    return Promise.resolve(this.appendSync(draft));
+  }
+
+  /** The synchronous core of {@link append}, for in-process callers. */
+  appendSync(draft: EventDraft): FlowcastEvent | null {
+    if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'InMemoryTransport is closed');
+    let log = this.#logs.get(draft.run_id);
+    if (log === undefined) {
+      log = { pipelineId: draft.pipeline_id, events: [], head: 0, nextSeq: 1, endedAt: null };
+      this.#logs.set(draft.run_id, log);
+    } else if (log.endedAt !== null) {
+      return null;
+    }
+    const event = { ...draft, v: EVENT_SCHEMA_VERSION, event_id: randomUUID(), seq: log.nextSeq++ } as FlowcastEvent;
+    log.events.push(event);
+    if (log.events.length - log.head > this.#maxEvents) {
+      log.head++;
+      if (log.head > 1024 && log.head * 2 > log.events.length) {
+        log.events = log.events.slice(log.head);
+        log.head = 0;
+      }
+    }
+    if (isTerminalEvent(event)) {
+      const now = Date.now();
+      log.endedAt = now;
+      this.#ended.set(draft.run_id, now);
+      this.#evict(now);
+    }
+    return event;
+  }
+
+  publish(event: FlowcastEvent): Promise<void> {
+    this.publishSync(event);
+    return Promise.resolve();
+  }
+
+  /** The synchronous core of {@link publish}. */
+  publishSync(event: FlowcastEvent): void {
+    if (this.#listeners.size === 0) return;
+    this.#deliver('*', event);
+    this.#deliver(`pipeline:${event.pipeline_id}`, event);
+    this.#deliver(`run:${event.run_id}`, event);
+  }
+
+  #deliver(key: string, event: FlowcastEvent): void {
+    const set = this.#listeners.get(key);
+    if (set === undefined) return;
+    for (const listener of set) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.#onListenerError(error, event);
+      }
+    }
+  }
+
+  read(runId: string, options: { since?: number; limit?: number } = {}): Promise<LogRead> {
+    return Promise.resolve(this.readSync(runId, options));
+  }
+
+  /** The synchronous core of {@link read}. */
+  readSync(runId: string, options: { since?: number; limit?: number } = {}): LogRead {
+    const since = checkNonNegativeNumber(options.since ?? 0, 'since');
+    const limit = options.limit === undefined ? Infinity : checkPositiveInt(options.limit, 'limit');
+    const log = this.#logs.get(runId);
+    if (log === undefined) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
+    const first = log.events[log.head];
+    const firstSeq = first === undefined ? log.nextSeq : first.seq;
+    const lastSeq = log.nextSeq - 1;
+    const startIndex = log.head + Math.max(0, Math.floor(since) + 1 - firstSeq);
+    const end = Math.min(log.events.length, startIndex + limit);
+    return {
+      events: log.events.slice(startIndex, end),
+      first_seq: firstSeq,
+      last_seq: lastSeq,
+      complete: since + 1 >= firstSeq,
+      ended: log.endedAt !== null,
+    };
+  }
+
+  subscribe(channel: Channel, listener: EventListener): () => void {
+    if (typeof listener !== 'function') throw new TypeError('subscribe(channel, listener): listener must be a function');
+    const key = channelKey(channel);
+    let set = this.#listeners.get(key);
+    if (set === undefined) {
+      set = new Set();
+      this.#listeners.set(key, set);
+    }
+    set.add(listener);
+    return () => {
+      const current = this.#listeners.get(key);
+      if (current === undefined) return;
+      current.delete(listener);
+      if (current.size === 0) this.#listeners.delete(key);
+    };
+  }
+
+  /** Number of run logs held (running and ended). */
+  get size(): number {
+    return this.#logs.size;
+  }
+
+  #evict(now: number): void {
+    for (const [runId, endedAt] of this.#ended) {
+      const tooMany = this.#ended.size > this.#maxRuns;
+      if (!tooMany && now - endedAt < this.#retentionMs) break;
+      this.#ended.delete(runId);
+      this.#logs.delete(runId);
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    this.#listeners.clear();
+    return Promise.resolve();
+  }
+}

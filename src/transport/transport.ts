@@ -1,0 +1,48 @@
+import type { EventDraft, FlowcastEvent } from '../events/types.js';
+
+/** What a subscriber listens to: one run, one pipeline, or everything. */
+export type Channel = { runId: string } | { pipelineId: string } | '*';
+
+/** What `read()` returns from a run's log. */
+export interface LogRead {
+  /** The events after `since`, in seq order (up to `limit`). */
+  events: FlowcastEvent[];
+  /** The first seq the log still holds (1 unless retention trimmed it; 0 when the log is unknown). */
+  first_seq: number;
+  /** The last seq the log holds (0 when empty or unknown). */
+  last_seq: number;
+  /** `false` when retention trimmed events that were asked for (`since + 1 < first_seq`). */
+  complete: boolean;
+  /** `true` once the run's terminal event is in the log. */
+  ended: boolean;
+}
+
+export type EventListener = (event: FlowcastEvent) => void;
+
+/**
+ * The per-run event log and the live fan-out of events. The engine appends every event
+ * here first (which gives it its seq), then publishes it once it is recorded.
+ * Implementations: {@link InMemoryTransport} here, Redis in the distributed setup.
+ */
+export interface EventTransport {
+  /**
+   * Gives the draft the run's next seq, `v` and `event_id`, and stores it in the run's log.
+   * Resolves to `null` when the run's log already holds a terminal event: nothing is
+   * ever appended after a run ended, so each run has exactly one terminal event.
+   */
+  append(draft: EventDraft): Promise<FlowcastEvent | null>;
+  /** Sends a stored event to live subscribers. */
+  publish(event: FlowcastEvent): Promise<void>;
+  /** Reads a run's log after `since` (default 0: from the start). */
+  read(runId: string, options?: { since?: number; limit?: number }): Promise<LogRead>;
+  /** Listens to live events of a channel; returns the disposer. */
+  subscribe(channel: Channel, listener: EventListener): () => void;
+  /** Releases what the transport opened. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Key of a channel, for maps. */
+export function channelKey(channel: Channel): string {
+  if (channel === '*') return '*';
+  return 'runId' in channel ? `run:${channel.runId}` : `pipeline:${channel.pipelineId}`;
+}
