@@ -39,7 +39,7 @@ export interface ControlJob {
 export type BrokerJob = TaskJob | StepJob | ControlJob;
 
 /** Runs one job where the broker delivers it; returns the task result for task jobs. */
-export type JobProcessor = (job: BrokerJob) => Promise<JsonValue>;
+export type JobProcessor = (job: BrokerJob) => Promise<unknown> | undefined;
 
 export interface EnqueueOptions {
   /** Deliver the job after this many milliseconds. */
@@ -72,9 +72,14 @@ export interface Broker {
 
   /** Sends a job. Resolves once the broker has accepted it. */
   enqueue(job: BrokerJob, options?: EnqueueOptions): Promise<void>;
+  /**
+   * Optional synchronous form of {@link enqueue} for in-process brokers: the engine uses
+   * it when present to keep promises off the hot path.
+   */
+  enqueueSync?(job: BrokerJob, options?: EnqueueOptions): void;
   /** Drops a delayed job that has not been delivered yet (no-op when unknown). */
   removeDelayed(jobId: string): Promise<void>;
-  /** Installs the processor for `step` and `run_timeout` jobs (the run engine does this). */
+  /** Installs the processor for `step` and `run_timeout` jobs (the run engine does this). It may return `undefined` when it finished synchronously. */
   setRunProcessor(processor: JobProcessor): void;
   /** Waits for the result of a standalone task job. */
   waitForTask(jobId: string, timeoutMs?: number): Promise<JsonValue>;

@@ -96,7 +96,14 @@ export class InMemoryBroker implements Broker {
     let def: TaskDefinition;
     if (typeof fn === 'function') {
       const body = fn as unknown as TaskFn;
-      def = { name, options: opts, threaded: false, invoke: async (input, ctx) => body(input, ctx) };
+      def = { name, options: opts, threaded: false, invoke: (input, ctx) => {
+          try {
+            return Promise.resolve(body(input, ctx));
+          } catch (error) {
+            return Promise.reject(error as Error);
+          }
+        },
+      };
     } else if (typeof fn === 'object' && fn !== null && 'module' in fn) {
       const href = moduleHref(fn, name);
       const exportName = fn.export ?? 'default';
@@ -133,9 +140,18 @@ export class InMemoryBroker implements Broker {
     return [...this.#tasks.keys()];
   }
 
-  enqueue(job: BrokerJob, options: EnqueueOptions = {}): Promise<void> {
-    if (this.#state !== 'open') return Promise.reject(new FlowcastError(ErrorCodes.CLOSED, 'InMemoryBroker is closed'));
-    const delay = options.delayMs === undefined ? 0 : checkNonNegativeNumber(options.delayMs, 'delayMs');
+  enqueue(job: BrokerJob, options?: EnqueueOptions): Promise<void> {
+    try {
+      this.enqueueSync(job, options);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(toError(error));
+    }
+  }
+
+  enqueueSync(job: BrokerJob, options?: EnqueueOptions): void {
+    if (this.#state !== 'open') throw new FlowcastError(ErrorCodes.CLOSED, 'InMemoryBroker is closed');
+    const delay = options?.delayMs === undefined ? 0 : checkNonNegativeNumber(options.delayMs, 'delayMs');
     if (delay > 0) {
       const timer = setTimeout(() => {
         this.#delayed.delete(job.job_id);
@@ -145,7 +161,6 @@ export class InMemoryBroker implements Broker {
     } else {
       this.#push(job);
     }
-    return Promise.resolve();
   }
 
   removeDelayed(jobId: string): Promise<void> {
@@ -232,26 +247,40 @@ export class InMemoryBroker implements Broker {
         this.#head = 0;
       }
       this.#running++;
-      void this.#run(job);
+      this.#run(job);
     }
   }
 
-  async #run(job: BrokerJob): Promise<void> {
+  #run(job: BrokerJob): void {
+    let pending: Promise<unknown> | undefined;
     try {
       if (job.kind === 'task') {
-        await this.#runTaskJob(job);
+        pending = this.#runTaskJob(job);
       } else if (this.#processor === null) {
         this.#onError(new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `No run engine is attached to this broker for ${job.kind} job`), job);
       } else {
-        await this.#processor(job);
+        pending = this.#processor(job);
       }
     } catch (error) {
       this.#onError(toError(error), job);
-    } finally {
-      this.#running--;
-      this.#pump();
-      this.#notifyIdle();
     }
+    if (pending === undefined) {
+      this.#finish();
+      return;
+    }
+    pending.then(
+      () => this.#finish(),
+      (error: unknown) => {
+        this.#onError(toError(error), job);
+        this.#finish();
+      },
+    );
+  }
+
+  #finish(): void {
+    this.#running--;
+    this.#pump();
+    this.#notifyIdle();
   }
 
   async #runTaskJob(job: Extract<BrokerJob, { kind: 'task' }>): Promise<void> {

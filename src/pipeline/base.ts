@@ -64,6 +64,7 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
   #maxParallel: number | undefined;
   readonly #hooks = new Set<EventDispatcher>();
   readonly #tracking = new Set<EventRecorder>();
+  #plan: PipelinePlan | null = null;
 
   constructor(broker: Broker, options: PipelineOptions) {
     if (typeof broker !== 'object' || broker === null || typeof (broker as Partial<Broker>).enqueue !== 'function') {
@@ -89,6 +90,12 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
 
   set pipelineId(id: string) {
     this.#pipelineId = checkId(id, 'pipeline id');
+    this.invalidatePlan();
+  }
+
+  /** Subclasses call this whenever the definition changes. */
+  protected invalidatePlan(): void {
+    this.#plan = null;
   }
 
   /** Sends every event of this pipeline's runs to `hooks`. */
@@ -116,6 +123,7 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
 
   set timeoutMs(ms: number | undefined) {
     this.#timeoutMs = ms === undefined ? undefined : checkPositiveNumber(ms, 'timeoutMs');
+    this.invalidatePlan();
   }
 
   /** The plan the engine runs: plain JSON, stored with each run. */
@@ -133,7 +141,8 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
    * handle to wait for or cancel it. The input must be JSON.
    */
   async kiq(input: I): Promise<RunHandle<O>> {
-    const plan = this.toPlan();
+    // The plan is shared by runs and never mutated by the engine: build it once per definition.
+    const plan = (this.#plan ??= this.toPlan());
     if (plan.steps.length === 0) {
       throw new FlowcastError(ErrorCodes.EMPTY_PIPELINE, `Pipeline "${plan.pipeline_id}" has no steps`);
     }

@@ -90,6 +90,7 @@ export class DataflowPipeline<I extends JsonValue = JsonValue, O extends JsonVal
       }
     }
     this.#steps.push(step);
+    this.invalidatePlan();
     return this;
   }
 

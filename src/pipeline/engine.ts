@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { FlowcastError, ErrorCodes, CancelledError, describeError, toError } from '../core/errors.js';
 import { assertJson, type JsonValue } from '../core/json.js';
 import type { Broker, BrokerJob, ControlJob, StepJob } from '../core/broker.js';
-import { executeCall } from '../core/execute.js';
+import { isoTime } from '../core/clock.js';
+import { CallControl, executeCall, type CallSink } from '../core/execute.js';
 import { isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from './plan.js';
-import type { RunRecord, Transition } from './run-state.js';
+import type { RunRecord, RunSummary, Transition } from './run-state.js';
 import {
   NON_RETRYABLE_CODES,
   beginRun,
@@ -16,10 +17,12 @@ import {
   newRunRecord,
   timeoutRun,
   type Dispatch,
+  type JobFailure,
 } from './transitions.js';
 
 /** Something that records every event of a run, in seq order, before it is published (tracking). */
 export interface EventRecorder {
+  /** May return a promise: the next event of the run waits for it. */
   record(event: FlowcastEvent): void | Promise<void>;
 }
 
@@ -29,8 +32,8 @@ export interface EventDispatcher {
 }
 
 interface Binding {
-  recorders: Set<EventRecorder>;
-  dispatchers: Set<EventDispatcher>;
+  recorders: EventRecorder[];
+  dispatchers: EventDispatcher[];
 }
 
 const engines = new WeakMap<Broker, RunEngine>();
@@ -53,13 +56,13 @@ function timeoutJobId(runId: string): string {
  * Advances runs. Holds no run in a closure: every step is a broker job with JSON input,
  * every change of a run is an atomic transition of its record in the broker's
  * `runState`, whose events land in the run's log in the same step. This process only
- * keeps what is local by nature: abort controllers of the calls it is running, and the
+ * keeps what is local by nature: the abort handles of the calls it is running, and the
  * per-run order in which it hands events to tracking, hooks and live subscribers.
  */
 export class RunEngine {
   readonly broker: Broker;
   readonly #bindings = new Map<string, Binding>();
-  readonly #controllers = new Map<string, Set<AbortController>>();
+  readonly #calls = new Map<string, Set<CallControl>>();
   readonly #chains = new Map<string, Promise<void>>();
   #onError: (error: Error, where: string) => void = (error, where) =>
     console.error(`flowcast: ${where}: ${describeError(error)}`);
@@ -78,11 +81,11 @@ export class RunEngine {
   bind(pipelineId: string, recorders: Iterable<EventRecorder>, dispatchers: Iterable<EventDispatcher>): void {
     let b = this.#bindings.get(pipelineId);
     if (b === undefined) {
-      b = { recorders: new Set(), dispatchers: new Set() };
+      b = { recorders: [], dispatchers: [] };
       this.#bindings.set(pipelineId, b);
     }
-    for (const r of recorders) b.recorders.add(r);
-    for (const d of dispatchers) b.dispatchers.add(d);
+    for (const r of recorders) if (!b.recorders.includes(r)) b.recorders.push(r);
+    for (const d of dispatchers) if (!b.dispatchers.includes(d)) b.dispatchers.push(d);
   }
 
   /** Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent. */
@@ -96,25 +99,24 @@ export class RunEngine {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
       await this.broker.enqueue(job, { delayMs: plan.timeout_ms });
     }
-    await this.#after(rec.pipeline_id, runId, events, dispatches);
+    await this.#after(plan.pipeline_id, runId, events, dispatches);
     return runId;
   }
 
   /** Cancels a run: running calls see their signal aborted, the run ends as CANCELLED. `false` when it had ended. */
   async cancel(runId: string, reason = 'cancelled by request'): Promise<boolean> {
+    if (typeof reason !== 'string') throw new TypeError('cancel(reason): reason must be a string');
     const { value, events } = await this.broker.runState.transition(runId, (r) => cancelRun(r, reason, Date.now()));
-    if (value) {
-      const rec = await this.broker.runState.get(runId);
-      await this.#after(rec?.pipeline_id ?? '', runId, events, []);
-    }
+    const first = events[0];
+    if (value && first !== undefined) await this.#after(first.pipeline_id, runId, events, []);
     return value;
   }
 
   /** Processes one `step` or `run_timeout` job (installed as the broker's run processor). */
-  async process(job: BrokerJob): Promise<JsonValue> {
-    if (job.kind === 'step') await this.#runStep(job);
-    else if (job.kind === 'run_timeout') await this.#runTimeout(job);
-    return null;
+  process(job: BrokerJob): Promise<unknown> | undefined {
+    if (job.kind === 'step') return this.#runStep(job);
+    if (job.kind === 'run_timeout') return this.#runTimeout(job);
+    return undefined;
   }
 
   /**
@@ -133,28 +135,27 @@ export class RunEngine {
         if (timer !== undefined) clearTimeout(timer);
         fn();
       };
-      const fromEvent = (e: FlowcastEvent): void => {
+      const off = this.broker.transport.subscribe({ runId }, (e) => {
         if (e.type === 'PipelineCompleteEvent') finish(() => resolve(e.result));
         else if (e.type === 'PipelineErrorEvent') finish(() => reject(runFailed(runId, e.pipeline_id, e.error)));
-        else if (e.type === 'PipelineCancelledEvent') finish(() => reject(new CancelledError(`Run ${runId} of pipeline "${e.pipeline_id}" was cancelled: ${e.reason}`)));
-      };
-      const off = this.broker.transport.subscribe({ runId }, fromEvent);
+        else if (e.type === 'PipelineCancelledEvent') finish(() => reject(runCancelled(runId, e.pipeline_id, e.reason)));
+      });
       if (timeoutMs !== undefined) {
         timer = setTimeout(
           () => finish(() => reject(new FlowcastError(ErrorCodes.WAIT_TIMEOUT, `Run ${runId} did not end within ${timeoutMs}ms`))),
           timeoutMs,
         );
       }
-      this.broker.runState.get(runId).then(
-        async (rec) => {
-          if (rec === null) {
+      this.broker.runState.getSummary(runId).then(
+        async (summary) => {
+          if (summary === null) {
             finish(() => reject(new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`)));
             return;
           }
-          if (rec.status === 'RUNNING') return;
+          if (summary.status === 'RUNNING') return;
           // Ended already: let this process finish handing its events on first.
           await this.#chains.get(runId);
-          finish(() => settleFromRecord(rec, resolve, reject));
+          finish(() => settleFromSummary(summary, resolve, reject));
         },
         (error: unknown) => finish(() => reject(toError(error))),
       );
@@ -166,175 +167,281 @@ export class RunEngine {
     return this.broker.runState.get(runId);
   }
 
-  async #runTimeout(job: ControlJob): Promise<void> {
-    const rec = await this.broker.runState.get(job.run_id);
-    if (rec === null) return;
-    const { value, events } = await this.broker.runState.transition(job.run_id, (r) => timeoutRun(r, Date.now()));
-    if (value) await this.#after(rec.pipeline_id, job.run_id, events, []);
+  /** Resolves once this process has handed every event of the run on (tracking, hooks, subscribers). */
+  async flushed(runId: string): Promise<void> {
+    await this.#chains.get(runId);
   }
 
-  async #runStep(job: StepJob): Promise<void> {
-    const started = await this.#transition(job, (r) => jobStarted(r, job, Date.now()));
-    if (started === null || !started.value) return;
-    void this.#deliver(job.pipeline_id, job.run_id, started.events);
+  #runTimeout(job: ControlJob): Promise<void> | undefined {
+    return then(this.#transition(job.run_id, (r) => timeoutRun(r, Date.now())), (done) => {
+      const first = done?.events[0];
+      if (done?.value !== true || first === undefined) return undefined;
+      return this.#after(first.pipeline_id, job.run_id, done.events, []);
+    });
+  }
 
+  // The step path is written without async functions: with an in-process store and
+  // broker every transition is synchronous, and each promise saved is time saved per step.
+  #runStep(job: StepJob): Promise<void> | undefined {
+    return then(this.#transition(job.run_id, (r) => jobStarted(r, job, Date.now())), (started) => this.#execute(job, started));
+  }
+
+  #execute(job: StepJob, started: Done<boolean>): Promise<void> | undefined {
+    if (started === null || !started.value) return undefined;
+    void this.#deliver(job.pipeline_id, job.run_id, started.events);
     const def = this.broker.getTask(job.task);
-    let result: JsonValue = null;
-    let failure: { error: string; retryable: boolean } | null = null;
     if (def === undefined) {
-      failure = {
-        error: `UnknownTaskError: task "${job.task}" is not registered on this worker (registered: ${this.broker.taskNames().join(', ') || 'none'})`,
+      const known = this.broker.taskNames().join(', ') || 'none';
+      return this.#finishStep(job, null, {
+        error: `UnknownTaskError: task "${job.task}" is not registered on this worker (registered: ${known})`,
         retryable: false,
-      };
-    } else {
-      const controller = new AbortController();
-      this.#track(job.run_id, controller);
-      let pending: Promise<void> = Promise.resolve();
-      const emitLoose = (draft: EventDraft): void => {
-        pending = pending.then(async () => {
-          const event = await this.broker.transport.append(draft);
-          if (event !== null) await this.#deliver(job.pipeline_id, job.run_id, [event]);
-        }).catch((error: unknown) => this.#onError(toError(error), `event of run ${job.run_id}`));
-      };
-      const stepFields = { pipeline_id: job.pipeline_id, run_id: job.run_id, step_name: job.step, step_index: job.step_index, task_id: job.job_id, attempt: job.attempt };
-      try {
-        result = await executeCall(
-          def,
-          job.input,
-          {
-            runId: job.run_id,
-            pipelineId: job.pipeline_id,
-            stepName: job.step,
-            taskId: job.job_id,
-            attempt: job.attempt,
-            item: job.item ?? null,
-            timeoutMs: job.timeout_ms ?? def.options.timeoutMs,
-            signal: controller.signal,
-          },
-          {
-            log: (lines) => {
-              const draft: EventDraft = { type: 'StepLogEvent', ...stepFields, timestamp: new Date().toISOString(), lines };
-              if (job.item !== undefined) draft.item = job.item;
-              emitLoose(draft);
-            },
-            progress: (progress, message) => {
-              const draft: EventDraft = { type: 'StepProgressEvent', ...stepFields, timestamp: new Date().toISOString(), progress };
-              if (message !== undefined) draft.message = message;
-              emitLoose(draft);
-            },
-          },
-        );
-      } catch (error) {
-        const code = error instanceof FlowcastError ? error.code : undefined;
-        failure = { error: describeError(error), retryable: code === undefined || !NON_RETRYABLE_CODES.has(code) };
-      } finally {
-        this.#untrack(job.run_id, controller);
-      }
-      await pending;
+      });
     }
-    const done = await this.#transition(job, (r) =>
+    const control = new CallControl();
+    this.#track(job.run_id, control);
+    const sink = new StepSink(this, job);
+    const info = {
+      runId: job.run_id,
+      pipelineId: job.pipeline_id,
+      stepName: job.step,
+      taskId: job.job_id,
+      attempt: job.attempt,
+      item: job.item ?? null,
+      timeoutMs: job.timeout_ms ?? def.options.timeoutMs,
+    };
+    const finish = (result: JsonValue, failure: JobFailure | null): Promise<void> | undefined => {
+      this.#untrack(job.run_id, control);
+      const pending = sink.pending;
+      if (pending === null) return this.#finishStep(job, result, failure);
+      return pending.then(() => this.#finishStep(job, result, failure));
+    };
+    return executeCall(def, job.input, info, sink, control).then(
+      (result) => finish(result, null),
+      (error: unknown) => {
+        const code = error instanceof FlowcastError ? error.code : undefined;
+        return finish(null, { error: describeError(error), retryable: code === undefined || !NON_RETRYABLE_CODES.has(code) });
+      },
+    );
+  }
+
+  #finishStep(job: StepJob, result: JsonValue, failure: JobFailure | null): Promise<void> | undefined {
+    const done = this.#transition(job.run_id, (r) =>
       failure === null ? jobSucceeded(r, job, result, Date.now()) : jobFailed(r, job, failure, Date.now()),
     );
-    if (done === null) return;
-    await this.#after(job.pipeline_id, job.run_id, done.events, done.value);
+    return then(done, (d) => (d === null ? undefined : this.#after(job.pipeline_id, job.run_id, d.events, d.value)));
   }
 
-  async #transition<T>(job: StepJob, fn: (r: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] } | null> {
-    try {
-      return await this.broker.runState.transition(job.run_id, fn);
-    } catch (error) {
+  /** Appends an event outside a state transition (log lines, progress) and hands it on. */
+  async appendLoose(draft: EventDraft): Promise<void> {
+    const event = await this.broker.transport.append(draft);
+    if (event !== null) await this.#deliver(draft.pipeline_id, draft.run_id, [event]);
+  }
+
+  reportError(error: unknown, where: string): void {
+    this.#onError(toError(error), where);
+  }
+
+  #transition<T>(runId: string, fn: (r: RunRecord) => Transition<T>): Done<T> | Promise<Done<T>> {
+    const store = this.broker.runState;
+    if (store.transitionSync !== undefined) {
+      try {
+        return store.transitionSync(runId, fn);
+      } catch (error) {
+        if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
+        throw error;
+      }
+    }
+    return store.transition(runId, fn).catch((error: unknown) => {
       if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
       throw error;
-    }
+    });
   }
 
   /** Hands events on, sends the next jobs, and cleans up when the run ended. */
-  async #after(pipelineId: string, runId: string, events: FlowcastEvent[], dispatches: Dispatch[]): Promise<void> {
+  #after(pipelineId: string, runId: string, events: FlowcastEvent[], dispatches: Dispatch[]): Promise<void> | undefined {
     const delivered = this.#deliver(pipelineId, runId, events);
+    let waits: Promise<void>[] | null = null;
+    const broker = this.broker;
     for (const d of dispatches) {
-      try {
-        await this.broker.enqueue(d.job, d.delayMs > 0 ? { delayMs: d.delayMs } : {});
-      } catch (error) {
-        this.#onError(toError(error), `sending job for step "${d.job.step}" of run ${runId}`);
+      const options = d.delayMs > 0 ? { delayMs: d.delayMs } : undefined;
+      const where = `sending job for step "${d.job.step}" of run ${runId}`;
+      if (broker.enqueueSync !== undefined) {
+        try {
+          broker.enqueueSync(d.job, options);
+        } catch (error) {
+          this.#onError(toError(error), where);
+        }
+      } else {
+        (waits ??= []).push(broker.enqueue(d.job, options).catch((error: unknown) => this.#onError(toError(error), where)));
       }
     }
     const last = events[events.length - 1];
     if (last !== undefined && isTerminalEvent(last)) {
-      this.#abortLocal(runId, last.type === 'PipelineCancelledEvent' ? new CancelledError(`Run ${runId} was cancelled`) : new CancelledError(`Run ${runId} ended: ${last.type}`));
-      await this.broker.removeDelayed(timeoutJobId(runId));
+      this.#abortLocal(runId, last);
+      (waits ??= []).push(broker.removeDelayed(timeoutJobId(runId)));
     }
-    await delivered;
+    if (waits === null) return delivered;
+    if (delivered !== undefined) waits.push(delivered);
+    return Promise.all(waits).then(() => undefined);
   }
 
   /**
-   * Hands events to tracking (awaited), then hooks, then live subscribers, one run at a
-   * time in seq order within this process.
+   * Hands events to tracking (awaited when it returns a promise), then hooks, then live
+   * subscribers, in seq order per run within this process. Synchronous when every part
+   * is (then it returns `undefined`).
    */
-  #deliver(pipelineId: string, runId: string, events: FlowcastEvent[]): Promise<void> {
-    if (events.length === 0) return this.#chains.get(runId) ?? Promise.resolve();
+  #deliver(pipelineId: string, runId: string, events: FlowcastEvent[]): Promise<void> | undefined {
     const prev = this.#chains.get(runId);
-    const run = async (): Promise<void> => {
-      const b = this.#bindings.get(pipelineId);
-      for (const event of events) {
-        if (b !== undefined) {
-          for (const r of b.recorders) {
-            try {
-              const p = r.record(event);
-              if (p !== undefined) await p;
-            } catch (error) {
-              this.#onError(toError(error), `tracking of ${event.type} (run ${runId}, seq ${event.seq})`);
-            }
-          }
-          for (const d of b.dispatchers) d.dispatch(event);
-        }
-        try {
-          await this.broker.transport.publish(event);
-        } catch (error) {
-          this.#onError(toError(error), `publishing ${event.type} (run ${runId}, seq ${event.seq})`);
-        }
-      }
-    };
-    const next = prev === undefined ? run() : prev.then(run);
-    this.#chains.set(runId, next);
-    const last = events[events.length - 1] as FlowcastEvent;
-    if (isTerminalEvent(last)) {
-      void next.then(() => {
-        if (this.#chains.get(runId) === next) this.#chains.delete(runId);
-      });
-    }
-    return next;
+    if (events.length === 0) return prev;
+    const b = this.#bindings.get(pipelineId);
+    const p = prev === undefined ? this.#deliverFrom(b, events, 0, 0) : prev.then(() => this.#deliverFrom(b, events, 0, 0));
+    if (p === undefined) return undefined;
+    this.#chains.set(runId, p);
+    void p.then(() => {
+      if (this.#chains.get(runId) === p) this.#chains.delete(runId);
+    });
+    return p;
   }
 
-  #track(runId: string, controller: AbortController): void {
-    let set = this.#controllers.get(runId);
+  #deliverFrom(b: Binding | undefined, events: FlowcastEvent[], i: number, r: number): Promise<void> | undefined {
+    for (; i < events.length; i++, r = 0) {
+      const event = events[i] as FlowcastEvent;
+      if (b !== undefined) {
+        for (; r < b.recorders.length; r++) {
+          let pending: void | Promise<void> = undefined;
+          try {
+            pending = (b.recorders[r] as EventRecorder).record(event);
+          } catch (error) {
+            this.#onError(toError(error), `tracking of ${event.type} (run ${event.run_id}, seq ${event.seq})`);
+          }
+          if (pending !== undefined) {
+            const [ni, nr] = [i, r + 1];
+            return pending.then(
+              () => this.#deliverFrom(b, events, ni, nr),
+              (error: unknown) => {
+                this.#onError(toError(error), `tracking of ${event.type} (run ${event.run_id}, seq ${event.seq})`);
+                return this.#deliverFrom(b, events, ni, nr);
+              },
+            );
+          }
+        }
+        for (const d of b.dispatchers) d.dispatch(event);
+      }
+      let published: void | Promise<void> = undefined;
+      try {
+        published = this.broker.transport.publish(event);
+      } catch (error) {
+        this.#onError(toError(error), `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`);
+      }
+      if (published !== undefined) {
+        const ni = i + 1;
+        return published.then(
+          () => this.#deliverFrom(b, events, ni, 0),
+          (error: unknown) => {
+            this.#onError(toError(error), `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`);
+            return this.#deliverFrom(b, events, ni, 0);
+          },
+        );
+      }
+    }
+    return undefined;
+  }
+
+  #track(runId: string, control: CallControl): void {
+    let set = this.#calls.get(runId);
     if (set === undefined) {
       set = new Set();
-      this.#controllers.set(runId, set);
+      this.#calls.set(runId, set);
     }
-    set.add(controller);
+    set.add(control);
   }
 
-  #untrack(runId: string, controller: AbortController): void {
-    const set = this.#controllers.get(runId);
+  #untrack(runId: string, control: CallControl): void {
+    const set = this.#calls.get(runId);
     if (set === undefined) return;
-    set.delete(controller);
-    if (set.size === 0) this.#controllers.delete(runId);
+    set.delete(control);
+    if (set.size === 0) this.#calls.delete(runId);
   }
 
-  #abortLocal(runId: string, reason: Error): void {
-    const set = this.#controllers.get(runId);
+  /** Aborts the calls of an ended run that run in this process. */
+  abortLocal(runId: string, reason: Error): void {
+    const set = this.#calls.get(runId);
     if (set === undefined) return;
-    this.#controllers.delete(runId);
+    this.#calls.delete(runId);
     for (const c of set) c.abort(reason);
   }
+
+  #abortLocal(runId: string, terminal: FlowcastEvent): void {
+    if (!this.#calls.has(runId)) return;
+    const reason =
+      terminal.type === 'PipelineCancelledEvent'
+        ? new CancelledError(`Run ${runId} was cancelled: ${terminal.reason}`)
+        : new CancelledError(`Run ${runId} ended (${terminal.type}) while this step was running`);
+    this.abortLocal(runId, reason);
+  }
+}
+
+/** Turns a call's `ctx.log()` / `ctx.progress()` into events, in order. */
+class StepSink implements CallSink {
+  /** Tail of the events this call emitted; `null` until it emits one. */
+  pending: Promise<void> | null = null;
+  readonly #engine: RunEngine;
+  readonly #job: StepJob;
+
+  constructor(engine: RunEngine, job: StepJob) {
+    this.#engine = engine;
+    this.#job = job;
+  }
+
+  #fields(): Pick<FlowcastEvent & { type: 'StepLogEvent' }, 'pipeline_id' | 'run_id' | 'step_name' | 'step_index' | 'task_id' | 'attempt' | 'timestamp'> {
+    const j = this.#job;
+    return {
+      pipeline_id: j.pipeline_id,
+      run_id: j.run_id,
+      step_name: j.step,
+      step_index: j.step_index,
+      task_id: j.job_id,
+      attempt: j.attempt,
+      timestamp: isoTime(),
+    };
+  }
+
+  #emit(draft: EventDraft): void {
+    this.pending = (this.pending ?? Promise.resolve())
+      .then(() => this.#engine.appendLoose(draft))
+      .catch((error: unknown) => this.#engine.reportError(error, `log event of run ${this.#job.run_id}`));
+  }
+
+  log(lines: string[]): void {
+    const draft: EventDraft = { type: 'StepLogEvent', ...this.#fields(), lines };
+    if (this.#job.item !== undefined) draft.item = this.#job.item;
+    this.#emit(draft);
+  }
+
+  progress(fraction: number, message: string | undefined): void {
+    const draft: EventDraft = { type: 'StepProgressEvent', ...this.#fields(), progress: fraction };
+    if (message !== undefined) draft.message = message;
+    this.#emit(draft);
+  }
+}
+
+type Done<T> = { value: T; events: FlowcastEvent[] } | null;
+
+/** Continues with `fn` at once for a plain value, or after the promise. */
+function then<T>(value: T | Promise<T>, fn: (v: T) => Promise<void> | undefined): Promise<void> | undefined {
+  return value instanceof Promise ? (value.then(fn) as Promise<void>) : fn(value);
 }
 
 function runFailed(runId: string, pipelineId: string, error: string): FlowcastError {
   return new FlowcastError(ErrorCodes.PIPELINE_FAILED, `Run ${runId} of pipeline "${pipelineId}" failed: ${error}`);
 }
 
-function settleFromRecord(rec: RunRecord, resolve: (v: JsonValue) => void, reject: (e: Error) => void): void {
-  if (rec.status === 'COMPLETED') resolve(rec.result);
-  else if (rec.status === 'CANCELLED') reject(new CancelledError(`Run ${rec.run_id} of pipeline "${rec.pipeline_id}" was cancelled: ${rec.error ?? ''}`));
-  else reject(runFailed(rec.run_id, rec.pipeline_id, rec.error ?? 'unknown error'));
+function runCancelled(runId: string, pipelineId: string, reason: string): CancelledError {
+  return new CancelledError(`Run ${runId} of pipeline "${pipelineId}" was cancelled: ${reason}`);
+}
+
+function settleFromSummary(s: RunSummary, resolve: (v: JsonValue) => void, reject: (e: Error) => void): void {
+  if (s.status === 'COMPLETED') resolve(s.result);
+  else if (s.status === 'CANCELLED') reject(runCancelled(s.run_id, s.pipeline_id, s.error ?? ''));
+  else reject(runFailed(s.run_id, s.pipeline_id, s.error ?? 'unknown error'));
 }

@@ -81,6 +81,7 @@ export class Pipeline<I extends JsonValue = JsonValue, O extends JsonValue = Jso
     }
     const prev = this.#steps[this.#steps.length - 1];
     this.#steps.push(this.planStep(name, this.#steps.length, kind, tasks, options, prev === undefined ? [] : [prev.name]));
+    this.invalidatePlan();
     return this;
   }
 

@@ -2,6 +2,7 @@ import { FlowcastError, ErrorCodes } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
 import { checkKnownKeys, checkObject, checkPositiveInt } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
+import { Fifo } from '../core/fifo.js';
 import type { InMemoryTransport } from '../transport/memory-transport.js';
 import type { PipelinePlan } from './plan.js';
 
@@ -52,6 +53,15 @@ export interface RunRecord {
   error: string | null;
 }
 
+/** What {@link RunStateStore.getSummary} returns. */
+export interface RunSummary {
+  run_id: string;
+  pipeline_id: string;
+  status: RunStatus;
+  result: JsonValue | null;
+  error: string | null;
+}
+
 /** What a transition function returns: its value and the events it causes. */
 export interface Transition<T> {
   value: T;
@@ -68,12 +78,19 @@ export interface RunStateStore {
   create(record: RunRecord, events: EventDraft[]): Promise<FlowcastEvent[]>;
   /** A copy of the run's record, or `null`. */
   get(runId: string): Promise<RunRecord | null>;
+  /** The run's status and outcome without its plan and steps (cheap), or `null`. */
+  getSummary(runId: string): Promise<RunSummary | null>;
   /**
    * Applies `fn` to the run's record atomically and appends the events it returns.
    * `fn` may run more than once (optimistic stores retry): it must be pure.
    * Rejects with `NOT_FOUND` for an unknown run.
    */
   transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }>;
+  /**
+   * Optional synchronous form of {@link transition} for in-process stores: the engine
+   * uses it when present to keep promises off the hot path.
+   */
+  transitionSync?<T>(runId: string, fn: (record: RunRecord) => Transition<T>): { value: T; events: FlowcastEvent[] };
   /** Releases what the store opened. Idempotent. */
   close(): Promise<void>;
 }
@@ -83,8 +100,9 @@ export interface InMemoryRunStateOptions {
   /** The log the events of each transition go to. */
   log: InMemoryTransport;
   /**
-   * Records of ended runs kept (running runs are never evicted).
-   * @default 10000
+   * Records of ended runs kept (running runs are never evicted). Tracking keeps the
+   * history; this only serves `waitResult()` and `getRun()` of recent runs.
+   * @default 1000
    */
   maxEndedRuns?: number;
 }
@@ -94,12 +112,12 @@ export class InMemoryRunState implements RunStateStore {
   readonly #log: InMemoryTransport;
   readonly #maxEnded: number;
   readonly #runs = new Map<string, RunRecord>();
-  readonly #ended = new Set<string>();
+  readonly #ended = new Fifo<string>();
 
   constructor(options: InMemoryRunStateOptions) {
     checkKnownKeys(checkObject(options, 'InMemoryRunState options'), ['log', 'maxEndedRuns'], 'InMemoryRunState options');
     this.#log = options.log;
-    this.#maxEnded = checkPositiveInt(options.maxEndedRuns ?? 10_000, 'maxEndedRuns');
+    this.#maxEnded = checkPositiveInt(options.maxEndedRuns ?? 1000, 'maxEndedRuns');
   }
 
   create(record: RunRecord, events: EventDraft[]): Promise<FlowcastEvent[]> {
@@ -113,6 +131,12 @@ export class InMemoryRunState implements RunStateStore {
   get(runId: string): Promise<RunRecord | null> {
     const rec = this.#runs.get(runId);
     return Promise.resolve(rec === undefined ? null : structuredClone(rec));
+  }
+
+  getSummary(runId: string): Promise<RunSummary | null> {
+    const r = this.#runs.get(runId);
+    if (r === undefined) return Promise.resolve(null);
+    return Promise.resolve({ run_id: r.run_id, pipeline_id: r.pipeline_id, status: r.status, result: structuredClone(r.result), error: r.error });
   }
 
   transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
@@ -144,13 +168,8 @@ export class InMemoryRunState implements RunStateStore {
   }
 
   #markEnded(runId: string): void {
-    this.#ended.add(runId);
-    if (this.#ended.size <= this.#maxEnded) return;
-    for (const id of this.#ended) {
-      this.#ended.delete(id);
-      this.#runs.delete(id);
-      if (this.#ended.size <= this.#maxEnded) break;
-    }
+    this.#ended.push(runId);
+    while (this.#ended.size > this.#maxEnded) this.#runs.delete(this.#ended.shift() as string);
   }
 
   close(): Promise<void> {

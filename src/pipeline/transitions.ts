@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { ErrorCodes } from '../core/errors.js';
+import { isoTime } from '../core/clock.js';
 import type { JsonValue } from '../core/json.js';
 import type { StepJob } from '../core/broker.js';
 import type { EventDraft } from '../events/types.js';
@@ -27,10 +28,9 @@ export interface JobFailure {
   code?: string;
 }
 
-const iso = (ms: number): string => new Date(ms).toISOString();
 
 function base(rec: RunRecord, now: number): { pipeline_id: string; run_id: string; timestamp: string } {
-  return { pipeline_id: rec.pipeline_id, run_id: rec.run_id, timestamp: iso(now) };
+  return { pipeline_id: rec.pipeline_id, run_id: rec.run_id, timestamp: isoTime(now) };
 }
 
 function stepOf(rec: RunRecord, name: string): { step: PlanStep; st: StepState } {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Fifo } from '../core/fifo.js';
 import { FlowcastError, ErrorCodes, describeError } from '../core/errors.js';
 import { checkPositiveInt, checkNonNegativeNumber, checkObject, checkKnownKeys } from '../core/validate.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
@@ -44,7 +45,7 @@ export class InMemoryTransport implements EventTransport {
   readonly #onListenerError: (error: unknown, event: FlowcastEvent) => void;
   readonly #logs = new Map<string, RunLog>();
   /** Ended runs, oldest first, for eviction. */
-  readonly #ended = new Map<string, number>();
+  readonly #ended = new Fifo<{ runId: string; endedAt: number }>();
   readonly #listeners = new Map<string, Set<EventListener>>();
   #closed = false;
 
@@ -74,7 +75,11 @@ export class InMemoryTransport implements EventTransport {
     } else if (log.endedAt !== null) {
       return null;
     }
-    const event = { ...draft, v: EVENT_SCHEMA_VERSION, event_id: randomUUID(), seq: log.nextSeq++ } as FlowcastEvent;
+    // The draft is the engine's own object: completing it in place saves a copy per event.
+    const event = draft as FlowcastEvent;
+    event.v = EVENT_SCHEMA_VERSION;
+    event.event_id = randomUUID();
+    event.seq = log.nextSeq++;
     log.events.push(event);
     if (log.events.length - log.head > this.#maxEvents) {
       log.head++;
@@ -86,19 +91,13 @@ export class InMemoryTransport implements EventTransport {
     if (isTerminalEvent(event)) {
       const now = Date.now();
       log.endedAt = now;
-      this.#ended.set(draft.run_id, now);
+      this.#ended.push({ runId: draft.run_id, endedAt: now });
       this.#evict(now);
     }
     return event;
   }
 
-  publish(event: FlowcastEvent): Promise<void> {
-    this.publishSync(event);
-    return Promise.resolve();
-  }
-
-  /** The synchronous core of {@link publish}. */
-  publishSync(event: FlowcastEvent): void {
+  publish(event: FlowcastEvent): void {
     if (this.#listeners.size === 0) return;
     this.#deliver('*', event);
     this.#deliver(`pipeline:${event.pipeline_id}`, event);
@@ -164,11 +163,10 @@ export class InMemoryTransport implements EventTransport {
   }
 
   #evict(now: number): void {
-    for (const [runId, endedAt] of this.#ended) {
-      const tooMany = this.#ended.size > this.#maxRuns;
-      if (!tooMany && now - endedAt < this.#retentionMs) break;
-      this.#ended.delete(runId);
-      this.#logs.delete(runId);
+    for (let first = this.#ended.peek(); first !== undefined; first = this.#ended.peek()) {
+      if (this.#ended.size <= this.#maxRuns && now - first.endedAt < this.#retentionMs) break;
+      this.#ended.shift();
+      this.#logs.delete(first.runId);
     }
   }
 

@@ -31,8 +31,8 @@ export interface EventTransport {
    * ever appended after a run ended, so each run has exactly one terminal event.
    */
   append(draft: EventDraft): Promise<FlowcastEvent | null>;
-  /** Sends a stored event to live subscribers. */
-  publish(event: FlowcastEvent): Promise<void>;
+  /** Sends a stored event to live subscribers (synchronously when it can: then it returns nothing). */
+  publish(event: FlowcastEvent): void | Promise<void>;
   /** Reads a run's log after `since` (default 0: from the start). */
   read(runId: string, options?: { since?: number; limit?: number }): Promise<LogRead>;
   /** Listens to live events of a channel; returns the disposer. */
