@@ -62,7 +62,8 @@ function timeoutJobId(runId: string): string {
 export class RunEngine {
   readonly broker: Broker;
   readonly #bindings = new Map<string, Binding>();
-  readonly #calls = new Map<string, Set<CallControl>>();
+  /** Calls running in this process, and their run: at most the broker's concurrency. */
+  readonly #calls = new Map<CallControl, string>();
   readonly #chains = new Map<string, Promise<void>>();
   #onError: (error: Error, where: string) => void = (error, where) =>
     console.error(`flowcast: ${where}: ${describeError(error)}`);
@@ -348,36 +349,31 @@ export class RunEngine {
   }
 
   #track(runId: string, control: CallControl): void {
-    let set = this.#calls.get(runId);
-    if (set === undefined) {
-      set = new Set();
-      this.#calls.set(runId, set);
-    }
-    set.add(control);
+    this.#calls.set(control, runId);
   }
 
-  #untrack(runId: string, control: CallControl): void {
-    const set = this.#calls.get(runId);
-    if (set === undefined) return;
-    set.delete(control);
-    if (set.size === 0) this.#calls.delete(runId);
+  #untrack(_runId: string, control: CallControl): void {
+    this.#calls.delete(control);
   }
 
   /** Aborts the calls of an ended run that run in this process. */
-  abortLocal(runId: string, reason: Error): void {
-    const set = this.#calls.get(runId);
-    if (set === undefined) return;
-    this.#calls.delete(runId);
-    for (const c of set) c.abort(reason);
+  abortLocal(runId: string, reason: Error | (() => Error)): void {
+    let error: Error | null = null;
+    for (const [control, id] of this.#calls) {
+      if (id !== runId) continue;
+      this.#calls.delete(control);
+      error ??= typeof reason === 'function' ? reason() : reason;
+      control.abort(error);
+    }
   }
 
   #abortLocal(runId: string, terminal: FlowcastEvent): void {
-    if (!this.#calls.has(runId)) return;
-    const reason =
+    if (this.#calls.size === 0) return;
+    this.abortLocal(runId, () =>
       terminal.type === 'PipelineCancelledEvent'
         ? new CancelledError(`Run ${runId} was cancelled: ${terminal.reason}`)
-        : new CancelledError(`Run ${runId} ended (${terminal.type}) while this step was running`);
-    this.abortLocal(runId, reason);
+        : new CancelledError(`Run ${runId} ended (${terminal.type}) while this step was running`),
+    );
   }
 }
 
