@@ -116,7 +116,7 @@ export function executeCall(
     };
     control.bind(fail);
     if (control.aborted) {
-      fail(control.reason as Error);
+      fail(control.reason ?? new Error('aborted'));
       return;
     }
     if (info.timeoutMs !== undefined) {
@@ -127,7 +127,7 @@ export function executeCall(
       (result) => {
         if (timer !== undefined) clearTimeout(timer);
         if (control.aborted) {
-          reject(control.reason as Error);
+          reject(control.reason ?? new Error('aborted'));
           return;
         }
         const value = result === undefined ? null : result;

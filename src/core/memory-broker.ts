@@ -100,7 +100,7 @@ export class InMemoryBroker implements Broker {
           try {
             return Promise.resolve(body(input, ctx));
           } catch (error) {
-            return Promise.reject(error as Error);
+            return Promise.reject(toError(error));
           }
         },
       };

@@ -9,7 +9,7 @@ export function show(value: unknown): string {
     const s = JSON.stringify(value);
     return s.length > 80 ? `${s.slice(0, 77)}...` : s;
   } catch {
-    return String(value);
+    return Object.prototype.toString.call(value);
   }
 }
 

@@ -166,9 +166,9 @@ export class HookManager {
       this.#report(error, event, slot.type);
       return;
     }
-    if (result !== undefined && typeof (result as Promise<void>).then === 'function') {
+    if (result !== undefined && typeof (result).then === 'function') {
       slot.busy = true;
-      (result as Promise<void>).then(
+      (result).then(
         () => this.#next(slot),
         (error: unknown) => {
           this.#report(error, event, slot.type);

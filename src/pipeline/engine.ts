@@ -425,7 +425,7 @@ type Done<T> = { value: T; events: FlowcastEvent[] } | null;
 
 /** Continues with `fn` at once for a plain value, or after the promise. */
 function then<T>(value: T | Promise<T>, fn: (v: T) => Promise<void> | undefined): Promise<void> | undefined {
-  return value instanceof Promise ? (value.then(fn) as Promise<void>) : fn(value);
+  return value instanceof Promise ? (value.then(fn)) : fn(value);
 }
 
 function runFailed(runId: string, pipelineId: string, error: string): FlowcastError {

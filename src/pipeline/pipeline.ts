@@ -54,7 +54,7 @@ export class Pipeline<I extends JsonValue = JsonValue, O extends JsonValue = Jso
 
   /** Keeps the elements of the previous result (an array) for which `task` returns a truthy value. */
   filter(task: Task<never, JsonValue> | Task, options: CallOptions = {}): Pipeline<I, O> {
-    return this.#add('filter', [task], options, 'filter') as unknown as Pipeline<I, O>;
+    return this.#add('filter', [task], options, 'filter');
   }
 
   /** Runs several tasks in parallel on the previous result; the result is the array of their results, in order. */

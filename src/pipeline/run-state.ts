@@ -1,4 +1,4 @@
-import { FlowcastError, ErrorCodes } from '../core/errors.js';
+import { FlowcastError, ErrorCodes, toError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
 import { checkKnownKeys, checkObject, checkPositiveInt } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
@@ -143,7 +143,7 @@ export class InMemoryRunState implements RunStateStore {
     try {
       return Promise.resolve(this.transitionSync(runId, fn));
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(toError(error));
     }
   }
 
