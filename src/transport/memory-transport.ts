@@ -3,7 +3,7 @@ import { Fifo } from '../core/fifo.js';
 import { FlowcastError, ErrorCodes, describeError } from '../core/errors.js';
 import { checkPositiveInt, checkNonNegativeNumber, checkObject, checkKnownKeys } from '../core/validate.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
-import { channelKey, type Channel, type EventListener, type EventTransport, type LogRead } from './transport.js';
+import { type Channel, type EventListener, type EventTransport, type LogRead } from './transport.js';
 
 /** Options of {@link InMemoryTransport}. */
 export interface InMemoryTransportOptions {
@@ -46,7 +46,9 @@ export class InMemoryTransport implements EventTransport {
   readonly #logs = new Map<string, RunLog>();
   /** Ended runs, oldest first, for eviction. */
   readonly #ended = new Fifo<{ runId: string; endedAt: number }>();
-  readonly #listeners = new Map<string, Set<EventListener>>();
+  readonly #all = new Set<EventListener>();
+  readonly #byPipeline = new Map<string, Set<EventListener>>();
+  readonly #byRun = new Map<string, Set<EventListener>>();
   #closed = false;
 
   constructor(options: InMemoryTransportOptions = {}) {
@@ -98,16 +100,15 @@ export class InMemoryTransport implements EventTransport {
   }
 
   publish(event: FlowcastEvent): void {
-    if (this.#listeners.size === 0) return;
-    this.#deliver('*', event);
-    this.#deliver(`pipeline:${event.pipeline_id}`, event);
-    this.#deliver(`run:${event.run_id}`, event);
+    if (this.#all.size > 0) this.#deliver(this.#all, event);
+    const byPipeline = this.#byPipeline.get(event.pipeline_id);
+    if (byPipeline !== undefined) this.#deliver(byPipeline, event);
+    const byRun = this.#byRun.get(event.run_id);
+    if (byRun !== undefined) this.#deliver(byRun, event);
   }
 
-  #deliver(key: string, event: FlowcastEvent): void {
-    const set = this.#listeners.get(key);
-    if (set === undefined) return;
-    for (const listener of set) {
+  #deliver(listeners: Set<EventListener>, event: FlowcastEvent): void {
+    for (const listener of listeners) {
       try {
         listener(event);
       } catch (error) {
@@ -142,18 +143,23 @@ export class InMemoryTransport implements EventTransport {
 
   subscribe(channel: Channel, listener: EventListener): () => void {
     if (typeof listener !== 'function') throw new TypeError('subscribe(channel, listener): listener must be a function');
-    const key = channelKey(channel);
-    let set = this.#listeners.get(key);
+    if (channel === '*') {
+      this.#all.add(listener);
+      return () => this.#all.delete(listener);
+    }
+    const [map, key] = 'runId' in channel ? [this.#byRun, channel.runId] : [this.#byPipeline, channel.pipelineId];
+    if (typeof key !== 'string' || key.length === 0) throw new TypeError(`subscribe(channel): invalid channel ${JSON.stringify(channel)}`);
+    let set = map.get(key);
     if (set === undefined) {
       set = new Set();
-      this.#listeners.set(key, set);
+      map.set(key, set);
     }
     set.add(listener);
     return () => {
-      const current = this.#listeners.get(key);
+      const current = map.get(key);
       if (current === undefined) return;
       current.delete(listener);
-      if (current.size === 0) this.#listeners.delete(key);
+      if (current.size === 0) map.delete(key);
     };
   }
 
@@ -172,7 +178,9 @@ export class InMemoryTransport implements EventTransport {
 
   close(): Promise<void> {
     this.#closed = true;
-    this.#listeners.clear();
+    this.#all.clear();
+    this.#byPipeline.clear();
+    this.#byRun.clear();
     return Promise.resolve();
   }
 }
