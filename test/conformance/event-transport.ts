@@ -1,0 +1,148 @@
+/**
+ * The contract every EventTransport keeps (memory now, Redis next): seq assignment,
+ * the one-terminal-event rule, retention reporting, and live fan-out per channel.
+ * Usage: `eventTransportConformance('memory', () => new InMemoryTransport({...}))`.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { EventDraft, FlowcastEvent } from '../../src/events/types.js';
+import type { EventTransport } from '../../src/transport/transport.js';
+
+export interface TransportFactoryOptions {
+  /** Events kept per run: the suite asks for 5 to test trimming. */
+  maxEventsPerRun?: number;
+}
+
+let counter = 0;
+
+function draftFor(runId: string, pipelineId: string, type: 'log' | 'start' | 'end' = 'log'): EventDraft {
+  const base = { pipeline_id: pipelineId, run_id: runId, timestamp: new Date().toISOString() };
+  if (type === 'start') {
+    return { type: 'PipelineStartEvent', ...base, pipeline_type: 'sequential', input: null, steps: [] };
+  }
+  if (type === 'end') {
+    return { type: 'PipelineCompleteEvent', ...base, pipeline_type: 'sequential', status: 'COMPLETED', duration_ms: 1, result: null };
+  }
+  return { type: 'StepLogEvent', ...base, step_name: 's', step_index: 0, task_id: 't', attempt: 1, lines: [`line ${counter++}`] };
+}
+
+export function eventTransportConformance(
+  name: string,
+  make: (options: TransportFactoryOptions) => Promise<EventTransport> | EventTransport,
+): void {
+  describe(`EventTransport conformance: ${name}`, () => {
+    const opened: EventTransport[] = [];
+    const open = async (options: TransportFactoryOptions = {}): Promise<EventTransport> => {
+      const t = await make(options);
+      opened.push(t);
+      return t;
+    };
+    afterEach(async () => {
+      await Promise.all(opened.splice(0).map((t) => t.close()));
+    });
+
+    describe('#append', () => {
+      it('gives each run its own gapless seq from 1, with v and a unique event_id', async () => {
+        const t = await open();
+        const a: FlowcastEvent[] = [];
+        const b: FlowcastEvent[] = [];
+        for (let i = 0; i < 5; i++) {
+          a.push((await t.append(draftFor('run-a', 'p')))!);
+          b.push((await t.append(draftFor('run-b', 'p')))!);
+        }
+        expect(a.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+        expect(b.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+        expect(a.every((e) => e.v === 1)).toBe(true);
+        expect(new Set([...a, ...b].map((e) => e.event_id)).size).toBe(10);
+      });
+
+      it('assigns distinct seqs to concurrent appends of one run', async () => {
+        const t = await open();
+        const events = await Promise.all(Array.from({ length: 50 }, () => t.append(draftFor('run-c', 'p'))));
+        expect(events.map((e) => e!.seq).sort((x, y) => x - y)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+      });
+
+      it('refuses every event after a terminal one', async () => {
+        const t = await open();
+        await t.append(draftFor('run-d', 'p', 'start'));
+        const end = await t.append(draftFor('run-d', 'p', 'end'));
+        expect(end?.seq).toBe(2);
+        expect(await t.append(draftFor('run-d', 'p'))).toBeNull();
+        expect(await t.append(draftFor('run-d', 'p', 'end'))).toBeNull();
+        const read = await t.read('run-d');
+        expect(read.events.map((e) => e.type)).toEqual(['PipelineStartEvent', 'PipelineCompleteEvent']);
+        expect(read.ended).toBe(true);
+      });
+    });
+
+    describe('#read', () => {
+      it('returns the events after `since`, with first_seq and last_seq', async () => {
+        const t = await open();
+        for (let i = 0; i < 6; i++) await t.append(draftFor('run-e', 'p'));
+        const all = await t.read('run-e');
+        expect(all.events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+        expect(all).toMatchObject({ first_seq: 1, last_seq: 6, complete: true, ended: false });
+        const tail = await t.read('run-e', { since: 4 });
+        expect(tail.events.map((e) => e.seq)).toEqual([5, 6]);
+        const limited = await t.read('run-e', { since: 1, limit: 2 });
+        expect(limited.events.map((e) => e.seq)).toEqual([2, 3]);
+        const none = await t.read('run-e', { since: 6 });
+        expect(none.events).toEqual([]);
+      });
+
+      it('says when retention trimmed what was asked for', async () => {
+        const t = await open({ maxEventsPerRun: 5 });
+        for (let i = 0; i < 12; i++) await t.append(draftFor('run-f', 'p'));
+        const read = await t.read('run-f');
+        expect(read.complete).toBe(false);
+        expect(read.first_seq).toBe(8);
+        expect(read.last_seq).toBe(12);
+        expect(read.events.map((e) => e.seq)).toEqual([8, 9, 10, 11, 12]);
+        const fromHeld = await t.read('run-f', { since: 7 });
+        expect(fromHeld.complete).toBe(true);
+        expect(fromHeld.events).toHaveLength(5);
+      });
+
+      it('answers an unknown run with an empty log', async () => {
+        const t = await open();
+        const read = await t.read('nobody');
+        expect(read).toMatchObject({ events: [], first_seq: 0, last_seq: 0, ended: false });
+      });
+    });
+
+    describe('#subscribe / #publish', () => {
+      it('delivers to run, pipeline and wildcard channels, and stops after the disposer', async () => {
+        const t = await open();
+        const byRun: number[] = [];
+        const byPipeline: string[] = [];
+        const all: string[] = [];
+        const offRun = t.subscribe({ runId: 'run-g' }, (e) => byRun.push(e.seq));
+        t.subscribe({ pipelineId: 'pipe-g' }, (e) => byPipeline.push(e.run_id));
+        t.subscribe('*', (e) => all.push(e.run_id));
+        const e1 = (await t.append(draftFor('run-g', 'pipe-g')))!;
+        const e2 = (await t.append(draftFor('run-h', 'other')))!;
+        await t.publish(e1);
+        await t.publish(e2);
+        offRun();
+        const e3 = (await t.append(draftFor('run-g', 'pipe-g')))!;
+        await t.publish(e3);
+        await new Promise((r) => setTimeout(r, 50));
+        expect(byRun).toEqual([1]);
+        expect(byPipeline).toEqual(['run-g', 'run-g']);
+        expect(all).toEqual(['run-g', 'run-h', 'run-g']);
+      });
+
+      it('keeps delivering to others when a listener throws', async () => {
+        const t = await open();
+        const seen: number[] = [];
+        t.subscribe('*', () => {
+          throw new Error('listener bug');
+        });
+        t.subscribe('*', (e) => seen.push(e.seq));
+        const e = (await t.append(draftFor('run-i', 'p')))!;
+        await t.publish(e);
+        await new Promise((r) => setTimeout(r, 50));
+        expect(seen).toEqual([1]);
+      });
+    });
+  });
+}

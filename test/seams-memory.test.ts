@@ -1,0 +1,13 @@
+import { InMemoryTransport } from '../src/transport/memory-transport.js';
+import { InMemoryRunState } from '../src/pipeline/run-state.js';
+import { eventTransportConformance } from './conformance/event-transport.js';
+import { runStateConformance } from './conformance/run-state.js';
+
+eventTransportConformance('InMemoryTransport', (o) =>
+  new InMemoryTransport(o.maxEventsPerRun === undefined ? { onListenerError: () => undefined } : { maxEventsPerRun: o.maxEventsPerRun }),
+);
+
+runStateConformance('InMemoryRunState', () => {
+  const transport = new InMemoryTransport();
+  return { store: new InMemoryRunState({ log: transport }), transport };
+});
