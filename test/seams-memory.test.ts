@@ -1,3 +1,5 @@
+import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { brokerConformance } from './conformance/broker.js';
 import { InMemoryTransport } from '../src/transport/memory-transport.js';
 import { InMemoryRunState } from '../src/pipeline/run-state.js';
 import { eventTransportConformance } from './conformance/event-transport.js';
@@ -11,3 +13,5 @@ runStateConformance('InMemoryRunState', () => {
   const transport = new InMemoryTransport();
   return { store: new InMemoryRunState({ log: transport }), transport };
 });
+
+brokerConformance('InMemoryBroker', () => new InMemoryBroker({ onError: () => undefined }));
