@@ -32,3 +32,5 @@ export type { EventFilterOptions } from './events/filter.js';
 export { InMemoryTransport } from './transport/memory-transport.js';
 export type { InMemoryTransportOptions } from './transport/memory-transport.js';
 export type { EventTransport, Channel, LogRead, EventListener } from './transport/transport.js';
+
+export * from './scheduler/index.js';
