@@ -1,0 +1,20 @@
+/** Run tracking (seed 001, DESIGN §4): models, the event reducer, storages, the manager, metrics and the console view. */
+export { PIPELINE_STATUSES, STEP_STATUSES, ENDED_STATUSES, isEndedStatus } from './models.js';
+export type { PipelineStatus, StepStatus, PipelineRunStatus, StepRunStatus } from './models.js';
+export { applyEvent, isDuplicateEvent } from './reducer.js';
+export type { TrackingStorage, ListPipelinesQuery } from './storage.js';
+export { InMemoryPipelineStorage } from './memory-storage.js';
+export type { InMemoryPipelineStorageOptions } from './memory-storage.js';
+export { PipelineTrackingManager } from './manager.js';
+export type {
+  PipelineTrackingManagerOptions,
+  TrackingListener,
+  TrackingErrorHandler,
+  ListPipelinesOptions,
+  GetHistoryOptions,
+  ExportJsonOptions,
+} from './manager.js';
+export { computeMetrics, normalizeFailureReason } from './metrics.js';
+export type { PipelineMetrics, SlowStep, PipelineBreakdown, ComputeMetricsOptions } from './metrics.js';
+export { renderStatus, formatDuration } from './render.js';
+export type { RenderStatusOptions } from './render.js';

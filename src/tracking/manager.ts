@@ -1,0 +1,436 @@
+import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
+import type { JsonValue } from '../core/json.js';
+import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, checkPositiveNumber, show } from '../core/validate.js';
+import type {
+  FlowcastEvent,
+  PipelineCancelledEvent,
+  PipelineCompleteEvent,
+  PipelineErrorEvent,
+  PipelineStartEvent,
+  StepCompleteEvent,
+  StepStartEvent,
+} from '../events/types.js';
+import { InMemoryPipelineStorage } from './memory-storage.js';
+import { computeMetrics, type PipelineMetrics } from './metrics.js';
+import { PIPELINE_STATUSES, isEndedStatus, type PipelineRunStatus, type PipelineStatus } from './models.js';
+import { applyEvent } from './reducer.js';
+import type { ListPipelinesQuery, TrackingStorage } from './storage.js';
+
+/**
+ * Callbacks on tracked runs (seed 001 §8); every method is optional. They are called
+ * after the status is stored, in the order listeners were added. A listener that throws
+ * or rejects is reported to the manager's `onError` and never stops recording; an async
+ * listener is not awaited (the run does not wait for it).
+ */
+export interface TrackingListener {
+  onPipelineStart?(pipelineId: string, event: PipelineStartEvent): void | Promise<void>;
+  onStepStart?(pipelineId: string, stepName: string, event: StepStartEvent): void | Promise<void>;
+  onStepComplete?(pipelineId: string, stepName: string, result: JsonValue, event: StepCompleteEvent): void | Promise<void>;
+  /** Every end of a run: `status.status` is `COMPLETED`, `FAILED` or `CANCELLED`. `status` is the listener's own copy. */
+  onPipelineComplete?(
+    pipelineId: string,
+    status: PipelineStatus,
+    event: PipelineCompleteEvent | PipelineErrorEvent | PipelineCancelledEvent,
+  ): void | Promise<void>;
+  /** A run failed (called before `onPipelineComplete` of the same event). */
+  onPipelineError?(pipelineId: string, error: string, event: PipelineErrorEvent): void | Promise<void>;
+}
+
+const LISTENER_METHODS = ['onPipelineStart', 'onStepStart', 'onStepComplete', 'onPipelineComplete', 'onPipelineError'] as const;
+
+/** Receives listener failures. `context` says which listener method, run and event. */
+export type TrackingErrorHandler = (error: Error, context: string) => void;
+
+/** Options of {@link PipelineTrackingManager}. */
+export interface PipelineTrackingManagerOptions {
+  /** The storage (same as calling `withStorage`). @default none: call withStorage() or withAutoStorage() */
+  storage?: TrackingStorage;
+  /** Where listener failures go. @default console.error */
+  onError?: TrackingErrorHandler;
+}
+
+/** Options of {@link PipelineTrackingManager.listPipelines}. */
+export interface ListPipelinesOptions {
+  /** Only runs with this status. */
+  status?: PipelineRunStatus;
+  /** The seed's name for `status` (`status_filter`). */
+  statusFilter?: PipelineRunStatus;
+  /** Only runs of this pipeline. */
+  pipelineId?: string;
+  /** Only runs started at or after this time (a Date, an ISO string or epoch ms). */
+  since?: Date | string | number;
+  /** At most this many runs (an integer >= 1). @default no limit */
+  limit?: number;
+  /** Skip this many runs first. @default 0 */
+  offset?: number;
+}
+
+/** Options of {@link PipelineTrackingManager.getHistory}. */
+export interface GetHistoryOptions {
+  /** At most this many runs. @default 100 */
+  limit?: number;
+  /** Only runs started at or after this time. @default no bound */
+  since?: Date | string | number;
+  /** Only ended runs (COMPLETED, FAILED, CANCELLED). @default false */
+  endedOnly?: boolean;
+  /** Only runs of this pipeline. */
+  pipelineId?: string;
+}
+
+/** Options of {@link PipelineTrackingManager.exportJson}. */
+export interface ExportJsonOptions {
+  /** Keep `result` of the run and of its steps (large results can be left out). @default true */
+  includeResult?: boolean;
+  /** Keep the run's `input`. @default true */
+  includeInput?: boolean;
+  /** Indentation of the JSON. @default 2 */
+  indent?: number;
+}
+
+/** A broker that can make a shared tracking storage (the Redis broker does). */
+interface TrackingStorageFactory {
+  createTrackingStorage(): TrackingStorage;
+}
+
+const DAY_MS = 86_400_000;
+
+function defaultOnError(error: Error, context: string): void {
+  console.error(`flowcast tracking: ${context} failed: ${describeError(error)}`);
+}
+
+function isPromiseLike<T>(value: unknown): value is PromiseLike<T> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+function toDate(value: unknown, name: string): Date {
+  const d = value instanceof Date ? new Date(value.getTime()) : typeof value === 'string' || typeof value === 'number' ? new Date(value) : null;
+  if (d === null || Number.isNaN(d.getTime())) {
+    throw new InvalidArgumentError(`${name} must be a valid Date, ISO string or epoch milliseconds, received ${show(value)}`);
+  }
+  return d;
+}
+
+function options(value: unknown, known: readonly string[], name: string): Record<string, unknown> {
+  const o = checkObject(value, name);
+  checkKnownKeys(o, known, name);
+  return o;
+}
+
+/**
+ * Records every event of the runs it tracks into a {@link TrackingStorage} and answers
+ * queries on them (seed 001 §2). Attach it with `pipeline.withTracking(tracking)`.
+ *
+ * @example
+ * const tracking = new PipelineTrackingManager().withAutoStorage(broker);
+ * const pipeline = new Pipeline(broker).callNext(fetch).withTracking(tracking);
+ * const run = await pipeline.kiq(input);
+ * await run.waitResult();
+ * const status = await tracking.getStatus(run.runId);
+ */
+export class PipelineTrackingManager {
+  #storage: TrackingStorage | null = null;
+  /** The storage withAutoStorage() created: the manager closes it. */
+  #owned: TrackingStorage | null = null;
+  #listeners: TrackingListener[] = [];
+  #onError: TrackingErrorHandler = defaultOnError;
+  /** Per-run tail of the serialised get → apply → save chain (storages without applyEvent). */
+  readonly #chains = new Map<string, Promise<void>>();
+  #closed = false;
+
+  constructor(opts: PipelineTrackingManagerOptions = {}) {
+    const o = options(opts, ['storage', 'onError'], 'PipelineTrackingManager options');
+    if (o.storage !== undefined) this.withStorage(opts.storage as TrackingStorage);
+    if (o.onError !== undefined) this.onError(opts.onError as TrackingErrorHandler);
+  }
+
+  /** Uses `storage` (replacing any previous one). Returns `this`. */
+  withStorage(storage: TrackingStorage): this {
+    const s = checkObject(storage, 'withStorage(storage)');
+    for (const m of ['saveStatus', 'getStatus', 'listPipelines', 'deletePipeline'] as const) {
+      if (typeof s[m] !== 'function') {
+        throw new InvalidArgumentError(`withStorage(storage): storage must implement TrackingStorage, its ${m} is ${show(s[m])}`);
+      }
+    }
+    this.#storage = storage;
+    this.#owned = null;
+    return this;
+  }
+
+  /**
+   * Uses the broker's shared storage when the broker can make one (`createTrackingStorage()`,
+   * e.g. the Redis broker), else a new {@link InMemoryPipelineStorage}. Returns `this`.
+   */
+  withAutoStorage(broker: object): this {
+    const b = checkObject(broker, 'withAutoStorage(broker)');
+    const storage =
+      typeof b.createTrackingStorage === 'function' ? (broker as TrackingStorageFactory).createTrackingStorage() : new InMemoryPipelineStorage();
+    this.withStorage(storage);
+    this.#owned = storage;
+    return this;
+  }
+
+  /** The storage in use, or `null`. */
+  get storage(): TrackingStorage | null {
+    return this.#storage;
+  }
+
+  /** Sets where listener failures are reported. Returns `this`. */
+  onError(handler: TrackingErrorHandler): this {
+    if (typeof handler !== 'function') throw new InvalidArgumentError(`onError(handler): handler must be a function, received ${show(handler)}`);
+    this.#onError = handler;
+    return this;
+  }
+
+  #require(): TrackingStorage {
+    if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'PipelineTrackingManager is closed');
+    if (this.#storage === null) {
+      throw new FlowcastError(ErrorCodes.NO_STORAGE, 'No tracking storage configured: call withStorage() or withAutoStorage()');
+    }
+    return this.#storage;
+  }
+
+  /**
+   * Applies one event to its run's status. The engine calls it for every event of every
+   * tracked run, in seq order per run, and awaits it when it returns a promise. With a
+   * synchronous `storage.applyEvent` (the in-memory storage) it returns `undefined`
+   * without creating a promise.
+   */
+  record(event: FlowcastEvent): void | Promise<void> {
+    const storage = this.#require();
+    if (typeof event !== 'object' || event === null || typeof event.run_id !== 'string' || typeof event.seq !== 'number') {
+      throw new InvalidArgumentError(`record(event): event must be a FlowcastEvent, received ${show(event)}`);
+    }
+    if (storage.applyEvent !== undefined) {
+      const applied = storage.applyEvent(event);
+      if (isPromiseLike<PipelineStatus | null>(applied)) {
+        return Promise.resolve(applied).then((status) => this.#notify(status, event));
+      }
+      if (this.#listeners.length > 0) this.#notify(applied, event);
+      return undefined;
+    }
+    return this.#recordSerially(storage, event);
+  }
+
+  #recordSerially(storage: TrackingStorage, event: FlowcastEvent): Promise<void> {
+    const runId = event.run_id;
+    const prev = this.#chains.get(runId);
+    const step = async (): Promise<void> => {
+      const current = await storage.getStatus(runId);
+      if (current !== null && event.seq <= current.last_seq) return;
+      const next = applyEvent(current, event);
+      if (next === null) return;
+      await storage.saveStatus(next);
+      this.#notify(next, event);
+    };
+    const p = prev === undefined ? step() : prev.then(step);
+    const tail = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#chains.set(runId, tail);
+    void tail.then(() => {
+      if (this.#chains.get(runId) === tail) this.#chains.delete(runId);
+    });
+    return p;
+  }
+
+  #notify(status: PipelineStatus | null, event: FlowcastEvent): void {
+    if (status === null) return;
+    const listeners = this.#listeners;
+    if (listeners.length === 0) return;
+    const pid = event.pipeline_id;
+    for (const l of listeners) {
+      switch (event.type) {
+        case 'PipelineStartEvent':
+          if (l.onPipelineStart) this.#call(event, 'onPipelineStart', () => l.onPipelineStart?.(pid, event));
+          break;
+        case 'StepStartEvent':
+          if (l.onStepStart) this.#call(event, 'onStepStart', () => l.onStepStart?.(pid, event.step_name, event));
+          break;
+        case 'StepCompleteEvent':
+          if (l.onStepComplete) this.#call(event, 'onStepComplete', () => l.onStepComplete?.(pid, event.step_name, event.result, event));
+          break;
+        case 'PipelineErrorEvent':
+          // A failure is also an end: onPipelineError, then onPipelineComplete.
+          if (l.onPipelineError) this.#call(event, 'onPipelineError', () => l.onPipelineError?.(pid, event.error, event));
+          this.#complete(l, status, event);
+          break;
+        case 'PipelineCompleteEvent':
+        case 'PipelineCancelledEvent':
+          this.#complete(l, status, event);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  #complete(l: TrackingListener, status: PipelineStatus, event: PipelineCompleteEvent | PipelineErrorEvent | PipelineCancelledEvent): void {
+    if (!l.onPipelineComplete) return;
+    // Each listener gets its own copy: the storage's object may be the stored one.
+    const copy = structuredClone(status);
+    this.#call(event, 'onPipelineComplete', () => l.onPipelineComplete?.(event.pipeline_id, copy, event));
+  }
+
+  #call(event: FlowcastEvent, method: string, fn: () => void | Promise<void> | undefined): void {
+    const where = `listener ${method} (run ${event.run_id}, ${event.type} seq ${event.seq})`;
+    try {
+      const r: unknown = fn();
+      if (isPromiseLike(r)) {
+        Promise.resolve(r).catch((error: unknown) => this.#report(error, where));
+      }
+    } catch (error) {
+      this.#report(error, where);
+    }
+  }
+
+  #report(error: unknown, where: string): void {
+    try {
+      this.#onError(toError(error), where);
+    } catch (handlerError) {
+      // The handler itself failed: the last place left to say so.
+      console.error(`flowcast tracking: onError handler threw while reporting ${where}: ${describeError(handlerError)}`);
+    }
+  }
+
+  /**
+   * Adds a listener (any object with some of the {@link TrackingListener} methods) and
+   * returns a function that removes it.
+   */
+  addListener(listener: TrackingListener): () => void {
+    const o = checkObject(listener, 'addListener(listener)');
+    let any = false;
+    for (const m of LISTENER_METHODS) {
+      const fn = o[m];
+      if (fn === undefined) continue;
+      if (typeof fn !== 'function') throw new InvalidArgumentError(`addListener(listener): ${m} must be a function, received ${show(fn)}`);
+      any = true;
+    }
+    if (!any) throw new InvalidArgumentError(`addListener(listener): listener has none of ${LISTENER_METHODS.join(', ')}`);
+    // Copy on write: a notification in progress keeps iterating the array it started with.
+    this.#listeners = [...this.#listeners, listener];
+    return () => {
+      this.#listeners = this.#listeners.filter((l) => l !== listener);
+    };
+  }
+
+  /**
+   * The status of a run. `id` is a run id, or a pipeline id: then its latest started run.
+   * `null` when unknown.
+   */
+  async getStatus(id: string): Promise<PipelineStatus | null> {
+    const storage = this.#require();
+    checkNonEmptyString(id, 'getStatus(id): id');
+    const byRun = await storage.getStatus(id);
+    if (byRun !== null) return byRun;
+    if (storage.getLatest !== undefined) return storage.getLatest(id);
+    const [latest] = await storage.listPipelines({ pipelineId: id, limit: 1 });
+    return latest ?? null;
+  }
+
+  /** Runs, newest started first, narrowed by `status`, `pipelineId`, `since` and paged by `limit` / `offset`. */
+  async listPipelines(opts: ListPipelinesOptions = {}): Promise<PipelineStatus[]> {
+    const storage = this.#require();
+    const o = options(opts, ['status', 'statusFilter', 'pipelineId', 'since', 'limit', 'offset'], 'listPipelines options');
+    if (o.status !== undefined && o.statusFilter !== undefined && o.status !== o.statusFilter) {
+      throw new InvalidArgumentError(`listPipelines options: status ${show(o.status)} and statusFilter ${show(o.statusFilter)} disagree`);
+    }
+    const query: ListPipelinesQuery = {};
+    const status = o.status ?? o.statusFilter;
+    if (status !== undefined) query.status = checkOneOf(status, PIPELINE_STATUSES, o.status !== undefined ? 'status' : 'statusFilter');
+    if (o.pipelineId !== undefined) query.pipelineId = checkNonEmptyString(o.pipelineId, 'pipelineId');
+    if (o.since !== undefined) query.since = toDate(o.since, 'since');
+    if (o.limit !== undefined) query.limit = checkPositiveInt(o.limit, 'limit');
+    if (o.offset !== undefined) query.offset = checkNonNegativeInt(o.offset, 'offset');
+    return storage.listPipelines(query);
+  }
+
+  /** Past runs, newest started first (seed §4.4): every run, or only ended ones with `endedOnly`. */
+  async getHistory(opts: GetHistoryOptions = {}): Promise<PipelineStatus[]> {
+    const storage = this.#require();
+    const o = options(opts, ['limit', 'since', 'endedOnly', 'pipelineId'], 'getHistory options');
+    const limit = o.limit === undefined ? 100 : checkPositiveInt(o.limit, 'limit');
+    const endedOnly = o.endedOnly ?? false;
+    if (typeof endedOnly !== 'boolean') throw new InvalidArgumentError(`endedOnly must be a boolean, received ${show(endedOnly)}`);
+    const query: ListPipelinesQuery = {};
+    if (o.since !== undefined) query.since = toDate(o.since, 'since');
+    if (o.pipelineId !== undefined) query.pipelineId = checkNonEmptyString(o.pipelineId, 'pipelineId');
+    if (!endedOnly) return storage.listPipelines({ ...query, limit });
+    const runs = await storage.listPipelines(query);
+    return runs.filter((s) => isEndedStatus(s.status)).slice(0, limit);
+  }
+
+  /**
+   * Deletes ended runs that completed more than `days` ago (fractions allowed); running
+   * runs are kept. Resolves with how many were deleted.
+   */
+  async cleanupOlderThan(opts: { days: number }): Promise<number> {
+    const storage = this.#require();
+    const o = options(opts, ['days'], 'cleanupOlderThan options');
+    const days = checkPositiveNumber(o.days, 'days');
+    const cutoff = new Date(Date.now() - days * DAY_MS);
+    if (storage.cleanupOlderThan !== undefined) return storage.cleanupOlderThan(cutoff);
+    let deleted = 0;
+    for (const s of await storage.listPipelines()) {
+      if (!isEndedStatus(s.status) || s.completed_at === null || Date.parse(s.completed_at) >= cutoff.getTime()) continue;
+      deleted += await storage.deletePipeline(s.run_id);
+    }
+    return deleted;
+  }
+
+  /** Deletes a run (run id) or every run of a pipeline (pipeline id). Resolves with how many runs were deleted. */
+  async deletePipeline(id: string): Promise<number> {
+    const storage = this.#require();
+    return storage.deletePipeline(checkNonEmptyString(id, 'deletePipeline(id): id'));
+  }
+
+  /** Statistics of the runs started in the last `days` (seed §7; see {@link computeMetrics}). */
+  async getMetrics(opts: { days?: number; pipelineId?: string } = {}): Promise<PipelineMetrics> {
+    const storage = this.#require();
+    const o = options(opts, ['days', 'pipelineId'], 'getMetrics options');
+    const days = o.days === undefined ? 7 : checkPositiveNumber(o.days, 'days');
+    const now = new Date();
+    const query: ListPipelinesQuery = { since: new Date(now.getTime() - days * DAY_MS) };
+    if (o.pipelineId !== undefined) query.pipelineId = checkNonEmptyString(o.pipelineId, 'pipelineId');
+    const runs = await storage.listPipelines(query);
+    return computeMetrics(runs, query.pipelineId === undefined ? { days, now } : { days, now, pipelineId: query.pipelineId });
+  }
+
+  /**
+   * The status of a run (or a pipeline's latest run) as a JSON string (seed §9.2).
+   * Throws `NOT_FOUND` when there is none.
+   */
+  async exportJson(id: string, opts: ExportJsonOptions = {}): Promise<string> {
+    const o = options(opts, ['includeResult', 'includeInput', 'indent'], 'exportJson options');
+    const includeResult = o.includeResult ?? true;
+    const includeInput = o.includeInput ?? true;
+    if (typeof includeResult !== 'boolean') throw new InvalidArgumentError(`includeResult must be a boolean, received ${show(includeResult)}`);
+    if (typeof includeInput !== 'boolean') throw new InvalidArgumentError(`includeInput must be a boolean, received ${show(includeInput)}`);
+    const indent = o.indent === undefined ? 2 : checkNonNegativeInt(o.indent, 'indent');
+    const status = await this.getStatus(id);
+    if (status === null) throw new FlowcastError(ErrorCodes.NOT_FOUND, `exportJson(id): no tracked run or pipeline "${id}"`);
+    const out: Record<string, unknown> = { ...status };
+    if (!includeResult) {
+      delete out.result;
+      out.steps = status.steps.map(({ result: _result, ...rest }) => rest);
+    }
+    if (!includeInput) delete out.input;
+    return JSON.stringify(out, null, indent);
+  }
+
+  /**
+   * Waits for pending recordings, closes the storage if withAutoStorage() created it (a
+   * storage given to withStorage() belongs to the caller), and refuses further use. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([...this.#chains.values()]);
+    this.#listeners = [];
+    await this.#owned?.close?.();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
