@@ -4,7 +4,7 @@
  * the ratio. Usage: npm run bench:engine -- [runs=20000] [inflight=500] [rounds=3]
  */
 import { InMemoryBroker, Pipeline, HookManager } from '../src/index.js';
-import { PipelineTrackingManager, InMemoryPipelineStorage } from '../src/tracking/index.js';
+import { PipelineTrackingManager, InMemoryPipelineStorage } from '../src/index.js';
 
 const RUNS = Number(process.argv[2] ?? 20_000);
 const INFLIGHT = Number(process.argv[3] ?? 500);

@@ -33,4 +33,5 @@ export { InMemoryTransport } from './transport/memory-transport.js';
 export type { InMemoryTransportOptions } from './transport/memory-transport.js';
 export type { EventTransport, Channel, LogRead, EventListener } from './transport/transport.js';
 
+export * from './tracking/index.js';
 export * from './scheduler/index.js';
