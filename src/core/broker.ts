@@ -9,6 +9,8 @@ export interface TaskJob {
   job_id: string;
   task: string;
   input: JsonValue;
+  /** 1 for the first call, 2 for its first retry... (the task's `retries` apply). @default 1 */
+  attempt?: number;
 }
 
 /** One call of a task for a step of a run. */
@@ -28,7 +30,7 @@ export interface StepJob {
   timeout_ms?: number;
 }
 
-/** A run-level control message, such as the run's deadline. */
+/** A run-level control message, such as the run's deadline. Brokers deliver it without waiting for a free task slot. */
 export interface ControlJob {
   kind: 'run_timeout';
   job_id: string;

@@ -9,6 +9,8 @@ import { checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt, 
 import { normalizeTaskOptions } from './task-options.js';
 import { InMemoryTransport, type InMemoryTransportOptions } from '../transport/memory-transport.js';
 import { InMemoryRunState } from '../pipeline/run-state.js';
+import { retryDelay } from '../pipeline/plan.js';
+import { NON_RETRYABLE_CODES } from '../pipeline/transitions.js';
 
 /** Options of {@link InMemoryBroker}. */
 export interface InMemoryBrokerOptions {
@@ -233,6 +235,13 @@ export class InMemoryBroker implements Broker {
 
   #push(job: BrokerJob): void {
     if (this.#state === 'closed') return;
+    if (job.kind === 'run_timeout') {
+      // A run's deadline is bookkeeping, not task work: queued behind the run's own
+      // steps, it could never fire while they hold every slot.
+      this.#running++;
+      this.#run(job);
+      return;
+    }
     this.#queue.push(job);
     this.#pump();
   }
@@ -289,16 +298,24 @@ export class InMemoryBroker implements Broker {
     if (def === undefined) {
       outcome = { ok: false, error: new FlowcastError(ErrorCodes.UNKNOWN_TASK, `Unknown task "${job.task}" (registered: ${this.taskNames().join(', ') || 'none'})`) };
     } else {
+      const attempt = job.attempt ?? 1;
       try {
         const value = await executeCall(
           def,
           job.input,
-          { runId: null, pipelineId: null, stepName: null, taskId: job.job_id, attempt: 1, item: null, timeoutMs: def.options.timeoutMs },
+          { runId: null, pipelineId: null, stepName: null, taskId: job.job_id, attempt, item: null, timeoutMs: def.options.timeoutMs },
           { log: () => undefined, progress: () => undefined },
         );
         outcome = { ok: true, value };
       } catch (error) {
         outcome = { ok: false, error: toError(error) };
+        // The task's retry options apply to every call of it, not only to pipeline steps.
+        const code = error instanceof FlowcastError ? error.code : undefined;
+        if (attempt <= (def.options.retries ?? 0) && (code === undefined || !NON_RETRYABLE_CODES.has(code)) && this.#state === 'open') {
+          const delayMs = retryDelay({ retry_delay_ms: def.options.retryDelayMs ?? 0, backoff: def.options.backoff ?? 'fixed' }, attempt + 1);
+          this.enqueueSync({ ...job, attempt: attempt + 1 }, { delayMs });
+          return;
+        }
       }
     }
     this.#results.set(job.job_id, outcome);

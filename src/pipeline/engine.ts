@@ -65,6 +65,8 @@ export class RunEngine {
   /** Calls running in this process, and their run: at most the broker's concurrency. */
   readonly #calls = new Map<CallControl, string>();
   readonly #chains = new Map<string, Promise<void>>();
+  /** Delayed jobs (retries) this process sent and that were not delivered yet, per run: dropped when the run ends. */
+  readonly #delayed = new Map<string, Set<string>>();
   #onError: (error: Error, where: string) => void = (error, where) =>
     console.error(`flowcast: ${where}: ${describeError(error)}`);
 
@@ -184,7 +186,14 @@ export class RunEngine {
   // The step path is written without async functions: with an in-process store and
   // broker every transition is synchronous, and each promise saved is time saved per step.
   #runStep(job: StepJob): Promise<void> | undefined {
+    if (this.#delayed.size !== 0) this.#delivered(job);
     return then(this.#transition(job.run_id, (r) => jobStarted(r, job, Date.now())), (started) => this.#execute(job, started));
+  }
+
+  #delivered(job: StepJob): void {
+    const ids = this.#delayed.get(job.run_id);
+    if (ids === undefined || !ids.delete(job.job_id)) return;
+    if (ids.size === 0) this.#delayed.delete(job.run_id);
   }
 
   #execute(job: StepJob, started: Done<boolean>): Promise<void> | undefined {
@@ -232,10 +241,22 @@ export class RunEngine {
     return then(done, (d) => (d === null ? undefined : this.#after(job.pipeline_id, job.run_id, d.events, d.value)));
   }
 
-  /** Appends an event outside a state transition (log lines, progress) and hands it on. */
-  async appendLoose(draft: EventDraft): Promise<void> {
-    const event = await this.broker.transport.append(draft);
-    if (event !== null) await this.#deliver(draft.pipeline_id, draft.run_id, [event]);
+  /**
+   * Appends an event outside a state transition (log lines, progress) and hands it on.
+   * With an in-process log ({@link appendsSync}) the append happens before this returns.
+   */
+  appendLoose(draft: EventDraft): Promise<void> | undefined {
+    const transport = this.broker.transport;
+    if (transport.appendSync === undefined) {
+      return transport.append(draft).then((event) => (event === null ? undefined : this.#deliver(draft.pipeline_id, draft.run_id, [event])));
+    }
+    const event = transport.appendSync(draft);
+    return event === null ? undefined : this.#deliver(draft.pipeline_id, draft.run_id, [event]);
+  }
+
+  /** `true` when the broker's event log appends synchronously (in process). */
+  get appendsSync(): boolean {
+    return this.broker.transport.appendSync !== undefined;
   }
 
   reportError(error: unknown, where: string): void {
@@ -265,6 +286,11 @@ export class RunEngine {
     const broker = this.broker;
     for (const d of dispatches) {
       const options = d.delayMs > 0 ? { delayMs: d.delayMs } : undefined;
+      if (options !== undefined) {
+        const ids = this.#delayed.get(runId) ?? new Set<string>();
+        ids.add(d.job.job_id);
+        this.#delayed.set(runId, ids);
+      }
       const where = `sending job for step "${d.job.step}" of run ${runId}`;
       if (broker.enqueueSync !== undefined) {
         try {
@@ -280,6 +306,13 @@ export class RunEngine {
     if (last !== undefined && isTerminalEvent(last)) {
       this.#abortLocal(runId, last);
       (waits ??= []).push(broker.removeDelayed(timeoutJobId(runId)));
+      // A pending retry of an ended run would only be dropped when delivered; until then
+      // its timer would keep the process alive.
+      const ids = this.#delayed.get(runId);
+      if (ids !== undefined) {
+        this.#delayed.delete(runId);
+        for (const id of ids) waits.push(broker.removeDelayed(id));
+      }
     }
     if (waits === null) return delivered;
     if (delivered !== undefined) waits.push(delivered);
@@ -403,9 +436,21 @@ class StepSink implements CallSink {
   }
 
   #emit(draft: EventDraft): void {
-    this.pending = (this.pending ?? Promise.resolve())
-      .then(() => this.#engine.appendLoose(draft))
-      .catch((error: unknown) => this.#engine.reportError(error, `log event of run ${this.#job.run_id}`));
+    const report = (error: unknown): void => this.#engine.reportError(error, `log event of run ${this.#job.run_id}`);
+    if (this.#engine.appendsSync) {
+      // The event takes its seq now: appended later, it would land after events that
+      // happened after it, and listeners would get the run's events out of seq order.
+      let delivered: Promise<void> | undefined;
+      try {
+        delivered = this.#engine.appendLoose(draft);
+      } catch (error) {
+        report(error);
+        return;
+      }
+      if (delivered !== undefined) this.pending = Promise.all([this.pending, delivered]).then(() => undefined, report);
+      return;
+    }
+    this.pending = (this.pending ?? Promise.resolve()).then(() => this.#engine.appendLoose(draft)).catch(report);
   }
 
   log(lines: string[]): void {

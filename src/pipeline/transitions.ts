@@ -203,7 +203,9 @@ function completeStep(rec: RunRecord, step: PlanStep, st: StepState, result: Jso
 
 function skip(rec: RunRecord, name: string, reason: string, now: number, out: Transition<Dispatch[]>): void {
   const { step, st } = stepOf(rec, name);
-  if (st.phase !== 'PENDING' && st.phase !== 'READY') return;
+  // A step whose job was sent but never started (still queued on the broker) never ran either.
+  const neverRan = st.phase === 'PENDING' || st.phase === 'READY' || (st.phase === 'ACTIVE' && st.started_at_ms === null);
+  if (!neverRan) return;
   st.phase = 'SKIPPED';
   out.events.push({ type: 'StepSkipEvent', ...base(rec, now), step_name: name, step_index: step.index, reason });
 }

@@ -31,6 +31,11 @@ export interface EventTransport {
    * ever appended after a run ended, so each run has exactly one terminal event.
    */
   append(draft: EventDraft): Promise<FlowcastEvent | null>;
+  /**
+   * Optional synchronous form of {@link append} for in-process logs: the engine uses it
+   * when present, so that an event gets its seq at the moment it happens.
+   */
+  appendSync?(draft: EventDraft): FlowcastEvent | null;
   /** Sends a stored event to live subscribers (synchronously when it can: then it returns nothing). */
   publish(event: FlowcastEvent): void | Promise<void>;
   /** Reads a run's log after `since` (default 0: from the start). */
