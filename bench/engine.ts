@@ -1,13 +1,13 @@
 /**
  * Engine throughput: N runs of a no-op 5-step sequential pipeline on the in-memory
  * broker, bare and with hooks + tracking attached, in one process. Prints steps/s and
- * the ratio. Usage: npm run bench:engine -- [runs=20000] [inflight=500] [rounds=3]
+ * the ratio. Usage: npm run bench:engine -- [runs=20000] [inflight=100] [rounds=3]
  */
 import { InMemoryBroker, Pipeline, HookManager } from '../src/index.js';
 import { PipelineTrackingManager, InMemoryPipelineStorage } from '../src/index.js';
 
 const RUNS = Number(process.argv[2] ?? 20_000);
-const INFLIGHT = Number(process.argv[3] ?? 500);
+const INFLIGHT = Number(process.argv[3] ?? 100);
 const ROUNDS = Number(process.argv[4] ?? 3);
 const STEPS = 5;
 

@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const src = join(root, 'src');
-const dist = join(root, 'dist');
+// Destination: dist/ by default, or the folder given as the first argument.
+const dist = process.argv[2] === undefined ? join(root, 'dist') : join(root, process.argv[2]);
 
 let copied = 0;
 for (const entry of readdirSync(src, { recursive: true, withFileTypes: true })) {

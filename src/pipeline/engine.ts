@@ -401,7 +401,8 @@ export class RunEngine {
   }
 
   #abortLocal(runId: string, terminal: FlowcastEvent): void {
-    if (this.#calls.size === 0) return;
+    // A completed run has no call left: it completes only once every job ended.
+    if (this.#calls.size === 0 || terminal.type === 'PipelineCompleteEvent') return;
     this.abortLocal(runId, () =>
       terminal.type === 'PipelineCancelledEvent'
         ? new CancelledError(`Run ${runId} was cancelled: ${terminal.reason}`)

@@ -31,6 +31,12 @@ interface RunLog {
   events: FlowcastEvent[];
   /** Index in `events` of the first event still held. */
   head: number;
+  /**
+   * The held events as one JSON array once the run ended. A finished log is read
+   * rarely (replay) but kept long: one string instead of many objects keeps it out of
+   * the garbage collector's way, which is most of what retention costs.
+   */
+  packed: string | null;
   nextSeq: number;
   endedAt: number | null;
 }
@@ -72,7 +78,7 @@ export class InMemoryTransport implements EventTransport {
     if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'InMemoryTransport is closed');
     let log = this.#logs.get(draft.run_id);
     if (log === undefined) {
-      log = { pipelineId: draft.pipeline_id, events: [], head: 0, nextSeq: 1, endedAt: null };
+      log = { pipelineId: draft.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, endedAt: null };
       this.#logs.set(draft.run_id, log);
     } else if (log.endedAt !== null) {
       return null;
@@ -93,6 +99,9 @@ export class InMemoryTransport implements EventTransport {
     if (isTerminalEvent(event)) {
       const now = Date.now();
       log.endedAt = now;
+      log.packed = JSON.stringify(log.head === 0 ? log.events : log.events.slice(log.head));
+      log.events = [];
+      log.head = 0;
       this.#ended.push({ runId: draft.run_id, endedAt: now });
       this.#evict(now);
     }
@@ -127,13 +136,15 @@ export class InMemoryTransport implements EventTransport {
     const limit = options.limit === undefined ? Infinity : checkPositiveInt(options.limit, 'limit');
     const log = this.#logs.get(runId);
     if (log === undefined) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
-    const first = log.events[log.head];
+    const events = log.packed === null ? log.events : (JSON.parse(log.packed) as FlowcastEvent[]);
+    const head = log.packed === null ? log.head : 0;
+    const first = events[head];
     const firstSeq = first === undefined ? log.nextSeq : first.seq;
     const lastSeq = log.nextSeq - 1;
-    const startIndex = log.head + Math.max(0, Math.floor(since) + 1 - firstSeq);
-    const end = Math.min(log.events.length, startIndex + limit);
+    const startIndex = head + Math.max(0, Math.floor(since) + 1 - firstSeq);
+    const end = Math.min(events.length, startIndex + limit);
     return {
-      events: log.events.slice(startIndex, end),
+      events: events.slice(startIndex, end),
       first_seq: firstSeq,
       last_seq: lastSeq,
       complete: since + 1 >= firstSeq,
