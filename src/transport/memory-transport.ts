@@ -108,6 +108,34 @@ export class InMemoryTransport implements EventTransport {
     return event;
   }
 
+  /**
+   * Stores an event that already has its seq (from another log: the hook bridge) and
+   * publishes it. Duplicates and events after the run's end are ignored; returns
+   * whether the event was new.
+   */
+  ingest(event: FlowcastEvent): boolean {
+    let log = this.#logs.get(event.run_id);
+    if (log === undefined) {
+      log = { pipelineId: event.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, endedAt: null };
+      this.#logs.set(event.run_id, log);
+    }
+    if (log.endedAt !== null || event.seq < log.nextSeq) return false;
+    log.nextSeq = event.seq + 1;
+    log.events.push(event);
+    if (log.events.length - log.head > this.#maxEvents) log.head++;
+    if (isTerminalEvent(event)) {
+      const now = Date.now();
+      log.endedAt = now;
+      log.packed = JSON.stringify(log.head === 0 ? log.events : log.events.slice(log.head));
+      log.events = [];
+      log.head = 0;
+      this.#ended.push({ runId: event.run_id, endedAt: now });
+      this.#evict(now);
+    }
+    this.publish(event);
+    return true;
+  }
+
   publish(event: FlowcastEvent): void {
     if (this.#all.size > 0) this.#deliver(this.#all, event);
     const byPipeline = this.#byPipeline.get(event.pipeline_id);

@@ -1,0 +1,339 @@
+import { describeError } from '../core/errors.js';
+import type { FlowcastEvent } from '../events/types.js';
+import type { EventTransport } from '../transport/transport.js';
+import type { Authenticator } from './auth.js';
+import type { Connection, RunCursor, Subscription } from './connection.js';
+import type { SubscribeMessage, UnsubscribeMessage } from './protocol.js';
+
+/** Where late joiners' snapshots come from (a PipelineTrackingManager fits). */
+export interface SnapshotSource {
+  getStatus(id: string): Promise<{ run_id: string; pipeline_id: string; last_seq: number; status: string } | null>;
+  listPipelines(options: { status: 'RUNNING'; pipelineId?: string; limit?: number }): Promise<{ run_id: string; pipeline_id: string; last_seq: number }[]>;
+}
+
+export interface HubOptions {
+  transport: EventTransport;
+  auth: Authenticator;
+  snapshots?: SnapshotSource | null;
+  /** Events read from the log per page during a replay. @default 1000 */
+  replayPage?: number;
+  onError?: (error: unknown, where: string) => void;
+}
+
+/** Counters the server exposes on /metrics. */
+export interface HubStats {
+  eventsIn: number;
+  serialised: number;
+  deliveries: number;
+  replayed: number;
+}
+
+const LAST_SEEN_MAX = 100_000;
+const CURSORS_MAX = 10_000;
+
+/**
+ * One per server process (DESIGN §1): the index of local subscriptions. It holds at
+ * most one upstream subscription per channel, serialises each event once, and writes
+ * it to every interested connection. Each connection keeps a cursor per run, so it gets
+ * a run's events in seq order with no gap and no duplicate: a gap (a late join, a
+ * replay, an event that overtook another) is filled from the run's log before live
+ * events resume.
+ */
+export class Hub {
+  readonly stats: HubStats = { eventsIn: 0, serialised: 0, deliveries: 0, replayed: 0 };
+  readonly #transport: EventTransport;
+  readonly #auth: Authenticator;
+  readonly #snapshots: SnapshotSource | null;
+  readonly #page: number;
+  readonly #onError: (error: unknown, where: string) => void;
+  readonly #connections = new Set<Connection>();
+  readonly #byKey = new Map<string, Set<Connection>>();
+  readonly #upstream = new Map<string, () => void>();
+  readonly #lastSeen = new Map<string, number>();
+
+  constructor(options: HubOptions) {
+    this.#transport = options.transport;
+    this.#auth = options.auth;
+    this.#snapshots = options.snapshots ?? null;
+    this.#page = options.replayPage ?? 1000;
+    this.#onError = options.onError ?? ((error, where) => console.error(`flowcast hub: ${where}: ${describeError(error)}`));
+  }
+
+  /** Connections attached. */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** Upstream channel subscriptions held (one per channel with local interest). */
+  get upstreamCount(): number {
+    return this.#upstream.size;
+  }
+
+  add(conn: Connection): void {
+    this.#connections.add(conn);
+  }
+
+  /** Detaches a connection and drops upstream channels nobody needs any more. */
+  remove(conn: Connection): void {
+    if (!this.#connections.delete(conn)) return;
+    for (const key of conn.subscriptions.keys()) this.#unindex(conn, key);
+    conn.subscriptions.clear();
+    conn.cursors.clear();
+  }
+
+  /** May this connection read this pipeline's events? Cached per connection. */
+  canRead(conn: Connection, pipelineId: string): boolean {
+    let ok = conn.readable.get(pipelineId);
+    if (ok === undefined) {
+      ok = this.#auth.authorize(conn.principal, pipelineId, 'read');
+      conn.readable.set(pipelineId, ok);
+    }
+    return ok;
+  }
+
+  /** Adds a subscription; sends `subscribed`, then snapshots or the replay, then live events. */
+  async subscribe(conn: Connection, msg: SubscribeMessage): Promise<void> {
+    const sub: Subscription =
+      msg.run_id !== undefined
+        ? { key: `r:${msg.run_id}`, kind: 'run', id: msg.run_id, eventTypes: msg.event_types ? new Set(msg.event_types) : null }
+        : msg.pipeline_id === '*'
+          ? { key: 'all', kind: 'all', id: '*', eventTypes: msg.event_types ? new Set(msg.event_types) : null }
+          : { key: `p:${msg.pipeline_id as string}`, kind: 'pipeline', id: msg.pipeline_id as string, eventTypes: msg.event_types ? new Set(msg.event_types) : null };
+    conn.subscriptions.set(sub.key, sub);
+    this.#index(conn, sub.key);
+    const ack: Record<string, unknown> = { type: 'subscribed' };
+    if (sub.kind === 'run') ack.run_id = sub.id;
+    else ack.pipeline_id = sub.id;
+    if (msg.event_types !== undefined) ack.event_types = msg.event_types;
+    if (msg.id !== undefined) ack.id = msg.id;
+    conn.sendControl(ack);
+    try {
+      if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since);
+      else await this.#joinPipeline(conn, sub.kind === 'all' ? undefined : sub.id);
+    } catch (error) {
+      this.#onError(error, `late join of ${sub.key}`);
+    }
+  }
+
+  /** Removes a subscription; `false` when there was none. */
+  unsubscribe(conn: Connection, msg: UnsubscribeMessage): boolean {
+    const key = msg.run_id !== undefined ? `r:${msg.run_id}` : msg.pipeline_id === '*' ? 'all' : `p:${msg.pipeline_id as string}`;
+    if (!conn.subscriptions.delete(key)) return false;
+    this.#unindex(conn, key);
+    return true;
+  }
+
+  async #joinPipeline(conn: Connection, pipelineId: string | undefined): Promise<void> {
+    if (this.#snapshots === null) return;
+    const query: { status: 'RUNNING'; pipelineId?: string; limit: number } = { status: 'RUNNING', limit: 1000 };
+    if (pipelineId !== undefined) query.pipelineId = pipelineId;
+    const running = await this.#snapshots.listPipelines(query);
+    for (const status of running) {
+      if (conn.state !== 'open') return;
+      if (!this.canRead(conn, status.pipeline_id) || conn.cursors.has(status.run_id)) continue;
+      this.#setCursor(conn, status.run_id, { last: status.last_seq, filling: false, buffer: [] });
+      conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: status.run_id, last_seq: status.last_seq, status });
+    }
+  }
+
+  async #joinRun(conn: Connection, runId: string, since: number | undefined): Promise<void> {
+    if (since !== undefined) {
+      const cursor: RunCursor = { last: since, filling: true, buffer: [] };
+      const previous = conn.cursors.get(runId);
+      if (previous?.filling === true) cursor.buffer = previous.buffer;
+      this.#setCursor(conn, runId, cursor);
+      await this.#fill(conn, runId, cursor, since);
+      return;
+    }
+    if (conn.cursors.has(runId)) return;
+    const status = this.#snapshots === null ? null : await this.#snapshots.getStatus(runId);
+    if (conn.state !== 'open' || conn.cursors.has(runId)) return;
+    if (status !== null && status.run_id === runId) {
+      if (!this.canRead(conn, status.pipeline_id)) return;
+      this.#setCursor(conn, runId, { last: status.last_seq, filling: false, buffer: [] });
+      conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: runId, last_seq: status.last_seq, status });
+      return;
+    }
+    // No snapshot to give: follow live from the log's current end.
+    const log = await this.#transport.read(runId, { since: Number.MAX_SAFE_INTEGER });
+    if (conn.state !== 'open' || conn.cursors.has(runId)) return;
+    this.#setCursor(conn, runId, { last: log.last_seq, filling: false, buffer: [] });
+  }
+
+  #setCursor(conn: Connection, runId: string, cursor: RunCursor): void {
+    conn.cursors.set(runId, cursor);
+    if (conn.cursors.size > CURSORS_MAX) {
+      const oldest = conn.cursors.keys().next().value;
+      if (oldest !== undefined && oldest !== runId) conn.cursors.delete(oldest);
+    }
+  }
+
+  #index(conn: Connection, key: string): void {
+    let set = this.#byKey.get(key);
+    if (set === undefined) {
+      set = new Set();
+      this.#byKey.set(key, set);
+    }
+    set.add(conn);
+    if (!this.#upstream.has(key)) {
+      const channel = key === 'all' ? '*' : key.startsWith('r:') ? { runId: key.slice(2) } : { pipelineId: key.slice(2) };
+      this.#upstream.set(key, this.#transport.subscribe(channel, (event) => this.#onEvent(event)));
+    }
+  }
+
+  #unindex(conn: Connection, key: string): void {
+    const set = this.#byKey.get(key);
+    if (set === undefined) return;
+    set.delete(conn);
+    if (set.size > 0) return;
+    this.#byKey.delete(key);
+    this.#upstream.get(key)?.();
+    this.#upstream.delete(key);
+  }
+
+  /** One live event from upstream (it may come through several channels: handled once). */
+  #onEvent(event: FlowcastEvent): void {
+    const seen = this.#lastSeen.get(event.run_id);
+    if (seen !== undefined && event.seq <= seen) return;
+    this.#lastSeen.delete(event.run_id);
+    this.#lastSeen.set(event.run_id, event.seq);
+    if (this.#lastSeen.size > LAST_SEEN_MAX) {
+      const oldest = this.#lastSeen.keys().next().value;
+      if (oldest !== undefined) this.#lastSeen.delete(oldest);
+    }
+    this.stats.eventsIn++;
+    let json: Buffer | null = null;
+    const serialise = (): Buffer => {
+      if (json === null) {
+        json = Buffer.from(JSON.stringify(event));
+        this.stats.serialised++;
+      }
+      return json;
+    };
+    const targets = this.#targets(event);
+    if (targets === null) return;
+    for (const conn of targets) this.#deliver(conn, event, serialise);
+  }
+
+  #targets(event: FlowcastEvent): Set<Connection> | null {
+    const all = this.#byKey.get('all');
+    const byPipeline = this.#byKey.get(`p:${event.pipeline_id}`);
+    const byRun = this.#byKey.get(`r:${event.run_id}`);
+    const parts = [all, byPipeline, byRun].filter((s): s is Set<Connection> => s !== undefined && s.size > 0);
+    if (parts.length === 0) return null;
+    if (parts.length === 1) return parts[0] as Set<Connection>;
+    const union = new Set<Connection>();
+    for (const s of parts) for (const c of s) union.add(c);
+    return union;
+  }
+
+  /** `true` when one of the connection's subscriptions wants this event. */
+  #wants(conn: Connection, event: FlowcastEvent): boolean {
+    if (!this.canRead(conn, event.pipeline_id)) return false;
+    for (const sub of conn.subscriptions.values()) {
+      const matches = sub.kind === 'all' || (sub.kind === 'pipeline' ? sub.id === event.pipeline_id : sub.id === event.run_id);
+      if (matches && (sub.eventTypes === null || sub.eventTypes.has(event.type))) return true;
+    }
+    return false;
+  }
+
+  #deliver(conn: Connection, event: FlowcastEvent, serialise: () => Buffer): void {
+    if (conn.state !== 'open') return;
+    let cursor = conn.cursors.get(event.run_id);
+    if (cursor === undefined) {
+      if (!this.canRead(conn, event.pipeline_id)) return;
+      if (event.seq === 1) {
+        cursor = { last: 0, filling: false, buffer: [] };
+        this.#setCursor(conn, event.run_id, cursor);
+      } else {
+        // A run this connection joins in the middle: what it missed comes from the log first.
+        cursor = { last: 0, filling: true, buffer: [event] };
+        this.#setCursor(conn, event.run_id, cursor);
+        void this.#fill(conn, event.run_id, cursor, undefined);
+        return;
+      }
+    }
+    if (cursor.filling) {
+      cursor.buffer.push(event);
+      return;
+    }
+    if (event.seq <= cursor.last) return;
+    if (event.seq > cursor.last + 1) {
+      cursor.filling = true;
+      cursor.buffer.push(event);
+      void this.#fill(conn, event.run_id, cursor, undefined);
+      return;
+    }
+    cursor.last = event.seq;
+    if (this.#wants(conn, event)) {
+      conn.send(serialise(), event);
+      this.stats.deliveries++;
+    }
+  }
+
+  /**
+   * Sends a run's events after `cursor.last` from the log, then the live events that
+   * arrived meanwhile, until the connection is level with the live stream. With
+   * `replaySince`, this is an explicit replay: it ends with `replay_complete`, and says
+   * `replay_incomplete` first when retention trimmed what was asked.
+   */
+  async #fill(conn: Connection, runId: string, cursor: RunCursor, replaySince: number | undefined): Promise<void> {
+    cursor.filling = true;
+    let told = false;
+    try {
+      for (;;) {
+        const log = await this.#transport.read(runId, { since: cursor.last, limit: this.#page });
+        if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
+        if (!log.complete && log.first_seq > cursor.last + 1) {
+          if (replaySince !== undefined && !told) {
+            conn.sendControl({ type: 'replay_incomplete', run_id: runId, requested_since: replaySince, first_seq: log.first_seq, last_seq: log.last_seq });
+            told = true;
+          }
+          cursor.last = log.first_seq - 1;
+        }
+        for (const e of log.events) {
+          if (e.seq <= cursor.last) continue;
+          cursor.last = e.seq;
+          if (this.#wants(conn, e)) {
+            conn.send(Buffer.from(JSON.stringify(e)), e);
+            this.stats.replayed++;
+          }
+        }
+        if (log.events.length >= this.#page) continue;
+        const buffered = cursor.buffer.sort((a, b) => a.seq - b.seq);
+        cursor.buffer = [];
+        let gap = false;
+        for (let i = 0; i < buffered.length; i++) {
+          const e = buffered[i] as FlowcastEvent;
+          if (e.seq <= cursor.last) continue;
+          if (e.seq > cursor.last + 1) {
+            gap = true;
+            cursor.buffer = buffered.slice(i);
+            break;
+          }
+          cursor.last = e.seq;
+          if (this.#wants(conn, e)) {
+            conn.send(Buffer.from(JSON.stringify(e)), e);
+            this.stats.deliveries++;
+          }
+        }
+        // A gap the log cannot fill yet (the event is published before the log shows it): try again shortly.
+        if (gap && log.last_seq < (cursor.buffer[0]?.seq ?? 0) - 1) await new Promise((r) => setTimeout(r, 10));
+        if (!gap) break;
+      }
+      cursor.filling = false;
+      if (replaySince !== undefined && conn.state === 'open') conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: cursor.last });
+    } catch (error) {
+      cursor.filling = false;
+      this.#onError(error, `replay of run ${runId}`);
+    }
+  }
+
+  /** Drops every upstream subscription. */
+  close(): void {
+    for (const off of this.#upstream.values()) off();
+    this.#upstream.clear();
+    this.#byKey.clear();
+    this.#connections.clear();
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * The WebSocket protocol (DESIGN §3): client messages as JSON Schemas (TypeBox), the
+ * validator the server runs on every incoming frame, and the server's control messages.
+ * docs/protocol.md is generated from the same schemas (`npm run docs:protocol`).
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { EVENT_TYPES } from '../events/types.js';
+
+const Id = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:\\-/@*]+$' });
+const RequestId = Type.Optional(Type.Union([Type.String({ maxLength: 100 }), Type.Number()], { description: 'Echoed in the reply, to match replies to requests.' }));
+const EventTypeList = Type.Array(Type.Union(EVENT_TYPES.map((t) => Type.Literal(t))), {
+  minItems: 1,
+  maxItems: EVENT_TYPES.length,
+  uniqueItems: true,
+  description: 'Only these event types are sent for this subscription (filtered on the server).',
+});
+
+/** `{"type":"subscribe","pipeline_id":"x"}`, `"*"` for every pipeline, or `run_id` (with `since` to replay). */
+export const SubscribeMessage = Type.Object(
+  {
+    type: Type.Literal('subscribe'),
+    pipeline_id: Type.Optional(Id),
+    run_id: Type.Optional(Id),
+    since: Type.Optional(Type.Integer({ minimum: 0, description: 'With run_id: replay the events after this seq, then follow live.' })),
+    event_types: Type.Optional(EventTypeList),
+    id: RequestId,
+  },
+  { additionalProperties: false, $id: 'SubscribeMessage' },
+);
+
+/** `{"type":"unsubscribe","pipeline_id":"x"}` or with `run_id`. */
+export const UnsubscribeMessage = Type.Object(
+  {
+    type: Type.Literal('unsubscribe'),
+    pipeline_id: Type.Optional(Id),
+    run_id: Type.Optional(Id),
+    id: RequestId,
+  },
+  { additionalProperties: false, $id: 'UnsubscribeMessage' },
+);
+
+/** `{"type":"ping"}`: the server answers `pong`. */
+export const PingMessage = Type.Object({ type: Type.Literal('ping'), id: RequestId }, { additionalProperties: false, $id: 'PingMessage' });
+
+export const ClientMessage = Type.Union([SubscribeMessage, UnsubscribeMessage, PingMessage], { $id: 'ClientMessage' });
+
+export type SubscribeMessage = Static<typeof SubscribeMessage>;
+export type UnsubscribeMessage = Static<typeof UnsubscribeMessage>;
+export type PingMessage = Static<typeof PingMessage>;
+export type ClientMessage = Static<typeof ClientMessage>;
+
+const checkers = {
+  subscribe: TypeCompiler.Compile(SubscribeMessage),
+  unsubscribe: TypeCompiler.Compile(UnsubscribeMessage),
+  ping: TypeCompiler.Compile(PingMessage),
+};
+
+/** Error codes of `error` messages (and of REST errors). */
+export const ProtocolErrors = {
+  BAD_JSON: 'bad_json',
+  BAD_MESSAGE: 'bad_message',
+  BINARY_NOT_SUPPORTED: 'binary_not_supported',
+  UNAUTHORIZED: 'unauthorized',
+  FORBIDDEN: 'forbidden',
+  NOT_SUBSCRIBED: 'not_subscribed',
+  RATE_LIMITED: 'rate_limited',
+  TOO_MANY_SUBSCRIPTIONS: 'too_many_subscriptions',
+  INTERNAL: 'internal_error',
+} as const;
+export type ProtocolErrorCode = (typeof ProtocolErrors)[keyof typeof ProtocolErrors];
+
+export type ParseResult = { ok: true; message: ClientMessage } | { ok: false; code: ProtocolErrorCode; message: string; id?: string | number };
+
+/** Parses and validates one text frame. Never throws. */
+export function parseClientMessage(text: string): ParseResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    return { ok: false, code: ProtocolErrors.BAD_JSON, message: `Not JSON: ${(error as Error).message}` };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, code: ProtocolErrors.BAD_MESSAGE, message: 'A message must be a JSON object with a "type"' };
+  }
+  const obj = value as Record<string, unknown>;
+  const id = typeof obj.id === 'string' || typeof obj.id === 'number' ? obj.id : undefined;
+  const fail = (message: string): ParseResult => (id === undefined ? { ok: false, code: ProtocolErrors.BAD_MESSAGE, message } : { ok: false, code: ProtocolErrors.BAD_MESSAGE, message, id });
+  const type = obj.type;
+  if (type !== 'subscribe' && type !== 'unsubscribe' && type !== 'ping') {
+    return fail(`Unknown message type ${JSON.stringify(type)}: expected "subscribe", "unsubscribe" or "ping"`);
+  }
+  const checker = checkers[type];
+  if (!checker.Check(value)) {
+    const first = checker.Errors(value).First();
+    const where = first?.path === undefined || first.path === '' ? 'message' : first.path.slice(1);
+    return fail(`Invalid ${type} message: ${where}: ${first?.message ?? 'does not match the schema'}`);
+  }
+  const msg = value as ClientMessage;
+  if (msg.type !== 'ping') {
+    const hasPipeline = msg.pipeline_id !== undefined;
+    const hasRun = msg.run_id !== undefined;
+    if (hasPipeline === hasRun) return fail(`A ${msg.type} message needs exactly one of "pipeline_id" and "run_id"`);
+    if (hasRun && msg.run_id === '*') return fail('"run_id" cannot be "*": subscribe with "pipeline_id": "*" for every run');
+    if (msg.type === 'subscribe' && msg.since !== undefined && !hasRun) return fail('"since" needs "run_id": a seq belongs to one run');
+  }
+  return { ok: true, message: msg };
+}
+
+/** The server's control messages: their `type` is one no seed client handles, so seed clients ignore them. */
+export interface SubscribedMessage {
+  type: 'subscribed';
+  pipeline_id?: string;
+  run_id?: string;
+  event_types?: string[];
+  id?: string | number;
+}
+export interface UnsubscribedMessage {
+  type: 'unsubscribed';
+  pipeline_id?: string;
+  run_id?: string;
+  id?: string | number;
+}
+export interface PongMessage {
+  type: 'pong';
+  timestamp: string;
+  id?: string | number;
+}
+export interface ErrorMessage {
+  type: 'error';
+  code: ProtocolErrorCode;
+  message: string;
+  id?: string | number;
+}
+/** A run's tracked status, sent to a late joiner before the run's live events (which follow from `last_seq + 1`). */
+export interface SnapshotMessage {
+  type: 'snapshot';
+  pipeline_id: string;
+  run_id: string;
+  last_seq: number;
+  status: unknown;
+}
+export interface ReplayCompleteMessage {
+  type: 'replay_complete';
+  run_id: string;
+  /** The last seq replayed; live events follow from the next one. */
+  last_seq: number;
+}
+/** The log no longer holds what was asked: the replay starts at `first_seq` instead of `since + 1`. */
+export interface ReplayIncompleteMessage {
+  type: 'replay_incomplete';
+  run_id: string;
+  requested_since: number;
+  first_seq: number;
+  last_seq: number;
+}
+export type ServerControlMessage =
+  | SubscribedMessage
+  | UnsubscribedMessage
+  | PongMessage
+  | ErrorMessage
+  | SnapshotMessage
+  | ReplayCompleteMessage
+  | ReplayIncompleteMessage;
+
+/** Close codes the server uses (4000-4999 are the application's). */
+export const CloseCodes = {
+  /** The token was missing or invalid (seed 000 §10.1). */
+  UNAUTHORIZED: 4001,
+  /** The connection sent too many messages too fast, again after a warning. */
+  RATE_LIMITED: 4029,
+  /** The connection could not keep up: its outgoing queue passed the hard cap. Reconnect with `since`. */
+  SLOW_CONSUMER: 4008,
+  /** The server is full (`maxConnections`). */
+  TOO_MANY_CONNECTIONS: 4013,
+  /** The peer did not answer pings. */
+  HEARTBEAT_TIMEOUT: 4002,
+  /** The server is shutting down. */
+  GOING_AWAY: 1001,
+} as const;
+
+/** All schemas, for docs and the OpenAPI document. */
+export const PROTOCOL_SCHEMAS: Record<string, TSchema> = { SubscribeMessage, UnsubscribeMessage, PingMessage };
