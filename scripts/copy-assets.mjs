@@ -1,7 +1,8 @@
-// Copies the plain-JS files tsc does not emit (src/**/*.mjs, e.g. the worker-thread
-// entry src/core/thread-worker.mjs) to the same place under dist/.
+// Copies what tsc does not emit to the same place under dist/: the plain-JS files
+// (src/**/*.mjs, e.g. the worker-thread entry src/core/thread-worker.mjs) and every file
+// under a `static` folder (src/**/static/**, e.g. the server's built-in page).
 import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -11,9 +12,11 @@ const dist = process.argv[2] === undefined ? join(root, 'dist') : join(root, pro
 
 let copied = 0;
 for (const entry of readdirSync(src, { recursive: true, withFileTypes: true })) {
-  if (!entry.isFile() || !entry.name.endsWith('.mjs')) continue;
+  if (!entry.isFile()) continue;
   // `parentPath` from Node 20.12; `path` before (deprecated since, same value).
   const from = join(entry.parentPath ?? entry.path, entry.name);
+  const inStatic = from.slice(src.length).split(sep).includes('static');
+  if (!entry.name.endsWith('.mjs') && !inStatic) continue;
   const to = join(dist, from.slice(src.length));
   mkdirSync(dirname(to), { recursive: true });
   copyFileSync(from, to);

@@ -50,6 +50,8 @@ export class Hub {
   readonly #byKey = new Map<string, Set<Connection>>();
   readonly #upstream = new Map<string, () => void>();
   readonly #lastSeen = new Map<string, number>();
+  /** Progress events collapsed on connections that have gone. */
+  #collapsedGone = 0;
 
   constructor(options: HubOptions) {
     this.#transport = options.transport;
@@ -69,6 +71,20 @@ export class Hub {
     return this.#upstream.size;
   }
 
+  /** Subscriptions of the attached connections. */
+  get subscriptionCount(): number {
+    let n = 0;
+    for (const conn of this.#connections) n += conn.subscriptions.size;
+    return n;
+  }
+
+  /** Progress events collapsed under back-pressure, over every connection this hub had. */
+  get collapsedCount(): number {
+    let n = this.#collapsedGone;
+    for (const conn of this.#connections) n += conn.collapsed;
+    return n;
+  }
+
   add(conn: Connection): void {
     this.#connections.add(conn);
   }
@@ -76,6 +92,7 @@ export class Hub {
   /** Detaches a connection and drops upstream channels nobody needs any more. */
   remove(conn: Connection): void {
     if (!this.#connections.delete(conn)) return;
+    this.#collapsedGone += conn.collapsed;
     for (const key of conn.subscriptions.keys()) this.#unindex(conn, key);
     conn.subscriptions.clear();
     conn.cursors.clear();

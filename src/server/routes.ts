@@ -1,10 +1,24 @@
-import type { FastifyInstance } from 'fastify';
+import { readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import fastifyStatic from '@fastify/static';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Broker } from '../core/broker.js';
-import type { SnapshotSource } from './hub.js';
+import { InvalidArgumentError } from '../core/errors.js';
+import { show } from '../core/validate.js';
+import { ServerMetrics } from './metrics.js';
+import { buildOpenApi } from './openapi.js';
+import { errorAnswer, readsEverything, route, sendError, RestErrors, type RestContext, type TrackingLike } from './rest/common.js';
+import { registerHistoryRoutes } from './rest/history.js';
+import { registerMetricsRoutes } from './rest/metrics.js';
+import { registerPipelineRoutes } from './rest/pipelines.js';
+import { ClientRateLimiter } from './rest/rate-limit.js';
+import { registerRunRoutes } from './rest/runs.js';
+import { ErrorBody } from './rest/schemas.js';
 import type { FlowcastServer } from './server.js';
 
-/** What the REST API needs of tracking (a PipelineTrackingManager fits). */
-export type TrackingLike = SnapshotSource;
+export type { TrackingLike } from './rest/common.js';
+export { frameworkErrors } from './rest/common.js';
+export type { RestRateLimitOptions } from './rest/rate-limit.js';
 
 export interface RoutesContext {
   server: FlowcastServer;
@@ -13,12 +27,173 @@ export interface RoutesContext {
   staticDir: string | null;
 }
 
-/** `/health` (open, no auth), and the REST API, `/metrics` and static files. */
-export function registerRoutes(app: FastifyInstance, ctx: RoutesContext): void {
+const TRACKING_METHODS = ['getStatus', 'listPipelines', 'getHistory', 'getMetrics', 'deletePipeline'] as const;
+const BUILT_IN_PAGE = new URL('./static/index.html', import.meta.url);
+
+let builtInPage: string | null = null;
+function placeholderPage(): string {
+  builtInPage ??= readFileSync(BUILT_IN_PAGE, 'utf8');
+  return builtInPage;
+}
+
+/**
+ * Everything on the HTTP side but the WebSocket upgrade and SSE: `/health` (open, no
+ * auth), the REST API under `/api` with its OpenAPI document, `/metrics`
+ * (Prometheus), and the dashboard's static files at `/` and `/dashboard/`.
+ */
+export function registerRoutes(app: FastifyInstance, options: RoutesContext): void {
+  const { server, tracking, broker, staticDir } = options;
+  if (tracking !== null) {
+    const missing = TRACKING_METHODS.filter((m) => typeof (tracking as unknown as Record<string, unknown>)[m] !== 'function');
+    if (missing.length > 0) throw new InvalidArgumentError(`tracking must be a PipelineTrackingManager: it has no ${missing.join(', ')} method`);
+  }
+  if (staticDir !== null) {
+    let isDir = false;
+    try {
+      isDir = typeof staticDir === 'string' && statSync(staticDir).isDirectory();
+    } catch {
+      isDir = false;
+    }
+    if (!isDir) throw new InvalidArgumentError(`staticDir must be an existing directory, received ${show(staticDir)}`);
+  }
+  const rateLimit = server.options.restRateLimit;
+  const limiter = rateLimit === false ? null : new ClientRateLimiter(rateLimit ?? {});
+  const ctx: RestContext = { server, tracking, broker, limiter, docs: [] };
+  const metrics = new ServerMetrics({ hub: server.hub, transport: server.transport, wsConnections: () => server.connections });
+  app.addHook('onClose', (_instance, done) => {
+    metrics.close();
+    done();
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const answer = errorAnswer(error, request);
+    if (answer.code === RestErrors.INTERNAL) console.error(`flowcast server: ${request.method} ${request.url} failed:`, error);
+    return sendError(reply, answer.status, answer.code, answer.message);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    if (staticDir !== null && request.method === 'GET' && isDashboardRoute(request.url)) return reply.sendFile('index.html', resolve(staticDir));
+    return sendError(reply, 404, RestErrors.NOT_FOUND, `No route ${request.method} ${request.url.split('?')[0] ?? ''}`);
+  });
+
   const started = Date.now();
   app.get('/health', () => ({
     status: 'healthy',
     uptime_s: Math.round((Date.now() - started) / 1000),
-    connections: ctx.server.hub.connectionCount,
+    connections: server.hub.connectionCount,
   }));
+  ctx.docs.push({
+    method: 'GET',
+    url: '/health',
+    tag: 'server',
+    summary: 'Liveness: always open, never needs a token',
+    auth: false,
+    responses: { 200: { description: '{ "status": "healthy", "uptime_s", "connections" }' } },
+  });
+
+  registerRunRoutes(app, ctx);
+  registerPipelineRoutes(app, ctx);
+  registerHistoryRoutes(app, ctx);
+  registerMetricsRoutes(app, ctx);
+
+  ctx.docs.push({
+    method: 'GET',
+    url: '/api/events',
+    tag: 'live',
+    summary: 'Server-Sent Events: the WebSocket stream over plain HTTP',
+    description:
+      '?pipeline_id=x (or "*") | run_id=y [&since=N] [&event_types=A,B]. Event ids are <run_id>:<seq>; a reconnecting EventSource resumes with Last-Event-ID.',
+    auth: true,
+    contentType: 'text/event-stream',
+    responses: {
+      200: { description: 'The event stream' },
+      400: { description: 'Bad parameter', schema: ErrorBody },
+      401: { description: 'Missing or invalid token', schema: ErrorBody },
+      403: { description: 'Not allowed to read this pipeline', schema: ErrorBody },
+    },
+  });
+
+  route(
+    app,
+    ctx,
+    {
+      method: 'GET',
+      url: '/metrics',
+      tag: 'server',
+      summary: 'Prometheus metrics (text exposition format)',
+      description:
+        'Labels are bounded (pipeline_id, pipeline_type, status; never a run id). With auth, a token is needed and samples of pipelines the caller may not read are left out. Metric names: docs/rest.md.',
+      contentType: 'text/plain; version=0.0.4',
+      responses: {
+        200: { description: 'The metrics' },
+        401: { description: 'Missing or invalid token', schema: ErrorBody },
+        429: { description: 'Rate limited (see Retry-After)', schema: ErrorBody },
+      },
+    },
+    async (_request, reply, principal) => {
+      const canRead = readsEverything(ctx, principal) ? undefined : (pipelineId: string) => server.auth.authorize(principal, pipelineId, 'read');
+      const text = await metrics.render(canRead);
+      return reply.type(metrics.contentType).send(text);
+    },
+  );
+
+  let openapi: unknown = null;
+  route(
+    app,
+    ctx,
+    {
+      method: 'GET',
+      url: '/api/openapi.json',
+      tag: 'server',
+      summary: 'This document',
+      auth: false,
+      responses: { 200: { description: 'The OpenAPI 3.1 document' }, 429: { description: 'Rate limited (see Retry-After)', schema: ErrorBody } },
+    },
+    () => {
+      openapi ??= buildOpenApi(ctx.docs, { auth: server.auth.enabled });
+      return Promise.resolve(openapi);
+    },
+  );
+
+  registerDashboard(app, ctx, staticDir);
+}
+
+/** `/dashboard/...` without a file extension: a client-side route of the dashboard. */
+function isDashboardRoute(url: string): boolean {
+  const path = url.split('?')[0] ?? '';
+  if (path !== '/dashboard' && !path.startsWith('/dashboard/')) return false;
+  const last = path.slice(path.lastIndexOf('/') + 1);
+  return !last.includes('.');
+}
+
+function registerDashboard(app: FastifyInstance, ctx: RestContext, staticDir: string | null): void {
+  ctx.docs.push({
+    method: 'GET',
+    url: '/',
+    tag: 'dashboard',
+    summary: 'The dashboard (a placeholder page until the dashboard is built); WebSocket upgrades at / go to the live endpoint',
+    auth: false,
+    contentType: 'text/html',
+    responses: { 200: { description: 'The page' } },
+  });
+  ctx.docs.push({
+    method: 'GET',
+    url: '/dashboard/*',
+    tag: 'dashboard',
+    summary: 'The dashboard\'s files (client-side routes get index.html)',
+    auth: false,
+    contentType: 'text/html',
+    responses: { 200: { description: 'A file of the dashboard' }, 404: { description: 'No such file', schema: ErrorBody } },
+  });
+  if (staticDir === null) {
+    const page = (_request: FastifyRequest, reply: FastifyReply): FastifyReply =>
+      reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(placeholderPage());
+    app.get('/', page);
+    app.get('/dashboard', page);
+    app.get('/dashboard/*', page);
+    return;
+  }
+  const root = resolve(staticDir);
+  void app.register(fastifyStatic, { root, prefix: '/dashboard/', index: 'index.html', wildcard: true });
+  app.get('/', (_request, reply) => reply.sendFile('index.html', root));
+  app.get('/dashboard', (_request, reply) => reply.sendFile('index.html', root));
 }

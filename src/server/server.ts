@@ -13,7 +13,7 @@ import { CloseCodes, parseClientMessage, ProtocolErrors, type ClientMessage } fr
 import { WsConnection } from './ws-connection.js';
 import { registerSse } from './sse.js';
 import { getDefaultTransport } from './bridge.js';
-import { registerRoutes, type TrackingLike } from './routes.js';
+import { frameworkErrors, registerRoutes, type RestRateLimitOptions, type TrackingLike } from './routes.js';
 
 /** Options of {@link getWebSocketServer}. */
 export interface ServerOptions {
@@ -49,11 +49,13 @@ export interface ServerOptions {
   outgoing?: OutgoingLimits;
   /** A folder of static files served at `/` (the dashboard). @default the built-in page */
   staticDir?: string;
+  /** Per-client-IP rate limit of the REST API and `/metrics` (429 with Retry-After past it); `false` turns it off. @default { requestsPerSecond: 50, burst: 100 } */
+  restRateLimit?: RestRateLimitOptions | false;
 }
 
 const KNOWN = [
   'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'allowedOrigins', 'maxConnections', 'maxPayload',
-  'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir',
+  'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
 ] as const;
 
 type ServerState = 'created' | 'starting' | 'listening' | 'closing' | 'closed';
@@ -101,6 +103,7 @@ export class FlowcastServer {
     this.app = Fastify({
       logger: false,
       bodyLimit: 1024 * 1024,
+      frameworkErrors,
       ...(opts.tls === undefined ? {} : { https: { cert: opts.tls.cert, key: opts.tls.key } }),
     }) as unknown as FastifyInstance;
     this.#wss = new WebSocketServer({

@@ -1,0 +1,286 @@
+/**
+ * What every REST route shares: the context, the error answers, the route helper that
+ * checks the rate limit and the token before Fastify validates the parameters, and the
+ * list of routes the OpenAPI document is built from.
+ */
+import type { Static, TSchema } from '@sinclair/typebox';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ErrorCodes, FlowcastError } from '../../core/errors.js';
+import type { Broker } from '../../core/broker.js';
+import type { PipelineMetrics } from '../../tracking/metrics.js';
+import type { PipelineStatus } from '../../tracking/models.js';
+import type { GetHistoryOptions, ListPipelinesOptions } from '../../tracking/manager.js';
+import type { Action, Principal } from '../auth.js';
+import type { SnapshotSource } from '../hub.js';
+import type { FlowcastServer } from '../server.js';
+import type { ClientRateLimiter } from './rate-limit.js';
+
+/** What the REST API needs of tracking (a PipelineTrackingManager fits). */
+export interface TrackingLike extends SnapshotSource {
+  getStatus(id: string): Promise<PipelineStatus | null>;
+  listPipelines(options: ListPipelinesOptions): Promise<PipelineStatus[]>;
+  getHistory(options: GetHistoryOptions): Promise<PipelineStatus[]>;
+  getMetrics(options: { days?: number; pipelineId?: string }): Promise<PipelineMetrics>;
+  deletePipeline(id: string): Promise<number>;
+}
+
+/** Error codes of REST answers (`{ "error": { "code", "message" } }`). */
+export const RestErrors = {
+  BAD_REQUEST: 'bad_request',
+  UNAUTHORIZED: 'unauthorized',
+  FORBIDDEN: 'forbidden',
+  NOT_FOUND: 'not_found',
+  RUN_NOT_FOUND: 'run_not_found',
+  PIPELINE_NOT_FOUND: 'pipeline_not_found',
+  RUN_ENDED: 'run_ended',
+  RUN_RUNNING: 'run_running',
+  RATE_LIMITED: 'rate_limited',
+  URI_TOO_LONG: 'uri_too_long',
+  PAYLOAD_TOO_LARGE: 'payload_too_large',
+  UNSUPPORTED_MEDIA_TYPE: 'unsupported_media_type',
+  TRACKING_UNAVAILABLE: 'tracking_unavailable',
+  CANCEL_UNAVAILABLE: 'cancel_unavailable',
+  INTERNAL: 'internal_error',
+} as const;
+export type RestErrorCode = (typeof RestErrors)[keyof typeof RestErrors];
+
+/** An error a handler throws to answer with `status` and `code`. */
+export class HttpError extends Error {
+  override readonly name = 'HttpError';
+  constructor(
+    readonly status: number,
+    readonly code: RestErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ResponseDoc {
+  description: string;
+  schema?: TSchema;
+}
+
+/** One REST route as the OpenAPI document shows it. */
+export interface RouteDoc {
+  method: 'GET' | 'POST' | 'DELETE';
+  url: string;
+  summary: string;
+  description?: string;
+  tag: string;
+  querystring?: TSchema;
+  params?: TSchema;
+  body?: TSchema;
+  responses: Record<number, ResponseDoc>;
+  /** The route takes a token when the server has auth. */
+  auth: boolean;
+  /** Content type of the 200 answer. @default "application/json" */
+  contentType?: string;
+}
+
+export interface RestContext {
+  server: FlowcastServer;
+  tracking: TrackingLike | null;
+  broker: Broker | null;
+  limiter: ClientRateLimiter | null;
+  /** Every documented route, in registration order. */
+  docs: RouteDoc[];
+}
+
+const principals = new WeakMap<FastifyRequest, Principal | null>();
+
+/** The principal the route's auth hook found (`null`: anonymous, auth disabled). */
+export function principalOf(request: FastifyRequest): Principal | null {
+  return principals.get(request) ?? null;
+}
+
+/** Answers with the JSON error body. */
+export function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  return reply.code(status).type('application/json; charset=utf-8').send({ error: { code, message } });
+}
+
+/** `true` when this principal reads every pipeline, so lists need no filtering. */
+export function readsEverything(ctx: RestContext, principal: Principal | null): boolean {
+  if (ctx.server.options.auth?.authorize !== undefined) return false;
+  if (!ctx.server.auth.enabled) return true;
+  return principal !== null && (principal.pipelines ?? '*') === '*';
+}
+
+/** Throws 403 unless `principal` may do `action` on `pipelineId`. */
+export function requireAction(ctx: RestContext, principal: Principal | null, pipelineId: string, action: Action): void {
+  if (!ctx.server.auth.authorize(principal, pipelineId, action)) {
+    const what = action === 'read' ? 'read' : `${action} runs of`;
+    throw new HttpError(403, RestErrors.FORBIDDEN, `Not allowed to ${what} pipeline "${pipelineId}"`);
+  }
+}
+
+/** The server's tracking, or a 503 naming the missing option. */
+export function requireTracking(ctx: RestContext): TrackingLike {
+  if (ctx.tracking === null) {
+    throw new HttpError(503, RestErrors.TRACKING_UNAVAILABLE, 'This server has no tracking: start it with getWebSocketServer({ tracking }) to use the runs API');
+  }
+  return ctx.tracking;
+}
+
+/** A run's status by run id (never a pipeline's latest run), or 404. */
+export async function requireRun(tracking: TrackingLike, runId: string): Promise<PipelineStatus> {
+  const status = await tracking.getStatus(runId);
+  if (status === null || status.run_id !== runId) throw new HttpError(404, RestErrors.RUN_NOT_FOUND, `No run "${runId}"`);
+  return status;
+}
+
+/**
+ * Pages over `fetch` (offset, limit → items in order) keeping the items `keep` accepts:
+ * skips `offset` kept items, returns up to `limit`, and says whether more exist.
+ */
+export async function pageFiltered<T>(
+  fetch: (offset: number, limit: number) => Promise<T[]>,
+  keep: (item: T) => boolean,
+  offset: number,
+  limit: number,
+): Promise<{ items: T[]; more: boolean }> {
+  const items: T[] = [];
+  const page = Math.min(1000, Math.max(100, limit + 1));
+  let skipped = 0;
+  for (let at = 0; ; at += page) {
+    const batch = await fetch(at, page);
+    for (const item of batch) {
+      if (!keep(item)) continue;
+      if (skipped < offset) {
+        skipped++;
+        continue;
+      }
+      if (items.length === limit) return { items, more: true };
+      items.push(item);
+    }
+    if (batch.length < page) return { items, more: false };
+  }
+}
+
+type StaticOf<T> = T extends TSchema ? Static<T> : unknown;
+
+/** A REST route: its documentation and its validated parameters. */
+export interface RouteSpec<Q extends TSchema | undefined, P extends TSchema | undefined, B extends TSchema | undefined>
+  extends Omit<RouteDoc, 'querystring' | 'params' | 'body' | 'auth'> {
+  querystring?: Q;
+  params?: P;
+  body?: B;
+  /** @default true */
+  auth?: boolean;
+}
+
+export type RestRequest<Q, P, B> = FastifyRequest<{ Querystring: StaticOf<Q>; Params: StaticOf<P>; Body: StaticOf<B> }>;
+
+/**
+ * Registers a route and its documentation. Before the parameters are validated, the
+ * client's rate limit is taken (429) and, with `auth`, the token checked (401).
+ */
+export function route<Q extends TSchema | undefined = undefined, P extends TSchema | undefined = undefined, B extends TSchema | undefined = undefined>(
+  app: FastifyInstance,
+  ctx: RestContext,
+  spec: RouteSpec<Q, P, B>,
+  handler: (request: RestRequest<Q, P, B>, reply: FastifyReply, principal: Principal | null) => Promise<unknown>,
+): void {
+  const auth = spec.auth ?? true;
+  const doc: RouteDoc = { ...spec, auth } as RouteDoc;
+  ctx.docs.push(doc);
+  const schema: Record<string, unknown> = {};
+  if (spec.querystring !== undefined) schema.querystring = spec.querystring;
+  if (spec.params !== undefined) schema.params = spec.params;
+  // By content type: a JSON body is validated, a request without a body is not (bodies are optional).
+  if (spec.body !== undefined) schema.body = { content: { 'application/json': { schema: spec.body } } };
+  app.route({
+    method: spec.method,
+    url: spec.url,
+    schema,
+    onRequest: (request, reply, done) => {
+      guard(ctx, request, reply, auth).then(
+        (ok) => (ok ? done() : undefined),
+        (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),
+      );
+    },
+    preHandler: (request, _reply, done) => done(nonFinite(request.query)),
+    handler: (request, reply) => handler(request as RestRequest<Q, P, B>, reply, principalOf(request)),
+  });
+}
+
+/** Ajv coerces "1e999" to Infinity and lets it through `integer`: refuse it here. */
+function nonFinite(query: unknown): HttpError | undefined {
+  if (typeof query !== 'object' || query === null) return undefined;
+  for (const [name, value] of Object.entries(query)) {
+    if (typeof value === 'number' && !Number.isFinite(value)) return new HttpError(400, RestErrors.BAD_REQUEST, `${name} must be a finite number, received ${String(value)}`);
+  }
+  return undefined;
+}
+
+/** Rate limit then token; `false` when it answered. */
+async function guard(ctx: RestContext, request: FastifyRequest, reply: FastifyReply, auth: boolean): Promise<boolean> {
+  if (ctx.limiter !== null) {
+    const wait = ctx.limiter.take(request.ip);
+    if (wait > 0) {
+      void sendError(reply.header('retry-after', String(wait)), 429, RestErrors.RATE_LIMITED, `Too many requests from ${request.ip}: at most ${ctx.limiter.rate}/s (burst ${ctx.limiter.burst}); retry in ${wait}s`);
+      return false;
+    }
+  }
+  if (!auth) return true;
+  const principal = await ctx.server.auth.authenticate(request.raw);
+  if (principal === false) {
+    void sendError(reply.header('www-authenticate', 'Bearer'), 401, RestErrors.UNAUTHORIZED, 'Missing or invalid token: send Authorization: Bearer <token> or ?token=');
+    return false;
+  }
+  principals.set(request, principal);
+  return true;
+}
+
+/**
+ * Fastify's `frameworkErrors`: a URL Fastify cannot route (bad percent-encoding, a
+ * parameter over the length limit) gets the same JSON error body as everything else.
+ */
+export function frameworkErrors(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const status = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400;
+  void sendError(reply, status, status === 414 ? RestErrors.URI_TOO_LONG : RestErrors.BAD_REQUEST, error.message);
+}
+
+/** The error answer of a thrown error: HttpError as given, bad input as 400, the rest as 500. */
+export function errorAnswer(error: unknown, request: FastifyRequest): { status: number; code: string; message: string } {
+  if (error instanceof HttpError) return { status: error.status, code: error.code, message: error.message };
+  if (error instanceof FlowcastError) {
+    if (error.code === ErrorCodes.INVALID_ARGUMENT) return { status: 400, code: RestErrors.BAD_REQUEST, message: error.message };
+    if (error.code === ErrorCodes.NOT_FOUND) return { status: 404, code: RestErrors.NOT_FOUND, message: error.message };
+  }
+  const e = error as { validation?: ValidationIssue[]; validationContext?: string; statusCode?: number; message?: string };
+  if (Array.isArray(e.validation) && e.validation.length > 0) {
+    return { status: 400, code: RestErrors.BAD_REQUEST, message: validationMessage(e.validation[0] as ValidationIssue, e.validationContext ?? 'request', request) };
+  }
+  const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
+  if (status >= 400 && status < 500) {
+    const code = status === 413 ? RestErrors.PAYLOAD_TOO_LARGE : status === 415 ? RestErrors.UNSUPPORTED_MEDIA_TYPE : status === 404 ? RestErrors.NOT_FOUND : RestErrors.BAD_REQUEST;
+    return { status, code, message: e.message ?? 'Bad request' };
+  }
+  return { status: 500, code: RestErrors.INTERNAL, message: 'Internal error: see the server log' };
+}
+
+interface ValidationIssue {
+  keyword: string;
+  instancePath: string;
+  params: Record<string, unknown>;
+  message?: string;
+}
+
+/** `limit must be <= 1000, received "5000"`, from Ajv's first issue. */
+function validationMessage(issue: ValidationIssue, context: string, request: FastifyRequest): string {
+  const source = (context === 'querystring' ? request.query : context === 'params' ? request.params : context === 'body' ? request.body : undefined) as
+    | Record<string, unknown>
+    | undefined;
+  if (issue.keyword === 'required') return `${String(issue.params.missingProperty)} is required (${context})`;
+  if (issue.keyword === 'additionalProperties') return `unknown ${context} field "${String(issue.params.additionalProperty)}"`;
+  const path = issue.instancePath.replace(/^\//, '').replace(/\//g, '.');
+  const name = path === '' ? context : path;
+  let value: unknown = source;
+  for (const part of path === '' ? [] : path.split('.')) value = (value as Record<string, unknown> | undefined)?.[part];
+  const what =
+    issue.keyword === 'enum' && Array.isArray(issue.params.allowedValues)
+      ? `must be one of ${(issue.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`
+      : (issue.message ?? 'is invalid');
+  return `${name} ${what}, received ${JSON.stringify(value) ?? 'nothing'}`;
+}
