@@ -82,7 +82,7 @@ export function extractToken(request: IncomingMessage): { token: string; source:
 
 function stringList(value: unknown): string[] | '*' | undefined {
   if (value === '*') return '*';
-  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value as string[];
+  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value;
   return undefined;
 }
 
@@ -172,6 +172,6 @@ function principalFromClaims(payload: JWTPayload, jwt: JwtOptions): Principal {
   const pipelines = stringList(payload[jwt.pipelinesClaim ?? 'pipelines']) ?? '*';
   const actions = stringList(payload[jwt.actionsClaim ?? 'actions']);
   const p: Principal = { ...payload, id: typeof payload.sub === 'string' ? payload.sub : 'jwt', pipelines };
-  p.actions = actions === undefined || actions === '*' ? (actions === '*' ? ['read', 'cancel', 'delete'] : []) : (actions.filter((a) => a === 'read' || a === 'cancel' || a === 'delete') as Action[]);
+  p.actions = actions === undefined || actions === '*' ? (actions === '*' ? ['read', 'cancel', 'delete'] : []) : (actions.filter((a) => a === 'read' || a === 'cancel' || a === 'delete'));
   return p;
 }

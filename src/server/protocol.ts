@@ -96,7 +96,7 @@ export function parseClientMessage(text: string): ParseResult {
     const where = first?.path === undefined || first.path === '' ? 'message' : first.path.slice(1);
     return fail(`Invalid ${type} message: ${where}: ${first?.message ?? 'does not match the schema'}`);
   }
-  const msg = value as ClientMessage;
+  const msg = value;
   if (msg.type !== 'ping') {
     const hasPipeline = msg.pipeline_id !== undefined;
     const hasRun = msg.run_id !== undefined;

@@ -105,7 +105,7 @@ export class FlowcastServer {
       bodyLimit: 1024 * 1024,
       frameworkErrors,
       ...(opts.tls === undefined ? {} : { https: { cert: opts.tls.cert, key: opts.tls.key } }),
-    }) as unknown as FastifyInstance;
+    });
     this.#wss = new WebSocketServer({
       noServer: true,
       maxPayload: opts.maxPayload ?? 64 * 1024,
