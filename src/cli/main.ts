@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { describeError } from '../core/errors.js';
 import { registerDemoCommand } from './commands/demo.js';
+import { registerWatchCommand } from './commands/watch.js';
 
 /** Builds the program with every subcommand. Throws `CommanderError` instead of exiting. */
 function createProgram(): Command {
@@ -18,6 +19,7 @@ function createProgram(): Command {
     .showHelpAfterError('(run "flowcast --help" for usage)')
     .exitOverride();
   registerDemoCommand(program);
+  registerWatchCommand(program);
   return program;
 }
 

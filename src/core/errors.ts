@@ -39,6 +39,14 @@ export const ErrorCodes = {
   NOT_FOUND: 'FLOWCAST_ERR_NOT_FOUND',
   /** The component was closed. */
   CLOSED: 'FLOWCAST_ERR_CLOSED',
+  /** The server rejected the token (WebSocket close code 4001). */
+  UNAUTHORIZED: 'FLOWCAST_ERR_UNAUTHORIZED',
+  /** A connection could not be opened, or was lost and could not be opened again. */
+  CONNECTION_FAILED: 'FLOWCAST_ERR_CONNECTION_FAILED',
+  /** The server answered a request with an `error` message (its code is in `serverCode`). */
+  REQUEST_REJECTED: 'FLOWCAST_ERR_REQUEST_REJECTED',
+  /** A bounded buffer overflowed: its consumer fell too far behind. */
+  OVERFLOW: 'FLOWCAST_ERR_OVERFLOW',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

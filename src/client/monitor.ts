@@ -1,0 +1,493 @@
+import { ErrorCodes, FlowcastError, InvalidArgumentError, toError } from '../core/errors.js';
+import { checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
+import type { EventType, FlowcastEvent } from '../events/types.js';
+import { resolveReconnect } from './backoff.js';
+import { closedError, Connection, PROTOCOL_SAFE } from './connection.js';
+import { Emitter } from './emitter.js';
+import { MonitorError } from './errors.js';
+import { EventStream } from './event-stream.js';
+import { RunCursors } from './run-cursors.js';
+import { displayUrl, parseTarget, parseUrl, type Target } from './targets.js';
+import type {
+  ConnectionState,
+  EventStreamOptions,
+  MonitorEventMap,
+  PipelineMonitorOptions,
+  ReplayCompleteMessage,
+  ReplayIncompleteMessage,
+  RunSnapshot,
+  SubscriptionTarget,
+  WebSocketConstructor,
+} from './types.js';
+
+const KNOWN_OPTIONS = ['token', 'WebSocket', 'reconnect', 'protocols', 'eventTypes', 'lateJoin', 'connectTimeoutMs', 'rateLimit', 'maxRuns'] as const;
+
+interface Waiter<T> {
+  resolve: (value: T) => void;
+  reject: (error: Error) => void;
+}
+
+/** A subscription the application asked for; made again on every reconnect. */
+interface Subscription extends Target {
+  confirmed: boolean;
+  waiters: Waiter<void>[];
+}
+
+/** What a reply with this `id` answers. */
+type Request =
+  | { kind: 'subscribe'; key: string }
+  | { kind: 'resume'; runId: string }
+  | { kind: 'unsubscribe'; done: (() => void) | null }
+  | { kind: 'ping'; sentAt: number; waiter: Waiter<number>; timer: ReturnType<typeof setTimeout> };
+
+type Stream = { stream: EventStream<FlowcastEvent>; types: ReadonlySet<string> | null };
+
+/**
+ * A live view of pipeline runs from a flowcast server, for browsers and Node: the seed's
+ * `PipelineMonitor` (seed 000 §4.1) with typed listeners, async iterators, a connection
+ * state machine, and exact delivery across reconnects. It keeps the last seq of every
+ * run it has seen: an event at or below it is a duplicate and is dropped, and after a
+ * reconnect every run in flight is resumed from its last seq and every subscription is
+ * made again, so no event is lost or repeated.
+ *
+ * @example
+ * const monitor = new PipelineMonitor('ws://localhost:8765', { token });
+ * monitor.on('StepCompleteEvent', (e) => console.log(`${e.step_name} took ${e.duration_ms}ms`));
+ * await monitor.subscribe('demo_workflow');
+ * await monitor.connect();
+ * @example
+ * // Node 20 has no global WebSocket: pass one
+ * import { WebSocket } from 'ws';
+ * const monitor = new PipelineMonitor(url, { WebSocket });
+ */
+export class PipelineMonitor {
+  readonly #url: URL;
+  readonly #connection: Connection;
+  readonly #eventTypes: readonly EventType[] | undefined;
+  readonly #lateJoin: 'snapshot' | 'replay';
+  readonly #emitter = new Emitter<MonitorEventMap>((error, type) => this.#listenerFailed(error, type));
+  readonly #runs: RunCursors;
+  readonly #subs = new Map<string, Subscription>();
+  readonly #requests = new Map<number, Request>();
+  readonly #streams = new Set<Stream>();
+  #nextId = 1;
+
+  /**
+   * @param url `ws://` or `wss://` (`http(s)://` is taken as `ws(s)://`), e.g. `ws://localhost:8765`.
+   */
+  constructor(url: string | URL, options: PipelineMonitorOptions = {}) {
+    this.#url = parseUrl(url);
+    checkKnownKeys(checkObject(options, 'PipelineMonitor options'), KNOWN_OPTIONS, 'PipelineMonitor options');
+    const { token } = options;
+    if (token !== undefined && typeof token !== 'function' && (typeof token !== 'string' || token === '')) {
+      throw new InvalidArgumentError(`token must be a non-empty string or a function returning one, received ${show(token)}`);
+    }
+    const WebSocketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (typeof WebSocketClass !== 'function') {
+      throw new InvalidArgumentError(
+        `WebSocket must be a WebSocket class, and there is no globalThis.WebSocket here: pass { WebSocket } (e.g. from the "ws" package), received ${show(options.WebSocket)}`,
+      );
+    }
+    const protocols = options.protocols ?? [];
+    if (!Array.isArray(protocols) || protocols.some((p) => typeof p !== 'string' || !PROTOCOL_SAFE.test(p))) {
+      throw new InvalidArgumentError(`protocols must be an array of subprotocol names, received ${show(protocols)}`);
+    }
+    const types = options.eventTypes;
+    if (types !== undefined) {
+      if (!Array.isArray(types) || types.length === 0 || types.some((t) => typeof t !== 'string' || !/^[A-Za-z]+Event$/.test(t))) {
+        throw new InvalidArgumentError(`eventTypes must be a non-empty array of event type names, received ${show(types)}`);
+      }
+      this.#eventTypes = [...new Set(types)];
+    }
+    this.#lateJoin = checkOneOf(options.lateJoin ?? 'snapshot', ['snapshot', 'replay'], 'lateJoin');
+    const rate = checkObject(options.rateLimit ?? {}, 'rateLimit');
+    checkKnownKeys(rate, ['messagesPerSecond', 'burst'], 'rateLimit');
+    this.#runs = new RunCursors(checkPositiveInt(options.maxRuns ?? 10_000, 'maxRuns'));
+    this.#connection = new Connection(
+      {
+        url: this.#url,
+        token,
+        WebSocket: WebSocketClass,
+        reconnect: resolveReconnect(options.reconnect),
+        protocols,
+        connectTimeoutMs: checkPositiveInt(options.connectTimeoutMs ?? 10_000, 'connectTimeoutMs'),
+        rate: {
+          messagesPerSecond: checkPositiveInt(rate.messagesPerSecond ?? 40, 'rateLimit.messagesPerSecond'),
+          burst: checkPositiveInt(rate.burst ?? 80, 'rateLimit.burst'),
+        },
+      },
+      {
+        state: (change) => {
+          if (change.to === 'closed') this.#onClosed();
+          this.#emitter.emit('state', change);
+        },
+        open: () => this.#resubscribe(),
+        message: (msg) => this.#onMessage(msg),
+        dropped: () => this.#onDropped(),
+        error: (error) => this.#emitter.emit('error', error),
+      },
+    );
+  }
+
+  /** Where the connection stands. */
+  get state(): ConnectionState {
+    return this.#connection.state;
+  }
+
+  /** The server's URL (without the token). */
+  get url(): string {
+    return displayUrl(this.#url);
+  }
+
+  /** Counters: events dropped as duplicates, runs remembered, subscriptions held. */
+  get stats(): { duplicatesDropped: number; runs: number; subscriptions: number } {
+    return { duplicatesDropped: this.#runs.duplicates, runs: this.#runs.size, subscriptions: this.#subs.size };
+  }
+
+  /** The last seq delivered (or covered by a snapshot) of a run; `undefined` for a run not seen. */
+  lastSeq(runId: string): number | undefined {
+    return this.#runs.get(runId)?.last;
+  }
+
+  /**
+   * Connects (from `idle`; later calls wait for the same connection). Resolves once the
+   * server has accepted the connection and its token; rejects when the monitor closes
+   * first: the token was rejected (`UNAUTHORIZED`), `reconnect.maxAttempts` attempts
+   * failed (`CONNECTION_FAILED`), or `close()` was called (`CLOSED`).
+   */
+  connect(): Promise<void> {
+    return this.#connection.connect();
+  }
+
+  /**
+   * Subscribes to a pipeline's runs (`"demo_workflow"` or `{ pipelineId }`), to every
+   * pipeline (`"*"`), or to one run (`{ runId }`, with `since` to replay the events after
+   * that seq first). Usable before `connect()`: the subscription waits for the connection.
+   * Resolves when the server confirms; rejects with a `REQUEST_REJECTED`
+   * {@link MonitorError} when it refuses (`serverCode` says why, e.g. `forbidden`).
+   * Subscribing again to the same target is a no-op, unless `since` asks for a replay
+   * (events already delivered are still not delivered twice).
+   */
+  subscribe(target: SubscriptionTarget): Promise<void> {
+    const t = parseTarget(target, 'subscribe');
+    if (this.state === 'closed') return Promise.reject(this.#connection.closeError ?? closedError('subscribe()'));
+    let sub = this.#subs.get(t.key);
+    const isNew = sub === undefined;
+    if (sub === undefined) {
+      sub = { ...t, confirmed: false, waiters: [] };
+      this.#subs.set(t.key, sub);
+    } else if (t.since === undefined) {
+      if (sub.confirmed) return Promise.resolve();
+    } else {
+      sub.since = t.since;
+      sub.confirmed = false;
+    }
+    const entry = sub;
+    const p = new Promise<void>((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    if (this.state === 'open' && (isNew || t.since !== undefined)) this.#sendSubscribe(entry, t.since);
+    return p;
+  }
+
+  /** Ends a subscription. Resolves once the server confirms (at once when not connected or not subscribed). */
+  unsubscribe(target: SubscriptionTarget): Promise<void> {
+    const t = parseTarget(target, 'unsubscribe');
+    const sub = this.#subs.get(t.key);
+    if (sub === undefined) return Promise.resolve();
+    this.#subs.delete(t.key);
+    settle(sub.waiters, new FlowcastError(ErrorCodes.CANCELLED, `subscribe(${sub.label}) was cancelled by unsubscribe()`));
+    if (this.state !== 'open') return Promise.resolve();
+    return new Promise<void>((resolve) => this.#request({ type: 'unsubscribe', ...sub.message }, { kind: 'unsubscribe', done: resolve }));
+  }
+
+  /**
+   * Listens to one event type (typed: `on('StepCompleteEvent', (e) => e.duration_ms)`),
+   * to every event (`'*'`), or to the monitor's own news: `'snapshot'`, `'state'`
+   * (`{ from, to }`), `'error'`, `'replay_incomplete'`, `'replay_complete'`. Returns the
+   * disposer.
+   */
+  on<K extends keyof MonitorEventMap>(type: K, listener: (payload: MonitorEventMap[K]) => void): () => void {
+    if (typeof type !== 'string' || (type as string) === '') {
+      throw new InvalidArgumentError(`type must be an event type, "*", "snapshot", "state", "error", "replay_incomplete" or "replay_complete", received ${show(type)}`);
+    }
+    if (typeof listener !== 'function') throw new InvalidArgumentError(`listener must be a function, received ${show(listener)}`);
+    return this.#emitter.on(type, listener);
+  }
+
+  /**
+   * The events as an async iterator (each call gets its own). It ends when `signal`
+   * aborts, or when the monitor closes (after the events already received).
+   *
+   * @example
+   * for await (const event of monitor.events({ signal })) console.log(event.type, event.seq);
+   */
+  events(options: EventStreamOptions = {}): AsyncIterableIterator<FlowcastEvent> {
+    checkKnownKeys(checkObject(options, 'events() options'), ['signal', 'types', 'bufferSize'], 'events() options');
+    const { signal, types } = options;
+    if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean')) {
+      throw new InvalidArgumentError(`signal must be an AbortSignal, received ${show(signal)}`);
+    }
+    if (types !== undefined && (!Array.isArray(types) || types.some((t) => typeof t !== 'string'))) {
+      throw new InvalidArgumentError(`types must be an array of event types, received ${show(types)}`);
+    }
+    const bufferSize = checkPositiveInt(options.bufferSize ?? 10_000, 'bufferSize');
+    // The stream finishes at once (and calls back) when the signal is already aborted.
+    let entry: Stream | null = null;
+    const stream = new EventStream<FlowcastEvent>(bufferSize, signal, () => {
+      if (entry !== null) this.#streams.delete(entry);
+    });
+    entry = { stream, types: types === undefined ? null : new Set<string>(types) };
+    if (!stream.finished) this.#streams.add(entry);
+    if (this.state === 'closed') stream.end();
+    return stream;
+  }
+
+  /** Measures a round trip to the server with the protocol's `ping`/`pong`: resolves with milliseconds. */
+  ping(options: { timeoutMs?: number } = {}): Promise<number> {
+    checkKnownKeys(checkObject(options, 'ping() options'), ['timeoutMs'], 'ping() options');
+    const timeoutMs = checkPositiveInt(options.timeoutMs ?? 10_000, 'timeoutMs');
+    if (this.state !== 'open') {
+      return Promise.reject(new MonitorError(ErrorCodes.CONNECTION_FAILED, `ping() needs an open connection; the monitor is ${this.state}`));
+    }
+    return new Promise<number>((resolve, reject) => {
+      const id = this.#nextId;
+      const timer = setTimeout(() => {
+        this.#requests.delete(id);
+        reject(new MonitorError(ErrorCodes.TIMEOUT, `no pong from ${this.url} within ${timeoutMs}ms`));
+      }, timeoutMs);
+      this.#request({ type: 'ping' }, { kind: 'ping', sentAt: performance.now(), waiter: { resolve, reject }, timer });
+    });
+  }
+
+  /**
+   * Closes for good (state `closed`): a pending `connect()` or `subscribe()` rejects with
+   * a `CLOSED` error, iterators end after the events they hold. Idempotent; resolves once
+   * the socket is closed.
+   */
+  close(): Promise<void> {
+    return this.#connection.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // ---- outgoing ---------------------------------------------------------------------
+
+  #request(message: Record<string, unknown>, request: Request): void {
+    const id = this.#nextId++;
+    this.#requests.set(id, request);
+    this.#connection.send({ ...message, id });
+  }
+
+  #withTypes(message: Record<string, unknown>): Record<string, unknown> {
+    return this.#eventTypes === undefined ? message : { ...message, event_types: this.#eventTypes };
+  }
+
+  /**
+   * After every open: first resume each run in flight that a pipeline (or `"*"`)
+   * subscription covers, from its last seq — before that subscription, so that the server
+   * follows the run from there instead of sending a snapshot — then make every
+   * subscription again, runs from their last seq.
+   */
+  #resubscribe(): void {
+    const all = this.#subs.has('all');
+    for (const run of this.#runs.values()) {
+      if (run.ended || run.pipelineId === null || this.#subs.has(`r:${run.runId}`)) continue;
+      if (all || this.#subs.has(`p:${run.pipelineId}`)) this.#resume(run.runId, run.last);
+    }
+    for (const sub of this.#subs.values()) this.#sendSubscribe(sub, undefined);
+  }
+
+  #resume(runId: string, since: number): void {
+    this.#runs.startReplay(runId, since, true);
+    this.#request(this.#withTypes({ type: 'subscribe', run_id: runId, since }), { kind: 'resume', runId });
+  }
+
+  #sendSubscribe(sub: Subscription, since: number | undefined): void {
+    const message: Record<string, unknown> = { type: 'subscribe', ...sub.message };
+    if (sub.runId !== null) {
+      const known = this.#runs.get(sub.runId);
+      const from = since ?? (known === undefined ? sub.since : known.last);
+      if (from !== undefined) {
+        message.since = from;
+        this.#runs.startReplay(sub.runId, from, false);
+      }
+    }
+    this.#request(this.#withTypes(message), { kind: 'subscribe', key: sub.key });
+  }
+
+  // ---- incoming ---------------------------------------------------------------------
+
+  #onMessage(msg: Record<string, unknown>): void {
+    if (isEvent(msg)) {
+      this.#deliverAll(this.#runs.accept(msg));
+      return;
+    }
+    switch (msg.type) {
+      case 'pong':
+      case 'subscribed':
+      case 'unsubscribed':
+        this.#onReply(msg);
+        return;
+      case 'error':
+        this.#onError(msg);
+        return;
+      case 'snapshot':
+        this.#onSnapshot(msg as unknown as RunSnapshot);
+        return;
+      case 'replay_incomplete': {
+        const m = msg as unknown as ReplayIncompleteMessage;
+        this.#runs.skipTo(m.run_id, m.first_seq);
+        this.#emitter.emit('replay_incomplete', m);
+        return;
+      }
+      case 'replay_complete':
+        this.#onReplayComplete(msg as unknown as ReplayCompleteMessage);
+        return;
+      default:
+      // A message type of a newer server: not ours to judge.
+    }
+  }
+
+  #takeRequest(msg: Record<string, unknown>): Request | undefined {
+    if (typeof msg.id !== 'number') return undefined;
+    const request = this.#requests.get(msg.id);
+    this.#requests.delete(msg.id);
+    return request;
+  }
+
+  #onReply(msg: Record<string, unknown>): void {
+    const request = this.#takeRequest(msg);
+    if (request === undefined) return;
+    if (request.kind === 'ping') {
+      clearTimeout(request.timer);
+      request.waiter.resolve(performance.now() - request.sentAt);
+    } else if (request.kind === 'subscribe') {
+      const sub = this.#subs.get(request.key);
+      if (sub === undefined) return;
+      sub.confirmed = true;
+      settle(sub.waiters, null);
+    } else if (request.kind === 'unsubscribe') {
+      request.done?.();
+    }
+  }
+
+  #onError(msg: Record<string, unknown>): void {
+    const serverCode = typeof msg.code === 'string' ? msg.code : 'unknown';
+    const text = `${serverCode}: ${typeof msg.message === 'string' ? msg.message : JSON.stringify(msg)}`;
+    const request = this.#takeRequest(msg);
+    const fail = (message: string): MonitorError => new MonitorError(ErrorCodes.REQUEST_REJECTED, message, { serverCode });
+    switch (request?.kind) {
+      case 'unsubscribe':
+        request.done?.();
+        return;
+      case 'ping':
+        clearTimeout(request.timer);
+        request.waiter.reject(fail(`ping rejected: ${text}`));
+        return;
+      case 'subscribe': {
+        const sub = this.#subs.get(request.key);
+        if (sub === undefined) return;
+        this.#subs.delete(request.key);
+        if (sub.runId !== null) this.#deliverAll(this.#runs.endReplay(sub.runId));
+        const error = fail(`subscribe(${sub.label}) rejected: ${text}`);
+        if (sub.waiters.length > 0) settle(sub.waiters, error);
+        else this.#emitter.emit('error', error);
+        return;
+      }
+      case 'resume': {
+        const run = this.#runs.get(request.runId);
+        if (run !== undefined) run.resume = false;
+        this.#deliverAll(this.#runs.endReplay(request.runId));
+        this.#emitter.emit('error', fail(`resuming run "${request.runId}" was rejected: ${text}`));
+        return;
+      }
+      default:
+        this.#emitter.emit('error', fail(`${this.url} says ${text}`));
+    }
+  }
+
+  #onSnapshot(snapshot: RunSnapshot): void {
+    if (typeof snapshot.run_id !== 'string' || typeof snapshot.last_seq !== 'number') return;
+    const known = this.#runs.get(snapshot.run_id) !== undefined;
+    if (!known && this.#lateJoin === 'replay') {
+      this.#runs.ensure(snapshot.run_id, snapshot.pipeline_id);
+      this.#emitter.emit('snapshot', snapshot);
+      if (this.state === 'open') this.#resume(snapshot.run_id, 0);
+      return;
+    }
+    this.#runs.snapshot(snapshot.run_id, snapshot.pipeline_id, snapshot.last_seq);
+    this.#emitter.emit('snapshot', snapshot);
+  }
+
+  #onReplayComplete(msg: ReplayCompleteMessage): void {
+    const run = this.#runs.get(msg.run_id);
+    this.#deliverAll(this.#runs.endReplay(msg.run_id));
+    if (run?.resume === true) {
+      run.resume = false;
+      // The run's own subscription was only for the replay: its pipeline's carries it on.
+      if (!this.#subs.has(`r:${msg.run_id}`) && this.state === 'open') this.#request({ type: 'unsubscribe', run_id: msg.run_id }, { kind: 'unsubscribe', done: null });
+    }
+    this.#emitter.emit('replay_complete', msg);
+  }
+
+  #deliverAll(events: FlowcastEvent[]): void {
+    for (const event of events) {
+      (this.#emitter as unknown as Emitter<Record<string, FlowcastEvent>>).emit(event.type, event);
+      this.#emitter.emit('*', event);
+      for (const { stream, types } of this.#streams) if (types === null || types.has(event.type)) stream.push(event);
+    }
+  }
+
+  // ---- connection news --------------------------------------------------------------
+
+  /** The socket is gone: requests in flight on it are void; replays will start over. */
+  #onDropped(): void {
+    for (const request of this.#requests.values()) {
+      if (request.kind === 'ping') {
+        clearTimeout(request.timer);
+        request.waiter.reject(new MonitorError(ErrorCodes.CONNECTION_FAILED, `the connection to ${this.url} closed before the pong`));
+      } else if (request.kind === 'unsubscribe') {
+        // A new connection starts without the subscription: done.
+        request.done?.();
+      }
+    }
+    this.#requests.clear();
+    this.#runs.disconnected();
+  }
+
+  #onClosed(): void {
+    const reason = this.#connection.closeError ?? closedError('subscribe()');
+    for (const sub of this.#subs.values()) settle(sub.waiters, reason);
+    for (const { stream } of [...this.#streams]) stream.end();
+  }
+
+  #listenerFailed(error: unknown, type: keyof MonitorEventMap): void {
+    // An 'error' listener that throws has nobody left to tell: let it surface like any uncaught error.
+    if (type === 'error') {
+      setTimeout(() => {
+        throw toError(error);
+      });
+      return;
+    }
+    this.#emitter.emit('error', toError(error));
+  }
+}
+
+function isEvent(msg: Record<string, unknown>): msg is FlowcastEvent & Record<string, unknown> {
+  return (
+    typeof msg.type === 'string' &&
+    typeof msg.run_id === 'string' &&
+    typeof msg.pipeline_id === 'string' &&
+    typeof msg.seq === 'number' &&
+    Number.isInteger(msg.seq) &&
+    msg.seq >= 1
+  );
+}
+
+function settle<T>(waiters: Waiter<T>[], error: Error | null): void {
+  for (const w of waiters.splice(0)) {
+    if (error === null) w.resolve(undefined as T);
+    else w.reject(error);
+  }
+}
