@@ -35,12 +35,6 @@ export interface OutgoingLimits {
   hardLimitBytes?: number;
 }
 
-interface Queued {
-  data: Buffer;
-  /** `run_id:step_name` for progress events, which may be collapsed. */
-  progressKey: string | null;
-}
-
 export type ConnectionState = 'open' | 'closing' | 'closed';
 
 /**
@@ -49,12 +43,26 @@ export type ConnectionState = 'open' | 'closing' | 'closed';
  * know how to write bytes and close.
  */
 export abstract class Connection {
-  readonly id = randomUUID();
+  /**
+   * Connections with queued messages, flushed together on the next turn of the event
+   * loop: one callback for all of them rather than one per connection, and whatever was
+   * queued meanwhile (a burst of events) goes out in one write per connection.
+   */
+  static #dirty: Connection[] = [];
+  static #flushScheduled = false;
+  static readonly #flushDirty = (): void => {
+    Connection.#flushScheduled = false;
+    const list = Connection.#dirty;
+    // Connections that get messages while these are written wait for the next turn.
+    Connection.#dirty = [];
+    for (const conn of list) {
+      conn.#scheduled = false;
+      conn.#flush();
+    }
+  };
+
   readonly principal: Principal | null;
   readonly subscriptions = new Map<string, Subscription>();
-  readonly cursors = new Map<string, RunCursor>();
-  /** pipeline id → may this principal read it (cached `authorize` answers). */
-  readonly readable = new Map<string, boolean>();
   state: ConnectionState = 'open';
   /** Messages sent, for metrics. */
   sent = 0;
@@ -62,15 +70,49 @@ export abstract class Connection {
   collapsed = 0;
   readonly #soft: number;
   readonly #hard: number;
-  #queue: Queued[] = [];
+  /** Queued messages, framed; `#events[i]` is the event of `#queue[i]` (null for control messages). */
+  #queue: Buffer[] = [];
+  #events: (FlowcastEvent | null)[] = [];
   #queuedBytes = 0;
   #scheduled = false;
   #waiting: NodeJS.Timeout | null = null;
+  // Made on first use: an idle connection is thousands of times over on a busy server.
+  #id: string | undefined;
+  #cursors: Map<string, RunCursor> | undefined;
+  /** Cached `authorize(principal, pipelineId, 'read')` answers: the first pipeline inline, more in a map. */
+  #readFirst: string | undefined;
+  #readFirstOk = false;
+  #readMore: Map<string, boolean> | undefined;
 
   constructor(principal: Principal | null, limits: Required<OutgoingLimits>) {
     this.principal = principal;
     this.#soft = limits.softLimitBytes;
     this.#hard = limits.hardLimitBytes;
+  }
+
+  /** A unique id of this connection. */
+  get id(): string {
+    return (this.#id ??= randomUUID());
+  }
+
+  /** run id → where this connection is in that run's stream. */
+  get cursors(): Map<string, RunCursor> {
+    return (this.#cursors ??= new Map());
+  }
+
+  /** The cached answer to "may this connection read this pipeline?", if there is one. */
+  cachedRead(pipelineId: string): boolean | undefined {
+    if (pipelineId === this.#readFirst) return this.#readFirstOk;
+    return this.#readMore?.get(pipelineId);
+  }
+
+  cacheRead(pipelineId: string, ok: boolean): void {
+    if (this.#readFirst === undefined || this.#readFirst === pipelineId) {
+      this.#readFirst = pipelineId;
+      this.#readFirstOk = ok;
+    } else {
+      (this.#readMore ??= new Map()).set(pipelineId, ok);
+    }
   }
 
   /** Bytes the transport has accepted but not yet written to the network. */
@@ -87,25 +129,45 @@ export abstract class Connection {
     return this.#queuedBytes + this.bufferedBytes();
   }
 
+  /**
+   * `true` while more than half the hard limit waits to be written: a replay pauses then
+   * (see {@link drained}) rather than outgrow the limit and get the connection closed.
+   */
+  get congested(): boolean {
+    return this.pendingBytes > this.#hard / 2;
+  }
+
+  /** Resolves once no more than the soft limit waits to be written (or the connection is closed). */
+  drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.state !== 'open' || this.pendingBytes <= this.#soft) resolve();
+        else setTimeout(check, 1);
+      };
+      // First let the queue be written (the socket may take much of it at once).
+      setImmediate(check);
+    });
+  }
+
   /** Queues a serialised message. `event` is given for events (progress events may be collapsed). */
   send(json: Buffer, event: FlowcastEvent | null = null): void {
     if (this.state !== 'open') return;
     const data = this.frame(json, event);
-    const progressKey = event?.type === 'StepProgressEvent' ? `${event.run_id}:${event.step_name}` : null;
-    if (progressKey !== null && this.pendingBytes > this.#soft) {
-      const i = this.#queue.findIndex((q) => q.progressKey === progressKey);
+    if (event !== null && event.type === 'StepProgressEvent' && this.#queue.length > 0 && this.pendingBytes > this.#soft) {
+      const i = this.#events.findIndex((q) => q !== null && q.type === 'StepProgressEvent' && q.run_id === event.run_id && q.step_name === event.step_name);
       if (i >= 0) {
-        const old = this.#queue[i] as Queued;
-        this.#queuedBytes -= old.data.length;
+        this.#queuedBytes -= (this.#queue[i] as Buffer).length;
         this.#queue.splice(i, 1);
+        this.#events.splice(i, 1);
         this.collapsed++;
       }
     }
-    this.#queue.push({ data, progressKey });
+    this.#queue.push(data);
+    this.#events.push(event);
     this.#queuedBytes += data.length;
     this.sent++;
-    if (this.pendingBytes > this.#hard) {
-      this.close(4008, 'Slow consumer: outgoing queue over its limit; reconnect and replay with since');
+    if (this.#queuedBytes > this.#hard - this.bufferedBytes()) {
+      this.close(4008, 'Slow consumer: outgoing queue over its limit; reconnect and replay with since', { drop: true });
       return;
     }
     this.#schedule();
@@ -119,10 +181,11 @@ export abstract class Connection {
   #schedule(): void {
     if (this.#scheduled || this.#waiting !== null) return;
     this.#scheduled = true;
-    setImmediate(() => {
-      this.#scheduled = false;
-      this.#flush();
-    });
+    Connection.#dirty.push(this);
+    if (!Connection.#flushScheduled) {
+      Connection.#flushScheduled = true;
+      setImmediate(Connection.#flushDirty);
+    }
   }
 
   #flush(): void {
@@ -137,17 +200,25 @@ export abstract class Connection {
     }
     const batch = this.#queue;
     this.#queue = [];
+    this.#events = [];
     this.#queuedBytes = 0;
-    this.writeBatch(batch.map((q) => q.data));
+    this.writeBatch(batch);
   }
 
-  /** Closes the connection (idempotent). */
-  close(code = 1000, reason = ''): void {
+  /**
+   * Closes the connection (idempotent). What is queued is written first, so that an
+   * `error` explaining the close reaches the client, unless `drop` is set: a slow
+   * consumer's queue is what it cannot take.
+   */
+  close(code = 1000, reason = '', options: { drop?: boolean } = {}): void {
     if (this.state !== 'open') return;
     this.state = 'closing';
     if (this.#waiting !== null) clearTimeout(this.#waiting);
+    const pending = options.drop === true ? [] : this.#queue;
     this.#queue = [];
+    this.#events = [];
     this.#queuedBytes = 0;
+    if (pending.length > 0) this.writeBatch(pending);
     this.closeTransport(code, reason);
   }
 
@@ -156,6 +227,7 @@ export abstract class Connection {
     this.state = 'closed';
     if (this.#waiting !== null) clearTimeout(this.#waiting);
     this.#queue = [];
+    this.#events = [];
     this.#queuedBytes = 0;
   }
 }

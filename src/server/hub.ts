@@ -15,7 +15,12 @@ export interface HubOptions {
   transport: EventTransport;
   auth: Authenticator;
   snapshots?: SnapshotSource | null;
-  /** Events read from the log per page during a replay. @default 1000 */
+  /**
+   * Events read from the log per page during a replay. A page is one read: for an ended
+   * run of the memory transport that is one parse of its packed log, so one page for a
+   * whole default-sized log (10,000 events) keeps a late joiner's replay fast.
+   * @default 10000
+   */
   replayPage?: number;
   onError?: (error: unknown, where: string) => void;
 }
@@ -57,7 +62,7 @@ export class Hub {
     this.#transport = options.transport;
     this.#auth = options.auth;
     this.#snapshots = options.snapshots ?? null;
-    this.#page = options.replayPage ?? 1000;
+    this.#page = options.replayPage ?? 10_000;
     this.#onError = options.onError ?? ((error, where) => console.error(`flowcast hub: ${where}: ${describeError(error)}`));
   }
 
@@ -100,10 +105,10 @@ export class Hub {
 
   /** May this connection read this pipeline's events? Cached per connection. */
   canRead(conn: Connection, pipelineId: string): boolean {
-    let ok = conn.readable.get(pipelineId);
+    let ok = conn.cachedRead(pipelineId);
     if (ok === undefined) {
       ok = this.#auth.authorize(conn.principal, pipelineId, 'read');
-      conn.readable.set(pipelineId, ok);
+      conn.cacheRead(pipelineId, ok);
     }
     return ok;
   }
@@ -314,9 +319,14 @@ export class Hub {
           if (this.#wants(conn, e)) {
             conn.send(Buffer.from(JSON.stringify(e)), e);
             this.stats.replayed++;
+            // A long replay must not outgrow the connection's hard limit: let the network catch up.
+            if (conn.congested) {
+              await conn.drained();
+              if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
+            }
           }
         }
-        if (log.events.length >= this.#page) continue;
+        if (log.events.length >= this.#page && cursor.last < log.last_seq) continue;
         const buffered = cursor.buffer.sort((a, b) => a.seq - b.seq);
         cursor.buffer = [];
         let gap = false;

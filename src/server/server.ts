@@ -6,7 +6,7 @@ import { describeError, FlowcastError, ErrorCodes, InvalidArgumentError } from '
 import { checkKnownKeys, checkObject, checkPositiveInt, checkNonNegativeInt, show } from '../core/validate.js';
 import type { Broker } from '../core/broker.js';
 import type { EventTransport } from '../transport/transport.js';
-import { Authenticator, BEARER_PROTOCOL_PREFIX, type AuthOptions } from './auth.js';
+import { Authenticator, BEARER_PROTOCOL_PREFIX, type AuthOptions, type Principal } from './auth.js';
 import type { OutgoingLimits } from './connection.js';
 import { Hub, type SnapshotSource } from './hub.js';
 import { CloseCodes, parseClientMessage, ProtocolErrors, type ClientMessage } from './protocol.js';
@@ -191,14 +191,12 @@ export class FlowcastServer {
       return;
     }
     // Messages that arrive while the token is checked wait here.
-    const early: RawData[] = [];
-    const earlyBinary: boolean[] = [];
+    let early: [RawData, boolean][] | null = null;
     const hold = (data: RawData, isBinary: boolean): void => {
-      early.push(data);
-      earlyBinary.push(isBinary);
+      (early ??= []).push([data, isBinary]);
     };
     ws.on('message', hold);
-    ws.on('error', () => undefined);
+    ws.on('error', ignoreError);
     this.auth.authenticate(req).then(
       (principal) => {
         ws.off('message', hold);
@@ -207,34 +205,7 @@ export class FlowcastServer {
           return;
         }
         if (ws.readyState !== ws.OPEN || this.#state !== 'listening') return;
-        const conn = new WsConnection(ws, principal, this.#limits);
-        this.#connections.add(conn);
-        this.hub.add(conn);
-        const limiter = new TokenBucket(this.options.messagesPerSecond ?? 50, this.options.messageBurst ?? 100);
-        let warned = false;
-        const onMessage = (data: RawData, isBinary: boolean): void => {
-          conn.lastSeen = Date.now();
-          if (!limiter.take()) {
-            if (warned) {
-              conn.close(CloseCodes.RATE_LIMITED, 'Rate limit exceeded');
-              return;
-            }
-            warned = true;
-            conn.sendControl({ type: 'error', code: ProtocolErrors.RATE_LIMITED, message: `Too many messages: at most ${this.options.messagesPerSecond ?? 50}/s; the next excess closes the connection` });
-            return;
-          }
-          warned = false;
-          this.#onMessage(conn, data, isBinary);
-        };
-        ws.on('message', onMessage);
-        ws.on('pong', () => {
-          conn.lastSeen = Date.now();
-        });
-        ws.once('close', () => {
-          this.#connections.delete(conn);
-          this.hub.remove(conn);
-        });
-        for (let i = 0; i < early.length; i++) onMessage(early[i] as RawData, earlyBinary[i] as boolean);
+        this.#attach(ws, principal, early);
       },
       (error: unknown) => {
         console.error(`flowcast server: authentication failed: ${describeError(error)}`);
@@ -242,6 +213,43 @@ export class FlowcastServer {
       },
     );
   }
+
+  /**
+   * Makes an authenticated socket a subscriber. Apart from `#accept` so that the
+   * listeners a connection keeps for its lifetime hold only what they use (memory per
+   * idle connection is what a busy server has thousands of).
+   */
+  #attach(ws: WebSocket, principal: Principal | null, early: [RawData, boolean][] | null): void {
+    const conn = new WsConnection(ws, principal, this.#limits, this.#detach);
+    this.#connections.add(conn);
+    this.hub.add(conn);
+    const limiter = new TokenBucket(this.options.messagesPerSecond ?? 50, this.options.messageBurst ?? 100);
+    let warned = false;
+    const onMessage = (data: RawData, isBinary: boolean): void => {
+      conn.lastSeen = Date.now();
+      if (!limiter.take()) {
+        if (warned) {
+          conn.close(CloseCodes.RATE_LIMITED, 'Rate limit exceeded');
+          return;
+        }
+        warned = true;
+        conn.sendControl({ type: 'error', code: ProtocolErrors.RATE_LIMITED, message: `Too many messages: at most ${this.options.messagesPerSecond ?? 50}/s; the next excess closes the connection` });
+        return;
+      }
+      warned = false;
+      this.#onMessage(conn, data, isBinary);
+    };
+    ws.on('message', onMessage);
+    ws.on('pong', () => {
+      conn.lastSeen = Date.now();
+    });
+    if (early !== null) for (const [data, isBinary] of early) onMessage(data, isBinary);
+  }
+
+  readonly #detach = (conn: WsConnection): void => {
+    this.#connections.delete(conn);
+    this.hub.remove(conn);
+  };
 
   #onMessage(conn: WsConnection, data: RawData, isBinary: boolean): void {
     if (isBinary) {
@@ -303,6 +311,9 @@ export class FlowcastServer {
     await this.close();
   }
 }
+
+/** Socket errors end in 'close', which is handled; the listener only keeps them from being thrown. */
+function ignoreError(): void {}
 
 /** A token bucket: `rate` tokens per second, at most `burst`. */
 class TokenBucket {
