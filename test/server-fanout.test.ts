@@ -1,8 +1,9 @@
 /**
- * The fan-out write path (issue 3 item 7): a burst of events to a connection is framed
- * into one write, with every WebSocket length form (7-bit, 16-bit, 64-bit); and a replay
- * larger than the connection's hard outgoing limit waits for the network instead of
- * getting the subscriber closed as a slow consumer.
+ * The fan-out write path (issue 3 items 6 and 7): a burst of events to a connection is
+ * framed into one write, with every WebSocket length form (7-bit, 16-bit, 64-bit); a
+ * subscriber that falls behind gets a step's progress collapsed to the latest and every
+ * other event in order; and a replay larger than the connection's hard outgoing limit
+ * waits for the network instead of getting the subscriber closed as a slow consumer.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -24,6 +25,10 @@ async function start(options: { outgoing?: { softLimitBytes: number; hardLimitBy
     await broker.close();
   });
   return { broker, server };
+}
+
+function progressDraft(runId: string, progress: number): EventDraft {
+  return { type: 'StepProgressEvent', pipeline_id: 'fan', run_id: runId, timestamp: new Date().toISOString(), step_name: 'load', step_index: 0, task_id: 't1', attempt: 1, progress, message: `loaded ${progress}`.padEnd(200, '.') };
 }
 
 function logDraft(runId: string, line: string): EventDraft {
@@ -91,6 +96,40 @@ describe('fan-out write path', () => {
       await c.until((m) => events(m).length === sizes.length);
       expect(events(c.messages)).toEqual(published);
     }
+  });
+
+  it('a subscriber that stops reading gets, once it reads again, every log event in order and the latest progress of the step', async () => {
+    const { broker, server } = await start({ outgoing: { softLimitBytes: 8 * 1024, hardLimitBytes: 64 * 1024 * 1024 } });
+    const c = await client(server.url);
+    c.ws.send(JSON.stringify({ type: 'subscribe', pipeline_id: 'fan' }));
+    await c.until((m) => m.some((x) => x.type === 'subscribed'));
+    const socket = (c.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    socket.pause();
+    const runId = 'run-slow-1';
+    const published: FlowcastEvent[] = [];
+    const publish = (draft: EventDraft): void => {
+      const event = broker.transport.appendSync(draft) as FlowcastEvent;
+      broker.transport.publish(event);
+      published.push(event);
+    };
+    // About 6 MB of progress over 20 turns of the event loop (more than loopback buffers hold), a log line after each turn's.
+    for (let turn = 0; turn < 20; turn++) {
+      for (let i = 1; i <= 1000; i++) publish(progressDraft(runId, (turn * 1000 + i) / 20_000));
+      publish(logDraft(runId, `after turn ${turn}`));
+      await new Promise((r) => setImmediate(r));
+    }
+    const last = published.at(-1) as FlowcastEvent;
+    socket.resume();
+    await c.until((m) => events(m).some((e) => e.seq === last.seq));
+    const got = events(c.messages);
+    const seqs = got.map((e) => e.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(new Set(seqs).size).toBe(seqs.length);
+    expect(got.filter((e) => e.type === 'StepLogEvent')).toEqual(published.filter((e) => e.type === 'StepLogEvent'));
+    const progress = got.filter((e) => e.type === 'StepProgressEvent');
+    expect(progress.length).toBeLessThan(20_000);
+    expect(progress.at(-1)).toEqual(published.filter((e) => e.type === 'StepProgressEvent').at(-1));
+    expect(server.hub.collapsedCount).toBe(20_000 - progress.length);
   });
 
   it('a replay ten times the hard outgoing limit completes without closing the subscriber', async () => {

@@ -70,9 +70,15 @@ export abstract class Connection {
   collapsed = 0;
   readonly #soft: number;
   readonly #hard: number;
-  /** Queued messages, framed; `#events[i]` is the event of `#queue[i]` (null for control messages). */
-  #queue: Buffer[] = [];
-  #events: (FlowcastEvent | null)[] = [];
+  /**
+   * Queued messages, framed, with their events (null for control messages). A lone
+   * message waits in `#one`; a second one moves both to the `#many` arrays (a burst).
+   * Most flushes write one message, and then no array is made.
+   */
+  #one: Buffer | null = null;
+  #oneEvent: FlowcastEvent | null = null;
+  #many: Buffer[] | null = null;
+  #manyEvents: (FlowcastEvent | null)[] | null = null;
   #queuedBytes = 0;
   #scheduled = false;
   #waiting: NodeJS.Timeout | null = null;
@@ -153,17 +159,19 @@ export abstract class Connection {
   send(json: Buffer, event: FlowcastEvent | null = null): void {
     if (this.state !== 'open') return;
     const data = this.frame(json, event);
-    if (event !== null && event.type === 'StepProgressEvent' && this.#queue.length > 0 && this.pendingBytes > this.#soft) {
-      const i = this.#events.findIndex((q) => q !== null && q.type === 'StepProgressEvent' && q.run_id === event.run_id && q.step_name === event.step_name);
-      if (i >= 0) {
-        this.#queuedBytes -= (this.#queue[i] as Buffer).length;
-        this.#queue.splice(i, 1);
-        this.#events.splice(i, 1);
-        this.collapsed++;
-      }
+    if (event !== null && event.type === 'StepProgressEvent' && this.#queuedBytes > 0 && this.pendingBytes > this.#soft) this.#collapse(event);
+    if (this.#many !== null) {
+      this.#many.push(data);
+      (this.#manyEvents as (FlowcastEvent | null)[]).push(event);
+    } else if (this.#one === null) {
+      this.#one = data;
+      this.#oneEvent = event;
+    } else {
+      this.#many = [this.#one, data];
+      this.#manyEvents = [this.#oneEvent, event];
+      this.#one = null;
+      this.#oneEvent = null;
     }
-    this.#queue.push(data);
-    this.#events.push(event);
     this.#queuedBytes += data.length;
     this.sent++;
     if (this.#queuedBytes > this.#hard - this.bufferedBytes()) {
@@ -171,6 +179,38 @@ export abstract class Connection {
       return;
     }
     this.#schedule();
+  }
+
+  /** Drops the queued progress event of the same run and step, if there is one: the newer one replaces it. */
+  #collapse(event: FlowcastEvent & { type: 'StepProgressEvent' }): void {
+    const same = (q: FlowcastEvent | null): boolean => q !== null && q.type === 'StepProgressEvent' && q.run_id === event.run_id && q.step_name === event.step_name;
+    if (this.#one !== null) {
+      if (!same(this.#oneEvent)) return;
+      this.#queuedBytes -= this.#one.length;
+      this.#one = null;
+      this.#oneEvent = null;
+    } else if (this.#many !== null) {
+      const events = this.#manyEvents as (FlowcastEvent | null)[];
+      const i = events.findIndex(same);
+      if (i < 0) return;
+      this.#queuedBytes -= (this.#many[i] as Buffer).length;
+      this.#many.splice(i, 1);
+      events.splice(i, 1);
+    } else {
+      return;
+    }
+    this.collapsed++;
+  }
+
+  /** Takes what is queued, in order. */
+  #take(): Buffer[] {
+    const batch = this.#many ?? (this.#one === null ? [] : [this.#one]);
+    this.#one = null;
+    this.#oneEvent = null;
+    this.#many = null;
+    this.#manyEvents = null;
+    this.#queuedBytes = 0;
+    return batch;
   }
 
   /** Sends a control message (JSON-serialisable object). */
@@ -189,7 +229,7 @@ export abstract class Connection {
   }
 
   #flush(): void {
-    if (this.state !== 'open' || this.#queue.length === 0) return;
+    if (this.state !== 'open' || (this.#one === null && this.#many === null)) return;
     if (this.bufferedBytes() > this.#soft) {
       // The network is behind: keep messages here (where progress can collapse) and look again soon.
       this.#waiting = setTimeout(() => {
@@ -198,11 +238,7 @@ export abstract class Connection {
       }, 20);
       return;
     }
-    const batch = this.#queue;
-    this.#queue = [];
-    this.#events = [];
-    this.#queuedBytes = 0;
-    this.writeBatch(batch);
+    this.writeBatch(this.#take());
   }
 
   /**
@@ -214,11 +250,8 @@ export abstract class Connection {
     if (this.state !== 'open') return;
     this.state = 'closing';
     if (this.#waiting !== null) clearTimeout(this.#waiting);
-    const pending = options.drop === true ? [] : this.#queue;
-    this.#queue = [];
-    this.#events = [];
-    this.#queuedBytes = 0;
-    if (pending.length > 0) this.writeBatch(pending);
+    const pending = this.#take();
+    if (options.drop !== true && pending.length > 0) this.writeBatch(pending);
     this.closeTransport(code, reason);
   }
 
@@ -226,8 +259,6 @@ export abstract class Connection {
   protected markClosed(): void {
     this.state = 'closed';
     if (this.#waiting !== null) clearTimeout(this.#waiting);
-    this.#queue = [];
-    this.#events = [];
-    this.#queuedBytes = 0;
+    this.#take();
   }
 }

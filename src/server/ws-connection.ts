@@ -13,14 +13,37 @@ interface FrameSender {
 /** `0x81`: FIN, text frame. Server frames are not masked (RFC 6455 §5.1). */
 const TEXT_FIN = 0x81;
 
-function headerLength(payload: number): number {
-  return payload < 126 ? 2 : payload < 65536 ? 4 : 10;
+/** `payload` as one WebSocket text frame (header and payload in one buffer). */
+function textFrame(payload: Buffer): Buffer {
+  const n = payload.length;
+  const header = n < 126 ? 2 : n < 65536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(header + n);
+  frame[0] = TEXT_FIN;
+  if (n < 126) {
+    frame[1] = n;
+  } else if (n < 65536) {
+    frame[1] = 126;
+    frame.writeUInt16BE(n, 2);
+  } else {
+    frame[1] = 127;
+    frame.writeUInt32BE(Math.floor(n / 0x1_0000_0000), 2);
+    frame.writeUInt32BE(n >>> 0, 6);
+  }
+  payload.copy(frame, header);
+  return frame;
 }
 
 /**
- * A WebSocket subscriber. Each message is one text frame; a batch of messages is framed
- * into one buffer and handed to the socket as one write (one system call for a burst of
- * events, instead of one per event).
+ * The hub hands the same serialised event to every subscriber in turn, so the frame of
+ * the last payload seen is made once and shared by all of them.
+ */
+let lastPayload: Buffer | null = null;
+let lastFrame: Buffer | null = null;
+
+/**
+ * A WebSocket subscriber. Each message is one text frame, framed once per event for all
+ * subscribers; the frames queued for a connection go to its socket as one write (one
+ * system call for a burst of events instead of one per event).
  */
 export class WsConnection extends Connection {
   readonly ws: WebSocket;
@@ -46,40 +69,23 @@ export class WsConnection extends Connection {
   }
 
   frame(json: Buffer, _event: FlowcastEvent | null): Buffer {
-    return json;
+    if (json !== lastPayload) {
+      lastFrame = textFrame(json);
+      lastPayload = json;
+    }
+    return lastFrame as Buffer;
   }
 
-  protected writeBatch(items: Buffer[]): void {
+  protected writeBatch(frames: Buffer[]): void {
     const ws = this.ws;
     if (ws.readyState !== ws.OPEN) return;
     const sender = this.#sender;
     // ws queues frames only while it compresses (off here) or reads a Blob; then let it keep the order.
     if (sender === null || (sender._state ?? 0) !== 0 || (sender._queue?.length ?? 0) > 0) {
-      for (const data of items) ws.send(data, { binary: false });
+      for (const frame of frames) ws.send(frame.subarray(frame[1] === 126 ? 4 : frame[1] === 127 ? 10 : 2), { binary: false });
       return;
     }
-    let size = 0;
-    for (const data of items) size += headerLength(data.length) + data.length;
-    const out = Buffer.allocUnsafe(size);
-    let at = 0;
-    for (const data of items) {
-      const n = data.length;
-      out[at++] = TEXT_FIN;
-      if (n < 126) {
-        out[at++] = n;
-      } else if (n < 65536) {
-        out[at++] = 126;
-        out.writeUInt16BE(n, at);
-        at += 2;
-      } else {
-        out[at++] = 127;
-        out.writeUInt32BE(Math.floor(n / 0x1_0000_0000), at);
-        out.writeUInt32BE(n >>> 0, at + 4);
-        at += 8;
-      }
-      at += data.copy(out, at);
-    }
-    sender.sendFrame([out]);
+    sender.sendFrame([frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames)]);
   }
 
   protected closeTransport(code: number, reason: string): void {
