@@ -3,7 +3,7 @@ import type { FlowcastEvent } from '../events/types.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { Authenticator } from './auth.js';
 import type { Connection, RunCursor, Subscription } from './connection.js';
-import type { SubscribeMessage, UnsubscribeMessage } from './protocol.js';
+import { ProtocolErrors, type SubscribeMessage, type UnsubscribeMessage } from './protocol.js';
 
 /** Where late joiners' snapshots come from (a PipelineTrackingManager fits). */
 export interface SnapshotSource {
@@ -130,7 +130,7 @@ export class Hub {
     if (msg.id !== undefined) ack.id = msg.id;
     conn.sendControl(ack);
     try {
-      if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since);
+      if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since, msg.id);
       else await this.#joinPipeline(conn, sub.kind === 'all' ? undefined : sub.id);
     } catch (error) {
       this.#onError(error, `late join of ${sub.key}`);
@@ -158,12 +158,17 @@ export class Hub {
     }
   }
 
-  async #joinRun(conn: Connection, runId: string, since: number | undefined): Promise<void> {
+  async #joinRun(conn: Connection, runId: string, since: number | undefined, id: string | number | undefined): Promise<void> {
     if (since !== undefined) {
       const cursor: RunCursor = { last: since, filling: true, buffer: [] };
       const previous = conn.cursors.get(runId);
       if (previous?.filling === true) cursor.buffer = previous.buffer;
       this.#setCursor(conn, runId, cursor);
+      // Even replay_complete would tell a reader of another pipeline how far this run got.
+      const head = await this.#transport.read(runId, { since: 0, limit: 1 });
+      if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
+      const owner = head.events[0]?.pipeline_id;
+      if (owner !== undefined && !this.canRead(conn, owner)) return this.#forbidRun(conn, runId, owner, id);
       await this.#fill(conn, runId, cursor, since);
       return;
     }
@@ -171,7 +176,7 @@ export class Hub {
     const status = this.#snapshots === null ? null : await this.#snapshots.getStatus(runId);
     if (conn.state !== 'open' || conn.cursors.has(runId)) return;
     if (status !== null && status.run_id === runId) {
-      if (!this.canRead(conn, status.pipeline_id)) return;
+      if (!this.canRead(conn, status.pipeline_id)) return this.#forbidRun(conn, runId, status.pipeline_id, id);
       this.#setCursor(conn, runId, { last: status.last_seq, filling: false, buffer: [] });
       conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: runId, last_seq: status.last_seq, status });
       return;
@@ -180,6 +185,15 @@ export class Hub {
     const log = await this.#transport.read(runId, { since: Number.MAX_SAFE_INTEGER });
     if (conn.state !== 'open' || conn.cursors.has(runId)) return;
     this.#setCursor(conn, runId, { last: log.last_seq, filling: false, buffer: [] });
+  }
+
+  /** A run of a pipeline this connection may not read: the subscription is dropped and the client told. */
+  #forbidRun(conn: Connection, runId: string, pipelineId: string, id: string | number | undefined): void {
+    if (conn.subscriptions.delete(`r:${runId}`)) this.#unindex(conn, `r:${runId}`);
+    conn.cursors.delete(runId);
+    const error: Record<string, unknown> = { type: 'error', code: ProtocolErrors.FORBIDDEN, message: `Not allowed to read run "${runId}" (pipeline "${pipelineId}")` };
+    if (id !== undefined) error.id = id;
+    conn.sendControl(error);
   }
 
   #setCursor(conn: Connection, runId: string, cursor: RunCursor): void {
@@ -356,8 +370,10 @@ export class Hub {
     }
   }
 
-  /** Drops every upstream subscription. */
+  /** Closes every connection (1001) and drops every upstream subscription. */
   close(): void {
+    // SSE streams never end by themselves: left open, they would hold the HTTP server's close forever.
+    for (const conn of this.#connections) conn.close(1001, 'Server shutting down');
     for (const off of this.#upstream.values()) off();
     this.#upstream.clear();
     this.#byKey.clear();
