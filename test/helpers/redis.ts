@@ -151,7 +151,7 @@ export function useRedisServer(options: RedisServerOptions = {}): RedisFixture {
       return current;
     },
     connect(opts: RedisOptions = {}) {
-      const client = new Redis(need().port, '127.0.0.1', { maxRetriesPerRequest: null, ...opts });
+      const client = new Redis({ port: need().port, host: '127.0.0.1', maxRetriesPerRequest: null, ...opts } as RedisOptions);
       clients.push(client);
       return client;
     },
