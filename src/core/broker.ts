@@ -2,6 +2,7 @@ import type { JsonValue } from './json.js';
 import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from './task.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
+import type { BrokerEngineStatus } from './engine-status.js';
 
 /** A standalone call of a task (`task.kiq()`). */
 export interface TaskJob {
@@ -85,6 +86,9 @@ export interface Broker {
   setRunProcessor(processor: JobProcessor): void;
   /** Waits for the result of a standalone task job. */
   waitForTask(jobId: string, timeoutMs?: number): Promise<JsonValue>;
+
+  /** Workers and queue depths for the engine status view. Optional: brokers without it show no workers. */
+  engineStatus?(): Promise<BrokerEngineStatus>;
 
   /** Stops taking jobs, waits for running ones, releases what the broker opened. Idempotent. */
   close(): Promise<void>;
