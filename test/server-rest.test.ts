@@ -637,12 +637,12 @@ describe('GET /api/openapi.json', () => {
 
 describe('GET / (the dashboard placeholder)', () => {
   it('serves the built-in page at / and /dashboard/*, linking to the API, with no script from elsewhere', async () => {
-    const s = setup();
+    const s = setup({ staticDir: false });
     for (const url of ['/', '/dashboard', '/dashboard/runs/123']) {
       const a = await get(s.server, url);
       expect(a.status, url).toBe(200);
       expect(String(a.headers['content-type'])).toMatch(/^text\/html/);
-      expect(a.text).toContain('dashboard comes in a later release');
+      expect(a.text).toContain('minimal built-in page');
       for (const link of ['href="/api/openapi.json"', 'href="/health"', 'href="/metrics"']) expect(a.text).toContain(link);
       expect(a.text).not.toMatch(/<script[^>]+src=/);
       expect(a.text).not.toMatch(/<link[^>]+href="https?:/);
@@ -675,7 +675,7 @@ describe('GET / (the dashboard placeholder)', () => {
   });
 
   it('on a real socket, GET / answers the page while a WebSocket upgrade at / gets the live endpoint', async () => {
-    const s = setup();
+    const s = setup({ staticDir: false });
     await s.server.startServer();
     const res = await fetch(`${s.server.httpUrl}/`);
     expect(res.status).toBe(200);
@@ -700,7 +700,7 @@ describe('GET / (the dashboard placeholder)', () => {
     });
 
     it('shows the live events of a run started after the page opened', async () => {
-      const s = setup();
+      const s = setup({ staticDir: false });
       await s.server.startServer();
       const watched = await openPage(browser, `${s.server.httpUrl}/`);
       cleanups.push(() => watched.page.close());

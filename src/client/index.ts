@@ -16,6 +16,7 @@ export { fullJitterDelay, RECONNECT_DEFAULTS } from './backoff.js';
 export type { ReconnectOptions } from './backoff.js';
 export type {
   ConnectionState,
+  EngineStatusMessage,
   EventStreamOptions,
   MonitorEventMap,
   MonitorEventName,

@@ -10,6 +10,7 @@ import { RunCursors } from './run-cursors.js';
 import { displayUrl, parseTarget, parseUrl, type Target } from './targets.js';
 import type {
   ConnectionState,
+  EngineStatusMessage,
   EventStreamOptions,
   MonitorEventMap,
   PipelineMonitorOptions,
@@ -313,7 +314,8 @@ export class PipelineMonitor {
         this.#runs.startReplay(sub.runId, from, false);
       }
     }
-    this.#request(this.#withTypes(message), { kind: 'subscribe', key: sub.key });
+    // A channel carries no run events: event_types does not apply to it.
+    this.#request('channel' in sub.message ? message : this.#withTypes(message), { kind: 'subscribe', key: sub.key });
   }
 
   // ---- incoming ---------------------------------------------------------------------
@@ -343,6 +345,9 @@ export class PipelineMonitor {
       }
       case 'replay_complete':
         this.#onReplayComplete(msg as unknown as ReplayCompleteMessage);
+        return;
+      case 'engine_status':
+        this.#emitter.emit('engine_status', msg as unknown as EngineStatusMessage);
         return;
       default:
       // A message type of a newer server: not ours to judge.

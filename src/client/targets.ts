@@ -3,11 +3,11 @@ import { checkId, checkKnownKeys, checkNonNegativeInt, checkObject, show } from 
 
 /** A subscription target, checked and keyed. */
 export interface Target {
-  /** `all`, `p:<pipeline>` or `r:<run>`. */
+  /** `all`, `p:<pipeline>`, `r:<run>` or `c:<channel>`. */
   key: string;
   /** For messages: `"demo"`, `"*"`, `{ runId: "…" }`. */
   label: string;
-  message: { pipeline_id: string } | { run_id: string };
+  message: { pipeline_id: string } | { run_id: string } | { channel: 'engine' };
   runId: string | null;
   since: number | undefined;
 }
@@ -40,11 +40,16 @@ export function parseTarget(target: unknown, method: 'subscribe' | 'unsubscribe'
     return { key: `p:${id}`, label: `"${id}"`, message: { pipeline_id: id }, runId: null, since: undefined };
   }
   const obj = checkObject(target, `${method}() target`);
+  if ('channel' in obj) {
+    checkKnownKeys(obj, ['channel'], `${method}() target`);
+    if (obj.channel !== 'engine') throw new InvalidArgumentError(`${method}() channel must be "engine", received ${show(obj.channel)}`);
+    return { key: 'c:engine', label: '{ channel: "engine" }', message: { channel: 'engine' }, runId: null, since: undefined };
+  }
   if ('pipelineId' in obj) {
     checkKnownKeys(obj, ['pipelineId'], `${method}() target`);
     return parseTarget(obj.pipelineId === '*' ? '*' : checkId(obj.pipelineId, `${method}() pipelineId`), method);
   }
-  if (!('runId' in obj)) throw new InvalidArgumentError(`${method}() takes a pipeline id, "*", { pipelineId } or { runId, since? }, received ${show(target)}`);
+  if (!('runId' in obj)) throw new InvalidArgumentError(`${method}() takes a pipeline id, "*", { pipelineId }, { runId, since? } or { channel: "engine" }, received ${show(target)}`);
   checkKnownKeys(obj, method === 'subscribe' ? ['runId', 'since'] : ['runId'], `${method}() target`);
   const runId = checkId(obj.runId, `${method}() runId`);
   const since = obj.since === undefined ? undefined : checkNonNegativeInt(obj.since, `${method}() since`);

@@ -1,6 +1,6 @@
 import type { FlowcastError } from '../core/errors.js';
 import type { EventMap, EventType, FlowcastEvent } from '../events/types.js';
-import type { ReplayCompleteMessage, ReplayIncompleteMessage, SnapshotMessage } from '../server/protocol.js';
+import type { EngineStatusMessage, ReplayCompleteMessage, ReplayIncompleteMessage, SnapshotMessage } from '../server/protocol.js';
 import type { PipelineStatus } from '../tracking/models.js';
 import type { ReconnectOptions } from './backoff.js';
 
@@ -63,7 +63,7 @@ export interface StateChange {
  */
 export type RunSnapshot = Omit<SnapshotMessage, 'status'> & { status: PipelineStatus };
 
-export type { ReplayCompleteMessage, ReplayIncompleteMessage };
+export type { EngineStatusMessage, ReplayCompleteMessage, ReplayIncompleteMessage };
 
 /** Every payload {@link PipelineMonitor.on} can listen to, keyed by name. */
 export interface MonitorEventMap extends EventMap {
@@ -83,12 +83,14 @@ export interface MonitorEventMap extends EventMap {
   replay_incomplete: ReplayIncompleteMessage;
   /** A replay caught up: live events follow. */
   replay_complete: ReplayCompleteMessage;
+  /** The engine status, every ~2 s while subscribed to `{ channel: 'engine' }`. */
+  engine_status: EngineStatusMessage;
 }
 
 export type MonitorEventName = keyof MonitorEventMap;
 
 /** What to subscribe to: a pipeline id, `"*"` for every pipeline, or one run (optionally replayed after `since`). */
-export type SubscriptionTarget = string | { pipelineId: string } | { runId: string; since?: number };
+export type SubscriptionTarget = string | { pipelineId: string } | { runId: string; since?: number } | { channel: 'engine' };
 
 /** Options of {@link PipelineMonitor}. */
 export interface PipelineMonitorOptions {

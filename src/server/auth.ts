@@ -10,14 +10,14 @@ export interface Principal {
   id: string;
   /** Pipelines this principal may read: `"*"` or a list. @default "*" */
   pipelines?: '*' | string[];
-  /** Actions beyond reading (`"cancel"`, `"delete"`). @default [] */
+  /** Actions beyond reading (`"cancel"`, `"delete"`, `"retry"`). @default [] */
   actions?: Action[];
   /** Anything else the application keeps (claims...). */
   [key: string]: unknown;
 }
 
 /** What a principal may do with a pipeline's runs. */
-export type Action = 'read' | 'cancel' | 'delete';
+export type Action = 'read' | 'cancel' | 'delete' | 'retry';
 
 /** Built-in JWT verification (jose). */
 export interface JwtOptions {
@@ -172,6 +172,6 @@ function principalFromClaims(payload: JWTPayload, jwt: JwtOptions): Principal {
   const pipelines = stringList(payload[jwt.pipelinesClaim ?? 'pipelines']) ?? '*';
   const actions = stringList(payload[jwt.actionsClaim ?? 'actions']);
   const p: Principal = { ...payload, id: typeof payload.sub === 'string' ? payload.sub : 'jwt', pipelines };
-  p.actions = actions === undefined || actions === '*' ? (actions === '*' ? ['read', 'cancel', 'delete'] : []) : (actions.filter((a) => a === 'read' || a === 'cancel' || a === 'delete'));
+  p.actions = actions === undefined || actions === '*' ? (actions === '*' ? ['read', 'cancel', 'delete', 'retry'] : []) : (actions.filter((a) => a === 'read' || a === 'cancel' || a === 'delete' || a === 'retry'));
   return p;
 }

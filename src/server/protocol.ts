@@ -5,6 +5,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { EngineStatus } from '../core/engine-status.js';
 import { EVENT_TYPES } from '../events/types.js';
 
 const Id = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:\\-/@*]+$' });
@@ -16,7 +17,10 @@ const EventTypeList = Type.Array(Type.Union(EVENT_TYPES.map((t) => Type.Literal(
   description: 'Only these event types are sent for this subscription (filtered on the server).',
 });
 
-/** `{"type":"subscribe","pipeline_id":"x"}`, `"*"` for every pipeline, or `run_id` (with `since` to replay). */
+/** A server channel that carries no run events: `engine` gets an `engine_status` message every ~2 s. */
+const Channel = Type.Literal('engine', { description: 'A server channel instead of a pipeline or run: "engine" pushes engine_status messages.' });
+
+/** `{"type":"subscribe","pipeline_id":"x"}`, `"*"` for every pipeline, `run_id` (with `since` to replay), or `channel: "engine"`. */
 export const SubscribeMessage = Type.Object(
   {
     type: Type.Literal('subscribe'),
@@ -24,6 +28,7 @@ export const SubscribeMessage = Type.Object(
     run_id: Type.Optional(Id),
     since: Type.Optional(Type.Integer({ minimum: 0, description: 'With run_id: replay the events after this seq, then follow live.' })),
     event_types: Type.Optional(EventTypeList),
+    channel: Type.Optional(Channel),
     id: RequestId,
   },
   { additionalProperties: false, $id: 'SubscribeMessage' },
@@ -35,6 +40,7 @@ export const UnsubscribeMessage = Type.Object(
     type: Type.Literal('unsubscribe'),
     pipeline_id: Type.Optional(Id),
     run_id: Type.Optional(Id),
+    channel: Type.Optional(Channel),
     id: RequestId,
   },
   { additionalProperties: false, $id: 'UnsubscribeMessage' },
@@ -100,7 +106,9 @@ export function parseClientMessage(text: string): ParseResult {
   if (msg.type !== 'ping') {
     const hasPipeline = msg.pipeline_id !== undefined;
     const hasRun = msg.run_id !== undefined;
-    if (hasPipeline === hasRun) return fail(`A ${msg.type} message needs exactly one of "pipeline_id" and "run_id"`);
+    const hasChannel = msg.channel !== undefined;
+    if (Number(hasPipeline) + Number(hasRun) + Number(hasChannel) !== 1) return fail(`A ${msg.type} message needs exactly one of "pipeline_id", "run_id" and "channel"`);
+    if (hasChannel && msg.type === 'subscribe' && msg.event_types !== undefined) return fail('"event_types" does not apply to a channel');
     if (hasRun && msg.run_id === '*') return fail('"run_id" cannot be "*": subscribe with "pipeline_id": "*" for every run');
     if (msg.type === 'subscribe' && msg.since !== undefined && !hasRun) return fail('"since" needs "run_id": a seq belongs to one run');
   }
@@ -112,6 +120,7 @@ export interface SubscribedMessage {
   type: 'subscribed';
   pipeline_id?: string;
   run_id?: string;
+  channel?: 'engine';
   event_types?: string[];
   id?: string | number;
 }
@@ -119,6 +128,7 @@ export interface UnsubscribedMessage {
   type: 'unsubscribed';
   pipeline_id?: string;
   run_id?: string;
+  channel?: 'engine';
   id?: string | number;
 }
 export interface PongMessage {
@@ -154,7 +164,11 @@ export interface ReplayIncompleteMessage {
   first_seq: number;
   last_seq: number;
 }
+/** Pushed to subscribers of the `engine` channel every ~2 s (and once at once): the body of `GET /api/engine`. */
+export type EngineStatusMessage = { type: 'engine_status' } & EngineStatus;
+
 export type ServerControlMessage =
+  | EngineStatusMessage
   | SubscribedMessage
   | UnsubscribedMessage
   | PongMessage

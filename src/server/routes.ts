@@ -1,4 +1,5 @@
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -13,6 +14,8 @@ import { registerMetricsRoutes } from './rest/metrics.js';
 import { registerPipelineRoutes } from './rest/pipelines.js';
 import { ClientRateLimiter } from './rest/rate-limit.js';
 import { registerRunRoutes } from './rest/runs.js';
+import { registerEngineRoutes } from './rest/engine.js';
+import { registerRetryRoutes } from './rest/retry.js';
 import { ErrorBody } from './rest/schemas.js';
 import type { FlowcastServer } from './server.js';
 
@@ -24,11 +27,26 @@ export interface RoutesContext {
   server: FlowcastServer;
   tracking: TrackingLike | null;
   broker: Broker | null;
-  staticDir: string | null;
+  /** A folder; `false` for the built-in page; `undefined` for the built dashboard when there is one. */
+  staticDir: string | false | undefined;
 }
 
 const TRACKING_METHODS = ['getStatus', 'listPipelines', 'getHistory', 'getMetrics', 'deletePipeline'] as const;
 const BUILT_IN_PAGE = new URL('./static/index.html', import.meta.url);
+
+/**
+ * Where `npm run build` puts the dashboard: `dist/dashboard/`, next to `dist/server/`
+ * when running the package, or from `src/server/` when running the sources (tests).
+ */
+const BUILT_DASHBOARD = [new URL('../dashboard/', import.meta.url), new URL('../../dist/dashboard/', import.meta.url)];
+
+/** The built dashboard's folder, or `null` when it has not been built. */
+export function builtDashboardDir(): string | null {
+  for (const url of BUILT_DASHBOARD) {
+    if (url.protocol === 'file:' && existsSync(new URL('index.html', url))) return fileURLToPath(url);
+  }
+  return null;
+}
 
 let builtInPage: string | null = null;
 function placeholderPage(): string {
@@ -42,7 +60,8 @@ function placeholderPage(): string {
  * (Prometheus), and the dashboard's static files at `/` and `/dashboard/`.
  */
 export function registerRoutes(app: FastifyInstance, options: RoutesContext): void {
-  const { server, tracking, broker, staticDir } = options;
+  const { server, tracking, broker } = options;
+  const staticDir = options.staticDir === false ? null : (options.staticDir ?? builtDashboardDir());
   if (tracking !== null) {
     const missing = TRACKING_METHODS.filter((m) => typeof (tracking as unknown as Record<string, unknown>)[m] !== 'function');
     if (missing.length > 0) throw new InvalidArgumentError(`tracking must be a PipelineTrackingManager: it has no ${missing.join(', ')} method`);
@@ -94,6 +113,8 @@ export function registerRoutes(app: FastifyInstance, options: RoutesContext): vo
   registerPipelineRoutes(app, ctx);
   registerHistoryRoutes(app, ctx);
   registerMetricsRoutes(app, ctx);
+  registerRetryRoutes(app, ctx);
+  registerEngineRoutes(app, ctx);
 
   ctx.docs.push({
     method: 'GET',
@@ -170,7 +191,7 @@ function registerDashboard(app: FastifyInstance, ctx: RestContext, staticDir: st
     method: 'GET',
     url: '/',
     tag: 'dashboard',
-    summary: 'The dashboard (a placeholder page until the dashboard is built); WebSocket upgrades at / go to the live endpoint',
+    summary: 'The dashboard (a placeholder page when it was not built); WebSocket upgrades at / go to the live endpoint',
     auth: false,
     contentType: 'text/html',
     responses: { 200: { description: 'The page' } },

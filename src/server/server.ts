@@ -11,6 +11,8 @@ import type { OutgoingLimits } from './connection.js';
 import { Hub, type SnapshotSource } from './hub.js';
 import { CloseCodes, parseClientMessage, ProtocolErrors, type ClientMessage } from './protocol.js';
 import { WsConnection } from './ws-connection.js';
+import { EngineReporter } from './engine.js';
+import { checkPipelines, type RetryablePipeline } from './rest/retry.js';
 import { registerSse } from './sse.js';
 import { getDefaultTransport } from './bridge.js';
 import { frameworkErrors, registerRoutes, type RestRateLimitOptions, type TrackingLike } from './routes.js';
@@ -47,15 +49,29 @@ export interface ServerOptions {
   heartbeatMs?: number;
   /** Outgoing buffer limits per connection. */
   outgoing?: OutgoingLimits;
-  /** A folder of static files served at `/` (the dashboard). @default the built-in page */
-  staticDir?: string;
+  /**
+   * A folder of static files served at `/` (a dashboard of your own); `false` serves the
+   * minimal built-in page instead of the dashboard.
+   * @default the built dashboard (`dist/dashboard/`), or the built-in page when it was not built
+   */
+  staticDir?: string | false;
   /** Per-client-IP rate limit of the REST API and `/metrics` (429 with Retry-After past it); `false` turns it off. @default { requestsPerSecond: 50, burst: 100 } */
   restRateLimit?: RestRateLimitOptions | false;
+  /**
+   * Pipelines the server may start runs of: `POST /api/runs/{run_id}/retry` starts a new
+   * run of the run's pipeline with the same input (docs/dashboard.md). Pipelines not
+   * listed cannot be retried from the server.
+   * @default []
+   */
+  pipelines?: RetryablePipeline[];
+  /** How often subscribers of the `engine` channel get `engine_status`, in ms. @default 2000 */
+  engineIntervalMs?: number;
 }
 
 const KNOWN = [
   'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'allowedOrigins', 'maxConnections', 'maxPayload',
   'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
+  'pipelines', 'engineIntervalMs',
 ] as const;
 
 type ServerState = 'created' | 'starting' | 'listening' | 'closing' | 'closed';
@@ -68,6 +84,8 @@ type ServerState = 'created' | 'starting' | 'listening' | 'closing' | 'closed';
 export class FlowcastServer {
   readonly app: FastifyInstance;
   readonly hub: Hub;
+  /** The engine status view: `GET /api/engine` and the `engine` channel. */
+  readonly engine: EngineReporter;
   readonly auth: Authenticator;
   readonly transport: EventTransport;
   readonly options: Readonly<ServerOptions>;
@@ -88,6 +106,8 @@ export class FlowcastServer {
       if (opts[key] !== undefined) checkPositiveInt(opts[key], key);
     }
     if (opts.heartbeatMs !== undefined) checkNonNegativeInt(opts.heartbeatMs, 'heartbeatMs');
+    if (opts.engineIntervalMs !== undefined) checkPositiveInt(opts.engineIntervalMs, 'engineIntervalMs');
+    if (opts.pipelines !== undefined) checkPipelines(opts.pipelines);
     if (opts.allowedOrigins !== undefined && (!Array.isArray(opts.allowedOrigins) || opts.allowedOrigins.some((o) => typeof o !== 'string'))) {
       throw new InvalidArgumentError(`allowedOrigins must be an array of origins, received ${show(opts.allowedOrigins)}`);
     }
@@ -96,6 +116,12 @@ export class FlowcastServer {
     this.transport = opts.transport ?? opts.broker?.transport ?? getDefaultTransport();
     const snapshots: SnapshotSource | null = opts.tracking ?? null;
     this.hub = new Hub({ transport: this.transport, auth: this.auth, snapshots });
+    this.engine = new EngineReporter({
+      hub: this.hub,
+      transport: this.transport,
+      broker: opts.broker ?? null,
+      ...(opts.engineIntervalMs === undefined ? {} : { intervalMs: opts.engineIntervalMs }),
+    });
     this.#limits = {
       softLimitBytes: opts.outgoing?.softLimitBytes ?? 1024 * 1024,
       hardLimitBytes: opts.outgoing?.hardLimitBytes ?? 8 * 1024 * 1024,
@@ -117,7 +143,7 @@ export class FlowcastServer {
       },
     });
     registerSse(this.app, { hub: this.hub, auth: this.auth, limits: this.#limits, heartbeatMs: opts.heartbeatMs ?? 30_000 });
-    registerRoutes(this.app, { server: this, tracking: opts.tracking ?? null, broker: opts.broker ?? null, staticDir: opts.staticDir ?? null });
+    registerRoutes(this.app, { server: this, tracking: opts.tracking ?? null, broker: opts.broker ?? null, staticDir: opts.staticDir });
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#upgrade(req, socket, head));
   }
 
@@ -151,6 +177,7 @@ export class FlowcastServer {
     const address = this.app.server.address();
     this.#port = typeof address === 'object' && address !== null ? address.port : 0;
     this.#state = 'listening';
+    this.engine.start();
     const every = this.options.heartbeatMs ?? 30_000;
     if (every > 0) {
       this.#heartbeat = setInterval(() => this.#beat(every), every);
@@ -248,6 +275,7 @@ export class FlowcastServer {
 
   readonly #detach = (conn: WsConnection): void => {
     this.#connections.delete(conn);
+    this.engine.unsubscribe(conn);
     this.hub.remove(conn);
   };
 
@@ -274,6 +302,14 @@ export class FlowcastServer {
       conn.sendControl(withId({ type: 'pong', timestamp: new Date().toISOString() }));
       return;
     }
+    if (msg.channel !== undefined) {
+      if (msg.type === 'subscribe') {
+        conn.sendControl(withId({ type: 'subscribed', channel: msg.channel }));
+        this.engine.subscribe(conn);
+      } else if (this.engine.unsubscribe(conn)) conn.sendControl(withId({ type: 'unsubscribed', channel: msg.channel }));
+      else conn.sendControl(withId({ type: 'error', code: ProtocolErrors.NOT_SUBSCRIBED, message: `Not subscribed to ${JSON.stringify({ channel: msg.channel })}` }));
+      return;
+    }
     if (msg.type === 'unsubscribe') {
       const target = msg.run_id !== undefined ? { run_id: msg.run_id } : { pipeline_id: msg.pipeline_id };
       if (this.hub.unsubscribe(conn, msg)) conn.sendControl(withId({ type: 'unsubscribed', ...target }));
@@ -297,6 +333,7 @@ export class FlowcastServer {
     this.#closing = (async () => {
       this.#state = 'closing';
       if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
+      this.engine.close();
       for (const conn of this.#connections) conn.close(CloseCodes.GOING_AWAY, 'Server shutting down');
       this.hub.close();
       await new Promise<void>((resolve) => this.#wss.close(() => resolve()));

@@ -40,6 +40,7 @@ export const RestErrors = {
   UNSUPPORTED_MEDIA_TYPE: 'unsupported_media_type',
   TRACKING_UNAVAILABLE: 'tracking_unavailable',
   CANCEL_UNAVAILABLE: 'cancel_unavailable',
+  RETRY_UNAVAILABLE: 'retry_unavailable',
   INTERNAL: 'internal_error',
 } as const;
 export type RestErrorCode = (typeof RestErrors)[keyof typeof RestErrors];
