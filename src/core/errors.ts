@@ -47,6 +47,8 @@ export const ErrorCodes = {
   REQUEST_REJECTED: 'FLOWCAST_ERR_REQUEST_REJECTED',
   /** A bounded buffer overflowed: its consumer fell too far behind. */
   OVERFLOW: 'FLOWCAST_ERR_OVERFLOW',
+  /** An optimistic update lost to concurrent writers more times than allowed. */
+  CONFLICT: 'FLOWCAST_ERR_CONFLICT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -26,3 +26,52 @@ export function checkKeyPrefix(prefix: unknown, name = 'keyPrefix'): string {
 export function runTag(runId: string): string {
   return `{${runId}}`;
 }
+
+// ---------------------------------------------------------------------------------------
+// Run state and event log (RedisRunState, RedisPubSubTransport, ExternalEventIngestor)
+// ---------------------------------------------------------------------------------------
+
+/** `<prefix>{<run_id>}:state`: hash of a run's engine record (`rec`, `plan`, `sum`, `ver`). */
+export function runStateKey(prefix: string, runId: string): string {
+  return `${prefix}${runTag(runId)}:state`;
+}
+
+/** `<prefix>{<run_id>}:log`: the run's event log, a stream whose entry ids are `<seq>-0`. */
+export function runLogKey(prefix: string, runId: string): string {
+  return `${prefix}${runTag(runId)}:log`;
+}
+
+/** `<prefix>{<run_id>}:logmeta`: hash with the run's last seq (`seq`) and its terminal seq (`end`). */
+export function runLogMetaKey(prefix: string, runId: string): string {
+  return `${prefix}${runTag(runId)}:logmeta`;
+}
+
+/** Pub/Sub channel of one run's live events. */
+export function runChannel(prefix: string, runId: string): string {
+  return `${prefix}ev:run:${runId}`;
+}
+
+/** Pub/Sub channel of one pipeline's live events. */
+export function pipelineChannel(prefix: string, pipelineId: string): string {
+  return `${prefix}ev:pipeline:${pipelineId}`;
+}
+
+/** Pub/Sub channel of every live event. */
+export function allChannel(prefix: string): string {
+  return `${prefix}ev:all`;
+}
+
+/** `<prefix>{servers}:status`: hash of server instance id to its JSON status. */
+export function serverStatusKey(prefix: string): string {
+  return `${prefix}{servers}:status`;
+}
+
+/** `<prefix>{servers}:expiry`: sorted set of server instance ids scored by expiry time (ms). */
+export function serverExpiryKey(prefix: string): string {
+  return `${prefix}{servers}:expiry`;
+}
+
+/** `<prefix>ingest`: the stream external producers (shell, Python) append log lines and progress to. */
+export function ingestKey(prefix: string): string {
+  return `${prefix}ingest`;
+}

@@ -1,3 +1,4 @@
+import type { ServerInstanceStatus } from '../core/engine-status.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
 
 /** What a subscriber listens to: one run, one pipeline, or everything. */
@@ -42,6 +43,10 @@ export interface EventTransport {
   read(runId: string, options?: { since?: number; limit?: number }): Promise<LogRead>;
   /** Listens to live events of a channel; returns the disposer. */
   subscribe(channel: Channel, listener: EventListener): () => void;
+  /** Optional: announces a server instance to the others sharing this transport; alive for `ttlMs` after its last announcement. */
+  announceInstance?(status: ServerInstanceStatus, ttlMs: number): Promise<void>;
+  /** Optional: every server instance whose announcement has not expired. */
+  instances?(): Promise<ServerInstanceStatus[]>;
   /** Releases what the transport opened. Idempotent. */
   close(): Promise<void>;
 }

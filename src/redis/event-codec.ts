@@ -1,0 +1,66 @@
+/**
+ * How an event travels through Redis: JSON, encoded once. The event's JSON is built in
+ * Node with everything but the seq value (`...,"seq":`); the Lua script that assigns the
+ * seq appends `<seq>}`. The finished JSON is remembered per event object so `publish`
+ * sends the same bytes without serialising again.
+ */
+import { randomUUID } from 'node:crypto';
+import { InvalidArgumentError } from '../core/errors.js';
+import { checkId, checkObject } from '../core/validate.js';
+import { EVENT_SCHEMA_VERSION, isEventType, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
+
+/** A draft ready for the append script. */
+export interface EncodedDraft {
+  /** The event object without `seq` yet (completed in place by {@link finishEvent}). */
+  event: FlowcastEvent;
+  /** Its JSON up to `"seq":`. */
+  head: string;
+  terminal: boolean;
+}
+
+const json = new WeakMap<object, string>();
+
+/** Validates a draft and encodes it. `what` names the caller in errors. */
+export function encodeDraft(draft: EventDraft, what: string): EncodedDraft {
+  checkObject(draft, `${what}: draft`);
+  if (!isEventType(draft.type)) throw new InvalidArgumentError(`${what}: draft.type must be an event type, received ${JSON.stringify(draft.type)}`);
+  checkId(draft.run_id, `${what}: draft.run_id`);
+  checkId(draft.pipeline_id, `${what}: draft.pipeline_id`);
+  // seq, v and event_id are the log's to give: whatever the draft carries is replaced.
+  const { seq: _seq, v: _v, event_id: _id, ...rest } = draft as EventDraft & { seq?: unknown; v?: unknown; event_id?: unknown };
+  const event = { ...rest, v: EVENT_SCHEMA_VERSION, event_id: randomUUID(), seq: 0 } as FlowcastEvent;
+  const full = JSON.stringify(event);
+  return { event, head: full.slice(0, -2), terminal: isTerminalEvent(event) };
+}
+
+/** Gives the event its seq and remembers its JSON. */
+export function finishEvent(encoded: EncodedDraft, seq: number): FlowcastEvent {
+  encoded.event.seq = seq;
+  json.set(encoded.event, `${encoded.head}${seq}}`);
+  return encoded.event;
+}
+
+/** Remembers the JSON an event was read or received as. */
+export function rememberJson(event: FlowcastEvent, text: string): FlowcastEvent {
+  json.set(event, text);
+  return event;
+}
+
+/** The event's JSON: the stored bytes when this process appended or received it. */
+export function eventJson(event: FlowcastEvent): string {
+  return json.get(event) ?? JSON.stringify(event);
+}
+
+/** Parses an event read from the log or a channel; `null` when it is not an event. */
+export function parseEvent(text: string): FlowcastEvent | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  const e = value as Partial<FlowcastEvent>;
+  if (!isEventType(e.type) || typeof e.run_id !== 'string' || typeof e.pipeline_id !== 'string' || typeof e.seq !== 'number') return null;
+  return rememberJson(value as FlowcastEvent, text);
+}

@@ -1,0 +1,3 @@
+export { RedisPubSubTransport, type RedisPubSubTransportOptions } from './transport.js';
+export { RedisRunState, type RedisRunStateOptions } from './run-state.js';
+export * from './keys.js';

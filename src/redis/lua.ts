@@ -1,0 +1,157 @@
+/**
+ * The Lua scripts of the run state and the event log, one constant per operation, each
+ * with a KEYS / ARGV / returns header. They run with EVALSHA (falling back to EVAL once
+ * per connection when the server does not know the script yet, e.g. after a restart).
+ *
+ * Every script touches only keys of one run (same `{run_id}` hash tag) or only the
+ * server registry keys (`{servers}` tag), so they all work on Redis Cluster.
+ */
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+/**
+ * Appends events to a run's log. Shared by `append`, `create` and `transition`.
+ * Each event comes as two ARGV entries: its JSON without the seq value and the closing
+ * brace (`...,"seq":`), and `1` when it is terminal. Once the log holds a terminal
+ * event, nothing more is appended (that event's slot answers 0).
+ * Also refreshes the TTL of the log and its meta hash.
+ */
+const APPEND_FN = `
+local function append_events(meta, log, maxlen, from, n)
+  local out = {}
+  local ended = redis.call('HEXISTS', meta, 'end') == 1
+  for i = 0, n - 1 do
+    if ended then
+      out[#out + 1] = 0
+    else
+      local head = ARGV[from + 2 * i]
+      local seq = redis.call('HINCRBY', meta, 'seq', 1)
+      redis.call('XADD', log, 'MAXLEN', maxlen, seq .. '-0', 'e', head .. seq .. '}')
+      if ARGV[from + 2 * i + 1] == '1' then
+        redis.call('HSET', meta, 'end', seq)
+        ended = true
+      end
+      out[#out + 1] = seq
+    end
+  end
+  return out, ended
+end
+local function expire_all(ttl, ...)
+  for _, key in ipairs({...}) do redis.call('EXPIRE', key, ttl) end
+end
+`;
+
+/**
+ * KEYS[1] log meta hash, KEYS[2] log stream.
+ * ARGV[1] max events kept, ARGV[2] TTL (s) while running, ARGV[3] TTL (s) once ended,
+ * ARGV[4..5] the event (head, terminal flag).
+ * Returns the event's seq, or 0 when the run's log already ended.
+ */
+export const APPEND_SCRIPT = `${APPEND_FN}
+local seqs, ended = append_events(KEYS[1], KEYS[2], ARGV[1], 4, 1)
+if seqs[1] ~= 0 then expire_all(ended and ARGV[3] or ARGV[2], KEYS[1], KEYS[2]) end
+return seqs[1]
+`;
+
+/**
+ * KEYS[1] run state hash, KEYS[2] log meta hash, KEYS[3] log stream.
+ * ARGV[1] record JSON (without plan), ARGV[2] plan JSON, ARGV[3] summary JSON,
+ * ARGV[4] max events kept, ARGV[5] TTL (s) while running, ARGV[6] TTL (s) once ended,
+ * ARGV[7] `1` when the record is already ended, ARGV[8] event count, ARGV[9..] events.
+ * Returns `{1}` when the run exists already, else `{0, seq...}` (0 for a refused event).
+ */
+export const CREATE_SCRIPT = `${APPEND_FN}
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'plan', ARGV[2], 'sum', ARGV[3], 'ver', 1)
+local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 9, tonumber(ARGV[8]))
+expire_all((ended or ARGV[7] == '1') and ARGV[6] or ARGV[5], KEYS[1], KEYS[2], KEYS[3])
+table.insert(seqs, 1, 0)
+return seqs
+`;
+
+/**
+ * Compare-and-set of a run's record plus the append of the transition's events.
+ * KEYS[1] run state hash, KEYS[2] log meta hash, KEYS[3] log stream.
+ * ARGV[1] the version the record was read at, ARGV[2] new record JSON (without plan),
+ * ARGV[3] summary JSON, ARGV[4] max events kept, ARGV[5] TTL (s) while running,
+ * ARGV[6] TTL (s) once ended, ARGV[7] `1` when the new record is ended,
+ * ARGV[8] event count, ARGV[9..] events.
+ * Returns `{2}` for an unknown run, `{3, version}` when the version moved on (retry),
+ * else `{0, seq...}` (0 for an event refused after the terminal one).
+ */
+export const TRANSITION_SCRIPT = `${APPEND_FN}
+local ver = redis.call('HGET', KEYS[1], 'ver')
+if not ver then return {2} end
+if ver ~= ARGV[1] then return {3, tonumber(ver)} end
+redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'sum', ARGV[3], 'ver', tonumber(ver) + 1)
+local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 9, tonumber(ARGV[8]))
+expire_all((ended or ARGV[7] == '1') and ARGV[6] or ARGV[5], KEYS[1], KEYS[2], KEYS[3])
+table.insert(seqs, 1, 0)
+return seqs
+`;
+
+/**
+ * Sends one event to its run, pipeline and wildcard channels in one command.
+ * KEYS none. ARGV[1] payload, ARGV[2..] channels. Returns the receivers counted by Redis.
+ */
+export const PUBLISH_SCRIPT = `
+local n = 0
+for i = 2, #ARGV do n = n + redis.call('PUBLISH', ARGV[i], ARGV[1]) end
+return n
+`;
+
+/**
+ * Announces a server instance and forgets those whose announcement expired.
+ * KEYS[1] status hash, KEYS[2] expiry sorted set.
+ * ARGV[1] instance id, ARGV[2] status JSON, ARGV[3] TTL (ms).
+ * Returns the number of live instances. Time is the Redis server's, so hosts need no synced clocks.
+ */
+export const ANNOUNCE_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(dead) do redis.call('HDEL', KEYS[1], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local keep = math.max(1, tonumber(last[2]) - now)
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+return redis.call('ZCARD', KEYS[2])
+`;
+
+/**
+ * The live server instances.
+ * KEYS[1] status hash, KEYS[2] expiry sorted set. ARGV none.
+ * Returns the status JSON of every instance whose announcement has not expired.
+ */
+export const INSTANCES_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
+if #live == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(live))
+`;
+
+/** A Lua script run by SHA1, loaded on the first NOSCRIPT answer. */
+export class LuaScript {
+  readonly source: string;
+  readonly sha: string;
+
+  constructor(source: string) {
+    this.source = source;
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+
+  /** Runs the script with `keys` and `args` (EVALSHA, then EVAL when the server lacks it). */
+  async run(redis: Redis, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    try {
+      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      return redis.eval(this.source, keys.length, ...keys, ...args);
+    }
+  }
+}

@@ -1,0 +1,249 @@
+import type { Redis } from 'ioredis';
+import { FlowcastError, ErrorCodes, InvalidArgumentError, toError } from '../core/errors.js';
+import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
+import type { EventDraft, FlowcastEvent } from '../events/types.js';
+import type { PipelinePlan } from '../pipeline/plan.js';
+import type { RunRecord, RunStateStore, RunSummary, Transition } from '../pipeline/run-state.js';
+import { encodeDraft, finishEvent, type EncodedDraft } from './event-codec.js';
+import { runLogKey, runLogMetaKey, runStateKey } from './keys.js';
+import { CREATE_SCRIPT, LuaScript, TRANSITION_SCRIPT } from './lua.js';
+import { RedisPubSubTransport, checkRedisClient } from './transport.js';
+
+/** Options of {@link RedisRunState}. */
+export interface RedisRunStateOptions {
+  /**
+   * The transport whose per-run logs the transitions' events go to. Its `keyPrefix`,
+   * `maxEventsPerRun`, `ttlSeconds` and `endedTtlSeconds` apply to the run state too, so
+   * a run's record and log live and expire together.
+   */
+  transport: RedisPubSubTransport;
+  /**
+   * Times a transition is tried when other processes keep changing the same run
+   * between its read and its write; then it rejects with `FLOWCAST_ERR_CONFLICT`.
+   * @default 100
+   */
+  maxAttempts?: number;
+  /**
+   * Plans of runs kept parsed in this process (a plan never changes after the run is
+   * created, so transitions read and write the record without it).
+   * @default 1000
+   */
+  planCacheSize?: number;
+}
+
+const KNOWN = ['transport', 'maxAttempts', 'planCacheSize'] as const;
+
+const createScript = new LuaScript(CREATE_SCRIPT);
+const transitionScript = new LuaScript(TRANSITION_SCRIPT);
+
+const CREATED = 0;
+const EXISTS = 1;
+const UNKNOWN = 2;
+const CONFLICT = 3;
+
+/** Freezes a plan deeply: a transition that tried to change it would throw instead of diverging from Redis. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+function summaryOf(r: RunRecord): RunSummary {
+  return { run_id: r.run_id, pipeline_id: r.pipeline_id, status: r.status, result: r.result, error: r.error };
+}
+
+/** The record without its plan, as JSON. */
+function recordJson(r: RunRecord): string {
+  const { plan: _plan, ...rest } = r;
+  return JSON.stringify(rest);
+}
+
+/**
+ * Run state in Redis: any worker can advance any run, and a transition's state change
+ * and its events land atomically (one Lua script), so DAG fan-in is coordinated: a step
+ * never starts twice or not at all, however many workers finish steps of one run at once.
+ *
+ * A transition is optimistic: it reads the record and its version, runs the (pure)
+ * function in Node, then a script stores the new record only if the version did not
+ * move, gives the events the run's next seqs and appends them to the run's log (the
+ * transport's stream, same `{run_id}` hash tag). When another process won, it reads again
+ * and retries. Transitions of one run from this process are queued, so they never
+ * conflict with each other.
+ *
+ * Keys: `<prefix>{<run_id>}:state` (hash `rec`, `plan`, `sum`, `ver`) next to the log; the
+ * TTL of all of a run's keys is refreshed on every write (`endedTtlSeconds` once ended).
+ *
+ * @example
+ * const transport = new RedisPubSubTransport(redis, { keyPrefix: 'myapp:' });
+ * const runState = new RedisRunState(redis, { transport });
+ */
+export class RedisRunState implements RunStateStore {
+  readonly redis: Redis;
+  readonly transport: RedisPubSubTransport;
+  readonly #maxAttempts: number;
+  readonly #planCacheSize: number;
+  readonly #plans = new Map<string, PipelinePlan>();
+  readonly #queues = new Map<string, Promise<unknown>>();
+  #closed = false;
+
+  constructor(redis: Redis, options: RedisRunStateOptions) {
+    this.redis = checkRedisClient(redis, 'RedisRunState');
+    checkKnownKeys(checkObject(options, 'RedisRunState options'), KNOWN, 'RedisRunState options');
+    if (!(options.transport instanceof RedisPubSubTransport)) {
+      throw new InvalidArgumentError(`RedisRunState options.transport must be a RedisPubSubTransport, received ${show(options.transport)}`);
+    }
+    this.transport = options.transport;
+    this.#maxAttempts = checkPositiveInt(options.maxAttempts ?? 100, 'maxAttempts');
+    this.#planCacheSize = checkPositiveInt(options.planCacheSize ?? 1000, 'planCacheSize');
+  }
+
+  get #prefix(): string {
+    return this.transport.keyPrefix;
+  }
+
+  #keys(runId: string): string[] {
+    return [runStateKey(this.#prefix, runId), runLogMetaKey(this.#prefix, runId), runLogKey(this.#prefix, runId)];
+  }
+
+  #logArgs(ended: boolean, drafts: EncodedDraft[]): (string | number)[] {
+    const t = this.transport;
+    const args: (string | number)[] = [t.maxEventsPerRun, t.ttlSeconds, t.endedTtlSeconds, ended ? 1 : 0, drafts.length];
+    for (const d of drafts) args.push(d.head, d.terminal ? 1 : 0);
+    return args;
+  }
+
+  #encode(drafts: EventDraft[], runId: string, what: string): EncodedDraft[] {
+    if (!Array.isArray(drafts)) throw new InvalidArgumentError(`${what}: events must be an array, received ${show(drafts)}`);
+    return drafts.map((d) => {
+      const encoded = encodeDraft(d, what);
+      if (d.run_id !== runId) throw new InvalidArgumentError(`${what}: an event of run "${d.run_id}" cannot go to the log of run "${runId}"`);
+      return encoded;
+    });
+  }
+
+  /** Events whose seq the script gave (0: refused after the terminal event). */
+  #finish(drafts: EncodedDraft[], seqs: unknown[]): FlowcastEvent[] {
+    const out: FlowcastEvent[] = [];
+    drafts.forEach((d, i) => {
+      const seq = Number(seqs[i]);
+      if (seq > 0) out.push(finishEvent(d, seq));
+    });
+    return out;
+  }
+
+  async create(record: RunRecord, events: EventDraft[]): Promise<FlowcastEvent[]> {
+    this.#checkOpen('create');
+    checkObject(record, 'create(record)');
+    const runId = checkId(record.run_id, 'record.run_id');
+    checkObject(record.plan, 'record.plan');
+    const drafts = this.#encode(events, runId, 'RedisRunState.create');
+    const args = [recordJson(record), JSON.stringify(record.plan), JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
+    // The script wants: rec, plan, sum, maxlen, ttl, endedTtl, ended, n, events.
+    const reply = (await createScript.run(this.redis, this.#keys(runId), args)) as unknown[];
+    if (reply[0] === EXISTS) throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `Run "${runId}" already exists`);
+    this.#cachePlan(runId, structuredClone(record.plan));
+    return this.#finish(drafts, reply.slice(1));
+  }
+
+  async get(runId: string): Promise<RunRecord | null> {
+    this.#checkOpen('get');
+    checkId(runId, 'get(runId)');
+    const [rec, plan] = await this.redis.hmget(runStateKey(this.#prefix, runId), 'rec', 'plan');
+    if (rec === null || plan === null || rec === undefined || plan === undefined) return null;
+    const record = JSON.parse(rec) as RunRecord;
+    record.plan = JSON.parse(plan) as PipelinePlan;
+    return record;
+  }
+
+  async getSummary(runId: string): Promise<RunSummary | null> {
+    this.#checkOpen('getSummary');
+    checkId(runId, 'getSummary(runId)');
+    const sum = await this.redis.hget(runStateKey(this.#prefix, runId), 'sum');
+    return sum === null ? null : (JSON.parse(sum) as RunSummary);
+  }
+
+  transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    try {
+      this.#checkOpen('transition');
+      checkId(runId, 'transition(runId)');
+      if (typeof fn !== 'function') throw new InvalidArgumentError(`transition(runId, fn): fn must be a function, received ${show(fn)}`);
+    } catch (error) {
+      return Promise.reject(toError(error));
+    }
+    // Queued per run in this process: local transitions never conflict with each other.
+    const prev = this.#queues.get(runId);
+    const next = prev === undefined ? this.#attempt(runId, fn) : prev.then(() => this.#attempt(runId, fn), () => this.#attempt(runId, fn));
+    this.#queues.set(runId, next);
+    void next.then(
+      () => this.#dequeue(runId, next),
+      () => this.#dequeue(runId, next),
+    );
+    return next;
+  }
+
+  #dequeue(runId: string, p: Promise<unknown>): void {
+    if (this.#queues.get(runId) === p) this.#queues.delete(runId);
+  }
+
+  async #attempt<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    const keys = this.#keys(runId);
+    for (let attempt = 1; ; attempt++) {
+      const cached = this.#plans.get(runId);
+      const fields = cached === undefined ? await this.redis.hmget(keys[0] as string, 'rec', 'ver', 'plan') : await this.redis.hmget(keys[0] as string, 'rec', 'ver');
+      const [rec, ver] = fields;
+      if (rec === null || ver === null || rec === undefined || ver === undefined) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`);
+      let plan = cached;
+      if (plan === undefined) {
+        if (fields[2] === null || fields[2] === undefined) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Run "${runId}" has no plan`);
+        plan = this.#cachePlan(runId, JSON.parse(fields[2]) as PipelinePlan);
+      }
+      const record = JSON.parse(rec) as RunRecord;
+      record.plan = plan;
+      const { value, events } = fn(record);
+      const drafts = this.#encode(events, runId, 'RedisRunState.transition');
+      const args = [ver, recordJson(record), JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
+      const reply = (await transitionScript.run(this.redis, keys, args)) as unknown[];
+      if (reply[0] === CREATED) return { value, events: this.#finish(drafts, reply.slice(1)) };
+      if (reply[0] === UNKNOWN) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`);
+      if (reply[0] !== CONFLICT) throw new FlowcastError(ErrorCodes.CONNECTION_FAILED, `Unexpected answer of the transition script: ${show(reply)}`);
+      if (attempt >= this.#maxAttempts) {
+        throw new FlowcastError(
+          ErrorCodes.CONFLICT,
+          `Transition of run "${runId}" lost to concurrent writers ${attempt} times (read at version ${ver}, now ${show(reply[1])}); giving up`,
+        );
+      }
+      // Back off a little, more after each loss, with jitter so contenders spread out.
+      const delay = Math.random() * Math.min(50, 2 ** Math.min(attempt, 6));
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+
+  #cachePlan(runId: string, plan: PipelinePlan): PipelinePlan {
+    deepFreeze(plan);
+    this.#plans.delete(runId);
+    this.#plans.set(runId, plan);
+    if (this.#plans.size > this.#planCacheSize) {
+      const oldest = this.#plans.keys().next().value;
+      if (oldest !== undefined) this.#plans.delete(oldest);
+    }
+    return plan;
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, `RedisRunState is closed (${what})`);
+  }
+
+  /** Waits for this process's queued transitions; closes nothing of the caller's. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled([...this.#queues.values()]);
+    this.#plans.clear();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,345 @@
+import type { Redis } from 'ioredis';
+import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError } from '../core/errors.js';
+import type { ServerInstanceStatus } from '../core/engine-status.js';
+import { checkId, checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt, show } from '../core/validate.js';
+import { isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
+import type { Channel, EventListener, EventTransport, LogRead } from '../transport/transport.js';
+import { encodeDraft, eventJson, finishEvent, parseEvent } from './event-codec.js';
+import {
+  DEFAULT_KEY_PREFIX,
+  allChannel,
+  checkKeyPrefix,
+  pipelineChannel,
+  runChannel,
+  runLogKey,
+  runLogMetaKey,
+  serverExpiryKey,
+  serverStatusKey,
+} from './keys.js';
+import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, INSTANCES_SCRIPT, LuaScript, PUBLISH_SCRIPT } from './lua.js';
+import { ChannelMux } from './subscriber.js';
+
+/** Options of {@link RedisPubSubTransport}. */
+export interface RedisPubSubTransportOptions {
+  /**
+   * Prefix of every key and channel. Transports, run states, storages and ingestors that
+   * work together must share it.
+   * @default "flowcast:"
+   */
+  keyPrefix?: string;
+  /**
+   * Events kept per run log (older ones are trimmed; readers are told with `complete: false`).
+   * @default 10000
+   */
+  maxEventsPerRun?: number;
+  /**
+   * Seconds a running run's log (and run state) lives after its last write: refreshed on
+   * every write, so only a run silent for this long expires.
+   * @default 604800 (7 days)
+   */
+  ttlSeconds?: number;
+  /**
+   * Seconds an ended run's log (and run state) is kept after its terminal event.
+   * @default 86400 (1 day)
+   */
+  endedTtlSeconds?: number;
+  /**
+   * Runs this process remembers the last delivered seq of, to read what Pub/Sub lost
+   * from their logs after the subscription connection reconnects.
+   * @default 10000
+   */
+  trackedRuns?: number;
+  /** Called when a live listener throws. Defaults to printing to stderr. */
+  onListenerError?: (error: unknown, event: FlowcastEvent) => void;
+  /** Called on subscription connection and catch-up errors. Defaults to printing to stderr. */
+  onError?: (error: unknown, where: string) => void;
+}
+
+const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'onListenerError', 'onError'] as const;
+
+const appendScript = new LuaScript(APPEND_SCRIPT);
+const publishScript = new LuaScript(PUBLISH_SCRIPT);
+const announceScript = new LuaScript(ANNOUNCE_SCRIPT);
+const instancesScript = new LuaScript(INSTANCES_SCRIPT);
+
+/** Checks that `redis` looks like an ioredis client. */
+export function checkRedisClient(redis: unknown, what: string): Redis {
+  const r = redis as Partial<Redis> | null;
+  if (typeof r !== 'object' || r === null || typeof r.evalsha !== 'function' || typeof r.duplicate !== 'function') {
+    throw new InvalidArgumentError(`${what}: redis must be an ioredis client (new Redis(url)), received ${show(redis)}`);
+  }
+  return redis as Redis;
+}
+
+/**
+ * The event log and live fan-out on Redis (seed 000 §6.4): every server instance and
+ * worker that shares a Redis shares every run's events.
+ *
+ * - Each run's log is a stream `<prefix>{<run_id>}:log` whose entry ids are the seqs;
+ *   a Lua script gives each event the run's next seq atomically, whichever process
+ *   appends it, and refuses everything after the terminal event.
+ * - Live events go through Pub/Sub on exact channels (`<prefix>ev:run:<id>`,
+ *   `<prefix>ev:pipeline:<id>`, `<prefix>ev:all`), one PUBLISH script per event. Each
+ *   transport opens ONE subscription connection (a `duplicate()` of the client, on the
+ *   first `subscribe`) and multiplexes every local listener over it.
+ * - Pub/Sub is lossy across a reconnect: afterwards the transport reads the logs of the
+ *   runs it was following and delivers what it missed (listeners must tolerate a
+ *   duplicate; the server's hub does).
+ *
+ * The caller owns `redis`: `close()` closes only the subscription connection.
+ *
+ * @example
+ * const redis = new Redis('redis://localhost:6379');
+ * const transport = new RedisPubSubTransport(redis, { keyPrefix: 'myapp:' });
+ * const server = getWebSocketServer({ port: 8765, transport });
+ */
+export class RedisPubSubTransport implements EventTransport {
+  /** The client commands go through (the caller's). */
+  readonly redis: Redis;
+  readonly keyPrefix: string;
+  readonly maxEventsPerRun: number;
+  readonly ttlSeconds: number;
+  readonly endedTtlSeconds: number;
+  readonly #trackedRuns: number;
+  readonly #onListenerError: (error: unknown, event: FlowcastEvent) => void;
+  readonly #onError: (error: unknown, where: string) => void;
+  readonly #listeners = new Map<string, Set<EventListener>>();
+  readonly #mux: ChannelMux;
+  readonly #allChannel: string;
+  /** Last seq delivered per running run (most recent last), for the catch-up after a reconnect. */
+  readonly #lastSeq = new Map<string, { pipelineId: string; seq: number }>();
+  #lastRaw: string | null = null;
+  #lastParsed: FlowcastEvent | null = null;
+  #closed = false;
+
+  constructor(redis: Redis, options: RedisPubSubTransportOptions = {}) {
+    this.redis = checkRedisClient(redis, 'RedisPubSubTransport');
+    checkKnownKeys(checkObject(options, 'RedisPubSubTransport options'), KNOWN, 'RedisPubSubTransport options');
+    this.keyPrefix = checkKeyPrefix(options.keyPrefix ?? DEFAULT_KEY_PREFIX);
+    this.maxEventsPerRun = checkPositiveInt(options.maxEventsPerRun ?? 10_000, 'maxEventsPerRun');
+    this.ttlSeconds = checkPositiveInt(options.ttlSeconds ?? 7 * 86_400, 'ttlSeconds');
+    this.endedTtlSeconds = checkPositiveInt(options.endedTtlSeconds ?? 86_400, 'endedTtlSeconds');
+    this.#trackedRuns = checkPositiveInt(options.trackedRuns ?? 10_000, 'trackedRuns');
+    if (options.onListenerError !== undefined && typeof options.onListenerError !== 'function') {
+      throw new InvalidArgumentError(`onListenerError must be a function, received ${show(options.onListenerError)}`);
+    }
+    if (options.onError !== undefined && typeof options.onError !== 'function') {
+      throw new InvalidArgumentError(`onError must be a function, received ${show(options.onError)}`);
+    }
+    this.#onListenerError =
+      options.onListenerError ??
+      ((error, event) => console.error(`flowcast: a live event listener threw on ${event.type} of run ${event.run_id}: ${describeError(error)}`));
+    this.#onError = options.onError ?? ((error, where) => console.error(`flowcast redis transport: ${where}: ${describeError(error)}`));
+    this.#allChannel = allChannel(this.keyPrefix);
+    this.#mux = new ChannelMux(this.redis, {
+      message: (channel, payload) => this.#onMessage(channel, payload),
+      resubscribed: () => void this.#catchUp(),
+      error: (error, where) => this.#onError(error, where),
+    });
+  }
+
+  /** Channels this process is subscribed to (one per channel with a local listener). */
+  get subscribedChannels(): number {
+    return this.#mux.channelCount;
+  }
+
+  /** The subscription connection once opened (diagnostics and tests). */
+  get subscriberConnection(): Redis | null {
+    return this.#mux.connection;
+  }
+
+  async append(draft: EventDraft): Promise<FlowcastEvent | null> {
+    this.#checkOpen('append');
+    const encoded = encodeDraft(draft, 'RedisPubSubTransport.append');
+    const keys = [runLogMetaKey(this.keyPrefix, draft.run_id), runLogKey(this.keyPrefix, draft.run_id)];
+    const seq = Number(
+      await appendScript.run(this.redis, keys, [this.maxEventsPerRun, this.ttlSeconds, this.endedTtlSeconds, encoded.head, encoded.terminal ? 1 : 0]),
+    );
+    return seq === 0 ? null : finishEvent(encoded, seq);
+  }
+
+  publish(event: FlowcastEvent): void | Promise<void> {
+    this.#checkOpen('publish');
+    checkObject(event, 'RedisPubSubTransport.publish: event');
+    checkId(event.run_id, 'event.run_id');
+    checkId(event.pipeline_id, 'event.pipeline_id');
+    const args = [eventJson(event), runChannel(this.keyPrefix, event.run_id), pipelineChannel(this.keyPrefix, event.pipeline_id), this.#allChannel];
+    // A listener added here just before must not miss the event: wait for its SUBSCRIBE.
+    const settled = this.#mux.settled();
+    if (settled === undefined) return publishScript.run(this.redis, [], args).then(() => undefined);
+    return settled.then(() => publishScript.run(this.redis, [], args)).then(() => undefined);
+  }
+
+  async read(runId: string, options: { since?: number; limit?: number } = {}): Promise<LogRead> {
+    checkId(runId, 'read(runId)');
+    checkObject(options, 'read options');
+    const since = Math.floor(checkNonNegativeNumber(options.since ?? 0, 'since'));
+    const limit = options.limit === undefined ? undefined : checkPositiveInt(options.limit, 'limit');
+    const log = runLogKey(this.keyPrefix, runId);
+    const multi = this.redis.multi().hmget(runLogMetaKey(this.keyPrefix, runId), 'seq', 'end').xrange(log, '-', '+', 'COUNT', 1);
+    const start = `${Math.min(since + 1, Number.MAX_SAFE_INTEGER)}-0`;
+    if (limit === undefined) multi.xrange(log, start, '+');
+    else multi.xrange(log, start, '+', 'COUNT', limit);
+    const replies = await multi.exec();
+    if (replies === null) throw new FlowcastError(ErrorCodes.CONNECTION_FAILED, `Reading the log of run "${runId}" was aborted`);
+    for (const [error] of replies) if (error !== null) throw error;
+    const [meta, head, entries] = replies.map((r) => r[1]) as [[string | null, string | null], [string, string[]][], [string, string[]][]];
+    const lastSeq = Number(meta[0] ?? 0);
+    if (lastSeq === 0) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
+    const firstSeq = head[0] === undefined ? lastSeq + 1 : Number.parseInt(head[0][0], 10);
+    const events: FlowcastEvent[] = [];
+    for (const [, fields] of entries) {
+      const event = parseEvent(fields[1] ?? '');
+      if (event !== null) events.push(event);
+    }
+    return { events, first_seq: firstSeq, last_seq: lastSeq, complete: since + 1 >= firstSeq, ended: meta[1] !== null };
+  }
+
+  subscribe(channel: Channel, listener: EventListener): () => void {
+    this.#checkOpen('subscribe');
+    if (typeof listener !== 'function') throw new InvalidArgumentError('subscribe(channel, listener): listener must be a function');
+    const name = this.#channelName(channel);
+    let set = this.#listeners.get(name);
+    if (set === undefined) {
+      set = new Set();
+      this.#listeners.set(name, set);
+    }
+    // The same function twice on one channel counts once, as with the memory transport.
+    if (set.has(listener)) return () => this.#unsubscribe(name, listener);
+    set.add(listener);
+    this.#mux.acquire(name);
+    let active = true;
+    return () => {
+      if (!active) return;
+      active = false;
+      this.#unsubscribe(name, listener);
+    };
+  }
+
+  #unsubscribe(name: string, listener: EventListener): void {
+    const set = this.#listeners.get(name);
+    if (set === undefined || !set.delete(listener)) return;
+    if (set.size === 0) this.#listeners.delete(name);
+    this.#mux.release(name);
+  }
+
+  #channelName(channel: Channel): string {
+    if (channel === '*') return this.#allChannel;
+    if (typeof channel === 'object' && channel !== null) {
+      if ('runId' in channel) return runChannel(this.keyPrefix, checkId(channel.runId, 'subscribe(channel): runId'));
+      if ('pipelineId' in channel) return pipelineChannel(this.keyPrefix, checkId(channel.pipelineId, 'subscribe(channel): pipelineId'));
+    }
+    throw new InvalidArgumentError(`subscribe(channel): channel must be "*", { runId } or { pipelineId }, received ${show(channel)}`);
+  }
+
+  #onMessage(channel: string, payload: string): void {
+    const set = this.#listeners.get(channel);
+    if (set === undefined) return;
+    // One event comes on up to three channels in a row: parse it once.
+    let event = payload === this.#lastRaw ? this.#lastParsed : null;
+    if (event === null) {
+      event = parseEvent(payload);
+      if (event === null) {
+        this.#onError(new Error(`not an event: ${payload.slice(0, 80)}`), `message on ${channel}`);
+        return;
+      }
+      this.#lastRaw = payload;
+      this.#lastParsed = event;
+      this.#track(event);
+    }
+    this.#deliver(set, event);
+  }
+
+  #deliver(set: Set<EventListener>, event: FlowcastEvent): void {
+    for (const listener of set) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.#onListenerError(error, event);
+      }
+    }
+  }
+
+  #track(event: FlowcastEvent): void {
+    const known = this.#lastSeq.get(event.run_id);
+    if (isTerminalEvent(event)) {
+      this.#lastSeq.delete(event.run_id);
+      return;
+    }
+    if (known !== undefined) {
+      if (event.seq > known.seq) known.seq = event.seq;
+      return;
+    }
+    this.#lastSeq.set(event.run_id, { pipelineId: event.pipeline_id, seq: event.seq });
+    if (this.#lastSeq.size > this.#trackedRuns) {
+      const oldest = this.#lastSeq.keys().next().value;
+      if (oldest !== undefined) this.#lastSeq.delete(oldest);
+    }
+  }
+
+  /** After a reconnect: delivers, from the logs, what the followed runs published meanwhile. */
+  async #catchUp(): Promise<void> {
+    const runs = [...this.#lastSeq.entries()];
+    for (const [runId, known] of runs) {
+      if (this.#closed) return;
+      const targets = [runChannel(this.keyPrefix, runId), pipelineChannel(this.keyPrefix, known.pipelineId), this.#allChannel]
+        .map((name) => this.#listeners.get(name))
+        .filter((s): s is Set<EventListener> => s !== undefined);
+      if (targets.length === 0) continue;
+      try {
+        const log = await this.read(runId, { since: known.seq });
+        for (const event of log.events) {
+          this.#track(event);
+          for (const set of targets) this.#deliver(set, event);
+        }
+      } catch (error) {
+        this.#onError(error, `reading run ${runId} after a reconnect`);
+      }
+    }
+  }
+
+  /**
+   * Announces this server instance to the others sharing the Redis (for the engine
+   * status view); it counts as alive for `ttlMs` after its last announcement.
+   */
+  async announceInstance(status: ServerInstanceStatus, ttlMs: number): Promise<void> {
+    this.#checkOpen('announceInstance');
+    checkObject(status, 'announceInstance(status)');
+    checkId(status.id, 'status.id');
+    checkPositiveInt(ttlMs, 'ttlMs');
+    await announceScript.run(this.redis, [serverStatusKey(this.keyPrefix), serverExpiryKey(this.keyPrefix)], [status.id, JSON.stringify(status), ttlMs]);
+  }
+
+  /** Every server instance whose last announcement has not expired. */
+  async instances(): Promise<ServerInstanceStatus[]> {
+    this.#checkOpen('instances');
+    const raw = (await instancesScript.run(this.redis, [serverStatusKey(this.keyPrefix), serverExpiryKey(this.keyPrefix)], [])) as (string | null)[];
+    const out: ServerInstanceStatus[] = [];
+    for (const text of raw) {
+      if (text === null) continue;
+      try {
+        out.push(JSON.parse(text) as ServerInstanceStatus);
+      } catch {
+        // An entry another version wrote: not ours to judge, skipped.
+      }
+    }
+    return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, `RedisPubSubTransport is closed (${what})`);
+  }
+
+  /** Closes the subscription connection (not the caller's client). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#listeners.clear();
+    this.#lastSeq.clear();
+    await this.#mux.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,149 @@
+import { describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { ErrorCodes } from '../src/core/errors.js';
+import type { PipelinePlan } from '../src/pipeline/plan.js';
+import { beginRun, newRunRecord } from '../src/pipeline/transitions.js';
+import type { EventDraft } from '../src/events/types.js';
+import { RedisRunState } from '../src/redis/run-state.js';
+import { RedisPubSubTransport } from '../src/redis/transport.js';
+import { runLogKey, runLogMetaKey, runStateKey } from '../src/redis/keys.js';
+import { runStateConformance } from './conformance/run-state.js';
+import { useRedisServer } from './helpers/redis.js';
+
+const redis = useRedisServer();
+
+runStateConformance('redis', () => {
+  const client = redis.connect();
+  const transport = new RedisPubSubTransport(client, { keyPrefix: redis.prefix() });
+  return { store: new RedisRunState(client, { transport }), transport };
+});
+
+const plan: PipelinePlan = {
+  pipeline_id: 'fanin',
+  pipeline_type: 'dataflow',
+  failure_policy: 'fail_fast',
+  steps: [{ name: 'a', index: 0, kind: 'call', tasks: ['t'], depends_on: [], retries: 0, retry_delay_ms: 0, backoff: 'fixed' }],
+};
+
+function logDraft(runId: string, line: string): EventDraft {
+  return { type: 'StepLogEvent', pipeline_id: 'fanin', run_id: runId, timestamp: new Date().toISOString(), step_name: 'a', step_index: 0, task_id: 't', attempt: 1, lines: [line] };
+}
+
+/** A run-state + transport pair on its own connection: what one worker process has. */
+function worker(options: { maxAttempts?: number; ttlSeconds?: number; endedTtlSeconds?: number } = {}): { client: Redis; store: RedisRunState; transport: RedisPubSubTransport } {
+  const client = redis.connect();
+  const { maxAttempts, ...transportOptions } = options;
+  const transport = new RedisPubSubTransport(client, { keyPrefix: redis.prefix(), ...transportOptions });
+  const store = new RedisRunState(client, maxAttempts === undefined ? { transport } : { transport, maxAttempts });
+  return { client, store, transport };
+}
+
+async function startRun(store: RedisRunState, runId: string): Promise<void> {
+  const rec = newRunRecord(runId, plan, null, Date.now());
+  const { events } = beginRun(rec, Date.now());
+  await store.create(rec, events);
+}
+
+describe('RedisRunState', () => {
+  describe('#transition across processes', () => {
+    it('never loses an update when 5 connections transition one run 200 times at once, and seq stays gapless', async () => {
+      const workers = Array.from({ length: 5 }, () => worker());
+      const runId = 'run-many';
+      await startRun(workers[0]!.store, runId);
+      const results = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          workers[i % 5]!.store.transition(runId, (r) => {
+            r.inflight += 1;
+            return { value: r.inflight, events: [logDraft(runId, `from ${i}`)] };
+          }),
+        ),
+      );
+      // Every transition saw the one before it: the values are 2..201 exactly once each.
+      expect(results.map((r) => r.value).sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
+      expect((await workers[1]!.store.get(runId))?.inflight).toBe(201);
+      const log = await workers[2]!.transport.read(runId);
+      expect(log.events.map((e) => e.seq)).toEqual(Array.from({ length: 201 }, (_, i) => i + 1));
+      expect(log.last_seq).toBe(201);
+      // The seq each transition got matches the order its state change was applied in.
+      const byValue = new Map(results.map((r) => [r.value, r.events[0]!.seq]));
+      for (let v = 2; v <= 201; v++) expect(byValue.get(v)).toBe(v);
+    });
+
+    it('gives up with FLOWCAST_ERR_CONFLICT after maxAttempts lost races', async () => {
+      const { client, store } = worker({ maxAttempts: 3 });
+      const runId = 'run-conflict';
+      await startRun(store, runId);
+      let calls = 0;
+      await expect(
+        store.transition(runId, (r) => {
+          calls++;
+          // Another writer commits between this read and the write, every time: the
+          // command goes out on the same connection before the transition script.
+          void client.hincrby(runStateKey(redis.prefix(), runId), 'ver', 1);
+          return { value: r.inflight, events: [logDraft(runId, 'never stored')] };
+        }),
+      ).rejects.toMatchObject({ code: ErrorCodes.CONFLICT, message: expect.stringContaining('3 times') as unknown });
+      expect(calls).toBe(3);
+      expect((await store.get(runId))?.inflight).toBe(1);
+      expect((await store.transport.read(runId)).last_seq).toBe(1);
+    });
+
+    it('refuses events after the terminal one but still stores the record', async () => {
+      const { store, transport } = worker();
+      const runId = 'run-after-end';
+      await startRun(store, runId);
+      const end: EventDraft = { type: 'PipelineCancelledEvent', pipeline_id: 'fanin', run_id: runId, timestamp: new Date().toISOString(), pipeline_type: 'dataflow', status: 'CANCELLED', reason: 'x', duration_ms: 1 };
+      const first = await store.transition(runId, (r) => {
+        r.status = 'CANCELLED';
+        return { value: 1, events: [end, logDraft(runId, 'too late')] };
+      });
+      expect(first.events.map((e) => [e.type, e.seq])).toEqual([['PipelineCancelledEvent', 2]]);
+      const second = await store.transition(runId, (r) => {
+        r.error = 'later';
+        return { value: 2, events: [logDraft(runId, 'later still')] };
+      });
+      expect(second.events).toEqual([]);
+      expect((await store.get(runId))?.error).toBe('later');
+      expect((await transport.read(runId)).events.map((e) => e.type)).toEqual(['PipelineStartEvent', 'PipelineCancelledEvent']);
+    });
+  });
+
+  describe('TTL', () => {
+    it('refreshes the TTL of every key of a run on each write and shortens it once the run ended', async () => {
+      const { client, store } = worker({ ttlSeconds: 1000, endedTtlSeconds: 50 });
+      const runId = 'run-ttl';
+      await startRun(store, runId);
+      const keys = [runStateKey(redis.prefix(), runId), runLogMetaKey(redis.prefix(), runId), runLogKey(redis.prefix(), runId)];
+      for (const key of keys) await client.expire(key, 10);
+      await store.transition(runId, (r) => ({ value: r.inflight, events: [] }));
+      for (const key of keys) expect(await client.ttl(key)).toBeGreaterThan(900);
+      await store.transition(runId, (r) => {
+        r.status = 'COMPLETED';
+        return { value: null, events: [] };
+      });
+      for (const key of keys) {
+        const ttl = await client.ttl(key);
+        expect(ttl).toBeGreaterThan(0);
+        expect(ttl).toBeLessThanOrEqual(50);
+      }
+    });
+  });
+
+  describe('validation', () => {
+    it('rejects a bad client, bad options and bad arguments with clear errors', async () => {
+      const { client, store, transport } = worker();
+      expect(() => new RedisRunState({} as Redis, { transport })).toThrow(/ioredis client/);
+      expect(() => new RedisRunState(client, {} as never)).toThrow(/transport must be a RedisPubSubTransport/);
+      expect(() => new RedisRunState(client, { transport, maxAttempts: 0 })).toThrow(/maxAttempts must be an integer >= 1/);
+      expect(() => new RedisRunState(client, { transport, retries: 1 } as never)).toThrow(/unknown option "retries"/);
+      await expect(store.get('bad id')).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT });
+      await expect(store.transition('run-x', 'nope' as never)).rejects.toThrow(/fn must be a function/);
+      const rec = newRunRecord('run-dup', plan, null, Date.now());
+      await store.create(rec, beginRun(rec, Date.now()).events);
+      await expect(store.create(rec, [])).rejects.toThrow(/already exists/);
+      await expect(store.create(newRunRecord('run-y', plan, null, Date.now()), [logDraft('run-z', 'x')])).rejects.toThrow(/cannot go to the log of run "run-y"/);
+      await store.close();
+      await expect(store.get('run-dup')).rejects.toMatchObject({ code: ErrorCodes.CLOSED });
+    });
+  });
+});
