@@ -8,6 +8,9 @@ import { Command, CommanderError } from 'commander';
 import { describeError } from '../core/errors.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerWatchCommand } from './commands/watch.js';
+import { registerServeCommand } from './commands/serve.js';
+import { registerStatusCommand } from './commands/status.js';
+import { registerHistoryCommand } from './commands/history.js';
 
 /** Builds the program with every subcommand. Throws `CommanderError` instead of exiting. */
 function createProgram(): Command {
@@ -18,8 +21,11 @@ function createProgram(): Command {
     .version(pkg.version)
     .showHelpAfterError('(run "flowcast --help" for usage)')
     .exitOverride();
-  registerDemoCommand(program);
+  registerServeCommand(program);
   registerWatchCommand(program);
+  registerStatusCommand(program);
+  registerHistoryCommand(program);
+  registerDemoCommand(program);
   return program;
 }
 

@@ -1,5 +1,6 @@
 import pc from 'picocolors';
-import { InvalidArgumentError as UsageError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { positiveInt } from '../options.js';
 import { InMemoryBroker } from '../../core/memory-broker.js';
 import { HookManager } from '../../events/hook-manager.js';
 import { isTerminalEvent } from '../../events/types.js';
@@ -42,12 +43,6 @@ prints a summary and exits 0.`,
     .action(async (options: DemoCommandOptions) => {
       process.exitCode = await demoCommand(options);
     });
-}
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`expected a whole number >= 1, received "${value}"`);
-  return n;
 }
 
 /**

@@ -1,9 +1,10 @@
 import pc from 'picocolors';
-import { InvalidArgumentError as UsageError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { WebSocket } from 'ws';
 import { describeError } from '../../core/errors.js';
 import type { FlowcastEvent } from '../../events/types.js';
 import { MonitorError, PipelineMonitor, type StateChange } from '../../client/index.js';
+import { nonNegativeInt, urlWith } from '../options.js';
 import { RunBoard, formatDuration, formatRunLine, startLiveView, type LiveView } from '../terminal-view.js';
 
 /** Options of `flowcast watch`. */
@@ -71,22 +72,7 @@ Examples:
     });
 }
 
-function wsUrl(value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new UsageError(`expected a ws://, wss://, http:// or https:// URL, received "${value}"`);
-  }
-  if (!['ws:', 'wss:', 'http:', 'https:'].includes(url.protocol)) throw new UsageError(`expected a ws://, wss://, http:// or https:// URL, received "${value}"`);
-  return value;
-}
-
-function nonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new UsageError(`expected a whole number >= 0, received "${value}"`);
-  return n;
-}
+const wsUrl = urlWith(['ws:', 'wss:', 'http:', 'https:']);
 
 /**
  * Watches `pipelineId` (or `options.run`) until Ctrl-C/SIGTERM (or `io.signal`), the

@@ -1,0 +1,182 @@
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { describeError } from '../../core/errors.js';
+import { InMemoryBroker } from '../../core/memory-broker.js';
+import type { Broker } from '../../core/broker.js';
+import { HookManager } from '../../events/hook-manager.js';
+import { createDemo } from '../../demo/pipelines.js';
+import { runDemo } from '../../demo/runner.js';
+import { InMemoryPipelineStorage, PipelineTrackingManager } from '../../tracking/index.js';
+import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../../server/server.js';
+import type { AuthOptions, Principal } from '../../server/auth.js';
+import { collect, port, positiveInt } from '../options.js';
+
+/** Options of `flowcast serve`. */
+export interface ServeCommandOptions {
+  /** @default "127.0.0.1" */
+  host?: string;
+  /** @default 8765 */
+  port?: number;
+  /** Run the demo pipelines in this process, again and again. */
+  demo?: boolean;
+  /** With `demo`: runs in flight at once. @default 3 */
+  concurrency?: number;
+  /** Static API keys (full rights). @default $FLOWCAST_TOKEN when set */
+  token?: string[];
+  /** HS256 secret of accepted JWTs. @default $FLOWCAST_JWT_SECRET when set */
+  jwtSecret?: string;
+  /** PEM files for native TLS. */
+  tlsCert?: string;
+  tlsKey?: string;
+  /** Allowed `Origin`s of browser connections. @default any */
+  allowedOrigin?: string[];
+}
+
+/** Where the command writes, and (for tests) what stops it like Ctrl-C. */
+export interface ServeIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  signal?: AbortSignal;
+  /** Told once the server listens (tests use it instead of parsing the output). */
+  onListening?: (server: FlowcastServer) => void;
+}
+
+/** Adds `flowcast serve` to the program. */
+export function registerServeCommand(program: Command): Command {
+  return program
+    .command('serve')
+    .description('run the flowcast server: WebSocket, SSE, REST API, metrics and dashboard on one port')
+    .option('--host <host>', 'the address to listen on (0.0.0.0 for every interface)', '127.0.0.1')
+    .option('-p, --port <port>', 'the port (0 picks a free one)', port, 8765)
+    .option('--demo', 'run the demo pipelines in this process, again and again, so there is something to watch')
+    .option('-c, --concurrency <count>', 'with --demo: runs in flight at once', positiveInt, 3)
+    .option('--token <key>', 'accept this API key (full rights); repeat for more (default: $FLOWCAST_TOKEN)', collect)
+    .option('--jwt-secret <secret>', 'accept HS256 JWTs signed with this secret (default: $FLOWCAST_JWT_SECRET)')
+    .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https://')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--allowed-origin <origin>', 'allow browser connections from this Origin only; repeat for more', collect)
+    .addHelpText(
+      'after',
+      `
+Without --token or --jwt-secret (and without $FLOWCAST_TOKEN / $FLOWCAST_JWT_SECRET) the
+server is open to everyone who can reach it: keep it on 127.0.0.1 then. Ctrl-C (or
+SIGTERM) cancels the demo runs in flight, closes every connection and exits 0.
+
+Examples:
+  flowcast serve --demo
+  flowcast serve --demo --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+  flowcast serve --tls-cert cert.pem --tls-key key.pem --jwt-secret "$SECRET"`,
+    )
+    .action(async (options: ServeCommandOptions, command: Command) => {
+      if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) command.error('error: --tls-cert and --tls-key go together', { exitCode: 2 });
+      process.exitCode = await serveCommand(options);
+    });
+}
+
+/** Builds the server options of the command line (reads the TLS files). Throws with a clear message on unreadable files. */
+export function serverOptionsFrom(options: ServeCommandOptions, env: NodeJS.ProcessEnv = process.env): ServerOptions {
+  const server: ServerOptions = { host: options.host ?? '127.0.0.1', port: options.port ?? 8765 };
+  const tokens = options.token ?? (env.FLOWCAST_TOKEN ? [env.FLOWCAST_TOKEN] : []);
+  const secret = options.jwtSecret ?? (env.FLOWCAST_JWT_SECRET || undefined);
+  const auth: AuthOptions = {};
+  if (tokens.length > 0) {
+    auth.apiKeys = Object.fromEntries(tokens.map((key, i): [string, Principal] => [key, { id: `token-${i + 1}`, pipelines: '*', actions: ['cancel', 'delete'] }]));
+  }
+  if (secret !== undefined) auth.jwt = { secret };
+  if (auth.apiKeys !== undefined || auth.jwt !== undefined) server.auth = auth;
+  if (options.tlsCert !== undefined && options.tlsKey !== undefined) {
+    server.tls = { cert: readPem(options.tlsCert, '--tls-cert'), key: readPem(options.tlsKey, '--tls-key') };
+  }
+  if (options.allowedOrigin !== undefined) server.allowedOrigins = options.allowedOrigin;
+  return server;
+}
+
+function readPem(file: string, option: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`${option} ${file}: ${describeError(error)}`);
+  }
+}
+
+/**
+ * Runs the server (and with `demo` the demo pipelines) until SIGINT/SIGTERM or
+ * `io.signal`; then stops the demo, closes the server and the broker. Resolves with the
+ * exit code: 0 after a clean stop, 1 when the server cannot start.
+ */
+export async function serveCommand(options: ServeCommandOptions, io: ServeIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const { stdout: out, stderr: err } = io;
+  let serverOptions: ServerOptions;
+  try {
+    serverOptions = serverOptionsFrom(options);
+  } catch (error) {
+    err.write(`flowcast serve: ${describeError(error)}\n`);
+    return 1;
+  }
+  const broker: Broker = new InMemoryBroker();
+  const tracking = new PipelineTrackingManager().withStorage(new InMemoryPipelineStorage({ maxRuns: 5000 }));
+  const hooks = new HookManager();
+  const server = getWebSocketServer({ ...serverOptions, broker, tracking });
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    // A second Ctrl-C while closing: leave at once.
+    if (stop.signal.aborted) process.exit(130);
+    stop.abort(new Error(`stopped by ${signal}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const onAbort = (): void => stop.abort(new Error('stopped'));
+  io.signal?.addEventListener('abort', onAbort, { once: true });
+  if (io.signal?.aborted === true) onAbort();
+
+  let code = 0;
+  let demo: Promise<unknown> = Promise.resolve();
+  try {
+    try {
+      await server.startServer();
+    } catch (error) {
+      err.write(`flowcast serve: cannot listen on ${serverOptions.host}:${serverOptions.port}: ${describeError(error)}\n`);
+      return 1;
+    }
+    out.write(banner(server, options));
+    io.onListening?.(server);
+    if (options.demo === true) {
+      const pipelines = createDemo(broker, hooks, tracking);
+      demo = runDemo(pipelines, { concurrency: options.concurrency ?? 3, signal: stop.signal }).catch((error: unknown) => {
+        err.write(`flowcast serve: the demo stopped: ${describeError(error)}\n`);
+        code = 1;
+        stop.abort(error);
+      });
+    }
+    if (!stop.signal.aborted) await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
+    out.write('flowcast serve: stopping\n');
+    await demo;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    io.signal?.removeEventListener('abort', onAbort);
+    await server.close();
+    await hooks.idle();
+    await broker.close();
+    await tracking.close();
+  }
+  return code;
+}
+
+/** The lines that tell where everything is served. */
+export function banner(server: FlowcastServer, options: ServeCommandOptions): string {
+  const http = server.httpUrl;
+  const lines = [
+    `flowcast server listening on ${server.options.host}:${server.port}${server.options.tls ? ' (TLS)' : ''}`,
+    `  Dashboard   ${http}/`,
+    `  WebSocket   ${server.url}/ws`,
+    `  SSE         ${http}/api/events?pipeline_id=*`,
+    `  REST API    ${http}/api/runs   (OpenAPI: ${http}/api/openapi.json)`,
+    `  Metrics     ${http}/metrics`,
+    `  Health      ${http}/health`,
+    `  Auth        ${server.options.auth === undefined ? 'none: anyone who can reach this address can read and cancel runs' : 'tokens required'}`,
+  ];
+  if (options.demo === true) lines.push(`  Demo        ${options.concurrency ?? 3} runs at a time; try: flowcast watch '*' --url ${server.url}`);
+  lines.push('Ctrl-C stops.');
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,88 @@
+import pc from 'picocolors';
+import type { Command } from 'commander';
+import { describeError } from '../../core/errors.js';
+import { renderStatus } from '../../tracking/render.js';
+import type { PipelineStatus } from '../../tracking/models.js';
+import { RestCallError, getJson, type RestTarget } from '../rest-client.js';
+import { urlWith } from '../options.js';
+
+/** Options of `flowcast status`. */
+export interface StatusCommandOptions {
+  /** @default "http://127.0.0.1:8765" */
+  url?: string;
+  /** @default $FLOWCAST_TOKEN */
+  token?: string;
+  json?: boolean;
+}
+
+/** Where the command writes. */
+export interface CliIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream;
+}
+
+export const DEFAULT_HTTP_URL = 'http://127.0.0.1:8765';
+export const serverUrl = urlWith(['http:', 'https:', 'ws:', 'wss:']);
+
+/** Adds `flowcast status` to the program. */
+export function registerStatusCommand(program: Command): Command {
+  return program
+    .command('status')
+    .description("show a run's status and steps (by run id), or a pipeline's latest run (by pipeline id)")
+    .argument('<id>', 'a run id, or a pipeline id for its latest run')
+    .option('--url <url>', 'the server', serverUrl, DEFAULT_HTTP_URL)
+    .option('--token <token>', 'the token the server checks (default: $FLOWCAST_TOKEN)')
+    .option('--json', 'print the status document as JSON')
+    .addHelpText(
+      'after',
+      `
+Exit codes: 0 when found, 1 when no run or pipeline has this id or the server cannot be
+reached or refuses the token, 2 on bad arguments.
+
+Examples:
+  flowcast status 3f2a9c1d-7b1e-4c55-9d0f-2a6b8e1c4d3a
+  flowcast status demo_workflow --json | jq .steps`,
+    )
+    .action(async (id: string, options: StatusCommandOptions) => {
+      process.exitCode = await statusCommand(id, options);
+    });
+}
+
+/** Fetches and prints the status; resolves with the exit code. */
+export async function statusCommand(id: string, options: StatusCommandOptions, io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const target: RestTarget = { url: options.url ?? DEFAULT_HTTP_URL };
+  const token = options.token ?? process.env.FLOWCAST_TOKEN;
+  if (token !== undefined && token !== '') target.token = token;
+  let status: PipelineStatus;
+  try {
+    status = await fetchStatus(target, id);
+  } catch (error) {
+    io.stderr.write(`flowcast status: ${error instanceof RestCallError ? error.message : describeError(error)}\n`);
+    return 1;
+  }
+  if (options.json === true) io.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
+  else {
+    const tty = io.stdout.isTTY === true;
+    const width = tty ? Math.max(40, Math.min(100, (io.stdout as NodeJS.WriteStream).columns ?? 80)) : 60;
+    io.stdout.write(`${renderStatus(status, { color: tty && pc.isColorSupported, width })}\n`);
+  }
+  return 0;
+}
+
+/** A run by id, else the latest run of a pipeline by that id. */
+export async function fetchStatus(target: RestTarget, id: string): Promise<PipelineStatus> {
+  const path = encodeURIComponent(id);
+  try {
+    return await getJson<PipelineStatus>(target, `api/runs/${path}`);
+  } catch (error) {
+    if (!(error instanceof RestCallError) || (error.status !== 404 && error.status !== 400)) throw error;
+  }
+  try {
+    return await getJson<PipelineStatus>(target, `api/pipelines/${path}/status`);
+  } catch (error) {
+    if (error instanceof RestCallError && (error.status === 404 || error.status === 400)) {
+      throw new RestCallError(404, 'not_found', `no run and no pipeline has the id "${id}"`);
+    }
+    throw error;
+  }
+}

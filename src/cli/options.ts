@@ -1,0 +1,46 @@
+/**
+ * Parsers of command-line option values shared by the subcommands. Each throws
+ * commander's `InvalidArgumentError`, which commander reports as a usage error (exit 2).
+ */
+import { InvalidArgumentError as UsageError } from 'commander';
+
+/** A whole number >= 1. */
+export function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`expected a whole number >= 1, received "${value}"`);
+  return n;
+}
+
+/** A whole number >= 0. */
+export function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new UsageError(`expected a whole number >= 0, received "${value}"`);
+  return n;
+}
+
+/** A TCP port, 0-65535 (0: any free port). */
+export function port(value: string): number {
+  const n = nonNegativeInt(value);
+  if (n > 65535) throw new UsageError(`expected a port 0-65535, received "${value}"`);
+  return n;
+}
+
+/** A URL with one of `protocols` (e.g. `['ws:', 'wss:', 'http:', 'https:']`). */
+export function urlWith(protocols: readonly string[]): (value: string) => string {
+  const names = protocols.map((p) => `${p}//`).join(', ');
+  return (value: string): string => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      throw new UsageError(`expected a ${names} URL, received "${value}"`);
+    }
+    if (!protocols.includes(url.protocol)) throw new UsageError(`expected a ${names} URL, received "${value}"`);
+    return value;
+  };
+}
+
+/** Collects a repeatable option into an array. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
