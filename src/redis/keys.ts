@@ -75,3 +75,36 @@ export function serverExpiryKey(prefix: string): string {
 export function ingestKey(prefix: string): string {
   return `${prefix}ingest`;
 }
+
+// ── BullMQ broker (src/redis/bullmq-*.ts, src/scheduler/bullmq-*.ts) ──────────────────
+
+/**
+ * BullMQ's own `prefix` option: every BullMQ key is `<keyPrefix>bullmq:<queue>:...`.
+ * Each queue name is a hash tag, so a queue's keys share one Cluster slot (BullMQ's
+ * scripts need that).
+ */
+export function bullmqPrefix(keyPrefix: string): string {
+  return `${keyPrefix}bullmq`;
+}
+
+/** The BullMQ queues of one deployment: task and step jobs, run control jobs (deadlines), schedules. */
+export const BULLMQ_QUEUES = {
+  tasks: '{tasks}',
+  control: '{control}',
+  schedules: '{schedules}',
+} as const;
+
+/** `<prefix>{workers}:<id>`: heartbeat record of one worker process (a JSON string that expires). */
+export function workerKey(keyPrefix: string, workerId: string): string {
+  return `${keyPrefix}{workers}:${workerId}`;
+}
+
+/** `<prefix>{workers}:index`: sorted set of worker ids by last heartbeat (epoch ms), to find the heartbeat keys without SCAN. */
+export function workersIndexKey(keyPrefix: string): string {
+  return `${keyPrefix}{workers}:index`;
+}
+
+/** Pub/Sub channel on which a run that ended abnormally (cancelled, failed, timed out) is announced to every worker. */
+export function runControlChannel(keyPrefix: string): string {
+  return `${keyPrefix}run-control`;
+}

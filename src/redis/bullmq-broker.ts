@@ -1,0 +1,426 @@
+import { randomUUID } from 'node:crypto';
+import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { CancelledError, ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
+import { assertJson, type JsonValue } from '../core/json.js';
+import type { Broker, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../core/broker.js';
+import type { BrokerEngineStatus } from '../core/engine-status.js';
+import { executeCall } from '../core/execute.js';
+import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from '../core/task.js';
+import { normalizeTaskOptions } from '../core/task-options.js';
+import { checkId, checkNonNegativeNumber } from '../core/validate.js';
+import { getEngine } from '../pipeline/engine.js';
+import { retryDelay } from '../pipeline/plan.js';
+import type { RunStateStore } from '../pipeline/run-state.js';
+import { NON_RETRYABLE_CODES } from '../pipeline/transitions.js';
+import type { EventTransport } from '../transport/transport.js';
+import { AnnouncingRunState, RunControl, type RunEndedMessage } from './bullmq-control.js';
+import { bullmqJobId, stepRedelivered } from './bullmq-jobs.js';
+import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
+import { TaskResults } from './bullmq-results.js';
+import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './bullmq-status.js';
+import { BULLMQ_QUEUES, bullmqPrefix } from './keys.js';
+import { RedisRunState } from './run-state.js';
+import { RedisPubSubTransport } from './transport.js';
+
+/** The BullMQ job name of each kind of flowcast job (shown by BullMQ dashboards). */
+const JOB_NAMES = { task: 'task', step: 'step', run_timeout: 'run_timeout' } as const;
+/** Backoff type BullMQ calls back for task-job retries (the task's own delay and backoff). */
+const TASK_BACKOFF = 'flowcast-task';
+
+/**
+ * A broker on Redis: tasks and pipeline steps are BullMQ jobs, run by worker processes
+ * anywhere. Run state and each run's event log live in Redis too (`RedisRunState`,
+ * `RedisPubSubTransport`), so a run started by one process progresses on any worker and
+ * its caller may wait for it from anywhere, or exit.
+ *
+ * A process is a producer only (`worker: false`: starts runs, reports status) or also a
+ * worker (the default): it runs the jobs of every task registered on it. Every worker
+ * must register every task its pipelines use (see `startWorker()` and `flowcast worker`).
+ *
+ * - A worker that dies mid-step loses its job lock; BullMQ's stalled-job check gives the
+ *   job to another worker, which records a `StepRetryEvent` and runs the step again.
+ * - A run cancelled (or failed, or timed out) in one process aborts its calls running in
+ *   other processes: their `ctx.signal` fires.
+ * - `engineStatus()` lists live workers (heartbeats) and queue depths.
+ *
+ * @example
+ * const broker = new BullMQBroker({ connection: 'redis://localhost:6379', worker: { concurrency: 8 } });
+ * const double = broker.task('double', (n: number) => n * 2);
+ * await (await double.kiq(21)).waitResult(); // 42
+ * await broker.close();
+ */
+export class BullMQBroker implements Broker {
+  readonly kind = 'bullmq';
+  /**
+   * The broker's own ioredis connection (non-blocking commands only). Other parts may use
+   * it for their commands (e.g. tracking storage picked by `withAutoStorage(broker)`);
+   * they must not close it or switch it to subscriber mode: `close()` closes it.
+   */
+  readonly redis: Redis;
+  /** The key prefix shared by every process of this deployment. */
+  readonly keyPrefix: string;
+  readonly runState: RunStateStore;
+  readonly transport: EventTransport;
+  /** This worker's id in the engine status (`null` for a producer). */
+  readonly workerId: string | null;
+
+  readonly #options: ResolvedBrokerOptions;
+  readonly #tasks = new Map<string, TaskDefinition>();
+  readonly #taskQueue: Queue;
+  readonly #controlQueue: Queue;
+  readonly #results: TaskResults;
+  readonly #control: RunControl;
+  readonly #owned: { runState: RunStateStore | null; transport: EventTransport | null };
+  readonly #counters: WorkerCounters = { active: 0, processed: 0 };
+  readonly #heartbeat: WorkerHeartbeat | null;
+  readonly #ready: Promise<void>;
+  #workers: Worker[] = [];
+  #processor: JobProcessor | null = null;
+  #state: 'open' | 'closing' | 'closed' = 'open';
+  #closing: Promise<void> | null = null;
+
+  constructor(options: BullMQBrokerOptions) {
+    this.#options = resolveBrokerOptions(options);
+    const o = this.#options;
+    this.keyPrefix = o.keyPrefix;
+    this.redis = openConnection(o.connection, 'flowcast-broker');
+    this.redis.on('error', (error: Error) => o.onError(error, null));
+    const prefix = bullmqPrefix(o.keyPrefix);
+    this.#taskQueue = new Queue(BULLMQ_QUEUES.tasks, { connection: this.redis, prefix });
+    this.#controlQueue = new Queue(BULLMQ_QUEUES.control, { connection: this.redis, prefix });
+    this.#taskQueue.on('error', (error) => o.onError(error, null));
+    this.#controlQueue.on('error', (error) => o.onError(error, null));
+    this.#results = new TaskResults(this.#taskQueue, this.redis, prefix);
+
+    let transport = o.transport;
+    let runState = o.runState;
+    this.#owned = { runState: null, transport: null };
+    if (transport === undefined) {
+      const t = new RedisPubSubTransport(this.redis, { keyPrefix: o.keyPrefix });
+      transport = t;
+      this.#owned.transport = t;
+    }
+    if (runState === undefined) {
+      if (!(transport instanceof RedisPubSubTransport)) {
+        throw new InvalidArgumentError('BullMQBroker: give options.runState too when options.transport is not a RedisPubSubTransport');
+      }
+      runState = new RedisRunState(this.redis, { transport });
+      this.#owned.runState = runState;
+    }
+    this.transport = transport;
+    this.#control = new RunControl(this.redis, o.keyPrefix, (error) => o.onError(error, null));
+    this.runState = new AnnouncingRunState(runState, this.#control);
+
+    const w = o.worker;
+    if (w === null) {
+      this.workerId = null;
+      this.#heartbeat = null;
+      this.#ready = Promise.resolve();
+      return;
+    }
+    this.#heartbeat = new WorkerHeartbeat(this.redis, o.keyPrefix, {
+      intervalMs: w.heartbeatMs,
+      concurrency: w.concurrency,
+      counters: this.#counters,
+      onError: (error) => o.onError(error, null),
+    });
+    this.workerId = this.#heartbeat.id;
+    // The run engine of a worker process exists from the start: it is what runs step jobs.
+    getEngine(this);
+    this.#ready = this.#startWorkers(prefix);
+    this.#ready.catch((error: unknown) => o.onError(toError(error), null));
+  }
+
+  /** Resolves once the broker's workers, control subscription and first heartbeat are up (at once for a producer). */
+  waitUntilReady(): Promise<void> {
+    return this.#ready;
+  }
+
+  async #startWorkers(prefix: string): Promise<void> {
+    const w = this.#options.worker;
+    if (w === null) return;
+    const common = {
+      connection: this.redis,
+      prefix,
+      lockDuration: w.lockDurationMs,
+      stalledInterval: w.stalledIntervalMs,
+      maxStalledCount: w.maxStalledCount,
+    };
+    const tasks = new Worker<BrokerJob, JsonValue>(BULLMQ_QUEUES.tasks, (job) => this.#onTaskQueueJob(job), {
+      ...common,
+      concurrency: w.concurrency,
+      settings: { backoffStrategy: (attemptsMade, _type, _error, job) => this.#taskRetryDelay(attemptsMade, job) },
+    });
+    const control = new Worker<BrokerJob, JsonValue>(BULLMQ_QUEUES.control, (job) => this.#onControlJob(job), {
+      ...common,
+      concurrency: w.controlConcurrency,
+    });
+    for (const worker of [tasks, control]) worker.on('error', (error) => this.#options.onError(error, null));
+    this.#workers = [tasks, control];
+    const sub = openConnection(this.#options.connection, 'flowcast-control');
+    sub.on('error', (error: Error) => this.#options.onError(error, null));
+    await Promise.all([
+      tasks.waitUntilReady(),
+      control.waitUntilReady(),
+      this.#control.listen(sub, (m) => this.#onRunEnded(m)),
+      this.#heartbeat?.start(),
+    ]);
+  }
+
+  task<I extends JsonValue = JsonValue, O extends JsonValue = JsonValue>(
+    name: string,
+    fn: TaskFn<I, O> | ThreadTaskSource,
+    options: TaskOptions = {},
+  ): Task<I, O> {
+    checkId(name, 'task name');
+    if (this.#tasks.has(name)) {
+      throw new FlowcastError(ErrorCodes.DUPLICATE_TASK, `A task named "${name}" is already registered on this broker`);
+    }
+    if (typeof fn !== 'function') {
+      throw new InvalidArgumentError(
+        `broker.task("${name}", fn): the BullMQ broker runs function tasks (CPU-heavy work scales with more worker processes), received ${typeof fn}`,
+      );
+    }
+    const opts = normalizeTaskOptions(options, `task "${name}" options`);
+    const body = fn as unknown as TaskFn;
+    const def: TaskDefinition = {
+      name,
+      options: opts,
+      threaded: false,
+      invoke: (input, ctx) => {
+        try {
+          return Promise.resolve(body(input, ctx));
+        } catch (error) {
+          return Promise.reject(toError(error));
+        }
+      },
+    };
+    this.#tasks.set(name, def);
+    return {
+      taskName: name,
+      options: opts,
+      kiq: async (input: I): Promise<TaskHandle<O>> => {
+        assertJson(input, `Input of task "${name}"`);
+        const job: TaskJob = { kind: 'task', job_id: randomUUID(), task: name, input };
+        await this.enqueue(job);
+        return {
+          taskId: job.job_id,
+          taskName: name,
+          waitResult: async (wait: { timeoutMs?: number } = {}) => (await this.waitForTask(job.job_id, wait.timeoutMs)) as O,
+        };
+      },
+    };
+  }
+
+  getTask(name: string): TaskDefinition | undefined {
+    return this.#tasks.get(name);
+  }
+
+  taskNames(): string[] {
+    return [...this.#tasks.keys()];
+  }
+
+  async enqueue(job: BrokerJob, options?: EnqueueOptions): Promise<void> {
+    if (this.#state !== 'open') throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
+    checkJob(job);
+    const delay = options?.delayMs === undefined ? 0 : checkNonNegativeNumber(options.delayMs, 'delayMs');
+    const jobId = bullmqJobId(job.job_id);
+    const base = { jobId, ...(delay > 0 && { delay: Math.ceil(delay) }) };
+    if (job.kind === 'run_timeout') {
+      await this.#controlQueue.add(JOB_NAMES.run_timeout, job, { ...base, removeOnComplete: true, removeOnFail: 1000 });
+    } else if (job.kind === 'step') {
+      // The engine retries steps itself; BullMQ's attempts cover a worker that could not
+      // reach Redis while finishing the step.
+      await this.#taskQueue.add(JOB_NAMES.step, job, { ...base, attempts: 3, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: true, removeOnFail: 1000 });
+    } else {
+      const def = this.#tasks.get(job.task);
+      const retries = def?.options.retries ?? 0;
+      const keep = { count: this.#options.maxStoredResults };
+      await this.#taskQueue.add(JOB_NAMES.task, job, {
+        ...base,
+        attempts: retries + 1,
+        backoff: { type: TASK_BACKOFF },
+        removeOnComplete: keep,
+        removeOnFail: keep,
+      });
+    }
+  }
+
+  async removeDelayed(jobId: string): Promise<void> {
+    const id = bullmqJobId(jobId);
+    for (const queue of [this.#controlQueue, this.#taskQueue]) {
+      const job = await queue.getJob(id);
+      if (job === undefined) continue;
+      if (await job.isDelayed()) {
+        try {
+          await job.remove();
+        } catch {
+          // Promoted or taken by a worker in the meantime: it is delivered after all.
+        }
+      }
+      return;
+    }
+  }
+
+  setRunProcessor(processor: JobProcessor): void {
+    this.#processor = processor;
+  }
+
+  waitForTask(jobId: string, timeoutMs?: number): Promise<JsonValue> {
+    try {
+      checkId(jobId, 'waitForTask(jobId)');
+      if (timeoutMs !== undefined) checkNonNegativeNumber(timeoutMs, 'timeoutMs');
+    } catch (error) {
+      return Promise.reject(toError(error));
+    }
+    return this.#results.wait(jobId, bullmqJobId(jobId), timeoutMs);
+  }
+
+  /** Live workers (heartbeats in Redis, from every process of this key prefix) and the depth of each queue. */
+  async engineStatus(): Promise<BrokerEngineStatus> {
+    if (this.#state === 'closed') throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
+    const [workers, tasks, control] = await Promise.all([
+      readWorkers(this.redis, this.keyPrefix),
+      readQueue(this.#taskQueue, 'tasks'),
+      readQueue(this.#controlQueue, 'control'),
+    ]);
+    return { broker: this.kind, workers, queues: [tasks, control] };
+  }
+
+  // ── worker side ───────────────────────────────────────────────────────────────────
+
+  async #onTaskQueueJob(job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
+    this.#counters.active++;
+    if (this.#counters.active === 1) void this.#heartbeat?.beat();
+    try {
+      const data = job.data;
+      if (data.kind === 'task') return await this.#runTaskJob(data, job);
+      if (data.kind === 'step') await this.#runStepJob(data, job);
+      else await this.#runControl(data);
+      return null;
+    } finally {
+      this.#counters.active--;
+      this.#counters.processed++;
+      if (this.#counters.active === 0) void this.#heartbeat?.beat();
+    }
+  }
+
+  async #onControlJob(job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
+    const data = job.data;
+    if (data.kind === 'step') await this.#runStepJob(data, job);
+    else if (data.kind === 'run_timeout') await this.#runControl(data);
+    return null;
+  }
+
+  async #runStepJob(data: StepJob, job: Job<BrokerJob, JsonValue>): Promise<void> {
+    let step: StepJob | null = data;
+    if (job.stalledCounter > 0) {
+      // Delivered again: the worker that ran it stopped (killed, lost its lock).
+      const reason = `WorkerLostError: the worker running this step stopped; BullMQ recovered the job (stalled ${job.stalledCounter}x)`;
+      const done = await this.runState.transition(data.run_id, (r) => stepRedelivered(r, data, reason, Date.now())).catch((error: unknown) => {
+        if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
+        throw error;
+      });
+      step = done?.value ?? null;
+      for (const event of done?.events ?? []) await this.transport.publish(event);
+      if (step === null) return;
+    }
+    await this.#runProcessor(step);
+  }
+
+  async #runControl(data: ControlJob): Promise<void> {
+    await this.#runProcessor(data);
+  }
+
+  async #runProcessor(job: StepJob | ControlJob): Promise<void> {
+    const processor = this.#processor;
+    if (processor === null) {
+      throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `No run engine is attached to this broker for ${job.kind} job ${job.job_id}`);
+    }
+    try {
+      await processor(job);
+    } catch (error) {
+      this.#options.onError(toError(error), job);
+      throw error;
+    }
+  }
+
+  async #runTaskJob(data: TaskJob, job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
+    const def = this.#tasks.get(data.task);
+    if (def === undefined) {
+      throw new UnrecoverableError(`UnknownTaskError: task "${data.task}" is not registered on this worker (registered: ${this.taskNames().join(', ') || 'none'})`);
+    }
+    try {
+      return await executeCall(
+        def,
+        data.input,
+        { runId: null, pipelineId: null, stepName: null, taskId: data.job_id, attempt: job.attemptsMade + 1, item: null, timeoutMs: def.options.timeoutMs },
+        { log: () => undefined, progress: () => undefined },
+      );
+    } catch (error) {
+      const code = error instanceof FlowcastError ? error.code : undefined;
+      const message = describeError(error);
+      if (code !== undefined && NON_RETRYABLE_CODES.has(code)) throw new UnrecoverableError(message);
+      throw new Error(message);
+    }
+  }
+
+  #taskRetryDelay(attemptsMade: number, job: { data?: unknown } | undefined): number {
+    const data = job?.data as BrokerJob | undefined;
+    const def = data?.kind === 'task' ? this.#tasks.get(data.task) : undefined;
+    if (def === undefined) return 0;
+    return retryDelay({ retry_delay_ms: def.options.retryDelayMs ?? 0, backoff: def.options.backoff ?? 'fixed' }, attemptsMade + 1);
+  }
+
+  #onRunEnded(m: RunEndedMessage): void {
+    const why = m.event === 'PipelineCancelledEvent' ? `was cancelled: ${m.reason}` : `ended (${m.event}) while this step was running`;
+    getEngine(this).abortLocal(m.run_id, () => new CancelledError(`Run ${m.run_id} ${why}`));
+  }
+
+  // ── lifecycle ─────────────────────────────────────────────────────────────────────
+
+  /**
+   * Stops taking jobs and waits for the running ones to finish, then closes what the
+   * broker opened (its connections, and the run state and transport it created).
+   * Idempotent. `{ force: true }` does not wait: running jobs are left to BullMQ's
+   * stalled-job recovery, which hands them to another worker.
+   */
+  close(options: { force?: boolean } = {}): Promise<void> {
+    this.#closing ??= this.#close(options.force === true);
+    return this.#closing;
+  }
+
+  async #close(force: boolean): Promise<void> {
+    this.#state = 'closing';
+    const report = (error: unknown): void => this.#options.onError(toError(error), null);
+    await this.#ready.catch(() => undefined);
+    await Promise.all(this.#workers.map((w) => w.close(force).catch(report)));
+    await this.#heartbeat?.stop();
+    await this.#control.close();
+    await this.#results.close();
+    await Promise.all([this.#taskQueue.close().catch(report), this.#controlQueue.close().catch(report)]);
+    await this.#owned.runState?.close().catch(report);
+    await this.#owned.transport?.close().catch(report);
+    try {
+      await this.redis.quit();
+    } catch {
+      this.redis.disconnect();
+    }
+    this.#state = 'closed';
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+function checkJob(job: unknown): void {
+  const j = job as Partial<BrokerJob> | null;
+  if (typeof j !== 'object' || j === null || typeof j.job_id !== 'string' || j.job_id.length === 0) {
+    throw new InvalidArgumentError(`enqueue(job): job must be an object with a job_id, received ${typeof job}`);
+  }
+  if (j.kind !== 'task' && j.kind !== 'step' && j.kind !== 'run_timeout') {
+    throw new InvalidArgumentError(`enqueue(job): job.kind must be "task", "step" or "run_timeout", received ${String(j.kind)}`);
+  }
+}

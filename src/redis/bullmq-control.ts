@@ -1,0 +1,119 @@
+/**
+ * Cancel across processes. When a run ends while steps of it may still run elsewhere
+ * (cancelled, failed fast, timed out), the process that ended it announces the run on
+ * one Redis Pub/Sub channel; every worker listens on that channel (one subscription per
+ * process) and aborts the calls of that run it is running, so their `ctx.signal` fires.
+ *
+ * Pub/Sub is lossy, which is harmless here: a worker that misses the message finishes
+ * its call, and the run state drops the late result (the run has ended).
+ */
+import type { Redis } from 'ioredis';
+import type { FlowcastEvent } from '../events/types.js';
+import type { RunRecord, RunStateStore, RunSummary, Transition } from '../pipeline/run-state.js';
+import { runControlChannel } from './keys.js';
+
+/** What is announced on the control channel (JSON). */
+export interface RunEndedMessage {
+  type: 'run_ended';
+  run_id: string;
+  /** The run's terminal event: `PipelineCancelledEvent` or `PipelineErrorEvent`. */
+  event: 'PipelineCancelledEvent' | 'PipelineErrorEvent';
+  /** The cancel reason or the run's error. */
+  reason: string;
+}
+
+/** Publishes and receives {@link RunEndedMessage}s. */
+export class RunControl {
+  readonly #pub: Redis;
+  readonly #channel: string;
+  readonly #onError: (error: Error) => void;
+  #sub: Redis | null = null;
+
+  constructor(pub: Redis, prefix: string, onError: (error: Error) => void) {
+    this.#pub = pub;
+    this.#channel = runControlChannel(prefix);
+    this.#onError = onError;
+  }
+
+  /** Listens on the channel with `sub` (a connection of its own, closed by {@link close}). */
+  async listen(sub: Redis, onEnded: (message: RunEndedMessage) => void): Promise<void> {
+    this.#sub = sub;
+    sub.on('message', (channel: string, raw: string) => {
+      if (channel !== this.#channel) return;
+      let message: RunEndedMessage;
+      try {
+        message = JSON.parse(raw) as RunEndedMessage;
+      } catch {
+        return;
+      }
+      if (message.type === 'run_ended' && typeof message.run_id === 'string') onEnded(message);
+    });
+    await sub.subscribe(this.#channel);
+  }
+
+  /** Announces the runs that `events` ended abnormally. Never rejects. */
+  async announce(events: readonly FlowcastEvent[]): Promise<void> {
+    for (const e of events) {
+      if (e.type !== 'PipelineCancelledEvent' && e.type !== 'PipelineErrorEvent') continue;
+      const message: RunEndedMessage = { type: 'run_ended', run_id: e.run_id, event: e.type, reason: e.type === 'PipelineCancelledEvent' ? e.reason : e.error };
+      try {
+        await this.#pub.publish(this.#channel, JSON.stringify(message));
+      } catch (error) {
+        this.#onError(error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+  }
+
+  /** Stops listening and closes the subscriber connection. Idempotent. */
+  async close(): Promise<void> {
+    const sub = this.#sub;
+    this.#sub = null;
+    if (sub === null) return;
+    try {
+      await sub.quit();
+    } catch {
+      sub.disconnect();
+    }
+  }
+}
+
+/**
+ * The broker's run state: the given store, plus an announcement on the control channel
+ * after every transition that ended a run abnormally. Everything else is the store's.
+ */
+export class AnnouncingRunState implements RunStateStore {
+  /** The store underneath (e.g. a `RedisRunState`). */
+  readonly inner: RunStateStore;
+  readonly #control: RunControl;
+
+  constructor(inner: RunStateStore, control: RunControl) {
+    this.inner = inner;
+    this.#control = control;
+  }
+
+  create(record: RunRecord, events: Parameters<RunStateStore['create']>[1]): Promise<FlowcastEvent[]> {
+    return this.inner.create(record, events);
+  }
+
+  get(runId: string): Promise<RunRecord | null> {
+    return this.inner.get(runId);
+  }
+
+  getSummary(runId: string): Promise<RunSummary | null> {
+    return this.inner.getSummary(runId);
+  }
+
+  async transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    const done = await this.inner.transition(runId, fn);
+    const last = done.events[done.events.length - 1];
+    if (last !== undefined && (last.type === 'PipelineCancelledEvent' || last.type === 'PipelineErrorEvent')) {
+      await this.#control.announce([last]);
+    }
+    return done;
+  }
+
+  /** Does not close the store underneath: the broker closes what it created. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

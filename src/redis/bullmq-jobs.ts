@@ -1,0 +1,64 @@
+/**
+ * How flowcast jobs map onto BullMQ jobs, and what happens when BullMQ hands a step job
+ * out a second time because the worker that ran it died (stalled-job recovery).
+ */
+import { isoTime } from '../core/clock.js';
+import type { StepJob } from '../core/broker.js';
+import type { EventDraft } from '../events/types.js';
+import type { RunRecord, Transition } from '../pipeline/run-state.js';
+
+/**
+ * BullMQ job id of a flowcast job id. BullMQ refuses `:` in custom ids (and plain
+ * integers), so `%` and `:` are escaped and a numeric id gets a `j` in front: the mapping
+ * stays one-to-one.
+ */
+export function bullmqJobId(jobId: string): string {
+  const escaped = jobId.replaceAll('%', '%25').replaceAll(':', '%3A');
+  return /^-?\d+$/.test(escaped) ? `j${escaped}` : escaped;
+}
+
+/**
+ * A step job delivered again after its worker stopped mid-step: the call it was running
+ * counts as a failed attempt. The step's attempt moves on by one, a `StepRetryEvent`
+ * says why, and the job continues under the new attempt (`value`). `value` is `null`
+ * when the job must not run (the run ended or the step moved on without it), and the
+ * job itself when it had not started before (nothing to retry).
+ *
+ * Pure, like every run transition: a store may apply it more than once.
+ */
+export function stepRedelivered(rec: RunRecord, job: StepJob, reason: string, now: number): Transition<StepJob | null> {
+  const none: Transition<StepJob | null> = { value: null, events: [] };
+  if (rec.status !== 'RUNNING') return none;
+  const st = rec.steps[job.step];
+  const step = rec.plan.steps.find((s) => s.name === job.step);
+  if (st === undefined || step === undefined || st.phase !== 'ACTIVE') return none;
+  let attempt: number;
+  if (st.items === null) {
+    // This job is the step's current call when it carries the current attempt, or when it
+    // already started once (then a previous redelivery moved the attempt on).
+    const current = job.attempt === st.attempt || st.task_id === job.job_id;
+    if (!current) return none;
+    if (st.started_at_ms === null || st.task_id !== job.job_id) return { value: job, events: [] };
+    attempt = st.attempt + 1;
+    st.attempt = attempt;
+  } else {
+    if (job.item !== undefined && st.items.results[job.item] !== null) return none;
+    if (st.started_at_ms === null) return { value: job, events: [] };
+    attempt = Math.max(st.attempt, job.attempt) + 1;
+    st.attempt = attempt;
+  }
+  const event: EventDraft = {
+    type: 'StepRetryEvent',
+    pipeline_id: rec.pipeline_id,
+    run_id: rec.run_id,
+    timestamp: isoTime(now),
+    step_name: step.name,
+    step_index: step.index,
+    task_id: job.job_id,
+    attempt,
+    delay_ms: 0,
+    error: reason,
+  };
+  if (job.item !== undefined) event.item = job.item;
+  return { value: { ...job, attempt }, events: [event] };
+}

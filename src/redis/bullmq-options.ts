@@ -1,0 +1,175 @@
+/**
+ * Options of {@link BullMQBroker} and their validation: defaults merged once, a clear
+ * error naming the option and the value received.
+ */
+import { Redis, type RedisOptions } from 'ioredis';
+import { InvalidArgumentError } from '../core/errors.js';
+import type { BrokerJob } from '../core/broker.js';
+import type { EventTransport } from '../transport/transport.js';
+import type { RunStateStore } from '../pipeline/run-state.js';
+import { checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
+import { DEFAULT_KEY_PREFIX, checkKeyPrefix } from './keys.js';
+
+/** Where the broker connects: a `redis://` URL, ioredis options, or an ioredis client (duplicated, never closed by the broker). */
+export type RedisConnection = string | RedisOptions | Redis;
+
+/** What a worker process does (see {@link BullMQBrokerOptions.worker}). */
+export interface BullMQWorkerOptions {
+  /**
+   * Task and step jobs this process runs at once.
+   * @default 16
+   */
+  concurrency?: number;
+  /**
+   * How long a job's lock lasts without renewal, in milliseconds. A worker that dies
+   * mid-step loses its lock after this long; BullMQ's stalled-job check then hands the
+   * job to another worker.
+   * @default 30000
+   */
+  lockDurationMs?: number;
+  /**
+   * How often workers look for stalled jobs (jobs whose lock expired), in milliseconds.
+   * @default 30000
+   */
+  stalledIntervalMs?: number;
+  /**
+   * How many times one job may be recovered from a stalled worker before it fails for good.
+   * @default 3
+   */
+  maxStalledCount?: number;
+  /**
+   * How often this worker writes its heartbeat for the engine status, in milliseconds.
+   * It is dropped from the status after three missed heartbeats.
+   * @default 5000
+   */
+  heartbeatMs?: number;
+  /**
+   * Run deadlines (`run_timeout` control jobs) handled at once. They run on their own
+   * queue, so they never wait behind task jobs.
+   * @default 32
+   */
+  controlConcurrency?: number;
+}
+
+/** Options of {@link BullMQBroker}. */
+export interface BullMQBrokerOptions {
+  /** The Redis server. The broker opens its own connections (duplicates of a given client). */
+  connection: RedisConnection;
+  /**
+   * Prefix of every key of this deployment: BullMQ's queues (`<keyPrefix>bullmq:...`),
+   * the run state, the event log, worker heartbeats. Processes that work together use
+   * the same prefix.
+   * @default "flowcast:"
+   */
+  keyPrefix?: string;
+  /**
+   * `false`: a producer only (starts runs, serves status, runs no job). An object (or
+   * `true` for the defaults): this process also runs jobs.
+   * @default true
+   */
+  worker?: boolean | BullMQWorkerOptions;
+  /** The run state store. @default a RedisRunState on this connection and prefix */
+  runState?: RunStateStore;
+  /** The event log and live fan-out. @default a RedisPubSubTransport on this connection and prefix */
+  transport?: EventTransport;
+  /**
+   * Finished standalone task jobs (`task.kiq()`) kept in Redis for `waitResult()`.
+   * @default 10000
+   */
+  maxStoredResults?: number;
+  /** Called when a job fails outside any run (a processor that threw, a Redis error). Defaults to stderr. */
+  onError?: (error: Error, job: BrokerJob | null) => void;
+}
+
+/** The worker options with every default filled in. */
+export type ResolvedWorkerOptions = Required<BullMQWorkerOptions>;
+
+/** The options with every default filled in. */
+export interface ResolvedBrokerOptions {
+  connection: RedisConnection;
+  keyPrefix: string;
+  worker: ResolvedWorkerOptions | null;
+  runState: RunStateStore | undefined;
+  transport: EventTransport | undefined;
+  maxStoredResults: number;
+  onError: (error: Error, job: BrokerJob | null) => void;
+}
+
+const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'onError'] as const;
+const WORKER_KNOWN = ['concurrency', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount', 'heartbeatMs', 'controlConcurrency'] as const;
+
+/** Validates `options` and fills in the defaults. */
+export function resolveBrokerOptions(options: BullMQBrokerOptions): ResolvedBrokerOptions {
+  const o = checkObject(options, 'BullMQBroker options');
+  checkKnownKeys(o, KNOWN, 'BullMQBroker options');
+  const connection = checkConnection(o.connection);
+  const keyPrefix = checkKeyPrefix(o.keyPrefix ?? DEFAULT_KEY_PREFIX, 'BullMQBroker options.keyPrefix');
+  const worker = resolveWorker(o.worker);
+  for (const name of ['runState', 'transport'] as const) {
+    if (o[name] !== undefined && (typeof o[name] !== 'object' || o[name] === null)) {
+      throw new InvalidArgumentError(`BullMQBroker options.${name} must be an object, received ${show(o[name])}`);
+    }
+  }
+  if (o.onError !== undefined && typeof o.onError !== 'function') {
+    throw new InvalidArgumentError(`BullMQBroker options.onError must be a function, received ${show(o.onError)}`);
+  }
+  return {
+    connection,
+    keyPrefix,
+    worker,
+    runState: options.runState,
+    transport: options.transport,
+    maxStoredResults: checkPositiveInt(o.maxStoredResults ?? 10_000, 'BullMQBroker options.maxStoredResults'),
+    onError:
+      options.onError ??
+      ((error, job) => console.error(`flowcast: ${job === null ? 'bullmq broker' : `${job.kind} job ${job.job_id}`}: ${error.message}`)),
+  };
+}
+
+function resolveWorker(value: unknown): ResolvedWorkerOptions | null {
+  if (value === false) return null;
+  if (value !== undefined && value !== true) {
+    checkKnownKeys(checkObject(value, 'BullMQBroker options.worker'), WORKER_KNOWN, 'BullMQBroker options.worker');
+  }
+  const w = (value === undefined || value === true ? {} : value) as BullMQWorkerOptions;
+  const name = (key: string): string => `BullMQBroker options.worker.${key}`;
+  return {
+    concurrency: checkPositiveInt(w.concurrency ?? 16, name('concurrency')),
+    lockDurationMs: checkPositiveInt(w.lockDurationMs ?? 30_000, name('lockDurationMs')),
+    stalledIntervalMs: checkPositiveInt(w.stalledIntervalMs ?? 30_000, name('stalledIntervalMs')),
+    maxStalledCount: checkPositiveInt(w.maxStalledCount ?? 3, name('maxStalledCount')),
+    heartbeatMs: checkPositiveInt(w.heartbeatMs ?? 5_000, name('heartbeatMs')),
+    controlConcurrency: checkPositiveInt(w.controlConcurrency ?? 32, name('controlConcurrency')),
+  };
+}
+
+function checkConnection(value: unknown): RedisConnection {
+  if (typeof value === 'string') {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      throw new InvalidArgumentError(`BullMQBroker options.connection must be a redis:// or rediss:// URL, received ${show(value)}`);
+    }
+    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+      throw new InvalidArgumentError(`BullMQBroker options.connection must be a redis:// or rediss:// URL, received ${show(value)}`);
+    }
+    return value;
+  }
+  if (value instanceof Redis) return value;
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value;
+  throw new InvalidArgumentError(
+    `BullMQBroker options.connection must be a redis:// URL, ioredis options or an ioredis client, received ${show(value)}`,
+  );
+}
+
+/**
+ * Opens a new connection for the broker. BullMQ needs `maxRetriesPerRequest: null` on
+ * the connections its workers block on.
+ */
+export function openConnection(connection: RedisConnection, name: string): Redis {
+  const extra: RedisOptions = { maxRetriesPerRequest: null, connectionName: name };
+  if (connection instanceof Redis) return connection.duplicate(extra);
+  if (typeof connection === 'string') return new Redis(connection, extra);
+  return new Redis({ ...connection, ...extra });
+}
