@@ -57,6 +57,9 @@ export interface RedisPubSubTransportOptions {
 
 const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'onListenerError', 'onError'] as const;
 
+/** Logs read at once while catching up after a reconnect. */
+const CATCH_UP_LANES = 16;
+
 const appendScript = new LuaScript(APPEND_SCRIPT);
 const publishScript = new LuaScript(PUBLISH_SCRIPT);
 const announceScript = new LuaScript(ANNOUNCE_SCRIPT);
@@ -108,6 +111,8 @@ export class RedisPubSubTransport implements EventTransport {
   readonly #allChannel: string;
   /** Last seq delivered per running run (most recent last), for the catch-up after a reconnect. */
   readonly #lastSeq = new Map<string, { pipelineId: string; seq: number }>();
+  /** Runs being caught up after a reconnect: their live events wait here, so order holds. */
+  readonly #held = new Map<string, { set: Set<EventListener>; event: FlowcastEvent }[]>();
   #lastRaw: string | null = null;
   #lastParsed: FlowcastEvent | null = null;
   #closed = false;
@@ -245,7 +250,18 @@ export class RedisPubSubTransport implements EventTransport {
       }
       this.#lastRaw = payload;
       this.#lastParsed = event;
+      const held = this.#held.get(event.run_id);
+      if (held !== undefined) {
+        held.push({ set, event });
+        return;
+      }
       this.#track(event);
+    } else {
+      const held = this.#held.get(event.run_id);
+      if (held !== undefined) {
+        held.push({ set, event });
+        return;
+      }
     }
     this.#deliver(set, event);
   }
@@ -277,23 +293,47 @@ export class RedisPubSubTransport implements EventTransport {
     }
   }
 
-  /** After a reconnect: delivers, from the logs, what the followed runs published meanwhile. */
+  /**
+   * After a reconnect: delivers, from the logs, what the followed runs published while
+   * the subscription was down. Live events of a run wait until its log was read, then
+   * those the log already gave are dropped: each run stays in order, without duplicates.
+   */
   async #catchUp(): Promise<void> {
     const runs = [...this.#lastSeq.entries()];
-    for (const [runId, known] of runs) {
-      if (this.#closed) return;
-      const targets = [runChannel(this.keyPrefix, runId), pipelineChannel(this.keyPrefix, known.pipelineId), this.#allChannel]
+    for (const [runId] of runs) if (!this.#held.has(runId)) this.#held.set(runId, []);
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < runs.length && !this.#closed) {
+        const [runId, known] = runs[next++] as [string, { pipelineId: string; seq: number }];
+        await this.#catchUpRun(runId, known.pipelineId, known.seq);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CATCH_UP_LANES, runs.length) }, lane));
+  }
+
+  async #catchUpRun(runId: string, pipelineId: string, since: number): Promise<void> {
+    let last = since;
+    try {
+      const targets = [runChannel(this.keyPrefix, runId), pipelineChannel(this.keyPrefix, pipelineId), this.#allChannel]
         .map((name) => this.#listeners.get(name))
         .filter((s): s is Set<EventListener> => s !== undefined);
-      if (targets.length === 0) continue;
-      try {
-        const log = await this.read(runId, { since: known.seq });
+      if (targets.length > 0) {
+        const log = await this.read(runId, { since });
         for (const event of log.events) {
+          last = event.seq;
           this.#track(event);
           for (const set of targets) this.#deliver(set, event);
         }
-      } catch (error) {
-        this.#onError(error, `reading run ${runId} after a reconnect`);
+      }
+    } catch (error) {
+      this.#onError(error, `reading run ${runId} after a reconnect`);
+    } finally {
+      const held = this.#held.get(runId) ?? [];
+      this.#held.delete(runId);
+      for (const { set, event } of held) {
+        if (event.seq <= last) continue;
+        this.#track(event);
+        this.#deliver(set, event);
       }
     }
   }
@@ -336,6 +376,7 @@ export class RedisPubSubTransport implements EventTransport {
     this.#closed = true;
     this.#listeners.clear();
     this.#lastSeq.clear();
+    this.#held.clear();
     await this.#mux.close();
   }
 

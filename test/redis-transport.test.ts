@@ -1,0 +1,214 @@
+import { describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { ErrorCodes } from '../src/core/errors.js';
+import type { EventDraft, FlowcastEvent } from '../src/events/types.js';
+import { runLogKey, runLogMetaKey } from '../src/redis/keys.js';
+import { RedisPubSubTransport, type RedisPubSubTransportOptions } from '../src/redis/transport.js';
+import { getWebSocketServer } from '../src/server/index.js';
+import { eventTransportConformance } from './conformance/event-transport.js';
+import { useRedisServer } from './helpers/redis.js';
+import { connect, isEvent } from './helpers/ws-client.js';
+
+const redis = useRedisServer();
+
+eventTransportConformance('redis', (options) => new RedisPubSubTransport(redis.connect(), { keyPrefix: redis.prefix(), ...options }));
+
+function open(options: RedisPubSubTransportOptions = {}): { client: Redis; transport: RedisPubSubTransport } {
+  const client = redis.connect();
+  return { client, transport: new RedisPubSubTransport(client, { keyPrefix: redis.prefix(), onError: () => undefined, ...options }) };
+}
+
+function draft(runId: string, pipelineId: string, kind: 'log' | 'end' = 'log', line = 'x'): EventDraft {
+  const base = { pipeline_id: pipelineId, run_id: runId, timestamp: new Date().toISOString() };
+  if (kind === 'end') return { type: 'PipelineCompleteEvent', ...base, pipeline_type: 'sequential', status: 'COMPLETED', duration_ms: 1, result: null };
+  return { type: 'StepLogEvent', ...base, step_name: 's', step_index: 0, task_id: 't', attempt: 1, lines: [line] };
+}
+
+/** Appends and publishes, as the engine does. */
+async function emit(t: RedisPubSubTransport, d: EventDraft): Promise<FlowcastEvent> {
+  const event = await t.append(d);
+  if (event === null) throw new Error('refused');
+  await t.publish(event);
+  return event;
+}
+
+/** Resolves once `condition()` holds, polling; rejects after `ms` (a bound for waiting, never asserted on). */
+async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function pubsubClients(client: Redis): Promise<number> {
+  const list = (await client.client('LIST')) as string;
+  return list.split('\n').filter((line) => /\bsub=[1-9]/.test(line)).length;
+}
+
+describe('RedisPubSubTransport', () => {
+  describe('#subscribe', () => {
+    it('multiplexes every local listener over one connection and exact channels, subscribing once per channel', async () => {
+      const { client, transport } = open();
+      const prefix = redis.prefix();
+      const offs: (() => void)[] = [];
+      for (let i = 0; i < 30; i++) offs.push(transport.subscribe({ runId: `run-${i % 10}` }, () => undefined));
+      for (let i = 0; i < 5; i++) offs.push(transport.subscribe({ pipelineId: 'p' }, () => undefined));
+      offs.push(transport.subscribe('*', () => undefined));
+      expect(transport.subscribedChannels).toBe(12);
+      await emit(transport, draft('run-0', 'p'));
+      expect(await pubsubClients(client)).toBe(1);
+      expect(Number(await client.pubsub('NUMPAT'))).toBe(0);
+      const channels = ((await client.pubsub('CHANNELS', `${prefix}*`)) as string[]).sort();
+      expect(channels).toEqual(
+        [...Array.from({ length: 10 }, (_, i) => `${prefix}ev:run:run-${i}`), `${prefix}ev:pipeline:p`, `${prefix}ev:all`].sort(),
+      );
+      for (const off of offs.splice(0, 30)) off();
+      await until(async () => ((await client.pubsub('CHANNELS', `${prefix}ev:run:*`)) as string[]).length === 0, 'run channels unsubscribed');
+      expect(transport.subscribedChannels).toBe(2);
+      for (const off of offs) off();
+      await until(async () => ((await client.pubsub('CHANNELS', `${prefix}*`)) as string[]).length === 0, 'all channels unsubscribed');
+    });
+
+    it('delivers a worker\'s events to two server instances, each run in seq order', async () => {
+      const worker = open().transport;
+      const servers = [open().transport, open().transport];
+      const seen = servers.map(() => new Map<string, number[]>());
+      servers.forEach((s, i) =>
+        s.subscribe('*', (e) => {
+          const list = seen[i]!.get(e.run_id) ?? [];
+          list.push(e.seq);
+          seen[i]!.set(e.run_id, list);
+        }),
+      );
+      // Subscriptions are confirmed before a publish of the same transport; the worker is
+      // another one, so wait until Redis counts both subscribers.
+      await until(async () => Number((await worker.redis.pubsub('NUMSUB', `${redis.prefix()}ev:all`))[1]) === 2, 'both servers subscribed');
+      await Promise.all(
+        ['r1', 'r2', 'r3'].map(async (runId) => {
+          for (let i = 0; i < 40; i++) await emit(worker, draft(runId, 'p'));
+          await emit(worker, draft(runId, 'p', 'end'));
+        }),
+      );
+      const expected = Array.from({ length: 41 }, (_, i) => i + 1);
+      await until(() => seen.every((m) => ['r1', 'r2', 'r3'].every((r) => m.get(r)?.length === 41)), 'every event at both servers');
+      for (const m of seen) for (const r of ['r1', 'r2', 'r3']) expect(m.get(r)).toEqual(expected);
+    });
+
+    it('after its connection is killed, resubscribes and delivers what Pub/Sub lost from the log, in order and once', async () => {
+      const { client: admin, transport: listener } = open();
+      const worker = open().transport;
+      const got: number[] = [];
+      const resubscribed: string[] = [];
+      listener.subscribe({ runId: 'run-k' }, (e) => got.push(e.seq));
+      for (let i = 0; i < 5; i++) await emit(listener, draft('run-k', 'p'));
+      await until(() => got.length === 5, 'first five events');
+      const sub = listener.subscriberConnection!;
+      sub.on('ready', () => resubscribed.push('ready'));
+      await admin.client('KILL', 'TYPE', 'pubsub');
+      // Published while the subscription is down or coming back: some of these never reach it by Pub/Sub.
+      for (let i = 0; i < 10; i++) await emit(worker, draft('run-k', 'p'));
+      await until(() => resubscribed.length > 0, 'the subscription connection reconnects');
+      for (let i = 0; i < 5; i++) await emit(worker, draft('run-k', 'p'));
+      await emit(worker, draft('run-k', 'p', 'end'));
+      await until(() => got.length >= 21, 'every event');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(got).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
+    });
+  });
+
+  describe('with the server hub', () => {
+    it('a WebSocket client gets a run complete and in order across a killed subscription connection', async () => {
+      const { client: admin, transport } = open();
+      const worker = open().transport;
+      const server = getWebSocketServer({ port: 0, transport, heartbeatMs: 0 });
+      const { url } = await server.startServer();
+      try {
+        const ws = await connect(url);
+        try {
+          await emit(worker, draft('run-ws', 'p'));
+          await ws.subscribe({ run_id: 'run-ws' });
+          await until(async () => Number((await admin.pubsub('NUMSUB', `${redis.prefix()}ev:run:run-ws`))[1]) === 1, 'hub subscribed');
+          for (let i = 0; i < 5; i++) await emit(worker, draft('run-ws', 'p'));
+          await ws.waitUntil(() => ws.messages.filter(isEvent).length >= 5, 'five live events');
+          await admin.client('KILL', 'TYPE', 'pubsub');
+          for (let i = 0; i < 10; i++) await emit(worker, draft('run-ws', 'p'));
+          await until(async () => Number((await admin.pubsub('NUMSUB', `${redis.prefix()}ev:run:run-ws`))[1]) === 1, 'hub subscribed again');
+          for (let i = 0; i < 3; i++) await emit(worker, draft('run-ws', 'p'));
+          await emit(worker, draft('run-ws', 'p', 'end'));
+          await ws.waitForEnd('run-ws');
+          const seqs = ws.messages.filter(isEvent).map((m) => m.seq);
+          expect(seqs).toEqual(Array.from({ length: 19 }, (_, i) => i + 2));
+        } finally {
+          await ws.close();
+        }
+      } finally {
+        await server.close();
+        await transport.close();
+      }
+    });
+  });
+
+  describe('#read and retention', () => {
+    it('stores the events as a stream whose ids are the seqs and trims it to maxEventsPerRun', async () => {
+      const { client, transport } = open({ maxEventsPerRun: 3 });
+      for (let i = 0; i < 7; i++) await transport.append(draft('run-s', 'p', 'log', `line ${i}`));
+      const entries = await client.xrange(runLogKey(redis.prefix(), 'run-s'), '-', '+');
+      expect(entries.map(([id]) => id)).toEqual(['5-0', '6-0', '7-0']);
+      const read = await transport.read('run-s', { since: 2, limit: 2 });
+      expect(read).toMatchObject({ first_seq: 5, last_seq: 7, complete: false, ended: false });
+      expect(read.events.map((e) => (e.type === 'StepLogEvent' ? e.lines[0] : ''))).toEqual(['line 4', 'line 5']);
+    });
+
+    it('keeps a running log for ttlSeconds after its last write and an ended one for endedTtlSeconds', async () => {
+      const { client, transport } = open({ ttlSeconds: 1000, endedTtlSeconds: 20 });
+      await transport.append(draft('run-t', 'p'));
+      const keys = [runLogKey(redis.prefix(), 'run-t'), runLogMetaKey(redis.prefix(), 'run-t')];
+      for (const key of keys) expect(await client.ttl(key)).toBeGreaterThan(900);
+      await transport.append(draft('run-t', 'p', 'end'));
+      for (const key of keys) {
+        const ttl = await client.ttl(key);
+        expect(ttl).toBeGreaterThan(0);
+        expect(ttl).toBeLessThanOrEqual(20);
+      }
+    });
+  });
+
+  describe('#announceInstance / #instances', () => {
+    it('lists the live server instances and forgets those that stopped announcing', async () => {
+      const a = open().transport;
+      const b = open().transport;
+      const status = (id: string, clients: number) => ({ id, host: 'h', pid: 1, clients, started_at: new Date().toISOString(), last_heartbeat: new Date().toISOString() });
+      await a.announceInstance(status('server-a', 3), 60_000);
+      await b.announceInstance(status('server-b', 1), 1);
+      await a.announceInstance(status('server-a', 4), 60_000);
+      await new Promise((r) => setTimeout(r, 20));
+      const live = await b.instances();
+      expect(live.map((s) => [s.id, s.clients])).toEqual([['server-a', 4]]);
+      await expect(a.announceInstance(status('bad id', 1), 1000)).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT });
+      await expect(a.announceInstance(status('ok', 1), 0)).rejects.toThrow(/ttlMs must be an integer >= 1/);
+    });
+  });
+
+  describe('validation', () => {
+    it('rejects bad clients, options, channels and arguments with clear errors', async () => {
+      const client = redis.connect();
+      expect(() => new RedisPubSubTransport(null as unknown as Redis)).toThrow(/ioredis client/);
+      expect(() => new RedisPubSubTransport(client, { keyPrefix: 'a{b' })).toThrow(/keyPrefix/);
+      expect(() => new RedisPubSubTransport(client, { maxEventsPerRun: 0 })).toThrow(/maxEventsPerRun must be an integer >= 1/);
+      expect(() => new RedisPubSubTransport(client, { retention: 1 } as never)).toThrow(/unknown option "retention"/);
+      const { client: own, transport } = open();
+      expect(() => transport.subscribe({ runId: '' }, () => undefined)).toThrow(/runId/);
+      expect(() => transport.subscribe('all' as never, () => undefined)).toThrow(/channel must be/);
+      expect(() => transport.subscribe('*', 'f' as never)).toThrow(/listener must be a function/);
+      await expect(transport.append({ ...draft('run-v', 'p'), type: 'Nope' } as never)).rejects.toThrow(/draft.type must be an event type/);
+      await expect(transport.append(draft('run v', 'p'))).rejects.toThrow(/draft.run_id/);
+      await expect(transport.read('run-v', { since: -1 })).rejects.toThrow(/since must be/);
+      await transport.close();
+      await transport.close();
+      await expect(transport.append(draft('run-v', 'p'))).rejects.toMatchObject({ code: ErrorCodes.CLOSED });
+      // The caller's client stays open: the transport closes only what it opened.
+      expect(await own.ping()).toBe('PONG');
+    });
+  });
+});
