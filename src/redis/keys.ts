@@ -108,3 +108,40 @@ export function workersIndexKey(keyPrefix: string): string {
 export function runControlChannel(keyPrefix: string): string {
   return `${keyPrefix}run-control`;
 }
+
+// ── Tracking storage (RedisPipelineStorage, src/redis/storage*.ts) ──────────────────────
+
+/** `<prefix>{<run_id>}:track`: hash of one tracked run (`s` status JSON, `v` version, `q` last_seq). */
+export function trackRunKey(prefix: string, runId: string): string {
+  return `${prefix}${runTag(runId)}:track`;
+}
+
+/** `<prefix>{<run_id>}:track:pending`: hash of a run's events that arrived ahead of a gap (`<seq>` → event JSON, `since` → ms). */
+export function trackPendingKey(prefix: string, runId: string): string {
+  return `${prefix}${runTag(runId)}:track:pending`;
+}
+
+/** `<prefix>track:idx:started`: sorted set of every tracked run id, scored by `started_at` (ms; `-inf` when never started). */
+export function trackStartedIndexKey(prefix: string): string {
+  return `${prefix}track:idx:started`;
+}
+
+/** `<prefix>track:idx:ended`: sorted set of ended run ids, scored by `completed_at` (ms), for cleanupOlderThan. */
+export function trackEndedIndexKey(prefix: string): string {
+  return `${prefix}track:idx:ended`;
+}
+
+/** `<prefix>track:idx:status:<STATUS>`: sorted set of the run ids that had this status, scored by `started_at`. */
+export function trackStatusIndexKey(prefix: string, status: string): string {
+  return `${prefix}track:idx:status:${status}`;
+}
+
+/** `<prefix>track:idx:pipeline:<pipeline_id>`: sorted set of one pipeline's run ids, scored by `started_at`. */
+export function trackPipelineIndexKey(prefix: string, pipelineId: string): string {
+  return `${prefix}track:idx:pipeline:${pipelineId}`;
+}
+
+/** `<prefix>track:idx:pipelines`: set of the pipeline ids that have a pipeline index (for the prune pass). */
+export function trackPipelinesKey(prefix: string): string {
+  return `${prefix}track:idx:pipelines`;
+}

@@ -1,0 +1,177 @@
+/**
+ * The indexes of {@link RedisPipelineStorage}: sorted sets of run ids, by start time (all
+ * runs, per pipeline, per status) and by end time (ended runs). They hold no run tag, so
+ * they are written by plain commands after a run's record is written, never inside a
+ * run's script (Redis Cluster forbids keys of two slots in one script).
+ *
+ * Index entries are only ever added by writes; an entry whose run is gone (deleted or
+ * expired) or no longer matches (another status, another pipeline) is removed by the
+ * reader that meets it and by the prune pass. So a reader never trusts an index alone:
+ * it checks every record it returns.
+ */
+import { PIPELINE_STATUSES, isEndedStatus, type PipelineStatus } from '../tracking/models.js';
+import {
+  trackEndedIndexKey,
+  trackPipelineIndexKey,
+  trackPipelinesKey,
+  trackRunKey,
+  trackStartedIndexKey,
+  trackStatusIndexKey,
+} from './keys.js';
+import type { RedisClient } from './storage-lua.js';
+
+/** The fields of a status that decide its index entries. */
+export interface IndexedFields {
+  pipelineId: string;
+  status: string;
+  started: string;
+  completed: string | null;
+}
+
+/** A status's index fields: `started` is the score (`-inf` for a run that never started). */
+export function indexedFields(s: PipelineStatus): IndexedFields {
+  const started = s.started_at === null ? NaN : Date.parse(s.started_at);
+  const completed = s.completed_at === null || !isEndedStatus(s.status) ? NaN : Date.parse(s.completed_at);
+  return {
+    pipelineId: s.pipeline_id,
+    status: s.status,
+    started: Number.isNaN(started) ? '-inf' : String(started),
+    completed: Number.isNaN(completed) ? null : String(completed),
+  };
+}
+
+/** `true` when a write from `before` to `after` must touch the indexes. */
+export function indexChanged(before: IndexedFields | null, after: IndexedFields): boolean {
+  return (
+    before === null ||
+    before.pipelineId !== after.pipelineId ||
+    before.status !== after.status ||
+    before.started !== after.started ||
+    before.completed !== after.completed
+  );
+}
+
+/** Adds a run to every index it belongs to (idempotent). */
+export async function addToIndexes(redis: RedisClient, prefix: string, runId: string, f: IndexedFields): Promise<void> {
+  const writes: Promise<unknown>[] = [
+    redis.zadd(trackStartedIndexKey(prefix), f.started, runId),
+    redis.zadd(trackPipelineIndexKey(prefix, f.pipelineId), f.started, runId),
+    redis.sadd(trackPipelinesKey(prefix), f.pipelineId),
+    redis.zadd(trackStatusIndexKey(prefix, f.status), f.started, runId),
+  ];
+  if (f.completed !== null) writes.push(redis.zadd(trackEndedIndexKey(prefix), f.completed, runId));
+  await Promise.all(writes);
+}
+
+/** Removes a run from the global indexes and, when known, from its pipeline's index. */
+export async function removeFromIndexes(redis: RedisClient, prefix: string, runId: string, pipelineId: string | null): Promise<void> {
+  const writes: Promise<unknown>[] = [redis.zrem(trackStartedIndexKey(prefix), runId), redis.zrem(trackEndedIndexKey(prefix), runId)];
+  for (const s of PIPELINE_STATUSES) writes.push(redis.zrem(trackStatusIndexKey(prefix, s), runId));
+  await Promise.all(writes);
+  if (pipelineId === null) return;
+  const key = trackPipelineIndexKey(prefix, pipelineId);
+  await redis.zrem(key, runId);
+  // Redis deletes a sorted set that empties: then the pipeline leaves the set of pipelines.
+  if ((await redis.exists(key)) === 0) await redis.srem(trackPipelinesKey(prefix), pipelineId);
+}
+
+/** Reads the `s` field (status JSON) of many runs; `null` for a run that is gone. */
+export async function readStatuses(redis: RedisClient, prefix: string, runIds: readonly string[]): Promise<(string | null)[]> {
+  // One command per run (each run key has its own slot); ioredis writes them back to back.
+  return Promise.all(runIds.map((id) => redis.hget(trackRunKey(prefix, id), 's')));
+}
+
+/** Options of {@link scanIndex}. */
+export interface ScanOptions {
+  /** The sorted set to walk, highest score first. */
+  key: string;
+  /** Lowest score to include (a number as a string, or `-inf`). */
+  min: string;
+  /** Ids per round trip. */
+  batch: number;
+  /** Does this record belong in the index? (A `false` removes the entry.) */
+  belongs: (status: PipelineStatus) => boolean;
+}
+
+/**
+ * Walks an index from the highest score down and yields the parsed status of every entry
+ * whose record exists and belongs there; other entries are removed from the index as
+ * they are met (the lazy half of pruning). A run seen twice (the index moved under the
+ * walk) is yielded once.
+ */
+export async function* scanIndex(redis: RedisClient, prefix: string, options: ScanOptions): AsyncGenerator<PipelineStatus> {
+  const { key, min, batch, belongs } = options;
+  const seen = new Set<string>();
+  let offset = 0;
+  for (;;) {
+    const ids = await redis.zrevrangebyscore(key, '+inf', min, 'LIMIT', offset, batch);
+    if (ids.length === 0) return;
+    const rows = await readStatuses(redis, prefix, ids);
+    const gone: string[] = [];
+    const stale: string[] = [];
+    const found: PipelineStatus[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i] as string;
+      const row = rows[i];
+      if (row === null || row === undefined) {
+        gone.push(id);
+        continue;
+      }
+      const status = JSON.parse(row) as PipelineStatus;
+      if (!belongs(status)) stale.push(id);
+      else if (!seen.has(id)) {
+        seen.add(id);
+        found.push(status);
+      }
+    }
+    const removals: Promise<unknown>[] = gone.map((id) => removeFromIndexes(redis, prefix, id, null));
+    if (stale.length > 0) removals.push(redis.zrem(key, ...stale));
+    if (gone.length > 0) removals.push(redis.zrem(key, ...gone));
+    await Promise.all(removals);
+    // The removed entries were in this page: the next page starts that much earlier.
+    offset += ids.length - gone.length - stale.length;
+    for (const s of found) yield s;
+    if (ids.length < batch) return;
+  }
+}
+
+/** What one prune pass did. */
+export interface PruneResult {
+  /** Index entries checked. */
+  checked: number;
+  /** Index entries removed because their run is gone. */
+  removed: number;
+}
+
+/**
+ * The prune pass: removes index entries whose run record no longer exists. Only entries
+ * scored at or below `cutoffMs` can belong to an expired run (a record expires `ttl`
+ * after its last write, which is after its start and its end), so only those are checked.
+ */
+export async function pruneIndexes(redis: RedisClient, prefix: string, cutoffMs: number, batch: number): Promise<PruneResult> {
+  const result: PruneResult = { checked: 0, removed: 0 };
+  const keys = [trackStartedIndexKey(prefix), trackEndedIndexKey(prefix), ...PIPELINE_STATUSES.map((s) => trackStatusIndexKey(prefix, s))];
+  const pipelines = await redis.smembers(trackPipelinesKey(prefix));
+  for (const p of pipelines) keys.push(trackPipelineIndexKey(prefix, p));
+  for (const key of keys) {
+    let offset = 0;
+    for (;;) {
+      const ids = await redis.zrangebyscore(key, '-inf', String(cutoffMs), 'LIMIT', offset, batch);
+      if (ids.length === 0) break;
+      const exists = await Promise.all(ids.map((id) => redis.exists(trackRunKey(prefix, id))));
+      const gone = ids.filter((_, i) => exists[i] === 0);
+      result.checked += ids.length;
+      if (gone.length > 0) {
+        await redis.zrem(key, ...gone);
+        result.removed += gone.length;
+      }
+      offset += ids.length - gone.length;
+      if (ids.length < batch) break;
+    }
+  }
+  // A pipeline whose index emptied (Redis deletes an empty sorted set) leaves the set of pipelines.
+  const left = await Promise.all(pipelines.map((p) => redis.exists(trackPipelineIndexKey(prefix, p))));
+  const empty = pipelines.filter((_, i) => left[i] === 0);
+  if (empty.length > 0) await redis.srem(trackPipelinesKey(prefix), ...empty);
+  return result;
+}

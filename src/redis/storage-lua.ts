@@ -1,0 +1,132 @@
+/**
+ * The Lua scripts of {@link RedisPipelineStorage}, one per operation, each with its
+ * KEYS / ARGV / returns header. Every script touches only the keys of one run (which
+ * share the run's hash tag, so one Cluster slot); index keys are written by separate
+ * commands.
+ *
+ * A run's record is a hash: `s` the status JSON, `v` a version bumped on every write
+ * (the compare-and-set token), `q` the status's `last_seq`.
+ */
+import { createHash } from 'node:crypto';
+import type { Cluster, Redis } from 'ioredis';
+
+/** A Redis client the storage can use: an ioredis `Redis` or `Cluster`. */
+export type RedisClient = Redis | Cluster;
+
+/** A Lua script run with EVALSHA, falling back to EVAL once when the server does not know it yet. */
+export class LuaScript {
+  readonly sha: string;
+
+  constructor(
+    readonly name: string,
+    readonly source: string,
+  ) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+
+  async run(redis: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    try {
+      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      return redis.eval(this.source, keys.length, ...keys, ...args);
+    }
+  }
+}
+
+/** Current server time in ms (Lua), as a string. */
+const NOW_MS = `local t = redis.call('TIME')
+local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))`;
+
+/**
+ * Offers one event to the run's pending buffer (unless it is a duplicate), then reads
+ * what the caller needs to apply pending events.
+ *
+ * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * ARGV[1] the event's seq, ARGV[2] the event JSON ('' to only read),
+ * ARGV[3] pending TTL (s) of a known run, ARGV[4] pending TTL (s) of a run with no record yet
+ * Returns {0} for a duplicate (seq <= last_seq, or already pending); else
+ * {1, version, status JSON or nil, ms the oldest pending event has waited, seq1, event1, seq2, event2, ...}
+ */
+export const OFFER = new LuaScript(
+  'track-offer',
+  `local rec = redis.call('HMGET', KEYS[1], 'v', 'q', 's')
+${NOW_MS}
+if ARGV[2] ~= '' then
+  if rec[2] and tonumber(ARGV[1]) <= tonumber(rec[2]) then return {0} end
+  if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return {0} end
+  redis.call('HSETNX', KEYS[2], 'since', now)
+  if rec[3] then redis.call('EXPIRE', KEYS[2], ARGV[3]) else redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+end
+local out = {1, rec[1] or '0', rec[3], '0'}
+local pending = redis.call('HGETALL', KEYS[2])
+for i = 1, #pending, 2 do
+  if pending[i] == 'since' then
+    out[4] = tostring(tonumber(now) - tonumber(pending[i + 1]))
+  else
+    out[#out + 1] = pending[i]
+    out[#out + 1] = pending[i + 1]
+  end
+end
+return out`,
+);
+
+/**
+ * Stores a status computed from the pending events if the record is still at the
+ * version the caller read (compare-and-set), removes the applied pending events and
+ * refreshes the TTLs.
+ *
+ * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * ARGV[1] expected version ('0' for a run with no record), ARGV[2] status JSON, ARGV[3] its last_seq,
+ * ARGV[4] TTL (s), ARGV[5..] seqs to remove from the pending hash
+ * Returns the new version, or 0 when the record changed meanwhile (read again and retry).
+ */
+export const COMMIT = new LuaScript(
+  'track-commit',
+  `local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', v + 1, 'q', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+for i = 5, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
+local left = redis.call('HLEN', KEYS[2])
+if left == 1 and redis.call('HEXISTS', KEYS[2], 'since') == 1 then
+  redis.call('DEL', KEYS[2])
+elseif left > 0 then
+  ${NOW_MS.replace(/\n/g, '\n  ')}
+  redis.call('HSET', KEYS[2], 'since', now)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return v + 1`,
+);
+
+/**
+ * Replaces a run's status (saveStatus).
+ *
+ * KEYS[1] the run record
+ * ARGV[1] status JSON, ARGV[2] its last_seq, ARGV[3] TTL (s)
+ * Returns the previous status JSON, or nil.
+ */
+export const SAVE = new LuaScript(
+  'track-save',
+  `local previous = redis.call('HGET', KEYS[1], 's')
+redis.call('HSET', KEYS[1], 's', ARGV[1], 'q', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return previous`,
+);
+
+/**
+ * Deletes a run's record and pending events, if it is still at the expected version.
+ *
+ * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * ARGV[1] expected version, or '' for any
+ * Returns the deleted status JSON, or nil when there was none or it changed meanwhile.
+ */
+export const DELETE = new LuaScript(
+  'track-delete',
+  `local rec = redis.call('HMGET', KEYS[1], 'v', 's')
+if not rec[2] then return nil end
+if ARGV[1] ~= '' and rec[1] ~= ARGV[1] then return nil end
+redis.call('DEL', KEYS[1], KEYS[2])
+return rec[2]`,
+);

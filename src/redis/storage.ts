@@ -1,0 +1,443 @@
+import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError } from '../core/errors.js';
+import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
+import type { FlowcastEvent } from '../events/types.js';
+import { PIPELINE_STATUSES, isEndedStatus, type PipelineStatus } from '../tracking/models.js';
+import { applyEvent } from '../tracking/reducer.js';
+import type { ListPipelinesQuery, TrackingStorage } from '../tracking/storage.js';
+import {
+  DEFAULT_KEY_PREFIX,
+  checkKeyPrefix,
+  trackEndedIndexKey,
+  trackPendingKey,
+  trackPipelineIndexKey,
+  trackPipelinesKey,
+  trackRunKey,
+  trackStartedIndexKey,
+  trackStatusIndexKey,
+} from './keys.js';
+import {
+  addToIndexes,
+  indexChanged,
+  indexedFields,
+  pruneIndexes,
+  removeFromIndexes,
+  scanIndex,
+  type IndexedFields,
+  type PruneResult,
+} from './storage-indexes.js';
+import { COMMIT, DELETE, OFFER, SAVE, type RedisClient } from './storage-lua.js';
+
+export type { RedisClient } from './storage-lua.js';
+export type { PruneResult } from './storage-indexes.js';
+
+/** Options of {@link RedisPipelineStorage}. */
+export interface RedisPipelineStorageOptions {
+  /**
+   * Prefix of every key (seed 001 §5.2 `key_prefix`). 1-100 printable characters
+   * without spaces or braces. The storage's keys are `<keyPrefix>{<run_id>}:track…` and
+   * `<keyPrefix>track:idx:…`.
+   * @default "flowcast:"
+   */
+  keyPrefix?: string;
+  /**
+   * Seconds a run is kept after its last write (seed 001 §5.2 `ttl_seconds`). Every
+   * write refreshes it, so a run that keeps running never expires.
+   * @default 604800 (7 days)
+   */
+  ttlSeconds?: number;
+  /**
+   * How long events that arrived ahead of a missing seq wait for it before they are
+   * applied anyway (the missing event is then ignored if it comes later).
+   * @default 10000
+   */
+  gapTimeoutMs?: number;
+  /**
+   * At most one prune pass (removing index entries of expired runs) per this many ms,
+   * started by a write. `0` turns the automatic pass off (call {@link RedisPipelineStorage.prune}).
+   * @default 60000
+   */
+  pruneIntervalMs?: number;
+  /** Where failures of the background prune pass go. @default console.error */
+  onError?: (error: Error) => void;
+}
+
+const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'onError'] as const;
+/** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */
+const ORPHAN_TTL_SECONDS = 3600;
+/** Run ids read per round trip by list queries. */
+const SCAN_BATCH = 500;
+/** Compare-and-set attempts before applyEvent gives up. */
+const MAX_ATTEMPTS = 1000;
+
+/** What {@link OFFER} read. */
+interface Loaded {
+  version: string;
+  status: PipelineStatus | null;
+  waitedMs: number;
+  /** seq → event JSON. */
+  pending: Map<number, string>;
+}
+
+function parseOffer(reply: unknown): Loaded | null {
+  const r = reply as (string | number | null)[];
+  if (r[0] === 0) return null;
+  const pending = new Map<number, string>();
+  for (let i = 4; i + 1 < r.length; i += 2) pending.set(Number(r[i]), String(r[i + 1]));
+  const json = r[2];
+  return {
+    version: String(r[1]),
+    status: typeof json === 'string' ? (JSON.parse(json) as PipelineStatus) : null,
+    waitedMs: Number(r[3]),
+    pending,
+  };
+}
+
+function isRedisClient(value: unknown): value is RedisClient {
+  if (typeof value !== 'object' || value === null) return false;
+  const r = value as Record<string, unknown>;
+  return ['evalsha', 'eval', 'hget', 'zadd', 'zrevrangebyscore'].every((m) => typeof r[m] === 'function');
+}
+
+function checkStatusObject(status: unknown): PipelineStatus {
+  const s = checkObject(status, 'saveStatus(status)');
+  checkNonEmptyString(s.run_id, 'saveStatus(status): status.run_id');
+  checkNonEmptyString(s.pipeline_id, 'saveStatus(status): status.pipeline_id');
+  checkOneOf(s.status, PIPELINE_STATUSES, 'saveStatus(status): status.status');
+  checkNonNegativeInt(s.last_seq, 'saveStatus(status): status.last_seq');
+  if (!Array.isArray(s.steps)) throw new InvalidArgumentError(`saveStatus(status): status.steps must be an array, received ${show(s.steps)}`);
+  return status as PipelineStatus;
+}
+
+function checkEvent(event: unknown): FlowcastEvent {
+  const e = checkObject(event, 'applyEvent(event)');
+  checkNonEmptyString(e.type, 'applyEvent(event): event.type');
+  checkNonEmptyString(e.run_id, 'applyEvent(event): event.run_id');
+  checkNonEmptyString(e.pipeline_id, 'applyEvent(event): event.pipeline_id');
+  checkPositiveInt(e.seq, 'applyEvent(event): event.seq');
+  return event as FlowcastEvent;
+}
+
+function checkDate(value: unknown, name: string): Date {
+  if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw new InvalidArgumentError(`${name} must be a valid Date, received ${show(value)}`);
+  return value;
+}
+
+/**
+ * Tracking storage in Redis (seed 001 §5.2), shared by every process of a deployment.
+ *
+ * - **Atomic updates from many workers.** {@link applyEvent} puts the event in the run's
+ *   pending buffer and applies the buffered events in seq order with the reducer, then
+ *   stores the result with a compare-and-set Lua script; a concurrent writer makes it
+ *   read again and retry, so no update is lost. Events that arrive ahead of a missing
+ *   seq wait for it (at most `gapTimeoutMs`).
+ * - **TTL refreshed on every write**: a run expires `ttlSeconds` after its last write.
+ * - **Indexes pruned with their records**: a run deleted or expired leaves the lists at
+ *   once (every read checks the record) and its index entries are removed by the reader
+ *   and by a periodic prune pass.
+ * - **Redis Cluster**: a run's keys share its hash tag; scripts never touch an index.
+ * - The caller owns the connection: {@link close} does not close it.
+ *
+ * @example
+ * const redis = new Redis('redis://localhost:6379');
+ * const tracking = new PipelineTrackingManager().withStorage(new RedisPipelineStorage(redis, { ttlSeconds: 30 * 86400 }));
+ */
+export class RedisPipelineStorage implements TrackingStorage {
+  /** The key prefix in use. */
+  readonly keyPrefix: string;
+  /** Seconds a run is kept after its last write. */
+  readonly ttlSeconds: number;
+  /** How long buffered events wait for a missing seq. */
+  readonly gapTimeoutMs: number;
+  readonly #redis: RedisClient;
+  readonly #pruneIntervalMs: number;
+  readonly #onError: (error: Error) => void;
+  readonly #orphanTtl: number;
+  #lastPrune = Date.now();
+  #pruning: Promise<void> | null = null;
+  #closed = false;
+
+  constructor(redis: RedisClient, options: RedisPipelineStorageOptions = {}) {
+    if (!isRedisClient(redis)) throw new InvalidArgumentError(`RedisPipelineStorage(redis): redis must be an ioredis Redis or Cluster client, received ${show(redis)}`);
+    const o = checkObject(options, 'RedisPipelineStorage options');
+    checkKnownKeys(o, OPTION_KEYS, 'RedisPipelineStorage options');
+    this.#redis = redis;
+    this.keyPrefix = options.keyPrefix === undefined ? DEFAULT_KEY_PREFIX : checkKeyPrefix(options.keyPrefix);
+    this.ttlSeconds = options.ttlSeconds === undefined ? 604_800 : checkPositiveInt(options.ttlSeconds, 'ttlSeconds');
+    this.gapTimeoutMs = options.gapTimeoutMs === undefined ? 10_000 : checkNonNegativeInt(options.gapTimeoutMs, 'gapTimeoutMs');
+    this.#pruneIntervalMs = options.pruneIntervalMs === undefined ? 60_000 : checkNonNegativeInt(options.pruneIntervalMs, 'pruneIntervalMs');
+    if (options.onError !== undefined && typeof options.onError !== 'function') {
+      throw new InvalidArgumentError(`onError must be a function, received ${show(options.onError)}`);
+    }
+    this.#onError = options.onError ?? ((error) => console.error(`flowcast RedisPipelineStorage: prune failed: ${describeError(error)}`));
+    this.#orphanTtl = Math.min(this.ttlSeconds, ORPHAN_TTL_SECONDS);
+  }
+
+  async saveStatus(status: PipelineStatus): Promise<void> {
+    this.#open();
+    checkStatusObject(status);
+    const prefix = this.keyPrefix;
+    const previous = (await SAVE.run(this.#redis, [trackRunKey(prefix, status.run_id)], [JSON.stringify(status), status.last_seq, this.ttlSeconds])) as string | null;
+    const before = previous === null ? null : indexedFields(JSON.parse(previous) as PipelineStatus);
+    await this.#indexWrite(status.run_id, before, status, true);
+  }
+
+  async getStatus(runId: string): Promise<PipelineStatus | null> {
+    this.#open();
+    checkNonEmptyString(runId, 'getStatus(runId)');
+    const loaded = await this.#offer(runId, 0, '');
+    if (loaded === null) return null;
+    // Events held back by a gap that timed out are applied by whoever looks next.
+    if (loaded.pending.size > 0 && loaded.waitedMs >= this.gapTimeoutMs && loaded.status !== null) {
+      return (await this.#settle(runId, null, loaded)).status;
+    }
+    return loaded.status;
+  }
+
+  async listPipelines(query: ListPipelinesQuery = {}): Promise<PipelineStatus[]> {
+    this.#open();
+    const q = checkObject(query, 'listPipelines(query)');
+    checkKnownKeys(q, ['status', 'pipelineId', 'since', 'limit', 'offset'], 'listPipelines(query)');
+    const status = query.status === undefined ? undefined : checkOneOf(query.status, PIPELINE_STATUSES, 'status');
+    const pipelineId = query.pipelineId === undefined ? undefined : checkNonEmptyString(query.pipelineId, 'pipelineId');
+    const since = query.since === undefined ? undefined : checkDate(query.since, 'since');
+    const limit = query.limit === undefined ? Infinity : checkPositiveInt(query.limit, 'limit');
+    let skip = query.offset === undefined ? 0 : checkNonNegativeInt(query.offset, 'offset');
+    const prefix = this.keyPrefix;
+    // The most selective index that fits: the pipeline's, else the status's, else all runs.
+    const key =
+      pipelineId !== undefined
+        ? trackPipelineIndexKey(prefix, pipelineId)
+        : status !== undefined
+          ? trackStatusIndexKey(prefix, status)
+          : trackStartedIndexKey(prefix);
+    const sinceMs = since?.getTime();
+    const out: PipelineStatus[] = [];
+    const scan = scanIndex(this.#redis, prefix, {
+      key,
+      min: sinceMs === undefined ? '-inf' : String(sinceMs),
+      batch: Number.isFinite(limit) ? Math.min(SCAN_BATCH, limit + skip) : SCAN_BATCH,
+      belongs: (s) => (pipelineId === undefined || s.pipeline_id === pipelineId) && (pipelineId !== undefined || status === undefined || s.status === status),
+    });
+    for await (const s of scan) {
+      if (status !== undefined && s.status !== status) continue;
+      if (sinceMs !== undefined && (s.started_at === null || Date.parse(s.started_at) < sinceMs)) continue;
+      if (skip > 0) {
+        skip--;
+        continue;
+      }
+      out.push(s);
+      if (out.length >= limit) break;
+    }
+    // The index order is by start time; ties and entries moved under the walk are put right here.
+    return out.sort(newestStartedFirst);
+  }
+
+  async getLatest(pipelineId: string): Promise<PipelineStatus | null> {
+    this.#open();
+    const [latest] = await this.listPipelines({ pipelineId: checkNonEmptyString(pipelineId, 'getLatest(pipelineId)'), limit: 1 });
+    return latest ?? null;
+  }
+
+  async deletePipeline(id: string): Promise<number> {
+    this.#open();
+    checkNonEmptyString(id, 'deletePipeline(id)');
+    if (await this.#deleteRun(id, '')) return 1;
+    const prefix = this.keyPrefix;
+    const indexKey = trackPipelineIndexKey(prefix, id);
+    let deleted = 0;
+    for (;;) {
+      const ids = await this.#redis.zrange(indexKey, 0, SCAN_BATCH - 1);
+      if (ids.length === 0) break;
+      const rows = await Promise.all(ids.map((runId) => this.#redis.hget(trackRunKey(prefix, runId), 's')));
+      const results = await Promise.all(
+        ids.map(async (runId, i) => {
+          const row = rows[i];
+          if (row === null || row === undefined || (JSON.parse(row) as PipelineStatus).pipeline_id !== id) return false;
+          return this.#deleteRun(runId, '');
+        }),
+      );
+      deleted += results.filter(Boolean).length;
+      await this.#redis.zrem(indexKey, ...ids);
+    }
+    await this.#redis.srem(trackPipelinesKey(prefix), id);
+    return deleted;
+  }
+
+  /**
+   * Applies `event` atomically (see {@link TrackingStorage.applyEvent}); safe from any
+   * number of processes at once. Resolves with the run's status once `event` is in it,
+   * or `null`: a duplicate, an event of a run not started, or an event waiting for an
+   * earlier seq that has not arrived yet (it is applied when that one arrives, or after
+   * `gapTimeoutMs`).
+   */
+  async applyEvent(event: FlowcastEvent): Promise<PipelineStatus | null> {
+    this.#open();
+    checkEvent(event);
+    const loaded = await this.#offer(event.run_id, event.seq, JSON.stringify(event));
+    if (loaded === null) return null;
+    const { status, own } = await this.#settle(event.run_id, event.seq, loaded);
+    return own ? status : null;
+  }
+
+  async cleanupOlderThan(cutoff: Date): Promise<number> {
+    this.#open();
+    const cut = checkDate(cutoff, 'cleanupOlderThan(cutoff)').getTime();
+    const prefix = this.keyPrefix;
+    const key = trackEndedIndexKey(prefix);
+    let removed = 0;
+    let offset = 0;
+    for (;;) {
+      const ids = await this.#redis.zrangebyscore(key, '-inf', `(${cut}`, 'LIMIT', offset, SCAN_BATCH);
+      if (ids.length === 0) break;
+      const rows = await Promise.all(ids.map((id) => this.#redis.hmget(trackRunKey(prefix, id), 'v', 's')));
+      let kept = 0;
+      await Promise.all(
+        ids.map(async (id, i) => {
+          const [version, json] = rows[i] ?? [null, null];
+          const s = typeof json === 'string' ? (JSON.parse(json) as PipelineStatus) : null;
+          if (s === null) {
+            await removeFromIndexes(this.#redis, prefix, id, null);
+            return;
+          }
+          const done = isEndedStatus(s.status) && s.completed_at !== null && Date.parse(s.completed_at) < cut;
+          // Deleted only if unchanged since read: a run restarted meanwhile stays.
+          if (done && (await this.#deleteRun(id, version ?? ''))) removed++;
+          else kept++;
+        }),
+      );
+      offset += kept;
+      if (ids.length < SCAN_BATCH) break;
+    }
+    return removed;
+  }
+
+  /**
+   * One prune pass now: removes the index entries of runs whose record expired. Writes
+   * start one every `pruneIntervalMs` by themselves; call this to run one at a time of
+   * your choosing.
+   */
+  async prune(): Promise<PruneResult> {
+    this.#open();
+    this.#lastPrune = Date.now();
+    return pruneIndexes(this.#redis, this.keyPrefix, Date.now() - this.ttlSeconds * 1000, SCAN_BATCH);
+  }
+
+  /** Stops using the connection (which stays open: the caller owns it), after a running prune pass. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#pruning;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #open(): void {
+    if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'RedisPipelineStorage is closed');
+  }
+
+  #offer(runId: string, seq: number, json: string): Promise<Loaded | null> {
+    const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
+    return OFFER.run(this.#redis, keys, [seq, json, this.ttlSeconds, this.#orphanTtl]).then(parseOffer);
+  }
+
+  /**
+   * Applies the run's pending events that can go now (in seq order; past a gap only once
+   * it timed out) and stores the result with a compare-and-set, reading again on a
+   * conflict. `own` tells whether event `seq` is in the resulting status.
+   */
+  async #settle(runId: string, seq: number | null, first: Loaded): Promise<{ status: PipelineStatus | null; own: boolean }> {
+    let loaded: Loaded | null = first;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      if (loaded === null) return { status: null, own: false };
+      const ownApplied = (l: Loaded): boolean => seq !== null && l.status !== null && !l.pending.has(seq) && seq <= l.status.last_seq;
+      const before = loaded.status === null ? null : indexedFields(loaded.status);
+      const reflected = ownApplied(loaded);
+      const drained = this.#drain(loaded);
+      if (drained === null) return { status: loaded.status, own: reflected };
+      const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
+      const args = [loaded.version, JSON.stringify(drained.status), drained.status.last_seq, this.ttlSeconds, ...drained.remove];
+      const version = (await COMMIT.run(this.#redis, keys, args)) as number;
+      if (version !== 0) {
+        await this.#indexWrite(runId, before, drained.status);
+        return { status: drained.status, own: reflected || (seq !== null && drained.applied.has(seq)) };
+      }
+      loaded = await this.#offer(runId, 0, '');
+    }
+    throw new FlowcastError(ErrorCodes.TIMEOUT, `applyEvent: gave up after ${MAX_ATTEMPTS} attempts: run "${runId}" changed under every one`);
+  }
+
+  /** The status after the pending events that can be applied now, or `null` when none can. */
+  #drain(loaded: Loaded): { status: PipelineStatus; remove: number[]; applied: Set<number> } | null {
+    let status = loaded.status;
+    let last = status?.last_seq ?? 0;
+    const gapTimedOut = loaded.waitedMs >= this.gapTimeoutMs;
+    const remove: number[] = [];
+    const applied = new Set<number>();
+    for (const seq of [...loaded.pending.keys()].sort((a, b) => a - b)) {
+      if (seq <= last) {
+        remove.push(seq);
+        continue;
+      }
+      if (seq !== last + 1 && !gapTimedOut) break;
+      const next = applyEvent(status, JSON.parse(loaded.pending.get(seq) as string) as FlowcastEvent);
+      // Only a start event makes a run: the others wait for it.
+      if (next === null) break;
+      status = next;
+      last = seq;
+      remove.push(seq);
+      applied.add(seq);
+    }
+    if (status === null || remove.length === 0) return null;
+    return { status, remove, applied };
+  }
+
+  /**
+   * Brings the indexes up to a write, after it: adds the run where it belongs now and
+   * removes it from where it was (its previous status, pipeline or end). `always` rewrites
+   * unchanged entries too (saveStatus: repairs an entry a reader removed meanwhile).
+   */
+  async #indexWrite(runId: string, before: IndexedFields | null, status: PipelineStatus, always = false): Promise<void> {
+    const after = indexedFields(status);
+    if (always || indexChanged(before, after)) {
+      const prefix = this.keyPrefix;
+      const removals: Promise<unknown>[] = [];
+      if (before !== null && before.pipelineId !== after.pipelineId) removals.push(this.#redis.zrem(trackPipelineIndexKey(prefix, before.pipelineId), runId));
+      if (before !== null && before.status !== after.status) removals.push(this.#redis.zrem(trackStatusIndexKey(prefix, before.status), runId));
+      if (before?.completed != null && after.completed === null) removals.push(this.#redis.zrem(trackEndedIndexKey(prefix), runId));
+      await Promise.all([...removals, addToIndexes(this.#redis, prefix, runId, after)]);
+    }
+    this.#maybePrune();
+  }
+
+  /** Deletes a run (if still at `version`, when given) with its index entries. */
+  async #deleteRun(runId: string, version: string): Promise<boolean> {
+    const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
+    const json = (await DELETE.run(this.#redis, keys, [version])) as string | null;
+    if (json === null) return false;
+    await removeFromIndexes(this.#redis, this.keyPrefix, runId, (JSON.parse(json) as PipelineStatus).pipeline_id);
+    return true;
+  }
+
+  #maybePrune(): void {
+    if (this.#pruneIntervalMs === 0 || this.#pruning !== null || Date.now() - this.#lastPrune < this.#pruneIntervalMs) return;
+    this.#lastPrune = Date.now();
+    this.#pruning = pruneIndexes(this.#redis, this.keyPrefix, Date.now() - this.ttlSeconds * 1000, SCAN_BATCH).then(
+      () => {
+        this.#pruning = null;
+      },
+      (error: unknown) => {
+        this.#pruning = null;
+        this.#onError(error instanceof Error ? error : new Error(describeError(error)));
+      },
+    );
+  }
+}
+
+/** Newest `started_at` first, runs that never started last (the order of every list query). */
+function newestStartedFirst(a: PipelineStatus, b: PipelineStatus): number {
+  if (a.started_at === b.started_at) return 0;
+  if (a.started_at === null) return 1;
+  if (b.started_at === null) return -1;
+  return Date.parse(b.started_at) - Date.parse(a.started_at);
+}

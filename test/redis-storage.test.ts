@@ -1,0 +1,342 @@
+import { describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { ErrorCodes } from '../src/core/errors.js';
+import type { FlowcastEvent } from '../src/events/types.js';
+import {
+  trackEndedIndexKey,
+  trackPipelineIndexKey,
+  trackPipelinesKey,
+  trackRunKey,
+  trackStartedIndexKey,
+  trackStatusIndexKey,
+} from '../src/redis/keys.js';
+import { RedisPipelineStorage } from '../src/redis/storage.js';
+import { PipelineTrackingManager } from '../src/tracking/manager.js';
+import { PIPELINE_STATUSES } from '../src/tracking/models.js';
+import { trackingStorageConformance } from './conformance/tracking-storage.js';
+import { RunEvents, reduce, scriptedRun } from './helpers/events.js';
+import { useRedisServer } from './helpers/redis.js';
+
+const redis = useRedisServer();
+
+trackingStorageConformance('RedisPipelineStorage', () => new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() }));
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Every index key of a prefix, with the pipelines given. */
+function indexKeys(prefix: string, pipelines: string[]): string[] {
+  return [
+    trackStartedIndexKey(prefix),
+    trackEndedIndexKey(prefix),
+    ...PIPELINE_STATUSES.map((s) => trackStatusIndexKey(prefix, s)),
+    ...pipelines.map((p) => trackPipelineIndexKey(prefix, p)),
+  ];
+}
+
+async function indexSize(client: Redis, prefix: string, pipelines: string[]): Promise<number> {
+  const sizes = await Promise.all(indexKeys(prefix, pipelines).map((k) => client.zcard(k)));
+  return sizes.reduce((a, b) => a + b, 0);
+}
+
+/** Waits until `check` holds (polling), failing after `ms`. */
+async function until(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** A dataflow run with `width` parallel steps, each with a start, logs, progress and an end: many events, from many "workers". */
+function wideRun(pipelineId: string, width: number): RunEvents {
+  const steps = Array.from({ length: width }, (_, i) => ({ step_name: `s${i}`, step_index: i, kind: 'call' as const, tasks: [`t${i}`], depends_on: [] }));
+  const run = new RunEvents({ pipelineId, pipelineType: 'dataflow', steps });
+  run.start();
+  for (const s of steps) run.stepStart(s.step_name);
+  for (let round = 0; round < 4; round++) {
+    for (const s of steps) {
+      run.advance(1);
+      run.stepLog(s.step_name, [`${s.step_name} line ${round}`]);
+      run.stepProgress(s.step_name, (round + 1) / 5);
+    }
+  }
+  for (const s of steps) {
+    run.advance(3);
+    run.stepComplete(s.step_name, { step: s.step_name });
+  }
+  run.complete('done');
+  return run;
+}
+
+describe('RedisPipelineStorage', () => {
+  describe('constructor', () => {
+    it('rejects what is not a Redis client and bad options, naming them', () => {
+      const client = redis.connect({ lazyConnect: true });
+      expect(() => new RedisPipelineStorage({} as never)).toThrow(/redis must be an ioredis Redis or Cluster client/);
+      expect(() => new RedisPipelineStorage(client, { ttlSeconds: 0 })).toThrow('ttlSeconds must be an integer >= 1, received 0');
+      expect(() => new RedisPipelineStorage(client, { keyPrefix: 'a{b}' })).toThrow(/keyPrefix must be 1-100 printable characters/);
+      expect(() => new RedisPipelineStorage(client, { gapTimeoutMs: -1 })).toThrow(/gapTimeoutMs must be an integer >= 0/);
+      expect(() => new RedisPipelineStorage(client, { ttl: 5 } as never)).toThrow(/unknown option "ttl"/);
+      try {
+        new RedisPipelineStorage(client, { ttlSeconds: 1.5 });
+        expect.unreachable();
+      } catch (e) {
+        expect((e as { code: string }).code).toBe(ErrorCodes.INVALID_ARGUMENT);
+      }
+    });
+
+    it('defaults to the flowcast: prefix and 7 days', () => {
+      const storage = new RedisPipelineStorage(redis.connect({ lazyConnect: true }));
+      expect(storage.keyPrefix).toBe('flowcast:');
+      expect(storage.ttlSeconds).toBe(604_800);
+    });
+  });
+
+  describe('input validation', () => {
+    it('rejects bad arguments of every method with INVALID_ARGUMENT', async () => {
+      const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() });
+      const bad = [
+        () => storage.getStatus(''),
+        () => storage.saveStatus({ run_id: 'r' } as never),
+        () => storage.applyEvent({ type: 'PipelineStartEvent', run_id: 'r', pipeline_id: 'p', seq: 0 } as never),
+        () => storage.listPipelines({ status: 'DONE' } as never),
+        () => storage.listPipelines({ limit: 0 }),
+        () => storage.listPipelines({ since: new Date('nope') }),
+        () => storage.deletePipeline(42 as never),
+        () => storage.cleanupOlderThan('yesterday' as never),
+        () => storage.getLatest(''),
+      ];
+      for (const call of bad) await expect(call()).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT });
+    });
+
+    it('refuses use after close, and close leaves the connection open', async () => {
+      const client = redis.connect();
+      const storage = new RedisPipelineStorage(client, { keyPrefix: redis.prefix() });
+      await storage.close();
+      await expect(storage.getStatus('r')).rejects.toMatchObject({ code: ErrorCodes.CLOSED });
+      expect(await client.ping()).toBe('PONG');
+    });
+  });
+
+  describe('#applyEvent from many workers at once', () => {
+    it('loses no update when 8 connections apply the events of one run concurrently', async () => {
+      const prefix = redis.prefix();
+      const workers = Array.from({ length: 8 }, () => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+      const run = wideRun('wide', 8);
+      // Worker i gets every 8th event: its own stream in seq order, racing the other seven.
+      const shares = workers.map((_, i) => run.events.filter((_e, j) => j % workers.length === i));
+      await Promise.all(
+        workers.map(async (w, i) => {
+          for (const e of shares[i] as FlowcastEvent[]) await w.applyEvent(e);
+        }),
+      );
+      const expected = reduce(run.events);
+      const stored = await workers[0]!.getStatus(run.runId);
+      expect(stored).toEqual(expected);
+      expect(stored?.status).toBe('COMPLETED');
+      expect(stored?.last_seq).toBe(run.events.length);
+      expect(stored?.steps.map((s) => s.log_lines)).toEqual(Array(8).fill(4));
+      expect(await redis.connect().exists(`${prefix}{${run.runId}}:track:pending`)).toBe(0);
+    });
+
+    it('applies every event once when 8 connections race on every event of 20 runs', async () => {
+      const prefix = redis.prefix();
+      const workers = Array.from({ length: 8 }, () => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+      const runs = Array.from({ length: 20 }, () => wideRun('many', 3));
+      // Every worker records every event (as if each event were delivered to all of them): duplicates must be ignored.
+      await Promise.all(
+        workers.map(async (w) => {
+          for (const r of runs) for (const e of r.events) await w.applyEvent(e);
+        }),
+      );
+      for (const r of runs) expect(await workers[3]!.getStatus(r.runId)).toEqual(reduce(r.events));
+      expect((await workers[5]!.listPipelines({ pipelineId: 'many', status: 'COMPLETED' })).length).toBe(20);
+    });
+
+    it('holds events that arrive ahead of a gap and applies them in seq order once it fills', async () => {
+      const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() });
+      const run = richScripted();
+      const reversed = [...run.events].reverse();
+      const results = [];
+      for (const e of reversed) results.push(await storage.applyEvent(e));
+      // Everything waited for the start (seq 1), which came last and applied them all.
+      expect(results.slice(0, -1).every((r) => r === null)).toBe(true);
+      expect(results.at(-1)).toEqual(reduce(run.events));
+      expect(await storage.getStatus(run.runId)).toEqual(reduce(run.events));
+    });
+
+    it('applies held events past a gap that never fills once gapTimeoutMs passed', async () => {
+      const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix(), gapTimeoutMs: 200 });
+      const run = richScripted();
+      const [start, lost, ...rest] = run.events;
+      await storage.applyEvent(start!);
+      for (const e of rest) expect(await storage.applyEvent(e)).toBeNull();
+      expect((await storage.getStatus(run.runId))?.last_seq).toBe(1);
+      await sleep(300);
+      const status = await storage.getStatus(run.runId);
+      expect(status?.status).toBe('COMPLETED');
+      expect(status?.last_seq).toBe(run.events.length);
+      // The lost event, arriving late, is a duplicate now.
+      expect(await storage.applyEvent(lost!)).toBeNull();
+    });
+  });
+
+  describe('TTL', () => {
+    it('refreshes the TTL on every write: a run written over more than the TTL never expires mid-run', async () => {
+      const client = redis.connect();
+      const prefix = redis.prefix();
+      const storage = new RedisPipelineStorage(client, { keyPrefix: prefix, ttlSeconds: 1 });
+      const run = richScripted();
+      for (const e of run.events) {
+        await storage.applyEvent(e);
+        expect((await storage.getStatus(run.runId))?.last_seq).toBe(e.seq);
+        await sleep(400);
+      }
+      // 6 writes 400 ms apart: 2.4 s, more than twice the TTL.
+      expect(run.events.length * 400).toBeGreaterThan(2000);
+      expect(await storage.getStatus(run.runId)).toEqual(reduce(run.events));
+      const ttl = await client.pttl(trackRunKey(prefix, run.runId));
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(1000);
+    });
+
+    it('expired runs leave every list, lazily on read and by the prune pass, and the index does not grow', async () => {
+      const client = redis.connect();
+      const prefix = redis.prefix();
+      const storage = new RedisPipelineStorage(client, { keyPrefix: prefix, ttlSeconds: 1, pruneIntervalMs: 0 });
+      const pipelines = ['p0', 'p1', 'p2'];
+      const first = Array.from({ length: 30 }, (_, i) => scriptedRun({ pipelineId: pipelines[i % 3]!, start: Date.now() - i * 1000, steps: [{ name: 'a', ms: 5 }] }));
+      for (const r of first) for (const e of r.events) await storage.applyEvent(e);
+      expect(await storage.listPipelines()).toHaveLength(30);
+      expect(await indexSize(client, prefix, pipelines)).toBe(30 * 4);
+
+      await until(async () => (await client.exists(...first.map((r) => trackRunKey(prefix, r.runId)))) === 0, 'the runs to expire');
+      // Lazily on read: the list checks the records and drops what is gone.
+      expect(await storage.listPipelines()).toEqual([]);
+      expect(await client.zcard(trackStartedIndexKey(prefix))).toBe(0);
+      expect(await storage.listPipelines({ pipelineId: 'p1' })).toEqual([]);
+      expect(await storage.listPipelines({ status: 'COMPLETED' })).toEqual([]);
+      // The prune pass takes the rest, the pipelines set included.
+      const pruned = await storage.prune();
+      expect(pruned.removed).toBeGreaterThan(0);
+      expect(await indexSize(client, prefix, pipelines)).toBe(0);
+      expect(await client.smembers(trackPipelinesKey(prefix))).toEqual([]);
+
+      // Round after round of runs that expire: the index stays at the live runs.
+      for (let round = 0; round < 2; round++) {
+        const batch = Array.from({ length: 10 }, () => scriptedRun({ pipelineId: 'p0', start: Date.now() - 5000, steps: [{ name: 'a', ms: 5 }] }));
+        for (const r of batch) for (const e of r.events) await storage.applyEvent(e);
+        expect(await indexSize(client, prefix, pipelines)).toBe(10 * 4);
+        await until(async () => (await client.exists(...batch.map((r) => trackRunKey(prefix, r.runId)))) === 0, 'the batch to expire');
+        await storage.prune();
+        expect(await indexSize(client, prefix, pipelines)).toBe(0);
+      }
+    });
+
+    it('starts a prune pass by itself from writes', async () => {
+      const client = redis.connect();
+      const prefix = redis.prefix();
+      const storage = new RedisPipelineStorage(client, { keyPrefix: prefix, ttlSeconds: 1, pruneIntervalMs: 1 });
+      const old = scriptedRun({ pipelineId: 'p', start: Date.now() - 5000, steps: [{ name: 'a', ms: 5 }] });
+      for (const e of old.events) await storage.applyEvent(e);
+      await until(async () => (await client.exists(trackRunKey(prefix, old.runId))) === 0, 'the run to expire');
+      // Each write may start a pass (at most one per ms here); a new run is a write.
+      await until(async () => {
+        await storage.applyEvent(new RunEvents({ pipelineId: 'q', start: Date.now() }).start());
+        return (await client.zscore(trackStartedIndexKey(prefix), old.runId)) === null;
+      }, 'the background prune');
+      expect(await client.zcard(trackPipelineIndexKey(prefix, 'p'))).toBe(0);
+      await storage.close();
+    });
+  });
+
+  describe('#deletePipeline and #cleanupOlderThan', () => {
+    it('remove the runs from every index at once', async () => {
+      const client = redis.connect();
+      const prefix = redis.prefix();
+      const storage = new RedisPipelineStorage(client, { keyPrefix: prefix });
+      const base = Date.parse('2024-05-01T10:00:00.000Z');
+      const runs = Array.from({ length: 6 }, (_, i) => scriptedRun({ pipelineId: i < 4 ? 'a' : 'b', start: base + i * 60_000, steps: [{ name: 's', ms: 5 }] }));
+      for (const r of runs) for (const e of r.events) await storage.applyEvent(e);
+      expect(await storage.deletePipeline(runs[0]!.runId)).toBe(1);
+      expect(await storage.deletePipeline('a')).toBe(3);
+      expect(await indexSize(client, prefix, ['a', 'b'])).toBe(2 * 4);
+      expect(await storage.cleanupOlderThan(new Date(base + 10 * 60_000))).toBe(2);
+      expect(await indexSize(client, prefix, ['a', 'b'])).toBe(0);
+      expect(await client.keys(`${prefix}*`)).toEqual([]);
+    });
+  });
+
+  describe('Redis Cluster layout', () => {
+    it('every script touches only keys of one run, and every key is a run key with its hash tag or an index', async () => {
+      const prefix = redis.prefix();
+      const monitor = await redis.connect().monitor();
+      const scripts: string[][] = [];
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        const cmd = String(args[0]).toLowerCase();
+        if ((cmd === 'evalsha' || cmd === 'eval') && args.some((a) => a.startsWith(prefix))) scripts.push(args.slice(3, 3 + Number(args[2])));
+      });
+      const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix });
+      const tracking = new PipelineTrackingManager().withStorage(storage);
+      const run = richScripted('cluster');
+      for (const e of run.events) await tracking.record(e);
+      await tracking.getStatus('cluster');
+      await tracking.listPipelines({ status: 'COMPLETED' });
+      await tracking.deletePipeline('cluster');
+      await until(() => Promise.resolve(scripts.length >= run.events.length), 'the monitor to see the scripts');
+      monitor.disconnect();
+      const tagged = scripts.map((keys) => new Set(keys.map((k) => /\{([^}]*)\}/.exec(k)?.[1])));
+      // One hash tag per script (getStatus of a pipeline id first looks for a run of that id: tag "cluster").
+      for (const tags of tagged) {
+        expect(tags.size).toBe(1);
+        expect(tags.has(undefined)).toBe(false);
+      }
+      expect(tagged.filter((tags) => tags.has(run.runId)).length).toBeGreaterThanOrEqual(run.events.length);
+      const client = redis.connect();
+      for (const e of run.events) await storage.applyEvent(e);
+      for (const key of await client.keys(`${prefix}*`)) {
+        expect(key.includes(`{${run.runId}}`) || key.startsWith(`${prefix}track:idx:`)).toBe(true);
+      }
+    });
+  });
+
+  describe('#listPipelines over many runs', () => {
+    it('getMetrics reads only the runs in its window through the time index, never KEYS or SCAN', async () => {
+      const prefix = redis.prefix();
+      const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix });
+      const now = Date.now();
+      const recent = Array.from({ length: 20 }, (_, i) => scriptedRun({ pipelineId: 'm', start: now - i * 3_600_000, steps: [{ name: 'a', ms: 10 }] }));
+      const old = Array.from({ length: 200 }, (_, i) => scriptedRun({ pipelineId: 'm', start: now - 2 * 86_400_000 - i * 60_000, steps: [{ name: 'a', ms: 10 }] }));
+      await Promise.all([...recent, ...old].map(async (r) => storage.saveStatus(reduce(r.events)!)));
+
+      const monitor = await redis.connect().monitor();
+      const commands: string[][] = [];
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args.some((a) => a.startsWith(prefix))) commands.push(args);
+      });
+      const tracking = new PipelineTrackingManager().withStorage(storage);
+      const metrics = await tracking.getMetrics({ days: 1 });
+      await until(() => Promise.resolve(commands.filter((c) => c[0]?.toLowerCase() === 'hget').length >= 20), 'the monitor');
+      await sleep(100);
+      monitor.disconnect();
+      expect(metrics.total_pipelines).toBe(20);
+      expect(metrics.completed).toBe(20);
+      const names = commands.map((c) => String(c[0]).toLowerCase());
+      expect(names).not.toContain('keys');
+      expect(names).not.toContain('scan');
+      expect(names.filter((n) => n === 'hget')).toHaveLength(20);
+    });
+  });
+});
+
+/** A completed run with retries, logs and a skip, with a pipeline id to choose. */
+function richScripted(pipelineId = 'rich'): RunEvents {
+  const run = new RunEvents({ pipelineId, steps: ['load', 'store'] });
+  run.start();
+  run.stepStart('load');
+  run.stepLog('load', ['one', 'two']);
+  run.stepComplete('load', [1, 2]);
+  run.stepSkip('store', 'nothing to store');
+  run.complete(true);
+  return run;
+}
