@@ -7,7 +7,9 @@ import type { EventDraft } from '../src/events/types.js';
 import { RedisRunState } from '../src/redis/run-state.js';
 import { RedisPubSubTransport } from '../src/redis/transport.js';
 import { runLogKey, runLogMetaKey, runStateKey } from '../src/redis/keys.js';
+import { DataflowPipeline, InMemoryBroker, Pipeline } from '../src/index.js';
 import { runStateConformance } from './conformance/run-state.js';
+import { expectRunInvariants } from './helpers/collect.js';
 import { useRedisServer } from './helpers/redis.js';
 
 const redis = useRedisServer();
@@ -105,6 +107,47 @@ describe('RedisRunState', () => {
       expect(second.events).toEqual([]);
       expect((await store.get(runId))?.error).toBe('later');
       expect((await transport.read(runId)).events.map((e) => e.type)).toEqual(['PipelineStartEvent', 'PipelineCancelledEvent']);
+    });
+  });
+
+  describe('under the run engine', () => {
+    it('runs sequential (map, retries) and dataflow (fan-in) pipelines with state and log in Redis', async () => {
+      const { store, transport } = worker();
+      const broker = new InMemoryBroker({ concurrency: 8 });
+      // The engine reads the broker's run state and log: point them at Redis.
+      Object.assign(broker, { runState: store, transport });
+      try {
+        let flaky = 0;
+        const split = broker.task('split', (n: number) => Array.from({ length: n }, (_, i) => i));
+        const square = broker.task('square', (x: number) => x * x, { retries: 2 });
+        const sum = broker.task('sum', (xs: number[]) => {
+          if (flaky++ === 0) throw new Error('first attempt fails');
+          return xs.reduce((a, b) => a + b, 0);
+        }, { retries: 1 });
+        const seq = new Pipeline(broker, { id: 'seq-redis' }).callNext(split).map(square).callNext(sum);
+        const run = await seq.kiq(6);
+        await expect(run.waitResult()).resolves.toBe(55);
+        const one = broker.task('one', () => 1);
+        const add = broker.task('add', (x: Record<string, number>) => Object.values(x).reduce((a, b) => a + b, 0));
+        const dag = new DataflowPipeline(broker, { id: 'dag-redis' })
+          .step('a', one)
+          .step('b', one)
+          .step('c', one)
+          .step('join', add, { dependsOn: ['a', 'b', 'c'] });
+        const dagRun = await dag.kiq(null);
+        await expect(dagRun.waitResult()).resolves.toBe(3);
+        for (const id of [run.runId, dagRun.runId]) {
+          const log = await transport.read(id);
+          expectRunInvariants(log.events);
+          expect(log.ended).toBe(true);
+          expect((await store.getSummary(id))?.status).toBe('COMPLETED');
+        }
+        const joinStarts = (await transport.read(dagRun.runId)).events.filter((e) => e.type === 'StepStartEvent' && e.step_name === 'join');
+        expect(joinStarts).toHaveLength(1);
+        expect((await transport.read(run.runId)).events.some((e) => e.type === 'StepRetryEvent')).toBe(true);
+      } finally {
+        await broker.close();
+      }
     });
   });
 
