@@ -11,6 +11,7 @@ import { registerWatchCommand } from './commands/watch.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerHistoryCommand } from './commands/history.js';
+import { registerWorkerCommand } from './commands/worker.js';
 
 /** Builds the program with every subcommand. Throws `CommanderError` instead of exiting. */
 function createProgram(): Command {
@@ -25,6 +26,7 @@ function createProgram(): Command {
   registerWatchCommand(program);
   registerStatusCommand(program);
   registerHistoryCommand(program);
+  registerWorkerCommand(program);
   registerDemoCommand(program);
   return program;
 }

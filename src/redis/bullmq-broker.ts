@@ -149,11 +149,13 @@ export class BullMQBroker implements Broker {
     };
     const tasks = new Worker<BrokerJob, JsonValue>(BULLMQ_QUEUES.tasks, (job) => this.#onTaskQueueJob(job), {
       ...common,
+      autorun: w.autorun,
       concurrency: w.concurrency,
       settings: { backoffStrategy: (attemptsMade, _type, _error, job) => this.#taskRetryDelay(attemptsMade, job) },
     });
     const control = new Worker<BrokerJob, JsonValue>(BULLMQ_QUEUES.control, (job) => this.#onControlJob(job), {
       ...common,
+      autorun: w.autorun,
       concurrency: w.controlConcurrency,
     });
     for (const worker of [tasks, control]) worker.on('error', (error) => this.#options.onError(error, null));
@@ -166,6 +168,18 @@ export class BullMQBroker implements Broker {
       this.#control.listen(sub, (m) => this.#onRunEnded(m)),
       this.#heartbeat?.start(),
     ]);
+  }
+
+  /**
+   * Starts taking jobs when the broker was created with `worker: { autorun: false }`
+   * (no-op otherwise, and for a producer). Resolves once the workers are up.
+   */
+  async startWorking(): Promise<void> {
+    await this.#ready;
+    if (this.#state !== 'open') throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
+    for (const worker of this.#workers) {
+      if (!worker.isRunning()) void worker.run().catch((error: unknown) => this.#options.onError(toError(error), null));
+    }
   }
 
   task<I extends JsonValue = JsonValue, O extends JsonValue = JsonValue>(

@@ -49,6 +49,12 @@ export interface BullMQWorkerOptions {
    * @default 32
    */
   controlConcurrency?: number;
+  /**
+   * `false`: the worker takes no job until `broker.startWorking()` (register every task
+   * first, so no job meets a worker that does not know its task yet).
+   * @default true
+   */
+  autorun?: boolean;
 }
 
 /** Options of {@link BullMQBroker}. */
@@ -96,7 +102,7 @@ export interface ResolvedBrokerOptions {
 }
 
 const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'onError'] as const;
-const WORKER_KNOWN = ['concurrency', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount', 'heartbeatMs', 'controlConcurrency'] as const;
+const WORKER_KNOWN = ['concurrency', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount', 'heartbeatMs', 'controlConcurrency', 'autorun'] as const;
 
 /** Validates `options` and fills in the defaults. */
 export function resolveBrokerOptions(options: BullMQBrokerOptions): ResolvedBrokerOptions {
@@ -140,7 +146,13 @@ function resolveWorker(value: unknown): ResolvedWorkerOptions | null {
     maxStalledCount: checkPositiveInt(w.maxStalledCount ?? 3, name('maxStalledCount')),
     heartbeatMs: checkPositiveInt(w.heartbeatMs ?? 5_000, name('heartbeatMs')),
     controlConcurrency: checkPositiveInt(w.controlConcurrency ?? 32, name('controlConcurrency')),
+    autorun: checkBoolean(w.autorun ?? true, name('autorun')),
   };
+}
+
+function checkBoolean(value: unknown, name: string): boolean {
+  if (typeof value !== 'boolean') throw new InvalidArgumentError(`${name} must be a boolean, received ${show(value)}`);
+  return value;
 }
 
 function checkConnection(value: unknown): RedisConnection {

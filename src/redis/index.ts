@@ -1,4 +1,7 @@
 export { RedisPubSubTransport, type RedisPubSubTransportOptions } from './transport.js';
 export { RedisRunState, type RedisRunStateOptions } from './run-state.js';
 export * from './keys.js';
+export { BullMQBroker } from './bullmq-broker.js';
+export type { BullMQBrokerOptions, BullMQWorkerOptions, RedisConnection } from './bullmq-options.js';
+export { startWorker, loadTaskModule, type StartWorkerOptions, type FlowcastWorker, type RegisterTasks } from './worker.js';
 export { RedisPipelineStorage, type RedisPipelineStorageOptions, type RedisClient, type PruneResult } from './storage.js';

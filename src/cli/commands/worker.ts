@@ -1,0 +1,124 @@
+import { InvalidArgumentError as UsageError, type Command } from 'commander';
+import { describeError } from '../../core/errors.js';
+import { checkKeyPrefix } from '../../redis/keys.js';
+import { startWorker, type FlowcastWorker } from '../../redis/worker.js';
+import { positiveInt, urlWith } from '../options.js';
+
+/** Options of `flowcast worker`. */
+export interface WorkerCommandOptions {
+  /** The task module (see docs/distributed.md). */
+  tasks: string;
+  /** @default $FLOWCAST_REDIS_URL, else "redis://127.0.0.1:6379" */
+  redis?: string;
+  /** @default 16 */
+  concurrency?: number;
+  /** @default $FLOWCAST_KEY_PREFIX, else "flowcast:" */
+  keyPrefix?: string;
+}
+
+/** Where the command writes, and (for tests) what stops it like SIGTERM. */
+export interface WorkerIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  signal?: AbortSignal;
+}
+
+const DEFAULT_REDIS = 'redis://127.0.0.1:6379';
+
+/** Adds `flowcast worker` to the program. */
+export function registerWorkerCommand(program: Command): Command {
+  return program
+    .command('worker')
+    .description('run the jobs of a task module on Redis (BullMQ), until SIGINT/SIGTERM')
+    .requiredOption('--tasks <module>', 'the task module: it exports a function (default or "register") that registers tasks on the broker it gets')
+    .option('--redis <url>', `the Redis server (default: $FLOWCAST_REDIS_URL, else ${DEFAULT_REDIS})`, urlWith(['redis:', 'rediss:']))
+    .option('-c, --concurrency <count>', 'jobs run at once by this process', positiveInt, 16)
+    .option('--key-prefix <prefix>', 'prefix of every Redis key, shared with the servers and producers (default: $FLOWCAST_KEY_PREFIX, else "flowcast:")', keyPrefix)
+    .addHelpText(
+      'after',
+      `
+The first SIGINT or SIGTERM stops taking jobs and lets running ones finish; a second
+one exits at once (running jobs go back to the queue through BullMQ's stalled-job
+recovery and run on another worker). Exit codes: 0 after a clean stop, 130 after a
+forced one, 1 when the task
+module cannot be loaded or Redis cannot be reached, 2 on bad arguments.
+
+Example:
+  flowcast worker --tasks ./tasks.js --redis redis://10.0.0.5:6379 --concurrency 8`,
+    )
+    .action(async (options: WorkerCommandOptions) => {
+      process.exitCode = await workerCommand(options);
+    });
+}
+
+function keyPrefix(value: string): string {
+  try {
+    return checkKeyPrefix(value, '--key-prefix');
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/** Runs a worker until SIGINT/SIGTERM (or `io.signal`); resolves with the exit code. */
+export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const redis = options.redis ?? process.env.FLOWCAST_REDIS_URL ?? DEFAULT_REDIS;
+  const prefix = options.keyPrefix ?? process.env.FLOWCAST_KEY_PREFIX;
+  let worker: FlowcastWorker;
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    try {
+      worker = await startWorker({
+        connection: redis,
+        tasks: options.tasks,
+        concurrency: options.concurrency ?? 16,
+        ...(prefix !== undefined && { keyPrefix: prefix }),
+        onError: (error) => io.stderr.write(`flowcast worker: ${describeError(error)}\n`),
+      });
+    } catch (error) {
+      io.stderr.write(`flowcast worker: ${describeError(error)}\n`);
+      return 1;
+    }
+    io.stdout.write(
+      `flowcast worker ${worker.id} ready: ${worker.tasks.length} task(s) [${worker.tasks.join(', ')}], concurrency ${options.concurrency ?? 16}, ${redactUrl(redis)}\n`,
+    );
+    const stop = new Promise<void>((resolve) => {
+      if (abort.signal.aborted || io.signal?.aborted === true) resolve();
+      abort.signal.addEventListener('abort', () => resolve(), { once: true });
+      io.signal?.addEventListener('abort', () => resolve(), { once: true });
+    });
+    await stop;
+    io.stdout.write('flowcast worker: stopping, letting running jobs finish (signal again to exit at once)\n');
+    const graceful = worker.close();
+    // A second signal: exit now and leave running jobs to BullMQ's stalled-job recovery.
+    const again = (): void => {
+      io.stdout.write('flowcast worker: exiting now; running jobs go back to the queue when their locks expire\n');
+      process.exit(130);
+    };
+    process.once('SIGINT', again);
+    process.once('SIGTERM', again);
+    try {
+      await graceful;
+    } finally {
+      process.off('SIGINT', again);
+      process.off('SIGTERM', again);
+    }
+    io.stdout.write('flowcast worker: stopped\n');
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
