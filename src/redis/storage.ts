@@ -25,6 +25,7 @@ import {
   type IndexedFields,
   type PruneResult,
 } from './storage-indexes.js';
+import { checkDate, checkEvent, checkStatusObject, isRedisClient, newestStartedFirst } from './storage-checks.js';
 import { COMMIT, DELETE, OFFER, SAVE, type RedisClient } from './storage-lua.js';
 
 export type { RedisClient } from './storage-lua.js';
@@ -90,36 +91,6 @@ function parseOffer(reply: unknown): Loaded | null {
     waitedMs: Number(r[3]),
     pending,
   };
-}
-
-function isRedisClient(value: unknown): value is RedisClient {
-  if (typeof value !== 'object' || value === null) return false;
-  const r = value as Record<string, unknown>;
-  return ['evalsha', 'eval', 'hget', 'zadd', 'zrevrangebyscore'].every((m) => typeof r[m] === 'function');
-}
-
-function checkStatusObject(status: unknown): PipelineStatus {
-  const s = checkObject(status, 'saveStatus(status)');
-  checkNonEmptyString(s.run_id, 'saveStatus(status): status.run_id');
-  checkNonEmptyString(s.pipeline_id, 'saveStatus(status): status.pipeline_id');
-  checkOneOf(s.status, PIPELINE_STATUSES, 'saveStatus(status): status.status');
-  checkNonNegativeInt(s.last_seq, 'saveStatus(status): status.last_seq');
-  if (!Array.isArray(s.steps)) throw new InvalidArgumentError(`saveStatus(status): status.steps must be an array, received ${show(s.steps)}`);
-  return status as PipelineStatus;
-}
-
-function checkEvent(event: unknown): FlowcastEvent {
-  const e = checkObject(event, 'applyEvent(event)');
-  checkNonEmptyString(e.type, 'applyEvent(event): event.type');
-  checkNonEmptyString(e.run_id, 'applyEvent(event): event.run_id');
-  checkNonEmptyString(e.pipeline_id, 'applyEvent(event): event.pipeline_id');
-  checkPositiveInt(e.seq, 'applyEvent(event): event.seq');
-  return event as FlowcastEvent;
-}
-
-function checkDate(value: unknown, name: string): Date {
-  if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw new InvalidArgumentError(`${name} must be a valid Date, received ${show(value)}`);
-  return value;
 }
 
 /**
@@ -432,12 +403,4 @@ export class RedisPipelineStorage implements TrackingStorage {
       },
     );
   }
-}
-
-/** Newest `started_at` first, runs that never started last (the order of every list query). */
-function newestStartedFirst(a: PipelineStatus, b: PipelineStatus): number {
-  if (a.started_at === b.started_at) return 0;
-  if (a.started_at === null) return 1;
-  if (b.started_at === null) return -1;
-  return Date.parse(b.started_at) - Date.parse(a.started_at);
 }

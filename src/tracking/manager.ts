@@ -10,6 +10,8 @@ import type {
   StepCompleteEvent,
   StepStartEvent,
 } from '../events/types.js';
+import { RedisPipelineStorage, type RedisPipelineStorageOptions } from '../redis/storage.js';
+import { isRedisClient } from '../redis/storage-checks.js';
 import { InMemoryPipelineStorage } from './memory-storage.js';
 import { computeMetrics, type PipelineMetrics } from './metrics.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineRunStatus, type PipelineStatus } from './models.js';
@@ -157,13 +159,35 @@ export class PipelineTrackingManager {
   }
 
   /**
-   * Uses the broker's shared storage when the broker can make one (`createTrackingStorage()`,
-   * e.g. the Redis broker), else a new {@link InMemoryPipelineStorage}. Returns `this`.
+   * Picks the storage that fits the broker (seed 001 §2.1), and closes it on {@link close}:
+   *
+   * - a broker that makes its own (`createTrackingStorage()`): that one;
+   * - a Redis broker — one with a `redis` property holding an ioredis client, as
+   *   `BullMQBroker` has: a {@link RedisPipelineStorage} on that connection, with the
+   *   broker's `keyPrefix` unless `options.keyPrefix` says otherwise (the connection stays
+   *   the broker's);
+   * - any other broker: a new {@link InMemoryPipelineStorage}.
+   *
+   * A broker of kind `"bullmq"` without a usable `redis` is refused rather than tracked in
+   * one process's memory. `options` apply to the Redis storage only. Returns `this`.
+   *
+   * @example
+   * const tracking = new PipelineTrackingManager().withAutoStorage(new BullMQBroker({ connection: 'redis://localhost:6379' }));
    */
-  withAutoStorage(broker: object): this {
+  withAutoStorage(broker: object, options: RedisPipelineStorageOptions = {}): this {
     const b = checkObject(broker, 'withAutoStorage(broker)');
-    const storage =
-      typeof b.createTrackingStorage === 'function' ? (broker as TrackingStorageFactory).createTrackingStorage() : new InMemoryPipelineStorage();
+    checkObject(options, 'withAutoStorage options');
+    let storage: TrackingStorage;
+    if (typeof b.createTrackingStorage === 'function') {
+      storage = (broker as TrackingStorageFactory).createTrackingStorage();
+    } else if (isRedisClient(b.redis)) {
+      const keyPrefix = options.keyPrefix ?? (typeof b.keyPrefix === 'string' ? b.keyPrefix : undefined);
+      storage = new RedisPipelineStorage(b.redis, keyPrefix === undefined ? options : { ...options, keyPrefix });
+    } else if (b.kind === 'bullmq') {
+      throw new InvalidArgumentError(`withAutoStorage(broker): a "bullmq" broker must expose its ioredis client as broker.redis, received ${show(b.redis)}`);
+    } else {
+      storage = new InMemoryPipelineStorage();
+    }
     this.withStorage(storage);
     this.#owned = storage;
     return this;
