@@ -26,4 +26,28 @@ export function registerEngineRoutes(app: FastifyInstance, ctx: RestContext): vo
     },
     () => ctx.server.engine.status(),
   );
+
+  route(
+    app,
+    ctx,
+    {
+      method: 'GET',
+      url: '/api/session',
+      tag: 'server',
+      summary: 'Does this server need a token, and is the one sent (if any) valid?',
+      description:
+        'Always 200, so that a page can ask for a token before it calls anything that would answer 401. { auth_required, authenticated, principal: { id, pipelines } | null }.',
+      auth: false,
+      responses: { 200: { description: '{ auth_required, authenticated, principal }' }, 429: { description: 'Rate limited (see Retry-After)', schema: ErrorBody } },
+    },
+    async (request) => {
+      const required = ctx.server.auth.enabled;
+      const principal = required ? await ctx.server.auth.authenticate(request.raw).catch(() => false as const) : null;
+      return {
+        auth_required: required,
+        authenticated: !required || (principal !== false && principal !== null),
+        principal: principal === false || principal === null ? null : { id: principal.id, pipelines: principal.pipelines ?? '*' },
+      };
+    },
+  );
 }
