@@ -3,6 +3,7 @@ import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { ErrorCodes } from '../src/core/errors.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { DataflowPipeline } from '../src/pipeline/dataflow.js';
+import { InMemoryBroker } from '../src/core/memory-broker.js';
 import { brokerConformance } from './conformance/broker.js';
 import { useRedisServer } from './helpers/redis.js';
 
@@ -62,5 +63,63 @@ describe('BullMQBroker', () => {
     expect(log.events.map((e) => e.seq)).toEqual(log.events.map((_, i) => i + 1));
     expect(log.events.filter((e) => e.type === 'StepStartEvent' && e.step_name === 'sum')).toHaveLength(1);
     expect(log.events.at(-1)?.type).toBe('PipelineCompleteEvent');
+  });
+
+  describe('#engineStatus', () => {
+    it('lists live workers (busy while a job runs) and queue depths; a producer is no worker; a closed worker leaves', async () => {
+      const prefix = redis.prefix();
+      const worker = await open({ keyPrefix: prefix, worker: { concurrency: 3, ...fast } });
+      const prod = await open({ keyPrefix: prefix, worker: false });
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      let started!: () => void;
+      const running = new Promise<void>((r) => (started = r));
+      const hold = worker.task('hold', async () => {
+        started();
+        await gate;
+        return 1;
+      });
+      prod.task('hold', () => 1);
+      const handle = await hold.kiq(null);
+      await running;
+      await prod.enqueue({ kind: 'task', job_id: 'later-1', task: 'hold', input: null }, { delayMs: 60_000 });
+
+      const busy = await prod.engineStatus();
+      expect(busy.broker).toBe('bullmq');
+      expect(busy.workers).toHaveLength(1);
+      expect(busy.workers[0]).toMatchObject({ id: worker.workerId, pid: process.pid, state: 'busy', active_jobs: 1, concurrency: 3 });
+      expect(Date.parse(busy.workers[0]?.last_heartbeat ?? '')).toBeGreaterThanOrEqual(Date.parse(busy.workers[0]?.started_at ?? ''));
+      expect(busy.queues).toEqual([
+        { name: 'tasks', waiting: 0, active: 1, delayed: 1, failed: 0 },
+        { name: 'control', waiting: 0, active: 0, delayed: 0, failed: 0 },
+      ]);
+      expect(prod.workerId).toBeNull();
+
+      release();
+      expect(await handle.waitResult({ timeoutMs: 10_000 })).toBe(1);
+      await worker.close();
+      expect((await prod.engineStatus()).workers).toEqual([]);
+    });
+
+    it('InMemoryBroker reports this process as its one worker and its one queue', async () => {
+      const broker = new InMemoryBroker({ concurrency: 2 });
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const hold = broker.task('hold', async () => {
+        await gate;
+        return 1;
+      });
+      const handles = await Promise.all([hold.kiq(null), hold.kiq(null), hold.kiq(null)]);
+      const busy = await broker.engineStatus();
+      expect(busy.broker).toBe('memory');
+      expect(busy.workers).toHaveLength(1);
+      expect(busy.workers[0]).toMatchObject({ pid: process.pid, state: 'busy', active_jobs: 2, concurrency: 2, processed: 0 });
+      expect(busy.queues).toEqual([{ name: 'memory', waiting: 1, active: 2, delayed: 0, failed: 0 }]);
+      release();
+      await Promise.all(handles.map((h) => h.waitResult()));
+      const idle = await broker.engineStatus();
+      expect(idle.workers[0]).toMatchObject({ state: 'idle', active_jobs: 0, processed: 3 });
+      await broker.close();
+    });
   });
 });

@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError, toError } from './errors.js';
 import { assertJson, type JsonValue } from './json.js';
 import type { Broker, BrokerJob, EnqueueOptions, JobProcessor } from './broker.js';
+import type { BrokerEngineStatus } from './engine-status.js';
+import { isoTime } from './clock.js';
 import { executeCall } from './execute.js';
 import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from './task.js';
 import { ThreadPool, moduleHref, type ThreadPoolOptions } from './thread-pool.js';
@@ -72,6 +75,9 @@ export class InMemoryBroker implements Broker {
   readonly #onError: (error: Error, job: BrokerJob) => void;
   #processor: JobProcessor | null = null;
   #state: 'open' | 'closing' | 'closed' = 'open';
+  readonly #startedAt = isoTime();
+  readonly #workerId = `${hostname()}:${process.pid}:memory-${randomUUID().slice(0, 8)}`;
+  #processed = 0;
 
   constructor(options: InMemoryBrokerOptions = {}) {
     checkKnownKeys(checkObject(options, 'InMemoryBroker options'), KNOWN, 'InMemoryBroker options');
@@ -227,6 +233,28 @@ export class InMemoryBroker implements Broker {
     return this.#delayed.size;
   }
 
+  /** The engine status: this process is the one worker, with one queue. */
+  engineStatus(): Promise<BrokerEngineStatus> {
+    const now = isoTime();
+    return Promise.resolve({
+      broker: this.kind,
+      workers: [
+        {
+          id: this.#workerId,
+          host: hostname(),
+          pid: process.pid,
+          state: this.#running > 0 ? 'busy' : 'idle',
+          active_jobs: this.#running,
+          concurrency: this.#concurrency,
+          started_at: this.#startedAt,
+          last_heartbeat: now,
+          processed: this.#processed,
+        },
+      ],
+      queues: [{ name: 'memory', waiting: this.queued, active: this.#running, delayed: this.#delayed.size, failed: 0 }],
+    });
+  }
+
   /** Resolves when no job is queued or running (delayed jobs are not waited for). */
   onIdle(): Promise<void> {
     if (this.#running === 0 && this.queued === 0) return Promise.resolve();
@@ -288,6 +316,7 @@ export class InMemoryBroker implements Broker {
 
   #finish(): void {
     this.#running--;
+    this.#processed++;
     this.#pump();
     this.#notifyIdle();
   }

@@ -28,6 +28,8 @@ export class WorkerHeartbeat {
   readonly #onError: (error: Error) => void;
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> | null = null;
+  #again = false;
+  #stopped = false;
 
   constructor(redis: Redis, prefix: string, options: { intervalMs: number; concurrency: number; counters: WorkerCounters; onError: (error: Error) => void }) {
     this.id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -48,7 +50,12 @@ export class WorkerHeartbeat {
 
   /** Writes the heartbeat now (also called when the worker's state changes). Never rejects. */
   beat(): Promise<void> {
-    if (this.#beating !== null) return this.#beating;
+    if (this.#stopped) return Promise.resolve();
+    if (this.#beating !== null) {
+      // The state may have changed since that write was built: write again after it.
+      this.#again = true;
+      return this.#beating;
+    }
     const now = Date.now();
     const status: WorkerStatus = {
       id: this.id,
@@ -72,12 +79,17 @@ export class WorkerHeartbeat {
       )
       .finally(() => {
         this.#beating = null;
+        if (this.#again && !this.#stopped) {
+          this.#again = false;
+          void this.beat();
+        }
       });
     return this.#beating;
   }
 
   /** Stops the timer and deletes the heartbeat: the worker leaves the status at once. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     clearInterval(this.#timer);
     await this.#beating;
     try {
