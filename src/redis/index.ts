@@ -1,5 +1,6 @@
 export { RedisPubSubTransport, type RedisPubSubTransportOptions } from './transport.js';
 export { RedisRunState, type RedisRunStateOptions } from './run-state.js';
+export { ExternalEventIngestor, parseIngestEntry, type ExternalEventIngestorOptions, type IngestEntry } from './external.js';
 export * from './keys.js';
 export { BullMQBroker } from './bullmq-broker.js';
 export type { BullMQBrokerOptions, BullMQWorkerOptions, RedisConnection } from './bullmq-options.js';
