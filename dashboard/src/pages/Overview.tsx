@@ -12,7 +12,7 @@ import { useNow, useFrameCounter } from '../hooks.js';
 
 const STATUSES = ['RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED', 'PENDING'] as const;
 const PAGE = 1000;
-const LOAD_PAGE = 500;
+const LOAD_PAGE = 1000;
 
 export function Overview(): JSX.Element {
   const store = useRef(new RunsStore()).current;
