@@ -104,6 +104,9 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
       throw new InvalidArgumentError('withHooks(hooks): hooks must be a HookManager');
     }
     this.#hooks.add(hooks);
+    // Bound now, not only at kiq(): a worker process that defines the pipeline but never
+    // starts a run still dispatches the events of the runs it progresses.
+    this.#engine.bind(this.#pipelineId, [], [hooks]);
     return this;
   }
 
@@ -113,6 +116,8 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
       throw new InvalidArgumentError('withTracking(tracking): tracking must be a PipelineTrackingManager');
     }
     this.#tracking.add(tracking);
+    // As in withHooks(): a worker records the runs it progresses, started anywhere.
+    this.#engine.bind(this.#pipelineId, [tracking], []);
     return this;
   }
 

@@ -9,7 +9,8 @@ import { runDemo } from '../../demo/runner.js';
 import { InMemoryPipelineStorage, PipelineTrackingManager } from '../../tracking/index.js';
 import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../../server/server.js';
 import type { AuthOptions, Principal } from '../../server/auth.js';
-import { collect, port, positiveInt } from '../options.js';
+import { collect, port, positiveInt, urlWith } from '../options.js';
+import { BullMQBroker } from '../../redis/bullmq-broker.js';
 
 /** Options of `flowcast serve`. */
 export interface ServeCommandOptions {
@@ -30,6 +31,12 @@ export interface ServeCommandOptions {
   tlsKey?: string;
   /** Allowed `Origin`s of browser connections. @default any */
   allowedOrigin?: string[];
+  /** Redis URL: BullMQ broker, Redis tracking and event log, shared with workers and other servers. @default $FLOWCAST_REDIS_URL */
+  redis?: string;
+  /** With `redis`: the key prefix of the deployment. @default "flowcast:" */
+  keyPrefix?: string;
+  /** With `redis` and `demo`: run the demo's jobs in this process too. `--no-worker` leaves them to `flowcast worker`. @default true */
+  worker?: boolean;
 }
 
 /** Where the command writes, and (for tests) what stops it like Ctrl-C. */
@@ -55,9 +62,17 @@ export function registerServeCommand(program: Command): Command {
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https://')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--allowed-origin <origin>', 'allow browser connections from this Origin only; repeat for more', collect)
+    .option('--redis <url>', 'share runs, tracking and events with workers and other servers through Redis (default: $FLOWCAST_REDIS_URL)', urlWith(['redis:', 'rediss:']))
+    .option('--key-prefix <prefix>', 'with --redis: the key prefix shared with workers and other servers (default: $FLOWCAST_KEY_PREFIX, else "flowcast:")')
+    .option('--no-worker', 'with --redis --demo: only start the demo runs; flowcast worker processes run their steps')
     .addHelpText(
       'after',
       `
+With --redis the server is one instance of many: runs started anywhere (and their steps
+run by \`flowcast worker\` processes) stream to its clients, tracking lives in Redis, and
+clients may reconnect to any instance and resume. Without --redis everything is in this
+process.
+
 Without --token or --jwt-secret (and without $FLOWCAST_TOKEN / $FLOWCAST_JWT_SECRET) the
 server is open to everyone who can reach it: keep it on 127.0.0.1 then. Ctrl-C (or
 SIGTERM) cancels the demo runs in flight, closes every connection and exits 0.
@@ -65,7 +80,9 @@ SIGTERM) cancels the demo runs in flight, closes every connection and exits 0.
 Examples:
   flowcast serve --demo
   flowcast serve --demo --host 0.0.0.0 --token "$(openssl rand -hex 16)"
-  flowcast serve --tls-cert cert.pem --tls-key key.pem --jwt-secret "$SECRET"`,
+  flowcast serve --tls-cert cert.pem --tls-key key.pem --jwt-secret "$SECRET"
+  flowcast serve --redis redis://127.0.0.1:6379 --demo --no-worker
+  flowcast worker --redis redis://127.0.0.1:6379 --tasks dist/demo/worker-tasks.js`,
     )
     .action(async (options: ServeCommandOptions, command: Command) => {
       if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) command.error('error: --tls-cert and --tls-key go together', { exitCode: 2 });
@@ -113,10 +130,28 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     err.write(`flowcast serve: ${describeError(error)}\n`);
     return 1;
   }
-  const broker: Broker = new InMemoryBroker();
-  const tracking = new PipelineTrackingManager().withStorage(new InMemoryPipelineStorage({ maxRuns: 5000 }));
+  const redisUrl = options.redis ?? (process.env.FLOWCAST_REDIS_URL || undefined);
+  const keyPrefix = options.keyPrefix ?? (process.env.FLOWCAST_KEY_PREFIX || 'flowcast:');
+  let broker: Broker;
+  let tracking: PipelineTrackingManager;
+  try {
+    if (redisUrl === undefined) {
+      broker = new InMemoryBroker();
+      tracking = new PipelineTrackingManager().withStorage(new InMemoryPipelineStorage({ maxRuns: 5000 }));
+    } else {
+      // Without the demo this process runs no job: it serves what workers and producers do.
+      const worker = options.demo === true && options.worker !== false ? { concurrency: 16 } : false;
+      broker = new BullMQBroker({ connection: redisUrl, keyPrefix, worker });
+      tracking = new PipelineTrackingManager().withAutoStorage(broker);
+    }
+  } catch (error) {
+    err.write(`flowcast serve: ${describeError(error)}\n`);
+    return 1;
+  }
   const hooks = new HookManager();
-  const server = getWebSocketServer({ ...serverOptions, broker, tracking });
+  const demo = options.demo === true ? createDemo(broker, hooks, tracking) : null;
+  const pipelines = demo === null ? [] : demo.pipelines.map((p) => ({ pipelineId: p.id, kiq: () => p.start() }));
+  const server = getWebSocketServer({ ...serverOptions, broker, tracking, ...(pipelines.length > 0 && { pipelines }) });
   const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
     // A second Ctrl-C while closing: leave at once.
@@ -130,7 +165,7 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
   if (io.signal?.aborted === true) onAbort();
 
   let code = 0;
-  let demo: Promise<unknown> = Promise.resolve();
+  let demoLoop: Promise<unknown> = Promise.resolve();
   try {
     try {
       await server.startServer();
@@ -138,11 +173,10 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
       err.write(`flowcast serve: cannot listen on ${serverOptions.host}:${serverOptions.port}: ${describeError(error)}\n`);
       return 1;
     }
-    out.write(banner(server, options));
+    out.write(banner(server, { ...options, ...(redisUrl !== undefined && { redis: redisUrl, keyPrefix }) }));
     io.onListening?.(server);
-    if (options.demo === true) {
-      const pipelines = createDemo(broker, hooks, tracking);
-      demo = runDemo(pipelines, { concurrency: options.concurrency ?? 3, signal: stop.signal }).catch((error: unknown) => {
+    if (demo !== null) {
+      demoLoop = runDemo(demo, { concurrency: options.concurrency ?? 3, signal: stop.signal }).catch((error: unknown) => {
         err.write(`flowcast serve: the demo stopped: ${describeError(error)}\n`);
         code = 1;
         stop.abort(error);
@@ -150,15 +184,16 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     }
     if (!stop.signal.aborted) await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
     out.write('flowcast serve: stopping\n');
-    await demo;
+    await demoLoop;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     io.signal?.removeEventListener('abort', onAbort);
     await server.close();
     await hooks.idle();
-    await broker.close();
+    // Tracking may use the broker's Redis connection: close it first.
     await tracking.close();
+    await broker.close();
   }
   return code;
 }
@@ -176,7 +211,15 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
     `  Health      ${http}/health`,
     `  Auth        ${server.options.auth === undefined ? 'none: anyone who can reach this address can read and cancel runs' : 'tokens required'}`,
   ];
+  if (options.redis !== undefined) lines.push(`  Redis       ${redactUrl(options.redis)} (key prefix ${options.keyPrefix ?? 'flowcast:'})${options.demo === true && options.worker === false ? '; demo steps run on flowcast worker processes' : ''}`);
   if (options.demo === true) lines.push(`  Demo        ${options.concurrency ?? 3} runs at a time; try: flowcast watch '*' --url ${server.url}`);
   lines.push('Ctrl-C stops.');
   return `${lines.join('\n')}\n`;
+}
+
+/** The URL without its password, for printing. */
+function redactUrl(url: string): string {
+  const u = new URL(url);
+  if (u.password !== '') u.password = '***';
+  return u.toString();
 }
