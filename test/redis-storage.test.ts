@@ -153,6 +153,22 @@ describe('RedisPipelineStorage', () => {
       expect((await workers[5]!.listPipelines({ pipelineId: 'many', status: 'COMPLETED' })).length).toBe(20);
     });
 
+    it('never writes over a newer status from the one it wrote last (another worker wrote meanwhile)', async () => {
+      const prefix = redis.prefix();
+      const [a, b] = [0, 1].map(() => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+      const run = richScripted();
+      const e = run.events;
+      await a!.applyEvent(e[0]!);
+      await a!.applyEvent(e[1]!);
+      await b!.applyEvent(e[2]!);
+      await b!.applyEvent(e[3]!);
+      // Worker a gets a redelivered seq 3: its own last status is at seq 2, the store is at 4.
+      expect(await a!.applyEvent(e[2]!)).toBeNull();
+      expect(await a!.getStatus(run.runId)).toEqual(reduce(e.slice(0, 4)));
+      for (const ev of e.slice(4)) await a!.applyEvent(ev);
+      expect(await b!.getStatus(run.runId)).toEqual(reduce(e));
+    });
+
     it('holds events that arrive ahead of a gap and applies them in seq order once it fills', async () => {
       const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() });
       const run = richScripted();

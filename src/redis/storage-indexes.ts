@@ -77,8 +77,17 @@ export async function removeFromIndexes(redis: RedisClient, prefix: string, runI
 
 /** Reads the `s` field (status JSON) of many runs; `null` for a run that is gone. */
 export async function readStatuses(redis: RedisClient, prefix: string, runIds: readonly string[]): Promise<(string | null)[]> {
-  // One command per run (each run key has its own slot); ioredis writes them back to back.
-  return Promise.all(runIds.map((id) => redis.hget(trackRunKey(prefix, id), 's')));
+  if (redis.isCluster) {
+    // A Cluster pipeline must stay in one slot, and every run has its own: one command per run (ioredis writes them back to back).
+    return Promise.all(runIds.map((id) => redis.hget(trackRunKey(prefix, id), 's')));
+  }
+  const pipeline = redis.pipeline();
+  for (const id of runIds) pipeline.hget(trackRunKey(prefix, id), 's');
+  const replies = (await pipeline.exec()) ?? [];
+  return replies.map(([error, value]) => {
+    if (error !== null) throw error;
+    return typeof value === 'string' ? value : null;
+  });
 }
 
 /** Options of {@link scanIndex}. */

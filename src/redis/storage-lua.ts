@@ -38,19 +38,7 @@ export class LuaScript {
 const NOW_MS = `local t = redis.call('TIME')
 local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))`;
 
-/**
- * Offers one event to the run's pending buffer (unless it is a duplicate), then reads
- * what the caller needs to apply pending events.
- *
- * KEYS[1] the run record, KEYS[2] the run's pending hash
- * ARGV[1] the event's seq, ARGV[2] the event JSON ('' to only read),
- * ARGV[3] pending TTL (s) of a known run, ARGV[4] pending TTL (s) of a run with no record yet
- * Returns {0} for a duplicate (seq <= last_seq, or already pending); else
- * {1, version, status JSON or nil, ms the oldest pending event has waited, seq1, event1, seq2, event2, ...}
- */
-export const OFFER = new LuaScript(
-  'track-offer',
-  `local rec = redis.call('HMGET', KEYS[1], 'v', 'q', 's')
+const OFFER_BODY = `local rec = redis.call('HMGET', KEYS[1], 'v', 'q', 's')
 ${NOW_MS}
 if ARGV[2] ~= '' then
   if rec[2] and tonumber(ARGV[1]) <= tonumber(rec[2]) then return {0} end
@@ -68,7 +56,43 @@ for i = 1, #pending, 2 do
     out[#out + 1] = pending[i + 1]
   end
 end
-return out`,
+return out`;
+
+/**
+ * Offers one event to the run's pending buffer (unless it is a duplicate), then reads
+ * what the caller needs to apply pending events.
+ *
+ * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * ARGV[1] the event's seq, ARGV[2] the event JSON ('' to only read),
+ * ARGV[3] pending TTL (s) of a known run, ARGV[4] pending TTL (s) of a run with no record yet
+ * Returns {0} for a duplicate (seq <= last_seq, or already pending); else
+ * {1, version, status JSON or nil, ms the oldest pending event has waited, seq1, event1, seq2, event2, ...}
+ */
+export const OFFER = new LuaScript(
+  'track-offer',
+  `${OFFER_BODY}`,
+);
+
+/**
+ * The fast path of one event: the caller applied it to the status it last wrote (version
+ * ARGV[5]); if the record is still at that version and no event is pending, stores the
+ * result at once. Otherwise does what {@link OFFER} does.
+ *
+ * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * ARGV[1..4] as OFFER (seq, event JSON, pending TTLs), ARGV[3] is also the record TTL;
+ * ARGV[5] expected version, ARGV[6] the new status JSON (its last_seq is ARGV[1])
+ * Returns {2, new version} when stored; else OFFER's reply.
+ */
+export const FAST_APPLY = new LuaScript(
+  'track-fast-apply',
+  `local cur = redis.call('HGET', KEYS[1], 'v')
+if cur and cur == ARGV[5] and redis.call('EXISTS', KEYS[2]) == 0 then
+  local v = tonumber(cur) + 1
+  redis.call('HSET', KEYS[1], 's', ARGV[6], 'v', v, 'q', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  return {2, v}
+end
+${OFFER_BODY}`,
 );
 
 /**

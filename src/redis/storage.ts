@@ -26,7 +26,7 @@ import {
   type PruneResult,
 } from './storage-indexes.js';
 import { checkDate, checkEvent, checkStatusObject, isRedisClient, newestStartedFirst } from './storage-checks.js';
-import { COMMIT, DELETE, OFFER, SAVE, type RedisClient } from './storage-lua.js';
+import { COMMIT, DELETE, FAST_APPLY, OFFER, SAVE, type RedisClient } from './storage-lua.js';
 
 export type { RedisClient } from './storage-lua.js';
 export type { PruneResult } from './storage-indexes.js';
@@ -66,9 +66,11 @@ const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs
 /** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */
 const ORPHAN_TTL_SECONDS = 3600;
 /** Run ids read per round trip by list queries. */
-const SCAN_BATCH = 500;
+const SCAN_BATCH = 1000;
 /** Compare-and-set attempts before applyEvent gives up. */
 const MAX_ATTEMPTS = 1000;
+/** Running runs whose last written status a storage keeps for the one-round-trip path. */
+const CACHED_RUNS = 1000;
 
 /** What {@link OFFER} read. */
 interface Loaded {
@@ -126,6 +128,8 @@ export class RedisPipelineStorage implements TrackingStorage {
   #lastPrune = Date.now();
   #pruning: Promise<void> | null = null;
   #closed = false;
+  /** run id → the version and status this process wrote last (insertion order: oldest first). */
+  readonly #cache = new Map<string, { version: string; status: PipelineStatus }>();
 
   constructor(redis: RedisClient, options: RedisPipelineStorageOptions = {}) {
     if (!isRedisClient(redis)) throw new InvalidArgumentError(`RedisPipelineStorage(redis): redis must be an ioredis Redis or Cluster client, received ${show(redis)}`);
@@ -146,6 +150,7 @@ export class RedisPipelineStorage implements TrackingStorage {
   async saveStatus(status: PipelineStatus): Promise<void> {
     this.#open();
     checkStatusObject(status);
+    this.#cache.delete(status.run_id);
     const prefix = this.keyPrefix;
     const previous = (await SAVE.run(this.#redis, [trackRunKey(prefix, status.run_id)], [JSON.stringify(status), status.last_seq, this.ttlSeconds])) as string | null;
     const before = previous === null ? null : indexedFields(JSON.parse(previous) as PipelineStatus);
@@ -244,9 +249,28 @@ export class RedisPipelineStorage implements TrackingStorage {
   async applyEvent(event: FlowcastEvent): Promise<PipelineStatus | null> {
     this.#open();
     checkEvent(event);
-    const loaded = await this.#offer(event.run_id, event.seq, JSON.stringify(event));
+    const runId = event.run_id;
+    const json = JSON.stringify(event);
+    let loaded: Loaded | null;
+    const cached = this.#cache.get(runId);
+    if (cached !== undefined && event.seq === cached.status.last_seq + 1) {
+      // The fast path: this process wrote the run last; apply here, store in one round trip if nobody wrote since.
+      this.#cache.delete(runId);
+      const before = indexedFields(cached.status);
+      const next = applyEvent(cached.status, event) as PipelineStatus;
+      const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
+      const reply = (await FAST_APPLY.run(this.#redis, keys, [event.seq, json, this.ttlSeconds, this.#orphanTtl, cached.version, JSON.stringify(next)])) as unknown[];
+      if (reply[0] === 2) {
+        this.#remember(runId, String(reply[1]), next);
+        await this.#indexWrite(runId, before, next);
+        return next;
+      }
+      loaded = parseOffer(reply);
+    } else {
+      loaded = await this.#offer(runId, event.seq, json);
+    }
     if (loaded === null) return null;
-    const { status, own } = await this.#settle(event.run_id, event.seq, loaded);
+    const { status, own } = await this.#settle(runId, event.seq, loaded);
     return own ? status : null;
   }
 
@@ -303,6 +327,14 @@ export class RedisPipelineStorage implements TrackingStorage {
     await this.close();
   }
 
+  /** Keeps the status this process just wrote, for the fast path of the run's next event. */
+  #remember(runId: string, version: string, status: PipelineStatus): void {
+    this.#cache.delete(runId);
+    if (isEndedStatus(status.status)) return;
+    this.#cache.set(runId, { version, status });
+    if (this.#cache.size > CACHED_RUNS) this.#cache.delete(this.#cache.keys().next().value as string);
+  }
+
   #open(): void {
     if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'RedisPipelineStorage is closed');
   }
@@ -330,6 +362,7 @@ export class RedisPipelineStorage implements TrackingStorage {
       const args = [loaded.version, JSON.stringify(drained.status), drained.status.last_seq, this.ttlSeconds, ...drained.remove];
       const version = (await COMMIT.run(this.#redis, keys, args)) as number;
       if (version !== 0) {
+        this.#remember(runId, String(version), drained.status);
         await this.#indexWrite(runId, before, drained.status);
         return { status: drained.status, own: reflected || (seq !== null && drained.applied.has(seq)) };
       }
@@ -383,6 +416,7 @@ export class RedisPipelineStorage implements TrackingStorage {
 
   /** Deletes a run (if still at `version`, when given) with its index entries. */
   async #deleteRun(runId: string, version: string): Promise<boolean> {
+    this.#cache.delete(runId);
     const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
     const json = (await DELETE.run(this.#redis, keys, [version])) as string | null;
     if (json === null) return false;
