@@ -20,6 +20,8 @@ import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type Re
 import { TaskResults } from './bullmq-results.js';
 import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './bullmq-status.js';
 import { BULLMQ_QUEUES, bullmqPrefix } from './keys.js';
+import { BullMQScheduleDriver } from '../scheduler/bullmq-schedules.js';
+import type { ClusterFire, ScheduleDriver } from '../scheduler/cluster.js';
 import { RedisRunState } from './run-state.js';
 import { RedisPubSubTransport } from './transport.js';
 
@@ -300,6 +302,16 @@ export class BullMQBroker implements Broker {
       readQueue(this.#controlQueue, 'control'),
     ]);
     return { broker: this.kind, workers, queues: [tasks, control] };
+  }
+
+  /**
+   * Opens the cluster-wide schedule store that `PipelineScheduler` uses with this broker:
+   * BullMQ job schedulers, so each tick fires once across every scheduler instance of
+   * this key prefix. Close the scheduler before the broker (it shares `redis`).
+   */
+  createScheduleDriver(fire: ClusterFire, onError: (error: Error) => void): ScheduleDriver {
+    if (this.#state !== 'open') throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
+    return new BullMQScheduleDriver(this.redis, bullmqPrefix(this.keyPrefix), fire, onError);
   }
 
   // ── worker side ───────────────────────────────────────────────────────────────────

@@ -14,3 +14,4 @@ export type {
   IntervalScheduleOptions,
   OnceScheduleOptions,
 } from './scheduler.js';
+export type { ClusterScheduleSpec, ClusterFire, ScheduleDriver, ClusterSchedulerBroker } from './cluster.js';

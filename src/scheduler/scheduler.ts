@@ -2,14 +2,17 @@ import { Cron } from 'croner';
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import { assertJson, type JsonValue } from '../core/json.js';
 import { checkId, checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
+import { hasScheduleDriver, type ClusterScheduleSpec, type ScheduleDriver } from './cluster.js';
 
 /**
- * What the scheduler needs of a broker for now: its `kind`. With the in-memory broker the
- * scheduler runs its timers in this process; a cluster-wide broker (Redis/BullMQ) will
- * make each tick fire once per cluster.
+ * What the scheduler needs of a broker: its `kind`. With the in-memory broker the
+ * scheduler runs its timers in this process; a broker with `createScheduleDriver()`
+ * (the BullMQ broker) makes each tick fire once per cluster (see `./cluster.ts`).
  */
 export interface SchedulerBroker {
   readonly kind: string;
+  /** Opens a cluster-wide schedule store (see {@link ScheduleDriver}). */
+  createScheduleDriver?: (...args: never[]) => ScheduleDriver;
 }
 
 /** Anything with a `kiq(input)` that starts a run, such as a `Pipeline` or a `DataflowPipeline`. */
@@ -166,6 +169,8 @@ interface Entry {
   readonly catchUp: boolean;
   readonly maxRuns: number;
   readonly controller: AbortController;
+  /** The schedule as the cluster store keeps it; `null` with local timers. */
+  readonly clusterSpec: ClusterScheduleSpec | null;
   timer: NodeJS.Timeout | undefined;
   dueMs: number | null;
   paused: boolean;
@@ -201,6 +206,10 @@ export class PipelineScheduler {
   readonly #unref: boolean;
   #closing: Promise<void> | undefined;
   #counter = 0;
+  /** The cluster-wide store, opened with the first schedule; `null` with local timers. */
+  #driver: ScheduleDriver | null = null;
+  /** Store updates in flight (awaited by close). */
+  readonly #storeOps = new Set<Promise<void>>();
 
   constructor(broker: SchedulerBroker, options: PipelineSchedulerOptions = {}) {
     if (typeof broker !== 'object' || broker === null || typeof (broker as Partial<SchedulerBroker>).kind !== 'string') {
@@ -302,6 +311,7 @@ export class PipelineScheduler {
       clearTimeout(entry.timer);
       entry.timer = undefined;
       entry.dueMs = null;
+      if (entry.clusterSpec !== null) this.#store(entry, (d) => d.remove(entry.id));
     }
     return toInfo(entry);
   }
@@ -313,6 +323,8 @@ export class PipelineScheduler {
       entry.paused = false;
       if (!entry.done) entry.dueMs = entry.resumeAt();
       this.#arm(entry);
+      const spec = entry.clusterSpec;
+      if (spec !== null && !entry.done) this.#store(entry, (d) => d.upsert(spec));
     }
     return toInfo(entry);
   }
@@ -322,6 +334,7 @@ export class PipelineScheduler {
     const entry = this.#mutable(id, 'remove');
     this.#stop(entry, new FlowcastError(ErrorCodes.CANCELLED, `Schedule "${id}" was removed`));
     this.#entries.delete(id);
+    if (entry.clusterSpec !== null) this.#store(entry, (d) => d.remove(id));
   }
 
   /**
@@ -341,6 +354,9 @@ export class PipelineScheduler {
     const reason = new FlowcastError(ErrorCodes.CLOSED, 'The scheduler was closed');
     for (const entry of this.#entries.values()) this.#stop(entry, reason);
     await Promise.all(this.#inFlight);
+    // The schedules stay in the cluster store for the other instances.
+    await Promise.all(this.#storeOps);
+    await this.#driver?.close();
   }
 
   #checkOpen(): void {
@@ -386,6 +402,7 @@ export class PipelineScheduler {
       catchUp: o.catchUpMissed ?? false,
       maxRuns: kind === 'once' ? 1 : (maxRuns ?? Infinity),
       controller: new AbortController(),
+      clusterSpec: hasScheduleDriver(this.broker) ? clusterSpecOf(id, kind, spec.fields, maxRuns, o as { startAt?: unknown }) : null,
       timer: undefined,
       dueMs: spec.first,
       paused: false,
@@ -397,7 +414,9 @@ export class PipelineScheduler {
       lastError: null,
     };
     this.#entries.set(id, entry);
-    this.#arm(entry);
+    const clusterSpec = entry.clusterSpec;
+    if (clusterSpec === null) this.#arm(entry);
+    else if (!entry.done) this.#store(entry, (d) => d.upsert(clusterSpec));
     return toInfo(entry);
   }
 
@@ -419,6 +438,8 @@ export class PipelineScheduler {
   #arm(entry: Entry): void {
     clearTimeout(entry.timer);
     entry.timer = undefined;
+    // In a cluster the store says when a tick is due (see #fireFromCluster).
+    if (entry.clusterSpec !== null) return;
     if (entry.paused || entry.done || entry.dueMs === null) return;
     const delay = Math.min(Math.max(0, entry.dueMs - Date.now()), MAX_TIMEOUT_MS);
     entry.timer = setTimeout(() => this.#onTimer(entry), delay);
@@ -453,6 +474,44 @@ export class PipelineScheduler {
       void burst.finally(() => this.#inFlight.delete(burst));
     }
     this.#arm(entry);
+  }
+
+  /** Runs an update of the cluster store; a failure is reported like a failed firing. */
+  #store(entry: Entry, op: (driver: ScheduleDriver) => Promise<void>): void {
+    const broker = this.broker;
+    if (!hasScheduleDriver(broker)) return;
+    this.#driver ??= broker.createScheduleDriver(
+      (id, tick) => this.#fireFromCluster(id, tick),
+      (error) => console.error(`flowcast scheduler: cluster schedule store: ${describeError(error)}`),
+    );
+    const driver = this.#driver;
+    // One after another, in call order: a remove() must not overtake the upsert before it.
+    const previous = [...this.#storeOps].at(-1) ?? Promise.resolve();
+    const pending = previous
+      .then(() => op(driver))
+      .catch((err: unknown) => {
+        entry.lastError = describeError(err);
+        safely('onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
+      });
+    this.#storeOps.add(pending);
+    void pending.finally(() => this.#storeOps.delete(pending));
+  }
+
+  /** A tick of a cluster schedule reached this instance. */
+  async #fireFromCluster(id: string, tick: number): Promise<'fired' | 'unknown'> {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || entry.paused || entry.done || this.#closing !== undefined) return 'unknown';
+    const next = entry.next(tick);
+    entry.dueMs = next !== null && next <= Date.now() ? entry.next(Date.now()) : next;
+    if (entry.overlap === 'skip' && entry.running > 0) {
+      entry.skipped++;
+      return 'fired';
+    }
+    const burst = this.#burst(entry, [tick]);
+    this.#inFlight.add(burst);
+    void burst.finally(() => this.#inFlight.delete(burst));
+    await burst;
+    return 'fired';
   }
 
   /** Fires the ticks one after another. Never rejects. */
@@ -497,6 +556,18 @@ export class PipelineScheduler {
       safely('onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
     }
   }
+}
+
+/** The schedule as a cluster store keeps it. */
+function clusterSpecOf(id: string, kind: ScheduleKind, fields: Spec['fields'], maxRuns: number | undefined, o: { startAt?: unknown }): ClusterScheduleSpec {
+  const spec: ClusterScheduleSpec = { id, kind };
+  if (fields.cron !== undefined) spec.cron = fields.cron;
+  if (fields.timezone !== undefined) spec.timezone = fields.timezone;
+  if (fields.everyMs !== undefined) spec.everyMs = fields.everyMs;
+  if (fields.at !== undefined) spec.at = fields.at;
+  if (maxRuns !== undefined) spec.maxRuns = maxRuns;
+  if (kind === 'interval' && o.startAt !== undefined) spec.startAt = toEpochMs(o.startAt, `Schedule "${id}" startAt`);
+  return spec;
 }
 
 interface Spec {
