@@ -7,6 +7,7 @@ import type { EventDraft } from '../src/events/types.js';
 import { RedisRunState } from '../src/redis/run-state.js';
 import { RedisPubSubTransport } from '../src/redis/transport.js';
 import { runLogKey, runLogMetaKey, runStateKey } from '../src/redis/keys.js';
+import { LuaScript, TRANSITION_SCRIPT } from '../src/redis/lua.js';
 import { DataflowPipeline, InMemoryBroker, Pipeline } from '../src/index.js';
 import { runStateConformance } from './conformance/run-state.js';
 import { expectRunInvariants } from './helpers/collect.js';
@@ -85,9 +86,31 @@ describe('RedisRunState', () => {
           return { value: r.inflight, events: [logDraft(runId, 'never stored')] };
         }),
       ).rejects.toMatchObject({ code: ErrorCodes.CONFLICT, message: expect.stringContaining('3 times') as unknown });
-      expect(calls).toBe(3);
+      // A first try on this process's kept copy, then 3 tries on fresh reads.
+      expect(calls).toBe(4);
       expect((await store.get(runId))?.inflight).toBe(1);
       expect((await store.transport.read(runId)).last_seq).toBe(1);
+    });
+
+    it('applies a write resent after a lost reply only once (ioredis resends unanswered commands)', async () => {
+      const { client, store, transport } = worker();
+      const runId = 'run-resend';
+      await startRun(store, runId);
+      const script = new LuaScript(TRANSITION_SCRIPT);
+      const keys = [runStateKey(redis.prefix(), runId), runLogMetaKey(redis.prefix(), runId), runLogKey(redis.prefix(), runId)];
+      const rec = await store.get(runId);
+      const { plan: _plan, ...rest } = { ...rec!, inflight: 7 };
+      const event = JSON.stringify({ ...logDraft(runId, 'once'), v: 1, event_id: 'e-1', seq: 0 }).slice(0, -2);
+      const args = ['1', JSON.stringify(rest), '{}', 100, 1000, 100, 0, 1, 'token-1', event, 0];
+      const first = await script.run(client, keys, args);
+      const resent = await script.run(client, keys, args);
+      expect(first).toEqual([0, 2]);
+      expect(resent).toEqual([0, 2]);
+      expect(await client.hget(keys[0]!, 'ver')).toBe('2');
+      expect((await transport.read(runId)).events.map((e) => e.seq)).toEqual([1, 2]);
+      // Another write with the same expected version but another token is a real conflict.
+      const other = (await script.run(client, keys, ['1', JSON.stringify(rest), '{}', 100, 1000, 100, 0, 0, 'token-2'])) as unknown[];
+      expect(other.slice(0, 2)).toEqual([3, 2]);
     });
 
     it('refuses events after the terminal one but still stores the record', async () => {

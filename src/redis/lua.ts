@@ -36,6 +36,16 @@ local function append_events(meta, log, maxlen, from, n)
   end
   return out, ended
 end
+-- A command resent after a lost reply (ioredis resends unanswered commands after a
+-- reconnect) must not apply twice: the last write's token and seqs are kept in the state
+-- hash, and a resend of that write answers what the first run of it did.
+local function same_tx(state, token)
+  local tx = redis.call('HMGET', state, 'tx', 'txr')
+  if tx[1] ~= token then return nil end
+  local out = {0}
+  for seq in string.gmatch(tx[2] or '', '[^,]+') do out[#out + 1] = tonumber(seq) end
+  return out
+end
 local function expire_all(ttl, ...)
   for _, key in ipairs({...}) do redis.call('EXPIRE', key, ttl) end
 end
@@ -57,13 +67,14 @@ return seqs[1]
  * KEYS[1] run state hash, KEYS[2] log meta hash, KEYS[3] log stream.
  * ARGV[1] record JSON (without plan), ARGV[2] plan JSON, ARGV[3] summary JSON,
  * ARGV[4] max events kept, ARGV[5] TTL (s) while running, ARGV[6] TTL (s) once ended,
- * ARGV[7] `1` when the record is already ended, ARGV[8] event count, ARGV[9..] events.
+ * ARGV[7] `1` when the record is already ended, ARGV[8] event count, ARGV[9] a token
+ * unique to this write, ARGV[10..] events.
  * Returns `{1}` when the run exists already, else `{0, seq...}` (0 for a refused event).
  */
 export const CREATE_SCRIPT = `${APPEND_FN}
-if redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'plan', ARGV[2], 'sum', ARGV[3], 'ver', 1)
-local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 9, tonumber(ARGV[8]))
+if redis.call('EXISTS', KEYS[1]) == 1 then return same_tx(KEYS[1], ARGV[9]) or {1} end
+local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 10, tonumber(ARGV[8]))
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'plan', ARGV[2], 'sum', ARGV[3], 'ver', 1, 'tx', ARGV[9], 'txr', table.concat(seqs, ','))
 expire_all((ended or ARGV[7] == '1') and ARGV[6] or ARGV[5], KEYS[1], KEYS[2], KEYS[3])
 table.insert(seqs, 1, 0)
 return seqs
@@ -75,16 +86,17 @@ return seqs
  * ARGV[1] the version the record was read at, ARGV[2] new record JSON (without plan),
  * ARGV[3] summary JSON, ARGV[4] max events kept, ARGV[5] TTL (s) while running,
  * ARGV[6] TTL (s) once ended, ARGV[7] `1` when the new record is ended,
- * ARGV[8] event count, ARGV[9..] events.
- * Returns `{2}` for an unknown run, `{3, version}` when the version moved on (retry),
+ * ARGV[8] event count, ARGV[9] a token unique to this write, ARGV[10..] events.
+ * Returns `{2}` for an unknown run, `{3, version, record}` when the version moved on
+ * (the caller retries on that record),
  * else `{0, seq...}` (0 for an event refused after the terminal one).
  */
 export const TRANSITION_SCRIPT = `${APPEND_FN}
 local ver = redis.call('HGET', KEYS[1], 'ver')
 if not ver then return {2} end
-if ver ~= ARGV[1] then return {3, tonumber(ver)} end
-redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'sum', ARGV[3], 'ver', tonumber(ver) + 1)
-local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 9, tonumber(ARGV[8]))
+if ver ~= ARGV[1] then return same_tx(KEYS[1], ARGV[9]) or {3, tonumber(ver), redis.call('HGET', KEYS[1], 'rec')} end
+local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 10, tonumber(ARGV[8]))
+redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'sum', ARGV[3], 'ver', tonumber(ver) + 1, 'tx', ARGV[9], 'txr', table.concat(seqs, ','))
 expire_all((ended or ARGV[7] == '1') and ARGV[6] or ARGV[5], KEYS[1], KEYS[2], KEYS[3])
 table.insert(seqs, 1, 0)
 return seqs

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { FlowcastError, ErrorCodes, InvalidArgumentError, toError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
@@ -18,23 +19,33 @@ export interface RedisRunStateOptions {
    */
   transport: RedisPubSubTransport;
   /**
-   * Times a transition is tried when other processes keep changing the same run
-   * between its read and its write; then it rejects with `FLOWCAST_ERR_CONFLICT`.
+   * Times a transition is tried on a fresh read when other processes keep changing the
+   * same run between its read and its write (a first try on this process's kept copy
+   * does not count); then it rejects with `FLOWCAST_ERR_CONFLICT`.
    * @default 100
    */
   maxAttempts?: number;
   /**
-   * Plans of runs kept parsed in this process (a plan never changes after the run is
-   * created, so transitions read and write the record without it).
+   * Runs whose plan (parsed) and last written record this process keeps. A transition
+   * of a run this process wrote last needs no read first: it sends its change based on
+   * the kept record, and when another process wrote meanwhile, the script answers with
+   * the current record and the transition runs again on it.
    * @default 1000
    */
-  planCacheSize?: number;
+  cachedRuns?: number;
 }
 
-const KNOWN = ['transport', 'maxAttempts', 'planCacheSize'] as const;
+const KNOWN = ['transport', 'maxAttempts', 'cachedRuns'] as const;
 
 const createScript = new LuaScript(CREATE_SCRIPT);
 const transitionScript = new LuaScript(TRANSITION_SCRIPT);
+
+/** What this process keeps of a run: its plan, and the record and version it last wrote or read. */
+interface CachedRun {
+  plan: PipelinePlan;
+  rec: string | null;
+  ver: string | null;
+}
 
 const CREATED = 0;
 const EXISTS = 1;
@@ -83,8 +94,8 @@ export class RedisRunState implements RunStateStore {
   readonly redis: Redis;
   readonly transport: RedisPubSubTransport;
   readonly #maxAttempts: number;
-  readonly #planCacheSize: number;
-  readonly #plans = new Map<string, PipelinePlan>();
+  readonly #cacheSize: number;
+  readonly #cache = new Map<string, CachedRun>();
   readonly #queues = new Map<string, Promise<unknown>>();
   #closed = false;
 
@@ -96,7 +107,7 @@ export class RedisRunState implements RunStateStore {
     }
     this.transport = options.transport;
     this.#maxAttempts = checkPositiveInt(options.maxAttempts ?? 100, 'maxAttempts');
-    this.#planCacheSize = checkPositiveInt(options.planCacheSize ?? 1000, 'planCacheSize');
+    this.#cacheSize = checkPositiveInt(options.cachedRuns ?? 1000, 'cachedRuns');
   }
 
   get #prefix(): string {
@@ -109,7 +120,7 @@ export class RedisRunState implements RunStateStore {
 
   #logArgs(ended: boolean, drafts: EncodedDraft[]): (string | number)[] {
     const t = this.transport;
-    const args: (string | number)[] = [t.maxEventsPerRun, t.ttlSeconds, t.endedTtlSeconds, ended ? 1 : 0, drafts.length];
+    const args: (string | number)[] = [t.maxEventsPerRun, t.ttlSeconds, t.endedTtlSeconds, ended ? 1 : 0, drafts.length, randomUUID()];
     for (const d of drafts) args.push(d.head, d.terminal ? 1 : 0);
     return args;
   }
@@ -139,11 +150,11 @@ export class RedisRunState implements RunStateStore {
     const runId = checkId(record.run_id, 'record.run_id');
     checkObject(record.plan, 'record.plan');
     const drafts = this.#encode(events, runId, 'RedisRunState.create');
-    const args = [recordJson(record), JSON.stringify(record.plan), JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
-    // The script wants: rec, plan, sum, maxlen, ttl, endedTtl, ended, n, events.
+    const rec = recordJson(record);
+    const args = [rec, JSON.stringify(record.plan), JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
     const reply = (await createScript.run(this.redis, this.#keys(runId), args)) as unknown[];
     if (reply[0] === EXISTS) throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `Run "${runId}" already exists`);
-    this.#cachePlan(runId, structuredClone(record.plan));
+    if (record.status === 'RUNNING') this.#remember(runId, { plan: deepFreeze(structuredClone(record.plan)), rec, ver: '1' });
     return this.#finish(drafts, reply.slice(1));
   }
 
@@ -189,46 +200,76 @@ export class RedisRunState implements RunStateStore {
 
   async #attempt<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
     const keys = this.#keys(runId);
-    for (let attempt = 1; ; attempt++) {
-      const cached = this.#plans.get(runId);
-      const fields = cached === undefined ? await this.redis.hmget(keys[0] as string, 'rec', 'ver', 'plan') : await this.redis.hmget(keys[0] as string, 'rec', 'ver');
-      const [rec, ver] = fields;
-      if (rec === null || ver === null || rec === undefined || ver === undefined) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`);
-      let plan = cached;
-      if (plan === undefined) {
-        if (fields[2] === null || fields[2] === undefined) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Run "${runId}" has no plan`);
-        plan = this.#cachePlan(runId, JSON.parse(fields[2]) as PipelinePlan);
-      }
-      const record = JSON.parse(rec) as RunRecord;
-      record.plan = plan;
+    let run = this.#cache.get(runId);
+    // `fresh`: the record was just read from Redis (not this process's kept copy).
+    let fresh = false;
+    if (run === undefined || run.rec === null) {
+      run = await this.#read(runId, run);
+      fresh = true;
+    }
+    for (let attempt = 1; ; ) {
+      const ver = run.ver as string;
+      const record = JSON.parse(run.rec as string) as RunRecord;
+      record.plan = run.plan;
       const { value, events } = fn(record);
       const drafts = this.#encode(events, runId, 'RedisRunState.transition');
-      const args = [ver, recordJson(record), JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
+      const rec = recordJson(record);
+      const args = [ver, rec, JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
       const reply = (await transitionScript.run(this.redis, keys, args)) as unknown[];
-      if (reply[0] === CREATED) return { value, events: this.#finish(drafts, reply.slice(1)) };
-      if (reply[0] === UNKNOWN) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`);
-      if (reply[0] !== CONFLICT) throw new FlowcastError(ErrorCodes.CONNECTION_FAILED, `Unexpected answer of the transition script: ${show(reply)}`);
+      if (reply[0] === CREATED) {
+        if (record.status === 'RUNNING') this.#remember(runId, { plan: run.plan, rec, ver: String(Number(ver) + 1) });
+        else this.#cache.delete(runId);
+        return { value, events: this.#finish(drafts, reply.slice(1)) };
+      }
+      if (reply[0] === UNKNOWN) {
+        this.#cache.delete(runId);
+        throw new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`);
+      }
+      if (reply[0] !== CONFLICT || typeof reply[2] !== 'string') {
+        throw new FlowcastError(ErrorCodes.CONNECTION_FAILED, `Unexpected answer of the transition script: ${show(reply)}`);
+      }
+      // Another process wrote since: the script answered with the current record.
+      run = this.#remember(runId, { plan: run.plan, rec: reply[2], ver: String(reply[1]) });
+      if (!fresh) {
+        fresh = true;
+        continue;
+      }
       if (attempt >= this.#maxAttempts) {
         throw new FlowcastError(
           ErrorCodes.CONFLICT,
           `Transition of run "${runId}" lost to concurrent writers ${attempt} times (read at version ${ver}, now ${show(reply[1])}); giving up`,
         );
       }
+      attempt++;
       // Back off a little, more after each loss, with jitter so contenders spread out.
       const delay = Math.random() * Math.min(50, 2 ** Math.min(attempt, 6));
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
 
-  #cachePlan(runId: string, plan: PipelinePlan): PipelinePlan {
-    deepFreeze(plan);
-    this.#plans.delete(runId);
-    this.#plans.set(runId, plan);
-    if (this.#plans.size > this.#planCacheSize) {
-      const oldest = this.#plans.keys().next().value;
-      if (oldest !== undefined) this.#plans.delete(oldest);
+  /** Reads a run's record and version (and its plan when not kept yet). */
+  async #read(runId: string, known: CachedRun | undefined): Promise<CachedRun> {
+    const key = runStateKey(this.#prefix, runId);
+    const fields = known === undefined ? await this.redis.hmget(key, 'rec', 'ver', 'plan') : await this.redis.hmget(key, 'rec', 'ver');
+    const [rec, ver, planJson] = fields;
+    if (rec === null || ver === null || rec === undefined || ver === undefined) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`);
+    let plan = known?.plan;
+    if (plan === undefined) {
+      if (planJson === null || planJson === undefined) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Run "${runId}" has no plan`);
+      plan = deepFreeze(JSON.parse(planJson) as PipelinePlan);
     }
-    return plan;
+    return this.#remember(runId, { plan, rec, ver });
+  }
+
+  /** Keeps what this process knows of a run, most recent last (the oldest goes first). */
+  #remember(runId: string, run: CachedRun): CachedRun {
+    this.#cache.delete(runId);
+    this.#cache.set(runId, run);
+    if (this.#cache.size > this.#cacheSize) {
+      const oldest = this.#cache.keys().next().value;
+      if (oldest !== undefined) this.#cache.delete(oldest);
+    }
+    return run;
   }
 
   #checkOpen(what: string): void {
@@ -240,7 +281,7 @@ export class RedisRunState implements RunStateStore {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.allSettled([...this.#queues.values()]);
-    this.#plans.clear();
+    this.#cache.clear();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
