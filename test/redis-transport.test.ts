@@ -6,12 +6,16 @@ import { runLogKey, runLogMetaKey } from '../src/redis/keys.js';
 import { RedisPubSubTransport, type RedisPubSubTransportOptions } from '../src/redis/transport.js';
 import { getWebSocketServer } from '../src/server/index.js';
 import { eventTransportConformance } from './conformance/event-transport.js';
-import { useRedisServer } from './helpers/redis.js';
+import { startRedisServer, useRedisServer } from './helpers/redis.js';
+import { rmSync } from 'node:fs';
+import { Redis as RedisClient } from 'ioredis';
+import { RedisRunState } from '../src/redis/run-state.js';
+import { beginRun, newRunRecord } from '../src/pipeline/transitions.js';
 import { connect, isEvent } from './helpers/ws-client.js';
 
 const redis = useRedisServer();
 
-eventTransportConformance('redis', (options) => new RedisPubSubTransport(redis.connect(), { keyPrefix: redis.prefix(), ...options }));
+eventTransportConformance('redis', (options) => new RedisPubSubTransport(redis.connect(), { keyPrefix: redis.prefix(), onListenerError: () => undefined, ...options }));
 
 function open(options: RedisPubSubTransportOptions = {}): { client: Redis; transport: RedisPubSubTransport } {
   const client = redis.connect();
@@ -147,6 +151,48 @@ describe('RedisPubSubTransport', () => {
         await transport.close();
       }
     });
+  });
+
+  describe('Redis restart', () => {
+    it('keeps logs, run state and seqs across a restart with AOF, and subscribers resume in order', async () => {
+      const first = await startRedisServer({ appendOnly: true });
+      let second: Awaited<ReturnType<typeof startRedisServer>> | null = null;
+      const clients = [0, 1].map(() => new RedisClient({ port: first.port, host: '127.0.0.1', maxRetriesPerRequest: null }));
+      const [wc, lc] = clients as [RedisClient, RedisClient];
+      const worker = new RedisPubSubTransport(wc, { keyPrefix: 'rs:', onError: () => undefined });
+      const store = new RedisRunState(wc, { transport: worker });
+      const listener = new RedisPubSubTransport(lc, { keyPrefix: 'rs:', onError: () => undefined });
+      try {
+        const rec = newRunRecord('run-restart', { pipeline_id: 'p', pipeline_type: 'sequential', failure_policy: 'fail_fast', steps: [{ name: 's', index: 0, kind: 'call', tasks: ['t'], depends_on: [], retries: 0, retry_delay_ms: 0, backoff: 'fixed' }] }, null, Date.now());
+        const got: number[] = [];
+        listener.subscribe({ runId: 'run-restart' }, (e) => got.push(e.seq));
+        for (const e of await store.create(rec, beginRun(rec, Date.now()).events)) await worker.publish(e);
+        for (let i = 0; i < 4; i++) await emit(worker, draft('run-restart', 'p'));
+        await until(() => got.length === 5, 'events before the restart');
+        await first.stop();
+        second = await startRedisServer({ port: first.port, dir: first.dir, appendOnly: true });
+        // The scripts are gone from the new server (NOSCRIPT): they are loaded again on the way.
+        const moved = await store.transition('run-restart', (r) => {
+          r.inflight += 10;
+          return { value: r.inflight, events: [draft('run-restart', 'p')] };
+        });
+        expect(moved.value).toBe(11);
+        expect(moved.events.map((e) => e.seq)).toEqual([6]);
+        await worker.publish(moved.events[0]!);
+        for (let i = 0; i < 4; i++) await emit(worker, draft('run-restart', 'p'));
+        await emit(worker, draft('run-restart', 'p', 'end'));
+        await until(() => got.length >= 11, 'every event after the restart');
+        expect(got).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
+        expect((await store.get('run-restart'))?.inflight).toBe(11);
+        expect((await listener.read('run-restart')).events.map((e) => e.seq)).toEqual(got);
+      } finally {
+        await listener.close();
+        await worker.close();
+        for (const c of clients) c.disconnect();
+        await (second ?? first).stop();
+        rmSync(first.dir, { recursive: true, force: true });
+      }
+    }, 30_000);
   });
 
   describe('#read and retention', () => {
