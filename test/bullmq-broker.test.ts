@@ -10,6 +10,7 @@ import { useRedisServer } from './helpers/redis.js';
 const redis = useRedisServer();
 
 const fast = { lockDurationMs: 2_000, stalledIntervalMs: 1_000, heartbeatMs: 500 };
+const quiet = { onError: () => undefined };
 
 brokerConformance('bullmq', async () => {
   const broker = new BullMQBroker({ connection: redis.url, keyPrefix: redis.prefix(), worker: { concurrency: 4, ...fast } });
@@ -65,6 +66,23 @@ describe('BullMQBroker', () => {
     expect(log.events.at(-1)?.type).toBe('PipelineCompleteEvent');
   });
 
+  it('a step job that fails in the broker on every attempt fails its step, so the run ends instead of hanging', async () => {
+    const broker = await open(quiet);
+    const inc = broker.task('inc', (n: number) => n + 1);
+    const pipeline = new Pipeline(broker, { id: 'broken' }).callNext(inc);
+    const errors: string[] = [];
+    // Stands for an engine that cannot reach Redis while it runs the step.
+    broker.setRunProcessor(() => {
+      errors.push('down');
+      return Promise.reject(new Error('connection lost'));
+    });
+    const handle = await pipeline.kiq(1);
+    await expect(handle.waitResult({ timeoutMs: 15_000 })).rejects.toThrow(/BrokerError: the job of this step failed in the broker: connection lost/);
+    expect(errors).toHaveLength(3);
+    const log = await broker.transport.read(handle.runId);
+    expect(log.events.map((e) => e.type)).toEqual(['PipelineStartEvent', 'StepErrorEvent', 'PipelineErrorEvent']);
+  });
+
   describe('#engineStatus', () => {
     it('lists live workers (busy while a job runs) and queue depths; a producer is no worker; a closed worker leaves', async () => {
       const prefix = redis.prefix();
@@ -84,7 +102,12 @@ describe('BullMQBroker', () => {
       await running;
       await prod.enqueue({ kind: 'task', job_id: 'later-1', task: 'hold', input: null }, { delayMs: 60_000 });
 
-      const busy = await prod.engineStatus();
+      // The heartbeat says busy shortly after the job started (state changes are coalesced).
+      let busy = await prod.engineStatus();
+      while (busy.workers[0]?.state !== 'busy') {
+        await new Promise((r) => setTimeout(r, 20));
+        busy = await prod.engineStatus();
+      }
       expect(busy.broker).toBe('bullmq');
       expect(busy.workers).toHaveLength(1);
       expect(busy.workers[0]).toMatchObject({ id: worker.workerId, pid: process.pid, state: 'busy', active_jobs: 1, concurrency: 3 });

@@ -12,7 +12,7 @@ import { checkId, checkNonNegativeNumber } from '../core/validate.js';
 import { getEngine } from '../pipeline/engine.js';
 import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
-import { NON_RETRYABLE_CODES } from '../pipeline/transitions.js';
+import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
 import { AnnouncingRunState, RunControl, type RunEndedMessage } from './bullmq-control.js';
 import { bullmqJobId, stepRedelivered } from './bullmq-jobs.js';
@@ -160,7 +160,14 @@ export class BullMQBroker implements Broker {
       autorun: w.autorun,
       concurrency: w.controlConcurrency,
     });
-    for (const worker of [tasks, control]) worker.on('error', (error) => this.#options.onError(error, null));
+    for (const worker of [tasks, control]) {
+      worker.on('error', (error) => this.#options.onError(error, null));
+      worker.on('failed', (job, error) => {
+        const data = job?.data;
+        if (data?.kind !== 'step' || job === undefined || job.attemptsMade < (job.opts.attempts ?? 1)) return;
+        this.#stepFailedForGood(data, error).catch((e: unknown) => this.#options.onError(toError(e), data));
+      });
+    }
     this.#workers = [tasks, control];
     const sub = openConnection(this.#options.connection, 'flowcast-control');
     sub.on('error', (error: Error) => this.#options.onError(error, null));
@@ -318,7 +325,7 @@ export class BullMQBroker implements Broker {
 
   async #onTaskQueueJob(job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
     this.#counters.active++;
-    if (this.#counters.active === 1) void this.#heartbeat?.beat();
+    if (this.#counters.active === 1) this.#heartbeat?.stateChanged();
     try {
       const data = job.data;
       if (data.kind === 'task') return await this.#runTaskJob(data, job);
@@ -328,7 +335,7 @@ export class BullMQBroker implements Broker {
     } finally {
       this.#counters.active--;
       this.#counters.processed++;
-      if (this.#counters.active === 0) void this.#heartbeat?.beat();
+      if (this.#counters.active === 0) this.#heartbeat?.stateChanged();
     }
   }
 
@@ -353,6 +360,18 @@ export class BullMQBroker implements Broker {
       if (step === null) return;
     }
     await this.#runProcessor(step);
+  }
+
+  /**
+   * A step job that BullMQ gave up on (every attempt met an error outside the task, such
+   * as Redis unreachable while the step finished): the step fails, so its run does not
+   * wait for it forever.
+   */
+  async #stepFailedForGood(job: StepJob, error: Error): Promise<void> {
+    const failure = { error: `BrokerError: the job of this step failed in the broker: ${error.message}`, retryable: false };
+    const done = await this.runState.transition(job.run_id, (r) => jobFailed(r, job, failure, Date.now()));
+    for (const event of done.events) await this.transport.publish(event);
+    for (const d of done.value) await this.enqueue(d.job, d.delayMs > 0 ? { delayMs: d.delayMs } : undefined);
   }
 
   async #runControl(data: ControlJob): Promise<void> {

@@ -10,6 +10,9 @@ import { isoTime } from '../core/clock.js';
 import type { QueueStatus, WorkerStatus } from '../core/engine-status.js';
 import { workerKey, workersIndexKey } from './keys.js';
 
+/** Busy/idle changes within this many milliseconds make one heartbeat write. */
+export const STATE_COALESCE_MS = 50;
+
 /** What a worker process counts about itself. */
 export interface WorkerCounters {
   active: number;
@@ -29,6 +32,7 @@ export class WorkerHeartbeat {
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> | null = null;
   #again = false;
+  #soon: NodeJS.Timeout | undefined;
   #stopped = false;
 
   constructor(redis: Redis, prefix: string, options: { intervalMs: number; concurrency: number; counters: WorkerCounters; onError: (error: Error) => void }) {
@@ -48,7 +52,21 @@ export class WorkerHeartbeat {
     return this.beat();
   }
 
-  /** Writes the heartbeat now (also called when the worker's state changes). Never rejects. */
+  /**
+   * The busy/idle state changed: writes the heartbeat soon. Changes within
+   * {@link STATE_COALESCE_MS} make one write, so a worker that flips between busy and
+   * idle on every job does not write on every job.
+   */
+  stateChanged(): void {
+    if (this.#soon !== undefined || this.#stopped) return;
+    this.#soon = setTimeout(() => {
+      this.#soon = undefined;
+      void this.beat();
+    }, STATE_COALESCE_MS);
+    this.#soon.unref();
+  }
+
+  /** Writes the heartbeat now. Never rejects. */
   beat(): Promise<void> {
     if (this.#stopped) return Promise.resolve();
     if (this.#beating !== null) {
@@ -91,6 +109,7 @@ export class WorkerHeartbeat {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#soon);
     await this.#beating;
     try {
       await this.#redis.multi().del(workerKey(this.#prefix, this.id)).zrem(workersIndexKey(this.#prefix), this.id).exec();
