@@ -24,7 +24,8 @@ const BEARER_PREFIX = 'flowcast.bearer.';
 const HANDSHAKE_PREFIX = 'hello-';
 
 export interface ConnectionSettings {
-  url: URL;
+  /** The servers, tried in turn: after a failed attempt or a lost connection the next one is used. */
+  urls: readonly URL[];
   token: PipelineMonitorOptions['token'];
   WebSocket: WebSocketConstructor;
   reconnect: ResolvedReconnectOptions | false;
@@ -60,7 +61,8 @@ interface Waiter {
 export class Connection {
   readonly #s: ConnectionSettings;
   readonly #hooks: ConnectionHooks;
-  readonly #display: string;
+  /** Index in `urls` of the server used now. */
+  #current = 0;
   #state: ConnectionState = 'idle';
   #socket: WebSocketLike | null = null;
   #outbox: Outbox | null = null;
@@ -80,11 +82,19 @@ export class Connection {
   constructor(settings: ConnectionSettings, hooks: ConnectionHooks) {
     this.#s = settings;
     this.#hooks = hooks;
-    this.#display = displayUrl(settings.url);
   }
 
   get state(): ConnectionState {
     return this.#state;
+  }
+
+  /** The server used now (or last), without the token. */
+  get url(): URL {
+    return this.#s.urls[this.#current] as URL;
+  }
+
+  get #display(): string {
+    return displayUrl(this.url);
   }
 
   /** Why the connection closed, when it was not `close()`. */
@@ -152,7 +162,7 @@ export class Connection {
       return;
     }
     if (generation !== this.#generation || this.#state !== 'connecting') return;
-    const url = new URL(this.#s.url.href);
+    const url = new URL(this.url.href);
     const protocols = ['flowcast', ...this.#s.protocols];
     if (token !== undefined) {
       if (PROTOCOL_SAFE.test(token)) protocols.push(BEARER_PREFIX + token);
@@ -225,15 +235,19 @@ export class Connection {
     if (this.#state === 'closed') return;
     const at = { code, ...(reason === '' ? {} : { reason }) };
     const why = `${code}${reason === '' ? '' : ` ${reason}`}`;
+    const failed = this.#display;
+    // Fail over: the next attempt goes to the next server (the same one when there is one).
+    if (code !== UNAUTHORIZED_CLOSE) this.#current = (this.#current + 1) % this.#s.urls.length;
     const reconnect = this.#s.reconnect;
     if (code === UNAUTHORIZED_CLOSE) {
-      this.#shutdown(new MonitorError(ErrorCodes.UNAUTHORIZED, `Unauthorized: ${this.#display} rejected the token (close code 4001)`, { closeCode: code }), at);
+      this.#shutdown(new MonitorError(ErrorCodes.UNAUTHORIZED, `Unauthorized: ${failed} rejected the token (close code 4001)`, { closeCode: code }), at);
     } else if (reconnect === false) {
-      const message = wasConnecting ? `could not connect to ${this.#display} (${why})` : `the connection to ${this.#display} closed (${why}) and reconnect is off`;
+      const message = wasConnecting ? `could not connect to ${failed} (${why})` : `the connection to ${failed} closed (${why}) and reconnect is off`;
       this.#shutdown(new MonitorError(ErrorCodes.CONNECTION_FAILED, message, { closeCode: code }), at);
     } else if (wasConnecting && this.#failures >= reconnect.maxAttempts) {
       const n = this.#failures;
-      const message = `could not connect to ${this.#display} after ${n} attempt${n === 1 ? '' : 's'} (last: ${why})`;
+      const where = this.#s.urls.length === 1 ? failed : `any of ${this.#s.urls.map((u) => displayUrl(u)).join(', ')}`;
+      const message = `could not connect to ${where} after ${n} attempt${n === 1 ? '' : 's'} (last: ${why})`;
       this.#shutdown(new MonitorError(ErrorCodes.CONNECTION_FAILED, message, { closeCode: code }), at);
     } else {
       const delayMs = fullJitterDelay(Math.min(this.#backoffAttempt, 30), reconnect);

@@ -62,7 +62,6 @@ type Stream = { stream: EventStream<FlowcastEvent>; types: ReadonlySet<string> |
  * const monitor = new PipelineMonitor(url, { WebSocket });
  */
 export class PipelineMonitor {
-  readonly #url: URL;
   readonly #connection: Connection;
   readonly #eventTypes: readonly EventType[] | undefined;
   readonly #lateJoin: 'snapshot' | 'replay';
@@ -74,10 +73,15 @@ export class PipelineMonitor {
   #nextId = 1;
 
   /**
-   * @param url `ws://` or `wss://` (`http(s)://` is taken as `ws(s)://`), e.g. `ws://localhost:8765`.
+   * @param url `ws://` or `wss://` (`http(s)://` is taken as `ws(s)://`), e.g. `ws://localhost:8765`;
+   *   or several servers of one deployment (sharing Redis): after a failed attempt or a
+   *   lost connection the monitor moves to the next one and resumes every run where it
+   *   stopped.
    */
-  constructor(url: string | URL, options: PipelineMonitorOptions = {}) {
-    this.#url = parseUrl(url);
+  constructor(url: string | URL | readonly (string | URL)[], options: PipelineMonitorOptions = {}) {
+    const urls = Array.isArray(url) ? (url as readonly (string | URL)[]) : [url as string | URL];
+    if (urls.length === 0 || urls.length > 100) throw new InvalidArgumentError(`PipelineMonitor needs 1-100 server URLs, received ${show(url)}`);
+    const parsed = urls.map((u) => parseUrl(u));
     checkKnownKeys(checkObject(options, 'PipelineMonitor options'), KNOWN_OPTIONS, 'PipelineMonitor options');
     const { token } = options;
     if (token !== undefined && typeof token !== 'function' && (typeof token !== 'string' || token === '')) {
@@ -106,7 +110,7 @@ export class PipelineMonitor {
     this.#runs = new RunCursors(checkPositiveInt(options.maxRuns ?? 10_000, 'maxRuns'));
     this.#connection = new Connection(
       {
-        url: this.#url,
+        urls: parsed,
         token,
         WebSocket: WebSocketClass,
         reconnect: resolveReconnect(options.reconnect),
@@ -135,9 +139,9 @@ export class PipelineMonitor {
     return this.#connection.state;
   }
 
-  /** The server's URL (without the token). */
+  /** The server's URL (without the token): the one in use, or tried next, when several were given. */
   get url(): string {
-    return displayUrl(this.#url);
+    return displayUrl(this.#connection.url);
   }
 
   /** Counters: events dropped as duplicates, runs remembered, subscriptions held. */
