@@ -11,6 +11,7 @@ import {
   trackStatusIndexKey,
 } from '../src/redis/keys.js';
 import { RedisPipelineStorage } from '../src/redis/storage.js';
+import { OFFER } from '../src/redis/storage-lua.js';
 import { PipelineTrackingManager } from '../src/tracking/manager.js';
 import { PIPELINE_STATUSES } from '../src/tracking/models.js';
 import { trackingStorageConformance } from './conformance/tracking-storage.js';
@@ -167,6 +168,17 @@ describe('RedisPipelineStorage', () => {
       expect(await a!.getStatus(run.runId)).toEqual(reduce(e.slice(0, 4)));
       for (const ev of e.slice(4)) await a!.applyEvent(ev);
       expect(await b!.getStatus(run.runId)).toEqual(reduce(e));
+    });
+
+    it('applies an event its writer left in the pending hash (stopped before storing) on the next read', async () => {
+      const client = redis.connect();
+      const prefix = redis.prefix();
+      const storage = new RedisPipelineStorage(client, { keyPrefix: prefix });
+      const run = richScripted();
+      await storage.applyEvent(run.events[0]!);
+      // A writer's first step, and nothing after it: the event is offered, never stored.
+      await OFFER.run(client, [trackRunKey(prefix, run.runId), `${prefix}{${run.runId}}:track:pending`], [2, JSON.stringify(run.events[1]), 60, 60]);
+      expect(await storage.getStatus(run.runId)).toEqual(reduce(run.events.slice(0, 2)));
     });
 
     it('holds events that arrive ahead of a gap and applies them in seq order once it fills', async () => {

@@ -162,8 +162,10 @@ export class RedisPipelineStorage implements TrackingStorage {
     checkNonEmptyString(runId, 'getStatus(runId)');
     const loaded = await this.#offer(runId, 0, '');
     if (loaded === null) return null;
-    // Events held back by a gap that timed out are applied by whoever looks next.
-    if (loaded.pending.size > 0 && loaded.waitedMs >= this.gapTimeoutMs && loaded.status !== null) {
+    // Events held back by a gap that timed out, or left by a writer that stopped before it
+    // stored them (the next seq is waiting), are applied by whoever looks next.
+    const status = loaded.status;
+    if (status !== null && loaded.pending.size > 0 && (loaded.waitedMs >= this.gapTimeoutMs || loaded.pending.has(status.last_seq + 1))) {
       return (await this.#settle(runId, null, loaded)).status;
     }
     return loaded.status;
