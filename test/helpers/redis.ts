@@ -11,93 +11,13 @@
  *   const storage = new RedisPipelineStorage(client, { keyPrefix: redis.prefix() });
  * });
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { Redis, type RedisOptions } from 'ioredis';
+import { startRedisServer, type RedisServer, type RedisServerOptions } from './redis-server.js';
 
-/** Options of {@link startRedisServer}. */
-export interface RedisServerOptions {
-  /** @default a free port */
-  port?: number;
-  /** Turn on the append-only file (for restart tests). @default false */
-  appendOnly?: boolean;
-  /** @default a new temporary folder */
-  dir?: string;
-}
-
-/** A running `redis-server` child process. */
-export interface RedisServer {
-  readonly port: number;
-  readonly url: string;
-  readonly dir: string;
-  readonly process: ChildProcess;
-  /** Stops the server (SIGTERM, then SIGKILL after 5 s); resolves once it exited. */
-  stop(signal?: NodeJS.Signals): Promise<void>;
-}
-
-/** A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other processes remains). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts `redis-server` and resolves once it answers PING. */
-export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
-  const port = options.port ?? (await freePort());
-  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'flowcast-redis-'));
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--daemonize', 'no', '--loglevel', 'warning'];
-  args.push('--appendonly', options.appendOnly === true ? 'yes' : 'no');
-  if (options.appendOnly === true) args.push('--appendfsync', 'always');
-  const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = `redis://127.0.0.1:${port}`;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}: ${stderr}`);
-    const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    probe.on('error', () => undefined);
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      break;
-    } catch {
-      probe.disconnect();
-      if (Date.now() > deadline) {
-        child.kill('SIGKILL');
-        throw new Error(`redis-server on port ${port} did not answer within 10 s: ${stderr}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-  return {
-    port,
-    url,
-    dir,
-    process: child,
-    async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
+export { freePort, startRedisServer, type RedisServer, type RedisServerOptions } from './redis-server.js';
 
 /** What {@link useRedisServer} gives a test file. */
 export interface RedisFixture {
@@ -151,7 +71,7 @@ export function useRedisServer(options: RedisServerOptions = {}): RedisFixture {
       return current;
     },
     connect(opts: RedisOptions = {}) {
-      const client = new Redis({ port: need().port, host: '127.0.0.1', maxRetriesPerRequest: null, ...opts } as RedisOptions);
+      const client = new Redis({ port: need().port, host: '127.0.0.1', maxRetriesPerRequest: null, ...opts });
       clients.push(client);
       return client;
     },

@@ -1,0 +1,113 @@
+/**
+ * Part 2 of the distributed bench: log events written by a task on a BullMQ worker
+ * process reach WebSocket subscribers through Redis, on ONE server instance or on TWO
+ * (each with its own RedisPubSubTransport, in its own process), the same total number of
+ * subscribers. Deliveries/s and server CPU per delivery under a burst, p50/p99 latency
+ * at a paced rate. The subscribers are the fan-out bench's client processes
+ * (bench/fanout/clients.ts), two of them in both layouts.
+ */
+import { BullMQBroker } from '../../src/redis/bullmq-broker.js';
+import { nowUs, type CpuReport, type ExpectReport } from '../fanout/shared.js';
+import { EMIT_LIFECYCLE_EVENTS, Peer, emitPipeline, fmt, fmtInt, median } from './shared.js';
+
+export interface EventsOptions {
+  url: string;
+  keyPrefix: string;
+  /** Total subscribers (split evenly over two client processes). */
+  subscribers: number;
+  /** Log events per burst round. */
+  burstEvents: number;
+  rounds: number;
+  /** Paced deliveries per second in total. */
+  rate: number;
+  pacedMs: number;
+}
+
+export interface LayoutResult {
+  instances: number;
+  perSec: number;
+  cpuPerDelivery: number;
+  /** Burst rounds: CPU µs per delivery. */
+  rounds: number[];
+  /** Per client process: p50 / p99 / max in ms. */
+  latency: { p50: number; p99: number; max: number }[];
+}
+
+const WARMUP_MS = 500;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function runEvents(o: EventsOptions, log: (line: string) => void): Promise<LayoutResult[]> {
+  const serverFile = new URL('./server.js', import.meta.url);
+  const clientsFile = new URL('../fanout/clients.js', import.meta.url);
+  const servers = [1, 2].map((i) => new Peer(`server ${i}`, serverFile, [o.url, o.keyPrefix], ['--expose-gc']));
+  const emitter = new Peer('emit worker', new URL('./worker.js', import.meta.url), ['emit', o.url, o.keyPrefix, '1', '1']);
+  const broker = new BullMQBroker({ connection: o.url, keyPrefix: o.keyPrefix, worker: false });
+  const pipeline = emitPipeline(broker);
+  const results: LayoutResult[] = [];
+  try {
+    const urls = await Promise.all(servers.map(async (s) => (await s.request<{ url: string }>({ cmd: 'start' }, 60_000)).url));
+    await emitter.request({ cmd: 'ready' }, 60_000);
+    const half = [Math.ceil(o.subscribers / 2), Math.floor(o.subscribers / 2)];
+
+    for (const instances of [1, 2]) {
+      const used = servers.slice(0, instances);
+      const clients = [0, 1].map((i) => new Peer(`clients ${i + 1}`, clientsFile, ['flowcast']));
+      try {
+        // Client process i connects to server i (two instances) or both to server 1.
+        await Promise.all(clients.map((c, i) => c.request({ cmd: 'connect', url: urls[instances === 2 ? i : 0], connections: half[i] }, 180_000)));
+        const counts = await Promise.all(used.map((s) => s.request<number>({ cmd: 'subscribers' })));
+        const total = counts.reduce((a, b) => a + b, 0);
+        if (total !== o.subscribers) throw new Error(`${instances} instance(s): ${total} subscribers on the servers, expected ${o.subscribers}`);
+        // The servers' Redis subscriptions are made asynchronously: let them settle.
+        await sleep(300);
+
+        const run = async (events: number, rate: number, latency: boolean, timeoutMs: number): Promise<{ got: ExpectReport[]; cpuUs: number; startUs: number }> => {
+          const perConnection = events + EMIT_LIFECYCLE_EVENTS;
+          await Promise.all(clients.map((c) => c.request({ cmd: 'expect', perConnection, latency, skipUs: WARMUP_MS * 1000, timeoutMs })));
+          await Promise.all(used.map((s) => s.request({ cmd: 'mark' })));
+          const startUs = nowUs();
+          const handle = await pipeline.kiq({ events, rate });
+          const got = await Promise.all(clients.map((c) => c.request<ExpectReport>({ cmd: 'wait' }, timeoutMs + 30_000)));
+          const cpu = await Promise.all(used.map((s) => s.request<CpuReport>({ cmd: 'measure' })));
+          await handle.waitResult({ timeoutMs: 30_000 });
+          const missing = got.filter((g) => g.timedOut);
+          if (missing.length > 0) {
+            throw new Error(`${instances} instance(s): ${got.map((g) => g.received).join(' + ')} of ${o.subscribers * perConnection} deliveries arrived in ${timeoutMs} ms`);
+          }
+          return { got, cpuUs: cpu.reduce((a, c) => a + c.userUs + c.systemUs, 0), startUs };
+        };
+
+        const burst = async (events: number): Promise<{ perSec: number; cpuPerDelivery: number }> => {
+          await sleep(200);
+          const { got, cpuUs, startUs } = await run(events, 0, false, 90_000);
+          const received = got.reduce((a, g) => a + g.received, 0);
+          const lastUs = Math.max(...got.map((g) => g.lastUs));
+          return { perSec: received / ((lastUs - startUs) / 1e6), cpuPerDelivery: cpuUs / received };
+        };
+        await burst(Math.ceil(o.burstEvents / 2)); // warm-up
+        const bursts: { perSec: number; cpuPerDelivery: number }[] = [];
+        for (let r = 0; r < o.rounds; r++) bursts.push(await burst(o.burstEvents));
+        const cpuMid = median(bursts.map((b) => b.cpuPerDelivery));
+        const chosen = bursts.find((b) => b.cpuPerDelivery === cpuMid) as { perSec: number; cpuPerDelivery: number };
+
+        await sleep(200);
+        const eventsPerSec = o.rate / o.subscribers;
+        const pacedEvents = Math.round((eventsPerSec * (o.pacedMs + WARMUP_MS)) / 1000);
+        const paced = await run(pacedEvents, eventsPerSec, true, o.pacedMs + WARMUP_MS + 60_000);
+        const latency = paced.got.map((g) => ({ p50: (g.latencies?.p50 ?? Number.NaN) / 1000, p99: (g.latencies?.p99 ?? Number.NaN) / 1000, max: (g.latencies?.max ?? Number.NaN) / 1000 }));
+        results.push({ instances, perSec: chosen.perSec, cpuPerDelivery: cpuMid, rounds: bursts.map((b) => b.cpuPerDelivery), latency });
+        log(
+          `  ${instances} instance(s), ${half.join(' + ')} subscribers: ${fmtInt(chosen.perSec)} deliveries/s, server CPU ${fmt(cpuMid, 3)} µs/delivery ` +
+            `(rounds ${bursts.map((b) => fmt(b.cpuPerDelivery, 3)).join(', ')}); paced ${fmtInt(o.rate)}/s: p50 ${latency.map((l) => fmt(l.p50, 2)).join(' / ')} ms, ` +
+            `p99 ${latency.map((l) => fmt(l.p99, 2)).join(' / ')} ms (per client process)`,
+        );
+      } finally {
+        await Promise.all(clients.map((c) => c.close()));
+      }
+    }
+  } finally {
+    await Promise.all([...servers, emitter].map((p) => p.close()));
+    await broker.close();
+  }
+  return results;
+}

@@ -1,0 +1,160 @@
+/**
+ * What the distributed bench's processes share: the IPC peer the orchestrator drives its
+ * children with, the pipelines and tasks every process registers, and small helpers.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import type { Broker } from '../../src/core/broker.js';
+import type { TaskContext } from '../../src/core/task.js';
+import { Pipeline } from '../../src/pipeline/pipeline.js';
+import { PIPELINE_ID, nowUs, type Reply } from '../fanout/shared.js';
+
+/** The pipeline of no-op steps of the throughput part. */
+export const NOOP_PIPELINE = 'bench_distributed';
+/** The pipeline whose one step emits log events (the fan-out clients follow this id). */
+export const EMIT_PIPELINE = PIPELINE_ID;
+/** BullMQ queue name of the raw BullMQ side (its own queue, same Redis and prefix). */
+export const RAW_QUEUE = 'bench_raw';
+
+/** What a worker child reports: completions so far and when the last one happened. */
+export interface CountReport {
+  /** Raw: jobs completed. Flowcast: runs completed (PipelineCompleteEvent seen here). */
+  completed: number;
+  /** Flowcast: steps completed (StepCompleteEvent seen here); raw: same as `completed`. */
+  steps: number;
+  /** Events the hooks saw (flowcast). */
+  events: number;
+  /** System-wide monotonic µs of the last completion (0 when none). */
+  lastUs: number;
+}
+
+/** Input of the `bench.emit` task: `rate` 0 emits `events` log lines as fast as the worker goes. */
+export type EmitInput = {
+  events: number;
+  /** Events per second, or 0 for a burst. */
+  rate: number;
+};
+
+/** A sequential pipeline of `steps` no-op steps (the task returns its input). */
+export function noopPipeline(broker: Broker, steps: number): Pipeline<number, number> {
+  const noop = broker.task('bench.noop', (n: number) => n);
+  let p = new Pipeline<number, number>(broker, { id: NOOP_PIPELINE });
+  for (let i = 0; i < steps; i++) p = p.callNext<number>(noop);
+  return p;
+}
+
+const yieldTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * One log line whose first characters are the emit time in µs (system-wide monotonic
+ * clock): the fan-out clients read it for latency without parsing the event.
+ */
+function emitLine(ctx: TaskContext, i: number): void {
+  ctx.log(`${nowUs()} batch ${i}: 500 rows ok`);
+}
+
+/** A one-step pipeline whose task writes log lines (burst, or paced at `rate` per second) through `ctx.log`. */
+export function emitPipeline(broker: Broker): Pipeline<EmitInput, number> {
+  const emit = broker.task('bench.emit', async (input: EmitInput, ctx) => {
+    const { events, rate } = input;
+    let sent = 0;
+    if (rate === 0) {
+      // 10 events back to back, then a turn of the event loop (as the fan-out bench does).
+      while (sent < events) {
+        const n = Math.min(10, events - sent);
+        for (let i = 0; i < n; i++) emitLine(ctx, sent++);
+        await yieldTurn();
+      }
+      return sent;
+    }
+    const startUs = nowUs();
+    while (sent < events) {
+      const due = Math.min(events, Math.floor(((nowUs() - startUs) * rate) / 1e6) + 1);
+      while (sent < due) emitLine(ctx, sent++);
+      if (sent < events) await sleep(1);
+    }
+    return sent;
+  });
+  return new Pipeline<EmitInput, number>(broker, { id: EMIT_PIPELINE }).callNext<number>(emit);
+}
+
+/** Events a run of the emit pipeline sends besides its log lines: pipeline started, step started, step complete, pipeline complete. */
+export const EMIT_LIFECYCLE_EVENTS = 4;
+
+/** All the children of this bench, killed if the orchestrator exits. */
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+/** A child process answering requests over IPC (the child uses `serveRequests`). */
+export class Peer {
+  readonly name: string;
+  readonly #child: ChildProcess;
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  #next = 1;
+
+  /** Forks `file` (a compiled .js URL) with `args`; extra Node flags in `execArgv`. */
+  constructor(name: string, file: URL, args: string[], execArgv: string[] = []) {
+    this.name = name;
+    this.#child = fork(file, args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    children.add(this.#child);
+    this.#child.on('message', (raw: unknown) => {
+      const reply = raw as Reply<unknown>;
+      const p = this.#pending.get(reply.reqId);
+      if (p === undefined) return;
+      this.#pending.delete(reply.reqId);
+      if (reply.ok) p.resolve(reply.value);
+      else p.reject(new Error(`${name}: ${reply.error ?? 'failed'}`));
+    });
+    this.#child.on('exit', (code, signal) => {
+      children.delete(this.#child);
+      for (const p of this.#pending.values()) p.reject(new Error(`${name} exited (${code ?? signal})`));
+      this.#pending.clear();
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  request<T>(msg: Record<string, unknown>, timeoutMs = 120_000): Promise<T> {
+    const reqId = this.#next++;
+    return new Promise<T>((resolve, reject) => {
+      if (this.#child.exitCode !== null || this.#child.signalCode !== null) {
+        reject(new Error(`${this.name} has exited`));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.#pending.delete(reqId);
+        reject(new Error(`${this.name}: no answer to ${String(msg.cmd)} in ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(reqId, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.#child.send({ ...msg, reqId });
+    });
+  }
+
+  async close(): Promise<void> {
+    const exited = new Promise<void>((resolve) => {
+      if (this.#child.exitCode !== null || this.#child.signalCode !== null) resolve();
+      else this.#child.once('exit', () => resolve());
+    });
+    await this.request({ cmd: 'close' }, 15_000).catch(() => this.#child.kill());
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+export const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+export const fmtInt = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—');
+export const fmt = (n: number, digits: number): string => (Number.isFinite(n) ? n.toFixed(digits) : '—');

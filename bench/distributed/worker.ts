@@ -1,0 +1,112 @@
+/**
+ * A distributed bench worker process, driven by bench/distributed.ts over IPC.
+ *
+ * - `flowcast`: `startWorker()` (a BullMQBroker in worker mode) running the no-op
+ *   pipeline with hooks (a `'*'` listener counting) and tracking (`withAutoStorage`:
+ *   RedisPipelineStorage) attached; events go to the run's Redis log and Pub/Sub.
+ * - `raw`: a bare BullMQ `Worker` with a no-op processor on its own queue.
+ * - `emit`: `startWorker()` running the one-step pipeline whose task writes log lines.
+ *
+ * Usage (by the bench): node worker.js flowcast|raw|emit <redis-url> <key-prefix> <concurrency> <steps>
+ */
+import { Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { HookManager } from '../../src/events/hook-manager.js';
+import { PipelineTrackingManager } from '../../src/tracking/manager.js';
+import { bullmqPrefix } from '../../src/redis/keys.js';
+import { startWorker, type FlowcastWorker } from '../../src/redis/worker.js';
+import { nowUs, serveRequests } from '../fanout/shared.js';
+import { RAW_QUEUE, emitPipeline, noopPipeline, type CountReport } from './shared.js';
+
+const [mode, url, keyPrefix, concurrencyArg, stepsArg] = process.argv.slice(2);
+if (mode !== 'flowcast' && mode !== 'raw' && mode !== 'emit') throw new Error(`worker.js: mode must be flowcast, raw or emit, received ${String(mode)}`);
+if (url === undefined || keyPrefix === undefined) throw new Error('worker.js: usage: worker.js <mode> <redis-url> <key-prefix> <concurrency> <steps>');
+const concurrency = Number(concurrencyArg);
+const steps = Number(stepsArg);
+if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new Error(`worker.js: concurrency must be an integer >= 1, received ${String(concurrencyArg)}`);
+if (!Number.isSafeInteger(steps) || steps < 1) throw new Error(`worker.js: steps must be an integer >= 1, received ${String(stepsArg)}`);
+
+const count: CountReport = { completed: 0, steps: 0, events: 0, lastUs: 0 };
+let close: () => Promise<void>;
+
+const onError = (error: Error): void => {
+  console.error(`bench worker ${mode} ${process.pid}: ${error.message}`);
+};
+
+if (mode === 'raw') {
+  const connection = new Redis(url, { maxRetriesPerRequest: null });
+  const worker = new Worker(RAW_QUEUE, () => Promise.resolve(null), { connection, prefix: bullmqPrefix(keyPrefix), concurrency });
+  worker.on('completed', () => {
+    count.completed++;
+    count.steps++;
+    count.lastUs = nowUs();
+  });
+  worker.on('error', onError);
+  await worker.waitUntilReady();
+  close = async () => {
+    await worker.close();
+    await connection.quit();
+  };
+} else {
+  let tracking: PipelineTrackingManager | null = null;
+  const hooks = new HookManager();
+  hooks.on('*', (event) => {
+    count.events++;
+    if (event.type === 'StepCompleteEvent') count.steps++;
+    else if (event.type === 'PipelineCompleteEvent') {
+      count.completed++;
+      count.lastUs = nowUs();
+    }
+  });
+  const worker: FlowcastWorker = await startWorker({
+    connection: url,
+    keyPrefix,
+    concurrency,
+    onError,
+    register: (broker) => {
+      if (mode === 'flowcast') {
+        tracking = new PipelineTrackingManager().withAutoStorage(broker);
+        noopPipeline(broker, steps).withHooks(hooks).withTracking(tracking);
+      } else {
+        emitPipeline(broker);
+      }
+    },
+  });
+  // Tracking uses the broker's connection: closed first (as `flowcast serve` does); the bench is idle by then.
+  close = async () => {
+    await hooks.idle();
+    await tracking?.close();
+    await worker.close();
+  };
+}
+
+let mark = process.cpuUsage();
+
+serveRequests(async (msg) => {
+  switch (msg.cmd) {
+    case 'ready':
+      return process.pid;
+    case 'mark':
+      mark = process.cpuUsage();
+      return null;
+    case 'measure': {
+      // CPU µs this process spent since `mark`.
+      const cpu = process.cpuUsage(mark);
+      return cpu.user + cpu.system;
+    }
+    case 'count':
+      return { ...count };
+    case 'reset':
+      count.completed = 0;
+      count.steps = 0;
+      count.events = 0;
+      count.lastUs = 0;
+      return null;
+    case 'close':
+      await close();
+      setImmediate(() => process.exit(0));
+      return null;
+    default:
+      throw new Error(`unknown command ${String(msg.cmd)}`);
+  }
+});
