@@ -66,6 +66,31 @@ describe('BullMQBroker', () => {
     expect(log.events.at(-1)?.type).toBe('PipelineCompleteEvent');
   });
 
+  it('a run deadline fires from the control queue even while every task slot is busy, and aborts the step; a finished run leaves no deadline job', async () => {
+    const broker = await open({ worker: { concurrency: 1, ...fast } });
+    let aborted = '';
+    const stuck = broker.task('stuck', (_: null, ctx) => new Promise<number>((_r, reject) => {
+      ctx.signal.addEventListener('abort', () => {
+        aborted = String((ctx.signal.reason as Error).message);
+        reject(ctx.signal.reason as Error);
+      }, { once: true });
+    }));
+    const quick = broker.task('quick', (n: number) => n);
+    const slow = await new Pipeline(broker, { id: 'deadline', timeoutMs: 300 }).callNext(stuck).kiq(null);
+    await expect(slow.waitResult({ timeoutMs: 15_000 })).rejects.toThrow(/timed out after 300ms/);
+    expect(aborted).toMatch(/ended \(PipelineErrorEvent\)|timed out/);
+
+    const fine = await new Pipeline(broker, { id: 'deadline_ok', timeoutMs: 60_000 }).callNext(quick).kiq(7);
+    expect(await fine.waitResult({ timeoutMs: 15_000 })).toBe(7);
+    // The last step's job ends after the engine dropped the deadline job.
+    let status = await broker.engineStatus();
+    while (status.queues[0]?.active !== 0) {
+      await new Promise((r) => setTimeout(r, 20));
+      status = await broker.engineStatus();
+    }
+    expect(status.queues.find((q) => q.name === 'control')?.delayed).toBe(0);
+  });
+
   it('a step job that fails in the broker on every attempt fails its step, so the run ends instead of hanging', async () => {
     const broker = await open(quiet);
     const inc = broker.task('inc', (n: number) => n + 1);

@@ -272,17 +272,20 @@ export class BullMQBroker implements Broker {
 
   async removeDelayed(jobId: string): Promise<void> {
     const id = bullmqJobId(jobId);
-    for (const queue of [this.#controlQueue, this.#taskQueue]) {
-      const job = await queue.getJob(id);
-      if (job === undefined) continue;
-      if (await job.isDelayed()) {
-        try {
-          await job.remove();
-        } catch {
-          // Promoted or taken by a worker in the meantime: it is delivered after all.
-        }
+    const queues = [this.#controlQueue, this.#taskQueue];
+    // One round trip in the common case: the engine asks at the end of every run, and most
+    // runs have no deadline job left.
+    const multi = this.redis.multi();
+    for (const queue of queues) multi.zscore(queue.keys.delayed ?? queue.toKey('delayed'), id);
+    const scores = (await multi.exec()) ?? [];
+    for (const [i, queue] of queues.entries()) {
+      const score = scores[i]?.[1];
+      if (score === null || score === undefined) continue;
+      try {
+        await queue.remove(id);
+      } catch {
+        // Promoted and taken by a worker in the meantime: it is delivered after all.
       }
-      return;
     }
   }
 
