@@ -99,6 +99,27 @@ describe('RedisPubSubTransport', () => {
       for (const m of seen) for (const r of ['r1', 'r2', 'r3']) expect(m.get(r)).toEqual(expected);
     });
 
+    it('puts events that cross between publishers back in seq order, once each', async () => {
+      const { client: admin, transport: listener } = open();
+      const workers = [open().transport, open().transport];
+      const got: number[] = [];
+      const byPipeline: number[] = [];
+      listener.subscribe({ runId: 'run-x' }, (e) => got.push(e.seq));
+      listener.subscribe({ pipelineId: 'px' }, (e) => byPipeline.push(e.seq));
+      await until(async () => Number((await admin.pubsub('NUMSUB', `${redis.prefix()}ev:run:run-x`))[1]) === 1, 'listener subscribed');
+      const events: FlowcastEvent[] = [];
+      for (let i = 0; i < 12; i++) events.push((await workers[0]!.append(draft('run-x', 'px')))!);
+      events.push((await workers[1]!.append(draft('run-x', 'px', 'end')))!);
+      // Published out of order, some twice, from two connections.
+      const order = [0, 2, 1, 1, 5, 3, 4, 4, 6, 9, 7, 8, 12, 10, 11, 0];
+      for (const [n, i] of order.entries()) await workers[n % 2]!.publish(events[i]!);
+      await until(() => got.length >= 13 && byPipeline.length >= 13, 'every event');
+      await new Promise((r) => setTimeout(r, 50));
+      const expected = Array.from({ length: 13 }, (_, i) => i + 1);
+      expect(got).toEqual(expected);
+      expect(byPipeline).toEqual(expected);
+    });
+
     it('after its connection is killed, resubscribes and delivers what Pub/Sub lost from the log, in order and once', async () => {
       const { client: admin, transport: listener } = open();
       const worker = open().transport;
@@ -241,6 +262,7 @@ describe('RedisPubSubTransport', () => {
       const client = redis.connect();
       expect(() => new RedisPubSubTransport(null as unknown as Redis)).toThrow(/ioredis client/);
       expect(() => new RedisPubSubTransport(client, { keyPrefix: 'a{b' })).toThrow(/keyPrefix/);
+      expect(() => new RedisPubSubTransport(redis.connect({ keyPrefix: 'x:' }))).toThrow(/use flowcast's keyPrefix option/);
       expect(() => new RedisPubSubTransport(client, { maxEventsPerRun: 0 })).toThrow(/maxEventsPerRun must be an integer >= 1/);
       expect(() => new RedisPubSubTransport(client, { retention: 1 } as never)).toThrow(/unknown option "retention"/);
       const { client: own, transport } = open();

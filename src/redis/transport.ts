@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError } from '../core/errors.js';
 import type { ServerInstanceStatus } from '../core/engine-status.js';
 import { checkId, checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt, show } from '../core/validate.js';
-import { isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
+import type { EventDraft, FlowcastEvent } from '../events/types.js';
 import type { Channel, EventListener, EventTransport, LogRead } from '../transport/transport.js';
 import { encodeDraft, eventJson, finishEvent, parseEvent } from './event-codec.js';
 import {
@@ -17,6 +17,7 @@ import {
   serverStatusKey,
 } from './keys.js';
 import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, INSTANCES_SCRIPT, LuaScript, PUBLISH_SCRIPT } from './lua.js';
+import { RunSequencer } from './sequencer.js';
 import { ChannelMux } from './subscriber.js';
 
 /** Options of {@link RedisPubSubTransport}. */
@@ -44,8 +45,8 @@ export interface RedisPubSubTransportOptions {
    */
   endedTtlSeconds?: number;
   /**
-   * Runs this process remembers the last delivered seq of, to read what Pub/Sub lost
-   * from their logs after the subscription connection reconnects.
+   * Runs this process follows the seq of (the most recently active ones), to deliver
+   * their events in order and read what Pub/Sub lost from their logs.
    * @default 10000
    */
   trackedRuns?: number;
@@ -57,9 +58,6 @@ export interface RedisPubSubTransportOptions {
 
 const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'onListenerError', 'onError'] as const;
 
-/** Logs read at once while catching up after a reconnect. */
-const CATCH_UP_LANES = 16;
-
 const appendScript = new LuaScript(APPEND_SCRIPT);
 const publishScript = new LuaScript(PUBLISH_SCRIPT);
 const announceScript = new LuaScript(ANNOUNCE_SCRIPT);
@@ -70,6 +68,12 @@ export function checkRedisClient(redis: unknown, what: string): Redis {
   const r = redis as Partial<Redis> | null;
   if (typeof r !== 'object' || r === null || typeof r.evalsha !== 'function' || typeof r.duplicate !== 'function') {
     throw new InvalidArgumentError(`${what}: redis must be an ioredis client (new Redis(url)), received ${show(redis)}`);
+  }
+  // ioredis' own keyPrefix would prefix the keys of scripts and transactions but not
+  // Pub/Sub channels: flowcast's `keyPrefix` option does this consistently.
+  const ioredisPrefix = (r as { options?: { keyPrefix?: unknown } }).options?.keyPrefix;
+  if (typeof ioredisPrefix === 'string' && ioredisPrefix.length > 0) {
+    throw new InvalidArgumentError(`${what}: the ioredis client has keyPrefix ${show(ioredisPrefix)}: use flowcast's keyPrefix option instead and a client without one`);
   }
   return redis as Redis;
 }
@@ -85,9 +89,10 @@ export function checkRedisClient(redis: unknown, what: string): Redis {
  *   `<prefix>ev:pipeline:<id>`, `<prefix>ev:all`), one PUBLISH script per event. Each
  *   transport opens ONE subscription connection (a `duplicate()` of the client, on the
  *   first `subscribe`) and multiplexes every local listener over it.
- * - Pub/Sub is lossy across a reconnect: afterwards the transport reads the logs of the
- *   runs it was following and delivers what it missed (listeners must tolerate a
- *   duplicate; the server's hub does).
+ * - Local listeners get each run's events in seq order, once each, without gaps from
+ *   the first event this transport saw of the run: events that cross (two workers
+ *   publishing for one run) or that Pub/Sub lost (the subscription connection
+ *   reconnected) are read from the run's log (see `RunSequencer`).
  *
  * The caller owns `redis`: `close()` closes only the subscription connection.
  *
@@ -109,10 +114,7 @@ export class RedisPubSubTransport implements EventTransport {
   readonly #listeners = new Map<string, Set<EventListener>>();
   readonly #mux: ChannelMux;
   readonly #allChannel: string;
-  /** Last seq delivered per running run (most recent last), for the catch-up after a reconnect. */
-  readonly #lastSeq = new Map<string, { pipelineId: string; seq: number }>();
-  /** Runs being caught up after a reconnect: their live events wait here, so order holds. */
-  readonly #held = new Map<string, { set: Set<EventListener>; event: FlowcastEvent }[]>();
+  readonly #sequencer: RunSequencer;
   #lastRaw: string | null = null;
   #lastParsed: FlowcastEvent | null = null;
   #closed = false;
@@ -136,9 +138,15 @@ export class RedisPubSubTransport implements EventTransport {
       ((error, event) => console.error(`flowcast: a live event listener threw on ${event.type} of run ${event.run_id}: ${describeError(error)}`));
     this.#onError = options.onError ?? ((error, where) => console.error(`flowcast redis transport: ${where}: ${describeError(error)}`));
     this.#allChannel = allChannel(this.keyPrefix);
+    this.#sequencer = new RunSequencer(
+      async (runId, since) => (await this.read(runId, { since })).events,
+      (event) => this.#dispatch(event),
+      (error, where) => this.#onError(error, where),
+      this.#trackedRuns,
+    );
     this.#mux = new ChannelMux(this.redis, {
       message: (channel, payload) => this.#onMessage(channel, payload),
-      resubscribed: () => void this.#catchUp(),
+      resubscribed: () => this.#sequencer.resync(),
       error: (error, where) => this.#onError(error, where),
     });
   }
@@ -238,8 +246,7 @@ export class RedisPubSubTransport implements EventTransport {
   }
 
   #onMessage(channel: string, payload: string): void {
-    const set = this.#listeners.get(channel);
-    if (set === undefined) return;
+    if (!this.#listeners.has(channel)) return;
     // One event comes on up to three channels in a row: parse it once.
     let event = payload === this.#lastRaw ? this.#lastParsed : null;
     if (event === null) {
@@ -250,20 +257,18 @@ export class RedisPubSubTransport implements EventTransport {
       }
       this.#lastRaw = payload;
       this.#lastParsed = event;
-      const held = this.#held.get(event.run_id);
-      if (held !== undefined) {
-        held.push({ set, event });
-        return;
-      }
-      this.#track(event);
-    } else {
-      const held = this.#held.get(event.run_id);
-      if (held !== undefined) {
-        held.push({ set, event });
-        return;
-      }
     }
-    this.#deliver(set, event);
+    this.#sequencer.push(event);
+  }
+
+  /** Hands an event, in its run's order, to every local listener of its run, its pipeline and `*`. */
+  #dispatch(event: FlowcastEvent): void {
+    const byRun = this.#listeners.get(runChannel(this.keyPrefix, event.run_id));
+    if (byRun !== undefined) this.#deliver(byRun, event);
+    const byPipeline = this.#listeners.get(pipelineChannel(this.keyPrefix, event.pipeline_id));
+    if (byPipeline !== undefined) this.#deliver(byPipeline, event);
+    const all = this.#listeners.get(this.#allChannel);
+    if (all !== undefined) this.#deliver(all, event);
   }
 
   #deliver(set: Set<EventListener>, event: FlowcastEvent): void {
@@ -272,68 +277,6 @@ export class RedisPubSubTransport implements EventTransport {
         listener(event);
       } catch (error) {
         this.#onListenerError(error, event);
-      }
-    }
-  }
-
-  #track(event: FlowcastEvent): void {
-    const known = this.#lastSeq.get(event.run_id);
-    if (isTerminalEvent(event)) {
-      this.#lastSeq.delete(event.run_id);
-      return;
-    }
-    if (known !== undefined) {
-      if (event.seq > known.seq) known.seq = event.seq;
-      return;
-    }
-    this.#lastSeq.set(event.run_id, { pipelineId: event.pipeline_id, seq: event.seq });
-    if (this.#lastSeq.size > this.#trackedRuns) {
-      const oldest = this.#lastSeq.keys().next().value;
-      if (oldest !== undefined) this.#lastSeq.delete(oldest);
-    }
-  }
-
-  /**
-   * After a reconnect: delivers, from the logs, what the followed runs published while
-   * the subscription was down. Live events of a run wait until its log was read, then
-   * those the log already gave are dropped: each run stays in order, without duplicates.
-   */
-  async #catchUp(): Promise<void> {
-    const runs = [...this.#lastSeq.entries()];
-    for (const [runId] of runs) if (!this.#held.has(runId)) this.#held.set(runId, []);
-    let next = 0;
-    const lane = async (): Promise<void> => {
-      while (next < runs.length && !this.#closed) {
-        const [runId, known] = runs[next++] as [string, { pipelineId: string; seq: number }];
-        await this.#catchUpRun(runId, known.pipelineId, known.seq);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(CATCH_UP_LANES, runs.length) }, lane));
-  }
-
-  async #catchUpRun(runId: string, pipelineId: string, since: number): Promise<void> {
-    let last = since;
-    try {
-      const targets = [runChannel(this.keyPrefix, runId), pipelineChannel(this.keyPrefix, pipelineId), this.#allChannel]
-        .map((name) => this.#listeners.get(name))
-        .filter((s): s is Set<EventListener> => s !== undefined);
-      if (targets.length > 0) {
-        const log = await this.read(runId, { since });
-        for (const event of log.events) {
-          last = event.seq;
-          this.#track(event);
-          for (const set of targets) this.#deliver(set, event);
-        }
-      }
-    } catch (error) {
-      this.#onError(error, `reading run ${runId} after a reconnect`);
-    } finally {
-      const held = this.#held.get(runId) ?? [];
-      this.#held.delete(runId);
-      for (const { set, event } of held) {
-        if (event.seq <= last) continue;
-        this.#track(event);
-        this.#deliver(set, event);
       }
     }
   }
@@ -375,8 +318,7 @@ export class RedisPubSubTransport implements EventTransport {
     if (this.#closed) return;
     this.#closed = true;
     this.#listeners.clear();
-    this.#lastSeq.clear();
-    this.#held.clear();
+    this.#sequencer.clear();
     await this.#mux.close();
   }
 
