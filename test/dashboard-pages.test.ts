@@ -6,7 +6,7 @@
  */
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataflowPipeline } from '../src/index.js';
+import { DataflowPipeline, Pipeline } from '../src/index.js';
 import { launchChromium } from './helpers/browser.js';
 import { expectNoErrors, open, requireBuiltDashboard, screenshot } from './helpers/dashboard.js';
 import { logHolds, startFixture, type Fixture } from './helpers/server-fixture.js';
@@ -180,6 +180,29 @@ describe('run detail', () => {
     for (const [, , text] of nodes) expect(text).toMatch(/Completed|Failed|Skipped/);
     expect(await w.page.$$eval('[data-testid="dag"] .dag-edge', (els) => els.length)).toBe(4);
     await screenshot(w, 'run-detail-dag');
+    expectNoErrors(w);
+  });
+});
+
+describe('run detail timeline', () => {
+  it('shows each attempt of a retried step as its own bar, saying it failed and was retried', async () => {
+    const f = await startFixture();
+    const flaky = f.broker.task('flaky', (n: number, ctx) => {
+      if (ctx.attempt === 1) throw new Error('first attempt fails');
+      return n;
+    }, { retries: 2 });
+    const pipeline = new Pipeline<number>(f.broker, { id: 'flaky' }).callNext(flaky).withTracking(f.tracking);
+    const run = await pipeline.kiq(5);
+    await run.waitResult({ timeoutMs: 10_000 });
+    const w = await open(browser, `${f.server.httpUrl}/dashboard/runs/${run.runId}`);
+    await w.page.waitForSelector('[data-testid="run-detail"][data-status="COMPLETED"]');
+    const bars: string[] = [];
+    for (const h of await w.page.$$('[data-testid="gantt"] .bar')) bars.push((await h.getAttribute('aria-label')) ?? '');
+    expect(bars).toHaveLength(2);
+    expect(bars[0]).toMatch(/^flaky attempt 1: failed, retried, .* — Error: first attempt fails$/);
+    expect(bars[1]).toMatch(/^flaky attempt 2: completed, /);
+    expect(await w.page.textContent('[data-testid="gantt"]')).toContain('2 attempts');
+    await screenshot(w, 'run-detail-retry');
     expectNoErrors(w);
   });
 });

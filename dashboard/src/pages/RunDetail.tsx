@@ -42,7 +42,7 @@ export function RunDetail({ runId }: { runId: string }): JSX.Element {
     getRun(runId).then(
       (s) => setRest(s),
       (e: { status?: number }) => {
-        if (e.status === 404) setNotFound(true);
+        if (e.status === 404 || e.status === 403) setNotFound(true);
       },
     );
     getActions(runId).then(setActions, () => setActions(null));
