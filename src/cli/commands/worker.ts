@@ -6,8 +6,10 @@ import { positiveInt, urlWith } from '../options.js';
 
 /** Options of `flowcast worker`. */
 export interface WorkerCommandOptions {
-  /** The task module (see docs/distributed.md). */
-  tasks: string;
+  /** The task module (see docs/distributed.md). Give this or `demo`. */
+  tasks?: string;
+  /** Run the demo's task module (the demo pipelines of `flowcast serve --demo`). */
+  demo?: boolean;
   /** @default $FLOWCAST_REDIS_URL, else "redis://127.0.0.1:6379" */
   redis?: string;
   /** @default 16 */
@@ -30,7 +32,8 @@ export function registerWorkerCommand(program: Command): Command {
   return program
     .command('worker')
     .description('run the jobs of a task module on Redis (BullMQ), until SIGINT/SIGTERM')
-    .requiredOption('--tasks <module>', 'the task module: it exports a function (default or "register") that registers tasks on the broker it gets')
+    .option('--tasks <module>', 'the task module: it exports a function (default or "register") that registers tasks on the broker it gets')
+    .option('--demo', 'run the demo\'s tasks and pipelines (the runs of flowcast serve --redis --demo --no-worker)')
     .option('--redis <url>', `the Redis server (default: $FLOWCAST_REDIS_URL, else ${DEFAULT_REDIS})`, urlWith(['redis:', 'rediss:']))
     .option('-c, --concurrency <count>', 'jobs run at once by this process', positiveInt, 16)
     .option('--key-prefix <prefix>', 'prefix of every Redis key, shared with the servers and producers (default: $FLOWCAST_KEY_PREFIX, else "flowcast:")', keyPrefix)
@@ -44,9 +47,11 @@ forced one, 1 when the task
 module cannot be loaded or Redis cannot be reached, 2 on bad arguments.
 
 Example:
-  flowcast worker --tasks ./tasks.js --redis redis://10.0.0.5:6379 --concurrency 8`,
+  flowcast worker --tasks ./tasks.js --redis redis://10.0.0.5:6379 --concurrency 8
+  flowcast worker --demo`,
     )
-    .action(async (options: WorkerCommandOptions) => {
+    .action(async (options: WorkerCommandOptions, command: Command) => {
+      if ((options.tasks === undefined) === (options.demo !== true)) command.error('error: give --tasks <module> or --demo (one of them)', { exitCode: 2 });
       process.exitCode = await workerCommand(options);
     });
 }
@@ -72,7 +77,7 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
     try {
       worker = await startWorker({
         connection: redis,
-        tasks: options.tasks,
+        tasks: options.tasks ?? new URL('../../demo/worker-tasks.js', import.meta.url),
         concurrency: options.concurrency ?? 16,
         ...(prefix !== undefined && { keyPrefix: prefix }),
         onError: (error) => io.stderr.write(`flowcast worker: ${describeError(error)}\n`),
