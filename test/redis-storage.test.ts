@@ -12,6 +12,7 @@ import {
 } from '../src/redis/keys.js';
 import { RedisPipelineStorage } from '../src/redis/storage.js';
 import { OFFER } from '../src/redis/storage-lua.js';
+import { RedisPubSubTransport } from '../src/redis/transport.js';
 import { PipelineTrackingManager } from '../src/tracking/manager.js';
 import { PIPELINE_STATUSES } from '../src/tracking/models.js';
 import { trackingStorageConformance } from './conformance/tracking-storage.js';
@@ -177,8 +178,28 @@ describe('RedisPipelineStorage', () => {
       const run = richScripted();
       await storage.applyEvent(run.events[0]!);
       // A writer's first step, and nothing after it: the event is offered, never stored.
-      await OFFER.run(client, [trackRunKey(prefix, run.runId), `${prefix}{${run.runId}}:track:pending`], [2, JSON.stringify(run.events[1]), 60, 60]);
+      const keys = [trackRunKey(prefix, run.runId), `${prefix}{${run.runId}}:track:pending`, `${prefix}{${run.runId}}:log`];
+      await OFFER.run(client, keys, [2, JSON.stringify(run.events[1]), 60, 60]);
       expect(await storage.getStatus(run.runId)).toEqual(reduce(run.events.slice(0, 2)));
+    });
+
+    it('fills a gap at once from the run\'s event log (events appended by a process that does not track them)', async () => {
+      const client = redis.connect();
+      const prefix = redis.prefix();
+      const transport = new RedisPubSubTransport(client, { keyPrefix: prefix });
+      const storage = new RedisPipelineStorage(client, { keyPrefix: prefix, gapTimeoutMs: 600_000 });
+      const run = richScripted();
+      const appended: FlowcastEvent[] = [];
+      for (const e of run.events) {
+        const { seq: _seq, v: _v, event_id: _id, ...draft } = e;
+        appended.push((await transport.append(draft))!);
+      }
+      // Only the even seqs are recorded (the odd ones came, say, from a shell script through the ingestor).
+      const recorded = appended.filter((e) => e.seq % 2 === 0);
+      expect(recorded.map((e) => e.seq)).toEqual([2, 4, 6]);
+      for (const e of recorded) expect(await storage.applyEvent(e)).not.toBeNull();
+      expect(await storage.getStatus(run.runId)).toEqual(reduce(appended));
+      await transport.close();
     });
 
     it('holds events that arrive ahead of a gap and applies them in seq order once it fills', async () => {

@@ -56,17 +56,42 @@ for i = 1, #pending, 2 do
     out[#out + 1] = pending[i + 1]
   end
 end
+-- A seq missing below the highest pending one: take it from the run's event log, where every
+-- event is before any process records it (the log gives the seq). Nothing when there is no log.
+local last = tonumber(rec[2] or '0')
+local highest, above = last, 0
+for i = 5, #out, 2 do
+  local s = tonumber(out[i])
+  if s > last then
+    above = above + 1
+    if s > highest then highest = s end
+  end
+end
+if highest - last > above then
+  local entries = redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', (highest - 1) .. '-0', 'COUNT', 1000)
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'e' then
+        out[#out + 1] = string.match(entry[1], '^(%d+)')
+        out[#out + 1] = fields[j + 1]
+      end
+    end
+  end
+end
 return out`;
 
 /**
  * Offers one event to the run's pending buffer (unless it is a duplicate), then reads
  * what the caller needs to apply pending events.
  *
- * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * KEYS[1] the run record, KEYS[2] the run's pending hash, KEYS[3] the run's event log (a
+ * stream with entry ids `<seq>-0` and the event JSON in field `e`; may not exist)
  * ARGV[1] the event's seq, ARGV[2] the event JSON ('' to only read),
  * ARGV[3] pending TTL (s) of a known run, ARGV[4] pending TTL (s) of a run with no record yet
  * Returns {0} for a duplicate (seq <= last_seq, or already pending); else
- * {1, version, status JSON or nil, ms the oldest pending event has waited, seq1, event1, seq2, event2, ...}
+ * {1, version, status JSON or nil, ms the oldest pending event has waited, seq1, event1, seq2, event2, ...}:
+ * the pending events, then the events of the log that fill the gaps below the highest pending one.
  */
 export const OFFER = new LuaScript(
   'track-offer',
@@ -78,7 +103,7 @@ export const OFFER = new LuaScript(
  * ARGV[5]); if the record is still at that version and no event is pending, stores the
  * result at once. Otherwise does what {@link OFFER} does.
  *
- * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * KEYS[1..3] as OFFER
  * ARGV[1..4] as OFFER (seq, event JSON, pending TTLs), ARGV[3] is also the record TTL;
  * ARGV[5] expected version, ARGV[6] the new status JSON (its last_seq is ARGV[1])
  * Returns {2, new version} when stored; else OFFER's reply.

@@ -7,6 +7,7 @@ import type { ListPipelinesQuery, TrackingStorage } from '../tracking/storage.js
 import {
   DEFAULT_KEY_PREFIX,
   checkKeyPrefix,
+  runLogKey,
   trackEndedIndexKey,
   trackPendingKey,
   trackPipelineIndexKey,
@@ -85,7 +86,11 @@ function parseOffer(reply: unknown): Loaded | null {
   const r = reply as (string | number | null)[];
   if (r[0] === 0) return null;
   const pending = new Map<number, string>();
-  for (let i = 4; i + 1 < r.length; i += 2) pending.set(Number(r[i]), String(r[i + 1]));
+  for (let i = 4; i + 1 < r.length; i += 2) {
+    const seq = Number(r[i]);
+    // Pending events first, then those the event log filled in: the first copy of a seq stays.
+    if (!pending.has(seq)) pending.set(seq, String(r[i + 1]));
+  }
   const json = r[2];
   return {
     version: String(r[1]),
@@ -260,7 +265,7 @@ export class RedisPipelineStorage implements TrackingStorage {
       this.#cache.delete(runId);
       const before = indexedFields(cached.status);
       const next = applyEvent(cached.status, event) as PipelineStatus;
-      const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
+      const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)];
       const reply = (await FAST_APPLY.run(this.#redis, keys, [event.seq, json, this.ttlSeconds, this.#orphanTtl, cached.version, JSON.stringify(next)])) as unknown[];
       if (reply[0] === 2) {
         this.#remember(runId, String(reply[1]), next);
@@ -342,7 +347,7 @@ export class RedisPipelineStorage implements TrackingStorage {
   }
 
   #offer(runId: string, seq: number, json: string): Promise<Loaded | null> {
-    const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
+    const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)];
     return OFFER.run(this.#redis, keys, [seq, json, this.ttlSeconds, this.#orphanTtl]).then(parseOffer);
   }
 
