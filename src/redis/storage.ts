@@ -106,8 +106,10 @@ function parseOffer(reply: unknown): Loaded | null {
  * - **Atomic updates from many workers.** {@link applyEvent} puts the event in the run's
  *   pending buffer and applies the buffered events in seq order with the reducer, then
  *   stores the result with a compare-and-set Lua script; a concurrent writer makes it
- *   read again and retry, so no update is lost. Events that arrive ahead of a missing
- *   seq wait for it (at most `gapTimeoutMs`).
+ *   read again and retry, so no update is lost. When this process wrote the run last,
+ *   an event costs one round trip. A seq missing below a pending event is read from the
+ *   run's event log (`RedisPubSubTransport` with the same `keyPrefix`); without a log,
+ *   the pending events wait for it at most `gapTimeoutMs`.
  * - **TTL refreshed on every write**: a run expires `ttlSeconds` after its last write.
  * - **Indexes pruned with their records**: a run deleted or expired leaves the lists at
  *   once (every read checks the record) and its index entries are removed by the reader
