@@ -65,13 +65,18 @@ export class ChannelMux {
     if (this.#conn !== null && !this.#closed) this.#track(this.#conn.unsubscribe(channel), `unsubscribing from ${channel}`);
   }
 
+  /** `true` while the connection, once up, is down (reconnecting). */
+  get down(): boolean {
+    return this.#readyOnce && this.#conn !== null && this.#conn.status !== 'ready';
+  }
+
   /**
    * Resolves once every SUBSCRIBE and UNSUBSCRIBE sent so far was answered (or failed);
    * `undefined` when none is pending, or when the connection was up and is down now (the
    * answer could take as long as the outage: publishers must not wait for it).
    */
   settled(): Promise<void> | undefined {
-    if (this.#pending.size === 0 || (this.#readyOnce && this.#conn?.status !== 'ready')) return undefined;
+    if (this.#pending.size === 0 || this.down) return undefined;
     return Promise.all(this.#pending).then(() => undefined);
   }
 

@@ -58,6 +58,9 @@ export interface RedisPubSubTransportOptions {
 
 const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'onListenerError', 'onError'] as const;
 
+/** Longest a publish waits for its event to reach this transport's own listeners. */
+const ECHO_WAIT_MS = 2000;
+
 const appendScript = new LuaScript(APPEND_SCRIPT);
 const publishScript = new LuaScript(PUBLISH_SCRIPT);
 const announceScript = new LuaScript(ANNOUNCE_SCRIPT);
@@ -115,6 +118,8 @@ export class RedisPubSubTransport implements EventTransport {
   readonly #mux: ChannelMux;
   readonly #allChannel: string;
   readonly #sequencer: RunSequencer;
+  /** Publishes of this transport waiting for their event to come back to its own listeners. */
+  readonly #echoes = new Map<string, () => void>();
   #lastRaw: string | null = null;
   #lastParsed: FlowcastEvent | null = null;
   #closed = false;
@@ -171,16 +176,47 @@ export class RedisPubSubTransport implements EventTransport {
     return seq === 0 ? null : finishEvent(encoded, seq);
   }
 
+  /**
+   * Publishes a stored event to its run, pipeline and `*` channels (one script call).
+   * Returns nothing when no listener of this transport wants the event (the command is
+   * on its way); otherwise a promise that resolves once the event came back through
+   * Redis and was handed to them, so `await publish()` means the same as in memory.
+   */
   publish(event: FlowcastEvent): void | Promise<void> {
     this.#checkOpen('publish');
     checkObject(event, 'RedisPubSubTransport.publish: event');
     checkId(event.run_id, 'event.run_id');
     checkId(event.pipeline_id, 'event.pipeline_id');
-    const args = [eventJson(event), runChannel(this.keyPrefix, event.run_id), pipelineChannel(this.keyPrefix, event.pipeline_id), this.#allChannel];
-    // A listener added here just before must not miss the event: wait for its SUBSCRIBE.
-    const settled = this.#mux.settled();
-    if (settled === undefined) return publishScript.run(this.redis, [], args).then(() => undefined);
-    return settled.then(() => publishScript.run(this.redis, [], args)).then(() => undefined);
+    const runCh = runChannel(this.keyPrefix, event.run_id);
+    const pipelineCh = pipelineChannel(this.keyPrefix, event.pipeline_id);
+    const args = [eventJson(event), runCh, pipelineCh, this.#allChannel];
+    const send = (): Promise<unknown> => publishScript.run(this.redis, [], args);
+    const local = this.#listeners.has(runCh) || this.#listeners.has(pipelineCh) || this.#listeners.has(this.#allChannel);
+    if (!local || this.#mux.down) {
+      // Commands of one connection run in the order they are sent: the caller may go on
+      // at once (failures go to onError; Pub/Sub is best-effort, the log is the record).
+      send().catch((error: unknown) => this.#onError(error, `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`));
+      return undefined;
+    }
+    // A listener of this transport wants it: resolve once it came back and was handed on,
+    // as the memory transport does synchronously (bounded, should Pub/Sub lose it).
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        if (this.#echoes.get(event.event_id) === done) this.#echoes.delete(event.event_id);
+        resolve();
+      };
+      const timer = setTimeout(done, ECHO_WAIT_MS);
+      this.#echoes.set(event.event_id, done);
+      const failed = (error: unknown): void => {
+        this.#onError(error, `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`);
+        done();
+      };
+      // A listener added just before must not miss the event: its SUBSCRIBE goes first.
+      const settled = this.#mux.settled();
+      if (settled === undefined) send().catch(failed);
+      else settled.then(send).catch(failed);
+    });
   }
 
   async read(runId: string, options: { since?: number; limit?: number } = {}): Promise<LogRead> {
@@ -259,6 +295,7 @@ export class RedisPubSubTransport implements EventTransport {
       this.#lastParsed = event;
     }
     this.#sequencer.push(event);
+    if (this.#echoes.size > 0) this.#echoes.get(event.event_id)?.();
   }
 
   /** Hands an event, in its run's order, to every local listener of its run, its pipeline and `*`. */
@@ -319,6 +356,7 @@ export class RedisPubSubTransport implements EventTransport {
     this.#closed = true;
     this.#listeners.clear();
     this.#sequencer.clear();
+    for (const done of [...this.#echoes.values()]) done();
     await this.#mux.close();
   }
 
