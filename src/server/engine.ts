@@ -20,11 +20,6 @@ export interface EngineReporterOptions {
   intervalMs?: number;
 }
 
-/** A transport that knows the server instances sharing it (the Redis transport). */
-interface InstancesSource {
-  instances(): Promise<ServerInstanceStatus[]>;
-}
-
 /** The in-process counters of `InMemoryBroker`, read when the broker has no `engineStatus()`. */
 interface MemoryCounters {
   running: number;
@@ -33,6 +28,9 @@ interface MemoryCounters {
 }
 
 const WINDOW_S = 10;
+/** How often this server announces itself on a shared transport, and how long an announcement lasts. */
+const ANNOUNCE_MS = 5000;
+const ANNOUNCE_TTL_MS = 15_000;
 
 /**
  * The engine status view (seed 002): the broker's workers and queues, this server's
@@ -54,6 +52,8 @@ export class EngineReporter {
   readonly #samples: number[] = [];
   #sampler: NodeJS.Timeout | null = null;
   #pusher: NodeJS.Timeout | null = null;
+  #announcer: NodeJS.Timeout | null = null;
+  #announceFailed = false;
   #pushing = false;
   #closed = false;
 
@@ -74,6 +74,31 @@ export class EngineReporter {
       if (this.#samples.length > WINDOW_S + 1) this.#samples.shift();
     }, 1000);
     this.#sampler.unref();
+    if (typeof this.#transport.announceInstance === 'function') {
+      this.#announce();
+      this.#announcer = setInterval(() => this.#announce(), ANNOUNCE_MS);
+      this.#announcer.unref();
+    }
+  }
+
+  /** This server as an entry of `instances`. */
+  #self(): ServerInstanceStatus {
+    return { id: this.id, host: hostname(), pid: process.pid, clients: this.#hub.connectionCount, started_at: this.#startedAt, last_heartbeat: new Date().toISOString() };
+  }
+
+  /** Tells the other servers on the transport that this one is alive (a failure is logged once until it works again). */
+  #announce(): void {
+    if (typeof this.#transport.announceInstance !== 'function' || this.#closed) return;
+    this.#transport.announceInstance(this.#self(), ANNOUNCE_TTL_MS).then(
+      () => {
+        this.#announceFailed = false;
+      },
+      (error: unknown) => {
+        if (this.#closed || this.#announceFailed) return;
+        this.#announceFailed = true;
+        console.error(`flowcast server: announcing this instance failed: ${describeError(error)}`);
+      },
+    );
   }
 
   /** Events the hub received per second over the last 10 s (or since start when shorter). */
@@ -133,17 +158,17 @@ export class EngineReporter {
   }
 
   async #instances(): Promise<ServerInstanceStatus[]> {
-    const source = this.#transport as unknown as Partial<InstancesSource>;
-    if (typeof source.instances === 'function') {
+    const self = this.#self();
+    if (typeof this.#transport.instances === 'function') {
       try {
-        const list = await source.instances();
-        if (Array.isArray(list) && list.length > 0) return list;
+        const list = await this.#transport.instances();
+        // This server's own entry is always current (its announcement may lag or not have landed yet).
+        return [self, ...list.filter((i) => i.id !== self.id)];
       } catch (error) {
         console.error(`flowcast server: transport.instances() failed: ${describeError(error)}`);
       }
     }
-    const now = new Date().toISOString();
-    return [{ id: this.id, host: hostname(), pid: process.pid, clients: this.#hub.connectionCount, started_at: this.#startedAt, last_heartbeat: now }];
+    return [self];
   }
 
   /** Adds a connection to the `engine` channel: it gets one `engine_status` now, then one every interval. */
@@ -200,6 +225,8 @@ export class EngineReporter {
     this.#closed = true;
     if (this.#sampler !== null) clearInterval(this.#sampler);
     if (this.#pusher !== null) clearInterval(this.#pusher);
+    if (this.#announcer !== null) clearInterval(this.#announcer);
+    this.#announcer = null;
     this.#sampler = null;
     this.#pusher = null;
     this.#subscribers.clear();
