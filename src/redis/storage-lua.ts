@@ -100,8 +100,9 @@ export const OFFER = new LuaScript(
 
 /**
  * The fast path of one event: the caller applied it to the status it last wrote (version
- * ARGV[5]); if the record is still at that version and no event is pending, stores the
- * result at once. Otherwise does what {@link OFFER} does.
+ * ARGV[5]; '0' for a start event of a run with no record yet); if the record is still at
+ * that version and no event is pending, stores the result at once. Otherwise does what
+ * {@link OFFER} does.
  *
  * KEYS[1..3] as OFFER
  * ARGV[1..4] as OFFER (seq, event JSON, pending TTLs), ARGV[3] is also the record TTL;
@@ -110,8 +111,8 @@ export const OFFER = new LuaScript(
  */
 export const FAST_APPLY = new LuaScript(
   'track-fast-apply',
-  `local cur = redis.call('HGET', KEYS[1], 'v')
-if cur and cur == ARGV[5] and redis.call('EXISTS', KEYS[2]) == 0 then
+  `local cur = redis.call('HGET', KEYS[1], 'v') or '0'
+if cur == ARGV[5] and redis.call('EXISTS', KEYS[2]) == 0 then
   local v = tonumber(cur) + 1
   redis.call('HSET', KEYS[1], 's', ARGV[6], 'v', v, 'q', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[3])

@@ -261,11 +261,12 @@ export class RedisPipelineStorage implements TrackingStorage {
     const runId = event.run_id;
     const json = JSON.stringify(event);
     let loaded: Loaded | null;
-    const cached = this.#cache.get(runId);
-    if (cached !== undefined && event.seq === cached.status.last_seq + 1) {
-      // The fast path: this process wrote the run last; apply here, store in one round trip if nobody wrote since.
+    // The fast path: this process wrote the run last (or the event starts a new run); apply
+    // here, store in one round trip if nobody wrote since.
+    const cached = this.#cache.get(runId) ?? (event.type === 'PipelineStartEvent' && event.seq === 1 ? { version: '0', status: null } : undefined);
+    if (cached !== undefined && event.seq === (cached.status?.last_seq ?? 0) + 1) {
       this.#cache.delete(runId);
-      const before = indexedFields(cached.status);
+      const before = cached.status === null ? null : indexedFields(cached.status);
       const next = applyEvent(cached.status, event) as PipelineStatus;
       const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)];
       const reply = (await FAST_APPLY.run(this.#redis, keys, [event.seq, json, this.ttlSeconds, this.#orphanTtl, cached.version, JSON.stringify(next)])) as unknown[];
