@@ -5,6 +5,8 @@ import { Pipeline } from '../src/pipeline/pipeline.js';
 import { DataflowPipeline } from '../src/pipeline/dataflow.js';
 import { InMemoryBroker } from '../src/core/memory-broker.js';
 import { brokerConformance } from './conformance/broker.js';
+import { RedisRunState } from '../src/redis/run-state.js';
+import { RedisPubSubTransport } from '../src/redis/transport.js';
 import { useRedisServer } from './helpers/redis.js';
 
 const redis = useRedisServer();
@@ -39,10 +41,12 @@ describe('BullMQBroker', () => {
       expect(() => new BullMQBroker({ connection: redis.url, nope: 1 } as never)).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }) as Error);
     });
 
-    it('exposes kind "bullmq" and its own redis connection', async () => {
+    it('exposes kind "bullmq", its own redis connection, and a RedisRunState and RedisPubSubTransport other parts accept', async () => {
       const broker = await open();
       expect(broker.kind).toBe('bullmq');
       expect(await broker.redis.ping()).toBe('PONG');
+      expect(broker.runState).toBeInstanceOf(RedisRunState);
+      expect(broker.transport).toBeInstanceOf(RedisPubSubTransport);
     });
   });
 

@@ -14,7 +14,7 @@ import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
 import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
-import { AnnouncingRunState, RunControl, type RunEndedMessage } from './bullmq-control.js';
+import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, type RunEndedMessage } from './bullmq-control.js';
 import { bullmqJobId, stepRedelivered } from './bullmq-jobs.js';
 import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
 import { TaskResults } from './bullmq-results.js';
@@ -22,7 +22,6 @@ import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './
 import { BULLMQ_QUEUES, bullmqPrefix } from './keys.js';
 import { BullMQScheduleDriver } from '../scheduler/bullmq-schedules.js';
 import type { ClusterFire, ScheduleDriver } from '../scheduler/cluster.js';
-import { RedisRunState } from './run-state.js';
 import { RedisPubSubTransport } from './transport.js';
 
 /** The BullMQ job name of each kind of flowcast job (shown by BullMQ dashboards). */
@@ -96,23 +95,24 @@ export class BullMQBroker implements Broker {
     this.#results = new TaskResults(this.#taskQueue, this.redis, prefix);
 
     let transport = o.transport;
-    let runState = o.runState;
     this.#owned = { runState: null, transport: null };
     if (transport === undefined) {
       const t = new RedisPubSubTransport(this.redis, { keyPrefix: o.keyPrefix });
       transport = t;
       this.#owned.transport = t;
     }
-    if (runState === undefined) {
+    this.transport = transport;
+    this.#control = new RunControl(this.redis, o.keyPrefix, (error) => o.onError(error, null));
+    if (o.runState !== undefined) {
+      this.runState = new AnnouncingRunState(o.runState, this.#control);
+    } else {
       if (!(transport instanceof RedisPubSubTransport)) {
         throw new InvalidArgumentError('BullMQBroker: give options.runState too when options.transport is not a RedisPubSubTransport');
       }
-      runState = new RedisRunState(this.redis, { transport });
+      const runState = new AnnouncingRedisRunState(this.redis, { transport }, this.#control);
+      this.runState = runState;
       this.#owned.runState = runState;
     }
-    this.transport = transport;
-    this.#control = new RunControl(this.redis, o.keyPrefix, (error) => o.onError(error, null));
-    this.runState = new AnnouncingRunState(runState, this.#control);
 
     const w = o.worker;
     if (w === null) {

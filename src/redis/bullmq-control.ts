@@ -11,6 +11,7 @@ import type { Redis } from 'ioredis';
 import type { FlowcastEvent } from '../events/types.js';
 import type { RunRecord, RunStateStore, RunSummary, Transition } from '../pipeline/run-state.js';
 import { runControlChannel } from './keys.js';
+import { RedisRunState, type RedisRunStateOptions } from './run-state.js';
 
 /** What is announced on the control channel (JSON). */
 export interface RunEndedMessage {
@@ -77,8 +78,34 @@ export class RunControl {
   }
 }
 
+/** Announces the run a transition ended abnormally, if any. */
+async function announceEnd(control: RunControl, events: readonly FlowcastEvent[]): Promise<void> {
+  const last = events[events.length - 1];
+  if (last !== undefined && (last.type === 'PipelineCancelledEvent' || last.type === 'PipelineErrorEvent')) await control.announce([last]);
+}
+
 /**
- * The broker's run state: the given store, plus an announcement on the control channel
+ * The broker's default run state: a {@link RedisRunState} (it stays one for every part
+ * that needs one, such as the external event ingestor) that also announces the runs its
+ * transitions end abnormally on the control channel.
+ */
+export class AnnouncingRedisRunState extends RedisRunState {
+  readonly #control: RunControl;
+
+  constructor(redis: Redis, options: RedisRunStateOptions, control: RunControl) {
+    super(redis, options);
+    this.#control = control;
+  }
+
+  override async transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    const done = await super.transition(runId, fn);
+    await announceEnd(this.#control, done.events);
+    return done;
+  }
+}
+
+/**
+ * The broker's run state when the caller gave one: that store, plus an announcement on the control channel
  * after every transition that ended a run abnormally. Everything else is the store's.
  */
 export class AnnouncingRunState implements RunStateStore {
@@ -105,10 +132,7 @@ export class AnnouncingRunState implements RunStateStore {
 
   async transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
     const done = await this.inner.transition(runId, fn);
-    const last = done.events[done.events.length - 1];
-    if (last !== undefined && (last.type === 'PipelineCancelledEvent' || last.type === 'PipelineErrorEvent')) {
-      await this.#control.announce([last]);
-    }
+    await announceEnd(this.#control, done.events);
     return done;
   }
 
