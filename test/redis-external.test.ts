@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { FlowcastEvent } from '../src/events/types.js';
+import { InMemoryBroker, Pipeline } from '../src/index.js';
 import type { PipelinePlan } from '../src/pipeline/plan.js';
 import { beginRun, cancelRun, newRunRecord } from '../src/pipeline/transitions.js';
 import { ExternalEventIngestor, parseIngestEntry, type ExternalEventIngestorOptions, type IngestEntry } from '../src/redis/external.js';
@@ -129,6 +130,42 @@ describe('ExternalEventIngestor', () => {
     // The log holds them too (a late joiner replays them), and the stream was emptied.
     expect((await s.transport.read('run-ext', { since: 1 })).events.map(describeEvent)).toEqual(expected);
     expect(await s.transport.redis.xlen(ingestKey(redis.prefix()))).toBe(0);
+  });
+
+  it('a task of a running pipeline hands its step to a shell script; the browser-side client sees its lines inside the step', async () => {
+    const s = setup();
+    await s.ingestor();
+    const broker = new InMemoryBroker();
+    Object.assign(broker, { runState: s.runState, transport: s.transport });
+    onCleanup(() => broker.close());
+    const build = broker.task('build', async (_input: null, ctx) => {
+      const env = { ...process.env, RUN_ID: ctx.runId ?? '', STEP: ctx.stepName ?? '', REDIS_URL: redis.url, FLOWCAST_PREFIX: redis.prefix() };
+      await run('sh', [`${examples}tail-to-flowcast.sh`, 'printf', 'step one\\nstep two\\n'], { env });
+      // The ingestor appends asynchronously: the step ends once its output is in the log.
+      await until(async () => (await s.transport.read(ctx.runId ?? '')).events.some((e) => e.type === 'StepProgressEvent'), 'output ingested');
+      return 'built';
+    });
+    const pipeline = new Pipeline(broker, { id: 'ext-demo' }).callNext(build);
+    const server = getWebSocketServer({ port: 0, transport: s.transport, heartbeatMs: 0 });
+    const { url } = await server.startServer();
+    onCleanup(() => server.close());
+    const ws = await connect(url);
+    onCleanup(() => ws.close());
+    await ws.subscribe({ pipeline_id: 'ext-demo' });
+    const handle = await pipeline.kiq(null);
+    await expect(handle.waitResult()).resolves.toBe('built');
+    await ws.waitForEnd(handle.runId);
+    const events = ws.messages.filter(isEvent) as unknown as FlowcastEvent[];
+    expect(events.map((e) => (e.type === 'StepLogEvent' || e.type === 'StepProgressEvent' ? describeEvent(e) : e.type))).toEqual([
+      'PipelineStartEvent',
+      'StepStartEvent',
+      'log build: step one',
+      'log build: step two',
+      'progress build: 1 exit 0: printf step one\\nstep two\\n',
+      'StepCompleteEvent',
+      'PipelineCompleteEvent',
+    ]);
+    expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
   });
 
   it('acknowledges and reports invalid entries, and keeps going', async () => {
