@@ -70,6 +70,15 @@ describe('BullMQBroker', () => {
     expect(log.events.at(-1)?.type).toBe('PipelineCompleteEvent');
   });
 
+  it('runs thread tasks in worker threads with { threads: true }, and refuses them without', async () => {
+    const broker = await open({ threads: { maxThreads: 2 } });
+    const where = broker.task('where', { module: new URL('./fixtures/thread-tasks.mjs', import.meta.url), export: 'whereAmI' });
+    const run = await new Pipeline(broker, { id: 'threads' }).callNext(where).kiq(7);
+    expect(await run.waitResult({ timeoutMs: 15_000 })).toMatchObject({ input: 7, isMainThread: false, runId: run.runId, stepName: 'where' });
+    const plain = await open();
+    expect(() => plain.task('t', { module: new URL('./fixtures/thread-tasks.mjs', import.meta.url) })).toThrow(/needs a broker created with \{ threads: true \}/);
+  });
+
   it('a run deadline fires from the control queue even while every task slot is busy, and aborts the step; a finished run leaves no deadline job', async () => {
     const broker = await open({ worker: { concurrency: 1, ...fast } });
     let aborted = '';

@@ -9,6 +9,7 @@ import { executeCall } from '../core/execute.js';
 import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from '../core/task.js';
 import { normalizeTaskOptions } from '../core/task-options.js';
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
+import { ThreadPool, moduleHref } from '../core/thread-pool.js';
 import { getEngine } from '../pipeline/engine.js';
 import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
@@ -76,6 +77,7 @@ export class BullMQBroker implements Broker {
   readonly #counters: WorkerCounters = { active: 0, processed: 0 };
   readonly #heartbeat: WorkerHeartbeat | null;
   readonly #ready: Promise<void>;
+  readonly #threads: ThreadPool | null;
   #workers: Worker[] = [];
   #processor: JobProcessor | null = null;
   #state: 'open' | 'closing' | 'closed' = 'open';
@@ -85,6 +87,7 @@ export class BullMQBroker implements Broker {
     this.#options = resolveBrokerOptions(options);
     const o = this.#options;
     this.keyPrefix = o.keyPrefix;
+    this.#threads = o.threads === null ? null : new ThreadPool(o.threads);
     this.redis = openConnection(o.connection, 'flowcast-broker');
     this.redis.on('error', (error: Error) => o.onError(error, null));
     const prefix = bullmqPrefix(o.keyPrefix);
@@ -200,25 +203,33 @@ export class BullMQBroker implements Broker {
     if (this.#tasks.has(name)) {
       throw new FlowcastError(ErrorCodes.DUPLICATE_TASK, `A task named "${name}" is already registered on this broker`);
     }
-    if (typeof fn !== 'function') {
-      throw new InvalidArgumentError(
-        `broker.task("${name}", fn): the BullMQ broker runs function tasks (CPU-heavy work scales with more worker processes), received ${typeof fn}`,
-      );
-    }
     const opts = normalizeTaskOptions(options, `task "${name}" options`);
-    const body = fn as unknown as TaskFn;
-    const def: TaskDefinition = {
-      name,
-      options: opts,
-      threaded: false,
-      invoke: (input, ctx) => {
-        try {
-          return Promise.resolve(body(input, ctx));
-        } catch (error) {
-          return Promise.reject(toError(error));
-        }
-      },
-    };
+    let def: TaskDefinition;
+    if (typeof fn === 'function') {
+      const body = fn as unknown as TaskFn;
+      def = {
+        name,
+        options: opts,
+        threaded: false,
+        invoke: (input, ctx) => {
+          try {
+            return Promise.resolve(body(input, ctx));
+          } catch (error) {
+            return Promise.reject(toError(error));
+          }
+        },
+      };
+    } else if (typeof fn === 'object' && fn !== null && 'module' in fn) {
+      const href = moduleHref(fn, name);
+      const exportName = fn.export ?? 'default';
+      const pool = this.#threads;
+      if (pool === null) {
+        throw new InvalidArgumentError(`Thread task "${name}" needs a broker created with { threads: true } (or thread pool options)`);
+      }
+      def = { name, options: opts, threaded: true, invoke: (input, ctx) => pool.run(href, exportName, input, ctx) };
+    } else {
+      throw new InvalidArgumentError(`broker.task("${name}", fn): fn must be a function or { module }, received ${typeof fn}`);
+    }
     this.#tasks.set(name, def);
     return {
       taskName: name,
@@ -448,6 +459,7 @@ export class BullMQBroker implements Broker {
     await this.#control.close();
     await this.#results.close();
     await Promise.all([this.#taskQueue.close().catch(report), this.#controlQueue.close().catch(report)]);
+    await this.#threads?.close().catch(report);
     await this.#owned.runState?.close().catch(report);
     await this.#owned.transport?.close().catch(report);
     try {

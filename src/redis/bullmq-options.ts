@@ -7,6 +7,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { BrokerJob } from '../core/broker.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
+import type { ThreadPoolOptions } from '../core/thread-pool.js';
 import { checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import { DEFAULT_KEY_PREFIX, checkKeyPrefix } from './keys.js';
 
@@ -83,6 +84,12 @@ export interface BullMQBrokerOptions {
    * @default 10000
    */
   maxStoredResults?: number;
+  /**
+   * Runs thread tasks (`broker.task(name, { module })`) in a pool of worker threads of
+   * each worker process. `true` for the defaults.
+   * @default false
+   */
+  threads?: boolean | ThreadPoolOptions;
   /** Called when a job fails outside any run (a processor that threw, a Redis error). Defaults to stderr. */
   onError?: (error: Error, job: BrokerJob | null) => void;
 }
@@ -98,10 +105,11 @@ export interface ResolvedBrokerOptions {
   runState: RunStateStore | undefined;
   transport: EventTransport | undefined;
   maxStoredResults: number;
+  threads: ThreadPoolOptions | null;
   onError: (error: Error, job: BrokerJob | null) => void;
 }
 
-const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'onError'] as const;
+const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'threads', 'onError'] as const;
 const WORKER_KNOWN = ['concurrency', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount', 'heartbeatMs', 'controlConcurrency', 'autorun'] as const;
 
 /** Validates `options` and fills in the defaults. */
@@ -126,6 +134,7 @@ export function resolveBrokerOptions(options: BullMQBrokerOptions): ResolvedBrok
     runState: options.runState,
     transport: options.transport,
     maxStoredResults: checkPositiveInt(o.maxStoredResults ?? 10_000, 'BullMQBroker options.maxStoredResults'),
+    threads: resolveThreads(o.threads),
     onError:
       options.onError ??
       ((error, job) => console.error(`flowcast: ${job === null ? 'bullmq broker' : `${job.kind} job ${job.job_id}`}: ${error.message}`)),
@@ -148,6 +157,12 @@ function resolveWorker(value: unknown): ResolvedWorkerOptions | null {
     controlConcurrency: checkPositiveInt(w.controlConcurrency ?? 32, name('controlConcurrency')),
     autorun: checkBoolean(w.autorun ?? true, name('autorun')),
   };
+}
+
+function resolveThreads(value: unknown): ThreadPoolOptions | null {
+  if (value === undefined || value === false) return null;
+  if (value === true) return {};
+  return checkObject(value, 'BullMQBroker options.threads') as ThreadPoolOptions;
 }
 
 function checkBoolean(value: unknown, name: string): boolean {
