@@ -43,11 +43,15 @@ export interface SideResult {
   /** Redis commands per step/job (scripts' inner commands included) and the top ones, from the median round. */
   redisCalls: number;
   redis: RedisUsage;
+  /** With DISTRIBUTED_COUNT_COMMANDS=1: commands the worker processes sent per step/job, by name (last round). */
+  sent: Record<string, number> | null;
 }
 
 export interface ThroughputResult {
   raw: SideResult;
   flowcast: SideResult;
+  /** flowcast / raw of each pair of rounds (run one after the other). */
+  ratios: number[];
   concurrencyPerWorker: number[];
 }
 
@@ -67,7 +71,11 @@ async function inLanes(count: number, lanes: number, fn: (i: number) => Promise<
   await Promise.all(Array.from({ length: Math.min(lanes, count) }, lane));
 }
 
-/** Polls the workers until their completions reach `target`; returns their reports. */
+/**
+ * Polls the workers until their completions reach `target`; returns their reports. Not
+ * often: an IPC round trip costs the loaded workers measurably, and the round's end is
+ * the last completion's own time stamp, not the poll's.
+ */
 async function waitFor(workers: Peer[], target: number, timeoutMs: number): Promise<CountReport[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -75,7 +83,7 @@ async function waitFor(workers: Peer[], target: number, timeoutMs: number): Prom
     const done = reports.reduce((a, r) => a + r.completed, 0);
     if (done >= target) return reports;
     if (Date.now() > deadline) throw new Error(`${done} of ${target} completions after ${timeoutMs} ms`);
-    await sleep(20);
+    await sleep(200);
   }
 }
 
@@ -85,6 +93,7 @@ interface RoundResult {
   producerCpuUs: number;
   redisCpuUs: number;
   redis: RedisUsage;
+  sent: Record<string, number> | null;
 }
 
 export async function runThroughput(o: ThroughputOptions, log: (line: string) => void): Promise<ThroughputResult> {
@@ -119,6 +128,13 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
       const workerCpu = (await Promise.all(workers.map((w) => w.request<number>({ cmd: 'measure' })))).reduce((a, b) => a + b, 0);
       const lastUs = Math.max(...reports.map((r) => r.lastUs));
       const usage = redisUsage(before, after);
+      let sent: Record<string, number> | null = null;
+      if (process.env.DISTRIBUTED_COUNT_COMMANDS === '1') {
+        sent = {};
+        for (const byName of await Promise.all(workers.map((w) => w.request<Record<string, number>>({ cmd: 'commands' })))) {
+          for (const [name, n] of Object.entries(byName)) sent[name] = (sent[name] ?? 0) + n / units;
+        }
+      }
       return {
         reports,
         round: {
@@ -128,6 +144,7 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
           producerCpuUs: (cpu.user + cpu.system) / units,
           redisCpuUs: usage.cpuUs / units,
           redis: usage,
+          sent,
         },
       };
     };
@@ -181,9 +198,11 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
         redisCpuUs: median(rounds.map((r) => r.redisCpuUs)),
         redisCalls: mid.redis.calls / (o.runs * o.steps),
         redis: mid.redis,
+        sent: (rounds.at(-1) as RoundResult).sent,
       };
     };
-    return { raw: side(raw), flowcast: side(flow), concurrencyPerWorker: per };
+    const ratios = flow.map((f, i) => f.perSec / (raw[i] as RoundResult).perSec);
+    return { raw: side(raw), flowcast: side(flow), ratios, concurrencyPerWorker: per };
   } finally {
     await Promise.all([...rawWorkers, ...flowWorkers].map((w) => w.close()));
     await hooks.idle();

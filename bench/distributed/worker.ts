@@ -15,6 +15,8 @@ import { HookManager } from '../../src/events/hook-manager.js';
 import { PipelineTrackingManager } from '../../src/tracking/manager.js';
 import { bullmqPrefix } from '../../src/redis/keys.js';
 import { startWorker, type FlowcastWorker } from '../../src/redis/worker.js';
+import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, CREATE_SCRIPT, LuaScript, PUBLISH_SCRIPT, TRANSITION_SCRIPT } from '../../src/redis/lua.js';
+import { COMMIT, DELETE, FAST_APPLY, OFFER, SAVE } from '../../src/redis/storage-lua.js';
 import { nowUs, serveRequests } from '../fanout/shared.js';
 import { RAW_QUEUE, emitPipeline, noopPipeline, type CountReport } from './shared.js';
 
@@ -27,6 +29,33 @@ if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new Error(`work
 if (!Number.isSafeInteger(steps) || steps < 1) throw new Error(`worker.js: steps must be an integer >= 1, received ${String(stepsArg)}`);
 
 const count: CountReport = { completed: 0, steps: 0, events: 0, lastUs: 0 };
+
+/**
+ * DISTRIBUTED_COUNT_COMMANDS=1: counts the Redis commands this process sends, by name
+ * (a diagnosis aid: it wraps ioredis's sendCommand, so it is off for measured figures).
+ */
+const commands = new Map<string, number>();
+if (process.env.DISTRIBUTED_COUNT_COMMANDS === '1') {
+  // Scripts are named: flowcast's by their source's SHA1, BullMQ's by the name it defined them under.
+  const scriptNames = new Map<string, string>();
+  for (const [name, source] of Object.entries({ APPEND_SCRIPT, CREATE_SCRIPT, TRANSITION_SCRIPT, PUBLISH_SCRIPT, ANNOUNCE_SCRIPT })) {
+    scriptNames.set(new LuaScript(source).sha, `flowcast ${name.replace('_SCRIPT', '').toLowerCase()}`);
+  }
+  for (const [name, script] of Object.entries({ OFFER, FAST_APPLY, COMMIT, SAVE, DELETE })) scriptNames.set(script.sha, `tracking ${name.toLowerCase()}`);
+  type Client = { scriptsSet?: Record<string, { sha: string }> };
+  const proto = Redis.prototype as unknown as { sendCommand: (command: { name: string; args: unknown[] }, ...rest: unknown[]) => unknown };
+  const send = proto.sendCommand;
+  proto.sendCommand = function (this: Client, command: { name: string; args: unknown[] }, ...rest: unknown[]) {
+    let name = command.name;
+    if (name === 'evalsha') {
+      const sha = String(command.args[0]);
+      if (!scriptNames.has(sha)) for (const [n, script] of Object.entries(this.scriptsSet ?? {})) scriptNames.set(script.sha, `bullmq ${n}`);
+      name = `evalsha (${scriptNames.get(sha) ?? sha.slice(0, 8)})`;
+    }
+    commands.set(name, (commands.get(name) ?? 0) + 1);
+    return send.call(this, command, ...rest);
+  };
+}
 let close: () => Promise<void>;
 
 const onError = (error: Error): void => {
@@ -96,11 +125,14 @@ serveRequests(async (msg) => {
     }
     case 'count':
       return { ...count };
+    case 'commands':
+      return Object.fromEntries(commands);
     case 'reset':
       count.completed = 0;
       count.steps = 0;
       count.events = 0;
       count.lastUs = 0;
+      commands.clear();
       return null;
     case 'close':
       await close();
