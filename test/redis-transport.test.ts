@@ -120,6 +120,27 @@ describe('RedisPubSubTransport', () => {
       expect(byPipeline).toEqual(expected);
     });
 
+    it('starts a run afresh for a listener that comes back after nobody listened (no replay of what it missed)', async () => {
+      const { client: admin, transport: listener } = open();
+      const worker = open().transport;
+      const subscribed = async () =>
+        until(async () => Number((await admin.pubsub('NUMSUB', `${redis.prefix()}ev:run:run-back`))[1]) === 1, 'listener subscribed');
+      const first: number[] = [];
+      const off = listener.subscribe({ runId: 'run-back' }, (e) => first.push(e.seq));
+      await subscribed();
+      for (let i = 0; i < 3; i++) await emit(worker, draft('run-back', 'p'));
+      await until(() => first.length === 3, 'first events');
+      off();
+      for (let i = 0; i < 5; i++) await emit(worker, draft('run-back', 'p'));
+      const second: number[] = [];
+      listener.subscribe({ runId: 'run-back' }, (e) => second.push(e.seq));
+      await subscribed();
+      for (let i = 0; i < 2; i++) await emit(worker, draft('run-back', 'p'));
+      await until(() => second.length >= 2, 'events after coming back');
+      await new Promise((r) => setTimeout(r, 50));
+      expect(second).toEqual([9, 10]);
+    });
+
     it('after its connection is killed, resubscribes and delivers what Pub/Sub lost from the log, in order and once', async () => {
       const { client: admin, transport: listener } = open();
       const worker = open().transport;

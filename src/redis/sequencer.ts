@@ -16,6 +16,7 @@ import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
 export type LogReader = (runId: string, since: number) => Promise<FlowcastEvent[]>;
 
 interface RunCursor {
+  pipelineId: string;
   /** The next seq to deliver. */
   next: number;
   ended: boolean;
@@ -50,7 +51,7 @@ export class RunSequencer {
   push(event: FlowcastEvent): void {
     const cursor = this.#runs.get(event.run_id);
     if (cursor === undefined) {
-      const fresh: RunCursor = { next: event.seq, ended: false, early: null, filling: false, again: false };
+      const fresh: RunCursor = { pipelineId: event.pipeline_id, next: event.seq, ended: false, early: null, filling: false, again: false };
       this.#runs.set(event.run_id, fresh);
       if (this.#runs.size > this.#maxRuns) {
         const oldest = this.#runs.keys().next().value;
@@ -72,6 +73,20 @@ export class RunSequencer {
   /** After the subscription reconnected: reads what every followed run published meanwhile. */
   resync(): void {
     for (const [runId, cursor] of this.#runs) if (!cursor.ended) void this.#fill(runId, cursor);
+  }
+
+  /**
+   * Forgets the runs nobody listens to any more (`followed` says who still does): should
+   * a listener come back later, its run starts afresh from the next live event instead
+   * of being replayed from where this process stopped following it.
+   */
+  forget(followed: (runId: string, pipelineId: string) => boolean, runId?: string): void {
+    if (runId !== undefined) {
+      const cursor = this.#runs.get(runId);
+      if (cursor !== undefined && !followed(runId, cursor.pipelineId)) this.#runs.delete(runId);
+      return;
+    }
+    for (const [id, cursor] of this.#runs) if (!followed(id, cursor.pipelineId)) this.#runs.delete(id);
   }
 
   /** Forgets every run. */

@@ -268,8 +268,14 @@ export class RedisPubSubTransport implements EventTransport {
   #unsubscribe(name: string, listener: EventListener): void {
     const set = this.#listeners.get(name);
     if (set === undefined || !set.delete(listener)) return;
-    if (set.size === 0) this.#listeners.delete(name);
     this.#mux.release(name);
+    if (set.size > 0) return;
+    this.#listeners.delete(name);
+    const followed = (runId: string, pipelineId: string): boolean =>
+      this.#listeners.has(this.#allChannel) || this.#listeners.has(runChannel(this.keyPrefix, runId)) || this.#listeners.has(pipelineChannel(this.keyPrefix, pipelineId));
+    const runPrefix = runChannel(this.keyPrefix, '');
+    if (name.startsWith(runPrefix)) this.#sequencer.forget(followed, name.slice(runPrefix.length));
+    else this.#sequencer.forget(followed);
   }
 
   #channelName(channel: Channel): string {
