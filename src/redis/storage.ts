@@ -28,6 +28,7 @@ import {
 } from './storage-indexes.js';
 import { checkDate, checkEvent, checkStatusObject, isRedisClient, newestStartedFirst } from './storage-checks.js';
 import { COMMIT, DELETE, FAST_APPLY, OFFER, SAVE, type RedisClient } from './storage-lua.js';
+import { drainPending, parseOffer, type Loaded } from './storage-pending.js';
 
 export type { RedisClient } from './storage-lua.js';
 export type { PruneResult } from './storage-indexes.js';
@@ -72,33 +73,6 @@ const SCAN_BATCH = 1000;
 const MAX_ATTEMPTS = 1000;
 /** Running runs whose last written status a storage keeps for the one-round-trip path. */
 const CACHED_RUNS = 1000;
-
-/** What {@link OFFER} read. */
-interface Loaded {
-  version: string;
-  status: PipelineStatus | null;
-  waitedMs: number;
-  /** seq → event JSON. */
-  pending: Map<number, string>;
-}
-
-function parseOffer(reply: unknown): Loaded | null {
-  const r = reply as (string | number | null)[];
-  if (r[0] === 0) return null;
-  const pending = new Map<number, string>();
-  for (let i = 4; i + 1 < r.length; i += 2) {
-    const seq = Number(r[i]);
-    // Pending events first, then those the event log filled in: the first copy of a seq stays.
-    if (!pending.has(seq)) pending.set(seq, String(r[i + 1]));
-  }
-  const json = r[2];
-  return {
-    version: String(r[1]),
-    status: typeof json === 'string' ? (JSON.parse(json) as PipelineStatus) : null,
-    waitedMs: Number(r[3]),
-    pending,
-  };
-}
 
 /**
  * Tracking storage in Redis (seed 001 §5.2), shared by every process of a deployment.
@@ -366,7 +340,7 @@ export class RedisPipelineStorage implements TrackingStorage {
       const ownApplied = (l: Loaded): boolean => seq !== null && l.status !== null && !l.pending.has(seq) && seq <= l.status.last_seq;
       const before = loaded.status === null ? null : indexedFields(loaded.status);
       const reflected = ownApplied(loaded);
-      const drained = this.#drain(loaded);
+      const drained = drainPending(loaded, this.gapTimeoutMs);
       if (drained === null) return { status: loaded.status, own: reflected };
       const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
       const args = [loaded.version, JSON.stringify(drained.status), drained.status.last_seq, this.ttlSeconds, ...drained.remove];
@@ -379,31 +353,6 @@ export class RedisPipelineStorage implements TrackingStorage {
       loaded = await this.#offer(runId, 0, '');
     }
     throw new FlowcastError(ErrorCodes.TIMEOUT, `applyEvent: gave up after ${MAX_ATTEMPTS} attempts: run "${runId}" changed under every one`);
-  }
-
-  /** The status after the pending events that can be applied now, or `null` when none can. */
-  #drain(loaded: Loaded): { status: PipelineStatus; remove: number[]; applied: Set<number> } | null {
-    let status = loaded.status;
-    let last = status?.last_seq ?? 0;
-    const gapTimedOut = loaded.waitedMs >= this.gapTimeoutMs;
-    const remove: number[] = [];
-    const applied = new Set<number>();
-    for (const seq of [...loaded.pending.keys()].sort((a, b) => a - b)) {
-      if (seq <= last) {
-        remove.push(seq);
-        continue;
-      }
-      if (seq !== last + 1 && !gapTimedOut) break;
-      const next = applyEvent(status, JSON.parse(loaded.pending.get(seq) as string) as FlowcastEvent);
-      // Only a start event makes a run: the others wait for it.
-      if (next === null) break;
-      status = next;
-      last = seq;
-      remove.push(seq);
-      applied.add(seq);
-    }
-    if (status === null || remove.length === 0) return null;
-    return { status, remove, applied };
   }
 
   /**
