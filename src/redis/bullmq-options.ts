@@ -162,7 +162,7 @@ function resolveWorker(value: unknown): ResolvedWorkerOptions | null {
 function resolveThreads(value: unknown): ThreadPoolOptions | null {
   if (value === undefined || value === false) return null;
   if (value === true) return {};
-  return checkObject(value, 'BullMQBroker options.threads') as ThreadPoolOptions;
+  return checkObject(value, 'BullMQBroker options.threads');
 }
 
 function checkBoolean(value: unknown, name: string): boolean {
