@@ -12,7 +12,7 @@
  * Starts its own redis-server (free port, no persistence) and stops it at the end.
  *
  * Usage: npm run bench:distributed -- [--workers 2] [--concurrency 32] [--steps 5]
- *          [--runs 400] [--rounds 3] [--lanes 50] [--subscribers 500] [--burst 1000]
+ *          [--runs 400] [--rounds 3] [--lanes 50] [--subscribers 500] [--burst 1000] [--burst-runs 8]
  *          [--rate 20000] [--paced-ms 3000] [--parts throughput,events]
  * DISTRIBUTED_WORKER_FLAGS="--cpu-prof --cpu-prof-dir=.tmp/prof" passes Node flags to the
  * flowcast worker processes of part 1.
@@ -36,6 +36,7 @@ const { values: args } = parseArgs({
     lanes: { type: 'string', default: '50' },
     subscribers: { type: 'string', default: '500' },
     burst: { type: 'string', default: '1000' },
+    'burst-runs': { type: 'string', default: '8' },
     rate: { type: 'string', default: '20000' },
     'paced-ms': { type: 'string', default: '3000' },
     parts: { type: 'string', default: PARTS.join(',') },
@@ -59,6 +60,8 @@ const ROUNDS = positiveInt(args.rounds, 'rounds');
 const LANES = positiveInt(args.lanes, 'lanes');
 const SUBSCRIBERS = positiveInt(args.subscribers, 'subscribers', 2);
 const BURST = positiveInt(args.burst, 'burst');
+const BURST_RUNS = positiveInt(args['burst-runs'], 'burst-runs');
+if (BURST_RUNS > BURST) throw new Error(`--burst-runs (${BURST_RUNS}) must not exceed --burst (${BURST})`);
 const RATE = positiveInt(args.rate, 'rate');
 const PACED_MS = positiveInt(args['paced-ms'], 'paced-ms');
 
@@ -80,7 +83,7 @@ const version = spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).s
 console.log(
   `flowcast distributed bench: node ${process.version}, redis-server ${version} on 127.0.0.1:${redis.port} (no persistence); ` +
     `part 1: ${WORKERS} worker processes per side, total concurrency ${CONCURRENCY}, ${fmtInt(RUNS)} runs x ${STEPS} no-op steps per round, ${ROUNDS} rounds, ${LANES} starts in flight; ` +
-    `part 2: ${fmtInt(SUBSCRIBERS)} subscribers, bursts of ${fmtInt(BURST)} events, paced ${fmtInt(RATE)} deliveries/s for ${PACED_MS} ms`,
+    `part 2: ${fmtInt(SUBSCRIBERS)} subscribers, bursts of ${fmtInt(BURST)} events from ${BURST_RUNS} runs at once, paced ${fmtInt(RATE)} deliveries/s for ${PACED_MS} ms`,
 );
 
 let throughput: ThroughputResult | null = null;
@@ -106,7 +109,7 @@ try {
   if (parts.includes('events')) {
     console.log('\nPart 2: events through Redis to one or two server instances');
     events = await runEvents(
-      { url: redis.url, keyPrefix: 'be:', subscribers: SUBSCRIBERS, burstEvents: BURST, rounds: ROUNDS, rate: RATE, pacedMs: PACED_MS },
+      { url: redis.url, keyPrefix: 'be:', subscribers: SUBSCRIBERS, burstEvents: BURST, burstRuns: BURST_RUNS, rounds: ROUNDS, rate: RATE, pacedMs: PACED_MS },
       (line) => console.log(line),
     );
   }

@@ -15,8 +15,10 @@ export interface EventsOptions {
   keyPrefix: string;
   /** Total subscribers (split evenly over two client processes). */
   subscribers: number;
-  /** Log events per burst round. */
+  /** Log events per burst round (over all runs). */
   burstEvents: number;
+  /** Runs emitting at once in a burst (the worker's concurrency): one run's events are appended one after the other. */
+  burstRuns: number;
   rounds: number;
   /** Paced deliveries per second in total. */
   rate: number;
@@ -40,7 +42,7 @@ export async function runEvents(o: EventsOptions, log: (line: string) => void): 
   const serverFile = new URL('./server.js', import.meta.url);
   const clientsFile = new URL('../fanout/clients.js', import.meta.url);
   const servers = [1, 2].map((i) => new Peer(`server ${i}`, serverFile, [o.url, o.keyPrefix], ['--expose-gc']));
-  const emitter = new Peer('emit worker', new URL('./worker.js', import.meta.url), ['emit', o.url, o.keyPrefix, '1', '1']);
+  const emitter = new Peer('emit worker', new URL('./worker.js', import.meta.url), ['emit', o.url, o.keyPrefix, String(o.burstRuns), '1']);
   const broker = new BullMQBroker({ connection: o.url, keyPrefix: o.keyPrefix, worker: false });
   const pipeline = emitPipeline(broker);
   const results: LayoutResult[] = [];
@@ -61,15 +63,17 @@ export async function runEvents(o: EventsOptions, log: (line: string) => void): 
         // The servers' Redis subscriptions are made asynchronously: let them settle.
         await sleep(300);
 
-        const run = async (events: number, rate: number, latency: boolean, timeoutMs: number): Promise<{ got: ExpectReport[]; cpuUs: number; startUs: number }> => {
-          const perConnection = events + EMIT_LIFECYCLE_EVENTS;
+        /** `runs` runs of the emit pipeline at once, `events` log lines over all of them. */
+        const run = async (events: number, runs: number, rate: number, latency: boolean, timeoutMs: number): Promise<{ got: ExpectReport[]; cpuUs: number; startUs: number }> => {
+          const each = Array.from({ length: runs }, (_, i) => Math.floor(events / runs) + (i < events % runs ? 1 : 0));
+          const perConnection = events + runs * EMIT_LIFECYCLE_EVENTS;
           await Promise.all(clients.map((c) => c.request({ cmd: 'expect', perConnection, latency, skipUs: WARMUP_MS * 1000, timeoutMs })));
           await Promise.all(used.map((s) => s.request({ cmd: 'mark' })));
           const startUs = nowUs();
-          const handle = await pipeline.kiq({ events, rate });
+          const handles = await Promise.all(each.map((n) => pipeline.kiq({ events: n, rate: rate / runs })));
           const got = await Promise.all(clients.map((c) => c.request<ExpectReport>({ cmd: 'wait' }, timeoutMs + 30_000)));
           const cpu = await Promise.all(used.map((s) => s.request<CpuReport>({ cmd: 'measure' })));
-          await handle.waitResult({ timeoutMs: 30_000 });
+          await Promise.all(handles.map((h) => h.waitResult({ timeoutMs: 30_000 })));
           const missing = got.filter((g) => g.timedOut);
           if (missing.length > 0) {
             throw new Error(`${instances} instance(s): ${got.map((g) => g.received).join(' + ')} of ${o.subscribers * perConnection} deliveries arrived in ${timeoutMs} ms`);
@@ -79,7 +83,7 @@ export async function runEvents(o: EventsOptions, log: (line: string) => void): 
 
         const burst = async (events: number): Promise<{ perSec: number; cpuPerDelivery: number }> => {
           await sleep(200);
-          const { got, cpuUs, startUs } = await run(events, 0, false, 90_000);
+          const { got, cpuUs, startUs } = await run(events, o.burstRuns, 0, false, 90_000);
           const received = got.reduce((a, g) => a + g.received, 0);
           const lastUs = Math.max(...got.map((g) => g.lastUs));
           return { perSec: received / ((lastUs - startUs) / 1e6), cpuPerDelivery: cpuUs / received };
@@ -93,7 +97,7 @@ export async function runEvents(o: EventsOptions, log: (line: string) => void): 
         await sleep(200);
         const eventsPerSec = o.rate / o.subscribers;
         const pacedEvents = Math.round((eventsPerSec * (o.pacedMs + WARMUP_MS)) / 1000);
-        const paced = await run(pacedEvents, eventsPerSec, true, o.pacedMs + WARMUP_MS + 60_000);
+        const paced = await run(pacedEvents, 1, eventsPerSec, true, o.pacedMs + WARMUP_MS + 60_000);
         const latency = paced.got.map((g) => ({ p50: (g.latencies?.p50 ?? Number.NaN) / 1000, p99: (g.latencies?.p99 ?? Number.NaN) / 1000, max: (g.latencies?.max ?? Number.NaN) / 1000 }));
         results.push({ instances, perSec: chosen.perSec, cpuPerDelivery: cpuMid, rounds: bursts.map((b) => b.cpuPerDelivery), latency });
         log(
