@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { ErrorCodes } from '../src/core/errors.js';
 import type { PipelinePlan } from '../src/pipeline/plan.js';
-import { beginRun, newRunRecord } from '../src/pipeline/transitions.js';
+import { beginRun, jobStarted, jobSucceeded, newRunRecord } from '../src/pipeline/transitions.js';
 import type { EventDraft } from '../src/events/types.js';
 import { RedisRunState } from '../src/redis/run-state.js';
 import { RedisPubSubTransport } from '../src/redis/transport.js';
@@ -70,6 +70,37 @@ describe('RedisRunState', () => {
       // The seq each transition got matches the order its state change was applied in.
       const byValue = new Map(results.map((r) => [r.value, r.events[0]!.seq]));
       for (let v = 2; v <= 201; v++) expect(byValue.get(v)).toBe(v);
+    });
+
+    it('coordinates DAG fan-in across processes: the join step is dispatched exactly once', async () => {
+      const fanPlan: PipelinePlan = {
+        pipeline_id: 'fanin',
+        pipeline_type: 'dataflow',
+        failure_policy: 'fail_fast',
+        steps: [
+          ...['a', 'b', 'c', 'd'].map((name, index) => ({ name, index, kind: 'call' as const, tasks: ['t'], depends_on: [], retries: 0, retry_delay_ms: 0, backoff: 'fixed' as const })),
+          { name: 'join', index: 4, kind: 'call', tasks: ['t'], depends_on: ['a', 'b', 'c', 'd'], retries: 0, retry_delay_ms: 0, backoff: 'fixed' },
+        ],
+      };
+      const workers = Array.from({ length: 4 }, () => worker());
+      for (let round = 0; round < 10; round++) {
+        const runId = `run-fan-${round}`;
+        const rec = newRunRecord(runId, fanPlan, null, Date.now());
+        const begun = beginRun(rec, Date.now());
+        await workers[0]!.store.create(rec, begun.events);
+        const jobs = begun.value.map((d) => d.job);
+        expect(jobs.map((j) => j.step)).toEqual(['a', 'b', 'c', 'd']);
+        // Each root runs on its own worker process; all four finish at the same moment.
+        await Promise.all(jobs.map((job, i) => workers[i]!.store.transition(runId, (r) => jobStarted(r, job, Date.now()))));
+        const finished = await Promise.all(jobs.map((job, i) => workers[i]!.store.transition(runId, (r) => jobSucceeded(r, job, i, Date.now()))));
+        const dispatched = finished.flatMap((f) => f.value.map((d) => d.job.step));
+        expect(dispatched, `round ${round}`).toEqual(['join']);
+        const joined = finished.find((f) => f.value.length > 0)!.value[0]!.job;
+        expect(joined.input).toEqual({ a: 0, b: 1, c: 2, d: 3 });
+        const log = await workers[1]!.transport.read(runId);
+        expect(log.events.map((e) => e.seq)).toEqual(log.events.map((_, i) => i + 1));
+        expect(log.events.filter((e) => e.type === 'StepCompleteEvent')).toHaveLength(4);
+      }
     });
 
     it('gives up with FLOWCAST_ERR_CONFLICT after maxAttempts lost races', async () => {
