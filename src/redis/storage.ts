@@ -352,7 +352,7 @@ export class RedisPipelineStorage implements TrackingStorage {
       }
       loaded = await this.#offer(runId, 0, '');
     }
-    throw new FlowcastError(ErrorCodes.TIMEOUT, `applyEvent: gave up after ${MAX_ATTEMPTS} attempts: run "${runId}" changed under every one`);
+    throw new FlowcastError(ErrorCodes.CONFLICT, `applyEvent: gave up after ${MAX_ATTEMPTS} attempts: run "${runId}" changed under every one`);
   }
 
   /**
