@@ -4,6 +4,7 @@ import { ErrorCodes } from '../src/core/errors.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { DataflowPipeline } from '../src/pipeline/dataflow.js';
 import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { getEngine } from '../src/pipeline/engine.js';
 import { brokerConformance } from './conformance/broker.js';
 import { RedisRunState } from '../src/redis/run-state.js';
 import { RedisPubSubTransport } from '../src/redis/transport.js';
@@ -68,6 +69,37 @@ describe('BullMQBroker', () => {
     expect(log.events.map((e) => e.seq)).toEqual(log.events.map((_, i) => i + 1));
     expect(log.events.filter((e) => e.type === 'StepStartEvent' && e.step_name === 'sum')).toHaveLength(1);
     expect(log.events.at(-1)?.type).toBe('PipelineCompleteEvent');
+  });
+
+  it('a worker closing gracefully finishes its running step and still sends the next one, which another worker runs', async () => {
+    const prefix = redis.prefix();
+    const a = await open({ keyPrefix: prefix });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const first = a.task('first', async (n: number) => {
+      entered();
+      await gate;
+      return n + 1;
+    });
+    const second = a.task('second', (n: number) => n * 10);
+    const run = await new Pipeline(a, { id: 'drain' }).callNext(first).callNext(second).kiq(1);
+    await inside;
+    const b = await open({ keyPrefix: prefix });
+    b.task('first', (n: number) => n + 1);
+    const ranOnB: number[] = [];
+    b.task('second', (n: number) => {
+      ranOnB.push(n);
+      return n * 10;
+    });
+    const closing = a.close();
+    release();
+    await closing;
+    // The handle's broker is closed: wait from the other process's engine.
+    expect(await getEngine(b).waitForRun(run.runId, 15_000)).toBe(20);
+    expect(ranOnB).toEqual([2]);
+    await expect(a.enqueue({ kind: 'task', job_id: 'late', task: 'first', input: 1 })).rejects.toMatchObject({ code: ErrorCodes.CLOSED });
   });
 
   it('runs thread tasks in worker threads with { threads: true }, and refuses them without', async () => {

@@ -81,6 +81,8 @@ export class BullMQBroker implements Broker {
   #workers: Worker[] = [];
   #processor: JobProcessor | null = null;
   #state: 'open' | 'closing' | 'closed' = 'open';
+  /** `false` once the workers of a closing broker are drained: then no job is accepted. */
+  #accepting = true;
   #closing: Promise<void> | null = null;
 
   constructor(options: BullMQBrokerOptions) {
@@ -256,7 +258,9 @@ export class BullMQBroker implements Broker {
   }
 
   async enqueue(job: BrokerJob, options?: EnqueueOptions): Promise<void> {
-    if (this.#state !== 'open') throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
+    // While closing, the jobs still running here may send their runs' next steps (for
+    // other workers to run): only a closed broker refuses.
+    if (!this.#accepting) throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
     checkJob(job);
     const delay = options?.delayMs === undefined ? 0 : checkNonNegativeNumber(options.delayMs, 'delayMs');
     const jobId = bullmqJobId(job.job_id);
@@ -455,6 +459,7 @@ export class BullMQBroker implements Broker {
     const report = (error: unknown): void => this.#options.onError(toError(error), null);
     await this.#ready.catch(() => undefined);
     await Promise.all(this.#workers.map((w) => w.close(force).catch(report)));
+    this.#accepting = false;
     await this.#heartbeat?.stop();
     await this.#control.close();
     await this.#results.close();
