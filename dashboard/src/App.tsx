@@ -3,12 +3,32 @@ import type { JSX } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { getSession, type Session } from './api.js';
 import { onConnectionState } from './live.js';
-import { Engine } from './pages/Engine.js';
-import { Metrics } from './pages/Metrics.js';
 import { Overview } from './pages/Overview.js';
 import { RunDetail } from './pages/RunDetail.js';
 import { Link, paths, useRoute, type Route } from './router.js';
 import { getToken, requireToken, setToken, useAuthNeeded } from './session.js';
+
+/**
+ * A page loaded on first use: the charts (Chart.js) are in the Engine and Metrics pages'
+ * own chunk, so the runs overview — the page most people open — loads without them.
+ */
+function lazyPage(load: () => Promise<() => JSX.Element>): () => JSX.Element {
+  let loaded: (() => JSX.Element) | null = null;
+  return function LazyPage(): JSX.Element {
+    const [Component, setComponent] = useState<(() => JSX.Element) | null>(() => loaded);
+    useEffect(() => {
+      if (Component !== null) return;
+      void load().then((c) => {
+        loaded = c;
+        setComponent(() => c);
+      });
+    }, []);
+    return Component === null ? <p class="muted">Loading…</p> : <Component />;
+  };
+}
+
+const Engine = lazyPage(async () => (await import('./pages/Engine.js')).Engine);
+const Metrics = lazyPage(async () => (await import('./pages/Metrics.js')).Metrics);
 
 function Page({ route }: { route: Route }): JSX.Element {
   switch (route.page) {

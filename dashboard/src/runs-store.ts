@@ -20,11 +20,15 @@ export class RunsStore {
   /** Bumped on every change: the view re-renders on it. */
   version = 0;
 
-  /** A status from REST or a snapshot: kept unless what we hold is newer. */
+  /**
+   * A status from REST or a snapshot, kept unless what we hold is newer. The store takes
+   * it over (events are applied to it in place): pass an object nobody else keeps, as a
+   * freshly parsed answer is.
+   */
   put(status: PipelineStatus): void {
     const held = this.runs.get(status.run_id);
     if (held !== undefined && held.last_seq >= status.last_seq) return;
-    this.runs.set(status.run_id, structuredClone(status));
+    this.runs.set(status.run_id, status);
     if (held === undefined) this.#trim();
     this.version++;
   }
