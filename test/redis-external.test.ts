@@ -7,7 +7,7 @@ import { InMemoryBroker, Pipeline } from '../src/index.js';
 import type { PipelinePlan } from '../src/pipeline/plan.js';
 import { beginRun, cancelRun, newRunRecord } from '../src/pipeline/transitions.js';
 import { ExternalEventIngestor, parseIngestEntry, type ExternalEventIngestorOptions, type IngestEntry } from '../src/redis/external.js';
-import { ingestKey } from '../src/redis/keys.js';
+import { ingestKey, ingestLockKey } from '../src/redis/keys.js';
 import { RedisRunState } from '../src/redis/run-state.js';
 import { RedisPubSubTransport } from '../src/redis/transport.js';
 import { getWebSocketServer } from '../src/server/index.js';
@@ -205,11 +205,26 @@ describe('ExternalEventIngestor', () => {
     expect(s.errors).toEqual([]);
   });
 
-  it('shares the stream between ingestors: each entry lands in the log exactly once', async () => {
+  it('with two ingestors, one consumes at a time: a burst of lines lands once each, in the order written', async () => {
     const s = setup();
-    await s.startRun('run-shared');
+    await s.startRun('run-burst');
     const a = await s.ingestor({ batchSize: 7 });
     const b = await s.ingestor({ batchSize: 7 });
+    const key = ingestKey(redis.prefix());
+    const pipe = s.transport.redis.pipeline();
+    for (let i = 0; i < 200; i++) pipe.xadd(key, '*', 'run_id', 'run-burst', 'step', 'build', 'type', 'log', 'message', `line ${i}`);
+    await pipe.exec();
+    await until(() => a.stats.ingested + b.stats.ingested === 200, 'every entry ingested');
+    expect(a.stats.ingested === 0 || b.stats.ingested === 0).toBe(true);
+    const log = await s.transport.read('run-burst', { since: 1 });
+    expect(log.events.map((e) => (e.type === 'StepLogEvent' ? e.lines[0] : ''))).toEqual(Array.from({ length: 200 }, (_, i) => `line ${i}`));
+  });
+
+  it('with exclusive: false, ingestors share the stream: each entry lands in the log exactly once', async () => {
+    const s = setup();
+    await s.startRun('run-shared');
+    const a = await s.ingestor({ batchSize: 7, exclusive: false });
+    const b = await s.ingestor({ batchSize: 7, exclusive: false });
     const key = ingestKey(redis.prefix());
     const pipe = s.transport.redis.pipeline();
     for (let i = 0; i < 200; i++) pipe.xadd(key, '*', 'run_id', 'run-shared', 'step', 'build', 'type', 'log', 'message', `line ${i}`);
@@ -222,18 +237,48 @@ describe('ExternalEventIngestor', () => {
   });
 
   it('takes over entries an ingestor read and never acknowledged (it died)', async () => {
+    for (const exclusive of [false, true]) {
+      const s = setup();
+      const runId = `run-claim-${exclusive}`;
+      await s.startRun(runId);
+      const key = ingestKey(redis.prefix());
+      const r = s.transport.redis;
+      await r.xgroup('CREATE', key, 'flowcast', '0', 'MKSTREAM').catch(() => undefined);
+      for (let i = 0; i < 3; i++) await r.xadd(key, '*', 'run_id', runId, 'step', 'build', 'type', 'log', 'message', `orphan ${i}`);
+      const taken = (await r.xreadgroup('GROUP', 'flowcast', `dead-${exclusive}`, 'COUNT', 10, 'STREAMS', key, '>')) as [string, unknown[]][];
+      expect(taken[0]?.[1]).toHaveLength(3);
+      await r.xadd(key, '*', 'run_id', runId, 'step', 'build', 'type', 'log', 'message', 'fresh');
+      const ingestor = await s.ingestor({ claimIdleMs: 50, exclusive });
+      await until(() => ingestor.stats.ingested === 4, 'orphans ingested');
+      await ingestor.close();
+      const log = await s.transport.read(runId, { since: 1 });
+      const lines = log.events.map(describeEvent);
+      // The exclusive ingestor takes the orphans first, so the order holds.
+      if (exclusive) expect(lines).toEqual(['log build: orphan 0', 'log build: orphan 1', 'log build: orphan 2', 'log build: fresh']);
+      else expect([...lines].sort()).toEqual(['log build: fresh', 'log build: orphan 0', 'log build: orphan 1', 'log build: orphan 2']);
+    }
+  });
+
+  it('hands the stream over when the exclusive ingestor closes, and after its lease expired when it died', async () => {
     const s = setup();
-    await s.startRun('run-claim');
+    await s.startRun('run-lease');
     const key = ingestKey(redis.prefix());
     const r = s.transport.redis;
-    await r.xgroup('CREATE', key, 'flowcast', '0', 'MKSTREAM');
-    for (let i = 0; i < 3; i++) await r.xadd(key, '*', 'run_id', 'run-claim', 'step', 'build', 'type', 'log', 'message', `orphan ${i}`);
-    const taken = (await r.xreadgroup('GROUP', 'flowcast', 'dead-consumer', 'COUNT', 10, 'STREAMS', key, '>')) as [string, unknown[]][];
-    expect(taken[0]?.[1]).toHaveLength(3);
-    const ingestor = await s.ingestor({ claimIdleMs: 50 });
-    await until(() => ingestor.stats.ingested === 3, 'orphans ingested');
-    const log = await s.transport.read('run-claim', { since: 1 });
-    expect(log.events.map(describeEvent)).toEqual(['log build: orphan 0', 'log build: orphan 1', 'log build: orphan 2']);
+    const line = (text: string) => r.xadd(key, '*', 'run_id', 'run-lease', 'step', 'build', 'type', 'log', 'message', text);
+    // A dead holder's lease: nobody consumes until it runs out.
+    await r.set(ingestLockKey(redis.prefix()), 'dead-holder', 'PX', 300);
+    const a = await s.ingestor({ leaseMs: 60_000 });
+    await line('after the dead holder');
+    await until(() => a.stats.ingested === 1, 'a took over after the lease ran out');
+    const b = await s.ingestor({ leaseMs: 60_000 });
+    await line('from a');
+    await until(() => a.stats.ingested === 2, 'a consumes');
+    expect(b.stats.ingested).toBe(0);
+    // a's lease would last a minute: b consumes within the wait only because close() released it.
+    await a.close();
+    await line('from b');
+    await until(() => b.stats.ingested === 1, 'b took over');
+    expect((await s.transport.read('run-lease', { since: 1 })).events.map(describeEvent)).toEqual(['log build: after the dead holder', 'log build: from a', 'log build: from b']);
   });
 
   it('without a run state, takes the step from the run\'s PipelineStartEvent', async () => {
@@ -254,6 +299,8 @@ describe('ExternalEventIngestor', () => {
       expect(() => new ExternalEventIngestor({ transport: s.transport, group: 'a b' })).toThrow(/group must be/);
       expect(() => new ExternalEventIngestor({ transport: s.transport, onInvalid: 1 as never })).toThrow(/onInvalid must be a function/);
       expect(() => new ExternalEventIngestor({ transport: s.transport, stream: 'x' } as never)).toThrow(/unknown option "stream"/);
+      expect(() => new ExternalEventIngestor({ transport: s.transport, leaseMs: 500, blockMs: 1000 })).toThrow(/leaseMs \(500\) must be more than blockMs \(1000\)/);
+      expect(() => new ExternalEventIngestor({ transport: s.transport, exclusive: 'yes' as never })).toThrow(/exclusive must be a boolean/);
       expect(parseIngestEntry({ run_id: 'r', step: 's', type: 'log', message: 'a\nb\n' })).toMatchObject({ kind: 'log', lines: ['a', 'b'] });
       expect(parseIngestEntry({ run_id: 'r', step_name: 's', type: 'StepProgressEvent', progress: '0' })).toMatchObject({ kind: 'progress', progress: 0, message: null });
       expect(() => parseIngestEntry({ run_id: 'r', step: 's', type: 'progress', progress: '' })).toThrow(/progress must be/);

@@ -12,7 +12,9 @@
  *
  * An {@link ExternalEventIngestor} (started by a server or a worker; any number of them)
  * reads the stream in one consumer group, so each entry is handled once and nothing is
- * lost while one of them is down; it validates the entry, appends a `StepLogEvent` or
+ * lost while one of them is down (by default one consumes at a time, holding a lease, so
+ * each run's lines keep their order; the others take over when it stops); it
+ * validates the entry, appends a `StepLogEvent` or
  * `StepProgressEvent` to the run's log (which gives it its seq), publishes it, then
  * acknowledges and deletes the entry. Invalid entries are acknowledged and reported,
  * never retried and never fatal.
@@ -23,12 +25,13 @@ import type { Redis } from 'ioredis';
 import { describeError, InvalidArgumentError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkNonEmptyString, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
-import { ingestKey } from './keys.js';
+import { IngestRefused, parseIngestEntry, type IngestEntry } from './ingest-entry.js';
+
+export { parseIngestEntry, type IngestEntry, type ParsedIngestEntry } from './ingest-entry.js';
+import { ingestKey, ingestLockKey } from './keys.js';
+import { LEASE_SCRIPT, LuaScript, RELEASE_SCRIPT } from './lua.js';
 import { RedisRunState } from './run-state.js';
 import { RedisPubSubTransport } from './transport.js';
-
-/** One entry of the ingest stream as the producer wrote it (field → value). */
-export type IngestEntry = Record<string, string>;
 
 /** Options of {@link ExternalEventIngestor}. */
 export interface ExternalEventIngestorOptions {
@@ -66,6 +69,21 @@ export interface ExternalEventIngestorOptions {
    */
   claimIdleMs?: number;
   /**
+   * `true`: one ingestor of the group consumes at a time (it holds a lease, renewed as it
+   * goes); the others stand by and take over within `leaseMs` when it stops or dies. So
+   * the lines of a run keep the order they were written in. `false`: every ingestor
+   * consumes at once (more throughput; lines of one run written in a burst may be
+   * reordered between ingestors).
+   * @default true
+   */
+  exclusive?: boolean;
+  /**
+   * How long the exclusive ingestor's lease lasts without renewal, in milliseconds (more
+   * than `blockMs`): the longest the stream goes unconsumed after its ingestor died.
+   * @default 10000
+   */
+  leaseMs?: number;
+  /**
    * Called with each event after its append and before its publish (e.g. tracking's
    * recorder); awaited. An error is reported, the event is still published.
    */
@@ -76,16 +94,12 @@ export interface ExternalEventIngestorOptions {
   onError?: (error: unknown, where: string) => void;
 }
 
-const KNOWN = ['transport', 'runState', 'group', 'consumer', 'batchSize', 'blockMs', 'claimIdleMs', 'onEvent', 'onInvalid', 'onError'] as const;
-const TYPES: Record<string, 'log' | 'progress'> = {
-  log: 'log',
-  step_log: 'log',
-  StepLogEvent: 'log',
-  progress: 'progress',
-  step_progress: 'progress',
-  StepProgressEvent: 'progress',
-};
-const MAX_MESSAGE = 64 * 1024;
+const KNOWN = ['transport', 'runState', 'group', 'consumer', 'batchSize', 'blockMs', 'claimIdleMs', 'exclusive', 'leaseMs', 'onEvent', 'onInvalid', 'onError'] as const;
+const leaseScript = new LuaScript(LEASE_SCRIPT);
+const releaseScript = new LuaScript(RELEASE_SCRIPT);
+
+/** Thrown inside the loop when the exclusive ingestor lost its lease mid-batch. */
+class LeaseLost extends Error {}
 
 /** What the step a line belongs to looks like now. */
 interface StepRef {
@@ -95,8 +109,6 @@ interface StepRef {
   attempt: number;
 }
 
-/** Thrown inside {@link ExternalEventIngestor} for an entry that can never be ingested. */
-class Refused extends InvalidArgumentError {}
 
 /** Raw stream entries as ioredis returns them. */
 type RawEntry = [string, string[]];
@@ -105,35 +117,6 @@ function fieldsOf(raw: string[]): IngestEntry {
   const entry: IngestEntry = {};
   for (let i = 0; i + 1 < raw.length; i += 2) entry[raw[i] as string] = raw[i + 1] as string;
   return entry;
-}
-
-/**
- * Checks an ingest entry and turns it into the parts of an event. Exported for producers
- * written in TypeScript that want to validate before writing.
- */
-export function parseIngestEntry(entry: IngestEntry): { runId: string; step: string; kind: 'log' | 'progress'; lines: string[]; progress: number | null; message: string | null; item: number | null } {
-  const runId = entry.run_id;
-  if (runId === undefined || !/^[A-Za-z0-9_.:\-/@]{1,200}$/.test(runId)) throw new Refused(`run_id must be 1-200 characters of letters, digits and _ . : - / @, received ${show(runId)}`);
-  const step = entry.step ?? entry.step_name;
-  if (step === undefined || step.length === 0 || step.length > 200) throw new Refused(`step must be a step name, received ${show(step)}`);
-  const kind = TYPES[entry.type ?? ''];
-  if (kind === undefined) throw new Refused(`type must be "log" or "progress", received ${show(entry.type)}`);
-  const message = entry.message ?? null;
-  if (message !== null && message.length > MAX_MESSAGE) throw new Refused(`message is longer than ${MAX_MESSAGE} characters (${message.length})`);
-  let item: number | null = null;
-  if (entry.item !== undefined) {
-    item = Number(entry.item);
-    if (!Number.isInteger(item) || item < 0) throw new Refused(`item must be an integer >= 0, received ${show(entry.item)}`);
-  }
-  if (kind === 'log') {
-    if (message === null) throw new Refused('a log entry needs a message');
-    return { runId, step, kind, lines: message.replace(/\r?\n$/, '').split(/\r?\n/), progress: null, message: null, item };
-  }
-  const progress = Number(entry.progress);
-  if (entry.progress === undefined || entry.progress.trim() === '' || !Number.isFinite(progress) || progress < 0 || progress > 1) {
-    throw new Refused(`progress must be a number from 0 to 1, received ${show(entry.progress)}`);
-  }
-  return { runId, step, kind, lines: [], progress, message, item };
 }
 
 /**
@@ -154,6 +137,10 @@ export class ExternalEventIngestor {
   readonly #batch: number;
   readonly #blockMs: number;
   readonly #claimIdleMs: number;
+  readonly #exclusive: boolean;
+  readonly #leaseMs: number;
+  readonly #leaseKey: string;
+  #leaseRenewedAt = 0;
   readonly #onEvent: ((event: FlowcastEvent) => void | Promise<void>) | null;
   readonly #onInvalid: (entry: IngestEntry, reason: string, id: string) => void;
   readonly #onError: (error: unknown, where: string) => void;
@@ -183,6 +170,11 @@ export class ExternalEventIngestor {
     this.#batch = checkPositiveInt(options.batchSize ?? 100, 'batchSize');
     this.#blockMs = checkPositiveInt(options.blockMs ?? 1000, 'blockMs');
     this.#claimIdleMs = checkPositiveInt(options.claimIdleMs ?? 30_000, 'claimIdleMs');
+    if (options.exclusive !== undefined && typeof options.exclusive !== 'boolean') throw new InvalidArgumentError(`exclusive must be a boolean, received ${show(options.exclusive)}`);
+    this.#exclusive = options.exclusive ?? true;
+    this.#leaseMs = checkPositiveInt(options.leaseMs ?? 10_000, 'leaseMs');
+    if (this.#leaseMs <= this.#blockMs) throw new InvalidArgumentError(`leaseMs (${this.#leaseMs}) must be more than blockMs (${this.#blockMs}): the lease is renewed between reads`);
+    this.#leaseKey = ingestLockKey(this.transport.keyPrefix);
     this.#onEvent = options.onEvent ?? null;
     this.#onInvalid = options.onInvalid ?? ((entry, reason, id) => console.warn(`flowcast ingest: entry ${id} refused: ${reason} (${show(entry)})`));
     this.#onError = options.onError ?? ((error, where) => console.error(`flowcast ingest: ${where}: ${describeError(error)}`));
@@ -205,20 +197,36 @@ export class ExternalEventIngestor {
 
   async #run(): Promise<void> {
     let failures = 0;
+    // Entries this consumer read and did not acknowledge (an error stopped a batch) go first.
+    let ownPending = true;
     while (!this.#closed) {
       try {
-        if (Date.now() - this.#lastClaim >= Math.min(this.#claimIdleMs, 5000)) {
+        if (this.#exclusive) {
+          const lease = await this.#renewLease();
+          if (lease === 0) {
+            await new Promise((resolve) => setTimeout(resolve, this.#blockMs));
+            continue;
+          }
+          // Just took over: what the previous holder read and never acknowledged comes first, in order.
+          if (lease === 2) await this.#claim(0);
+        } else if (Date.now() - this.#lastClaim >= Math.min(this.#claimIdleMs, 5000)) {
           this.#lastClaim = Date.now();
-          await this.#claim();
+          await this.#claim(this.#claimIdleMs);
         }
-        const reply = (await (this.#conn as Redis).xreadgroup(
-          'GROUP', this.group, this.consumer, 'COUNT', this.#batch, 'BLOCK', this.#blockMs, 'STREAMS', this.key, '>',
-        )) as [string, RawEntry[]][] | null;
+        const conn = this.#conn as Redis;
+        const reply = (
+          ownPending
+            ? await conn.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', this.#batch, 'STREAMS', this.key, '0')
+            : await conn.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', this.#batch, 'BLOCK', this.#blockMs, 'STREAMS', this.key, '>')
+        ) as [string, RawEntry[]][] | null;
         failures = 0;
         const entries = reply?.[0]?.[1] ?? [];
+        if (ownPending && entries.length === 0) ownPending = false;
         if (entries.length > 0) await this.#handle(entries);
       } catch (error) {
         if (this.#closed) return;
+        ownPending = true;
+        if (error instanceof LeaseLost) continue;
         if (error instanceof Error && error.message.startsWith('NOGROUP')) {
           // The stream was deleted (FLUSHDB, a restart without persistence): make the group again.
           await this.transport.redis.xgroup('CREATE', this.key, this.group, '0', 'MKSTREAM').catch(() => undefined);
@@ -231,11 +239,24 @@ export class ExternalEventIngestor {
     }
   }
 
+  /** Takes or keeps the lease: 2 taken now, 1 kept, 0 another ingestor holds it. */
+  async #renewLease(): Promise<number> {
+    const state = Number(await leaseScript.run(this.transport.redis, [this.#leaseKey], [this.consumer, this.#leaseMs]));
+    if (state !== 0) this.#leaseRenewedAt = Date.now();
+    return state;
+  }
+
+  /** Renews the lease during a long batch; stops the batch if it was lost. */
+  async #keepLease(): Promise<void> {
+    if (!this.#exclusive || Date.now() - this.#leaseRenewedAt < this.#leaseMs / 3) return;
+    if ((await this.#renewLease()) !== 1) throw new LeaseLost('the ingest lease was lost');
+  }
+
   /** Takes over entries another ingestor read and never acknowledged (it died). */
-  async #claim(): Promise<void> {
+  async #claim(minIdleMs: number): Promise<void> {
     let cursor = '0-0';
     do {
-      const reply = (await this.transport.redis.xautoclaim(this.key, this.group, this.consumer, this.#claimIdleMs, cursor, 'COUNT', this.#batch)) as [string, (RawEntry | null)[]];
+      const reply = (await this.transport.redis.xautoclaim(this.key, this.group, this.consumer, minIdleMs, cursor, 'COUNT', this.#batch)) as [string, (RawEntry | null)[]];
       cursor = reply[0];
       const entries = reply[1].filter((e): e is RawEntry => e !== null);
       if (entries.length > 0) await this.#handle(entries);
@@ -246,6 +267,14 @@ export class ExternalEventIngestor {
     const steps = new Map<string, Promise<Map<string, StepRef>>>();
     const done: string[] = [];
     for (const [id, raw] of entries) {
+      if (this.#exclusive && done.length > 0 && Date.now() - this.#leaseRenewedAt >= this.#leaseMs / 3) {
+        try {
+          await this.#keepLease();
+        } catch (error) {
+          await this.#ack(done);
+          throw error;
+        }
+      }
       const entry = fieldsOf(raw);
       try {
         const parsed = parseIngestEntry(entry);
@@ -255,7 +284,7 @@ export class ExternalEventIngestor {
           steps.set(parsed.runId, runSteps);
         }
         const ref = (await runSteps).get(parsed.step);
-        if (ref === undefined) throw new Refused(`run "${parsed.runId}" has no step "${parsed.step}"`);
+        if (ref === undefined) throw new IngestRefused(`run "${parsed.runId}" has no step "${parsed.step}"`);
         const base = { pipeline_id: ref.pipelineId, run_id: parsed.runId, timestamp: new Date().toISOString(), step_name: parsed.step, step_index: ref.index, task_id: ref.taskId, attempt: ref.attempt };
         let draft: EventDraft;
         if (parsed.kind === 'log') {
@@ -266,7 +295,7 @@ export class ExternalEventIngestor {
           if (parsed.message !== null) draft.message = parsed.message;
         }
         const event = await this.transport.append(draft);
-        if (event === null) throw new Refused(`run "${parsed.runId}" has ended`);
+        if (event === null) throw new IngestRefused(`run "${parsed.runId}" has ended`);
         if (this.#onEvent !== null) {
           try {
             await this.#onEvent(event);
@@ -277,7 +306,7 @@ export class ExternalEventIngestor {
         await this.transport.publish(event);
         this.stats.ingested++;
       } catch (error) {
-        if (!(error instanceof Refused)) {
+        if (!(error instanceof IngestRefused)) {
           // Redis trouble: stop here; what is not acknowledged is read again later.
           await this.#ack(done);
           throw error;
@@ -300,8 +329,8 @@ export class ExternalEventIngestor {
     const out = new Map<string, StepRef>();
     if (this.#runState !== null) {
       const rec = await this.#runState.get(runId);
-      if (rec === null) throw new Refused(`unknown run "${runId}"`);
-      if (rec.status !== 'RUNNING') throw new Refused(`run "${runId}" has ended (${rec.status})`);
+      if (rec === null) throw new IngestRefused(`unknown run "${runId}"`);
+      if (rec.status !== 'RUNNING') throw new IngestRefused(`run "${runId}" has ended (${rec.status})`);
       for (const step of rec.plan.steps) {
         const state = rec.steps[step.name];
         out.set(step.name, { pipelineId: rec.pipeline_id, index: step.index, taskId: state?.task_id ?? 'external', attempt: Math.max(1, state?.attempt ?? 1) });
@@ -310,8 +339,8 @@ export class ExternalEventIngestor {
     }
     const head = await this.transport.read(runId, { limit: 1 });
     const start = head.events[0];
-    if (start === undefined || start.type !== 'PipelineStartEvent') throw new Refused(`unknown run "${runId}"`);
-    if (head.ended) throw new Refused(`run "${runId}" has ended`);
+    if (start === undefined || start.type !== 'PipelineStartEvent') throw new IngestRefused(`unknown run "${runId}"`);
+    if (head.ended) throw new IngestRefused(`run "${runId}" has ended`);
     for (const step of start.steps) {
       out.set(step.step_name, { pipelineId: start.pipeline_id, index: step.step_index, taskId: 'external', attempt: 1 });
     }
@@ -327,6 +356,8 @@ export class ExternalEventIngestor {
     // The blocking read holds the connection: dropping it ends the read at once.
     conn?.disconnect();
     await this.#loop;
+    // Hand over at once instead of after the lease runs out.
+    if (this.#exclusive) await releaseScript.run(this.transport.redis, [this.#leaseKey], [this.consumer]).catch(() => undefined);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

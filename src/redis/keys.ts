@@ -76,6 +76,11 @@ export function ingestKey(prefix: string): string {
   return `${prefix}ingest`;
 }
 
+/** `<prefix>ingest:lock`: which ingestor consumes the ingest stream now (exclusive mode), with an expiry. */
+export function ingestLockKey(prefix: string): string {
+  return `${prefix}ingest:lock`;
+}
+
 // ── BullMQ broker (src/redis/bullmq-*.ts, src/scheduler/bullmq-*.ts) ──────────────────
 
 /**

@@ -167,3 +167,33 @@ export class LuaScript {
     }
   }
 }
+
+/**
+ * Takes or keeps a lease (the exclusive ingestor's).
+ * KEYS[1] lease key. ARGV[1] holder name, ARGV[2] lease time (ms).
+ * Returns 1 when the holder kept it (renewed), 2 when it just took it, 0 when another holds it.
+ */
+export const LEASE_SCRIPT = `
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+`;
+
+/**
+ * Gives a lease back, if still held.
+ * KEYS[1] lease key. ARGV[1] holder name. Returns 1 when released, 0 when not held.
+ */
+export const RELEASE_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`;
