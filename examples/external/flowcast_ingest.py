@@ -27,7 +27,9 @@ class FlowcastIngest:
         self.sock = socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379))
         self.reader = self.sock.makefile("rb")
         if u.password:
-            self._call("AUTH", *( [u.username, u.password] if u.username else [u.password] ))
+            self._call("AUTH", *([u.username, u.password] if u.username else [u.password]))
+        if u.path.strip("/"):
+            self._call("SELECT", u.path.strip("/"))
 
     def _call(self, *args):
         parts = [b"*%d\r\n" % len(args)]
