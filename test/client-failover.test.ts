@@ -47,6 +47,35 @@ describe('PipelineMonitor with several servers', () => {
     expect(states.some((s) => s.to === 'reconnecting')).toBe(true);
   });
 
+  it('after a reconnect, also gets the runs that began and ended while it was away', async () => {
+    const f = await startFixture();
+    const second = getWebSocketServer({ port: 0, broker: f.broker, tracking: f.tracking, restRateLimit: false });
+    await second.startServer();
+    onCleanup(() => second.close());
+    const monitor = new PipelineMonitor([f.server.url, second.url], { WebSocket, reconnect: { initialDelayMs: 300, maxDelayMs: 300 } });
+    onCleanup(() => monitor.close());
+    const events: FlowcastEvent[] = [];
+    monitor.on('*', (e) => events.push(e));
+    await monitor.connect();
+    await monitor.subscribe('*');
+    const before = await f.runToEnd(f.alpha);
+    await waitUntil(() => events.filter((e) => e.run_id === before).length === 6, 'the first run');
+
+    // The client's server goes away; two runs start and end before it is back on the other.
+    await f.server.close();
+    expect(monitor.state).not.toBe('open');
+    const away = [await f.runToEnd(f.alpha), await f.runToEnd(f.beta)];
+    expect(monitor.state).not.toBe('open');
+    await waitUntil(() => monitor.state === 'open', 'the reconnect to the second server');
+    for (const runId of away) {
+      const log = await f.log(runId);
+      await waitUntil(() => events.filter((e) => e.run_id === runId).length === log.length, `run ${runId} at the client`);
+      expect(events.filter((e) => e.run_id === runId).map((e) => e.event_id)).toEqual(log.map((e) => e.event_id));
+    }
+    // The run it had already seen is not sent again.
+    expect(events.filter((e) => e.run_id === before)).toHaveLength(6);
+  });
+
   it('refuses an empty list of servers and a bad URL in the list', () => {
     expect(() => new PipelineMonitor([], { WebSocket })).toThrow(InvalidArgumentError);
     expect(() => new PipelineMonitor(['ws://127.0.0.1:1', 'ftp://nope'], { WebSocket })).toThrow(/ftp:\/\/nope/);

@@ -89,7 +89,7 @@ describe('new PipelineMonitor', () => {
     expect(() => m.subscribe('bad id!')).toThrow('subscribe() pipeline id must be 1-200 characters');
     expect(() => m.subscribe({ runId: 'r', since: -1 })).toThrow('subscribe() since must be an integer >= 0, received -1');
     expect(() => m.subscribe({ runId: 'r', sinse: 1 } as never)).toThrow('subscribe() target has an unknown option "sinse"');
-    expect(() => m.subscribe({ run: 'r' } as never)).toThrow('subscribe() takes a pipeline id, "*", { pipelineId } or { runId, since? }, received {"run":"r"}');
+    expect(() => m.subscribe({ run: 'r' } as never)).toThrow('subscribe() takes a pipeline id, "*", { pipelineId }, { runId, since? } or { channel: "engine" }, received {"run":"r"}');
     expect(() => m.unsubscribe({ runId: 'r', since: 1 })).toThrow('unsubscribe() target has an unknown option "since"');
     expect(() => m.on('*', 'f' as never)).toThrow('listener must be a function, received "f"');
     expect(() => m.events({ bufferSize: 0 })).toThrow('bufferSize must be an integer >= 1, received 0');

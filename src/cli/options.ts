@@ -27,7 +27,8 @@ export function port(value: string): number {
 
 /** A URL with one of `protocols` (e.g. `['ws:', 'wss:', 'http:', 'https:']`). */
 export function urlWith(protocols: readonly string[]): (value: string) => string {
-  const names = protocols.map((p) => `${p}//`).join(', ');
+  const listed = protocols.map((p) => `${p}//`);
+  const names = listed.length === 1 ? (listed[0] as string) : `${listed.slice(0, -1).join(', ')} or ${listed[listed.length - 1] as string}`;
   return (value: string): string => {
     let url: URL;
     try {

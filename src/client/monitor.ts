@@ -61,6 +61,9 @@ type Stream = { stream: EventStream<FlowcastEvent>; types: ReadonlySet<string> |
  * import { WebSocket } from 'ws';
  * const monitor = new PipelineMonitor(url, { WebSocket });
  */
+/** How far before the last event seen a resuming pipeline subscription asks for runs (`started_since`). */
+const RESUME_MARGIN_MS = 5_000;
+
 export class PipelineMonitor {
   readonly #connection: Connection;
   readonly #eventTypes: readonly EventType[] | undefined;
@@ -71,6 +74,8 @@ export class PipelineMonitor {
   readonly #requests = new Map<number, Request>();
   readonly #streams = new Set<Stream>();
   #nextId = 1;
+  /** The newest event timestamp received (ISO 8601 UTC strings compare in time order). */
+  #lastEventAt = '';
 
   /**
    * @param url `ws://` or `wss://` (`http(s)://` is taken as `ws(s)://`), e.g. `ws://localhost:8765`;
@@ -300,7 +305,10 @@ export class PipelineMonitor {
       if (run.ended || run.pipelineId === null || this.#subs.has(`r:${run.runId}`)) continue;
       if (all || this.#subs.has(`p:${run.pipelineId}`)) this.#resume(run.runId, run.last);
     }
-    for (const sub of this.#subs.values()) this.#sendSubscribe(sub, undefined);
+    // Runs that began (and maybe ended) while away: the server replays those started since
+    // a little before the last event seen (the margin covers clocks of other machines).
+    const startedSince = this.#lastEventAt === '' ? undefined : new Date(Date.parse(this.#lastEventAt) - RESUME_MARGIN_MS).toISOString();
+    for (const sub of this.#subs.values()) this.#sendSubscribe(sub, undefined, startedSince);
   }
 
   #resume(runId: string, since: number): void {
@@ -308,8 +316,9 @@ export class PipelineMonitor {
     this.#request(this.#withTypes({ type: 'subscribe', run_id: runId, since }), { kind: 'resume', runId });
   }
 
-  #sendSubscribe(sub: Subscription, since: number | undefined): void {
+  #sendSubscribe(sub: Subscription, since: number | undefined, startedSince?: string): void {
     const message: Record<string, unknown> = { type: 'subscribe', ...sub.message };
+    if (startedSince !== undefined && 'pipeline_id' in sub.message) message.started_since = startedSince;
     if (sub.runId !== null) {
       const known = this.#runs.get(sub.runId);
       const from = since ?? (known === undefined ? sub.since : known.last);
@@ -326,6 +335,7 @@ export class PipelineMonitor {
 
   #onMessage(msg: Record<string, unknown>): void {
     if (isEvent(msg)) {
+      if (msg.timestamp > this.#lastEventAt) this.#lastEventAt = msg.timestamp;
       this.#deliverAll(this.#runs.accept(msg));
       return;
     }

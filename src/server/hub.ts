@@ -8,8 +8,11 @@ import { ProtocolErrors, type SubscribeMessage, type UnsubscribeMessage } from '
 /** Where late joiners' snapshots come from (a PipelineTrackingManager fits). */
 export interface SnapshotSource {
   getStatus(id: string): Promise<{ run_id: string; pipeline_id: string; last_seq: number; status: string } | null>;
-  listPipelines(options: { status: 'RUNNING'; pipelineId?: string; limit?: number }): Promise<{ run_id: string; pipeline_id: string; last_seq: number }[]>;
+  listPipelines(options: { status?: 'RUNNING'; pipelineId?: string; since?: string; limit?: number }): Promise<{ run_id: string; pipeline_id: string; last_seq: number }[]>;
 }
+
+/** At most this many runs are replayed for a resuming pipeline subscription (`started_since`). */
+const RESUME_RUNS_MAX = 1000;
 
 export interface HubOptions {
   transport: EventTransport;
@@ -131,7 +134,7 @@ export class Hub {
     conn.sendControl(ack);
     try {
       if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since, msg.id);
-      else await this.#joinPipeline(conn, sub.kind === 'all' ? undefined : sub.id);
+      else await this.#joinPipeline(conn, sub.kind === 'all' ? undefined : sub.id, msg.started_since);
     } catch (error) {
       this.#onError(error, `late join of ${sub.key}`);
     }
@@ -145,8 +148,9 @@ export class Hub {
     return true;
   }
 
-  async #joinPipeline(conn: Connection, pipelineId: string | undefined): Promise<void> {
+  async #joinPipeline(conn: Connection, pipelineId: string | undefined, startedSince: string | undefined): Promise<void> {
     if (this.#snapshots === null) return;
+    if (startedSince !== undefined) await this.#replayStartedSince(conn, pipelineId, startedSince);
     const query: { status: 'RUNNING'; pipelineId?: string; limit: number } = { status: 'RUNNING', limit: 1000 };
     if (pipelineId !== undefined) query.pipelineId = pipelineId;
     const running = await this.#snapshots.listPipelines(query);
@@ -155,6 +159,26 @@ export class Hub {
       if (!this.canRead(conn, status.pipeline_id) || conn.cursors.has(status.run_id)) continue;
       this.#setCursor(conn, status.run_id, { last: status.last_seq, filling: false, buffer: [] });
       conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: status.run_id, last_seq: status.last_seq, status });
+    }
+  }
+
+  /**
+   * A resuming client's pipeline subscription: every run started since `since` that this
+   * connection has no cursor for is replayed from its first event (a run the client saw
+   * before has a cursor from its resume message, sent before this one). So a run that
+   * began and ended while the client was away reaches it too.
+   */
+  async #replayStartedSince(conn: Connection, pipelineId: string | undefined, since: string): Promise<void> {
+    const query: { pipelineId?: string; since: string; limit: number } = { since, limit: RESUME_RUNS_MAX };
+    if (pipelineId !== undefined) query.pipelineId = pipelineId;
+    const runs = await (this.#snapshots as SnapshotSource).listPipelines(query);
+    // Oldest first, so that the client gets runs in the order they started.
+    for (const run of runs.reverse()) {
+      if (conn.state !== 'open') return;
+      if (!this.canRead(conn, run.pipeline_id) || conn.cursors.has(run.run_id)) continue;
+      const cursor: RunCursor = { last: 0, filling: true, buffer: [] };
+      this.#setCursor(conn, run.run_id, cursor);
+      await this.#fill(conn, run.run_id, cursor, undefined);
     }
   }
 

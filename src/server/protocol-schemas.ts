@@ -3,18 +3,16 @@
  * the run events (seed 000 §3 plus flowcast's additions) and the control messages. The
  * client messages' schemas live in `protocol.ts`, next to the validator. docs/protocol.md
  * shows all of them (`npm run docs:protocol` rewrites its schema blocks; a test checks
- * the document matches and that real messages validate).
+ * the document matches and that real messages validate). Importing `protocol.js`
+ * registers the `date-time` format with TypeBox.
  *
  * Events are closed (`additionalProperties: false`) so that the document says exactly
  * what is sent; clients should still ignore fields they do not know, since a later minor
  * version may add optional ones (a breaking change bumps the events' `v`).
  */
-import { FormatRegistry, Type, type TObject, type TProperties, type TSchema } from '@sinclair/typebox';
+import { Type, type TObject, type TProperties, type TSchema } from '@sinclair/typebox';
 import { EVENT_SCHEMA_VERSION, type EventType } from '../events/types.js';
 import { PROTOCOL_SCHEMAS } from './protocol.js';
-
-// TypeBox checks formats only once they are registered: ISO 8601 date-times as the events carry them.
-if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', (v) => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(v) && !Number.isNaN(Date.parse(v)));
 
 const Json = Type.Unknown({ description: 'Any JSON value.' });
 const Iso = Type.String({ format: 'date-time', description: 'ISO 8601, UTC, millisecond precision.' });

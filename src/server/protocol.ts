@@ -3,10 +3,15 @@
  * validator the server runs on every incoming frame, and the server's control messages.
  * docs/protocol.md is generated from the same schemas (`npm run docs:protocol`).
  */
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { FormatRegistry, Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { EngineStatus } from '../core/engine-status.js';
 import { EVENT_TYPES } from '../events/types.js';
+
+// TypeBox checks formats only once they are registered: ISO 8601 date-times as events carry them.
+if (!FormatRegistry.Has('date-time')) {
+  FormatRegistry.Set('date-time', (v) => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(v) && !Number.isNaN(Date.parse(v)));
+}
 
 const Id = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:\\-/@*]+$' });
 const RequestId = Type.Optional(Type.Union([Type.String({ maxLength: 100 }), Type.Number()], { description: 'Echoed in the reply, to match replies to requests.' }));
@@ -27,6 +32,14 @@ export const SubscribeMessage = Type.Object(
     pipeline_id: Type.Optional(Id),
     run_id: Type.Optional(Id),
     since: Type.Optional(Type.Integer({ minimum: 0, description: 'With run_id: replay the events after this seq, then follow live.' })),
+    started_since: Type.Optional(
+      Type.String({
+        format: 'date-time',
+        maxLength: 40,
+        description:
+          'With pipeline_id: also replay, from their first event, the runs started at or after this time that this connection has not seen (a reconnecting client sends the time of the last event it got, minus a margin, and so also gets the runs that began and ended while it was away).',
+      }),
+    ),
     event_types: Type.Optional(EventTypeList),
     channel: Type.Optional(Channel),
     id: RequestId,
@@ -111,6 +124,7 @@ export function parseClientMessage(text: string): ParseResult {
     if (hasChannel && msg.type === 'subscribe' && msg.event_types !== undefined) return fail('"event_types" does not apply to a channel');
     if (hasRun && msg.run_id === '*') return fail('"run_id" cannot be "*": subscribe with "pipeline_id": "*" for every run');
     if (msg.type === 'subscribe' && msg.since !== undefined && !hasRun) return fail('"since" needs "run_id": a seq belongs to one run');
+    if (msg.type === 'subscribe' && msg.started_since !== undefined && !hasPipeline) return fail('"started_since" needs "pipeline_id": it picks runs of a pipeline (or "*") by start time');
   }
   return { ok: true, message: msg };
 }
