@@ -11,30 +11,9 @@ import { getHistory, getMetrics, type PipelineMetrics, type PipelineStatus } fro
 import { ChartCanvas } from '../components/Chart.js';
 import { formatDuration } from '../format.js';
 import { subscribeQuietly, useMonitor } from '../live.js';
+import { throughputSeries } from '../series.js';
 
 const COLORS = { COMPLETED: '#1f8a4c', FAILED: '#c23b3b', CANCELLED: '#b7791f', bar: '#2b6cd4' };
-const BUCKETS = [60_000, 300_000, 900_000, 3_600_000, 6 * 3_600_000, 86_400_000];
-
-/** Ended runs per time bucket, by final status: at most ~60 buckets. */
-export function throughputSeries(runs: PipelineStatus[], now: number): { labels: string[]; series: Record<'COMPLETED' | 'FAILED' | 'CANCELLED', number[]>; bucketMs: number } {
-  const ended = runs.filter((r) => r.completed_at !== null && (r.status === 'COMPLETED' || r.status === 'FAILED' || r.status === 'CANCELLED'));
-  const first = Math.min(now, ...ended.map((r) => Date.parse(r.completed_at as string)));
-  const bucketMs = BUCKETS.find((b) => (now - first) / b <= 60) ?? 86_400_000;
-  const start = Math.floor(first / bucketMs) * bucketMs;
-  const n = Math.max(1, Math.floor((now - start) / bucketMs) + 1);
-  const series = { COMPLETED: new Array<number>(n).fill(0), FAILED: new Array<number>(n).fill(0), CANCELLED: new Array<number>(n).fill(0) };
-  for (const r of ended) {
-    const i = Math.floor((Date.parse(r.completed_at as string) - start) / bucketMs);
-    const s = series[r.status as keyof typeof series];
-    if (i >= 0 && i < n) s[i] = (s[i] ?? 0) + 1;
-  }
-  const labels = Array.from({ length: n }, (_, i) => {
-    const d = new Date(start + i * bucketMs);
-    return bucketMs >= 86_400_000 ? d.toLocaleDateString() : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', hour12: false });
-  });
-  return { labels, series, bucketMs };
-}
-
 function bucketName(ms: number): string {
   const names: Record<number, string> = { 60_000: 'minute', 300_000: '5 minutes', 900_000: '15 minutes', 3_600_000: 'hour', 21_600_000: '6 hours', 86_400_000: 'day' };
   return names[ms] ?? formatDuration(ms);
