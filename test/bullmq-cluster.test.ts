@@ -55,8 +55,9 @@ async function spawnChild(args: string[], env: Record<string, string>, ready: Re
   return c;
 }
 
-function startApiWorker(prefix: string): Promise<Child> {
-  return spawnChild(['test/fixtures/tasks/start-worker.ts'], { FLOWCAST_TEST_REDIS: redis.url, FLOWCAST_TEST_PREFIX: prefix }, /^ready /m);
+function startApiWorker(prefix: string, maxStalled = 3): Promise<Child> {
+  const env = { FLOWCAST_TEST_REDIS: redis.url, FLOWCAST_TEST_PREFIX: prefix, FLOWCAST_TEST_MAX_STALLED: String(maxStalled) };
+  return spawnChild(['test/fixtures/tasks/start-worker.ts'], env, /^ready /m);
 }
 
 function startCliWorker(prefix: string): Promise<Child> {
@@ -183,6 +184,21 @@ describe('BullMQ across processes', () => {
     const calls = [first, ...(await marks(prefix, 'hang_once')).filter((m) => m.run === handle.runId)];
     expect(calls.map((c) => c.attempt)).toEqual([1, 2]);
     expect(calls[1]?.pid).not.toBe(victimPid);
+  }, SLOW);
+
+  it('with maxStalledCount 0 a step whose worker is SIGKILLed fails with WorkerLostError instead of running again', async () => {
+    const prefix = redis.prefix();
+    const [a, b] = await Promise.all([startApiWorker(prefix, 0), startApiWorker(prefix, 0)]);
+    const broker = producer(prefix);
+    const t = clusterTasks(broker);
+    const handle = await new Pipeline(broker, { id: 'kill_once' }).callNext(t.hang_once, { name: 'hang' }).kiq('y');
+    const first = await nextMark(prefix, 'hang_once');
+    [a, b].find((c) => c.process.pid === first.pid)?.process.kill('SIGKILL');
+
+    await expect(handle.waitResult({ timeoutMs: 60_000 })).rejects.toThrow(/WorkerLostError: the worker running this step stopped 1 times \(maxStalledCount 0\)/);
+    expect(await marks(prefix, 'hang_once')).toEqual([]);
+    const events = await logOf(broker, handle.runId);
+    expect(events.map((e) => e.type)).toEqual(['PipelineStartEvent', 'StepStartEvent', 'StepErrorEvent', 'PipelineErrorEvent']);
   }, SLOW);
 
   it('a run cancelled in this process aborts the step running in a worker process (ctx.signal fires)', async () => {

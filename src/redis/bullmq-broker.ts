@@ -152,7 +152,9 @@ export class BullMQBroker implements Broker {
       prefix,
       lockDuration: w.lockDurationMs,
       stalledInterval: w.stalledIntervalMs,
-      maxStalledCount: w.maxStalledCount,
+      // One more than asked: the delivery after the last allowed recovery fails the step
+      // itself (see #runStepJob), so BullMQ never fails a step job for good silently.
+      maxStalledCount: w.maxStalledCount + 1,
     };
     const tasks = new Worker<BrokerJob, JsonValue>(BULLMQ_QUEUES.tasks, (job) => this.#onTaskQueueJob(job), {
       ...common,
@@ -170,7 +172,9 @@ export class BullMQBroker implements Broker {
       worker.on('failed', (job, error) => {
         const data = job?.data;
         if (data?.kind !== 'step' || job === undefined || job.attemptsMade < (job.opts.attempts ?? 1)) return;
-        this.#stepFailedForGood(data, error).catch((e: unknown) => this.#options.onError(toError(e), data));
+        this.#stepFailedForGood(data, `BrokerError: the job of this step failed in the broker: ${error.message}`).catch((e: unknown) =>
+          this.#options.onError(toError(e), data),
+        );
       });
     }
     this.#workers = [tasks, control];
@@ -366,6 +370,14 @@ export class BullMQBroker implements Broker {
 
   async #runStepJob(data: StepJob, job: Job<BrokerJob, JsonValue>): Promise<void> {
     let step: StepJob | null = data;
+    const allowed = this.#options.worker?.maxStalledCount ?? 0;
+    if (job.stalledCounter > allowed) {
+      await this.#stepFailedForGood(
+        data,
+        `WorkerLostError: the worker running this step stopped ${job.stalledCounter} times (maxStalledCount ${allowed}); not running it again`,
+      );
+      return;
+    }
     if (job.stalledCounter > 0) {
       // Delivered again: the worker that ran it stopped (killed, lost its lock).
       const reason = `WorkerLostError: the worker running this step stopped; BullMQ recovered the job (stalled ${job.stalledCounter}x)`;
@@ -382,11 +394,11 @@ export class BullMQBroker implements Broker {
 
   /**
    * A step job that BullMQ gave up on (every attempt met an error outside the task, such
-   * as Redis unreachable while the step finished): the step fails, so its run does not
-   * wait for it forever.
+   * as Redis unreachable while the step finished), or whose workers kept dying: the step
+   * fails, so its run does not wait for it forever.
    */
-  async #stepFailedForGood(job: StepJob, error: Error): Promise<void> {
-    const failure = { error: `BrokerError: the job of this step failed in the broker: ${error.message}`, retryable: false };
+  async #stepFailedForGood(job: StepJob, error: string): Promise<void> {
+    const failure = { error, retryable: false };
     const done = await this.runState.transition(job.run_id, (r) => jobFailed(r, job, failure, Date.now()));
     for (const event of done.events) await this.transport.publish(event);
     for (const d of done.value) await this.enqueue(d.job, d.delayMs > 0 ? { delayMs: d.delayMs } : undefined);

@@ -8,7 +8,7 @@ import type { BrokerJob } from '../core/broker.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
 import type { ThreadPoolOptions } from '../core/thread-pool.js';
-import { checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
+import { checkKnownKeys, checkNonNegativeInt, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import { DEFAULT_KEY_PREFIX, checkKeyPrefix } from './keys.js';
 
 /** Where the broker connects: a `redis://` URL, ioredis options, or an ioredis client (duplicated, never closed by the broker). */
@@ -34,7 +34,9 @@ export interface BullMQWorkerOptions {
    */
   stalledIntervalMs?: number;
   /**
-   * How many times one job may be recovered from a stalled worker before it fails for good.
+   * How many times the job of one step (or task call) may be recovered from a worker
+   * that stopped, and run again. One more stop, and the step fails with a
+   * `WorkerLostError` (its run goes on by its failure policy). `0`: never run again.
    * @default 3
    */
   maxStalledCount?: number;
@@ -152,7 +154,7 @@ function resolveWorker(value: unknown): ResolvedWorkerOptions | null {
     concurrency: checkPositiveInt(w.concurrency ?? 16, name('concurrency')),
     lockDurationMs: checkPositiveInt(w.lockDurationMs ?? 30_000, name('lockDurationMs')),
     stalledIntervalMs: checkPositiveInt(w.stalledIntervalMs ?? 30_000, name('stalledIntervalMs')),
-    maxStalledCount: checkPositiveInt(w.maxStalledCount ?? 3, name('maxStalledCount')),
+    maxStalledCount: checkNonNegativeInt(w.maxStalledCount ?? 3, name('maxStalledCount')),
     heartbeatMs: checkPositiveInt(w.heartbeatMs ?? 5_000, name('heartbeatMs')),
     controlConcurrency: checkPositiveInt(w.controlConcurrency ?? 32, name('controlConcurrency')),
     autorun: checkBoolean(w.autorun ?? true, name('autorun')),
