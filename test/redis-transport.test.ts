@@ -163,6 +163,23 @@ describe('RedisPubSubTransport', () => {
     });
   });
 
+  describe('waiting for the end across a reconnect', () => {
+    it('delivers the terminal event of a run that ended while the subscription was down, though no event of it came before', async () => {
+      const { client: admin, transport: listener } = open();
+      const worker = open().transport;
+      const ends: string[] = [];
+      listener.subscribe({ runId: 'run-quiet' }, (e) => ends.push(`${e.type}#${e.seq}`));
+      listener.subscribe({ runId: 'run-other' }, () => undefined);
+      await until(async () => Number((await admin.pubsub('NUMSUB', `${redis.prefix()}ev:run:run-quiet`))[1]) === 1, 'listener subscribed');
+      await worker.append(draft('run-quiet', 'p'));
+      await admin.client('KILL', 'TYPE', 'pubsub');
+      // Ends while the listener's subscription is down: the publish reaches nobody.
+      await emit(worker, draft('run-quiet', 'p', 'end'));
+      await until(() => ends.length > 0, 'the terminal event');
+      expect(ends).toEqual(['PipelineCompleteEvent#2']);
+    });
+  });
+
   describe('with the server hub', () => {
     it('a WebSocket client gets a run complete and in order across a killed subscription connection', async () => {
       const { client: admin, transport } = open();

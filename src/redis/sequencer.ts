@@ -47,6 +47,11 @@ export class RunSequencer {
     return this.#runs.size;
   }
 
+  /** `true` when the run is followed. */
+  has(runId: string): boolean {
+    return this.#runs.has(runId);
+  }
+
   /** A live event (from any channel). */
   push(event: FlowcastEvent): void {
     const cursor = this.#runs.get(event.run_id);

@@ -151,7 +151,10 @@ export class RedisPubSubTransport implements EventTransport {
     );
     this.#mux = new ChannelMux(this.redis, {
       message: (channel, payload) => this.#onMessage(channel, payload),
-      resubscribed: () => this.#sequencer.resync(),
+      resubscribed: () => {
+        this.#sequencer.resync();
+        void this.#endedWhileAway();
+      },
       error: (error, where) => this.#onError(error, where),
     });
   }
@@ -302,6 +305,29 @@ export class RedisPubSubTransport implements EventTransport {
     }
     this.#sequencer.push(event);
     if (this.#echoes.size > 0) this.#echoes.get(event.event_id)?.();
+  }
+
+  /**
+   * After a reconnect, for runs listened to by id of which no event came yet: a run that
+   * ended meanwhile gets its terminal event delivered (someone waiting for the end would
+   * otherwise wait forever; the server hub fills the rest from the log).
+   */
+  async #endedWhileAway(): Promise<void> {
+    const prefix = runChannel(this.keyPrefix, '');
+    for (const name of [...this.#listeners.keys()]) {
+      if (this.#closed) return;
+      if (!name.startsWith(prefix)) continue;
+      const runId = name.slice(prefix.length);
+      if (this.#sequencer.has(runId)) continue;
+      try {
+        const tail = await this.read(runId, { since: Number.MAX_SAFE_INTEGER });
+        if (!tail.ended || tail.last_seq === 0 || this.#sequencer.has(runId)) continue;
+        const last = await this.read(runId, { since: tail.last_seq - 1 });
+        for (const event of last.events) this.#sequencer.push(event);
+      } catch (error) {
+        this.#onError(error, `reading run ${runId} after a reconnect`);
+      }
+    }
   }
 
   /** Hands an event, in its run's order, to every local listener of its run, its pipeline and `*`. */
