@@ -13,10 +13,9 @@ import {
   runChannel,
   runLogKey,
   runLogMetaKey,
-  serverExpiryKey,
-  serverStatusKey,
 } from './keys.js';
-import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, INSTANCES_SCRIPT, LuaScript, PUBLISH_SCRIPT } from './lua.js';
+import { announceInstance, listInstances } from './instances.js';
+import { APPEND_SCRIPT, LuaScript, PUBLISH_SCRIPT } from './lua.js';
 import { RunSequencer } from './sequencer.js';
 import { ChannelMux } from './subscriber.js';
 
@@ -63,8 +62,6 @@ const ECHO_WAIT_MS = 2000;
 
 const appendScript = new LuaScript(APPEND_SCRIPT);
 const publishScript = new LuaScript(PUBLISH_SCRIPT);
-const announceScript = new LuaScript(ANNOUNCE_SCRIPT);
-const instancesScript = new LuaScript(INSTANCES_SCRIPT);
 
 /** Checks that `redis` looks like an ioredis client. */
 export function checkRedisClient(redis: unknown, what: string): Redis {
@@ -356,26 +353,13 @@ export class RedisPubSubTransport implements EventTransport {
    */
   async announceInstance(status: ServerInstanceStatus, ttlMs: number): Promise<void> {
     this.#checkOpen('announceInstance');
-    checkObject(status, 'announceInstance(status)');
-    checkId(status.id, 'status.id');
-    checkPositiveInt(ttlMs, 'ttlMs');
-    await announceScript.run(this.redis, [serverStatusKey(this.keyPrefix), serverExpiryKey(this.keyPrefix)], [status.id, JSON.stringify(status), ttlMs]);
+    await announceInstance(this.redis, this.keyPrefix, status, ttlMs);
   }
 
   /** Every server instance whose last announcement has not expired. */
   async instances(): Promise<ServerInstanceStatus[]> {
     this.#checkOpen('instances');
-    const raw = (await instancesScript.run(this.redis, [serverStatusKey(this.keyPrefix), serverExpiryKey(this.keyPrefix)], [])) as (string | null)[];
-    const out: ServerInstanceStatus[] = [];
-    for (const text of raw) {
-      if (text === null) continue;
-      try {
-        out.push(JSON.parse(text) as ServerInstanceStatus);
-      } catch {
-        // An entry another version wrote: not ours to judge, skipped.
-      }
-    }
-    return out.sort((a, b) => a.id.localeCompare(b.id));
+    return listInstances(this.redis, this.keyPrefix);
   }
 
   #checkOpen(what: string): void {
