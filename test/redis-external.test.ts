@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { ErrorCodes } from '../src/core/errors.js';
 import type { FlowcastEvent } from '../src/events/types.js';
 import { InMemoryBroker, Pipeline } from '../src/index.js';
 import type { PipelinePlan } from '../src/pipeline/plan.js';
@@ -292,6 +293,14 @@ describe('ExternalEventIngestor', () => {
   });
 
   describe('validation', () => {
+    it('refuses to start again once closed', async () => {
+      const s = setup();
+      const ingestor = await s.ingestor();
+      await ingestor.close();
+      await ingestor.close();
+      await expect(ingestor.start()).rejects.toMatchObject({ code: ErrorCodes.CLOSED });
+    });
+
     it('rejects bad options and parses entries strictly', () => {
       const s = setup();
       expect(() => new ExternalEventIngestor({} as never)).toThrow(/transport must be a RedisPubSubTransport/);

@@ -22,7 +22,7 @@
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { describeError, InvalidArgumentError } from '../core/errors.js';
+import { describeError, ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkNonEmptyString, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
 import { IngestRefused, parseIngestEntry, type IngestEntry } from './ingest-entry.js';
@@ -182,7 +182,7 @@ export class ExternalEventIngestor {
 
   /** Creates the consumer group when missing and starts consuming. Resolves once the group exists. */
   async start(): Promise<void> {
-    if (this.#closed) throw new InvalidArgumentError('ExternalEventIngestor.start(): the ingestor is closed');
+    if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'ExternalEventIngestor.start(): the ingestor is closed');
     if (this.#loop !== null) return;
     try {
       // From the stream's start: entries written before any ingestor ran are not lost.
