@@ -11,7 +11,7 @@ import { DataflowPipeline } from '../src/pipeline/dataflow.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { ErrorCodes } from '../src/core/errors.js';
 import type { FlowcastEvent } from '../src/events/types.js';
-import { clusterTasks } from './fixtures/tasks/cluster.js';
+import { clusterTasks, killPipeline } from './fixtures/tasks/cluster.js';
 import { useRedisServer } from './helpers/redis.js';
 
 const redis = useRedisServer();
@@ -166,7 +166,7 @@ describe('BullMQ across processes', () => {
     const [a, b] = await Promise.all([startApiWorker(prefix), startApiWorker(prefix)]);
     const broker = producer(prefix);
     const t = clusterTasks(broker);
-    const handle = await new Pipeline(broker, { id: 'kill' }).callNext(t.inc).callNext(t.hang_once, { name: 'hang' }).kiq(1);
+    const handle = await killPipeline(broker, t).kiq(1);
     // Kill whichever worker runs the step's first attempt.
     const first = await nextMark(prefix, 'hang_once');
     expect(first.run).toBe(handle.runId);
@@ -184,6 +184,9 @@ describe('BullMQ across processes', () => {
     const calls = [first, ...(await marks(prefix, 'hang_once')).filter((m) => m.run === handle.runId)];
     expect(calls.map((c) => c.attempt)).toEqual([1, 2]);
     expect(calls[1]?.pid).not.toBe(victimPid);
+    // The surviving worker's hooks saw the retry (it went through its run engine).
+    const hooked = (await nextMark(prefix, 'hook_retry'));
+    expect(hooked).toMatchObject({ run: handle.runId, attempt: 2, pid: calls[1]?.pid });
   }, SLOW);
 
   it('with maxStalledCount 0 a step whose worker is SIGKILLed fails with WorkerLostError instead of running again', async () => {

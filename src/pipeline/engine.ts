@@ -165,6 +165,24 @@ export class RunEngine {
     });
   }
 
+  /**
+   * Applies a transition a broker decided on (a step job delivered again after its
+   * worker died, a job the broker gave up on) and hands its events on like the engine's
+   * own: tracking, hooks and live subscribers in the run's order, then the jobs that
+   * `dispatchesOf` returns. Resolves with the transition's value, `null` for an unknown run.
+   */
+  async applyTransition<T>(
+    pipelineId: string,
+    runId: string,
+    fn: (r: RunRecord) => Transition<T>,
+    dispatchesOf: (value: T) => Dispatch[] = () => [],
+  ): Promise<T | null> {
+    const done = await this.#transition(runId, fn);
+    if (done === null) return null;
+    await this.#after(pipelineId, runId, done.events, dispatchesOf(done.value));
+    return done.value;
+  }
+
   /** A copy of a run's record (status, steps, result), or `null`. */
   getRun(runId: string): Promise<RunRecord | null> {
     return this.broker.runState.get(runId);

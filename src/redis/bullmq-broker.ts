@@ -381,12 +381,8 @@ export class BullMQBroker implements Broker {
     if (job.stalledCounter > 0) {
       // Delivered again: the worker that ran it stopped (killed, lost its lock).
       const reason = `WorkerLostError: the worker running this step stopped; BullMQ recovered the job (stalled ${job.stalledCounter}x)`;
-      const done = await this.runState.transition(data.run_id, (r) => stepRedelivered(r, data, reason, Date.now())).catch((error: unknown) => {
-        if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
-        throw error;
-      });
-      step = done?.value ?? null;
-      for (const event of done?.events ?? []) await this.transport.publish(event);
+      // Through the engine, so tracking and hooks in this process see the retry too.
+      step = await getEngine(this).applyTransition(data.pipeline_id, data.run_id, (r) => stepRedelivered(r, data, reason, Date.now()));
       if (step === null) return;
     }
     await this.#runProcessor(step);
@@ -399,9 +395,7 @@ export class BullMQBroker implements Broker {
    */
   async #stepFailedForGood(job: StepJob, error: string): Promise<void> {
     const failure = { error, retryable: false };
-    const done = await this.runState.transition(job.run_id, (r) => jobFailed(r, job, failure, Date.now()));
-    for (const event of done.events) await this.transport.publish(event);
-    for (const d of done.value) await this.enqueue(d.job, d.delayMs > 0 ? { delayMs: d.delayMs } : undefined);
+    await getEngine(this).applyTransition(job.pipeline_id, job.run_id, (r) => jobFailed(r, job, failure, Date.now()), (dispatches) => dispatches);
   }
 
   async #runControl(data: ControlJob): Promise<void> {
