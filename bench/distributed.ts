@@ -13,7 +13,8 @@
  *
  * Usage: npm run bench:distributed -- [--workers 2] [--concurrency 32] [--steps 5]
  *          [--runs 400] [--rounds 3] [--lanes 50] [--subscribers 500] [--burst 1000] [--burst-runs 8]
- *          [--rate 20000] [--paced-ms 3000] [--passes 3] [--parts throughput,events]
+ *          [--rate 20000] [--paced-ms 3000] [--passes 3] [--parts throughput,events] [--untracked]
+ * `--untracked` adds the same pipeline without tracking to part 1 (what tracking costs).
  * DISTRIBUTED_WORKER_FLAGS="--cpu-prof --cpu-prof-dir=.tmp/prof" passes Node flags to the
  * flowcast worker processes of part 1.
  */
@@ -41,6 +42,7 @@ const { values: args } = parseArgs({
     'paced-ms': { type: 'string', default: '3000' },
     passes: { type: 'string', default: '3' },
     parts: { type: 'string', default: PARTS.join(',') },
+    untracked: { type: 'boolean', default: false },
   },
 });
 function positiveInt(value: string, name: string, min = 1): number {
@@ -104,6 +106,7 @@ try {
         rounds: ROUNDS,
         lanes: LANES,
         workerFlags: (process.env.DISTRIBUTED_WORKER_FLAGS ?? '').split(' ').filter((f) => f !== ''),
+        untracked: args.untracked,
       },
       (line) => console.log(line),
     );
@@ -138,11 +141,13 @@ if (throughput !== null) {
     );
   line('raw BullMQ (jobs)', t.raw);
   line('flowcast, tracked (steps)', t.flowcast);
+  if (t.untracked !== null) line('flowcast, untracked (steps)', t.untracked);
   console.log(`\nRedis commands per unit, most called (scripts' inner commands included):`);
   console.log(`- raw BullMQ: ${top(t.raw, units)}`);
   console.log(`- flowcast:   ${top(t.flowcast, units)}`);
-  for (const [name, s] of [['raw BullMQ', t.raw], ['flowcast', t.flowcast]] as const) {
-    if (s.sent === null) continue;
+  if (t.untracked !== null) console.log(`- untracked:  ${top(t.untracked, units)}`);
+  for (const [name, s] of [['raw BullMQ', t.raw], ['flowcast', t.flowcast], ['untracked flowcast', t.untracked]] as const) {
+    if (s === null || s.sent === null) continue;
     const list = Object.entries(s.sent).sort((a, b) => b[1] - a[1]);
     const total = list.reduce((a, [, n]) => a + n, 0);
     console.log(`- sent by the ${name} workers per unit: ${fmt(total, 1)} (${list.map(([c, n]) => `${c} ${fmt(n, 2)}`).join(', ')})`);
@@ -153,6 +158,12 @@ if (throughput !== null) {
     `\nflowcast / raw BullMQ: ${fmt(ratio, 2)}x of the medians; round by round ${t.ratios.map((r) => fmt(r, 2)).join(', ')} (median ${fmt(paired, 2)}x). ` +
       `Target >= 0.8x: ${Math.max(ratio, paired) >= 0.8 ? 'met' : 'NOT met'}`,
   );
+  if (t.untracked !== null) {
+    console.log(
+      `untracked flowcast / raw BullMQ: ${fmt(t.untracked.perSec / t.raw.perSec, 2)}x of the medians; round by round ${t.untrackedRatios.map((r) => fmt(r, 2)).join(', ')} ` +
+        `(median ${fmt(median(t.untrackedRatios), 2)}x)`,
+    );
+  }
 }
 if (events.length > 0) {
   const half = `${Math.ceil(SUBSCRIBERS / 2)} + ${Math.floor(SUBSCRIBERS / 2)}`;

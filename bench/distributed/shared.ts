@@ -34,12 +34,22 @@ export type EmitInput = {
   rate: number;
 };
 
-/** A sequential pipeline of `steps` no-op steps (the task returns its input). */
-export function noopPipeline(broker: Broker, steps: number): Pipeline<number, number> {
+/** The same pipeline, attached to hooks only (`--untracked`). */
+export const UNTRACKED_PIPELINE = 'bench_distributed_untracked';
+
+/**
+ * Two sequential pipelines of `steps` no-op steps (the task returns its input): `tracked`
+ * and `untracked` (ids {@link NOOP_PIPELINE}, {@link UNTRACKED_PIPELINE}); the caller
+ * attaches hooks and tracking.
+ */
+export function noopPipelines(broker: Broker, steps: number): { tracked: Pipeline<number, number>; untracked: Pipeline<number, number> } {
   const noop = broker.task('bench.noop', (n: number) => n);
-  let p = new Pipeline<number, number>(broker, { id: NOOP_PIPELINE });
-  for (let i = 0; i < steps; i++) p = p.callNext<number>(noop);
-  return p;
+  const make = (id: string): Pipeline<number, number> => {
+    let p = new Pipeline<number, number>(broker, { id });
+    for (let i = 0; i < steps; i++) p = p.callNext<number>(noop);
+    return p;
+  };
+  return { tracked: make(NOOP_PIPELINE), untracked: make(UNTRACKED_PIPELINE) };
 }
 
 const yieldTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

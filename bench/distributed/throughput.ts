@@ -12,7 +12,7 @@ import { BullMQBroker } from '../../src/redis/bullmq-broker.js';
 import { bullmqPrefix } from '../../src/redis/keys.js';
 import { nowUs } from '../fanout/shared.js';
 import { redisSnapshot, redisUsage, type RedisUsage } from './redis-stats.js';
-import { Peer, RAW_QUEUE, fmt, fmtInt, median, noopPipeline, type CountReport } from './shared.js';
+import { Peer, RAW_QUEUE, fmt, fmtInt, median, noopPipelines, type CountReport } from './shared.js';
 
 export interface ThroughputOptions {
   url: string;
@@ -30,6 +30,8 @@ export interface ThroughputOptions {
   lanes: number;
   /** Extra Node flags for the flowcast worker processes (e.g. --cpu-prof). */
   workerFlags: string[];
+  /** Also measure the same pipeline without tracking (hooks, run state and events on). */
+  untracked: boolean;
 }
 
 export interface SideResult {
@@ -52,6 +54,9 @@ export interface ThroughputResult {
   flowcast: SideResult;
   /** flowcast / raw of each pair of rounds (run one after the other). */
   ratios: number[];
+  /** With `untracked`: the same pipeline without tracking, and its ratios to raw. */
+  untracked: SideResult | null;
+  untrackedRatios: number[];
   concurrencyPerWorker: number[];
 }
 
@@ -110,7 +115,9 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
   let producerEvents = 0;
   const hooks = new HookManager();
   hooks.on('*', () => void producerEvents++);
-  const pipeline = noopPipeline(broker, o.steps).withHooks(hooks).withTracking(tracking);
+  const pipelines = noopPipelines(broker, o.steps);
+  pipelines.tracked.withHooks(hooks).withTracking(tracking);
+  pipelines.untracked.withHooks(hooks);
   try {
     await Promise.all([...rawWorkers, ...flowWorkers].map((w) => w.request({ cmd: 'ready' }, 60_000)));
     await queue.waitUntilReady();
@@ -160,8 +167,9 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
       return (await measureRound(rawWorkers, jobs, start, jobs)).round;
     };
 
-    const flowRound = async (runs: number): Promise<RoundResult> => {
+    const flowRound = async (runs: number, tracked = true): Promise<RoundResult> => {
       producerEvents = 0;
+      const pipeline = tracked ? pipelines.tracked : pipelines.untracked;
       const start = (): Promise<void> => inLanes(runs, o.lanes, (i) => pipeline.kiq(i));
       const { round, reports } = await measureRound(flowWorkers, runs * o.steps, start, runs);
       const steps = reports.reduce((a, r) => a + r.steps, 0);
@@ -178,14 +186,21 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
     const warm = Math.max(1, Math.ceil(o.runs / 4));
     await rawRound(warm);
     await flowRound(warm);
+    if (o.untracked) await flowRound(warm, false);
     const raw: RoundResult[] = [];
     const flow: RoundResult[] = [];
+    const bare: RoundResult[] = [];
     for (let r = 0; r < o.rounds; r++) {
       raw.push(await rawRound(o.runs));
       flow.push(await flowRound(o.runs));
+      if (o.untracked) bare.push(await flowRound(o.runs, false));
       const a = raw.at(-1) as RoundResult;
       const b = flow.at(-1) as RoundResult;
-      log(`  round ${r + 1}: raw BullMQ ${fmtInt(a.perSec)} jobs/s, flowcast ${fmtInt(b.perSec)} steps/s (${fmt(b.perSec / a.perSec, 2)}x)`);
+      const c = bare.at(-1);
+      log(
+        `  round ${r + 1}: raw BullMQ ${fmtInt(a.perSec)} jobs/s, flowcast ${fmtInt(b.perSec)} steps/s (${fmt(b.perSec / a.perSec, 2)}x)` +
+          (c === undefined ? '' : `, untracked ${fmtInt(c.perSec)} steps/s (${fmt(c.perSec / a.perSec, 2)}x)`),
+      );
     }
     const side = (rounds: RoundResult[]): SideResult => {
       const perSec = median(rounds.map((r) => r.perSec));
@@ -201,8 +216,15 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
         sent: (rounds.at(-1) as RoundResult).sent,
       };
     };
-    const ratios = flow.map((f, i) => f.perSec / (raw[i] as RoundResult).perSec);
-    return { raw: side(raw), flowcast: side(flow), ratios, concurrencyPerWorker: per };
+    const ratiosOf = (rounds: RoundResult[]): number[] => rounds.map((f, i) => f.perSec / (raw[i] as RoundResult).perSec);
+    return {
+      raw: side(raw),
+      flowcast: side(flow),
+      ratios: ratiosOf(flow),
+      untracked: o.untracked ? side(bare) : null,
+      untrackedRatios: ratiosOf(bare),
+      concurrencyPerWorker: per,
+    };
   } finally {
     await Promise.all([...rawWorkers, ...flowWorkers].map((w) => w.close()));
     await hooks.idle();

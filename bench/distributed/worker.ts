@@ -3,7 +3,8 @@
  *
  * - `flowcast`: `startWorker()` (a BullMQBroker in worker mode) running the no-op
  *   pipeline with hooks (a `'*'` listener counting) and tracking (`withAutoStorage`:
- *   RedisPipelineStorage) attached; events go to the run's Redis log and Pub/Sub.
+ *   RedisPipelineStorage) attached, and its untracked twin (hooks only); events go to
+ *   the run's Redis log and Pub/Sub.
  * - `raw`: a bare BullMQ `Worker` with a no-op processor on its own queue.
  * - `emit`: `startWorker()` running the one-step pipeline whose task writes log lines.
  *
@@ -18,7 +19,7 @@ import { startWorker, type FlowcastWorker } from '../../src/redis/worker.js';
 import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, CREATE_SCRIPT, LuaScript, PUBLISH_SCRIPT, TRANSITION_SCRIPT } from '../../src/redis/lua.js';
 import { COMMIT, DELETE, FAST_APPLY, OFFER, SAVE } from '../../src/redis/storage-lua.js';
 import { nowUs, serveRequests } from '../fanout/shared.js';
-import { RAW_QUEUE, emitPipeline, noopPipeline, type CountReport } from './shared.js';
+import { RAW_QUEUE, emitPipeline, noopPipelines, type CountReport } from './shared.js';
 
 const [mode, url, keyPrefix, concurrencyArg, stepsArg] = process.argv.slice(2);
 if (mode !== 'flowcast' && mode !== 'raw' && mode !== 'emit') throw new Error(`worker.js: mode must be flowcast, raw or emit, received ${String(mode)}`);
@@ -95,7 +96,9 @@ if (mode === 'raw') {
     register: (broker) => {
       if (mode === 'flowcast') {
         tracking = new PipelineTrackingManager().withAutoStorage(broker);
-        noopPipeline(broker, steps).withHooks(hooks).withTracking(tracking);
+        const { tracked, untracked } = noopPipelines(broker, steps);
+        tracked.withHooks(hooks).withTracking(tracking);
+        untracked.withHooks(hooks);
       } else {
         emitPipeline(broker);
       }
