@@ -126,6 +126,17 @@ describe('BullMQ across processes', () => {
     expect((await broker.engineStatus()).workers).toEqual([]);
   }, SLOW);
 
+  it('flowcast worker exits 1 with a clear message when Redis cannot be reached', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'worker', '--tasks', 'test/fixtures/tasks/cluster.ts', '--redis', 'redis://127.0.0.1:1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => void (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    expect(code).toBe(1);
+    expect(err).toMatch(/cannot reach Redis at redis:\/\/127\.0\.0\.1:1/);
+  }, SLOW);
+
   it('flowcast worker exits 1 with a clear message when the task module has no register function', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'worker', '--tasks', 'test/fixtures/tasks/no-register.ts', '--redis', redis.url], {
       stdio: ['ignore', 'pipe', 'pipe'],

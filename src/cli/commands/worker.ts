@@ -1,4 +1,5 @@
 import { InvalidArgumentError as UsageError, type Command } from 'commander';
+import { Redis } from 'ioredis';
 import { describeError } from '../../core/errors.js';
 import { checkKeyPrefix } from '../../redis/keys.js';
 import { startWorker, type FlowcastWorker } from '../../redis/worker.js';
@@ -74,6 +75,11 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
+    const unreachable = await probeRedis(redis);
+    if (unreachable !== null) {
+      io.stderr.write(`flowcast worker: cannot reach Redis at ${redactUrl(redis)}: ${unreachable}\n`);
+      return 1;
+    }
     try {
       worker = await startWorker({
         connection: redis,
@@ -115,6 +121,24 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+  }
+}
+
+/**
+ * Checks once that Redis answers, so a wrong URL fails at start instead of retrying
+ * forever (once running, the worker rides out Redis restarts). `null` when it answers.
+ */
+async function probeRedis(url: string): Promise<string | null> {
+  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 5_000 });
+  probe.on('error', () => undefined);
+  try {
+    await probe.connect();
+    await probe.ping();
+    return null;
+  } catch (error) {
+    return describeError(error);
+  } finally {
+    probe.disconnect();
   }
 }
 
