@@ -99,6 +99,26 @@ describe('RedisPubSubTransport', () => {
       for (const m of seen) for (const r of ['r1', 'r2', 'r3']) expect(m.get(r)).toEqual(expected);
     });
 
+    it('publishes the events of one event-loop turn together, in one command, in order', async () => {
+      const { client: admin, transport: listener } = open();
+      const worker = open().transport;
+      const got: string[] = [];
+      listener.subscribe('*', (e) => got.push(`${e.run_id}#${e.seq}`));
+      await until(async () => Number((await admin.pubsub('NUMSUB', `${redis.prefix()}ev:all`))[1]) === 1, 'listener subscribed');
+      const events: FlowcastEvent[] = [];
+      for (let i = 0; i < 40; i++) events.push((await worker.append(draft(`run-b${i % 4}`, 'pb')))!);
+      const scriptCalls = async (): Promise<number> => {
+        const stats = await admin.info('commandstats');
+        return [...stats.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+      };
+      const before = await scriptCalls();
+      for (const e of events) expect(worker.publish(e)).toBeUndefined();
+      await until(() => got.length === 40, 'every event');
+      // One script call for the 40 events (a second only if Redis had to load the script).
+      expect((await scriptCalls()) - before - 1).toBeLessThanOrEqual(2);
+      for (let r = 0; r < 4; r++) expect(got.filter((k) => k.startsWith(`run-b${r}#`))).toEqual(Array.from({ length: 10 }, (_, i) => `run-b${r}#${i + 1}`));
+    });
+
     it('puts events that cross between publishers back in seq order, once each', async () => {
       const { client: admin, transport: listener } = open();
       const workers = [open().transport, open().transport];
@@ -132,6 +152,10 @@ describe('RedisPubSubTransport', () => {
       await until(() => first.length === 3, 'first events');
       off();
       for (let i = 0; i < 5; i++) await emit(worker, draft('run-back', 'p'));
+      // Published for sure before the listener comes back: the batch goes out at the next
+      // turn of the event loop, before a later command of the same connection.
+      await new Promise((r) => setImmediate(r));
+      await worker.redis.ping();
       const second: number[] = [];
       listener.subscribe({ runId: 'run-back' }, (e) => second.push(e.seq));
       await subscribed();

@@ -103,12 +103,17 @@ return seqs
 `;
 
 /**
- * Sends one event to its run, pipeline and wildcard channels in one command.
- * KEYS none. ARGV[1] payload, ARGV[2..] channels. Returns the receivers counted by Redis.
+ * Sends events to their run, pipeline and wildcard channels, in order, in one command.
+ * KEYS none. ARGV[1] the wildcard channel, then per event: payload, run channel,
+ * pipeline channel. Returns the receivers counted by Redis.
  */
 export const PUBLISH_SCRIPT = `
 local n = 0
-for i = 2, #ARGV do n = n + redis.call('PUBLISH', ARGV[i], ARGV[1]) end
+for i = 2, #ARGV, 3 do
+  n = n + redis.call('PUBLISH', ARGV[i + 1], ARGV[i])
+  n = n + redis.call('PUBLISH', ARGV[i + 2], ARGV[i])
+  n = n + redis.call('PUBLISH', ARGV[1], ARGV[i])
+end
 return n
 `;
 

@@ -117,6 +117,12 @@ export class RedisPubSubTransport implements EventTransport {
   readonly #sequencer: RunSequencer;
   /** Publishes of this transport waiting for their event to come back to its own listeners. */
   readonly #echoes = new Map<string, () => void>();
+  /** Events to publish at the next flush (payload, run channel, pipeline channel each), and the ids awaited among them. */
+  #outbox: string[] = [];
+  #outboxIds: string[] = [];
+  #flushScheduled = false;
+  /** The last batch still waiting for pending SUBSCRIBEs, if any. */
+  #gate: Promise<void> | null = null;
   #lastRaw: string | null = null;
   #lastParsed: FlowcastEvent | null = null;
   #closed = false;
@@ -177,7 +183,8 @@ export class RedisPubSubTransport implements EventTransport {
   }
 
   /**
-   * Publishes a stored event to its run, pipeline and `*` channels (one script call).
+   * Publishes a stored event to its run, pipeline and `*` channels. The events published
+   * in one turn of the event loop go out together, in order, in one script call.
    * Returns nothing when no listener of this transport wants the event (the command is
    * on its way); otherwise a promise that resolves once the event came back through
    * Redis and was handed to them, so `await publish()` means the same as in memory.
@@ -189,15 +196,15 @@ export class RedisPubSubTransport implements EventTransport {
     checkId(event.pipeline_id, 'event.pipeline_id');
     const runCh = runChannel(this.keyPrefix, event.run_id);
     const pipelineCh = pipelineChannel(this.keyPrefix, event.pipeline_id);
-    const args = [eventJson(event), runCh, pipelineCh, this.#allChannel];
-    const send = (): Promise<unknown> => publishScript.run(this.redis, [], args);
-    const local = this.#listeners.has(runCh) || this.#listeners.has(pipelineCh) || this.#listeners.has(this.#allChannel);
-    if (!local || this.#mux.down) {
-      // Commands of one connection run in the order they are sent: the caller may go on
-      // at once (failures go to onError; Pub/Sub is best-effort, the log is the record).
-      send().catch((error: unknown) => this.#onError(error, `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`));
-      return undefined;
+    this.#outbox.push(eventJson(event), runCh, pipelineCh);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flush());
     }
+    const local = this.#listeners.has(runCh) || this.#listeners.has(pipelineCh) || this.#listeners.has(this.#allChannel);
+    // Commands of one connection run in the order they are sent: the caller may go on at
+    // once (failures go to onError; Pub/Sub is best-effort, the log is the record).
+    if (!local || this.#mux.down) return undefined;
     // A listener of this transport wants it: resolve once it came back and was handed on,
     // as the memory transport does synchronously (bounded, should Pub/Sub lose it).
     return new Promise<void>((resolve) => {
@@ -208,15 +215,38 @@ export class RedisPubSubTransport implements EventTransport {
       };
       const timer = setTimeout(done, ECHO_WAIT_MS);
       this.#echoes.set(event.event_id, done);
-      const failed = (error: unknown): void => {
-        this.#onError(error, `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`);
-        done();
-      };
-      // A listener added just before must not miss the event: its SUBSCRIBE goes first.
-      const settled = this.#mux.settled();
-      if (settled === undefined) send().catch(failed);
-      else settled.then(send).catch(failed);
+      this.#outboxIds.push(event.event_id);
     });
+  }
+
+  /** Sends the events published since the last flush, in one script call. */
+  #flush(): void {
+    this.#flushScheduled = false;
+    const batch = this.#outbox;
+    const ids = this.#outboxIds;
+    if (batch.length === 0) return;
+    this.#outbox = [];
+    this.#outboxIds = [];
+    const failed = (error: unknown): void => {
+      this.#onError(error, `publishing ${batch.length / 3} event(s)`);
+      for (const id of ids) this.#echoes.get(id)?.();
+    };
+    const send = (): Promise<unknown> => publishScript.run(this.redis, [], [this.#allChannel, ...batch]);
+    // A listener added just before must not miss its event: pending SUBSCRIBEs go first,
+    // and a batch never overtakes one that waits for them.
+    const settled = this.#mux.settled();
+    const before = this.#gate;
+    if (settled === undefined && before === null) {
+      send().catch(failed);
+      return;
+    }
+    const gate: Promise<void> = Promise.all([settled, before])
+      .then(send)
+      .then(() => undefined, failed)
+      .finally(() => {
+        if (this.#gate === gate) this.#gate = null;
+      });
+    this.#gate = gate;
   }
 
   async read(runId: string, options: { since?: number; limit?: number } = {}): Promise<LogRead> {
@@ -370,6 +400,8 @@ export class RedisPubSubTransport implements EventTransport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // What was published goes out (on the caller's client, which stays open).
+    this.#flush();
     this.#listeners.clear();
     this.#sequencer.clear();
     for (const done of [...this.#echoes.values()]) done();
