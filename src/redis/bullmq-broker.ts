@@ -7,16 +7,16 @@ import type { Broker, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJ
 import type { BrokerEngineStatus } from '../core/engine-status.js';
 import { executeCall } from '../core/execute.js';
 import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from '../core/task.js';
-import { normalizeTaskOptions } from '../core/task-options.js';
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
-import { ThreadPool, moduleHref } from '../core/thread-pool.js';
+import { ThreadPool } from '../core/thread-pool.js';
 import { getEngine } from '../pipeline/engine.js';
 import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
 import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
 import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, type RunEndedMessage } from './bullmq-control.js';
-import { bullmqJobId, stepRedelivered } from './bullmq-jobs.js';
+import { bullmqJobId, checkJob, jobOptions, stepRedelivered } from './bullmq-jobs.js';
+import { defineTask } from './bullmq-tasks.js';
 import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
 import { TaskResults } from './bullmq-results.js';
 import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './bullmq-status.js';
@@ -24,11 +24,6 @@ import { BULLMQ_QUEUES, bullmqPrefix } from './keys.js';
 import { BullMQScheduleDriver } from '../scheduler/bullmq-schedules.js';
 import type { ClusterFire, ScheduleDriver } from '../scheduler/cluster.js';
 import { RedisPubSubTransport } from './transport.js';
-
-/** The BullMQ job name of each kind of flowcast job (shown by BullMQ dashboards). */
-const JOB_NAMES = { task: 'task', step: 'step', run_timeout: 'run_timeout' } as const;
-/** Backoff type BullMQ calls back for task-job retries (the task's own delay and backoff). */
-const TASK_BACKOFF = 'flowcast-task';
 
 /**
  * A broker on Redis: tasks and pipeline steps are BullMQ jobs, run by worker processes
@@ -209,37 +204,11 @@ export class BullMQBroker implements Broker {
     if (this.#tasks.has(name)) {
       throw new FlowcastError(ErrorCodes.DUPLICATE_TASK, `A task named "${name}" is already registered on this broker`);
     }
-    const opts = normalizeTaskOptions(options, `task "${name}" options`);
-    let def: TaskDefinition;
-    if (typeof fn === 'function') {
-      const body = fn as unknown as TaskFn;
-      def = {
-        name,
-        options: opts,
-        threaded: false,
-        invoke: (input, ctx) => {
-          try {
-            return Promise.resolve(body(input, ctx));
-          } catch (error) {
-            return Promise.reject(toError(error));
-          }
-        },
-      };
-    } else if (typeof fn === 'object' && fn !== null && 'module' in fn) {
-      const href = moduleHref(fn, name);
-      const exportName = fn.export ?? 'default';
-      const pool = this.#threads;
-      if (pool === null) {
-        throw new InvalidArgumentError(`Thread task "${name}" needs a broker created with { threads: true } (or thread pool options)`);
-      }
-      def = { name, options: opts, threaded: true, invoke: (input, ctx) => pool.run(href, exportName, input, ctx) };
-    } else {
-      throw new InvalidArgumentError(`broker.task("${name}", fn): fn must be a function or { module }, received ${typeof fn}`);
-    }
+    const def = defineTask(name, fn, options, this.#threads);
     this.#tasks.set(name, def);
     return {
       taskName: name,
-      options: opts,
+      options: def.options,
       kiq: async (input: I): Promise<TaskHandle<O>> => {
         assertJson(input, `Input of task "${name}"`);
         const job: TaskJob = { kind: 'task', job_id: randomUUID(), task: name, input };
@@ -267,26 +236,9 @@ export class BullMQBroker implements Broker {
     if (!this.#accepting) throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
     checkJob(job);
     const delay = options?.delayMs === undefined ? 0 : checkNonNegativeNumber(options.delayMs, 'delayMs');
-    const jobId = bullmqJobId(job.job_id);
-    const base = { jobId, ...(delay > 0 && { delay: Math.ceil(delay) }) };
-    if (job.kind === 'run_timeout') {
-      await this.#controlQueue.add(JOB_NAMES.run_timeout, job, { ...base, removeOnComplete: true, removeOnFail: 1000 });
-    } else if (job.kind === 'step') {
-      // The engine retries steps itself; BullMQ's attempts cover a worker that could not
-      // reach Redis while finishing the step.
-      await this.#taskQueue.add(JOB_NAMES.step, job, { ...base, attempts: 3, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: true, removeOnFail: 1000 });
-    } else {
-      const def = this.#tasks.get(job.task);
-      const retries = def?.options.retries ?? 0;
-      const keep = { count: this.#options.maxStoredResults };
-      await this.#taskQueue.add(JOB_NAMES.task, job, {
-        ...base,
-        attempts: retries + 1,
-        backoff: { type: TASK_BACKOFF },
-        removeOnComplete: keep,
-        removeOnFail: keep,
-      });
-    }
+    const queue = job.kind === 'run_timeout' ? this.#controlQueue : this.#taskQueue;
+    const retries = job.kind === 'task' ? (this.#tasks.get(job.task)?.options.retries ?? 0) : 0;
+    await queue.add(job.kind, job, jobOptions(job, delay, retries, this.#options.maxStoredResults));
   }
 
   async removeDelayed(jobId: string): Promise<void> {
@@ -483,15 +435,5 @@ export class BullMQBroker implements Broker {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
-  }
-}
-
-function checkJob(job: unknown): void {
-  const j = job as Partial<BrokerJob> | null;
-  if (typeof j !== 'object' || j === null || typeof j.job_id !== 'string' || j.job_id.length === 0) {
-    throw new InvalidArgumentError(`enqueue(job): job must be an object with a job_id, received ${typeof job}`);
-  }
-  if (j.kind !== 'task' && j.kind !== 'step' && j.kind !== 'run_timeout') {
-    throw new InvalidArgumentError(`enqueue(job): job.kind must be "task", "step" or "run_timeout", received ${String(j.kind)}`);
   }
 }

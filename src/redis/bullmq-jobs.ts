@@ -2,8 +2,10 @@
  * How flowcast jobs map onto BullMQ jobs, and what happens when BullMQ hands a step job
  * out a second time because the worker that ran it died (stalled-job recovery).
  */
+import type { JobsOptions } from 'bullmq';
 import { isoTime } from '../core/clock.js';
-import type { StepJob } from '../core/broker.js';
+import { InvalidArgumentError } from '../core/errors.js';
+import type { BrokerJob, StepJob } from '../core/broker.js';
 import type { EventDraft } from '../events/types.js';
 import type { RunRecord, Transition } from '../pipeline/run-state.js';
 
@@ -15,6 +17,35 @@ import type { RunRecord, Transition } from '../pipeline/run-state.js';
 export function bullmqJobId(jobId: string): string {
   const escaped = jobId.replaceAll('%', '%25').replaceAll(':', '%3A');
   return /^-?\d+$/.test(escaped) ? `j${escaped}` : escaped;
+}
+
+/** Backoff type BullMQ calls back for task-job retries (the task's own delay and backoff). */
+export const TASK_BACKOFF = 'flowcast-task';
+
+/**
+ * BullMQ options of a flowcast job (its BullMQ name is its `kind`).
+ * - `step`: the engine retries steps itself; BullMQ's 3 attempts cover errors outside the
+ *   task (a worker that could not reach Redis while finishing the step).
+ * - `task` (standalone call): BullMQ's attempts are the task's retries, with its backoff;
+ *   the outcome is kept (`keep` jobs) for `waitResult()`.
+ * - `run_timeout`: once.
+ */
+export function jobOptions(job: BrokerJob, delayMs: number, taskRetries: number, keep: number): JobsOptions {
+  const base: JobsOptions = { jobId: bullmqJobId(job.job_id), ...(delayMs > 0 && { delay: Math.ceil(delayMs) }) };
+  if (job.kind === 'run_timeout') return { ...base, removeOnComplete: true, removeOnFail: 1000 };
+  if (job.kind === 'step') return { ...base, attempts: 3, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: true, removeOnFail: 1000 };
+  return { ...base, attempts: taskRetries + 1, backoff: { type: TASK_BACKOFF }, removeOnComplete: { count: keep }, removeOnFail: { count: keep } };
+}
+
+/** Checks what `enqueue()` received. */
+export function checkJob(job: unknown): void {
+  const j = job as Partial<BrokerJob> | null;
+  if (typeof j !== 'object' || j === null || typeof j.job_id !== 'string' || j.job_id.length === 0) {
+    throw new InvalidArgumentError(`enqueue(job): job must be an object with a job_id, received ${typeof job}`);
+  }
+  if (j.kind !== 'task' && j.kind !== 'step' && j.kind !== 'run_timeout') {
+    throw new InvalidArgumentError(`enqueue(job): job.kind must be "task", "step" or "run_timeout", received ${String(j.kind)}`);
+  }
 }
 
 /**
