@@ -28,11 +28,15 @@ function draft(runId: string, pipelineId: string, kind: 'log' | 'end' = 'log', l
   return { type: 'StepLogEvent', ...base, step_name: 's', step_index: 0, task_id: 't', attempt: 1, lines: [line] };
 }
 
-/** Appends and publishes, as the engine does. */
+/** Appends and publishes, as the engine does; resolves once Redis ran the publish. */
 async function emit(t: RedisPubSubTransport, d: EventDraft): Promise<FlowcastEvent> {
   const event = await t.append(d);
   if (event === null) throw new Error('refused');
   await t.publish(event);
+  // The publish goes out at the end of this event-loop turn, before a later command of
+  // the same connection.
+  await new Promise((r) => setImmediate(r));
+  await t.redis.ping();
   return event;
 }
 
@@ -152,10 +156,6 @@ describe('RedisPubSubTransport', () => {
       await until(() => first.length === 3, 'first events');
       off();
       for (let i = 0; i < 5; i++) await emit(worker, draft('run-back', 'p'));
-      // Published for sure before the listener comes back: the batch goes out at the next
-      // turn of the event loop, before a later command of the same connection.
-      await new Promise((r) => setImmediate(r));
-      await worker.redis.ping();
       const second: number[] = [];
       listener.subscribe({ runId: 'run-back' }, (e) => second.push(e.seq));
       await subscribed();
