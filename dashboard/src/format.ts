@@ -10,13 +10,16 @@ export function formatDuration(ms: number | null | undefined): string {
   return `${Math.floor(m / 60)}h ${m % 60}m`;
 }
 
+// One formatter each: toLocaleTimeString() builds a new one per call, and a table calls it per row.
+const TIME = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+const DATE = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: '2-digit', day: '2-digit' });
+
 export function formatTime(iso: string | null | undefined): string {
   if (iso === null || iso === undefined) return '—';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return '—';
-  const today = new Date();
-  const time = d.toLocaleTimeString(undefined, { hour12: false });
-  return d.toDateString() === today.toDateString() ? time : `${d.toLocaleDateString()} ${time}`;
+  const time = TIME.format(d);
+  return d.toDateString() === new Date().toDateString() ? time : `${DATE.format(d)} ${time}`;
 }
 
 export function shortId(id: string): string {

@@ -32,6 +32,8 @@ export function VirtualList(props: VirtualListProps): JSX.Element {
         getScrollElement: () => scrollRef.current,
         estimateSize: () => props.rowHeight,
         overscan: 12,
+        // Rows on the first render already, before the ResizeObserver's first measure (one frame later).
+        initialRect: { width: 0, height: window.innerHeight },
         observeElementRect,
         observeElementOffset,
         scrollToFn: elementScroll,
