@@ -42,6 +42,14 @@ describe('BullMQBroker', () => {
       expect(() => new BullMQBroker({ connection: redis.url, nope: 1 } as never)).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT }) as Error);
     });
 
+    it('#close returns even when Redis was never reachable (worker and producer)', async () => {
+      for (const worker of [true, false]) {
+        const broker = new BullMQBroker({ connection: 'redis://127.0.0.1:1', worker, onError: () => undefined });
+        await broker.close();
+        await expect(broker.enqueue({ kind: 'task', job_id: 'x', task: 't', input: null })).rejects.toMatchObject({ code: ErrorCodes.CLOSED });
+      }
+    });
+
     it('exposes kind "bullmq", its own redis connection, and a RedisRunState and RedisPubSubTransport other parts accept', async () => {
       const broker = await open();
       expect(broker.kind).toBe('bullmq');

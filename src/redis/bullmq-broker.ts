@@ -14,7 +14,7 @@ import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
 import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
-import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, type RunEndedMessage } from './bullmq-control.js';
+import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, closeConnection, type RunEndedMessage } from './bullmq-control.js';
 import { bullmqJobId, checkJob, jobOptions, stepRedelivered } from './bullmq-jobs.js';
 import { defineTask } from './bullmq-tasks.js';
 import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
@@ -415,7 +415,9 @@ export class BullMQBroker implements Broker {
   async #close(force: boolean): Promise<void> {
     this.#state = 'closing';
     const report = (error: unknown): void => this.#options.onError(toError(error), null);
-    await this.#ready.catch(() => undefined);
+    // Let a start in progress finish first; not when Redis is down (it never would): the
+    // workers exist from the constructor on, and close without it.
+    if (this.redis.status === 'ready') await this.#ready.catch(() => undefined);
     await Promise.all(this.#workers.map((w) => w.close(force).catch(report)));
     this.#accepting = false;
     await this.#heartbeat?.stop();
@@ -425,11 +427,7 @@ export class BullMQBroker implements Broker {
     await this.#threads?.close().catch(report);
     await this.#owned.runState?.close().catch(report);
     await this.#owned.transport?.close().catch(report);
-    try {
-      await this.redis.quit();
-    } catch {
-      this.redis.disconnect();
-    }
+    await closeConnection(this.redis);
     this.#state = 'closed';
   }
 

@@ -70,11 +70,20 @@ export class RunControl {
     const sub = this.#sub;
     this.#sub = null;
     if (sub === null) return;
-    try {
-      await sub.quit();
-    } catch {
-      sub.disconnect();
-    }
+    await closeConnection(sub);
+  }
+}
+
+/** Closes a connection politely when it is up, at once when it is not (QUIT would wait for it forever). */
+export async function closeConnection(redis: Redis): Promise<void> {
+  if (redis.status !== 'ready') {
+    redis.disconnect();
+    return;
+  }
+  try {
+    await redis.quit();
+  } catch {
+    redis.disconnect();
   }
 }
 

@@ -110,6 +110,8 @@ export class WorkerHeartbeat {
     this.#stopped = true;
     clearInterval(this.#timer);
     clearTimeout(this.#soon);
+    // Redis unreachable: the heartbeat expires by itself, and waiting would never end.
+    if (this.#redis.status !== 'ready') return;
     await this.#beating;
     try {
       await this.#redis.multi().del(workerKey(this.#prefix, this.id)).zrem(workersIndexKey(this.#prefix), this.id).exec();
