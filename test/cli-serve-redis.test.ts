@@ -61,8 +61,15 @@ describe('flowcast serve --redis with flowcast worker', () => {
     const client = await connect(`ws://127.0.0.1:${port}/ws`);
     await client.subscribe({ type: 'subscribe', pipeline_id: '*' });
     // No worker yet: runs start, but no step does.
-    await client.waitFor((m) => m.type === 'PipelineStartEvent', 'a run start', 60_000);
+    const started = await client.waitFor((m) => m.type === 'PipelineStartEvent' && m.pipeline_id === 'demo_workflow', 'a demo_workflow run start', 60_000);
     expect(client.messages.some((m) => m.type === 'StepCompleteEvent')).toBe(false);
+
+    // Another program (seed 003) writes a log line for that run into Redis: the server's
+    // ingestor gives it the run's next seq, and it reaches the client like any event.
+    const writer = redis.connect();
+    await writer.xadd(`${prefix}ingest`, '*', 'run_id', started.run_id as string, 'step', 'fetch', 'type', 'log', 'message', 'hello from a shell script');
+    const line = await client.waitFor((m) => m.type === 'StepLogEvent' && m.run_id === started.run_id, 'the ingested log line', 30_000);
+    expect(line.lines).toEqual(['hello from a shell script']);
 
     const worker = flowcast(['worker', '--redis', redis.url, '--key-prefix', prefix, '--tasks', 'src/demo/worker-tasks.ts', '--concurrency', '4']);
     const ended = await client.waitFor((m) => m.type === 'PipelineCompleteEvent' || m.type === 'PipelineErrorEvent', 'a run that ends on the worker', 90_000);

@@ -11,6 +11,9 @@ import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../
 import type { AuthOptions, Principal } from '../../server/auth.js';
 import { collect, port, positiveInt, urlWith } from '../options.js';
 import { BullMQBroker } from '../../redis/bullmq-broker.js';
+import { ExternalEventIngestor } from '../../redis/external.js';
+import { RedisPubSubTransport } from '../../redis/transport.js';
+import { RedisRunState } from '../../redis/run-state.js';
 
 /** Options of `flowcast serve`. */
 export interface ServeCommandOptions {
@@ -164,6 +167,16 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
   io.signal?.addEventListener('abort', onAbort, { once: true });
   if (io.signal?.aborted === true) onAbort();
 
+  // Log lines and progress that other programs write to Redis (seed 003, docs/redis.md):
+  // every server instance runs an ingestor; one of them consumes at a time.
+  let ingestor: ExternalEventIngestor | null = null;
+  if (broker instanceof BullMQBroker && broker.transport instanceof RedisPubSubTransport) {
+    ingestor = new ExternalEventIngestor({
+      transport: broker.transport,
+      ...(broker.runState instanceof RedisRunState && { runState: broker.runState }),
+      onEvent: (event) => tracking.record(event),
+    });
+  }
   let code = 0;
   let demoLoop: Promise<unknown> = Promise.resolve();
   try {
@@ -173,6 +186,7 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
       err.write(`flowcast serve: cannot listen on ${serverOptions.host}:${serverOptions.port}: ${describeError(error)}\n`);
       return 1;
     }
+    await ingestor?.start();
     out.write(banner(server, { ...options, ...(redisUrl !== undefined && { redis: redisUrl, keyPrefix }) }));
     io.onListening?.(server);
     if (demo !== null) {
@@ -190,6 +204,7 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     process.off('SIGTERM', onSignal);
     io.signal?.removeEventListener('abort', onAbort);
     await server.close();
+    await ingestor?.close();
     await hooks.idle();
     // Tracking may use the broker's Redis connection: close it first.
     await tracking.close();
@@ -211,7 +226,10 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
     `  Health      ${http}/health`,
     `  Auth        ${server.options.auth === undefined ? 'none: anyone who can reach this address can read and cancel runs' : 'tokens required'}`,
   ];
-  if (options.redis !== undefined) lines.push(`  Redis       ${redactUrl(options.redis)} (key prefix ${options.keyPrefix ?? 'flowcast:'})${options.demo === true && options.worker === false ? '; demo steps run on flowcast worker processes' : ''}`);
+  if (options.redis !== undefined) {
+    lines.push(`  Redis       ${redactUrl(options.redis)} (key prefix ${options.keyPrefix ?? 'flowcast:'})${options.demo === true && options.worker === false ? '; demo steps run on flowcast worker processes' : ''}`);
+    lines.push(`  Ingest      log lines from other programs: XADD ${options.keyPrefix ?? 'flowcast:'}ingest * run_id <run> step <step> type log message <text>`);
+  }
   if (options.demo === true) lines.push(`  Demo        ${options.concurrency ?? 3} runs at a time; try: flowcast watch '*' --url ${server.url}`);
   lines.push('Ctrl-C stops.');
   return `${lines.join('\n')}\n`;
