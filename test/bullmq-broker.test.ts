@@ -5,6 +5,7 @@ import { Pipeline } from '../src/pipeline/pipeline.js';
 import { DataflowPipeline } from '../src/pipeline/dataflow.js';
 import { InMemoryBroker } from '../src/core/memory-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
+import { PipelineTrackingManager } from '../src/tracking/manager.js';
 import { brokerConformance } from './conformance/broker.js';
 import { RedisRunState } from '../src/redis/run-state.js';
 import { RedisPubSubTransport } from '../src/redis/transport.js';
@@ -142,6 +143,19 @@ describe('BullMQBroker', () => {
       status = await broker.engineStatus();
     }
     expect(status.queues.find((q) => q.name === 'control')?.delayed).toBe(0);
+  });
+
+  it('withAutoStorage(broker) picks Redis tracking on the broker\'s connection and prefix, and tracks a run', async () => {
+    const prefix = redis.prefix();
+    const broker = await open({ keyPrefix: prefix });
+    const tracking = new PipelineTrackingManager().withAutoStorage(broker);
+    const inc = broker.task('inc', (n: number) => n + 1);
+    const run = await new Pipeline(broker, { id: 'tracked' }).callNext(inc).callNext(inc).withTracking(tracking).kiq(1);
+    expect(await run.waitResult({ timeoutMs: 15_000 })).toBe(3);
+    await getEngine(broker).flushed(run.runId);
+    expect(await tracking.getStatus(run.runId)).toMatchObject({ run_id: run.runId, pipeline_id: 'tracked', status: 'COMPLETED' });
+    expect((await broker.redis.keys(`${prefix}*track*`)).length).toBeGreaterThan(0);
+    await tracking.close();
   });
 
   it('a step job that fails in the broker on every attempt fails its step, so the run ends instead of hanging', async () => {
