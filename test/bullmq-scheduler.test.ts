@@ -58,6 +58,8 @@ describe('PipelineScheduler on BullMQ', () => {
     a.scheduleEvery(record('a'), { id: 'heartbeat', everyMs: 1000 });
     b.scheduleEvery(record('b'), { id: 'heartbeat', everyMs: 1000 });
     await waitFor(firings, 4, added);
+    // nextRunAt is on the same grid as the ticks the cluster fires.
+    expect((a.get('heartbeat')?.nextRunAt?.getTime() ?? 1) % 1000).toBe(0);
     await a.close();
     await b.close();
 

@@ -267,7 +267,9 @@ export class PipelineScheduler {
     const o = raw as unknown as IntervalScheduleOptions;
     const everyMs = checkPositiveInt(o.everyMs, 'scheduleEvery options.everyMs');
     return this.#add('interval', target, o, (id) => {
-      const anchor = o.startAt === undefined ? Date.now() + everyMs : toEpochMs(o.startAt, `Schedule "${id}" startAt`);
+      // In a cluster the store ticks on the epoch grid of the period (see bullmq-schedules.ts).
+      const start = hasScheduleDriver(this.broker) ? (Math.floor(Date.now() / everyMs) + 1) * everyMs : Date.now() + everyMs;
+      const anchor = o.startAt === undefined ? start : toEpochMs(o.startAt, `Schedule "${id}" startAt`);
       // Ticks stay on the grid anchor + k * everyMs, so late wake-ups never shift later ticks.
       const next = (after: number): number => anchor + (Math.floor((after - anchor) / everyMs) + 1) * everyMs;
       const resumeAt = (): number => {
