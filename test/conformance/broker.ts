@@ -72,12 +72,14 @@ export function brokerConformance(name: string, make: () => Promise<Broker> | Br
         if (seen.length === 2) done();
         return Promise.resolve(null);
       });
-      await broker.enqueue(stepJob('later'), { delayMs: 50 });
-      await broker.enqueue(stepJob('removed'), { delayMs: 50 });
+      // A delay long enough that 'now' is certainly enqueued and run first, on a busy machine too.
+      await broker.enqueue(stepJob('later'), { delayMs: 1_000 });
+      await broker.enqueue(stepJob('removed'), { delayMs: 1_000 });
       await broker.removeDelayed('removed');
       await broker.enqueue(stepJob('now'));
       await finished;
-      await new Promise((r) => setTimeout(r, 100));
+      // 'removed' was due with 'later': give it time to show up, were it not removed.
+      await new Promise((r) => setTimeout(r, 300));
       expect(seen).toEqual(['now', 'later']);
     });
 
