@@ -48,6 +48,11 @@ export function getEngine(broker: Broker): RunEngine {
   return engine;
 }
 
+/** `true` when a run's plan has a run timeout (a `run_timeout` job was sent at its start). */
+function hasRunTimeout(r: RunRecord): boolean {
+  return r.plan.timeout_ms !== undefined;
+}
+
 function timeoutJobId(runId: string): string {
   return `run-timeout:${runId}`;
 }
@@ -102,16 +107,20 @@ export class RunEngine {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
       await this.broker.enqueue(job, { delayMs: plan.timeout_ms });
     }
-    await this.#after(plan.pipeline_id, runId, events, dispatches);
+    await this.#after(plan.pipeline_id, runId, events, dispatches, plan.timeout_ms !== undefined);
     return runId;
   }
 
   /** Cancels a run: running calls see their signal aborted, the run ends as CANCELLED. `false` when it had ended. */
   async cancel(runId: string, reason = 'cancelled by request'): Promise<boolean> {
     if (typeof reason !== 'string') throw new TypeError('cancel(reason): reason must be a string');
-    const { value, events } = await this.broker.runState.transition(runId, (r) => cancelRun(r, reason, Date.now()));
+    let timed = true;
+    const { value, events } = await this.broker.runState.transition(runId, (r) => {
+      timed = hasRunTimeout(r);
+      return cancelRun(r, reason, Date.now());
+    });
     const first = events[0];
-    if (value && first !== undefined) await this.#after(first.pipeline_id, runId, events, []);
+    if (value && first !== undefined) await this.#after(first.pipeline_id, runId, events, [], timed);
     return value;
   }
 
@@ -177,9 +186,13 @@ export class RunEngine {
     fn: (r: RunRecord) => Transition<T>,
     dispatchesOf: (value: T) => Dispatch[] = () => [],
   ): Promise<T | null> {
-    const done = await this.#transition(runId, fn);
+    let timed = true;
+    const done = await this.#transition(runId, (r) => {
+      timed = hasRunTimeout(r);
+      return fn(r);
+    });
     if (done === null) return null;
-    await this.#after(pipelineId, runId, done.events, dispatchesOf(done.value));
+    await this.#after(pipelineId, runId, done.events, dispatchesOf(done.value), timed);
     return done.value;
   }
 
@@ -253,10 +266,12 @@ export class RunEngine {
   }
 
   #finishStep(job: StepJob, result: JsonValue, failure: JobFailure | null): Promise<void> | undefined {
-    const done = this.#transition(job.run_id, (r) =>
-      failure === null ? jobSucceeded(r, job, result, Date.now()) : jobFailed(r, job, failure, Date.now()),
-    );
-    return then(done, (d) => (d === null ? undefined : this.#after(job.pipeline_id, job.run_id, d.events, d.value)));
+    let timed = true;
+    const done = this.#transition(job.run_id, (r) => {
+      timed = hasRunTimeout(r);
+      return failure === null ? jobSucceeded(r, job, result, Date.now()) : jobFailed(r, job, failure, Date.now());
+    });
+    return then(done, (d) => (d === null ? undefined : this.#after(job.pipeline_id, job.run_id, d.events, d.value, timed)));
   }
 
   /**
@@ -297,8 +312,12 @@ export class RunEngine {
     });
   }
 
-  /** Hands events on, sends the next jobs, and cleans up when the run ended. */
-  #after(pipelineId: string, runId: string, events: FlowcastEvent[], dispatches: Dispatch[]): Promise<void> | undefined {
+  /**
+   * Hands events on, sends the next jobs, and cleans up when the run ended. `timed`:
+   * the run's plan has a run timeout, so a delayed `run_timeout` job may be pending
+   * (`false` spares the broker a removal of a job that was never sent).
+   */
+  #after(pipelineId: string, runId: string, events: FlowcastEvent[], dispatches: Dispatch[], timed = true): Promise<void> | undefined {
     const delivered = this.#deliver(pipelineId, runId, events);
     let waits: Promise<void>[] | null = null;
     const broker = this.broker;
@@ -323,13 +342,13 @@ export class RunEngine {
     const last = events[events.length - 1];
     if (last !== undefined && isTerminalEvent(last)) {
       this.#abortLocal(runId, last);
-      (waits ??= []).push(broker.removeDelayed(timeoutJobId(runId)));
+      if (timed) (waits ??= []).push(broker.removeDelayed(timeoutJobId(runId)));
       // A pending retry of an ended run would only be dropped when delivered; until then
       // its timer would keep the process alive.
       const ids = this.#delayed.get(runId);
       if (ids !== undefined) {
         this.#delayed.delete(runId);
-        for (const id of ids) waits.push(broker.removeDelayed(id));
+        for (const id of ids) (waits ??= []).push(broker.removeDelayed(id));
       }
     }
     if (waits === null) return delivered;

@@ -63,6 +63,34 @@ export async function addToIndexes(redis: RedisClient, prefix: string, runId: st
   await Promise.all(writes);
 }
 
+/**
+ * Brings a run's index entries from `before` (`null`: none known) to `after`: removes it
+ * from the indexes it left (pipeline, status, ended) and adds it to those it belongs to.
+ * On a single Redis the commands go out as one pipeline (one socket write, one round
+ * trip); on a Cluster (index keys live in many slots) one command each. Plain commands,
+ * never a script: the index keys share no hash tag.
+ */
+export async function writeIndexes(redis: RedisClient, prefix: string, runId: string, before: IndexedFields | null, after: IndexedFields): Promise<void> {
+  const leave: string[] = [];
+  if (before !== null && before.pipelineId !== after.pipelineId) leave.push(trackPipelineIndexKey(prefix, before.pipelineId));
+  if (before !== null && before.status !== after.status) leave.push(trackStatusIndexKey(prefix, before.status));
+  if (before?.completed != null && after.completed === null) leave.push(trackEndedIndexKey(prefix));
+  if (redis.isCluster) {
+    await Promise.all([...leave.map((key) => redis.zrem(key, runId)), addToIndexes(redis, prefix, runId, after)]);
+    return;
+  }
+  const pipeline = redis.pipeline();
+  for (const key of leave) pipeline.zrem(key, runId);
+  pipeline
+    .zadd(trackStartedIndexKey(prefix), after.started, runId)
+    .zadd(trackPipelineIndexKey(prefix, after.pipelineId), after.started, runId)
+    .sadd(trackPipelinesKey(prefix), after.pipelineId)
+    .zadd(trackStatusIndexKey(prefix, after.status), after.started, runId);
+  if (after.completed !== null) pipeline.zadd(trackEndedIndexKey(prefix), after.completed, runId);
+  const replies = await pipeline.exec();
+  for (const [error] of replies ?? []) if (error !== null) throw error;
+}
+
 /** Removes a run from the global indexes and, when known, from its pipeline's index. */
 export async function removeFromIndexes(redis: RedisClient, prefix: string, runId: string, pipelineId: string | null): Promise<void> {
   const writes: Promise<unknown>[] = [redis.zrem(trackStartedIndexKey(prefix), runId), redis.zrem(trackEndedIndexKey(prefix), runId)];

@@ -17,12 +17,12 @@ import {
   trackStatusIndexKey,
 } from './keys.js';
 import {
-  addToIndexes,
   indexChanged,
   indexedFields,
   pruneIndexes,
   removeFromIndexes,
   scanIndex,
+  writeIndexes,
   type IndexedFields,
   type PruneResult,
 } from './storage-indexes.js';
@@ -362,14 +362,7 @@ export class RedisPipelineStorage implements TrackingStorage {
    */
   async #indexWrite(runId: string, before: IndexedFields | null, status: PipelineStatus, always = false): Promise<void> {
     const after = indexedFields(status);
-    if (always || indexChanged(before, after)) {
-      const prefix = this.keyPrefix;
-      const removals: Promise<unknown>[] = [];
-      if (before !== null && before.pipelineId !== after.pipelineId) removals.push(this.#redis.zrem(trackPipelineIndexKey(prefix, before.pipelineId), runId));
-      if (before !== null && before.status !== after.status) removals.push(this.#redis.zrem(trackStatusIndexKey(prefix, before.status), runId));
-      if (before?.completed != null && after.completed === null) removals.push(this.#redis.zrem(trackEndedIndexKey(prefix), runId));
-      await Promise.all([...removals, addToIndexes(this.#redis, prefix, runId, after)]);
-    }
+    if (always || indexChanged(before, after)) await writeIndexes(this.#redis, this.keyPrefix, runId, before, after);
     this.#maybePrune();
   }
 
