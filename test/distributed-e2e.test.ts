@@ -208,8 +208,16 @@ describe('many workers, many servers, one Redis', () => {
         const got = (c.byRun.get(r.handle.runId) ?? []).map((e) => `${e.seq}:${e.event_id}:${e.type}`);
         expect(got, `client ${k}, run ${r.handle.runId} (${r.pipeline})`).toEqual(expected);
       }
-      const status = await tracking.getStatus(r.handle.runId);
-      expect(status?.status, `tracked status of ${r.handle.runId}`).toBe(r.pipeline === 'e2e_fail' ? 'FAILED' : 'COMPLETED');
+      // Tracking is written by whichever process emitted each event, so it may trail the
+      // log for a moment (an event that arrives ahead of a gap waits for it: up to the
+      // storage's gapTimeoutMs, 10 s). Bounded wait, then the tracked end must match.
+      const want = r.pipeline === 'e2e_fail' ? 'FAILED' : 'COMPLETED';
+      let status = await tracking.getStatus(r.handle.runId);
+      for (let k = 0; k < 150 && status?.status !== want; k++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        status = await tracking.getStatus(r.handle.runId);
+      }
+      expect(`${status?.status} at seq ${status?.last_seq} of ${log.last_seq}`, `tracked status of ${r.handle.runId}`).toBe(`${want} at seq ${log.last_seq} of ${log.last_seq}`);
       if (log.events.some((e) => e.type === 'StepRetryEvent' && !/fails once/.test(e.error))) retriedAfterKill++;
     }
     // The killed worker's steps were retried elsewhere, visibly.

@@ -202,6 +202,28 @@ describe('RedisPipelineStorage', () => {
       await transport.close();
     });
 
+    it('catches up with the log on a read when the writer of the last events stopped before recording them (killed)', async () => {
+      const client = redis.connect();
+      const prefix = redis.prefix();
+      const transport = new RedisPubSubTransport(client, { keyPrefix: prefix });
+      const storage = new RedisPipelineStorage(client, { keyPrefix: prefix, gapTimeoutMs: 600_000 });
+      const run = richScripted();
+      const appended: FlowcastEvent[] = [];
+      for (const e of run.events) {
+        const { seq: _seq, v: _v, event_id: _id, ...draft } = e;
+        appended.push((await transport.append(draft))!);
+      }
+      // Every event but the last two was recorded; their writer died after the log append.
+      for (const e of appended.slice(0, -2)) expect(await storage.applyEvent(e)).not.toBeNull();
+      const caught = await storage.getStatus(run.runId);
+      expect(caught).toEqual(reduce(appended));
+      expect(caught?.last_seq).toBe(appended.length);
+      // The late writer's events are now duplicates, not applied twice.
+      for (const e of appended.slice(-2)) await storage.applyEvent(e);
+      expect(await storage.getStatus(run.runId)).toEqual(reduce(appended));
+      await transport.close();
+    });
+
     it('holds events that arrive ahead of a gap and applies them in seq order once it fills', async () => {
       const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() });
       const run = richScripted();

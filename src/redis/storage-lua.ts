@@ -67,8 +67,7 @@ for i = 5, #out, 2 do
     if s > highest then highest = s end
   end
 end
-if highest - last > above then
-  local entries = redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', (highest - 1) .. '-0', 'COUNT', 1000)
+local function fromLog(entries)
   for _, entry in ipairs(entries) do
     local fields = entry[2]
     for j = 1, #fields, 2 do
@@ -78,6 +77,14 @@ if highest - last > above then
       end
     end
   end
+end
+if highest - last > above then
+  fromLog(redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', (highest - 1) .. '-0', 'COUNT', 1000))
+elseif ARGV[2] == '' and above == 0 and rec[3] then
+  -- A read of a known run with nothing pending: events the log holds past the record come
+  -- back too, to be applied (their writer stopped before recording them: it was killed, or
+  -- lost Redis). So tracking always catches up with the log.
+  fromLog(redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', '+', 'COUNT', 1000))
 end
 return out`;
 
@@ -91,7 +98,8 @@ return out`;
  * ARGV[3] pending TTL (s) of a known run, ARGV[4] pending TTL (s) of a run with no record yet
  * Returns {0} for a duplicate (seq <= last_seq, or already pending); else
  * {1, version, status JSON or nil, ms the oldest pending event has waited, seq1, event1, seq2, event2, ...}:
- * the pending events, then the events of the log that fill the gaps below the highest pending one.
+ * the pending events, then the events of the log that fill the gaps below the highest pending one
+ * (for a read, ARGV[2] = '', with nothing pending: the events the log holds past the record).
  */
 export const OFFER = new LuaScript(
   'track-offer',
