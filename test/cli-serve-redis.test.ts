@@ -4,46 +4,15 @@
  * every step; events reach the server's WebSocket clients through Redis, and tracking
  * (recorded in Redis by the worker and the server) answers `flowcast history`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { connect, isEvent } from './helpers/ws-client.js';
 import { waitUntil } from './helpers/collect.js';
+import { flowcast } from './helpers/cli.js';
 import { useRedisServer } from './helpers/redis.js';
 import type { FlowcastEvent, PipelineStatus } from '../src/index.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
 vi.setConfig({ testTimeout: 120_000 });
 const redis = useRedisServer();
-
-interface Child {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-});
-
-function flowcast(args: string[]): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FORCE_COLOR: undefined, FLOWCAST_TOKEN: undefined, FLOWCAST_REDIS_URL: undefined, FLOWCAST_KEY_PREFIX: undefined },
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal }));
-  });
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
 
 describe('flowcast serve --redis with flowcast worker', () => {
   it('streams demo runs whose steps run on a separate worker process, and tracks them in Redis', async () => {

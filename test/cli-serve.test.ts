@@ -3,53 +3,22 @@
  * source (`node --import tsx src/cli/main.ts …`), real sockets, a real WebSocket client.
  * `serve --port 0` prints the port it bound, which the tests read from its banner.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { connect, isEvent } from './helpers/ws-client.js';
 import { waitUntil } from './helpers/collect.js';
+import { flowcast, type CliChild } from './helpers/cli.js';
 import { formatHistory } from '../src/cli/commands/history.js';
 import type { PipelineStatus } from '../src/index.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
 // Every case starts node + tsx child processes: seconds each on a busy machine.
 vi.setConfig({ testTimeout: 90_000 });
 
-interface Child {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-});
-
-function flowcast(args: string[], env: Record<string, string | undefined> = {}): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FORCE_COLOR: undefined, NO_COLOR: undefined, FLOWCAST_TOKEN: undefined, FLOWCAST_JWT_SECRET: undefined, ...env },
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal }));
-  });
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
-}
-
 /** Starts `flowcast serve --port 0 …` and resolves with the port from its banner. */
-async function serve(args: string[], env: Record<string, string | undefined> = {}): Promise<Child & { port: number }> {
+async function serve(args: string[], env: Record<string, string | undefined> = {}): Promise<CliChild & { port: number }> {
   const c = flowcast(['serve', '--port', '0', ...args], env);
   let port = 0;
   await Promise.race([

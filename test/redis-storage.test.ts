@@ -40,6 +40,16 @@ async function indexSize(client: Redis, prefix: string, pipelines: string[]): Pr
   return sizes.reduce((a, b) => a + b, 0);
 }
 
+/** Appends the events to their run's log through the transport (which gives them their seq); resolves with the stored events. */
+async function appendAll(transport: RedisPubSubTransport, events: readonly FlowcastEvent[]): Promise<FlowcastEvent[]> {
+  const appended: FlowcastEvent[] = [];
+  for (const e of events) {
+    const { seq: _seq, v: _v, event_id: _id, ...draft } = e;
+    appended.push((await transport.append(draft))!);
+  }
+  return appended;
+}
+
 /** Waits until `check` holds (polling), failing after `ms`. */
 async function until(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -189,11 +199,7 @@ describe('RedisPipelineStorage', () => {
       const transport = new RedisPubSubTransport(client, { keyPrefix: prefix });
       const storage = new RedisPipelineStorage(client, { keyPrefix: prefix, gapTimeoutMs: 600_000 });
       const run = richScripted();
-      const appended: FlowcastEvent[] = [];
-      for (const e of run.events) {
-        const { seq: _seq, v: _v, event_id: _id, ...draft } = e;
-        appended.push((await transport.append(draft))!);
-      }
+      const appended = await appendAll(transport, run.events);
       // Only the even seqs are recorded (the odd ones came, say, from a shell script through the ingestor).
       const recorded = appended.filter((e) => e.seq % 2 === 0);
       expect(recorded.map((e) => e.seq)).toEqual([2, 4, 6]);
@@ -208,11 +214,7 @@ describe('RedisPipelineStorage', () => {
       const transport = new RedisPubSubTransport(client, { keyPrefix: prefix });
       const storage = new RedisPipelineStorage(client, { keyPrefix: prefix, gapTimeoutMs: 600_000 });
       const run = richScripted();
-      const appended: FlowcastEvent[] = [];
-      for (const e of run.events) {
-        const { seq: _seq, v: _v, event_id: _id, ...draft } = e;
-        appended.push((await transport.append(draft))!);
-      }
+      const appended = await appendAll(transport, run.events);
       // Every event but the last two was recorded; their writer died after the log append.
       for (const e of appended.slice(0, -2)) expect(await storage.applyEvent(e)).not.toBeNull();
       const caught = await storage.getStatus(run.runId);

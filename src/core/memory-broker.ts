@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError, toError } from './errors.js';
-import { assertJson, type JsonValue } from './json.js';
+import { FlowcastError, ErrorCodes, describeError, toError } from './errors.js';
+import type { JsonValue } from './json.js';
 import type { Broker, BrokerJob, EnqueueOptions, JobProcessor } from './broker.js';
 import type { BrokerEngineStatus } from './engine-status.js';
 import { isoTime } from './clock.js';
 import { executeCall } from './execute.js';
-import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from './task.js';
-import { ThreadPool, moduleHref, type ThreadPoolOptions } from './thread-pool.js';
-import { checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt, checkId } from './validate.js';
-import { normalizeTaskOptions } from './task-options.js';
+import { registerTask } from './register-task.js';
+import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from './task.js';
+import { ThreadPool, type ThreadPoolOptions } from './thread-pool.js';
+import { checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt } from './validate.js';
 import { InMemoryTransport, type InMemoryTransportOptions } from '../transport/memory-transport.js';
 import { InMemoryRunState } from '../pipeline/run-state.js';
 import { retryDelay } from '../pipeline/plan.js';
@@ -96,48 +96,7 @@ export class InMemoryBroker implements Broker {
     fn: TaskFn<I, O> | ThreadTaskSource,
     options: TaskOptions = {},
   ): Task<I, O> {
-    checkId(name, 'task name');
-    if (this.#tasks.has(name)) {
-      throw new FlowcastError(ErrorCodes.DUPLICATE_TASK, `A task named "${name}" is already registered on this broker`);
-    }
-    const opts = normalizeTaskOptions(options, `task "${name}" options`);
-    let def: TaskDefinition;
-    if (typeof fn === 'function') {
-      const body = fn as unknown as TaskFn;
-      def = { name, options: opts, threaded: false, invoke: (input, ctx) => {
-          try {
-            return Promise.resolve(body(input, ctx));
-          } catch (error) {
-            return Promise.reject(toError(error));
-          }
-        },
-      };
-    } else if (typeof fn === 'object' && fn !== null && 'module' in fn) {
-      const href = moduleHref(fn, name);
-      const exportName = fn.export ?? 'default';
-      const pool = this.#threads;
-      if (pool === null) {
-        throw new InvalidArgumentError(`Thread task "${name}" needs a broker created with { threads: true } (or thread pool options)`);
-      }
-      def = { name, options: opts, threaded: true, invoke: (input, ctx) => pool.run(href, exportName, input, ctx) };
-    } else {
-      throw new InvalidArgumentError(`broker.task("${name}", fn): fn must be a function or { module }, received ${typeof fn}`);
-    }
-    this.#tasks.set(name, def);
-    return {
-      taskName: name,
-      options: opts,
-      kiq: async (input: I): Promise<TaskHandle<O>> => {
-        assertJson(input, `Input of task "${name}"`);
-        const job: BrokerJob = { kind: 'task', job_id: randomUUID(), task: name, input };
-        await this.enqueue(job);
-        return {
-          taskId: job.job_id,
-          taskName: name,
-          waitResult: async (wait: { timeoutMs?: number } = {}) => (await this.waitForTask(job.job_id, wait.timeoutMs)) as O,
-        };
-      },
-    };
+    return registerTask(this, this.#tasks, this.#threads, name, fn, options);
   }
 
   getTask(name: string): TaskDefinition | undefined {

@@ -1,12 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { CancelledError, ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
-import { assertJson, type JsonValue } from '../core/json.js';
+import type { JsonValue } from '../core/json.js';
 import type { Broker, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../core/broker.js';
 import type { BrokerEngineStatus } from '../core/engine-status.js';
 import { executeCall } from '../core/execute.js';
-import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from '../core/task.js';
+import { registerTask } from '../core/register-task.js';
+import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from '../core/task.js';
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
 import { ThreadPool } from '../core/thread-pool.js';
 import { getEngine } from '../pipeline/engine.js';
@@ -16,7 +16,6 @@ import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
 import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, closeConnection, type RunEndedMessage } from './bullmq-control.js';
 import { bullmqJobId, checkJob, jobOptions, stepRedelivered } from './bullmq-jobs.js';
-import { defineTask } from './bullmq-tasks.js';
 import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
 import { TaskResults } from './bullmq-results.js';
 import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './bullmq-status.js';
@@ -200,26 +199,7 @@ export class BullMQBroker implements Broker {
     fn: TaskFn<I, O> | ThreadTaskSource,
     options: TaskOptions = {},
   ): Task<I, O> {
-    checkId(name, 'task name');
-    if (this.#tasks.has(name)) {
-      throw new FlowcastError(ErrorCodes.DUPLICATE_TASK, `A task named "${name}" is already registered on this broker`);
-    }
-    const def = defineTask(name, fn, options, this.#threads);
-    this.#tasks.set(name, def);
-    return {
-      taskName: name,
-      options: def.options,
-      kiq: async (input: I): Promise<TaskHandle<O>> => {
-        assertJson(input, `Input of task "${name}"`);
-        const job: TaskJob = { kind: 'task', job_id: randomUUID(), task: name, input };
-        await this.enqueue(job);
-        return {
-          taskId: job.job_id,
-          taskName: name,
-          waitResult: async (wait: { timeoutMs?: number } = {}) => (await this.waitForTask(job.job_id, wait.timeoutMs)) as O,
-        };
-      },
-    };
+    return registerTask(this, this.#tasks, this.#threads, name, fn, options);
   }
 
   getTask(name: string): TaskDefinition | undefined {

@@ -7,7 +7,10 @@
  * server registry keys (`{servers}` tag), so they all work on Redis Cluster.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+
+/** A Redis client scripts run on: an ioredis `Redis` or `Cluster`. */
+export type RedisClient = Redis | Cluster;
 
 /**
  * Appends events to a run's log. Shared by `append`, `create` and `transition`.
@@ -163,7 +166,7 @@ export class LuaScript {
   }
 
   /** Runs the script with `keys` and `args` (EVALSHA, then EVAL when the server lacks it). */
-  async run(redis: Redis, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+  async run(redis: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     try {
       return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
     } catch (error) {

@@ -7,32 +7,9 @@
  * A run's record is a hash: `s` the status JSON, `v` a version bumped on every write
  * (the compare-and-set token), `q` the status's `last_seq`.
  */
-import { createHash } from 'node:crypto';
-import type { Cluster, Redis } from 'ioredis';
+import { LuaScript } from './lua.js';
 
-/** A Redis client the storage can use: an ioredis `Redis` or `Cluster`. */
-export type RedisClient = Redis | Cluster;
-
-/** A Lua script run with EVALSHA, falling back to EVAL once when the server does not know it yet. */
-export class LuaScript {
-  readonly sha: string;
-
-  constructor(
-    readonly name: string,
-    readonly source: string,
-  ) {
-    this.sha = createHash('sha1').update(source).digest('hex');
-  }
-
-  async run(redis: RedisClient, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    try {
-      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
-    } catch (error) {
-      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-      return redis.eval(this.source, keys.length, ...keys, ...args);
-    }
-  }
-}
+export type { RedisClient } from './lua.js';
 
 /** Current server time in ms (Lua), as a string. */
 const NOW_MS = `local t = redis.call('TIME')
@@ -102,7 +79,6 @@ return out`;
  * (for a read, ARGV[2] = '', with nothing pending: the events the log holds past the record).
  */
 export const OFFER = new LuaScript(
-  'track-offer',
   `${OFFER_BODY}`,
 );
 
@@ -118,7 +94,6 @@ export const OFFER = new LuaScript(
  * Returns {2, new version} when stored; else OFFER's reply.
  */
 export const FAST_APPLY = new LuaScript(
-  'track-fast-apply',
   `local cur = redis.call('HGET', KEYS[1], 'v') or '0'
 if cur == ARGV[5] and redis.call('EXISTS', KEYS[2]) == 0 then
   local v = tonumber(cur) + 1
@@ -140,7 +115,6 @@ ${OFFER_BODY}`,
  * Returns the new version, or 0 when the record changed meanwhile (read again and retry).
  */
 export const COMMIT = new LuaScript(
-  'track-commit',
   `local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', v + 1, 'q', ARGV[3])
@@ -165,7 +139,6 @@ return v + 1`,
  * Returns the previous status JSON, or nil.
  */
 export const SAVE = new LuaScript(
-  'track-save',
   `local previous = redis.call('HGET', KEYS[1], 's')
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'q', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
@@ -181,7 +154,6 @@ return previous`,
  * Returns the deleted status JSON, or nil when there was none or it changed meanwhile.
  */
 export const DELETE = new LuaScript(
-  'track-delete',
   `local rec = redis.call('HMGET', KEYS[1], 'v', 's')
 if not rec[2] then return nil end
 if ARGV[1] ~= '' and rec[1] ~= ARGV[1] then return nil end
