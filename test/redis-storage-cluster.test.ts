@@ -93,7 +93,9 @@ function connect(): Cluster {
   return cluster;
 }
 
-trackingStorageConformance('RedisPipelineStorage on Redis Cluster', () => new RedisPipelineStorage(connect(), { keyPrefix: `c${randomUUID().slice(0, 8)}:` }));
+trackingStorageConformance('RedisPipelineStorage on Redis Cluster', () => new RedisPipelineStorage(connect(), { keyPrefix: `c${randomUUID().slice(0, 8)}:` }), undefined, {
+  peer: (storage) => new RedisPipelineStorage(connect(), { keyPrefix: (storage as RedisPipelineStorage).keyPrefix }),
+});
 
 describe('RedisPipelineStorage on Redis Cluster', () => {
   it('spreads runs over the slots of every master and loses no update from 6 concurrent writers', async () => {

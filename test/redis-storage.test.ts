@@ -21,7 +21,9 @@ import { useRedisServer } from './helpers/redis.js';
 
 const redis = useRedisServer();
 
-trackingStorageConformance('RedisPipelineStorage', () => new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() }));
+trackingStorageConformance('RedisPipelineStorage', () => new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() }), undefined, {
+  peer: (storage) => new RedisPipelineStorage(redis.connect(), { keyPrefix: (storage as RedisPipelineStorage).keyPrefix }),
+});
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -111,6 +113,8 @@ describe('RedisPipelineStorage', () => {
         () => storage.getStatus(''),
         () => storage.saveStatus({ run_id: 'r' } as never),
         () => storage.applyEvent({ type: 'PipelineStartEvent', run_id: 'r', pipeline_id: 'p', seq: 0 } as never),
+        () => storage.applyEvents([]),
+        () => storage.applyEvents([{ type: 'PipelineStartEvent', run_id: 'r', pipeline_id: '', seq: 1 }] as never),
         () => storage.listPipelines({ status: 'DONE' } as never),
         () => storage.listPipelines({ limit: 0 }),
         () => storage.listPipelines({ since: new Date('nope') }),
@@ -127,6 +131,88 @@ describe('RedisPipelineStorage', () => {
       await storage.close();
       await expect(storage.getStatus('r')).rejects.toMatchObject({ code: ErrorCodes.CLOSED });
       expect(await client.ping()).toBe('PONG');
+    });
+  });
+
+  describe('#applyEvents', () => {
+    /** Commands the server ran so far, by name (INFO commandstats; commands run by scripts count too). */
+    const commandCounts = async (client: Redis): Promise<Map<string, number>> => {
+      const out = new Map<string, number>();
+      for (const m of (await client.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1]!, Number(m[2]));
+      return out;
+    };
+    /** Between two counts: script calls (EVALSHA / EVAL), and index writes (sorted-set and set commands, never run by a storage script). */
+    const spent = (before: Map<string, number>, after: Map<string, number>): { scripts: number; indexWrites: number } => {
+      let scripts = 0;
+      let indexWrites = 0;
+      for (const [name, n] of after) {
+        const d = n - (before.get(name) ?? 0);
+        if (name.startsWith('eval')) scripts += d;
+        if (/^(z|sadd|srem)/.test(name)) indexWrites += d;
+      }
+      return { scripts, indexWrites };
+    };
+
+    it('stores a group in one script call when this process wrote the run last, and writes the indexes only when they change', async () => {
+      const stats = redis.connect();
+      const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() });
+      const run = wideRun('groups', 3);
+      const e = run.events;
+      // Starts the run (and loads the script); the next groups take the fast path.
+      let before = await commandCounts(stats);
+      await storage.applyEvents(e.slice(0, 2));
+      expect(spent(before, await commandCounts(stats)).indexWrites).toBeGreaterThan(0);
+      before = await commandCounts(stats);
+      expect(await storage.applyEvents(e.slice(2, 9))).toEqual(reduce(e.slice(0, 9)));
+      expect(spent(before, await commandCounts(stats))).toEqual({ scripts: 1, indexWrites: 0 });
+      // The end moves the run to other indexes: one script call, then the index write.
+      before = await commandCounts(stats);
+      expect(await storage.applyEvents(e.slice(9))).toEqual(reduce(e));
+      const end = spent(before, await commandCounts(stats));
+      expect(end.scripts).toBe(1);
+      expect(end.indexWrites).toBeGreaterThan(0);
+      expect(await storage.getStatus(run.runId)).toEqual(reduce(e));
+      expect((await storage.listPipelines({ pipelineId: 'groups', status: 'COMPLETED' })).map((s) => s.run_id)).toEqual([run.runId]);
+      expect(await storage.listPipelines({ pipelineId: 'groups', status: 'RUNNING' })).toEqual([]);
+    });
+
+    it('falls back to one event at a time (and stays correct) when another process wrote since, then takes the fast path again', async () => {
+      const stats = redis.connect();
+      const prefix = redis.prefix();
+      const [a, b] = [0, 1].map(() => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+      const run = wideRun('conflict', 2);
+      const e = run.events;
+      await a!.applyEvents(e.slice(0, 3));
+      // Another process records seqs 4-5 (say a redelivery), while a still holds its status at seq 3.
+      await b!.applyEvents(e.slice(3, 5));
+      let before = await commandCounts(stats);
+      expect(await a!.applyEvents(e.slice(3, 6))).toEqual(reduce(e.slice(0, 6)));
+      // The refused group call; seqs 4 and 5 found duplicates (one offer each); seq 6 offered and committed.
+      expect(spent(before, await commandCounts(stats)).scripts).toBe(1 + 1 + 1 + 2);
+      before = await commandCounts(stats);
+      expect(await a!.applyEvents(e.slice(6, 10))).toEqual(reduce(e.slice(0, 10)));
+      expect(spent(before, await commandCounts(stats)).scripts).toBe(1);
+      await a!.applyEvents(e.slice(10));
+      expect(await b!.getStatus(run.runId)).toEqual(reduce(e));
+    });
+
+    it('loses no update when 8 connections apply groups of one run concurrently', async () => {
+      const prefix = redis.prefix();
+      const workers = Array.from({ length: 8 }, () => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+      const run = wideRun('wide-groups', 8);
+      const groups: FlowcastEvent[][] = [];
+      for (let i = 0; i < run.events.length; i += 3) groups.push(run.events.slice(i, i + 3));
+      // Worker i gets every 8th group, in seq order, racing the other seven.
+      await Promise.all(
+        workers.map(async (w, i) => {
+          for (const g of groups.filter((_g, j) => j % workers.length === i)) await w.applyEvents(g);
+        }),
+      );
+      const expected = reduce(run.events);
+      expect(await workers[0]!.getStatus(run.runId)).toEqual(expected);
+      expect(expected?.status).toBe('COMPLETED');
+      expect(await redis.connect().exists(`${prefix}{${run.runId}}:track:pending`)).toBe(0);
+      expect((await workers[1]!.listPipelines({ pipelineId: 'wide-groups', status: 'COMPLETED' })).map((s) => s.run_id)).toEqual([run.runId]);
     });
   });
 

@@ -105,6 +105,26 @@ ${OFFER_BODY}`,
 );
 
 /**
+ * The fast path of a group of consecutive events of one run (applyEvents): the caller
+ * applied them all to the status it last wrote (version ARGV[1]; '0' for a group starting
+ * a run with no record yet); if the record is still at that version and no event is
+ * pending, stores the result. Otherwise changes nothing (the caller then applies the
+ * events one by one, through {@link OFFER}).
+ *
+ * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * ARGV[1] expected version, ARGV[2] the new status JSON, ARGV[3] its last_seq (the group's last seq), ARGV[4] TTL (s)
+ * Returns the new version, or 0 when nothing was stored.
+ */
+export const FAST_APPLY_GROUP = new LuaScript(
+  `local cur = redis.call('HGET', KEYS[1], 'v') or '0'
+if cur ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local v = tonumber(cur) + 1
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', v, 'q', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return v`,
+);
+
+/**
  * Stores a status computed from the pending events if the record is still at the
  * version the caller read (compare-and-set), removes the applied pending events and
  * refreshes the TTLs.

@@ -1,14 +1,15 @@
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, checkPositiveNumber, show } from '../core/validate.js';
-import type {
-  FlowcastEvent,
-  PipelineCancelledEvent,
-  PipelineCompleteEvent,
-  PipelineErrorEvent,
-  PipelineStartEvent,
-  StepCompleteEvent,
-  StepStartEvent,
+import {
+  isTerminalEvent,
+  type FlowcastEvent,
+  type PipelineCancelledEvent,
+  type PipelineCompleteEvent,
+  type PipelineErrorEvent,
+  type PipelineStartEvent,
+  type StepCompleteEvent,
+  type StepStartEvent,
 } from '../events/types.js';
 import { RedisPipelineStorage, type RedisPipelineStorageOptions } from '../redis/storage.js';
 import { isRedisClient } from '../redis/storage-checks.js';
@@ -16,7 +17,7 @@ import { InMemoryPipelineStorage } from './memory-storage.js';
 import { computeMetrics, type PipelineMetrics } from './metrics.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineRunStatus, type PipelineStatus } from './models.js';
 import { applyEvent } from './reducer.js';
-import type { ListPipelinesQuery, TrackingStorage } from './storage.js';
+import { checkEventGroup, type ListPipelinesQuery, type TrackingStorage } from './storage.js';
 
 /**
  * Callbacks on tracked runs (seed 001 §8); every method is optional. They are called
@@ -102,6 +103,13 @@ function defaultOnError(error: Error, context: string): void {
 
 function isPromiseLike<T>(value: unknown): value is PromiseLike<T> {
   return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+/** A storage that has the optional applyEvents. */
+type GroupStorage = TrackingStorage & Required<Pick<TrackingStorage, 'applyEvents'>>;
+
+function hasApplyEvents(storage: TrackingStorage): storage is GroupStorage {
+  return typeof storage.applyEvents === 'function';
 }
 
 function toDate(value: unknown, name: string): Date {
@@ -233,6 +241,75 @@ export class PipelineTrackingManager {
       return undefined;
     }
     return this.#recordSerially(storage, event);
+  }
+
+  /**
+   * Applies a group of events of one run (usually those one transition of the run
+   * produced), in seq order: `events` must be a non-empty array of events of one run with
+   * increasing seqs. With `storage.applyEvents` the group is stored in one write (one
+   * Redis script call); otherwise each event goes through {@link record}, in order, each
+   * awaited before the next. Listeners are called once per applied event, in order, as
+   * `record()` would call them. Returns `undefined` without a promise when the storage is
+   * synchronous (the in-memory storage), like `record()`.
+   *
+   * @example
+   * await tracking.recordMany([stepComplete, nextStepStart]);
+   */
+  recordMany(events: FlowcastEvent[]): void | Promise<void> {
+    const storage = this.#require();
+    checkEventGroup(events, 'recordMany(events)');
+    if (!hasApplyEvents(storage)) return this.#recordEach(events, 0);
+    return this.#applyGroups(storage, events, 0);
+  }
+
+  /** record() for events[from..], in order, synchronously as long as record() is. */
+  #recordEach(events: FlowcastEvent[], from: number): void | Promise<void> {
+    for (let i = from; i < events.length; i++) {
+      const recorded = this.record(events[i] as FlowcastEvent);
+      if (isPromiseLike<void>(recorded)) return Promise.resolve(recorded).then(() => this.#recordEach(events, i + 1));
+    }
+    return undefined;
+  }
+
+  /**
+   * storage.applyEvents for events[from..]. The storage returns only the status after the
+   * group's last applied event, and a listener sees a status only through
+   * onPipelineComplete (the others get the event alone). So the group is cut after each
+   * run-ending event that is not its last: an end's listeners then get the status right
+   * after that end, as with record(). The engine's groups end with their end event, so
+   * this costs nothing in practice.
+   */
+  #applyGroups(storage: GroupStorage, events: FlowcastEvent[], from: number): void | Promise<void> {
+    while (from < events.length) {
+      let end = from;
+      while (end < events.length - 1 && !isTerminalEvent(events[end] as FlowcastEvent)) end++;
+      const group = from === 0 && end === events.length - 1 ? events : events.slice(from, end + 1);
+      const applied = storage.applyEvents(group);
+      from = end + 1;
+      if (isPromiseLike<PipelineStatus | null>(applied)) {
+        const next = from;
+        return Promise.resolve(applied).then((status) => {
+          this.#notifyGroup(status, group);
+          return this.#applyGroups(storage, events, next);
+        });
+      }
+      if (this.#listeners.length > 0) this.#notifyGroup(applied, group);
+    }
+    return undefined;
+  }
+
+  /**
+   * Notifies the events of a group that `status` (what applyEvents returned) reflects:
+   * none when it is `null`, else those with `seq <= status.last_seq`; events past it
+   * wait for an earlier seq and are not notified, as record() would not notify them. An
+   * event already stored before the group (a duplicate at its head) is notified when a
+   * later one of the group was applied: the storage does not say which were duplicates,
+   * and such a group only happens when a reader caught the run up from its log first,
+   * which notifies nobody.
+   */
+  #notifyGroup(status: PipelineStatus | null, group: FlowcastEvent[]): void {
+    if (status === null || this.#listeners.length === 0) return;
+    for (const event of group) if (event.seq <= status.last_seq) this.#notify(status, event);
   }
 
   #recordSerially(storage: TrackingStorage, event: FlowcastEvent): Promise<void> {

@@ -3,7 +3,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
 import { isEndedStatus, type PipelineStatus } from './models.js';
 import { applyEvent } from './reducer.js';
-import type { ListPipelinesQuery, TrackingStorage } from './storage.js';
+import { checkEventGroup, type ListPipelinesQuery, type TrackingStorage } from './storage.js';
 
 /** Options of {@link InMemoryPipelineStorage}. */
 export interface InMemoryPipelineStorageOptions {
@@ -103,6 +103,18 @@ export class InMemoryPipelineStorage implements TrackingStorage {
       this.#ended.add(next.run_id);
     }
     return next;
+  }
+
+  /**
+   * Applies a group of events of one run in order, synchronously (see
+   * {@link TrackingStorage.applyEvents}): the status after the last applied one, or
+   * `null` when none was. The result is the stored object: do not change it.
+   */
+  applyEvents(events: FlowcastEvent[]): PipelineStatus | null {
+    checkEventGroup(events, 'applyEvents(events)');
+    let last: PipelineStatus | null = null;
+    for (const event of events) last = this.applyEvent(event) ?? last;
+    return last;
   }
 
   getLatest(pipelineId: string): Promise<PipelineStatus | null> {

@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from '../core/errors.js';
+import { show } from '../core/validate.js';
 import type { FlowcastEvent } from '../events/types.js';
 import type { PipelineRunStatus, PipelineStatus } from './models.js';
 
@@ -46,10 +48,51 @@ export interface TrackingStorage {
    * engine's hot path). The returned object may be the stored one: callers must not change it.
    */
   applyEvent?(event: FlowcastEvent): PipelineStatus | null | Promise<PipelineStatus | null>;
+  /**
+   * Applies a group of events of ONE run, in increasing seq order (usually consecutive: the
+   * events one transition of the run produced), with the same effect as calling
+   * {@link applyEvent} for each in order: duplicates are skipped, a non-start event of an
+   * unknown run is ignored, an event past a gap waits as `applyEvent` would make it wait.
+   * Lets a storage store the group in one write (the Redis storage: one script call).
+   *
+   * Returns the status after the last applied event of the group, or `null` when none was
+   * applied. Rejects (or throws, when synchronous) an {@link InvalidArgumentError} when
+   * `events` is not a non-empty array of events of one run with increasing seqs. May be
+   * synchronous, like `applyEvent`; the returned object may be the stored one.
+   */
+  applyEvents?(events: FlowcastEvent[]): PipelineStatus | null | Promise<PipelineStatus | null>;
   /** The newest started run of `pipelineId`, or `null`. */
   getLatest?(pipelineId: string): Promise<PipelineStatus | null>;
   /** Removes ended runs whose `completed_at` is before `cutoff`; running runs stay. Resolves with how many were removed. */
   cleanupOlderThan?(cutoff: Date): Promise<number>;
   /** Releases what the storage opened. Idempotent. */
   close?(): Promise<void>;
+}
+
+/**
+ * Checks a group of events for {@link TrackingStorage.applyEvents} and
+ * `PipelineTrackingManager.recordMany`: a non-empty array of event objects of one run
+ * (`run_id` a non-empty string) whose `seq`s (integers >= 1) strictly increase. Throws an
+ * {@link InvalidArgumentError} naming `where` and the offending value; returns `events`.
+ */
+export function checkEventGroup(events: unknown, where: string): FlowcastEvent[] {
+  if (!Array.isArray(events)) throw new InvalidArgumentError(`${where}: events must be an array of events, received ${show(events)}`);
+  if (events.length === 0) throw new InvalidArgumentError(`${where}: events must not be empty`);
+  let runId: string | null = null;
+  let previous = 0;
+  for (let i = 0; i < events.length; i++) {
+    const e: unknown = events[i];
+    if (typeof e !== 'object' || e === null) throw new InvalidArgumentError(`${where}: events[${i}] must be a FlowcastEvent, received ${show(e)}`);
+    const { run_id: id, seq, type } = e as Record<string, unknown>;
+    if (typeof type !== 'string' || type === '') throw new InvalidArgumentError(`${where}: events[${i}].type must be a non-empty string, received ${show(type)}`);
+    if (typeof id !== 'string' || id === '') throw new InvalidArgumentError(`${where}: events[${i}].run_id must be a non-empty string, received ${show(id)}`);
+    if (typeof seq !== 'number' || !Number.isInteger(seq) || seq < 1) {
+      throw new InvalidArgumentError(`${where}: events[${i}].seq must be an integer >= 1, received ${show(seq)}`);
+    }
+    if (runId === null) runId = id;
+    else if (id !== runId) throw new InvalidArgumentError(`${where}: events must all be of one run: events[0] is of run "${runId}", events[${i}] of run "${id}"`);
+    if (seq <= previous) throw new InvalidArgumentError(`${where}: seqs must increase: events[${i}].seq is ${seq} after ${previous}`);
+    previous = seq;
+  }
+  return events as FlowcastEvent[];
 }

@@ -80,10 +80,36 @@ function richRun(pipelineId: string, end: 'complete' | 'fail' | 'cancel'): RunEv
   return run;
 }
 
+/** Options of {@link trackingStorageConformance}. */
+export interface ConformanceOptions {
+  /**
+   * A second writer on the same store as `storage` (another process's storage object),
+   * for the tests of writes from many writers. @default the storage itself (a store of one process)
+   */
+  peer?: (storage: TrackingStorage) => Promise<TrackingStorage> | TrackingStorage;
+}
+
+/** The status with the run id replaced, to compare twin runs (same events, two run ids). */
+function twin(status: PipelineStatus | null, runId: string): unknown {
+  return status === null ? null : (JSON.parse(JSON.stringify(status).replaceAll(runId, 'RUN')) as unknown);
+}
+
+/** The events cut into groups of the given sizes (the last size repeats). */
+function groupsOf(events: readonly FlowcastEvent[], sizes: number[]): FlowcastEvent[][] {
+  const out: FlowcastEvent[][] = [];
+  for (let i = 0, k = 0; i < events.length; k++) {
+    const n = sizes[Math.min(k, sizes.length - 1)]!;
+    out.push(events.slice(i, i + n));
+    i += n;
+  }
+  return out;
+}
+
 export function trackingStorageConformance(
   name: string,
   makeStorage: () => Promise<TrackingStorage> | TrackingStorage,
   cleanup?: (storage: TrackingStorage) => Promise<void>,
+  options: ConformanceOptions = {},
 ): void {
   describe(`TrackingStorage conformance: ${name}`, () => {
     let storage: TrackingStorage;
@@ -307,6 +333,128 @@ export function trackingStorageConformance(
       });
     });
 
+    describe('#applyEvents (optional)', () => {
+      type Apply = (events: FlowcastEvent[]) => Promise<PipelineStatus | null>;
+      const groupApplier = (ctx: TestContext): { group: Apply; one: (e: FlowcastEvent) => Promise<PipelineStatus | null> } => {
+        if (storage.applyEvents === undefined) ctx.skip('the storage has no applyEvents');
+        if (storage.applyEvent === undefined) throw new Error('a storage with applyEvents must have applyEvent');
+        return { group: async (events) => storage.applyEvents!(events), one: async (e) => storage.applyEvent!(e) };
+      };
+
+      it.for(['complete', 'fail', 'cancel'] as const)('stores what the reducer builds, a group at a time (%s)', async (end, ctx) => {
+        const { group } = groupApplier(ctx);
+        const run = richRun(pid, end);
+        let applied = 0;
+        for (const g of groupsOf(run.events, [1, 2, 3, 2])) {
+          const status = await group(g);
+          applied += g.length;
+          // Each group resolves with the status right after its last event.
+          expect(structuredClone(status)).toEqual(reduce(run.events.slice(0, applied)));
+        }
+        const expected = statusOf(run);
+        expect(await storage.getStatus(run.runId)).toEqual(expected);
+        expect((await storage.listPipelines({ pipelineId: pid })).map((s) => s.run_id)).toEqual([run.runId]);
+        expect((await storage.listPipelines({ pipelineId: pid, status: expected.status })).map((s) => s.run_id)).toEqual([run.runId]);
+        expect(await storage.listPipelines({ pipelineId: pid, status: 'RUNNING' })).toEqual([]);
+      });
+
+      it('stores a whole run given as one group, and a group that starts a run', async (ctx: TestContext) => {
+        const { group } = groupApplier(ctx);
+        const whole = richRun(pid, 'complete');
+        expect(structuredClone(await group(whole.events))).toEqual(statusOf(whole));
+        expect(await storage.getStatus(whole.runId)).toEqual(statusOf(whole));
+        const started = richRun(pid, 'fail');
+        expect(structuredClone(await group(started.events.slice(0, 3)))).toEqual(reduce(started.events.slice(0, 3)));
+        expect((await storage.listPipelines({ pipelineId: pid, status: 'RUNNING' })).map((s) => s.run_id)).toEqual([started.runId]);
+      });
+
+      it('skips duplicates like applyEvent: null for a group already stored, the new events of a group that overlaps', async (ctx: TestContext) => {
+        const { group } = groupApplier(ctx);
+        const run = richRun(pid, 'complete');
+        const events = run.events;
+        await group(events.slice(0, 6));
+        const before = await storage.getStatus(run.runId);
+        expect(await group(events.slice(2, 6))).toBeNull();
+        expect(await group([events[5]!])).toBeNull();
+        expect(await group([{ ...events[0]!, event_id: 'again' }])).toBeNull();
+        expect(await storage.getStatus(run.runId)).toEqual(before);
+        expect(structuredClone(await group(events.slice(4, 9)))).toEqual(reduce(events.slice(0, 9)));
+        await group(events.slice(9));
+        expect(await storage.getStatus(run.runId)).toEqual(statusOf(run));
+      });
+
+      it('resolves with null and stores nothing for a group of an unknown run that does not start it', async (ctx: TestContext) => {
+        const { group } = groupApplier(ctx);
+        const run = richRun(pid, 'complete');
+        expect(await group(run.events.slice(1, 4))).toBeNull();
+        expect(await storage.getStatus(run.runId)).toBeNull();
+        expect(await storage.listPipelines({ pipelineId: pid })).toEqual([]);
+      });
+
+      it('stays correct when another writer wrote the run between two groups', async (ctx: TestContext) => {
+        const { group } = groupApplier(ctx);
+        const other = await (options.peer ?? ((s: TrackingStorage) => s))(storage);
+        const run = richRun(pid, 'complete');
+        const events = run.events;
+        await group(events.slice(0, 3));
+        for (const e of events.slice(3, 5)) await other.applyEvent!(e);
+        expect(structuredClone(await group(events.slice(5, 8)))).toEqual(reduce(events.slice(0, 8)));
+        await other.applyEvents!(events.slice(8, 10));
+        await group(events.slice(10));
+        expect(await storage.getStatus(run.runId)).toEqual(statusOf(run));
+        expect(await other.getStatus(run.runId)).toEqual(statusOf(run));
+        expect((await storage.listPipelines({ pipelineId: pid, status: 'COMPLETED' })).map((s) => s.run_id)).toEqual([run.runId]);
+      });
+
+      it('treats gaps (before a group and inside one) exactly as applyEvent one by one does', async (ctx: TestContext) => {
+        const { group, one } = groupApplier(ctx);
+        // Twin runs: the same events under two run ids, one applied event by event, the other in groups.
+        const a = richRun(pid, 'complete');
+        const b = richRun(pid, 'complete');
+        const ea = a.events;
+        const eb = b.events;
+        const step = async (indexes: number[]): Promise<void> => {
+          let byOne: PipelineStatus | null = null;
+          for (const i of indexes) byOne = (await one(ea[i]!)) ?? byOne;
+          const byGroup = await group(indexes.map((i) => eb[i]!));
+          expect(twin(byGroup, b.runId)).toEqual(twin(byOne, a.runId));
+          expect(twin(await storage.getStatus(b.runId), b.runId)).toEqual(twin(await storage.getStatus(a.runId), a.runId));
+        };
+        await step([0, 1, 2]);
+        await step([4, 5]); // 3 missing before the group
+        await step([3]); // fills it
+        await step([6, 8]); // 7 missing inside the group
+        await step([7]);
+        await step(ea.map((_e, i) => i).slice(9));
+        expect(twin(await storage.getStatus(b.runId), b.runId)).not.toBeNull();
+      });
+
+      it('rejects what is not a group of events of one run with increasing seqs, with INVALID_ARGUMENT', async (ctx: TestContext) => {
+        const { group } = groupApplier(ctx);
+        const a = richRun(pid, 'complete');
+        const b = richRun(pid, 'complete');
+        const bad: [unknown, RegExp][] = [
+          [undefined, /events must be an array/],
+          [a.events[0], /events must be an array/],
+          [[], /events must not be empty/],
+          [[a.events[0], b.events[1]], /events must all be of one run/],
+          [[a.events[1], a.events[0]], /seqs must increase: events\[1\]\.seq is 1 after 2/],
+          [[a.events[0], a.events[0]], /seqs must increase/],
+          [[a.events[0], null], /events\[1\] must be a FlowcastEvent/],
+          [[{ ...a.events[0]!, seq: 0 }], /events\[0\]\.seq must be an integer >= 1/],
+        ];
+        for (const [value, message] of bad) {
+          const error = await group(value as FlowcastEvent[]).then(
+            () => null,
+            (e: unknown) => e as { code?: string; message?: string },
+          );
+          expect(error?.code).toBe('FLOWCAST_ERR_INVALID_ARGUMENT');
+          expect(error?.message).toMatch(message);
+        }
+        expect(await storage.getStatus(a.runId)).toBeNull();
+      });
+    });
+
     describe('#getLatest (optional)', () => {
       it('resolves with the newest started run of a pipeline, or null', async (ctx: TestContext) => {
         const getLatest = storage.getLatest?.bind(storage);
@@ -388,6 +536,37 @@ export function trackingStorageConformance(
           await tracking.record(e);
         }
         expect(await tracking.getStatus(run.runId)).toEqual(statusOf(run));
+      });
+
+      it('records groups with recordMany: the same statuses, and listeners called once per event in order', async () => {
+        const tracking = new PipelineTrackingManager().withStorage(storage);
+        const calls: string[] = [];
+        const ends: PipelineStatus[] = [];
+        tracking.addListener({
+          onPipelineStart: (_p, e) => void calls.push(`start ${e.seq}`),
+          onStepStart: (_p, step, e) => void calls.push(`step ${step} ${e.seq}`),
+          onStepComplete: (_p, step, _r, e) => void calls.push(`done ${step} ${e.seq}`),
+          onPipelineError: (_p, _e, e) => void calls.push(`error ${e.seq}`),
+          onPipelineComplete: (_p, status, e) => {
+            calls.push(`end ${status.status} ${e.seq}`);
+            ends.push(status);
+          },
+        });
+        const run = richRun(pid, 'fail');
+        const expectedCalls: string[] = [];
+        for (const e of run.events) {
+          if (e.type === 'PipelineStartEvent') expectedCalls.push(`start ${e.seq}`);
+          else if (e.type === 'StepStartEvent') expectedCalls.push(`step ${e.step_name} ${e.seq}`);
+          else if (e.type === 'StepCompleteEvent') expectedCalls.push(`done ${e.step_name} ${e.seq}`);
+          else if (e.type === 'PipelineErrorEvent') expectedCalls.push(`error ${e.seq}`, `end FAILED ${e.seq}`);
+        }
+        for (const g of groupsOf(run.events, [2, 3])) await tracking.recordMany(g);
+        expect(calls).toEqual(expectedCalls);
+        expect(ends).toEqual([statusOf(run)]);
+        expect(await tracking.getStatus(run.runId)).toEqual(statusOf(run));
+        // A group already recorded: nothing stored, nobody called.
+        await tracking.recordMany(run.events.slice(-3));
+        expect(calls).toEqual(expectedCalls);
       });
 
       it('records concurrently arriving runs without mixing them up', async () => {
