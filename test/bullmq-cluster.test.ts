@@ -55,8 +55,9 @@ async function spawnChild(args: string[], env: Record<string, string>, ready: Re
   return c;
 }
 
-function startApiWorker(prefix: string, maxStalled = 3): Promise<Child> {
-  const env = { FLOWCAST_TEST_REDIS: redis.url, FLOWCAST_TEST_PREFIX: prefix, FLOWCAST_TEST_MAX_STALLED: String(maxStalled) };
+function startApiWorker(prefix: string, maxStalled = 3, chainSteps?: number): Promise<Child> {
+  const env: Record<string, string> = { FLOWCAST_TEST_REDIS: redis.url, FLOWCAST_TEST_PREFIX: prefix, FLOWCAST_TEST_MAX_STALLED: String(maxStalled) };
+  if (chainSteps !== undefined) env.FLOWCAST_TEST_CHAIN = String(chainSteps);
   return spawnChild(['test/fixtures/tasks/start-worker.ts'], env, /^ready /m);
 }
 
@@ -172,9 +173,14 @@ describe('BullMQ across processes', () => {
     }
   }, SLOW);
 
-  it('a worker SIGKILLed mid-step: BullMQ recovers the job, another worker retries the step, the run completes', async () => {
+  // With chaining (the default) the killed step runs inside the job of the step before it,
+  // so the job BullMQ recovers is that one; without, it is the killed step's own job.
+  it.each([
+    ['chained into the job of the step before it (chainSteps default)', undefined],
+    ['in its own job (chainSteps 0)', 0],
+  ])('a worker SIGKILLed mid-step %s: BullMQ recovers the job, another worker retries the step, the run completes', async (_name, chainSteps) => {
     const prefix = redis.prefix();
-    const [a, b] = await Promise.all([startApiWorker(prefix), startApiWorker(prefix)]);
+    const [a, b] = await Promise.all([startApiWorker(prefix, 3, chainSteps), startApiWorker(prefix, 3, chainSteps)]);
     const broker = producer(prefix);
     const t = clusterTasks(broker);
     const handle = await killPipeline(broker, t).kiq(1);
@@ -182,6 +188,10 @@ describe('BullMQ across processes', () => {
     const first = await nextMark(prefix, 'hang_once');
     expect(first.run).toBe(handle.runId);
     const victimPid = first.pid;
+    // Chained: the run's record names the job of step "inc" as the one carrying this call.
+    const during = await broker.runState.get(handle.runId);
+    if (chainSteps === 0) expect(during?.steps.hang?.carrier).toBeUndefined();
+    else expect(during?.steps.hang?.carrier).toBe(during?.steps.inc?.task_id);
     const victim = [a, b].find((c) => c.process.pid === victimPid);
     expect(victim).toBeDefined();
     victim?.process.kill('SIGKILL');
@@ -192,6 +202,11 @@ describe('BullMQ across processes', () => {
     expect(retry).toMatchObject({ step_name: 'hang', attempt: 2, error: expect.stringMatching(/^WorkerLostError: /) as string });
     const starts = events.filter((e) => e.type === 'StepStartEvent').map((e) => (e.type === 'StepStartEvent' ? e.attempt : 0));
     expect(starts).toEqual([1, 1, 2]);
+    // The retry names the call that was lost, and the run's record no longer says a job carries it.
+    const hangStarts = events.filter((e) => e.type === 'StepStartEvent' && e.step_name === 'hang');
+    expect(retry?.type === 'StepRetryEvent' && retry.task_id).toBe(hangStarts[0]?.type === 'StepStartEvent' && hangStarts[0].task_id);
+    const rec = await broker.runState.get(handle.runId);
+    expect(rec?.steps.hang?.carrier).toBeUndefined();
     const calls = [first, ...(await marks(prefix, 'hang_once')).filter((m) => m.run === handle.runId)];
     expect(calls.map((c) => c.attempt)).toEqual([1, 2]);
     expect(calls[1]?.pid).not.toBe(victimPid);

@@ -41,8 +41,12 @@ export interface ControlJob {
 /** Every message that travels through a broker. All JSON. */
 export type BrokerJob = TaskJob | StepJob | ControlJob;
 
-/** Runs one job where the broker delivers it; returns the task result for task jobs. */
-export type JobProcessor = (job: BrokerJob) => Promise<unknown> | undefined;
+/**
+ * Runs one job where the broker delivers it; returns the task result for task jobs.
+ * `carrier`: the id of the broker job a step job runs inside when that is not its own
+ * (a broker retrying a chained call, see {@link Broker.chainable}).
+ */
+export type JobProcessor = (job: BrokerJob, carrier?: string) => Promise<unknown> | undefined;
 
 export interface EnqueueOptions {
   /** Deliver the job after this many milliseconds. */
@@ -80,6 +84,17 @@ export interface Broker {
    * it when present to keep promises off the hot path.
    */
   enqueueSync?(job: BrokerJob, options?: EnqueueOptions): void;
+  /**
+   * Optional step chaining, for brokers whose jobs are costly to send (BullMQ): `true`
+   * when the engine may run `job`, a next step of a run whose previous call just ended
+   * in a job this broker delivered here, right away in this process and inside that same
+   * broker job, instead of sending it. `index`: how many calls that broker job ran
+   * before this one. The engine records the carrying job's id on the step
+   * (`StepState.carrier`); a broker that chains must retry such a call when it delivers
+   * the carrying job again (its worker died) — see `stepRedelivered` in
+   * src/redis/bullmq-jobs.ts.
+   */
+  chainable?(job: StepJob, index: number): boolean;
   /** Drops a delayed job that has not been delivered yet (no-op when unknown). */
   removeDelayed(jobId: string): Promise<void>;
   /** Installs the processor for `step` and `run_timeout` jobs (the run engine does this). It may return `undefined` when it finished synchronously. */

@@ -23,7 +23,7 @@ export interface WorkerStatus {
   started_at: string;
   /** ISO 8601: last sign of life (a worker whose heartbeat is older than the broker's stall time is dropped). */
   last_heartbeat: string;
-  /** Jobs it has finished (completed or failed) since it started. */
+  /** Jobs it has finished (completed or failed) since it started; a step call chained into a job it ran (BullMQ `chainSteps`) counts as one. */
   processed: number;
 }
 

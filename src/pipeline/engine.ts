@@ -77,7 +77,7 @@ export class RunEngine {
 
   constructor(broker: Broker) {
     this.broker = broker;
-    broker.setRunProcessor((job) => this.process(job));
+    broker.setRunProcessor((job, carrier) => this.process(job, carrier));
   }
 
   /** Where engine-level failures (a recorder that throws, a broker that refuses a job) are reported. */
@@ -124,9 +124,13 @@ export class RunEngine {
     return value;
   }
 
-  /** Processes one `step` or `run_timeout` job (installed as the broker's run processor). */
-  process(job: BrokerJob): Promise<unknown> | undefined {
-    if (job.kind === 'step') return this.#runStep(job);
+  /**
+   * Processes one `step` or `run_timeout` job (installed as the broker's run processor).
+   * `carrier`: the id of the broker job this step job runs inside, when it is not the
+   * step job's own (a chained call a broker retries, see `Broker.chainable`).
+   */
+  process(job: BrokerJob, carrier?: string): Promise<unknown> | undefined {
+    if (job.kind === 'step') return this.#runStep(job, carrier ?? job.job_id);
     if (job.kind === 'run_timeout') return this.#runTimeout(job);
     return undefined;
   }
@@ -216,9 +220,9 @@ export class RunEngine {
 
   // The step path is written without async functions: with an in-process store and
   // broker every transition is synchronous, and each promise saved is time saved per step.
-  #runStep(job: StepJob): Promise<void> | undefined {
+  #runStep(job: StepJob, carrier: string): Promise<void> | undefined {
     if (this.#delayed.size !== 0) this.#delivered(job);
-    return then(this.#transition(job.run_id, (r) => jobStarted(r, job, Date.now())), (started) => this.#execute(job, started));
+    return then(this.#transition(job.run_id, (r) => jobStarted(r, job, Date.now(), carrier)), (started) => this.#execute(job, started, carrier, 0));
   }
 
   #delivered(job: StepJob): void {
@@ -227,16 +231,20 @@ export class RunEngine {
     if (ids.size === 0) this.#delayed.delete(job.run_id);
   }
 
-  #execute(job: StepJob, started: Done<boolean>): Promise<void> | undefined {
+  /**
+   * Runs a started call. `carrier`: the broker job it runs inside; `depth`: how many
+   * calls that job ran before this one (step chaining).
+   */
+  #execute(job: StepJob, started: Done<boolean>, carrier: string, depth: number): Promise<void> | undefined {
     if (started === null || !started.value) return undefined;
-    void this.#deliver(job.pipeline_id, job.run_id, started.events);
+    if (started.events.length > 0) void this.#deliver(job.pipeline_id, job.run_id, started.events);
     const def = this.broker.getTask(job.task);
     if (def === undefined) {
       const known = this.broker.taskNames().join(', ') || 'none';
       return this.#finishStep(job, null, {
         error: `UnknownTaskError: task "${job.task}" is not registered on this worker (registered: ${known})`,
         retryable: false,
-      });
+      }, carrier, depth);
     }
     const control = new CallControl();
     this.#track(job.run_id, control);
@@ -253,8 +261,8 @@ export class RunEngine {
     const finish = (result: JsonValue, failure: JobFailure | null): Promise<void> | undefined => {
       this.#untrack(job.run_id, control);
       const pending = sink.pending;
-      if (pending === null) return this.#finishStep(job, result, failure);
-      return pending.then(() => this.#finishStep(job, result, failure));
+      if (pending === null) return this.#finishStep(job, result, failure, carrier, depth);
+      return pending.then(() => this.#finishStep(job, result, failure, carrier, depth));
     };
     return executeCall(def, job.input, info, sink, control).then(
       (result) => finish(result, null),
@@ -265,13 +273,38 @@ export class RunEngine {
     );
   }
 
-  #finishStep(job: StepJob, result: JsonValue, failure: JobFailure | null): Promise<void> | undefined {
+  /**
+   * Records the end of a call. With a broker that chains steps, a next step of the run
+   * that this process may run right away starts in the same transition (its
+   * `StepStartEvent` follows the end in the log) and runs here, inside the same broker
+   * job, instead of going through the broker.
+   */
+  #finishStep(job: StepJob, result: JsonValue, failure: JobFailure | null, carrier: string, depth: number): Promise<void> | undefined {
     let timed = true;
-    const done = this.#transition(job.run_id, (r) => {
+    const broker = this.broker;
+    const chainable = broker.chainable === undefined ? null : (d: Dispatch): boolean => d.delayMs === 0 && d.job.item === undefined && broker.chainable?.(d.job, depth + 1) === true;
+    const done = this.#transition(job.run_id, (r): Transition<Chained> => {
       timed = hasRunTimeout(r);
-      return failure === null ? jobSucceeded(r, job, result, Date.now()) : jobFailed(r, job, failure, Date.now());
+      const now = Date.now();
+      const ended = failure === null ? jobSucceeded(r, job, result, now) : jobFailed(r, job, failure, now);
+      const next = chainable === null ? -1 : ended.value.findIndex(chainable);
+      if (next < 0) return { value: { dispatches: ended.value, chained: null }, events: ended.events };
+      const chained = (ended.value[next] as Dispatch).job;
+      const started = jobStarted(r, chained, now, carrier);
+      if (!started.value) return { value: { dispatches: ended.value, chained: null }, events: ended.events };
+      const dispatches = ended.value.filter((_, i) => i !== next);
+      return { value: { dispatches, chained }, events: [...ended.events, ...started.events] };
     });
-    return then(done, (d) => (d === null ? undefined : this.#after(job.pipeline_id, job.run_id, d.events, d.value, timed)));
+    return then(done, (d) => {
+      if (d === null) return undefined;
+      const after = this.#after(job.pipeline_id, job.run_id, d.events, d.value.dispatches, timed);
+      const chained = d.value.chained;
+      if (chained === null) return after;
+      const ran = this.#execute(chained, { value: true, events: [] }, carrier, depth + 1);
+      if (after === undefined) return ran;
+      if (ran === undefined) return after;
+      return Promise.all([after, ran]).then(() => undefined);
+    });
   }
 
   /**
@@ -505,6 +538,12 @@ class StepSink implements CallSink {
 }
 
 type Done<T> = { value: T; events: FlowcastEvent[] } | null;
+
+/** What the end of a call leads to: the jobs to send, and the next call to run here (step chaining). */
+interface Chained {
+  dispatches: Dispatch[];
+  chained: StepJob | null;
+}
 
 /** Continues with `fn` at once for a plain value, or after the promise. */
 function then<T>(value: T | Promise<T>, fn: (v: T) => Promise<void> | undefined): Promise<void> | undefined {

@@ -30,6 +30,12 @@ export interface StepState {
   started_at_ms: number | null;
   /** Id of the job that runs the step (the first item's for item steps). */
   task_id: string | null;
+  /**
+   * Set while the step's call runs inside another broker job (step chaining, see
+   * `Broker.chainable`): that job's id. A broker that delivers that job again (its
+   * worker died) finds the call here and retries it. Absent otherwise.
+   */
+  carrier?: string;
   result: JsonValue | null;
   error: string | null;
   items: StepItems | null;

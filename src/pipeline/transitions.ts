@@ -326,8 +326,12 @@ function runResult(rec: RunRecord): JsonValue {
   return obj;
 }
 
-/** A worker is about to run `job`. `value` is false when it must not (run ended, stale job). */
-export function jobStarted(rec: RunRecord, job: StepJob, now: number): Transition<boolean> {
+/**
+ * A worker is about to run `job`. `value` is false when it must not (run ended, stale job).
+ * `carrier`: the id of the broker job this call runs inside when that is not `job`'s own
+ * (step chaining); recorded on the step so a redelivery of that job can retry the call.
+ */
+export function jobStarted(rec: RunRecord, job: StepJob, now: number, carrier?: string): Transition<boolean> {
   const out: Transition<boolean> = { value: false, events: [] };
   if (rec.status !== 'RUNNING') return out;
   const { step, st } = stepOf(rec, job.step);
@@ -336,6 +340,8 @@ export function jobStarted(rec: RunRecord, job: StepJob, now: number): Transitio
     if (job.attempt !== st.attempt) return out;
     st.started_at_ms = now;
     st.task_id = job.job_id;
+    if (carrier !== undefined && carrier !== job.job_id) st.carrier = carrier;
+    else delete st.carrier;
     out.events.push({
       type: 'StepStartEvent',
       ...base(rec, now),
@@ -370,6 +376,7 @@ export function jobSucceeded(rec: RunRecord, job: StepJob, result: JsonValue, no
   rec.inflight = Math.max(0, rec.inflight - 1);
   if (rec.status !== 'RUNNING') return out;
   const { step, st } = stepOf(rec, job.step);
+  if (st.items === null && st.task_id === job.job_id) delete st.carrier;
   if (st.phase !== 'ACTIVE') {
     fill(rec, now, out);
     return out;
@@ -406,6 +413,7 @@ export function jobFailed(rec: RunRecord, job: StepJob, failure: JobFailure, now
   rec.inflight = Math.max(0, rec.inflight - 1);
   if (rec.status !== 'RUNNING') return out;
   const { step, st } = stepOf(rec, job.step);
+  if (st.items === null && st.task_id === job.job_id) delete st.carrier;
   if (st.phase !== 'ACTIVE') {
     fill(rec, now, out);
     return out;
@@ -434,6 +442,23 @@ export function jobFailed(rec: RunRecord, job: StepJob, failure: JobFailure, now
   failStep(rec, step, st, error, now, job.attempt, out);
   fill(rec, now, out);
   return out;
+}
+
+/**
+ * The call that runs inside broker job `carrierId` without being that job (step
+ * chaining): the started, not ended, call of a step whose `carrier` is `carrierId`,
+ * rebuilt as the job it runs (same job id, attempt and input), or `null`.
+ */
+export function carriedJob(rec: RunRecord, carrierId: string): StepJob | null {
+  if (rec.status !== 'RUNNING') return null;
+  for (const step of rec.plan.steps) {
+    const st = rec.steps[step.name];
+    if (st === undefined || st.carrier !== carrierId || st.phase !== 'ACTIVE' || st.items !== null || st.task_id === null) continue;
+    const job = makeJob(rec, step, step.tasks[0] as string, wrap(step, baseInput(rec, step)), st.attempt);
+    job.job_id = st.task_id;
+    return job;
+  }
+  return null;
 }
 
 /** Cancels a running run. `value` is false when it had already ended. */

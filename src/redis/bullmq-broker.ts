@@ -15,7 +15,7 @@ import type { RunStateStore } from '../pipeline/run-state.js';
 import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
 import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, closeConnection, type RunEndedMessage } from './bullmq-control.js';
-import { bullmqJobId, checkJob, jobOptions, stepRedelivered } from './bullmq-jobs.js';
+import { bullmqJobId, callOf, checkJob, jobOptions, stepAttemptedAgain, stepRedelivered } from './bullmq-jobs.js';
 import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
 import { TaskResults } from './bullmq-results.js';
 import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './bullmq-status.js';
@@ -316,8 +316,25 @@ export class BullMQBroker implements Broker {
       // Through the engine, so tracking and hooks in this process see the retry too.
       step = await getEngine(this).applyTransition(data.pipeline_id, data.run_id, (r) => stepRedelivered(r, data, reason, Date.now()));
       if (step === null) return;
+    } else if (job.attemptsMade > 0) {
+      // BullMQ runs it again after an error outside the task: a chained call it carried goes again too.
+      const reason = 'BrokerError: the worker failed to record the end of a step (BullMQ runs the job again)';
+      step = await getEngine(this).applyTransition(data.pipeline_id, data.run_id, (r) => stepAttemptedAgain(r, data, reason, Date.now()));
+      if (step === null) return;
     }
-    await this.#runProcessor(step);
+    await this.#runProcessor(step, data.job_id);
+  }
+
+  /**
+   * Step chaining (see `BullMQWorkerOptions.chainSteps`): a next step runs in the job
+   * that ran the previous one while this worker is open, knows its task, and the job
+   * has not run `chainSteps` calls yet.
+   */
+  chainable(job: StepJob, index: number): boolean {
+    const ok = this.#accepting && this.#state === 'open' && index <= (this.#options.worker?.chainSteps ?? 0) && this.#tasks.has(job.task);
+    // The engine status counts calls: a chained one is one more processed here.
+    if (ok) this.#counters.processed++;
+    return ok;
   }
 
   /**
@@ -327,20 +344,21 @@ export class BullMQBroker implements Broker {
    */
   async #stepFailedForGood(job: StepJob, error: string): Promise<void> {
     const failure = { error, retryable: false };
-    await getEngine(this).applyTransition(job.pipeline_id, job.run_id, (r) => jobFailed(r, job, failure, Date.now()), (dispatches) => dispatches);
+    // The call the job stands for: its own, or the chained one it carried when its own had ended.
+    await getEngine(this).applyTransition(job.pipeline_id, job.run_id, (r) => jobFailed(r, callOf(r, job), failure, Date.now()), (dispatches) => dispatches);
   }
 
   async #runControl(data: ControlJob): Promise<void> {
     await this.#runProcessor(data);
   }
 
-  async #runProcessor(job: StepJob | ControlJob): Promise<void> {
+  async #runProcessor(job: StepJob | ControlJob, carrier?: string): Promise<void> {
     const processor = this.#processor;
     if (processor === null) {
       throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `No run engine is attached to this broker for ${job.kind} job ${job.job_id}`);
     }
     try {
-      await processor(job);
+      await processor(job, carrier);
     } catch (error) {
       this.#options.onError(toError(error), job);
       throw error;

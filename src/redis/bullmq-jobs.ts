@@ -8,6 +8,7 @@ import { InvalidArgumentError } from '../core/errors.js';
 import type { BrokerJob, StepJob } from '../core/broker.js';
 import type { EventDraft } from '../events/types.js';
 import type { RunRecord, Transition } from '../pipeline/run-state.js';
+import { carriedJob } from '../pipeline/transitions.js';
 
 /**
  * BullMQ job id of a flowcast job id. BullMQ refuses `:` in custom ids (and plain
@@ -62,13 +63,14 @@ export function stepRedelivered(rec: RunRecord, job: StepJob, reason: string, no
   if (rec.status !== 'RUNNING') return none;
   const st = rec.steps[job.step];
   const step = rec.plan.steps.find((s) => s.name === job.step);
-  if (st === undefined || step === undefined || st.phase !== 'ACTIVE') return none;
+  // Its own call ended: the job may have carried a chained step's call when its worker stopped.
+  if (st === undefined || step === undefined || st.phase !== 'ACTIVE') return carriedRetry(rec, job, reason, now);
   let attempt: number;
   if (st.items === null) {
     // This job is the step's current call when it carries the current attempt, or when it
     // already started once (then a previous redelivery moved the attempt on).
     const current = job.attempt === st.attempt || st.task_id === job.job_id;
-    if (!current) return none;
+    if (!current) return carriedRetry(rec, job, reason, now);
     if (st.started_at_ms === null || st.task_id !== job.job_id) return { value: job, events: [] };
     attempt = st.attempt + 1;
     st.attempt = attempt;
@@ -92,4 +94,52 @@ export function stepRedelivered(rec: RunRecord, job: StepJob, reason: string, no
   };
   if (job.item !== undefined) event.item = job.item;
   return { value: { ...job, attempt }, events: [event] };
+}
+
+/** A step's call that ran inside `job` (step chaining) and did not end counts as a failed attempt: it goes again. */
+function carriedRetry(rec: RunRecord, job: StepJob, reason: string, now: number): Transition<StepJob | null> {
+  const carried = carriedJob(rec, job.job_id);
+  if (carried === null) return { value: null, events: [] };
+  const step = rec.plan.steps.find((s) => s.name === carried.step);
+  const st = rec.steps[carried.step];
+  if (step === undefined || st === undefined) return { value: null, events: [] };
+  const attempt = st.attempt + 1;
+  st.attempt = attempt;
+  const event: EventDraft = {
+    type: 'StepRetryEvent',
+    pipeline_id: rec.pipeline_id,
+    run_id: rec.run_id,
+    timestamp: isoTime(now),
+    step_name: step.name,
+    step_index: step.index,
+    task_id: carried.job_id,
+    attempt,
+    delay_ms: 0,
+    error: reason,
+  };
+  return { value: { ...carried, attempt }, events: [event] };
+}
+
+/**
+ * A step job BullMQ runs again after its processing failed outside the task (an error
+ * reaching Redis while recording the step's end): the job goes on as before when its
+ * own call is still current; when its own call had ended, the chained call it carried
+ * (if any) counts as a failed attempt and goes again, like {@link stepRedelivered}.
+ */
+export function stepAttemptedAgain(rec: RunRecord, job: StepJob, reason: string, now: number): Transition<StepJob | null> {
+  if (ownCallCurrent(rec, job)) return { value: job, events: [] };
+  return carriedRetry(rec, job, reason, now);
+}
+
+/** The call that a job gone wrong stands for now: its own when still current, else the chained call it carried, else its own. */
+export function callOf(rec: RunRecord, job: StepJob): StepJob {
+  if (ownCallCurrent(rec, job)) return job;
+  return carriedJob(rec, job.job_id) ?? job;
+}
+
+function ownCallCurrent(rec: RunRecord, job: StepJob): boolean {
+  const st = rec.steps[job.step];
+  if (rec.status !== 'RUNNING' || st === undefined || st.phase !== 'ACTIVE') return false;
+  if (st.items === null) return job.attempt === st.attempt || st.task_id === job.job_id;
+  return job.item === undefined || st.items.results[job.item] === null;
 }

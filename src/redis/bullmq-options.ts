@@ -58,6 +58,20 @@ export interface BullMQWorkerOptions {
    * @default true
    */
   autorun?: boolean;
+  /**
+   * Steps of one run this worker may run one after the other within a single BullMQ job.
+   * When a step ends and its run's next step is ready (no delay, not an item of a
+   * map/filter/group step, its task registered here), the worker starts that step at
+   * once, in the same atomic transition that records the end of the previous one,
+   * instead of sending it through the queue for some worker to pick up. The other ready
+   * steps (DAG fan-out) still go to the queue, so parallel branches spread over workers.
+   * A worker that dies mid-chain loses the job's lock like any other: BullMQ's
+   * stalled-job recovery hands the job to another worker, which retries the step that
+   * was running (`StepRetryEvent`), and the run goes on. `0` sends every step through
+   * the queue. See docs/distributed.md, "Step chaining".
+   * @default 100
+   */
+  chainSteps?: number;
 }
 
 /** Options of {@link BullMQBroker}. */
@@ -112,7 +126,7 @@ export interface ResolvedBrokerOptions {
 }
 
 const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'threads', 'onError'] as const;
-const WORKER_KNOWN = ['concurrency', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount', 'heartbeatMs', 'controlConcurrency', 'autorun'] as const;
+const WORKER_KNOWN = ['concurrency', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount', 'heartbeatMs', 'controlConcurrency', 'autorun', 'chainSteps'] as const;
 
 /** Validates `options` and fills in the defaults. */
 export function resolveBrokerOptions(options: BullMQBrokerOptions): ResolvedBrokerOptions {
@@ -158,6 +172,7 @@ function resolveWorker(value: unknown): ResolvedWorkerOptions | null {
     heartbeatMs: checkPositiveInt(w.heartbeatMs ?? 5_000, name('heartbeatMs')),
     controlConcurrency: checkPositiveInt(w.controlConcurrency ?? 32, name('controlConcurrency')),
     autorun: checkBoolean(w.autorun ?? true, name('autorun')),
+    chainSteps: checkNonNegativeInt(w.chainSteps ?? 100, name('chainSteps')),
   };
 }
 
