@@ -196,6 +196,29 @@ describe('RedisPipelineStorage', () => {
       expect(await b!.getStatus(run.runId)).toEqual(reduce(e));
     });
 
+    it('through recordMany: a group waiting past a gap notifies nobody, the group that fills the gap notifies its own events', async () => {
+      const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix(), gapTimeoutMs: 600_000 });
+      const tracking = new PipelineTrackingManager().withStorage(storage);
+      const seen: number[] = [];
+      tracking.addListener({
+        onStepStart: (_p, _s, e) => void seen.push(e.seq),
+        onStepComplete: (_p, _s, _r, e) => void seen.push(e.seq),
+        onPipelineComplete: (_p, status, e) => void seen.push(e.seq, status.last_seq),
+      });
+      const run = richScripted();
+      const e = run.events;
+      expect(e.map((x) => x.type)).toEqual(['PipelineStartEvent', 'StepStartEvent', 'StepLogEvent', 'StepCompleteEvent', 'StepSkipEvent', 'PipelineCompleteEvent']);
+      await tracking.recordMany(e.slice(0, 2));
+      expect(seen).toEqual([2]);
+      // Seq 3 is missing: 4-6 wait in the pending buffer, as with record().
+      await tracking.recordMany(e.slice(3));
+      expect(seen).toEqual([2]);
+      expect((await storage.getStatus(run.runId))?.last_seq).toBe(2);
+      await tracking.recordMany([e[2]!]);
+      expect(seen).toEqual([2]);
+      expect(await storage.getStatus(run.runId)).toEqual(reduce(e));
+    });
+
     it('loses no update when 8 connections apply groups of one run concurrently', async () => {
       const prefix = redis.prefix();
       const workers = Array.from({ length: 8 }, () => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
