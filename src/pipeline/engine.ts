@@ -24,6 +24,11 @@ import {
 export interface EventRecorder {
   /** May return a promise: the next event of the run waits for it. */
   record(event: FlowcastEvent): void | Promise<void>;
+  /**
+   * Optional: records several events of one run at once, in seq order (the events of one
+   * transition, e.g. a step's end and the next step's start), as `record` would one by one.
+   */
+  recordMany?(events: FlowcastEvent[]): void | Promise<void>;
 }
 
 /** Something that is handed every event and must not block (hooks). */
@@ -398,7 +403,7 @@ export class RunEngine {
     const prev = this.#chains.get(runId);
     if (events.length === 0) return prev;
     const b = this.#bindings.get(pipelineId);
-    const p = prev === undefined ? this.#deliverFrom(b, events, 0, 0) : prev.then(() => this.#deliverFrom(b, events, 0, 0));
+    const p = prev === undefined ? this.#deliverAll(b, events) : prev.then(() => this.#deliverAll(b, events));
     if (p === undefined) return undefined;
     this.#chains.set(runId, p);
     void p.then(() => {
@@ -407,8 +412,46 @@ export class RunEngine {
     return p;
   }
 
-  #deliverFrom(b: Binding | undefined, events: FlowcastEvent[], i: number, r: number): Promise<void> | undefined {
-    for (; i < events.length; i++, r = 0) {
+  /**
+   * Several events with recorders that take them at once (tracking's `recordMany`): each
+   * recorder records them all first, in one go, then hooks and subscribers get them one
+   * by one. Tracking is then ahead of what subscribers saw, never behind.
+   */
+  #deliverAll(b: Binding | undefined, events: FlowcastEvent[]): Promise<void> | undefined {
+    if (b === undefined || events.length < 2 || b.recorders.length === 0 || !b.recorders.every((r) => r.recordMany !== undefined)) {
+      return this.#deliverFrom(b, events, 0, 0);
+    }
+    const recorded = this.#recordMany(b, events, 0);
+    if (recorded === undefined) return this.#deliverFrom(b, events, 0, b.recorders.length, true);
+    return recorded.then(() => this.#deliverFrom(b, events, 0, b.recorders.length, true));
+  }
+
+  #recordMany(b: Binding, events: FlowcastEvent[], r: number): Promise<void> | undefined {
+    const where = (): string => `tracking of ${events.length} events (run ${(events[0] as FlowcastEvent).run_id}, seq ${(events[0] as FlowcastEvent).seq}-)`;
+    for (; r < b.recorders.length; r++) {
+      let pending: void | Promise<void> = undefined;
+      try {
+        pending = (b.recorders[r] as EventRecorder).recordMany?.(events);
+      } catch (error) {
+        this.#onError(toError(error), where());
+      }
+      if (pending !== undefined) {
+        const nr = r + 1;
+        return pending.then(
+          () => this.#recordMany(b, events, nr),
+          (error: unknown) => {
+            this.#onError(toError(error), where());
+            return this.#recordMany(b, events, nr);
+          },
+        );
+      }
+    }
+    return undefined;
+  }
+
+  /** `recorded`: the recorders already have every event (skip them for all, not only the first). */
+  #deliverFrom(b: Binding | undefined, events: FlowcastEvent[], i: number, r: number, recorded = false): Promise<void> | undefined {
+    for (; i < events.length; i++, r = recorded ? r : 0) {
       const event = events[i] as FlowcastEvent;
       if (b !== undefined) {
         for (; r < b.recorders.length; r++) {
@@ -421,10 +464,10 @@ export class RunEngine {
           if (pending !== undefined) {
             const [ni, nr] = [i, r + 1];
             return pending.then(
-              () => this.#deliverFrom(b, events, ni, nr),
+              () => this.#deliverFrom(b, events, ni, nr, recorded),
               (error: unknown) => {
                 this.#onError(toError(error), `tracking of ${event.type} (run ${event.run_id}, seq ${event.seq})`);
-                return this.#deliverFrom(b, events, ni, nr);
+                return this.#deliverFrom(b, events, ni, nr, recorded);
               },
             );
           }
@@ -439,11 +482,12 @@ export class RunEngine {
       }
       if (published !== undefined) {
         const ni = i + 1;
+        const nr = recorded ? r : 0;
         return published.then(
-          () => this.#deliverFrom(b, events, ni, 0),
+          () => this.#deliverFrom(b, events, ni, nr, recorded),
           (error: unknown) => {
             this.#onError(toError(error), `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`);
-            return this.#deliverFrom(b, events, ni, 0);
+            return this.#deliverFrom(b, events, ni, nr, recorded);
           },
         );
       }
