@@ -176,7 +176,7 @@ describe('RedisPipelineStorage', () => {
       expect(await storage.listPipelines({ pipelineId: 'groups', status: 'RUNNING' })).toEqual([]);
     });
 
-    it('falls back to one event at a time (and stays correct) when another process wrote since, then takes the fast path again', async () => {
+    it('offers the group to the pending buffer (and stays correct) when another process wrote since, then takes the fast path again', async () => {
       const stats = redis.connect();
       const prefix = redis.prefix();
       const [a, b] = [0, 1].map(() => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
@@ -187,8 +187,8 @@ describe('RedisPipelineStorage', () => {
       await b!.applyEvents(e.slice(3, 5));
       let before = await commandCounts(stats);
       expect(await a!.applyEvents(e.slice(3, 6))).toEqual(reduce(e.slice(0, 6)));
-      // The refused group call; seqs 4 and 5 found duplicates (one offer each); seq 6 offered and committed.
-      expect(spent(before, await commandCounts(stats)).scripts).toBe(1 + 1 + 1 + 2);
+      // The refused group call, then one offer of the group (4 and 5 found duplicates) and one commit.
+      expect(spent(before, await commandCounts(stats)).scripts).toBe(3);
       before = await commandCounts(stats);
       expect(await a!.applyEvents(e.slice(6, 10))).toEqual(reduce(e.slice(0, 10)));
       expect(spent(before, await commandCounts(stats)).scripts).toBe(1);
@@ -217,6 +217,37 @@ describe('RedisPipelineStorage', () => {
       await tracking.recordMany([e[2]!]);
       expect(seen).toEqual([2]);
       expect(await storage.getStatus(run.runId)).toEqual(reduce(e));
+    });
+
+    it('costs two script calls for a group of any size from a process that did not write the run last', async () => {
+      const stats = redis.connect();
+      const prefix = redis.prefix();
+      const [a, b] = [0, 1].map(() => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+      const run = wideRun('other-writer', 3);
+      const e = run.events;
+      await a!.applyEvents(e.slice(0, 4));
+      await b!.applyEvents(e.slice(4, 5));
+      let before = await commandCounts(stats);
+      // a last wrote seq 4, the store is at 5: one offer of all seven events, one commit.
+      expect(await a!.applyEvents(e.slice(5, 12))).toEqual(reduce(e.slice(0, 12)));
+      expect(spent(before, await commandCounts(stats)).scripts).toBe(2);
+      before = await commandCounts(stats);
+      expect(await b!.applyEvents(e.slice(12))).toEqual(reduce(e));
+      expect(spent(before, await commandCounts(stats)).scripts).toBe(2);
+      expect(await a!.getStatus(run.runId)).toEqual(reduce(e));
+    });
+
+    it("fills a gap below a group at once from the run's event log", async () => {
+      const client = redis.connect();
+      const prefix = redis.prefix();
+      const transport = new RedisPubSubTransport(client, { keyPrefix: prefix });
+      const storage = new RedisPipelineStorage(client, { keyPrefix: prefix, gapTimeoutMs: 600_000 });
+      const appended = await appendAll(transport, richScripted().events);
+      await storage.applyEvents(appended.slice(0, 2));
+      // Seq 3 reached the log only (say, a log line from an external producer).
+      expect(await storage.applyEvents(appended.slice(3))).toEqual(reduce(appended));
+      expect(await storage.getStatus(appended[0]!.run_id)).toEqual(reduce(appended));
+      await transport.close();
     });
 
     it('loses no update when 8 connections apply groups of one run concurrently', async () => {

@@ -15,15 +15,11 @@ export type { RedisClient } from './lua.js';
 const NOW_MS = `local t = redis.call('TIME')
 local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))`;
 
-const OFFER_BODY = `local rec = redis.call('HMGET', KEYS[1], 'v', 'q', 's')
-${NOW_MS}
-if ARGV[2] ~= '' then
-  if rec[2] and tonumber(ARGV[1]) <= tonumber(rec[2]) then return {0} end
-  if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return {0} end
-  redis.call('HSETNX', KEYS[2], 'since', now)
-  if rec[3] then redis.call('EXPIRE', KEYS[2], ARGV[3]) else redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-end
-local out = {1, rec[1] or '0', rec[3], '0'}
+/**
+ * The reading half of the offer scripts: with `rec` (HMGET v, q, s of the record), `now`
+ * and `reading` (true for a read that offered nothing) set, returns the offer reply.
+ */
+const READ_PENDING = `local out = {1, rec[1] or '0', rec[3], '0'}
 local pending = redis.call('HGETALL', KEYS[2])
 for i = 1, #pending, 2 do
   if pending[i] == 'since' then
@@ -57,13 +53,24 @@ local function fromLog(entries)
 end
 if highest - last > above then
   fromLog(redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', (highest - 1) .. '-0', 'COUNT', 1000))
-elseif ARGV[2] == '' and above == 0 and rec[3] then
+elseif reading and above == 0 and rec[3] then
   -- A read of a known run with nothing pending: events the log holds past the record come
   -- back too, to be applied (their writer stopped before recording them: it was killed, or
   -- lost Redis). So tracking always catches up with the log.
   fromLog(redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', '+', 'COUNT', 1000))
 end
 return out`;
+
+const OFFER_BODY = `local rec = redis.call('HMGET', KEYS[1], 'v', 'q', 's')
+${NOW_MS}
+local reading = ARGV[2] == ''
+if not reading then
+  if rec[2] and tonumber(ARGV[1]) <= tonumber(rec[2]) then return {0} end
+  if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return {0} end
+  redis.call('HSETNX', KEYS[2], 'since', now)
+  if rec[3] then redis.call('EXPIRE', KEYS[2], ARGV[3]) else redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+end
+${READ_PENDING}`;
 
 /**
  * Offers one event to the run's pending buffer (unless it is a duplicate), then reads
@@ -80,6 +87,31 @@ return out`;
  */
 export const OFFER = new LuaScript(
   `${OFFER_BODY}`,
+);
+
+/**
+ * Offers a group of events of one run to its pending buffer at once (those that are not
+ * duplicates: seq <= last_seq, or already pending), then reads what {@link OFFER} reads.
+ *
+ * KEYS[1..3] as OFFER
+ * ARGV[1] pending TTL (s) of a known run, ARGV[2] pending TTL (s) of a run with no record yet,
+ * ARGV[3], ARGV[4] the first event's seq and JSON, ARGV[5], ARGV[6] the second's, ...
+ * Returns {0} when every event was a duplicate; else OFFER's reply.
+ */
+export const OFFER_MANY = new LuaScript(
+  `local rec = redis.call('HMGET', KEYS[1], 'v', 'q', 's')
+${NOW_MS}
+local reading = false
+local offered = 0
+for i = 3, #ARGV, 2 do
+  if not (rec[2] and tonumber(ARGV[i]) <= tonumber(rec[2])) and redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    offered = offered + 1
+  end
+end
+if offered == 0 then return {0} end
+redis.call('HSETNX', KEYS[2], 'since', now)
+if rec[3] then redis.call('EXPIRE', KEYS[2], ARGV[1]) else redis.call('EXPIRE', KEYS[2], ARGV[2]) end
+${READ_PENDING}`,
 );
 
 /**
@@ -108,8 +140,8 @@ ${OFFER_BODY}`,
  * The fast path of a group of consecutive events of one run (applyEvents): the caller
  * applied them all to the status it last wrote (version ARGV[1]; '0' for a group starting
  * a run with no record yet); if the record is still at that version and no event is
- * pending, stores the result. Otherwise changes nothing (the caller then applies the
- * events one by one, through {@link OFFER}).
+ * pending, stores the result. Otherwise changes nothing (the caller then offers the
+ * events with {@link OFFER_MANY}).
  *
  * KEYS[1] the run record, KEYS[2] the run's pending hash
  * ARGV[1] expected version, ARGV[2] the new status JSON, ARGV[3] its last_seq (the group's last seq), ARGV[4] TTL (s)

@@ -27,7 +27,7 @@ import {
   type PruneResult,
 } from './storage-indexes.js';
 import { checkDate, checkEvent, checkStatusObject, isRedisClient, newestStartedFirst } from './storage-checks.js';
-import { COMMIT, DELETE, FAST_APPLY, FAST_APPLY_GROUP, OFFER, SAVE, type RedisClient } from './storage-lua.js';
+import { COMMIT, DELETE, FAST_APPLY, FAST_APPLY_GROUP, OFFER, OFFER_MANY, SAVE, type RedisClient } from './storage-lua.js';
 import { drainPending, parseOffer, type Loaded } from './storage-pending.js';
 
 export type { RedisClient } from './storage-lua.js';
@@ -81,9 +81,10 @@ const CACHED_RUNS = 1000;
  *   pending buffer and applies the buffered events in seq order with the reducer, then
  *   stores the result with a compare-and-set Lua script; a concurrent writer makes it
  *   read again and retry, so no update is lost. When this process wrote the run last,
- *   an event costs one round trip. A seq missing below a pending event is read from the
- *   run's event log (`RedisPubSubTransport` with the same `keyPrefix`); without a log,
- *   the pending events wait for it at most `gapTimeoutMs`.
+ *   an event, or a group of events of one transition ({@link applyEvents}), costs one
+ *   round trip. A seq missing below a pending event is read from the run's event log
+ *   (`RedisPubSubTransport` with the same `keyPrefix`); without a log, the pending
+ *   events wait for it at most `gapTimeoutMs`.
  * - **TTL refreshed on every write**: a run expires `ttlSeconds` after its last write.
  * - **Indexes pruned with their records**: a run deleted or expired leaves the lists at
  *   once (every read checks the record) and its index entries are removed by the reader
@@ -147,7 +148,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     // stored them (the next seq is waiting), are applied by whoever looks next.
     const status = loaded.status;
     if (status !== null && loaded.pending.size > 0 && (loaded.waitedMs >= this.gapTimeoutMs || loaded.pending.has(status.last_seq + 1))) {
-      return (await this.#settle(runId, null, loaded)).status;
+      return (await this.#settle(runId, [], loaded)).status;
     }
     return loaded.status;
   }
@@ -254,7 +255,7 @@ export class RedisPipelineStorage implements TrackingStorage {
       loaded = await this.#offer(runId, event.seq, json);
     }
     if (loaded === null) return null;
-    const { status, own } = await this.#settle(runId, event.seq, loaded);
+    const { status, own } = await this.#settle(runId, [event.seq], loaded);
     return own ? status : null;
   }
 
@@ -263,9 +264,11 @@ export class RedisPipelineStorage implements TrackingStorage {
    * from any number of processes at once. When this process wrote the run last (or the
    * group starts the run) and the group's seqs follow the stored `last_seq` with no gap,
    * the group costs one script call (plus the index write when an indexed field changed).
-   * Otherwise (another process wrote since, events pending, a gap) each event goes through
-   * {@link applyEvent} in order. Resolves with the status after the last event of the
-   * group that was applied, or `null` when none was.
+   * Otherwise (another process wrote since, events pending, a gap) the events go into the
+   * run's pending buffer together and are applied as {@link applyEvent} applies one: two
+   * script calls for the group, more only on a conflict. Resolves with the status once an
+   * event of the group is in it (the status after the last applied one), or `null` when
+   * none is: all duplicates, a run not started, or events waiting for an earlier seq.
    */
   async applyEvents(events: FlowcastEvent[]): Promise<PipelineStatus | null> {
     this.#open();
@@ -290,10 +293,20 @@ export class RedisPipelineStorage implements TrackingStorage {
         await this.#indexWrite(runId, before, status);
         return status;
       }
+      // Refused: the record moved (another writer) or events are pending; nothing was written.
     }
-    let result: PipelineStatus | null = null;
-    for (const e of events) result = (await this.applyEvent(e)) ?? result;
-    return result;
+    // Any other case: every event into the pending buffer in one call, then one settle (as
+    // many applyEvent calls would do, in two round trips for the whole group).
+    const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)];
+    const args: (string | number)[] = [this.ttlSeconds, this.#orphanTtl];
+    for (const e of events) args.push(e.seq, JSON.stringify(e));
+    const loaded = parseOffer(await OFFER_MANY.run(this.#redis, keys, args));
+    if (loaded === null) return null;
+    // The group's events that were not duplicates when offered (the record was read in the same script).
+    const stored = loaded.status?.last_seq ?? 0;
+    const own = events.map((e) => e.seq).filter((seq) => seq > stored);
+    const settled = await this.#settle(runId, own, loaded);
+    return settled.own ? settled.status : null;
   }
 
   async cleanupOlderThan(cutoff: Date): Promise<number> {
@@ -369,13 +382,14 @@ export class RedisPipelineStorage implements TrackingStorage {
   /**
    * Applies the run's pending events that can go now (in seq order; past a gap only once
    * it timed out) and stores the result with a compare-and-set, reading again on a
-   * conflict. `own` tells whether event `seq` is in the resulting status.
+   * conflict. `own` tells whether one of the events `seqs` (the caller's) is in the
+   * resulting status.
    */
-  async #settle(runId: string, seq: number | null, first: Loaded): Promise<{ status: PipelineStatus | null; own: boolean }> {
+  async #settle(runId: string, seqs: readonly number[], first: Loaded): Promise<{ status: PipelineStatus | null; own: boolean }> {
     let loaded: Loaded | null = first;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (loaded === null) return { status: null, own: false };
-      const ownApplied = (l: Loaded): boolean => seq !== null && l.status !== null && !l.pending.has(seq) && seq <= l.status.last_seq;
+      const ownApplied = (l: Loaded): boolean => l.status !== null && seqs.some((seq) => !l.pending.has(seq) && seq <= (l.status as PipelineStatus).last_seq);
       const before = loaded.status === null ? null : indexedFields(loaded.status);
       const reflected = ownApplied(loaded);
       const drained = drainPending(loaded, this.gapTimeoutMs);
@@ -386,7 +400,7 @@ export class RedisPipelineStorage implements TrackingStorage {
       if (version !== 0) {
         this.#remember(runId, String(version), drained.status);
         await this.#indexWrite(runId, before, drained.status);
-        return { status: drained.status, own: reflected || (seq !== null && drained.applied.has(seq)) };
+        return { status: drained.status, own: reflected || seqs.some((seq) => drained.applied.has(seq)) };
       }
       loaded = await this.#offer(runId, 0, '');
     }
