@@ -303,9 +303,10 @@ export class PipelineTrackingManager {
    * none when it is `null`, else those with `seq <= status.last_seq`; events past it
    * wait for an earlier seq and are not notified, as record() would not notify them. An
    * event already stored before the group (a duplicate at its head) is notified when a
-   * later one of the group was applied: the storage does not say which were duplicates,
-   * and such a group only happens when a reader caught the run up from its log first,
-   * which notifies nobody.
+   * later one of the group was applied: the storage does not say which were duplicates.
+   * Such a group comes when a reader caught the run up from its log first (which
+   * notifies nobody) or, rarely, when a redelivered transition overlaps one recorded by
+   * another process (whose own listeners were called).
    */
   #notifyGroup(status: PipelineStatus | null, group: FlowcastEvent[]): void {
     if (status === null || this.#listeners.length === 0) return;
