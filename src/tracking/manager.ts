@@ -18,6 +18,7 @@ import { computeMetrics, type PipelineMetrics } from './metrics.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineRunStatus, type PipelineStatus } from './models.js';
 import { applyEvent } from './reducer.js';
 import { checkEventGroup, type ListPipelinesQuery, type TrackingStorage } from './storage.js';
+import { WriteBehind } from './write-behind.js';
 
 /**
  * Callbacks on tracked runs (seed 001 §8); every method is optional. They are called
@@ -50,6 +51,22 @@ export interface PipelineTrackingManagerOptions {
   storage?: TrackingStorage;
   /** Where listener failures go. @default console.error */
   onError?: TrackingErrorHandler;
+  /**
+   * Longest time, in ms, the events of a running run wait in this process to be written
+   * together (one storage write for all of them); a run's start and its end are written
+   * at once, before the engine goes on. `0`: every event is written before the engine
+   * goes on. Only with a storage that has `applyEvents`.
+   *
+   * The default is 100 for the `RedisPipelineStorage` that {@link PipelineTrackingManager.withAutoStorage}
+   * picks for a Redis broker: it shares the broker's key prefix, and its `getStatus`
+   * catches a run up from the run's event log, so a read of one run is never behind what
+   * subscribers saw. 0 for every other storage (`withStorage`). Lists (`listPipelines`,
+   * `getHistory`) from other processes may show a running run up to this much behind;
+   * reads through this manager write what waits here first. See docs/tracking.md,
+   * "Coalesced writes".
+   * @default 100 with withAutoStorage on a Redis broker, else 0
+   */
+  writeDelayMs?: number;
 }
 
 /** Options of {@link PipelineTrackingManager.listPipelines}. */
@@ -105,6 +122,9 @@ function isPromiseLike<T>(value: unknown): value is PromiseLike<T> {
   return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
 }
 
+/** `writeDelayMs` when not given, with a RedisPipelineStorage. */
+const DEFAULT_REDIS_WRITE_DELAY_MS = 100;
+
 /** A storage that has the optional applyEvents. */
 type GroupStorage = TrackingStorage & Required<Pick<TrackingStorage, 'applyEvents'>>;
 
@@ -142,13 +162,18 @@ export class PipelineTrackingManager {
   /** The storage withAutoStorage() created: the manager closes it. */
   #owned: TrackingStorage | null = null;
   #listeners: TrackingListener[] = [];
+  /** `writeDelayMs` as given (`undefined`: the storage's default). */
+  #writeDelayMs: number | undefined;
+  /** Coalesced writes to the current storage (see `writeDelayMs`), `null` when off or not needed yet. */
+  #behind: WriteBehind | null = null;
   #onError: TrackingErrorHandler = defaultOnError;
   /** Per-run tail of the serialised get → apply → save chain (storages without applyEvent). */
   readonly #chains = new Map<string, Promise<void>>();
   #closed = false;
 
   constructor(opts: PipelineTrackingManagerOptions = {}) {
-    const o = options(opts, ['storage', 'onError'], 'PipelineTrackingManager options');
+    const o = options(opts, ['storage', 'onError', 'writeDelayMs'], 'PipelineTrackingManager options');
+    if (o.writeDelayMs !== undefined) this.#writeDelayMs = checkNonNegativeInt(o.writeDelayMs, 'PipelineTrackingManager options.writeDelayMs');
     if (o.storage !== undefined) this.withStorage(opts.storage as TrackingStorage);
     if (o.onError !== undefined) this.onError(opts.onError as TrackingErrorHandler);
   }
@@ -163,7 +188,20 @@ export class PipelineTrackingManager {
     }
     this.#storage = storage;
     this.#owned = null;
+    this.#useWriteDelay(storage, this.#writeDelayMs ?? 0);
     return this;
+  }
+
+  /** Coalesced writes to `storage` when `delay` > 0 (writes still waiting for a previous storage go on their timers, to it). */
+  #useWriteDelay(storage: TrackingStorage, delay: number): void {
+    this.#behind = null;
+    if (delay > 0 && hasApplyEvents(storage)) {
+      this.#behind = new WriteBehind(
+        delay,
+        (events) => this.#applyGroups(storage, events, 0),
+        (error, runId) => this.#report(error, `writing the events of run ${runId}`),
+      );
+    }
   }
 
   /**
@@ -198,6 +236,8 @@ export class PipelineTrackingManager {
     }
     this.withStorage(storage);
     this.#owned = storage;
+    // Same key prefix as the broker's event log: the storage's reads catch a run up from it.
+    if (storage instanceof RedisPipelineStorage) this.#useWriteDelay(storage, this.#writeDelayMs ?? DEFAULT_REDIS_WRITE_DELAY_MS);
     return this;
   }
 
@@ -232,6 +272,7 @@ export class PipelineTrackingManager {
     if (typeof event !== 'object' || event === null || typeof event.run_id !== 'string' || typeof event.seq !== 'number') {
       throw new InvalidArgumentError(`record(event): event must be a FlowcastEvent, received ${show(event)}`);
     }
+    if (this.#behind !== null) return this.#behind.add([event]);
     if (storage.applyEvent !== undefined) {
       const applied = storage.applyEvent(event);
       if (isPromiseLike<PipelineStatus | null>(applied)) {
@@ -258,6 +299,7 @@ export class PipelineTrackingManager {
   recordMany(events: FlowcastEvent[]): void | Promise<void> {
     const storage = this.#require();
     checkEventGroup(events, 'recordMany(events)');
+    if (this.#behind !== null) return this.#behind.add(events);
     if (!hasApplyEvents(storage)) return this.#recordEach(events, 0);
     return this.#applyGroups(storage, events, 0);
   }
@@ -422,6 +464,7 @@ export class PipelineTrackingManager {
    */
   async getStatus(id: string): Promise<PipelineStatus | null> {
     const storage = this.#require();
+    await this.#written();
     checkNonEmptyString(id, 'getStatus(id): id');
     const byRun = await storage.getStatus(id);
     if (byRun !== null) return byRun;
@@ -433,6 +476,7 @@ export class PipelineTrackingManager {
   /** Runs, newest started first, narrowed by `status`, `pipelineId`, `since` and paged by `limit` / `offset`. */
   async listPipelines(opts: ListPipelinesOptions = {}): Promise<PipelineStatus[]> {
     const storage = this.#require();
+    await this.#written();
     const o = options(opts, ['status', 'statusFilter', 'pipelineId', 'since', 'limit', 'offset'], 'listPipelines options');
     if (o.status !== undefined && o.statusFilter !== undefined && o.status !== o.statusFilter) {
       throw new InvalidArgumentError(`listPipelines options: status ${show(o.status)} and statusFilter ${show(o.statusFilter)} disagree`);
@@ -450,6 +494,7 @@ export class PipelineTrackingManager {
   /** Past runs, newest started first (seed §4.4): every run, or only ended ones with `endedOnly`. */
   async getHistory(opts: GetHistoryOptions = {}): Promise<PipelineStatus[]> {
     const storage = this.#require();
+    await this.#written();
     const o = options(opts, ['limit', 'since', 'endedOnly', 'pipelineId'], 'getHistory options');
     const limit = o.limit === undefined ? 100 : checkPositiveInt(o.limit, 'limit');
     const endedOnly = o.endedOnly ?? false;
@@ -468,6 +513,7 @@ export class PipelineTrackingManager {
    */
   async cleanupOlderThan(opts: { days: number }): Promise<number> {
     const storage = this.#require();
+    await this.#written();
     const o = options(opts, ['days'], 'cleanupOlderThan options');
     const days = checkPositiveNumber(o.days, 'days');
     const cutoff = new Date(Date.now() - days * DAY_MS);
@@ -483,12 +529,14 @@ export class PipelineTrackingManager {
   /** Deletes a run (run id) or every run of a pipeline (pipeline id). Resolves with how many runs were deleted. */
   async deletePipeline(id: string): Promise<number> {
     const storage = this.#require();
+    await this.#written();
     return storage.deletePipeline(checkNonEmptyString(id, 'deletePipeline(id): id'));
   }
 
   /** Statistics of the runs started in the last `days` (seed §7; see {@link computeMetrics}). */
   async getMetrics(opts: { days?: number; pipelineId?: string } = {}): Promise<PipelineMetrics> {
     const storage = this.#require();
+    await this.#written();
     const o = options(opts, ['days', 'pipelineId'], 'getMetrics options');
     const days = o.days === undefined ? 7 : checkPositiveNumber(o.days, 'days');
     const now = new Date();
@@ -524,8 +572,14 @@ export class PipelineTrackingManager {
    * Waits for pending recordings, closes the storage if withAutoStorage() created it (a
    * storage given to withStorage() belongs to the caller), and refuses further use. Idempotent.
    */
+  /** Writes what waits in this process first (`writeDelayMs`), so reads here see every event recorded here. */
+  async #written(): Promise<void> {
+    if (this.#behind !== null && this.#behind.size > 0) await this.#behind.flushAll();
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
+    await this.#written();
     this.#closed = true;
     await Promise.all([...this.#chains.values()]);
     this.#listeners = [];
