@@ -14,6 +14,8 @@ import { InMemoryPipelineStorage } from '../src/tracking/memory-storage.js';
 import type { PipelineStatus } from '../src/tracking/models.js';
 import type { FlowcastEvent } from '../src/events/types.js';
 import { ErrorCodes } from '../src/core/errors.js';
+import { getWebSocketServer } from '../src/server/server.js';
+import { connect, seqs } from './helpers/ws-client.js';
 import { useRedisServer } from './helpers/redis.js';
 
 const redis = useRedisServer();
@@ -33,7 +35,7 @@ async function setup(writeDelayMs?: number) {
   const prefix = redis.prefix();
   const broker = new BullMQBroker({ connection: redis.url, keyPrefix: prefix, worker: { concurrency: 4, lockDurationMs: 5_000, stalledIntervalMs: 5_000, heartbeatMs: 500 } });
   const tracking = new PipelineTrackingManager(writeDelayMs === undefined ? {} : { writeDelayMs }).withAutoStorage(broker);
-  opened.push(broker, tracking);
+  opened.push(tracking, broker);
   await broker.waitUntilReady();
   let release: () => void = () => undefined;
   const gate = new Promise<void>((resolve) => (release = resolve));
@@ -118,9 +120,9 @@ describe('coalesced tracking writes', () => {
       return apply(events);
     };
     const tracking = new PipelineTrackingManager({ writeDelayMs: 600_000 }).withStorage(storage);
-    const base = { pipeline_id: 'p', run_id: 'r', timestamp: new Date().toISOString() };
+    const base = { v: 1, event_id: 'e', pipeline_id: 'p', run_id: 'r', timestamp: new Date().toISOString() };
     const step = { step_name: 's', step_index: 0, task_id: 't', attempt: 1 };
-    await tracking.record({ ...base, seq: 1, type: 'PipelineStartEvent', pipeline_type: 'sequential', input: null, steps: [{ name: 's', index: 0, kind: 'call', tasks: ['t'], depends_on: [] }] } as FlowcastEvent);
+    await tracking.record({ ...base, seq: 1, type: 'PipelineStartEvent', pipeline_type: 'sequential', input: null, steps: [{ step_name: 's', step_index: 0, kind: 'call', tasks: ['t'], depends_on: [] }] } as FlowcastEvent);
     expect(tracking.record({ ...base, seq: 2, type: 'StepStartEvent', ...step, task_name: 't' } as FlowcastEvent)).toBeUndefined();
     expect(tracking.recordMany([{ ...base, seq: 3, type: 'StepLogEvent', ...step, lines: ['a'] } as FlowcastEvent, { ...base, seq: 4, type: 'StepLogEvent', ...step, lines: ['b'] } as FlowcastEvent])).toBeUndefined();
     expect(groups).toEqual([[1]]);
@@ -133,6 +135,37 @@ describe('coalesced tracking writes', () => {
     expect(status?.last_seq).toBe(6);
     expect(status?.status).toBe('COMPLETED');
     await tracking.close();
+  });
+
+  it('a client joining the pipeline while the stored status is behind the log still gets every event: snapshot, then the rest from the log', async () => {
+    const { prefix, broker, pipeline, release, untilHeld } = await setup(600_000);
+    // The server reads tracking as another process would: its own manager on its own connection (nothing waits there).
+    const reader = new PipelineTrackingManager().withStorage(new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+    const server = getWebSocketServer({ port: 0, broker, tracking: reader, restRateLimit: false });
+    opened.push({ close: () => server.close() });
+    await server.startServer();
+    const run = await pipeline.kiq(5);
+    await untilHeld();
+    expect((await stored(prefix, run.runId))?.last_seq).toBe(1);
+    const subs: { pipeline_id?: string; run_id?: string }[] = [{ pipeline_id: 'wb' }, { pipeline_id: '*' }, { run_id: run.runId }];
+    for (const sub of subs) {
+      const client = await connect(server.url);
+      await client.subscribe(sub);
+      const log = (await broker.transport.read(run.runId)).events;
+      const end = log.at(-1)?.seq;
+      const snapshotOf = (): number | undefined => {
+        const m = client.controls('snapshot').find((c) => c.run_id === run.runId);
+        return m === undefined ? undefined : Number(m.last_seq);
+      };
+      await client.waitUntil(() => client.events(run.runId).at(-1)?.seq === end || snapshotOf() === end, `the events up to seq ${end} for ${JSON.stringify(sub)}`);
+      const from = snapshotOf() ?? 0;
+      // The list read the stale stored status; a run subscription's read caught up from the log.
+      if (sub.run_id === undefined) expect(from).toBe(1);
+      expect(seqs(client.events(run.runId))).toEqual(seqs(log).filter((n) => n > from));
+      await client.close();
+    }
+    release();
+    await run.waitResult({ timeoutMs: 30_000 });
   });
 
   it('refuses a writeDelayMs that is not an integer >= 0', () => {

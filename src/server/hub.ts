@@ -13,6 +13,8 @@ export interface SnapshotSource {
 
 /** At most this many runs are replayed for a resuming pipeline subscription (`started_since`). */
 const RESUME_RUNS_MAX = 1000;
+/** Runs brought level with their log at once after a pipeline subscription's snapshots. */
+const SNAPSHOT_FILLS_AT_ONCE = 16;
 
 export interface HubOptions {
   transport: EventTransport;
@@ -154,11 +156,22 @@ export class Hub {
     const query: { status: 'RUNNING'; pipelineId?: string; limit: number } = { status: 'RUNNING', limit: 1000 };
     if (pipelineId !== undefined) query.pipelineId = pipelineId;
     const running = await this.#snapshots.listPipelines(query);
+    // A listed status may be behind its run's log (tracking that coalesces writes, see
+    // docs/tracking.md): after its snapshot, each run is brought level with its log, so
+    // events published before this subscription and not in the snapshot still arrive.
+    const fills: (() => Promise<void>)[] = [];
     for (const status of running) {
       if (conn.state !== 'open') return;
       if (!this.canRead(conn, status.pipeline_id) || conn.cursors.has(status.run_id)) continue;
-      this.#setCursor(conn, status.run_id, { last: status.last_seq, filling: false, buffer: [] });
+      const cursor: RunCursor = { last: status.last_seq, filling: true, buffer: [] };
+      this.#setCursor(conn, status.run_id, cursor);
       conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: status.run_id, last_seq: status.last_seq, status });
+      fills.push(() => this.#fill(conn, status.run_id, cursor, undefined));
+    }
+    // A few reads at a time: a subscription to "*" may meet a thousand running runs.
+    for (let i = 0; i < fills.length; i += SNAPSHOT_FILLS_AT_ONCE) {
+      if (conn.state !== 'open') return;
+      await Promise.all(fills.slice(i, i + SNAPSHOT_FILLS_AT_ONCE).map((fill) => fill()));
     }
   }
 
@@ -201,8 +214,11 @@ export class Hub {
     if (conn.state !== 'open' || conn.cursors.has(runId)) return;
     if (status !== null && status.run_id === runId) {
       if (!this.canRead(conn, status.pipeline_id)) return this.#forbidRun(conn, runId, status.pipeline_id, id);
-      this.#setCursor(conn, runId, { last: status.last_seq, filling: false, buffer: [] });
+      const cursor: RunCursor = { last: status.last_seq, filling: true, buffer: [] };
+      this.#setCursor(conn, runId, cursor);
       conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: runId, last_seq: status.last_seq, status });
+      // Level with the log, in case the snapshot is behind it (see #joinPipeline).
+      await this.#fill(conn, runId, cursor, undefined);
       return;
     }
     // No snapshot to give: follow live from the log's current end.
