@@ -27,10 +27,18 @@ export function encodeDraft(draft: EventDraft, what: string): EncodedDraft {
   checkId(draft.run_id, `${what}: draft.run_id`);
   checkId(draft.pipeline_id, `${what}: draft.pipeline_id`);
   // seq, v and event_id are the log's to give: whatever the draft carries is replaced.
-  const { seq: _seq, v: _v, event_id: _id, ...rest } = draft as EventDraft & { seq?: unknown; v?: unknown; event_id?: unknown };
-  const event = { ...rest, v: EVENT_SCHEMA_VERSION, event_id: randomUUID(), seq: 0 } as FlowcastEvent;
+  // (A plain loop: object rest and spread cost several times more on this hot path.)
+  const event: Record<string, unknown> = {};
+  const source = draft as unknown as Record<string, unknown>;
+  for (const key in source) {
+    if (key !== 'seq' && key !== 'v' && key !== 'event_id' && Object.hasOwn(source, key)) event[key] = source[key];
+  }
+  event.v = EVENT_SCHEMA_VERSION;
+  event.event_id = randomUUID();
+  event.seq = 0;
   const full = JSON.stringify(event);
-  return { event, head: full.slice(0, -2), terminal: isTerminalEvent(event) };
+  const e = event as unknown as FlowcastEvent;
+  return { event: e, head: full.slice(0, -2), terminal: isTerminalEvent(e) };
 }
 
 /** Gives the event its seq and remembers its JSON. */

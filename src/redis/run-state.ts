@@ -67,8 +67,14 @@ function summaryOf(r: RunRecord): RunSummary {
 
 /** The record without its plan, as JSON. */
 function recordJson(r: RunRecord): string {
-  const { plan: _plan, ...rest } = r;
-  return JSON.stringify(rest);
+  // The plan left out by unsetting it for the call: an object rest copy costs more on this hot path.
+  const plan = r.plan;
+  (r as { plan: PipelinePlan | undefined }).plan = undefined;
+  try {
+    return JSON.stringify(r);
+  } finally {
+    r.plan = plan;
+  }
 }
 
 /**
