@@ -1,8 +1,13 @@
 /**
  * The indexes of {@link RedisPipelineStorage}: sorted sets of run ids, by start time (all
- * runs, per pipeline, per status) and by end time (ended runs). They hold no run tag, so
- * they are written by plain commands after a run's record is written, never inside a
- * run's script (Redis Cluster forbids keys of two slots in one script).
+ * runs, per pipeline, per status) and by end time (ended runs).
+ *
+ * On a single Redis, a write that changes a run's indexed fields updates its index entries
+ * in the same script call as the record (the "index block" of {@link indexBlock}, applied
+ * by `write_indexes` in storage-lua.ts only when the write succeeded): no command after the
+ * script, and no moment where the record is written and its index entries are not. On
+ * Redis Cluster the index keys share no hash tag with the run (a script may not touch keys
+ * of two slots), so they are written by plain commands after the record ({@link writeIndexes}).
  *
  * Index entries are only ever added by writes; an entry whose run is gone (deleted or
  * expired) or no longer matches (another status, another pipeline) is removed by the
@@ -63,32 +68,62 @@ export async function addToIndexes(redis: RedisClient, prefix: string, runId: st
   await Promise.all(writes);
 }
 
-/**
- * Brings a run's index entries from `before` (`null`: none known) to `after`: removes it
- * from the indexes it left (pipeline, status, ended) and adds it to those it belongs to.
- * On a single Redis the commands go out as one pipeline (one socket write, one round
- * trip); on a Cluster (index keys live in many slots) one command each. Plain commands,
- * never a script: the index keys share no hash tag.
- */
-export async function writeIndexes(redis: RedisClient, prefix: string, runId: string, before: IndexedFields | null, after: IndexedFields): Promise<void> {
+/** The indexes a run leaves when its status goes from `before` to `after` (its previous pipeline, status, end). */
+export function leftIndexes(prefix: string, before: IndexedFields | null, after: IndexedFields): string[] {
   const leave: string[] = [];
   if (before !== null && before.pipelineId !== after.pipelineId) leave.push(trackPipelineIndexKey(prefix, before.pipelineId));
   if (before !== null && before.status !== after.status) leave.push(trackStatusIndexKey(prefix, before.status));
   if (before?.completed != null && after.completed === null) leave.push(trackEndedIndexKey(prefix));
-  if (redis.isCluster) {
-    await Promise.all([...leave.map((key) => redis.zrem(key, runId)), addToIndexes(redis, prefix, runId, after)]);
-    return;
-  }
-  const pipeline = redis.pipeline();
-  for (const key of leave) pipeline.zrem(key, runId);
-  pipeline
-    .zadd(trackStartedIndexKey(prefix), after.started, runId)
-    .zadd(trackPipelineIndexKey(prefix, after.pipelineId), after.started, runId)
-    .sadd(trackPipelinesKey(prefix), after.pipelineId)
-    .zadd(trackStatusIndexKey(prefix, after.status), after.started, runId);
-  if (after.completed !== null) pipeline.zadd(trackEndedIndexKey(prefix), after.completed, runId);
-  const replies = await pipeline.exec();
-  for (const [error] of replies ?? []) if (error !== null) throw error;
+  return leave;
+}
+
+/**
+ * The indexes a run may have left when its previous status is not known before the write
+ * (saveStatus): every other status's index, and the end-time index when it is not ended.
+ * (The previous pipeline's index is known only from the script's reply.)
+ */
+export function otherIndexes(prefix: string, after: IndexedFields): string[] {
+  const leave = PIPELINE_STATUSES.filter((s) => s !== after.status).map((s) => trackStatusIndexKey(prefix, s));
+  if (after.completed === null) leave.push(trackEndedIndexKey(prefix));
+  return leave;
+}
+
+/** The KEYS and ARGV a write script appends to its own to update the run's index entries in the same call. */
+export interface IndexBlock {
+  keys: string[];
+  args: string[];
+}
+
+/**
+ * The index block of a write (single Redis only: its keys are in many Cluster slots), read
+ * by `write_indexes` in storage-lua.ts from the end of the script's KEYS and ARGV:
+ *
+ * KEYS: the `leave.length` indexes the run leaves (ZREM), then the all-runs, pipeline and
+ * status indexes (ZADD by start), the set of pipelines (SADD), and the end-time index when
+ * the run ended (ZADD by end).
+ * ARGV (always the last 5): run id, start score, pipeline id, end score or '', `leave.length`.
+ */
+export function indexBlock(prefix: string, runId: string, leave: readonly string[], after: IndexedFields): IndexBlock {
+  const keys = [
+    ...leave,
+    trackStartedIndexKey(prefix),
+    trackPipelineIndexKey(prefix, after.pipelineId),
+    trackStatusIndexKey(prefix, after.status),
+    trackPipelinesKey(prefix),
+  ];
+  if (after.completed !== null) keys.push(trackEndedIndexKey(prefix));
+  return { keys, args: [runId, after.started, after.pipelineId, after.completed ?? '', String(leave.length)] };
+}
+
+/**
+ * Brings a run's index entries from `before` (`null`: none known) to `after` with plain
+ * commands, after the record was written: removes it from the indexes it left (pipeline,
+ * status, ended) and adds it to those it belongs to. The Redis Cluster path (index keys
+ * live in many slots: one command each, written back to back); a single Redis writes the
+ * indexes inside the record's script instead ({@link indexBlock}).
+ */
+export async function writeIndexes(redis: RedisClient, prefix: string, runId: string, before: IndexedFields | null, after: IndexedFields): Promise<void> {
+  await Promise.all([...leftIndexes(prefix, before, after).map((key) => redis.zrem(key, runId)), addToIndexes(redis, prefix, runId, after)]);
 }
 
 /** Removes a run from the global indexes and, when known, from its pipeline's index. */

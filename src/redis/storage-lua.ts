@@ -1,8 +1,10 @@
 /**
  * The Lua scripts of {@link RedisPipelineStorage}, one per operation, each with its
- * KEYS / ARGV / returns header. Every script touches only the keys of one run (which
- * share the run's hash tag, so one Cluster slot); index keys are written by separate
- * commands.
+ * KEYS / ARGV / returns header. Called with the keys of one run only (they share the
+ * run's hash tag, so one Cluster slot), the scripts work on Redis Cluster; the index keys
+ * are then written by separate commands. On a single Redis the writes that change a run's
+ * indexed fields also get an index block (KEYS and ARGV appended at the end, see
+ * `indexBlock` in storage-indexes.ts) and update the indexes in the same call.
  *
  * A run's record is a hash: `s` the status JSON, `v` a version bumped on every write
  * (the compare-and-set token), `q` the status's `last_seq`.
@@ -14,6 +16,30 @@ export type { RedisClient } from './lua.js';
 /** Current server time in ms (Lua), as a string. */
 const NOW_MS = `local t = redis.call('TIME')
 local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))`;
+
+/**
+ * `write_indexes(base)`: applies the index block when the script got more than `base`
+ * KEYS (its own), else does nothing. The block (built by `indexBlock` in
+ * storage-indexes.ts): the last 5 ARGV are run id, start score, pipeline id, end score or
+ * '', and the number n of indexes the run leaves; KEYS[base+1 .. base+n] are those
+ * indexes (ZREM), then the all-runs, pipeline and status indexes (ZADD by start), the set
+ * of pipelines (SADD) and, when the end score is set, the end-time index (ZADD by end).
+ * `index_args(base)`: how many ARGV at the end are the block's (5 or 0).
+ */
+const INDEX_FN = `local function index_args(base)
+  if #KEYS > base then return 5 end
+  return 0
+end
+local function write_indexes(base)
+  if #KEYS <= base then return end
+  local a = #ARGV - 4
+  local id, started, ended, n = ARGV[a], ARGV[a + 1], ARGV[a + 3], tonumber(ARGV[a + 4])
+  for i = base + 1, base + n do redis.call('ZREM', KEYS[i], id) end
+  local k = base + n
+  for i = k + 1, k + 3 do redis.call('ZADD', KEYS[i], started, id) end
+  redis.call('SADD', KEYS[k + 4], ARGV[a + 2])
+  if ended ~= '' then redis.call('ZADD', KEYS[k + 5], ended, id) end
+end`;
 
 /**
  * The reading half of the offer scripts: with `rec` (HMGET v, q, s of the record), `now`
@@ -120,17 +146,20 @@ ${READ_PENDING}`,
  * that version and no event is pending, stores the result at once. Otherwise does what
  * {@link OFFER} does.
  *
- * KEYS[1..3] as OFFER
+ * KEYS[1..3] as OFFER, KEYS[4..] the index block's (optional, see INDEX_FN)
  * ARGV[1..4] as OFFER (seq, event JSON, pending TTLs), ARGV[3] is also the record TTL;
- * ARGV[5] expected version, ARGV[6] the new status JSON (its last_seq is ARGV[1])
- * Returns {2, new version} when stored; else OFFER's reply.
+ * ARGV[5] expected version, ARGV[6] the new status JSON (its last_seq is ARGV[1]),
+ * ARGV[7..11] the index block (with KEYS[4..])
+ * Returns {2, new version} when stored (and the index block applied); else OFFER's reply.
  */
 export const FAST_APPLY = new LuaScript(
-  `local cur = redis.call('HGET', KEYS[1], 'v') or '0'
+  `${INDEX_FN}
+local cur = redis.call('HGET', KEYS[1], 'v') or '0'
 if cur == ARGV[5] and redis.call('EXISTS', KEYS[2]) == 0 then
   local v = tonumber(cur) + 1
   redis.call('HSET', KEYS[1], 's', ARGV[6], 'v', v, 'q', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
+  write_indexes(3)
   return {2, v}
 end
 ${OFFER_BODY}`,
@@ -143,16 +172,19 @@ ${OFFER_BODY}`,
  * pending, stores the result. Otherwise changes nothing (the caller then offers the
  * events with {@link OFFER_MANY}).
  *
- * KEYS[1] the run record, KEYS[2] the run's pending hash
- * ARGV[1] expected version, ARGV[2] the new status JSON, ARGV[3] its last_seq (the group's last seq), ARGV[4] TTL (s)
- * Returns the new version, or 0 when nothing was stored.
+ * KEYS[1] the run record, KEYS[2] the run's pending hash, KEYS[3..] the index block's (optional, see INDEX_FN)
+ * ARGV[1] expected version, ARGV[2] the new status JSON, ARGV[3] its last_seq (the group's last seq), ARGV[4] TTL (s),
+ * ARGV[5..9] the index block (with KEYS[3..])
+ * Returns the new version (the index block applied), or 0 when nothing was stored.
  */
 export const FAST_APPLY_GROUP = new LuaScript(
-  `local cur = redis.call('HGET', KEYS[1], 'v') or '0'
+  `${INDEX_FN}
+local cur = redis.call('HGET', KEYS[1], 'v') or '0'
 if cur ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local v = tonumber(cur) + 1
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', v, 'q', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+write_indexes(2)
 return v`,
 );
 
@@ -161,17 +193,19 @@ return v`,
  * version the caller read (compare-and-set), removes the applied pending events and
  * refreshes the TTLs.
  *
- * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * KEYS[1] the run record, KEYS[2] the run's pending hash, KEYS[3..] the index block's (optional, see INDEX_FN)
  * ARGV[1] expected version ('0' for a run with no record), ARGV[2] status JSON, ARGV[3] its last_seq,
- * ARGV[4] TTL (s), ARGV[5..] seqs to remove from the pending hash
- * Returns the new version, or 0 when the record changed meanwhile (read again and retry).
+ * ARGV[4] TTL (s), ARGV[5..] seqs to remove from the pending hash, then the index block's 5 (with KEYS[3..])
+ * Returns the new version (the index block applied), or 0 when the record changed meanwhile (read again and retry).
  */
 export const COMMIT = new LuaScript(
-  `local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+  `${INDEX_FN}
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', v + 1, 'q', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-for i = 5, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
+write_indexes(2)
+for i = 5, #ARGV - index_args(2) do redis.call('HDEL', KEYS[2], ARGV[i]) end
 local left = redis.call('HLEN', KEYS[2])
 if left == 1 and redis.call('HEXISTS', KEYS[2], 'since') == 1 then
   redis.call('DEL', KEYS[2])
@@ -186,15 +220,17 @@ return v + 1`,
 /**
  * Replaces a run's status (saveStatus).
  *
- * KEYS[1] the run record
- * ARGV[1] status JSON, ARGV[2] its last_seq, ARGV[3] TTL (s)
+ * KEYS[1] the run record, KEYS[2..] the index block's (optional, see INDEX_FN)
+ * ARGV[1] status JSON, ARGV[2] its last_seq, ARGV[3] TTL (s), ARGV[4..8] the index block (with KEYS[2..])
  * Returns the previous status JSON, or nil.
  */
 export const SAVE = new LuaScript(
-  `local previous = redis.call('HGET', KEYS[1], 's')
+  `${INDEX_FN}
+local previous = redis.call('HGET', KEYS[1], 's')
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'q', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+write_indexes(1)
 return previous`,
 );
 

@@ -17,12 +17,16 @@ import {
   trackStatusIndexKey,
 } from './keys.js';
 import {
+  indexBlock,
   indexChanged,
   indexedFields,
+  leftIndexes,
+  otherIndexes,
   pruneIndexes,
   removeFromIndexes,
   scanIndex,
   writeIndexes,
+  type IndexBlock,
   type IndexedFields,
   type PruneResult,
 } from './storage-indexes.js';
@@ -74,6 +78,21 @@ const MAX_ATTEMPTS = 1000;
 /** Running runs whose last written status a storage keeps for the one-round-trip path. */
 const CACHED_RUNS = 1000;
 
+/** How a write brings a run's index entries from `before` to `after`. */
+interface IndexPlan {
+  before: IndexedFields | null;
+  after: IndexedFields;
+  /** An indexed field changed: the index entries must be written. */
+  change: boolean;
+  /** Single Redis: the KEYS / ARGV the write's script appends to write them in the same call. `null` on a Cluster or without a change. */
+  block: IndexBlock | null;
+}
+
+/** `base` followed by the index block's part, if any. */
+function withBlock<T>(base: T[], block: readonly T[] | undefined): T[] {
+  return block === undefined ? base : [...base, ...block];
+}
+
 /**
  * Tracking storage in Redis (seed 001 §5.2), shared by every process of a deployment.
  *
@@ -89,7 +108,11 @@ const CACHED_RUNS = 1000;
  * - **Indexes pruned with their records**: a run deleted or expired leaves the lists at
  *   once (every read checks the record) and its index entries are removed by the reader
  *   and by a periodic prune pass.
- * - **Redis Cluster**: a run's keys share its hash tag; scripts never touch an index.
+ * - **Indexes in the same script call** on a single Redis: a write that changes a run's
+ *   status, pipeline, start or end updates the indexes in the script that stores the
+ *   record, only when that write succeeds (no extra command, no record without its entries).
+ * - **Redis Cluster**: a run's keys share its hash tag; scripts never touch an index (the
+ *   indexes are written by separate commands after the record).
  * - The caller owns the connection: {@link close} does not close it.
  *
  * @example
@@ -132,11 +155,22 @@ export class RedisPipelineStorage implements TrackingStorage {
   async saveStatus(status: PipelineStatus): Promise<void> {
     this.#open();
     checkStatusObject(status);
-    this.#cache.delete(status.run_id);
+    const runId = status.run_id;
+    this.#cache.delete(runId);
     const prefix = this.keyPrefix;
-    const previous = (await SAVE.run(this.#redis, [trackRunKey(prefix, status.run_id)], [JSON.stringify(status), status.last_seq, this.ttlSeconds])) as string | null;
+    const after = indexedFields(status);
+    // Every entry is written again (repairs one a reader removed meanwhile). The previous
+    // status is known only once the script ran: on a single Redis the run leaves every other
+    // status's index (and the end-time index when it is not ended) in the same call.
+    const block = this.#redis.isCluster ? null : indexBlock(prefix, runId, otherIndexes(prefix, after), after);
+    const keys = withBlock([trackRunKey(prefix, runId)], block?.keys);
+    const args = withBlock<string | number>([JSON.stringify(status), status.last_seq, this.ttlSeconds], block?.args);
+    const previous = (await SAVE.run(this.#redis, keys, args)) as string | null;
     const before = previous === null ? null : indexedFields(JSON.parse(previous) as PipelineStatus);
-    await this.#indexWrite(status.run_id, before, status, true);
+    if (block === null) await writeIndexes(this.#redis, prefix, runId, before, after);
+    // A status moved to another pipeline (rare): its previous pipeline's index key was not known before the script.
+    else if (before !== null && before.pipelineId !== after.pipelineId) await this.#redis.zrem(trackPipelineIndexKey(prefix, before.pipelineId), runId);
+    this.#maybePrune();
   }
 
   async getStatus(runId: string): Promise<PipelineStatus | null> {
@@ -241,13 +275,16 @@ export class RedisPipelineStorage implements TrackingStorage {
     const cached = this.#cache.get(runId) ?? (event.type === 'PipelineStartEvent' && event.seq === 1 ? { version: '0', status: null } : undefined);
     if (cached !== undefined && event.seq === (cached.status?.last_seq ?? 0) + 1) {
       this.#cache.delete(runId);
+      // Before the reducer, which may change the status it is given in place.
       const before = cached.status === null ? null : indexedFields(cached.status);
       const next = applyEvent(cached.status, event) as PipelineStatus;
-      const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)];
-      const reply = (await FAST_APPLY.run(this.#redis, keys, [event.seq, json, this.ttlSeconds, this.#orphanTtl, cached.version, JSON.stringify(next)])) as unknown[];
+      const plan = this.#indexPlan(runId, before, next);
+      const keys = withBlock([trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)], plan.block?.keys);
+      const args = withBlock<string | number>([event.seq, json, this.ttlSeconds, this.#orphanTtl, cached.version, JSON.stringify(next)], plan.block?.args);
+      const reply = (await FAST_APPLY.run(this.#redis, keys, args)) as unknown[];
       if (reply[0] === 2) {
         this.#remember(runId, String(reply[1]), next);
-        await this.#indexWrite(runId, before, next);
+        await this.#afterWrite(runId, plan);
         return next;
       }
       loaded = parseOffer(reply);
@@ -263,7 +300,8 @@ export class RedisPipelineStorage implements TrackingStorage {
    * Applies a group of events of one run (see {@link TrackingStorage.applyEvents}); safe
    * from any number of processes at once. When this process wrote the run last (or the
    * group starts the run) and the group's seqs follow the stored `last_seq` with no gap,
-   * the group costs one script call (plus the index write when an indexed field changed).
+   * the group costs one script call (on a single Redis, the index write when an indexed
+   * field changed is in that call; on a Cluster it follows as separate commands).
    * Otherwise (another process wrote since, events pending, a gap) the events go into the
    * run's pending buffer together and are applied as {@link applyEvent} applies one: two
    * script calls for the group, more only on a conflict. Resolves with the status once an
@@ -281,16 +319,19 @@ export class RedisPipelineStorage implements TrackingStorage {
     // Increasing seqs (checked) spanning exactly length - 1: consecutive.
     if (cached !== undefined && first.seq === (cached.status?.last_seq ?? 0) + 1 && last.seq - first.seq === events.length - 1) {
       this.#cache.delete(runId);
+      // Before the reducer, which may change the status it is given in place.
       const before = cached.status === null ? null : indexedFields(cached.status);
       let next = cached.status;
       for (const e of events) next = applyEvent(next, e);
       // Not null: the group starts the run, or follows a stored status.
       const status = next as PipelineStatus;
-      const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
-      const version = (await FAST_APPLY_GROUP.run(this.#redis, keys, [cached.version, JSON.stringify(status), last.seq, this.ttlSeconds])) as number;
+      const plan = this.#indexPlan(runId, before, status);
+      const keys = withBlock([trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)], plan.block?.keys);
+      const args = withBlock<string | number>([cached.version, JSON.stringify(status), last.seq, this.ttlSeconds], plan.block?.args);
+      const version = (await FAST_APPLY_GROUP.run(this.#redis, keys, args)) as number;
       if (version !== 0) {
         this.#remember(runId, String(version), status);
-        await this.#indexWrite(runId, before, status);
+        await this.#afterWrite(runId, plan);
         return status;
       }
       // Refused: the record moved (another writer) or events are pending; nothing was written.
@@ -390,16 +431,19 @@ export class RedisPipelineStorage implements TrackingStorage {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (loaded === null) return { status: null, own: false };
       const ownApplied = (l: Loaded): boolean => l.status !== null && seqs.some((seq) => !l.pending.has(seq) && seq <= (l.status as PipelineStatus).last_seq);
+      // Before drainPending, which applies the events to the loaded status in place. The
+      // compare-and-set below holds only if the record is still the one read: `before` is exact.
       const before = loaded.status === null ? null : indexedFields(loaded.status);
       const reflected = ownApplied(loaded);
       const drained = drainPending(loaded, this.gapTimeoutMs);
       if (drained === null) return { status: loaded.status, own: reflected };
-      const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
-      const args = [loaded.version, JSON.stringify(drained.status), drained.status.last_seq, this.ttlSeconds, ...drained.remove];
+      const plan = this.#indexPlan(runId, before, drained.status);
+      const keys = withBlock([trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)], plan.block?.keys);
+      const args = withBlock<string | number>([loaded.version, JSON.stringify(drained.status), drained.status.last_seq, this.ttlSeconds, ...drained.remove], plan.block?.args);
       const version = (await COMMIT.run(this.#redis, keys, args)) as number;
       if (version !== 0) {
         this.#remember(runId, String(version), drained.status);
-        await this.#indexWrite(runId, before, drained.status);
+        await this.#afterWrite(runId, plan);
         return { status: drained.status, own: reflected || seqs.some((seq) => drained.applied.has(seq)) };
       }
       loaded = await this.#offer(runId, 0, '');
@@ -408,13 +452,22 @@ export class RedisPipelineStorage implements TrackingStorage {
   }
 
   /**
-   * Brings the indexes up to a write, after it: adds the run where it belongs now and
-   * removes it from where it was (its previous status, pipeline or end). `always` rewrites
-   * unchanged entries too (saveStatus: repairs an entry a reader removed meanwhile).
+   * How a compare-and-set write from `before` (the index fields of the status the record
+   * holds, as the write expects it) to `status` updates the indexes: when an indexed field changes, on a single
+   * Redis an index block for the write's script (the run leaves its previous pipeline,
+   * status and end indexes and is added where it belongs now, in the same call, only if
+   * the write succeeds); on a Cluster nothing for the script ({@link #afterWrite} writes them).
    */
-  async #indexWrite(runId: string, before: IndexedFields | null, status: PipelineStatus, always = false): Promise<void> {
+  #indexPlan(runId: string, before: IndexedFields | null, status: PipelineStatus): IndexPlan {
     const after = indexedFields(status);
-    if (always || indexChanged(before, after)) await writeIndexes(this.#redis, this.keyPrefix, runId, before, after);
+    const change = indexChanged(before, after);
+    const block = change && !this.#redis.isCluster ? indexBlock(this.keyPrefix, runId, leftIndexes(this.keyPrefix, before, after), after) : null;
+    return { before, after, change, block };
+  }
+
+  /** After a successful write: the index commands a Cluster needs (the script could not write them), and the periodic prune pass. */
+  async #afterWrite(runId: string, plan: IndexPlan): Promise<void> {
+    if (plan.change && plan.block === null) await writeIndexes(this.#redis, this.keyPrefix, runId, plan.before, plan.after);
     this.#maybePrune();
   }
 
