@@ -115,6 +115,35 @@ export function indexBlock(prefix: string, runId: string, leave: readonly string
   return { keys, args: [runId, after.started, after.pipelineId, after.completed ?? '', String(leave.length)] };
 }
 
+/** How a compare-and-set write brings a run's index entries from `before` to `after`. */
+export interface IndexPlan {
+  before: IndexedFields | null;
+  after: IndexedFields;
+  /** An indexed field changed: the index entries must be written. */
+  change: boolean;
+  /** Single Redis: the KEYS / ARGV the write's script appends to write them in the same call. `null` on a Cluster or without a change. */
+  block: IndexBlock | null;
+}
+
+/**
+ * Plans the index update of a compare-and-set write from `before` (the index fields of the
+ * status the record holds, as the write expects it) to `after`. When an indexed field
+ * changes: on a single Redis, an index block for the write's script (the run leaves its
+ * previous pipeline, status and end indexes and is added where it belongs now, in the same
+ * call, only if the write succeeds); on a Cluster no block, and the caller sends
+ * {@link writeIndexes} after the write.
+ */
+export function planIndexes(cluster: boolean, prefix: string, runId: string, before: IndexedFields | null, after: IndexedFields): IndexPlan {
+  const change = indexChanged(before, after);
+  const block = change && !cluster ? indexBlock(prefix, runId, leftIndexes(prefix, before, after), after) : null;
+  return { before, after, change, block };
+}
+
+/** `base` (a script's own KEYS or ARGV) followed by the index block's part, if any. */
+export function withBlock<T>(base: T[], block: readonly T[] | undefined): T[] {
+  return block === undefined ? base : [...base, ...block];
+}
+
 /**
  * Brings a run's index entries from `before` (`null`: none known) to `after` with plain
  * commands, after the record was written: removes it from the indexes it left (pipeline,

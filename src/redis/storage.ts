@@ -18,15 +18,15 @@ import {
 } from './keys.js';
 import {
   indexBlock,
-  indexChanged,
   indexedFields,
-  leftIndexes,
   otherIndexes,
+  planIndexes,
   pruneIndexes,
   removeFromIndexes,
   scanIndex,
+  withBlock,
   writeIndexes,
-  type IndexBlock,
+  type IndexPlan,
   type IndexedFields,
   type PruneResult,
 } from './storage-indexes.js';
@@ -77,21 +77,6 @@ const SCAN_BATCH = 1000;
 const MAX_ATTEMPTS = 1000;
 /** Running runs whose last written status a storage keeps for the one-round-trip path. */
 const CACHED_RUNS = 1000;
-
-/** How a write brings a run's index entries from `before` to `after`. */
-interface IndexPlan {
-  before: IndexedFields | null;
-  after: IndexedFields;
-  /** An indexed field changed: the index entries must be written. */
-  change: boolean;
-  /** Single Redis: the KEYS / ARGV the write's script appends to write them in the same call. `null` on a Cluster or without a change. */
-  block: IndexBlock | null;
-}
-
-/** `base` followed by the index block's part, if any. */
-function withBlock<T>(base: T[], block: readonly T[] | undefined): T[] {
-  return block === undefined ? base : [...base, ...block];
-}
 
 /**
  * Tracking storage in Redis (seed 001 §5.2), shared by every process of a deployment.
@@ -451,18 +436,9 @@ export class RedisPipelineStorage implements TrackingStorage {
     throw new FlowcastError(ErrorCodes.CONFLICT, `applyEvent: gave up after ${MAX_ATTEMPTS} attempts: run "${runId}" changed under every one`);
   }
 
-  /**
-   * How a compare-and-set write from `before` (the index fields of the status the record
-   * holds, as the write expects it) to `status` updates the indexes: when an indexed field changes, on a single
-   * Redis an index block for the write's script (the run leaves its previous pipeline,
-   * status and end indexes and is added where it belongs now, in the same call, only if
-   * the write succeeds); on a Cluster nothing for the script ({@link #afterWrite} writes them).
-   */
+  /** {@link planIndexes} of a write of this storage. */
   #indexPlan(runId: string, before: IndexedFields | null, status: PipelineStatus): IndexPlan {
-    const after = indexedFields(status);
-    const change = indexChanged(before, after);
-    const block = change && !this.#redis.isCluster ? indexBlock(this.keyPrefix, runId, leftIndexes(this.keyPrefix, before, after), after) : null;
-    return { before, after, change, block };
+    return planIndexes(this.#redis.isCluster, this.keyPrefix, runId, before, indexedFields(status));
   }
 
   /** After a successful write: the index commands a Cluster needs (the script could not write them), and the periodic prune pass. */
