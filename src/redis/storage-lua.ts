@@ -189,6 +189,22 @@ return v`,
 );
 
 /**
+ * Reads a run's status for a group of events that continues it: the caller (a process
+ * that did not write the run last) applies the group to it and stores the result with
+ * {@link FAST_APPLY_GROUP}. Reads nothing else, so the group's events never travel.
+ *
+ * KEYS[1] the run record, KEYS[2] the run's pending hash
+ * ARGV[1] the last_seq the group follows (its first seq - 1)
+ * Returns {version, status JSON} when the record is at that last_seq and nothing is
+ * pending; else nil (the caller offers the events with {@link OFFER_MANY}).
+ */
+export const READ_AT = new LuaScript(
+  `local rec = redis.call('HMGET', KEYS[1], 'v', 'q', 's')
+if not rec[3] or rec[2] ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then return nil end
+return {rec[1], rec[3]}`,
+);
+
+/**
  * Stores a status computed from the pending events if the record is still at the
  * version the caller read (compare-and-set), removes the applied pending events and
  * refreshes the TTLs.

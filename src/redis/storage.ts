@@ -31,7 +31,7 @@ import {
   type PruneResult,
 } from './storage-indexes.js';
 import { checkDate, checkEvent, checkStatusObject, isRedisClient, newestStartedFirst } from './storage-checks.js';
-import { COMMIT, DELETE, FAST_APPLY, FAST_APPLY_GROUP, OFFER, OFFER_MANY, SAVE, type RedisClient } from './storage-lua.js';
+import { COMMIT, DELETE, FAST_APPLY, READ_AT, FAST_APPLY_GROUP, OFFER, OFFER_MANY, SAVE, type RedisClient } from './storage-lua.js';
 import { drainPending, parseOffer, type Loaded } from './storage-pending.js';
 
 export type { RedisClient } from './storage-lua.js';
@@ -299,10 +299,17 @@ export class RedisPipelineStorage implements TrackingStorage {
     for (const e of events) checkEvent(e);
     const first = events[0] as FlowcastEvent;
     const runId = first.run_id;
-    const cached = this.#cache.get(runId) ?? (first.type === 'PipelineStartEvent' && first.seq === 1 ? { version: '0', status: null } : undefined);
+    let cached = this.#cache.get(runId) ?? (first.type === 'PipelineStartEvent' && first.seq === 1 ? { version: '0', status: null } : undefined);
     const last = events[events.length - 1] as FlowcastEvent;
     // Increasing seqs (checked) spanning exactly length - 1: consecutive.
-    if (cached !== undefined && first.seq === (cached.status?.last_seq ?? 0) + 1 && last.seq - first.seq === events.length - 1) {
+    const consecutive = last.seq - first.seq === events.length - 1;
+    if (cached === undefined && consecutive && first.seq > 1) {
+      // Another process wrote the run last: read its status (only if the group continues
+      // it), then the same compare-and-set as the fast path. Two light calls.
+      const read = (await READ_AT.run(this.#redis, [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)], [first.seq - 1])) as [string, string] | null;
+      if (read !== null) cached = { version: String(read[0]), status: JSON.parse(read[1]) as PipelineStatus };
+    }
+    if (cached !== undefined && first.seq === (cached.status?.last_seq ?? 0) + 1 && consecutive) {
       this.#cache.delete(runId);
       // Before the reducer, which may change the status it is given in place.
       const before = cached.status === null ? null : indexedFields(cached.status);
