@@ -196,6 +196,25 @@ describe('RedisPipelineStorage', () => {
       expect(await b!.getStatus(run.runId)).toEqual(reduce(e));
     });
 
+    it('a group from a process that did not write the run reads the status and stores in two calls, without sending the events through the pending buffer', async () => {
+      const stats = redis.connect();
+      const prefix = redis.prefix();
+      const [producer, worker] = [0, 1].map(() => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+      const run = wideRun('handoff', 2);
+      const e = run.events;
+      await producer!.applyEvents(e.slice(0, 1));
+      const before = await commandCounts(stats);
+      expect(await worker!.applyEvents(e.slice(1, 6))).toEqual(reduce(e.slice(0, 6)));
+      const after = await commandCounts(stats);
+      expect(spent(before, after).scripts).toBe(2);
+      expect((after.get('hsetnx') ?? 0) - (before.get('hsetnx') ?? 0)).toBe(0);
+      // Then the worker wrote it last: one call per group.
+      const again = await commandCounts(stats);
+      expect(await worker!.applyEvents(e.slice(6))).toEqual(reduce(e));
+      expect(spent(again, await commandCounts(stats)).scripts).toBe(1);
+      expect(await producer!.getStatus(run.runId)).toEqual(reduce(e));
+    });
+
     it('through recordMany: a group waiting past a gap notifies nobody, the group that fills the gap notifies its own events', async () => {
       const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix(), gapTimeoutMs: 600_000 });
       const tracking = new PipelineTrackingManager().withStorage(storage);
