@@ -62,6 +62,8 @@ export class BullMQBroker implements Broker {
   readonly workerId: string | null;
 
   readonly #options: ResolvedBrokerOptions;
+  /** BullMQ's queues and workers' connection. */
+  readonly #bullRedis: Redis;
   readonly #tasks = new Map<string, TaskDefinition>();
   readonly #taskQueue: Queue;
   readonly #controlQueue: Queue;
@@ -84,14 +86,19 @@ export class BullMQBroker implements Broker {
     const o = this.#options;
     this.keyPrefix = o.keyPrefix;
     this.#threads = o.threads === null ? null : new ThreadPool(o.threads);
-    this.redis = openConnection(o.connection, 'flowcast-broker');
+    // flowcast's own commands (run state, event log, tracking...) go out auto-pipelined:
+    // those issued in one event-loop turn leave in one socket write. BullMQ keeps a
+    // connection of its own without it (its docs do not cover auto-pipelining).
+    this.redis = openConnection(o.connection, 'flowcast-broker', { enableAutoPipelining: true });
     this.redis.on('error', (error: Error) => o.onError(error, null));
+    this.#bullRedis = openConnection(o.connection, 'flowcast-bullmq');
+    this.#bullRedis.on('error', (error: Error) => o.onError(error, null));
     const prefix = bullmqPrefix(o.keyPrefix);
-    this.#taskQueue = new Queue(BULLMQ_QUEUES.tasks, { connection: this.redis, prefix });
-    this.#controlQueue = new Queue(BULLMQ_QUEUES.control, { connection: this.redis, prefix });
+    this.#taskQueue = new Queue(BULLMQ_QUEUES.tasks, { connection: this.#bullRedis, prefix });
+    this.#controlQueue = new Queue(BULLMQ_QUEUES.control, { connection: this.#bullRedis, prefix });
     this.#taskQueue.on('error', (error) => o.onError(error, null));
     this.#controlQueue.on('error', (error) => o.onError(error, null));
-    this.#results = new TaskResults(this.#taskQueue, this.redis, prefix);
+    this.#results = new TaskResults(this.#taskQueue, this.#bullRedis, prefix);
 
     let transport = o.transport;
     this.#owned = { runState: null, transport: null };
@@ -142,7 +149,7 @@ export class BullMQBroker implements Broker {
     const w = this.#options.worker;
     if (w === null) return;
     const common = {
-      connection: this.redis,
+      connection: this.#bullRedis,
       prefix,
       lockDuration: w.lockDurationMs,
       stalledInterval: w.stalledIntervalMs,
@@ -272,7 +279,7 @@ export class BullMQBroker implements Broker {
    */
   createScheduleDriver(fire: ClusterFire, onError: (error: Error) => void): ScheduleDriver {
     if (this.#state !== 'open') throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
-    return new BullMQScheduleDriver(this.redis, bullmqPrefix(this.keyPrefix), fire, onError);
+    return new BullMQScheduleDriver(this.#bullRedis, bullmqPrefix(this.keyPrefix), fire, onError);
   }
 
   // ── worker side ───────────────────────────────────────────────────────────────────
@@ -415,7 +422,7 @@ export class BullMQBroker implements Broker {
     const report = (error: unknown): void => this.#options.onError(toError(error), null);
     // Let a start in progress finish first; not when Redis is down (it never would): the
     // workers exist from the constructor on, and close without it.
-    if (this.redis.status === 'ready') await this.#ready.catch(() => undefined);
+    if (this.#bullRedis.status === 'ready') await this.#ready.catch(() => undefined);
     await Promise.all(this.#workers.map((w) => w.close(force).catch(report)));
     this.#accepting = false;
     await this.#heartbeat?.stop();
@@ -426,6 +433,7 @@ export class BullMQBroker implements Broker {
     await this.#owned.runState?.close().catch(report);
     await this.#owned.transport?.close().catch(report);
     await closeConnection(this.redis);
+    await closeConnection(this.#bullRedis);
     this.#state = 'closed';
   }
 

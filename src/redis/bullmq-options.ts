@@ -211,8 +211,8 @@ function checkConnection(value: unknown): RedisConnection {
  * Opens a new connection for the broker. BullMQ needs `maxRetriesPerRequest: null` on
  * the connections its workers block on.
  */
-export function openConnection(connection: RedisConnection, name: string): Redis {
-  const extra: RedisOptions = { maxRetriesPerRequest: null, connectionName: name };
+export function openConnection(connection: RedisConnection, name: string, options: RedisOptions = {}): Redis {
+  const extra: RedisOptions = { maxRetriesPerRequest: null, connectionName: name, ...options };
   if (connection instanceof Redis) return connection.duplicate(extra);
   if (typeof connection === 'string') return new Redis(connection, extra);
   return new Redis({ ...connection, ...extra });

@@ -96,7 +96,7 @@ export class ChannelMux {
     // No ready check: its INFO would be refused once the connection is in subscriber mode
     // (a SUBSCRIBE queued while it reconnects goes out first), and that failed the
     // subscriptions made during a Redis restart. SUBSCRIBE works while Redis loads its AOF.
-    const conn = this.#base.duplicate({ autoResubscribe: false, lazyConnect: false, enableReadyCheck: false });
+    const conn = this.#base.duplicate({ autoResubscribe: false, lazyConnect: false, enableReadyCheck: false, enableAutoPipelining: false });
     this.#conn = conn;
     conn.on('message', (channel: string, payload: string) => this.#handlers.message(channel, payload));
     conn.on('error', (error: unknown) => this.#handlers.error(error, 'subscription connection'));
