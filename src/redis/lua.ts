@@ -87,7 +87,7 @@ return seqs
  * Compare-and-set of a run's record plus the append of the transition's events.
  * KEYS[1] run state hash, KEYS[2] log meta hash, KEYS[3] log stream.
  * ARGV[1] the version the record was read at, ARGV[2] new record JSON (without plan),
- * ARGV[3] summary JSON, ARGV[4] max events kept, ARGV[5] TTL (s) while running,
+ * ARGV[3] summary JSON ('' when it did not change: the run still runs), ARGV[4] max events kept, ARGV[5] TTL (s) while running,
  * ARGV[6] TTL (s) once ended, ARGV[7] `1` when the new record is ended,
  * ARGV[8] event count, ARGV[9] a token unique to this write, ARGV[10..] events.
  * Returns `{2}` for an unknown run, `{3, version, record}` when the version moved on
@@ -99,7 +99,8 @@ local ver = redis.call('HGET', KEYS[1], 'ver')
 if not ver then return {2} end
 if ver ~= ARGV[1] then return same_tx(KEYS[1], ARGV[9]) or {3, tonumber(ver), redis.call('HGET', KEYS[1], 'rec')} end
 local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 10, tonumber(ARGV[8]))
-redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'sum', ARGV[3], 'ver', tonumber(ver) + 1, 'tx', ARGV[9], 'txr', table.concat(seqs, ','))
+redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'ver', tonumber(ver) + 1, 'tx', ARGV[9], 'txr', table.concat(seqs, ','))
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'sum', ARGV[3]) end
 expire_all((ended or ARGV[7] == '1') and ARGV[6] or ARGV[5], KEYS[1], KEYS[2], KEYS[3])
 table.insert(seqs, 1, 0)
 return seqs

@@ -61,6 +61,20 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** Plans parsed and frozen, by their JSON: the runs of one pipeline share one (read-only) object. */
+const plans = new Map<string, PipelinePlan>();
+const PLANS_KEPT = 256;
+
+function parsedPlan(json: string): PipelinePlan {
+  let plan = plans.get(json);
+  if (plan === undefined) {
+    plan = deepFreeze(JSON.parse(json) as PipelinePlan);
+    if (plans.size >= PLANS_KEPT) plans.delete(plans.keys().next().value as string);
+    plans.set(json, plan);
+  }
+  return plan;
+}
+
 function summaryOf(r: RunRecord): RunSummary {
   return { run_id: r.run_id, pipeline_id: r.pipeline_id, status: r.status, result: r.result, error: r.error };
 }
@@ -220,7 +234,9 @@ export class RedisRunState implements RunStateStore {
       const { value, events } = fn(record);
       const drafts = this.#encode(events, runId, 'RedisRunState.transition');
       const rec = recordJson(record);
-      const args = [ver, rec, JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
+      // The summary changes only when the run ends (a running run's is written by create).
+      const sum = record.status === 'RUNNING' ? '' : JSON.stringify(summaryOf(record));
+      const args = [ver, rec, sum, ...this.#logArgs(record.status !== 'RUNNING', drafts)];
       const reply = (await transitionScript.run(this.redis, keys, args)) as unknown[];
       if (reply[0] === CREATED) {
         if (record.status === 'RUNNING') this.#remember(runId, { plan: run.plan, rec, ver: String(Number(ver) + 1) });
@@ -262,7 +278,7 @@ export class RedisRunState implements RunStateStore {
     let plan = known?.plan;
     if (plan === undefined) {
       if (planJson === null || planJson === undefined) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Run "${runId}" has no plan`);
-      plan = deepFreeze(JSON.parse(planJson) as PipelinePlan);
+      plan = parsedPlan(planJson);
     }
     return this.#remember(runId, { plan, rec, ver });
   }
