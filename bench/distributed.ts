@@ -13,8 +13,9 @@
  *
  * Usage: npm run bench:distributed -- [--workers 2] [--concurrency 32] [--steps 5]
  *          [--runs 400] [--rounds 3] [--lanes 50] [--subscribers 500] [--burst 1000] [--burst-runs 8]
- *          [--rate 20000] [--paced-ms 3000] [--passes 3] [--parts throughput,events] [--untracked]
+ *          [--rate 20000] [--paced-ms 3000] [--passes 3] [--parts throughput,events] [--untracked] [--chain-steps N]
  * `--untracked` adds the same pipeline without tracking to part 1 (what tracking costs).
+ * `--chain-steps N` sets the flowcast workers' `chainSteps` (default: the broker's, 100; 0: one BullMQ job per step).
  * DISTRIBUTED_WORKER_FLAGS="--cpu-prof --cpu-prof-dir=.tmp/prof" passes Node flags to the
  * flowcast worker processes of part 1.
  */
@@ -43,6 +44,7 @@ const { values: args } = parseArgs({
     passes: { type: 'string', default: '3' },
     parts: { type: 'string', default: PARTS.join(',') },
     untracked: { type: 'boolean', default: false },
+    'chain-steps': { type: 'string' },
   },
 });
 function positiveInt(value: string, name: string, min = 1): number {
@@ -86,7 +88,8 @@ const redis = await startRedisServer();
 const version = spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout.match(/v=(\S+)/)?.[1] ?? '?';
 console.log(
   `flowcast distributed bench: node ${process.version}, redis-server ${version} on 127.0.0.1:${redis.port} (no persistence); ` +
-    `part 1: ${WORKERS} worker processes per side, total concurrency ${CONCURRENCY}, ${fmtInt(RUNS)} runs x ${STEPS} no-op steps per round, ${ROUNDS} rounds, ${LANES} starts in flight; ` +
+    `part 1: ${WORKERS} worker processes per side, total concurrency ${CONCURRENCY}, ${fmtInt(RUNS)} runs x ${STEPS} no-op steps per round, ${ROUNDS} rounds, ${LANES} starts in flight, ` +
+    `flowcast chainSteps ${args['chain-steps'] ?? 'default (100)'}; ` +
     `part 2: ${fmtInt(SUBSCRIBERS)} subscribers, bursts of ${fmtInt(BURST)} events from ${BURST_RUNS} runs at once, paced ${fmtInt(RATE)} deliveries/s for ${PACED_MS} ms in ${PASSES} passes per layout`,
 );
 
@@ -107,6 +110,7 @@ try {
         lanes: LANES,
         workerFlags: (process.env.DISTRIBUTED_WORKER_FLAGS ?? '').split(' ').filter((f) => f !== ''),
         untracked: args.untracked,
+        chainSteps: args['chain-steps'] === undefined ? undefined : positiveInt(args['chain-steps'], 'chain-steps', 0),
       },
       (line) => console.log(line),
     );

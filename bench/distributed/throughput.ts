@@ -32,6 +32,8 @@ export interface ThroughputOptions {
   workerFlags: string[];
   /** Also measure the same pipeline without tracking (hooks, run state and events on). */
   untracked: boolean;
+  /** The flowcast workers' `chainSteps` (undefined: the broker's default). */
+  chainSteps?: number | undefined;
 }
 
 export interface SideResult {
@@ -105,7 +107,8 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
   const per = split(o.concurrency, o.workers);
   const file = new URL('./worker.js', import.meta.url);
   const rawWorkers = per.map((c, i) => new Peer(`raw worker ${i + 1}`, file, ['raw', o.url, o.keyPrefix, String(c), String(o.steps)]));
-  const flowWorkers = per.map((c, i) => new Peer(`flowcast worker ${i + 1}`, file, ['flowcast', o.url, o.keyPrefix, String(c), String(o.steps)], o.workerFlags));
+  const chain = o.chainSteps === undefined ? [] : [String(o.chainSteps)];
+  const flowWorkers = per.map((c, i) => new Peer(`flowcast worker ${i + 1}`, file, ['flowcast', o.url, o.keyPrefix, String(c), String(o.steps), ...chain], o.workerFlags));
   const admin = new Redis(o.url, { maxRetriesPerRequest: null });
   const queueConnection = new Redis(o.url, { maxRetriesPerRequest: null });
   const queue = new Queue(RAW_QUEUE, { connection: queueConnection, prefix: bullmqPrefix(o.keyPrefix) });

@@ -8,7 +8,7 @@
  * - `raw`: a bare BullMQ `Worker` with a no-op processor on its own queue.
  * - `emit`: `startWorker()` running the one-step pipeline whose task writes log lines.
  *
- * Usage (by the bench): node worker.js flowcast|raw|emit <redis-url> <key-prefix> <concurrency> <steps>
+ * Usage (by the bench): node worker.js flowcast|raw|emit <redis-url> <key-prefix> <concurrency> <steps> [<chainSteps>]
  */
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -17,17 +17,19 @@ import { PipelineTrackingManager } from '../../src/tracking/manager.js';
 import { bullmqPrefix } from '../../src/redis/keys.js';
 import { startWorker, type FlowcastWorker } from '../../src/redis/worker.js';
 import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, CREATE_SCRIPT, LuaScript, PUBLISH_SCRIPT, TRANSITION_SCRIPT } from '../../src/redis/lua.js';
-import { COMMIT, DELETE, FAST_APPLY, OFFER, SAVE } from '../../src/redis/storage-lua.js';
+import { COMMIT, DELETE, FAST_APPLY, FAST_APPLY_GROUP, OFFER, OFFER_MANY, READ_AT, SAVE } from '../../src/redis/storage-lua.js';
 import { nowUs, serveRequests } from '../fanout/shared.js';
 import { RAW_QUEUE, emitPipeline, noopPipelines, type CountReport } from './shared.js';
 
-const [mode, url, keyPrefix, concurrencyArg, stepsArg] = process.argv.slice(2);
+const [mode, url, keyPrefix, concurrencyArg, stepsArg, chainArg] = process.argv.slice(2);
 if (mode !== 'flowcast' && mode !== 'raw' && mode !== 'emit') throw new Error(`worker.js: mode must be flowcast, raw or emit, received ${String(mode)}`);
 if (url === undefined || keyPrefix === undefined) throw new Error('worker.js: usage: worker.js <mode> <redis-url> <key-prefix> <concurrency> <steps>');
 const concurrency = Number(concurrencyArg);
 const steps = Number(stepsArg);
 if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new Error(`worker.js: concurrency must be an integer >= 1, received ${String(concurrencyArg)}`);
 if (!Number.isSafeInteger(steps) || steps < 1) throw new Error(`worker.js: steps must be an integer >= 1, received ${String(stepsArg)}`);
+/** The broker's `chainSteps` (undefined: its default). */
+const chainSteps = chainArg === undefined ? undefined : Number(chainArg);
 
 const count: CountReport = { completed: 0, steps: 0, events: 0, lastUs: 0 };
 
@@ -42,7 +44,7 @@ if (process.env.DISTRIBUTED_COUNT_COMMANDS === '1') {
   for (const [name, source] of Object.entries({ APPEND_SCRIPT, CREATE_SCRIPT, TRANSITION_SCRIPT, PUBLISH_SCRIPT, ANNOUNCE_SCRIPT })) {
     scriptNames.set(new LuaScript(source).sha, `flowcast ${name.replace('_SCRIPT', '').toLowerCase()}`);
   }
-  for (const [name, script] of Object.entries({ OFFER, FAST_APPLY, COMMIT, SAVE, DELETE })) scriptNames.set(script.sha, `tracking ${name.toLowerCase()}`);
+  for (const [name, script] of Object.entries({ OFFER, OFFER_MANY, READ_AT, FAST_APPLY, FAST_APPLY_GROUP, COMMIT, SAVE, DELETE })) scriptNames.set(script.sha, `tracking ${name.toLowerCase()}`);
   type Client = { scriptsSet?: Record<string, { sha: string }> };
   const proto = Redis.prototype as unknown as { sendCommand: (command: { name: string; args: unknown[] }, ...rest: unknown[]) => unknown };
   const send = proto.sendCommand;
@@ -92,6 +94,7 @@ if (mode === 'raw') {
     connection: url,
     keyPrefix,
     concurrency,
+    ...(chainSteps !== undefined && { worker: { chainSteps } }),
     onError,
     register: (broker) => {
       if (mode === 'flowcast') {
