@@ -5,6 +5,7 @@ import { Pipeline } from '../src/pipeline/pipeline.js';
 import { DataflowPipeline } from '../src/pipeline/dataflow.js';
 import { InMemoryBroker } from '../src/core/memory-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
+import type { RunRecord } from '../src/pipeline/run-state.js';
 import { PipelineTrackingManager } from '../src/tracking/manager.js';
 import { brokerConformance } from './conformance/broker.js';
 import { RedisRunState } from '../src/redis/run-state.js';
@@ -156,6 +157,54 @@ describe('BullMQBroker', () => {
     expect(await tracking.getStatus(run.runId)).toMatchObject({ run_id: run.runId, pipeline_id: 'tracked', status: 'COMPLETED' });
     expect((await broker.redis.keys(`${prefix}*track*`)).length).toBeGreaterThan(0);
     await tracking.close();
+  });
+
+  it('step chaining: next steps run in the job of the step before, up to chainSteps calls; map items and later steps go through the queue', async () => {
+    const broker = await open({ worker: { concurrency: 4, ...fast, chainSteps: 2 } });
+    const gates = new Map<string, () => void>();
+    const held: string[] = [];
+    const inc = broker.task('inc', (n: number) => n + 1);
+    const hold = broker.task('hold', async (n: number, ctx) => {
+      const name = `${ctx.stepName ?? ''}${ctx.item === null ? '' : `#${ctx.item}`}`;
+      held.push(name);
+      await new Promise<void>((resolve) => gates.set(name, resolve));
+      return n + 1;
+    });
+    const split = broker.task('split', (n: number) => [n, n]);
+    const run = await new Pipeline(broker, { id: 'chain' })
+      .callNext(inc, { name: 's1' })
+      .callNext(hold, { name: 's2' })
+      .callNext(hold, { name: 's3' })
+      .callNext(hold, { name: 's4' })
+      .callNext(split, { name: 's5' })
+      .map(hold, { name: 's6' })
+      .kiq(0);
+    const whileHeld = async (name: string): Promise<RunRecord> => {
+      while (!held.includes(name)) await new Promise((r) => setTimeout(r, 10));
+      return (await broker.runState.get(run.runId)) as RunRecord;
+    };
+    // s2 and s3 run in s1's job (calls 1 and 2 after it), s4 is past the limit: a job of its own.
+    let rec = await whileHeld('s2');
+    const s1 = rec.steps.s1?.task_id;
+    expect(rec.steps.s2?.carrier).toBe(s1);
+    gates.get('s2')?.();
+    rec = await whileHeld('s3');
+    expect(rec.steps.s3?.carrier).toBe(s1);
+    expect(rec.steps.s2?.carrier).toBeUndefined();
+    gates.get('s3')?.();
+    rec = await whileHeld('s4');
+    expect(rec.steps.s4?.carrier).toBeUndefined();
+    gates.get('s4')?.();
+    // s5 is chained into s4's job; the items of s6 are jobs of their own.
+    await whileHeld('s6#0');
+    rec = await whileHeld('s6#1');
+    expect(rec.steps.s6?.carrier).toBeUndefined();
+    gates.get('s6#0')?.();
+    gates.get('s6#1')?.();
+    expect(await run.waitResult({ timeoutMs: 15_000 })).toEqual([5, 5]);
+    const log = await broker.transport.read(run.runId);
+    expect(log.events.map((e) => e.seq)).toEqual(log.events.map((_, i) => i + 1));
+    expect(log.events.filter((e) => e.type === 'StepStartEvent').map((e) => e.type === 'StepStartEvent' && e.step_name)).toEqual(['s1', 's2', 's3', 's4', 's5', 's6']);
   });
 
   it('a step job that fails in the broker on every attempt fails its step, so the run ends instead of hanging', async () => {
