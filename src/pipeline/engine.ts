@@ -4,7 +4,7 @@ import { assertJson, type JsonValue } from '../core/json.js';
 import type { Broker, BrokerJob, ControlJob, StepJob } from '../core/broker.js';
 import { isoTime } from '../core/clock.js';
 import { CallControl, executeCall, type CallSink } from '../core/execute.js';
-import { isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
+import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from './plan.js';
 import type { RunRecord, RunSummary, Transition } from './run-state.js';
 import {
@@ -15,6 +15,7 @@ import {
   jobStarted,
   jobSucceeded,
   newRunRecord,
+  startEventDraft,
   timeoutRun,
   type Dispatch,
   type JobFailure,
@@ -29,6 +30,13 @@ export interface EventRecorder {
    * transition, e.g. a step's end and the next step's start), as `record` would one by one.
    */
   recordMany?(events: FlowcastEvent[]): void | Promise<void>;
+  /**
+   * Optional: this process is about to hand on events of a run it did not start (a
+   * worker of a remote broker); `start` is the run's `PipelineStartEvent` rebuilt from
+   * the run's record (seq 1, `event_id` empty). A recorder may start from it instead of
+   * reading back what was recorded of the run; it is a hint, to check before relying on it.
+   */
+  primeStart?(start: FlowcastEvent): void;
 }
 
 /** Something that is handed every event and must not block (hooks). */
@@ -58,6 +66,9 @@ function hasRunTimeout(r: RunRecord): boolean {
   return r.plan.timeout_ms !== undefined;
 }
 
+/** Runs remembered as primed (see `EventRecorder.primeStart`). */
+const PRIMED_RUNS = 10_000;
+
 function timeoutJobId(runId: string): string {
   return `run-timeout:${runId}`;
 }
@@ -75,6 +86,8 @@ export class RunEngine {
   /** Calls running in this process, and their run: at most the broker's concurrency. */
   readonly #calls = new Map<CallControl, string>();
   readonly #chains = new Map<string, Promise<void>>();
+  /** Runs this process did not start whose rebuilt start its recorders were given (bounded, oldest out first). */
+  readonly #primed = new Set<string>();
   /** Delayed jobs (retries) this process sent and that were not delivered yet, per run: dropped when the run ends. */
   readonly #delayed = new Map<string, Set<string>>();
   #onError: (error: Error, where: string) => void = (error, where) =>
@@ -227,7 +240,38 @@ export class RunEngine {
   // broker every transition is synchronous, and each promise saved is time saved per step.
   #runStep(job: StepJob, carrier: string): Promise<void> | undefined {
     if (this.#delayed.size !== 0) this.#delivered(job);
-    return then(this.#transition(job.run_id, (r) => jobStarted(r, job, Date.now(), carrier)), (started) => this.#execute(job, started, carrier, 0));
+    if (!this.#wantsStart(job.pipeline_id, job.run_id)) {
+      return then(this.#transition(job.run_id, (r) => jobStarted(r, job, Date.now(), carrier)), (started) => this.#execute(job, started, carrier, 0));
+    }
+    let start: EventDraft | null = null;
+    const transition = this.#transition(job.run_id, (r) => {
+      start = startEventDraft(r, r.started_at_ms);
+      return jobStarted(r, job, Date.now(), carrier);
+    });
+    return then(transition, (started) => {
+      if (start !== null && started !== null) this.#primeStart(job.pipeline_id, job.run_id, start);
+      return this.#execute(job, started, carrier, 0);
+    });
+  }
+
+  /** `true` when recorders of the pipeline take a rebuilt start event and this process has not given them one for the run. */
+  #wantsStart(pipelineId: string, runId: string): boolean {
+    if (this.broker.enqueueSync !== undefined || this.#primed.has(runId)) return false;
+    const b = this.#bindings.get(pipelineId);
+    return b !== undefined && b.recorders.some((r) => r.primeStart !== undefined);
+  }
+
+  #primeStart(pipelineId: string, runId: string, draft: EventDraft): void {
+    this.#primed.add(runId);
+    if (this.#primed.size > PRIMED_RUNS) this.#primed.delete(this.#primed.values().next().value as string);
+    const start = { ...draft, v: EVENT_SCHEMA_VERSION, event_id: '', seq: 1 } as FlowcastEvent;
+    for (const r of this.#bindings.get(pipelineId)?.recorders ?? []) {
+      try {
+        r.primeStart?.(start);
+      } catch (error) {
+        this.#onError(toError(error), `tracking of the start of run ${runId}`);
+      }
+    }
   }
 
   #delivered(job: StepJob): void {
@@ -287,6 +331,9 @@ export class RunEngine {
   #finishStep(job: StepJob, result: JsonValue, failure: JobFailure | null, carrier: string, depth: number): Promise<void> | undefined {
     let timed = true;
     const broker = this.broker;
+    // The run state may keep the record it writes (RedisRunState does): the task must not
+    // be able to change it later through the object it returned.
+    if (typeof result === 'object' && result !== null && broker.enqueueSync === undefined) result = structuredClone(result);
     const chainable = broker.chainable === undefined ? null : (d: Dispatch): boolean => d.delayMs === 0 && d.job.item === undefined && broker.chainable?.(d.job, depth + 1) === true;
     const done = this.#transition(job.run_id, (r): Transition<Chained> => {
       timed = hasRunTimeout(r);
@@ -305,6 +352,8 @@ export class RunEngine {
       const after = this.#after(job.pipeline_id, job.run_id, d.events, d.value.dispatches, timed);
       const chained = d.value.chained;
       if (chained === null) return after;
+      // Its input may be part of the record the run state keeps (a step's result, the run's input): a copy.
+      if (typeof chained.input === 'object' && chained.input !== null) chained.input = structuredClone(chained.input);
       const ran = this.#execute(chained, { value: true, events: [] }, carrier, depth + 1);
       if (after === undefined) return ran;
       if (ran === undefined) return after;
@@ -379,6 +428,7 @@ export class RunEngine {
     }
     const last = events[events.length - 1];
     if (last !== undefined && isTerminalEvent(last)) {
+      this.#primed.delete(runId);
       this.#abortLocal(runId, last);
       if (timed) (waits ??= []).push(broker.removeDelayed(timeoutJobId(runId)));
       // A pending retry of an ended run would only be dropped when delivered; until then

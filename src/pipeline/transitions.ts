@@ -62,9 +62,12 @@ export function newRunRecord(runId: string, plan: PipelinePlan, input: JsonValue
   };
 }
 
-/** Emits `PipelineStartEvent` and dispatches every step without dependencies. */
-export function beginRun(rec: RunRecord, now: number): Transition<Dispatch[]> {
-  const out: Transition<Dispatch[]> = { value: [], events: [] };
+/**
+ * A run's `PipelineStartEvent` (without seq), as {@link beginRun} emits it at `now`. The
+ * engine rebuilds it from a record with `now = rec.started_at_ms` for a process that
+ * handles a run it did not start (see `EventRecorder.primeStart`).
+ */
+export function startEventDraft(rec: RunRecord, now: number): EventDraft {
   const start: EventDraft = {
     type: 'PipelineStartEvent',
     ...base(rec, now),
@@ -73,7 +76,13 @@ export function beginRun(rec: RunRecord, now: number): Transition<Dispatch[]> {
     steps: describeSteps(rec.plan),
   };
   if (rec.plan.pipeline_type === 'dataflow') start.dag = describeDag(rec.plan);
-  out.events.push(start);
+  return start;
+}
+
+/** Emits `PipelineStartEvent` and dispatches every step without dependencies. */
+export function beginRun(rec: RunRecord, now: number): Transition<Dispatch[]> {
+  const out: Transition<Dispatch[]> = { value: [], events: [] };
+  out.events.push(startEventDraft(rec, now));
   for (const s of rec.plan.steps) {
     if (s.depends_on.length === 0) markReady(rec, s.name);
   }

@@ -117,7 +117,8 @@ function carriedRetry(rec: RunRecord, job: StepJob, reason: string, now: number)
     delay_ms: 0,
     error: reason,
   };
-  return { value: { ...carried, attempt }, events: [event] };
+  // A copy of the input: the one in `carried` is part of the record (which the run state may keep).
+  return { value: { ...carried, attempt, input: structuredClone(carried.input) }, events: [event] };
 }
 
 /**

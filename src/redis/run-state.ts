@@ -45,6 +45,12 @@ interface CachedRun {
   plan: PipelinePlan;
   rec: string | null;
   ver: string | null;
+  /**
+   * `rec` parsed, when this process wrote it last: the next transition starts from it
+   * without parsing again (and takes it: a transition that fails leaves only `rec`). The
+   * engine hands user code copies of what it puts in a record (results, chained inputs).
+   */
+  obj?: RunRecord | null;
 }
 
 const CREATED = 0;
@@ -229,7 +235,8 @@ export class RedisRunState implements RunStateStore {
     }
     for (let attempt = 1; ; ) {
       const ver = run.ver as string;
-      const record = JSON.parse(run.rec as string) as RunRecord;
+      const record = run.obj ?? (JSON.parse(run.rec as string) as RunRecord);
+      run.obj = null;
       record.plan = run.plan;
       const { value, events } = fn(record);
       const drafts = this.#encode(events, runId, 'RedisRunState.transition');
@@ -239,7 +246,7 @@ export class RedisRunState implements RunStateStore {
       const args = [ver, rec, sum, ...this.#logArgs(record.status !== 'RUNNING', drafts)];
       const reply = (await transitionScript.run(this.redis, keys, args)) as unknown[];
       if (reply[0] === CREATED) {
-        if (record.status === 'RUNNING') this.#remember(runId, { plan: run.plan, rec, ver: String(Number(ver) + 1) });
+        if (record.status === 'RUNNING') this.#remember(runId, { plan: run.plan, rec, ver: String(Number(ver) + 1), obj: record });
         else this.#cache.delete(runId);
         return { value, events: this.#finish(drafts, reply.slice(1)) };
       }

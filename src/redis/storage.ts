@@ -342,6 +342,18 @@ export class RedisPipelineStorage implements TrackingStorage {
     return settled.own ? settled.status : null;
   }
 
+  /**
+   * Takes the status `start` gives (version 1, as the run's start wrote it) as what this
+   * process wrote last of the run, unless it knows better: its next write of the run then
+   * goes out in one call, with the compare-and-set that refuses it when the run moved on
+   * (then the write reads the run as usual).
+   */
+  primeStart(start: FlowcastEvent): void {
+    if (this.#closed || start.type !== 'PipelineStartEvent' || start.seq !== 1 || this.#cache.has(start.run_id)) return;
+    const status = applyEvent(null, start);
+    if (status !== null) this.#remember(start.run_id, '1', status);
+  }
+
   async cleanupOlderThan(cutoff: Date): Promise<number> {
     this.#open();
     const cut = checkDate(cutoff, 'cleanupOlderThan(cutoff)').getTime();

@@ -304,6 +304,19 @@ export class PipelineTrackingManager {
     return this.#applyGroups(storage, events, 0);
   }
 
+  /**
+   * Passes the engine's rebuilt start of a run this process did not start to the storage
+   * (`storage.primeStart`, see TrackingStorage): with the Redis storage, the worker's first
+   * write of the run then needs no read. A no-op for other storages.
+   */
+  primeStart(start: FlowcastEvent): void {
+    const storage = this.#require();
+    if (typeof start !== 'object' || start === null || start.type !== 'PipelineStartEvent' || start.seq !== 1) {
+      throw new InvalidArgumentError(`primeStart(start): start must be a PipelineStartEvent with seq 1, received ${show(start)}`);
+    }
+    storage.primeStart?.(start);
+  }
+
   /** record() for events[from..], in order, synchronously as long as record() is. */
   #recordEach(events: FlowcastEvent[], from: number): void | Promise<void> {
     for (let i = from; i < events.length; i++) {

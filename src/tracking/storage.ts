@@ -61,6 +61,14 @@ export interface TrackingStorage {
    * synchronous, like `applyEvent`; the returned object may be the stored one.
    */
   applyEvents?(events: FlowcastEvent[]): PipelineStatus | null | Promise<PipelineStatus | null>;
+  /**
+   * A hint from a process about to record events of a run it did not start: `start` is
+   * the run's `PipelineStartEvent` (seq 1) rebuilt from the run's state. A storage that
+   * keeps what it last wrote of a run may take the status `start` gives (as written once,
+   * by the start) as its starting point instead of reading; it must still check it on its
+   * next write (the Redis storage's compare-and-set does). Must not throw.
+   */
+  primeStart?(start: FlowcastEvent): void;
   /** The newest started run of `pipelineId`, or `null`. */
   getLatest?(pipelineId: string): Promise<PipelineStatus | null>;
   /** Removes ended runs whose `completed_at` is before `cutoff`; running runs stay. Resolves with how many were removed. */
