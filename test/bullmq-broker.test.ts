@@ -6,6 +6,7 @@ import { DataflowPipeline } from '../src/pipeline/dataflow.js';
 import { InMemoryBroker } from '../src/core/memory-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
 import type { RunRecord } from '../src/pipeline/run-state.js';
+import type { FlowcastEvent } from '../src/events/types.js';
 import { PipelineTrackingManager } from '../src/tracking/manager.js';
 import { brokerConformance } from './conformance/broker.js';
 import { RedisRunState } from '../src/redis/run-state.js';
@@ -205,6 +206,53 @@ describe('BullMQBroker', () => {
     const log = await broker.transport.read(run.runId);
     expect(log.events.map((e) => e.seq)).toEqual(log.events.map((_, i) => i + 1));
     expect(log.events.filter((e) => e.type === 'StepStartEvent').map((e) => e.type === 'StepStartEvent' && e.step_name)).toEqual(['s1', 's2', 's3', 's4', 's5', 's6']);
+  });
+
+  it('a worker that did not start a run gives its recorders the run start rebuilt from the record, once per run', async () => {
+    const prefix = redis.prefix();
+    const producer = await open({ keyPrefix: prefix, worker: false });
+    const worker = await open({ keyPrefix: prefix });
+    const primed: FlowcastEvent[] = [];
+    const recorded: FlowcastEvent[] = [];
+    const recorder = { record: (e: FlowcastEvent) => void recorded.push(e), primeStart: (e: FlowcastEvent) => void primed.push(e) };
+    const build = (broker: BullMQBroker) => {
+      const inc = broker.task('inc', (n: number) => n + 1);
+      return new Pipeline(broker, { id: 'primed' }).callNext(inc).callNext(inc).callNext(inc);
+    };
+    build(worker).withTracking(recorder);
+    const started = build(producer);
+    const runs = await Promise.all([1, 2].map((n) => started.kiq(n)));
+    expect(await Promise.all(runs.map((r) => r.waitResult({ timeoutMs: 15_000 })))).toEqual([4, 5]);
+    for (const run of runs) {
+      await getEngine(worker).flushed(run.runId);
+      const start = (await producer.transport.read(run.runId)).events[0];
+      expect(primed.filter((e) => e.run_id === run.runId)).toEqual([{ ...start, event_id: '' }]);
+      // The worker recorded everything after the start (which the producer recorded).
+      expect(recorded.filter((e) => e.run_id === run.runId).map((e) => e.seq)).toEqual([2, 3, 4, 5, 6, 7, 8]);
+    }
+  });
+
+  it('what a task returns or receives is a copy: changing it later does not change the run record', async () => {
+    const broker = await open();
+    const kept: { items: number[] }[] = [];
+    const make = broker.task('make', (n: number) => {
+      const out = { items: [n] };
+      kept.push(out);
+      return out;
+    });
+    const grow = broker.task('grow', (input: { items: number[] }) => {
+      // The chained step's input is the previous step's result: changing it must not reach the record.
+      input.items.push(99);
+      // Nor may the object the previous task returned, changed after it returned.
+      kept[0]?.items.push(42);
+      return input.items.length;
+    });
+    const run = await new Pipeline(broker, { id: 'copies' }).callNext(make).callNext(grow).kiq(1);
+    expect(await run.waitResult({ timeoutMs: 15_000 })).toBe(2);
+    const rec = await broker.runState.get(run.runId);
+    expect(rec?.steps.make?.result).toEqual({ items: [1] });
+    const log = await broker.transport.read(run.runId);
+    expect(log.events.find((e) => e.type === 'StepCompleteEvent' && e.step_name === 'make')).toMatchObject({ result: { items: [1] } });
   });
 
   it('a step job that fails in the broker on every attempt fails its step, so the run ends instead of hanging', async () => {

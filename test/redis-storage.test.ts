@@ -215,6 +215,29 @@ describe('RedisPipelineStorage', () => {
       expect(await producer!.getStatus(run.runId)).toEqual(reduce(e));
     });
 
+    it('primeStart: a process that did not write the run but was given its start writes the next group in one call', async () => {
+      const stats = redis.connect();
+      const prefix = redis.prefix();
+      const [producer, worker] = [0, 1].map(() => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }));
+      const run = wideRun('primed', 2);
+      const e = run.events;
+      await producer!.applyEvents(e.slice(0, 1));
+      worker!.primeStart({ ...e[0]!, event_id: '' });
+      let before = await commandCounts(stats);
+      expect(await worker!.applyEvents(e.slice(1, 6))).toEqual(reduce(e.slice(0, 6)));
+      expect(spent(before, await commandCounts(stats)).scripts).toBe(1);
+      // A wrong hint (the run moved on meanwhile) is refused by the compare-and-set, and the write still lands.
+      const late = new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix });
+      late.primeStart({ ...e[0]!, event_id: '' });
+      before = await commandCounts(stats);
+      expect(await late.applyEvents(e.slice(6))).toEqual(reduce(e));
+      expect(spent(before, await commandCounts(stats)).scripts).toBeGreaterThan(1);
+      expect(await producer!.getStatus(run.runId)).toEqual(reduce(e));
+      // Not a start, or a run it knows: ignored.
+      late.primeStart(e[1]!);
+      worker!.primeStart({ ...e[0]!, event_id: '' });
+    });
+
     it('through recordMany: a group waiting past a gap notifies nobody, the group that fills the gap notifies its own events', async () => {
       const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix(), gapTimeoutMs: 600_000 });
       const tracking = new PipelineTrackingManager().withStorage(storage);
