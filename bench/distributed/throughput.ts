@@ -185,8 +185,8 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
       return round;
     };
 
-    // Warm-up (JIT, connections, scripts loaded), then rounds interleaved so both sides see the same machine.
-    const warm = Math.max(1, Math.ceil(o.runs / 4));
+    // Warm-up rounds as big as a measured one (JIT, connections, scripts loaded), then rounds interleaved so both sides see the same machine.
+    const warm = o.runs;
     await rawRound(warm);
     await flowRound(warm);
     if (o.untracked) await flowRound(warm, false);
