@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { ErrorCodes } from '../src/core/errors.js';
 import type { PipelinePlan } from '../src/pipeline/plan.js';
+import type { RunRecord, Transition } from '../src/pipeline/run-state.js';
 import { beginRun, jobStarted, jobSucceeded, newRunRecord } from '../src/pipeline/transitions.js';
 import type { EventDraft } from '../src/events/types.js';
 import { RedisRunState } from '../src/redis/run-state.js';
@@ -70,6 +71,38 @@ describe('RedisRunState', () => {
       // The seq each transition got matches the order its state change was applied in.
       const byValue = new Map(results.map((r) => [r.value, r.events[0]!.seq]));
       for (let v = 2; v <= 201; v++) expect(byValue.get(v)).toBe(v);
+    });
+
+    it('a handoff from the process that wrote a run lets another one transition it without a read; a stale one is caught by the compare-and-set', async () => {
+      const [a, b, c] = [worker(), worker(), worker()];
+      const stats = redis.connect();
+      const hmgets = async (): Promise<number> => Number((await stats.info('commandstats')).match(/^cmdstat_hmget:calls=(\d+)/m)?.[1] ?? 0);
+      const bump = (r: RunRecord): Transition<number> => {
+        r.inflight += 1;
+        return { value: r.inflight, events: [] };
+      };
+      await startRun(a.store, 'run-h');
+      const h = a.store.handoff('run-h');
+      expect(h).toMatchObject({ v: '1', r: expect.any(String) as string, p: expect.any(String) as string });
+      b.store.prime('run-h', h);
+      let before = await hmgets();
+      expect((await b.store.transition('run-h', bump)).value).toBe(2);
+      expect((await hmgets()) - before).toBe(0);
+      // Without a handoff the first transition reads the run.
+      before = await hmgets();
+      expect((await c.store.transition('run-h', bump)).value).toBe(3);
+      expect((await hmgets()) - before).toBe(1);
+      // A stale handoff (version 1, the run is at 3): refused, answered with the current record, applied on it.
+      const d = worker();
+      d.store.prime('run-h', h);
+      expect((await d.store.transition('run-h', bump)).value).toBe(4);
+      expect((await a.store.get('run-h'))?.inflight).toBe(4);
+      // Ignored: a malformed handoff, an unknown plan, a run already held; nothing to hand off for an unknown run.
+      for (const bad of [null, 'x', { v: 1 }, { ...h, p: 'unknown-plan' }]) d.store.prime('run-h2', bad);
+      d.store.prime('run-h', { ...h, v: '1' });
+      expect((await d.store.transition('run-h', bump)).value).toBe(5);
+      expect(d.store.handoff('run-none')).toBeNull();
+      await expect(d.store.transition('run-h2', bump)).rejects.toMatchObject({ code: ErrorCodes.NOT_FOUND });
     });
 
     it('coordinates DAG fan-in across processes: the join step is dispatched exactly once', async () => {

@@ -23,6 +23,7 @@ import { BULLMQ_QUEUES, bullmqPrefix } from './keys.js';
 import { BullMQScheduleDriver } from '../scheduler/bullmq-schedules.js';
 import type { ClusterFire, ScheduleDriver } from '../scheduler/cluster.js';
 import { RedisPubSubTransport } from './transport.js';
+import { RedisRunState } from './run-state.js';
 
 /**
  * A broker on Redis: tasks and pipeline steps are BullMQ jobs, run by worker processes
@@ -46,6 +47,9 @@ import { RedisPubSubTransport } from './transport.js';
  * await (await double.kiq(21)).waitResult(); // 42
  * await broker.close();
  */
+/** Field of a step job's BullMQ data that carries the sender's run-state handoff (see `RedisRunState.handoff`). */
+const HANDOFF = 'state_handoff';
+
 export class BullMQBroker implements Broker {
   readonly kind = 'bullmq';
   /**
@@ -225,7 +229,10 @@ export class BullMQBroker implements Broker {
     const delay = options?.delayMs === undefined ? 0 : checkNonNegativeNumber(options.delayMs, 'delayMs');
     const queue = job.kind === 'run_timeout' ? this.#controlQueue : this.#taskQueue;
     const retries = job.kind === 'task' ? (this.#tasks.get(job.task)?.options.retries ?? 0) : 0;
-    await queue.add(job.kind, job, jobOptions(job, delay, retries, this.#options.maxStoredResults));
+    // A step job carries what this process last wrote of its run: the worker's first transition needs no read.
+    const handoff = job.kind === 'step' && this.#owned.runState instanceof RedisRunState ? this.#owned.runState.handoff(job.run_id) : null;
+    const data: BrokerJob = handoff === null ? job : ({ ...job, [HANDOFF]: handoff } as unknown as BrokerJob);
+    await queue.add(job.kind, data, jobOptions(job, delay, retries, this.#options.maxStoredResults));
   }
 
   async removeDelayed(jobId: string): Promise<void> {
@@ -307,7 +314,8 @@ export class BullMQBroker implements Broker {
     return null;
   }
 
-  async #runStepJob(data: StepJob, job: Job<BrokerJob, JsonValue>): Promise<void> {
+  async #runStepJob(carried: StepJob, job: Job<BrokerJob, JsonValue>): Promise<void> {
+    const data = this.#takeHandoff(carried);
     let step: StepJob | null = data;
     const allowed = this.#options.worker?.maxStalledCount ?? 0;
     if (job.stalledCounter > allowed) {
@@ -330,6 +338,16 @@ export class BullMQBroker implements Broker {
       if (step === null) return;
     }
     await this.#runProcessor(step, data.job_id);
+  }
+
+  /** The step job without the run-state handoff it may carry, which primes this process's run state. */
+  #takeHandoff(data: StepJob): StepJob {
+    const h = (data as unknown as Record<string, unknown>)[HANDOFF];
+    if (h === undefined) return data;
+    if (this.#owned.runState instanceof RedisRunState) this.#owned.runState.prime(data.run_id, h);
+    const step = { ...data };
+    delete (step as unknown as Record<string, unknown>)[HANDOFF];
+    return step;
   }
 
   /**

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { FlowcastError, ErrorCodes, InvalidArgumentError, toError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
@@ -69,16 +69,53 @@ function deepFreeze<T>(value: T): T {
 
 /** Plans parsed and frozen, by their JSON: the runs of one pipeline share one (read-only) object. */
 const plans = new Map<string, PipelinePlan>();
+/** The same plans by a digest of their JSON (what a {@link RunStateHandoff} names). */
+const plansByKey = new Map<string, PipelinePlan>();
+/** A kept plan's digest. */
+const planKeys = new WeakMap<PipelinePlan, string>();
+/** The JSON of the plan objects `create` was given (a pipeline passes the same one for every run). */
+const planJsons = new WeakMap<PipelinePlan, string>();
 const PLANS_KEPT = 256;
 
 function parsedPlan(json: string): PipelinePlan {
   let plan = plans.get(json);
   if (plan === undefined) {
     plan = deepFreeze(JSON.parse(json) as PipelinePlan);
-    if (plans.size >= PLANS_KEPT) plans.delete(plans.keys().next().value as string);
+    const key = createHash('sha1').update(json).digest('base64url');
+    if (plans.size >= PLANS_KEPT) {
+      const oldest = plans.entries().next().value as [string, PipelinePlan];
+      plans.delete(oldest[0]);
+      plansByKey.delete(planKeys.get(oldest[1]) ?? '');
+    }
     plans.set(json, plan);
+    plansByKey.set(key, plan);
+    planKeys.set(plan, key);
   }
   return plan;
+}
+
+function planJsonOf(plan: PipelinePlan): string {
+  let json = planJsons.get(plan);
+  if (json === undefined) {
+    json = JSON.stringify(plan);
+    if (typeof plan === 'object' && plan !== null) planJsons.set(plan, json);
+  }
+  return json;
+}
+
+/**
+ * What a process that just wrote a run can hand to the next one that will (the BullMQ
+ * broker puts it in the step job it sends): the record and version it wrote, and its
+ * plan's digest. The receiver's first transition then needs no read; a handoff gone
+ * stale meanwhile is caught by the compare-and-set like any kept record.
+ */
+export interface RunStateHandoff {
+  /** Version. */
+  v: string;
+  /** Record JSON (without the plan). */
+  r: string;
+  /** The plan's digest. */
+  p: string;
 }
 
 function summaryOf(r: RunRecord): RunSummary {
@@ -177,11 +214,32 @@ export class RedisRunState implements RunStateStore {
     checkObject(record.plan, 'record.plan');
     const drafts = this.#encode(events, runId, 'RedisRunState.create');
     const rec = recordJson(record);
-    const args = [rec, JSON.stringify(record.plan), JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
+    const planJson = planJsonOf(record.plan);
+    const args = [rec, planJson, JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
     const reply = (await createScript.run(this.redis, this.#keys(runId), args)) as unknown[];
     if (reply[0] === EXISTS) throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `Run "${runId}" already exists`);
-    if (record.status === 'RUNNING') this.#remember(runId, { plan: deepFreeze(structuredClone(record.plan)), rec, ver: '1' });
+    if (record.status === 'RUNNING') this.#remember(runId, { plan: parsedPlan(planJson), rec, ver: '1' });
     return this.#finish(drafts, reply.slice(1));
+  }
+
+  /** What this process last wrote of a run, to hand to the process that writes it next (see {@link RunStateHandoff}); `null` when it holds nothing. */
+  handoff(runId: string): RunStateHandoff | null {
+    const run = this.#cache.get(runId);
+    const key = run === undefined ? undefined : planKeys.get(run.plan);
+    if (run === undefined || run.rec === null || run.ver === null || key === undefined) return null;
+    return { v: run.ver, r: run.rec, p: key };
+  }
+
+  /**
+   * Takes a handoff of a run this process holds nothing of (else, or when it does not
+   * know the plan yet, ignores it): its first transition of the run then needs no read.
+   */
+  prime(runId: string, handoff: unknown): void {
+    const h = handoff as Partial<RunStateHandoff> | null;
+    if (typeof h !== 'object' || h === null || typeof h.v !== 'string' || typeof h.r !== 'string' || typeof h.p !== 'string') return;
+    if (this.#closed || this.#cache.has(runId)) return;
+    const plan = plansByKey.get(h.p);
+    if (plan !== undefined) this.#remember(runId, { plan, rec: h.r, ver: h.v });
   }
 
   async get(runId: string): Promise<RunRecord | null> {
