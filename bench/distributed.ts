@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { startRedisServer } from '../test/helpers/redis-server.js';
 import { runThroughput, type SideResult, type ThroughputResult } from './distributed/throughput.js';
 import { runEvents, type LayoutResult } from './distributed/events.js';
-import { fmt, fmtInt, median } from './distributed/shared.js';
+import { fmt, fmtInt, median } from './orchestrator.js';
 
 const PARTS = ['throughput', 'events'] as const;
 const { values: args } = parseArgs({

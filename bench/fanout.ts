@@ -10,9 +10,10 @@
  *          [--rounds 3] [--per-tick 10] [--idle 5000] [--backlog 10000] [--rate 20000] [--paced-ms 3000]
  * (`--subscribers none`, `--idle 0`, `--backlog 0` skip those parts)
  */
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { SYSTEMS, type CpuReport, type ExpectReport, type MemReport, type Reply, type System } from './fanout/shared.js';
+import { SYSTEMS, type CpuReport, type ExpectReport, type MemReport, type System } from './fanout/shared.js';
+import { Peer, fmt, fmtInt, median } from './orchestrator.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -62,80 +63,17 @@ const deadline = setTimeout(() => {
 }, 600_000);
 deadline.unref();
 
-const children = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of children) if (child.exitCode === null) child.kill();
-});
-
-/** A child process answering requests over IPC. */
-class Peer {
-  readonly #child: ChildProcess;
-  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  #next = 1;
-
-  constructor(file: string, system: System, execArgv: string[] = []) {
-    this.#child = fork(new URL(`./fanout/${file}`, import.meta.url), [system], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    children.add(this.#child);
-    this.#child.on('message', (raw: unknown) => {
-      const reply = raw as Reply<unknown>;
-      const p = this.#pending.get(reply.reqId);
-      if (p === undefined) return;
-      this.#pending.delete(reply.reqId);
-      if (reply.ok) p.resolve(reply.value);
-      else p.reject(new Error(`${file} ${system}: ${reply.error ?? 'failed'}`));
-    });
-    this.#child.on('exit', (code, signal) => {
-      children.delete(this.#child);
-      for (const p of this.#pending.values()) p.reject(new Error(`${file} ${system} exited (${code ?? signal})`));
-      this.#pending.clear();
-    });
-  }
-
-  request<T>(msg: Record<string, unknown>, timeoutMs = 120_000): Promise<T> {
-    const reqId = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(reqId);
-        reject(new Error(`no answer to ${String(msg.cmd)} in ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#pending.set(reqId, {
-        resolve: (v) => {
-          clearTimeout(timer);
-          resolve(v as T);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.#child.send({ ...msg, reqId });
-    });
-  }
-
-  async close(): Promise<void> {
-    const exited = new Promise<void>((resolve) => {
-      if (this.#child.exitCode !== null || this.#child.signalCode !== null) resolve();
-      else this.#child.once('exit', () => resolve());
-    });
-    await this.request({ cmd: 'close' }, 10_000).catch(() => this.#child.kill());
-    const timer = setTimeout(() => this.#child.kill(), 5_000);
-    await exited;
-    clearTimeout(timer);
-  }
-}
-
+/** A server or client process of bench/fanout/ for `system`. */
+const peer = (file: string, system: System, execArgv: string[] = []): Peer => new Peer(`${file} ${system}`, new URL(`./fanout/${file}`, import.meta.url), [system], execArgv);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-const fmtInt = (n: number): string => Math.round(n).toLocaleString('en-US');
-const fmt = (n: number, digits: number): string => (Number.isFinite(n) ? n.toFixed(digits) : '—');
 const NAME: Record<System, string> = { flowcast: 'flowcast', socketio: 'Socket.IO 4', ws: 'ws' };
 
 async function startPair(system: System, connections: number): Promise<{ server: Peer; clients: Peer; url: string }> {
   // FANOUT_SERVER_FLAGS adds Node flags to the server processes (e.g. --cpu-prof to see where the time goes).
   const extra = (process.env.FANOUT_SERVER_FLAGS ?? '').split(' ').filter((f) => f !== '');
-  const server = new Peer('server.js', system, ['--expose-gc', ...extra]);
+  const server = peer('server.js', system, ['--expose-gc', ...extra]);
   const { url } = await server.request<{ url: string }>({ cmd: 'start' });
-  const clients = new Peer('clients.js', system);
+  const clients = peer('clients.js', system);
   if (connections > 0) {
     await clients.request({ cmd: 'connect', url, connections }, 180_000);
     const subscribed = await server.request<number>({ cmd: 'subscribers' });

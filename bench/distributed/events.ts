@@ -8,7 +8,8 @@
  */
 import { BullMQBroker } from '../../src/redis/bullmq-broker.js';
 import { nowUs, type CpuReport, type ExpectReport } from '../fanout/shared.js';
-import { EMIT_LIFECYCLE_EVENTS, EMIT_PIPELINE, Peer, emitPipeline, fmt, fmtInt, median } from './shared.js';
+import { Peer, fmt, fmtInt, median } from '../orchestrator.js';
+import { EMIT_LIFECYCLE_EVENTS, EMIT_PIPELINE, emitPipeline } from './shared.js';
 
 export interface EventsOptions {
   url: string;

@@ -12,7 +12,8 @@ import { BullMQBroker } from '../../src/redis/bullmq-broker.js';
 import { bullmqPrefix } from '../../src/redis/keys.js';
 import { nowUs } from '../fanout/shared.js';
 import { redisSnapshot, redisUsage, type RedisUsage } from './redis-stats.js';
-import { Peer, RAW_QUEUE, fmt, fmtInt, median, noopPipelines, type CountReport } from './shared.js';
+import { Peer, fmt, fmtInt, median } from '../orchestrator.js';
+import { RAW_QUEUE, noopPipelines, type CountReport } from './shared.js';
 
 export interface ThroughputOptions {
   url: string;

@@ -80,45 +80,36 @@ export function stepRedelivered(rec: RunRecord, job: StepJob, reason: string, no
     attempt = Math.max(st.attempt, job.attempt) + 1;
     st.attempt = attempt;
   }
+  return { value: { ...job, attempt }, events: [lostCallRetry(rec, job, attempt, reason, now)] };
+}
+
+/** The `StepRetryEvent` of a call lost with its worker (`job`, now going again as `attempt`). */
+function lostCallRetry(rec: RunRecord, job: StepJob, attempt: number, reason: string, now: number): EventDraft {
   const event: EventDraft = {
     type: 'StepRetryEvent',
     pipeline_id: rec.pipeline_id,
     run_id: rec.run_id,
     timestamp: isoTime(now),
-    step_name: step.name,
-    step_index: step.index,
+    step_name: job.step,
+    step_index: job.step_index,
     task_id: job.job_id,
     attempt,
     delay_ms: 0,
     error: reason,
   };
   if (job.item !== undefined) event.item = job.item;
-  return { value: { ...job, attempt }, events: [event] };
+  return event;
 }
 
 /** A step's call that ran inside `job` (step chaining) and did not end counts as a failed attempt: it goes again. */
 function carriedRetry(rec: RunRecord, job: StepJob, reason: string, now: number): Transition<StepJob | null> {
   const carried = carriedJob(rec, job.job_id);
-  if (carried === null) return { value: null, events: [] };
-  const step = rec.plan.steps.find((s) => s.name === carried.step);
-  const st = rec.steps[carried.step];
-  if (step === undefined || st === undefined) return { value: null, events: [] };
+  const st = carried === null ? undefined : rec.steps[carried.step];
+  if (carried === null || st === undefined) return { value: null, events: [] };
   const attempt = st.attempt + 1;
   st.attempt = attempt;
-  const event: EventDraft = {
-    type: 'StepRetryEvent',
-    pipeline_id: rec.pipeline_id,
-    run_id: rec.run_id,
-    timestamp: isoTime(now),
-    step_name: step.name,
-    step_index: step.index,
-    task_id: carried.job_id,
-    attempt,
-    delay_ms: 0,
-    error: reason,
-  };
   // A copy of the input: the one in `carried` is part of the record (which the run state may keep).
-  return { value: { ...carried, attempt, input: structuredClone(carried.input) }, events: [event] };
+  return { value: { ...carried, attempt, input: structuredClone(carried.input) }, events: [lostCallRetry(rec, carried, attempt, reason, now)] };
 }
 
 /**
