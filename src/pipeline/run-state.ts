@@ -88,8 +88,9 @@ export interface RunStateStore {
   getSummary(runId: string): Promise<RunSummary | null>;
   /**
    * Applies `fn` to the run's record atomically and appends the events it returns.
-   * `fn` may run more than once (optimistic stores retry): it must be pure.
-   * Rejects with `NOT_FOUND` for an unknown run.
+   * `fn` may run more than once (optimistic stores retry): it must be pure, and return
+   * fresh event drafts on every call (a store may complete them in place into the events
+   * it returns). Rejects with `NOT_FOUND` for an unknown run.
    */
   transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }>;
   /**

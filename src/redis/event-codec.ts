@@ -41,6 +41,30 @@ export function encodeDraft(draft: EventDraft, what: string): EncodedDraft {
   return { event: e, head: full.slice(0, -2), terminal: isTerminalEvent(e) };
 }
 
+/** The last pipeline id {@link encodeOwnDraft} validated (the runs of a process mostly share a few). */
+let checkedPipelineId = '';
+
+/**
+ * Encodes a draft a transition just made, in place: the draft object itself becomes the
+ * event (it is given `v`, `event_id` and, through {@link finishEvent}, `seq`), without the
+ * copy {@link encodeDraft} makes of a caller's draft. A draft that already carries one of
+ * those fields, or that cannot be changed, is encoded by {@link encodeDraft} instead.
+ * The caller checks `run_id` (it must be the run the transition is of).
+ */
+export function encodeOwnDraft(draft: EventDraft, what: string): EncodedDraft {
+  checkObject(draft, `${what}: draft`);
+  const d = draft as unknown as Record<string, unknown>;
+  if (Object.hasOwn(d, 'seq') || Object.hasOwn(d, 'v') || Object.hasOwn(d, 'event_id') || !Object.isExtensible(d)) return encodeDraft(draft, what);
+  if (!isEventType(draft.type)) throw new InvalidArgumentError(`${what}: draft.type must be an event type, received ${JSON.stringify(draft.type)}`);
+  if (draft.pipeline_id !== checkedPipelineId) checkedPipelineId = checkId(draft.pipeline_id, `${what}: draft.pipeline_id`);
+  d.v = EVENT_SCHEMA_VERSION;
+  d.event_id = randomUUID();
+  d.seq = 0;
+  const full = JSON.stringify(d);
+  const e = d as unknown as FlowcastEvent;
+  return { event: e, head: full.slice(0, -2), terminal: isTerminalEvent(e) };
+}
+
 /** Gives the event its seq and remembers its JSON. */
 export function finishEvent(encoded: EncodedDraft, seq: number): FlowcastEvent {
   encoded.event.seq = seq;

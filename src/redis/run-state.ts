@@ -5,7 +5,7 @@ import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '..
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from '../pipeline/plan.js';
 import type { RunRecord, RunStateStore, RunSummary, Transition } from '../pipeline/run-state.js';
-import { encodeDraft, finishEvent, type EncodedDraft } from './event-codec.js';
+import { encodeDraft, encodeOwnDraft, finishEvent, type EncodedDraft } from './event-codec.js';
 import { runLogKey, runLogMetaKey, runStateKey } from './keys.js';
 import { CREATE_SCRIPT, LuaScript, TRANSITION_SCRIPT } from './lua.js';
 import { RedisPubSubTransport, checkRedisClient } from './transport.js';
@@ -188,13 +188,17 @@ export class RedisRunState implements RunStateStore {
     return args;
   }
 
-  #encode(drafts: EventDraft[], runId: string, what: string): EncodedDraft[] {
+  /** `own`: the drafts were made by the transition's `fn` for this call (encoded in place). */
+  #encode(drafts: EventDraft[], runId: string, what: string, own: boolean): EncodedDraft[] {
     if (!Array.isArray(drafts)) throw new InvalidArgumentError(`${what}: events must be an array, received ${show(drafts)}`);
-    return drafts.map((d) => {
-      const encoded = encodeDraft(d, what);
-      if (d.run_id !== runId) throw new InvalidArgumentError(`${what}: an event of run "${d.run_id}" cannot go to the log of run "${runId}"`);
-      return encoded;
-    });
+    const out: EncodedDraft[] = [];
+    for (const d of drafts) {
+      if (typeof d === 'object' && d !== null && d.run_id !== runId) {
+        throw new InvalidArgumentError(`${what}: an event of run "${String(d.run_id)}" cannot go to the log of run "${runId}"`);
+      }
+      out.push(own ? encodeOwnDraft(d, what) : encodeDraft(d, what));
+    }
+    return out;
   }
 
   /** Events whose seq the script gave (0: refused after the terminal event). */
@@ -212,7 +216,7 @@ export class RedisRunState implements RunStateStore {
     checkObject(record, 'create(record)');
     const runId = checkId(record.run_id, 'record.run_id');
     checkObject(record.plan, 'record.plan');
-    const drafts = this.#encode(events, runId, 'RedisRunState.create');
+    const drafts = this.#encode(events, runId, 'RedisRunState.create', false);
     const rec = recordJson(record);
     const planJson = planJsonOf(record.plan);
     const args = [rec, planJson, JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
@@ -297,7 +301,7 @@ export class RedisRunState implements RunStateStore {
       run.obj = null;
       record.plan = run.plan;
       const { value, events } = fn(record);
-      const drafts = this.#encode(events, runId, 'RedisRunState.transition');
+      const drafts = this.#encode(events, runId, 'RedisRunState.transition', true);
       const rec = recordJson(record);
       // The summary changes only when the run ends (a running run's is written by create).
       const sum = record.status === 'RUNNING' ? '' : JSON.stringify(summaryOf(record));
