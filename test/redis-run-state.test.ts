@@ -4,7 +4,7 @@ import { ErrorCodes } from '../src/core/errors.js';
 import type { PipelinePlan } from '../src/pipeline/plan.js';
 import type { RunRecord, Transition } from '../src/pipeline/run-state.js';
 import { beginRun, jobStarted, jobSucceeded, newRunRecord } from '../src/pipeline/transitions.js';
-import type { EventDraft } from '../src/events/types.js';
+import type { EventDraft, FlowcastEvent } from '../src/events/types.js';
 import { RedisRunState } from '../src/redis/run-state.js';
 import { RedisPubSubTransport } from '../src/redis/transport.js';
 import { runLogKey, runLogMetaKey, runStateKey } from '../src/redis/keys.js';
@@ -49,6 +49,25 @@ async function startRun(store: RedisRunState, runId: string): Promise<void> {
 }
 
 describe('RedisRunState', () => {
+  it('publishes the events of create and transition from their script, in log order, once each (no listener of its transport wants them)', async () => {
+    const p = redis.prefix();
+    const raw = redis.connect();
+    const messages: number[] = [];
+    raw.on('message', (_channel: string, payload: string) => messages.push((JSON.parse(payload) as FlowcastEvent).seq));
+    await raw.subscribe(`${p}ev:run:run-live`);
+    const { store, transport } = worker();
+    await startRun(store, 'run-live');
+    const done = await store.transition('run-live', () => ({ value: null, events: [logDraft('run-live', 'a'), logDraft('run-live', 'b')] }));
+    // What the engine does next: publish() of an event its script published sends nothing.
+    for (const e of done.events) await transport.publish(e);
+    await new Promise((r) => setImmediate(r));
+    await transport.redis.publish(`${p}ev:run:run-live`, JSON.stringify({ seq: 0 }));
+    const deadline = Date.now() + 10_000;
+    while (messages.length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(messages).toEqual([1, 2, 3, 0]);
+    raw.disconnect();
+  });
+
   describe('#transition across processes', () => {
     it('never loses an update when 5 connections transition one run 200 times at once, and seq stays gapless', async () => {
       const workers = Array.from({ length: 5 }, () => worker());
@@ -165,7 +184,7 @@ describe('RedisRunState', () => {
       const rec = await store.get(runId);
       const { plan: _plan, ...rest } = { ...rec!, inflight: 7 };
       const event = JSON.stringify({ ...logDraft(runId, 'once'), v: 1, event_id: 'e-1', seq: 0 }).slice(0, -2);
-      const args = ['1', JSON.stringify(rest), '{}', 100, 1000, 100, 0, 1, 'token-1', event, 0];
+      const args = ['1', JSON.stringify(rest), '{}', 100, 1000, 100, 0, 1, 'token-1', '', '', '', event, 0];
       const first = await script.run(client, keys, args);
       const resent = await script.run(client, keys, args);
       expect(first).toEqual([0, 2]);
@@ -173,7 +192,7 @@ describe('RedisRunState', () => {
       expect(await client.hget(keys[0]!, 'ver')).toBe('2');
       expect((await transport.read(runId)).events.map((e) => e.seq)).toEqual([1, 2]);
       // Another write with the same expected version but another token is a real conflict.
-      const other = (await script.run(client, keys, ['1', JSON.stringify(rest), '{}', 100, 1000, 100, 0, 0, 'token-2'])) as unknown[];
+      const other = (await script.run(client, keys, ['1', JSON.stringify(rest), '{}', 100, 1000, 100, 0, 0, 'token-2', '', '', ''])) as unknown[];
       expect(other.slice(0, 2)).toEqual([3, 2]);
     });
 

@@ -190,7 +190,8 @@ describe('RedisPubSubTransport', () => {
   describe('waiting for the end across a reconnect', () => {
     it('delivers the terminal event of a run that ended while the subscription was down, though no event of it came before', async () => {
       const { client: admin, transport: listener } = open();
-      const worker = open().transport;
+      // Appends that publish nothing by themselves (the first event is in the log only).
+      const worker = open({ publishOnAppend: false }).transport;
       const ends: string[] = [];
       listener.subscribe({ runId: 'run-quiet' }, (e) => ends.push(`${e.type}#${e.seq}`));
       listener.subscribe({ runId: 'run-other' }, () => undefined);
@@ -316,6 +317,73 @@ describe('RedisPubSubTransport', () => {
       expect(live.map((s) => [s.id, s.clients])).toEqual([['server-a', 4]]);
       await expect(a.announceInstance(status('bad id', 1), 1000)).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT });
       await expect(a.announceInstance(status('ok', 1), 0)).rejects.toThrow(/ttlMs must be an integer >= 1/);
+    });
+  });
+
+  describe('publishing where appended (publishOnAppend)', () => {
+    /** Counts raw Pub/Sub messages per channel (what any Redis subscriber would receive). */
+    async function rawCounter(channels: string[]): Promise<{ counts: Map<string, number>; close: () => void }> {
+      const sub = redis.connect();
+      const counts = new Map<string, number>();
+      sub.on('message', (channel: string) => counts.set(channel, (counts.get(channel) ?? 0) + 1));
+      await sub.subscribe(...channels);
+      return { counts, close: () => sub.disconnect() };
+    }
+
+    it('with no listener of its own, append publishes from its script: other processes get the event once per channel, and publish() sends nothing more', async () => {
+      const p = redis.prefix();
+      const raw = await rawCounter([`${p}ev:run:run-pa`, `${p}ev:pipeline:pp`, `${p}ev:all`]);
+      const { transport: listener } = open();
+      const got: number[] = [];
+      listener.subscribe({ runId: 'run-pa' }, (e) => got.push(e.seq));
+      await listener.subscribed();
+      const worker = open().transport;
+      expect(worker.liveChannels('run-pa', 'pp')).toEqual([`${p}ev:run:run-pa`, `${p}ev:pipeline:pp`, `${p}ev:all`]);
+      // The first event is only appended: its script published it.
+      await worker.append(draft('run-pa', 'pp'));
+      for (let i = 0; i < 2; i++) await emit(worker, draft('run-pa', 'pp'));
+      await emit(worker, draft('run-pa', 'pp', 'end'));
+      await until(() => got.length === 4, 'four events');
+      expect(got).toEqual([1, 2, 3, 4]);
+      await until(() => [...raw.counts.values()].join() === '4,4,4', 'four messages per channel');
+      // Nothing more comes (a ping through the subscriber's own connection orders after any message).
+      await worker.redis.publish(`${p}ev:all`, 'marker');
+      await until(() => raw.counts.get(`${p}ev:all`) === 5, 'the marker');
+      expect([...raw.counts.values()]).toEqual([4, 4, 5]);
+      raw.close();
+    });
+
+    it('with a listener of its own on the run, its pipeline or *, append publishes nothing: publish() does, and resolves once that listener has the event', async () => {
+      const p = redis.prefix();
+      const raw = await rawCounter([`${p}ev:run:run-pb`]);
+      const { transport } = open();
+      const got: number[] = [];
+      transport.subscribe({ pipelineId: 'pq' }, (e) => got.push(e.seq));
+      expect(transport.liveChannels('run-pb', 'pq')).toEqual(['', '', '']);
+      expect(transport.liveChannels('run-other', 'other')).toHaveLength(3);
+      const event = await transport.append(draft('run-pb', 'pq'));
+      // A marker published after the append comes first: the append published nothing.
+      await transport.redis.publish(`${p}ev:run:run-pb`, 'marker');
+      await until(() => raw.counts.get(`${p}ev:run:run-pb`) === 1, 'the marker');
+      await transport.publish(event as FlowcastEvent);
+      expect(got).toEqual([1]);
+      await until(() => raw.counts.get(`${p}ev:run:run-pb`) === 2, 'the event');
+      raw.close();
+    });
+
+    it('publishOnAppend: false leaves every publish to publish(); the option is checked', async () => {
+      const p = redis.prefix();
+      const raw = await rawCounter([`${p}ev:run:run-pc`]);
+      const worker = open({ publishOnAppend: false }).transport;
+      expect(worker.liveChannels('run-pc', 'p')).toEqual(['', '', '']);
+      const event = await worker.append(draft('run-pc', 'p'));
+      await worker.redis.publish(`${p}ev:run:run-pc`, 'marker');
+      await until(() => raw.counts.get(`${p}ev:run:run-pc`) === 1, 'the marker');
+      await emit(worker, draft('run-pc', 'p'));
+      await worker.publish(event as FlowcastEvent);
+      await until(() => raw.counts.get(`${p}ev:run:run-pc`) === 3, 'both events');
+      expect(() => open({ publishOnAppend: 'yes' as never })).toThrow(/publishOnAppend must be a boolean/);
+      raw.close();
     });
   });
 

@@ -180,7 +180,9 @@ export class RunEngine {
           timeoutMs,
         );
       }
-      this.broker.runState.getSummary(runId).then(
+      // Read once the subscription is active: an end published before is in the summary, one after reaches the listener.
+      const active = this.broker.transport.subscribed?.() ?? Promise.resolve();
+      active.then(() => this.broker.runState.getSummary(runId)).then(
         async (summary) => {
           if (summary === null) {
             finish(() => reject(new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`)));

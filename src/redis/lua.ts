@@ -17,19 +17,28 @@ export type RedisClient = Redis | Cluster;
  * Each event comes as two ARGV entries: its JSON without the seq value and the closing
  * brace (`...,"seq":`), and `1` when it is terminal. Once the log holds a terminal
  * event, nothing more is appended (that event's slot answers 0).
- * Also refreshes the TTL of the log and its meta hash.
+ * `pub` (ARGV index of three channels: the run's, the pipeline's, the wildcard; the
+ * first '' for none) publishes each appended event to them, in log order, in the same
+ * atomic step: Pub/Sub then carries every event of the run in seq order.
  */
 const APPEND_FN = `
-local function append_events(meta, log, maxlen, from, n)
+local function append_events(meta, log, maxlen, from, n, pub)
   local out = {}
   local ended = redis.call('HEXISTS', meta, 'end') == 1
+  local run_ch = ARGV[pub]
+  local pipeline_ch, all_ch = ARGV[pub + 1], ARGV[pub + 2]
   for i = 0, n - 1 do
     if ended then
       out[#out + 1] = 0
     else
-      local head = ARGV[from + 2 * i]
       local seq = redis.call('HINCRBY', meta, 'seq', 1)
-      redis.call('XADD', log, 'MAXLEN', maxlen, seq .. '-0', 'e', head .. seq .. '}')
+      local e = ARGV[from + 2 * i] .. seq .. '}'
+      redis.call('XADD', log, 'MAXLEN', maxlen, seq .. '-0', 'e', e)
+      if run_ch ~= '' then
+        redis.call('PUBLISH', run_ch, e)
+        redis.call('PUBLISH', pipeline_ch, e)
+        redis.call('PUBLISH', all_ch, e)
+      end
       if ARGV[from + 2 * i + 1] == '1' then
         redis.call('HSET', meta, 'end', seq)
         ended = true
@@ -57,11 +66,12 @@ end
 /**
  * KEYS[1] log meta hash, KEYS[2] log stream.
  * ARGV[1] max events kept, ARGV[2] TTL (s) while running, ARGV[3] TTL (s) once ended,
- * ARGV[4..5] the event (head, terminal flag).
+ * ARGV[4..6] channels to publish to (run, pipeline, wildcard; '' for none),
+ * ARGV[7..8] the event (head, terminal flag).
  * Returns the event's seq, or 0 when the run's log already ended.
  */
 export const APPEND_SCRIPT = `${APPEND_FN}
-local seqs, ended = append_events(KEYS[1], KEYS[2], ARGV[1], 4, 1)
+local seqs, ended = append_events(KEYS[1], KEYS[2], ARGV[1], 7, 1, 4)
 if seqs[1] ~= 0 then expire_all(ended and ARGV[3] or ARGV[2], KEYS[1], KEYS[2]) end
 return seqs[1]
 `;
@@ -71,12 +81,13 @@ return seqs[1]
  * ARGV[1] record JSON (without plan), ARGV[2] plan JSON, ARGV[3] summary JSON,
  * ARGV[4] max events kept, ARGV[5] TTL (s) while running, ARGV[6] TTL (s) once ended,
  * ARGV[7] `1` when the record is already ended, ARGV[8] event count, ARGV[9] a token
- * unique to this write, ARGV[10..] events.
+ * unique to this write, ARGV[10..12] channels to publish the events to (run, pipeline,
+ * wildcard; '' for none), ARGV[13..] events.
  * Returns `{1}` when the run exists already, else `{0, seq...}` (0 for a refused event).
  */
 export const CREATE_SCRIPT = `${APPEND_FN}
 if redis.call('EXISTS', KEYS[1]) == 1 then return same_tx(KEYS[1], ARGV[9]) or {1} end
-local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 10, tonumber(ARGV[8]))
+local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 13, tonumber(ARGV[8]), 10)
 redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'plan', ARGV[2], 'sum', ARGV[3], 'ver', 1, 'tx', ARGV[9], 'txr', table.concat(seqs, ','))
 expire_all((ended or ARGV[7] == '1') and ARGV[6] or ARGV[5], KEYS[1], KEYS[2], KEYS[3])
 table.insert(seqs, 1, 0)
@@ -89,7 +100,8 @@ return seqs
  * ARGV[1] the version the record was read at, ARGV[2] new record JSON (without plan),
  * ARGV[3] summary JSON ('' when it did not change: the run still runs), ARGV[4] max events kept, ARGV[5] TTL (s) while running,
  * ARGV[6] TTL (s) once ended, ARGV[7] `1` when the new record is ended,
- * ARGV[8] event count, ARGV[9] a token unique to this write, ARGV[10..] events.
+ * ARGV[8] event count, ARGV[9] a token unique to this write, ARGV[10..12] channels to
+ * publish the events to (run, pipeline, wildcard; '' for none), ARGV[13..] events.
  * Returns `{2}` for an unknown run, `{3, version, record}` when the version moved on
  * (the caller retries on that record),
  * else `{0, seq...}` (0 for an event refused after the terminal one).
@@ -98,7 +110,7 @@ export const TRANSITION_SCRIPT = `${APPEND_FN}
 local ver = redis.call('HGET', KEYS[1], 'ver')
 if not ver then return {2} end
 if ver ~= ARGV[1] then return same_tx(KEYS[1], ARGV[9]) or {3, tonumber(ver), redis.call('HGET', KEYS[1], 'rec')} end
-local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 10, tonumber(ARGV[8]))
+local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 13, tonumber(ARGV[8]), 10)
 redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'ver', tonumber(ver) + 1, 'tx', ARGV[9], 'txr', table.concat(seqs, ','))
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'sum', ARGV[3]) end
 expire_all((ended or ARGV[7] == '1') and ARGV[6] or ARGV[5], KEYS[1], KEYS[2], KEYS[3])

@@ -141,8 +141,10 @@ function recordJson(r: RunRecord): string {
  *
  * A transition is optimistic: it reads the record and its version, runs the (pure)
  * function in Node, then a script stores the new record only if the version did not
- * move, gives the events the run's next seqs and appends them to the run's log (the
- * transport's stream, same `{run_id}` hash tag). When another process won, it reads again
+ * move, gives the events the run's next seqs, appends them to the run's log (the
+ * transport's stream, same `{run_id}` hash tag) and, unless a listener of the transport
+ * wants them, publishes them to the run's channels (see
+ * `RedisPubSubTransport.liveChannels`). When another process won, it reads again
  * and retries. Transitions of one run from this process are queued, so they never
  * conflict with each other.
  *
@@ -181,9 +183,10 @@ export class RedisRunState implements RunStateStore {
     return [runStateKey(this.#prefix, runId), runLogMetaKey(this.#prefix, runId), runLogKey(this.#prefix, runId)];
   }
 
-  #logArgs(ended: boolean, drafts: EncodedDraft[]): (string | number)[] {
+  /** `channels`: where the script publishes the events as it appends them (see `RedisPubSubTransport.liveChannels`). */
+  #logArgs(record: RunRecord, drafts: EncodedDraft[], channels: readonly string[]): (string | number)[] {
     const t = this.transport;
-    const args: (string | number)[] = [t.maxEventsPerRun, t.ttlSeconds, t.endedTtlSeconds, ended ? 1 : 0, drafts.length, randomUUID()];
+    const args: (string | number)[] = [t.maxEventsPerRun, t.ttlSeconds, t.endedTtlSeconds, record.status !== 'RUNNING' ? 1 : 0, drafts.length, randomUUID(), ...channels];
     for (const d of drafts) args.push(d.head, d.terminal ? 1 : 0);
     return args;
   }
@@ -201,12 +204,16 @@ export class RedisRunState implements RunStateStore {
     return out;
   }
 
-  /** Events whose seq the script gave (0: refused after the terminal event). */
-  #finish(drafts: EncodedDraft[], seqs: unknown[]): FlowcastEvent[] {
+  /** Events whose seq the script gave (0: refused after the terminal event); marked as published when the script published them. */
+  #finish(drafts: EncodedDraft[], seqs: unknown[], channels: readonly string[]): FlowcastEvent[] {
     const out: FlowcastEvent[] = [];
+    const published = channels[0] !== '';
     drafts.forEach((d, i) => {
       const seq = Number(seqs[i]);
-      if (seq > 0) out.push(finishEvent(d, seq));
+      if (seq <= 0) return;
+      const event = finishEvent(d, seq);
+      if (published) this.transport.markPublished(event);
+      out.push(event);
     });
     return out;
   }
@@ -219,11 +226,12 @@ export class RedisRunState implements RunStateStore {
     const drafts = this.#encode(events, runId, 'RedisRunState.create', false);
     const rec = recordJson(record);
     const planJson = planJsonOf(record.plan);
-    const args = [rec, planJson, JSON.stringify(summaryOf(record)), ...this.#logArgs(record.status !== 'RUNNING', drafts)];
+    const channels = this.transport.liveChannels(runId, record.pipeline_id);
+    const args = [rec, planJson, JSON.stringify(summaryOf(record)), ...this.#logArgs(record, drafts, channels)];
     const reply = (await createScript.run(this.redis, this.#keys(runId), args)) as unknown[];
     if (reply[0] === EXISTS) throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `Run "${runId}" already exists`);
     if (record.status === 'RUNNING') this.#remember(runId, { plan: parsedPlan(planJson), rec, ver: '1' });
-    return this.#finish(drafts, reply.slice(1));
+    return this.#finish(drafts, reply.slice(1), channels);
   }
 
   /** What this process last wrote of a run, to hand to the process that writes it next (see {@link RunStateHandoff}); `null` when it holds nothing. */
@@ -305,12 +313,13 @@ export class RedisRunState implements RunStateStore {
       const rec = recordJson(record);
       // The summary changes only when the run ends (a running run's is written by create).
       const sum = record.status === 'RUNNING' ? '' : JSON.stringify(summaryOf(record));
-      const args = [ver, rec, sum, ...this.#logArgs(record.status !== 'RUNNING', drafts)];
+      const channels = this.transport.liveChannels(runId, record.pipeline_id);
+      const args = [ver, rec, sum, ...this.#logArgs(record, drafts, channels)];
       const reply = (await transitionScript.run(this.redis, keys, args)) as unknown[];
       if (reply[0] === CREATED) {
         if (record.status === 'RUNNING') this.#remember(runId, { plan: run.plan, rec, ver: String(Number(ver) + 1), obj: record });
         else this.#cache.delete(runId);
-        return { value, events: this.#finish(drafts, reply.slice(1)) };
+        return { value, events: this.#finish(drafts, reply.slice(1), channels) };
       }
       if (reply[0] === UNKNOWN) {
         this.#cache.delete(runId);

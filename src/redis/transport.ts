@@ -49,18 +49,32 @@ export interface RedisPubSubTransportOptions {
    * @default 10000
    */
   trackedRuns?: number;
+  /**
+   * Publish an event from the script that appends it to the run's log (this transport's
+   * `append`, `RedisRunState`'s transitions) when no listener of this transport wants
+   * the run's events: one command instead of two, and live order is log order; other
+   * processes' subscribers may then get an event before this process's tracking and
+   * hooks do. `false`: every event is published by `publish`, after tracking and hooks.
+   * See {@link RedisPubSubTransport.liveChannels}.
+   * @default true
+   */
+  publishOnAppend?: boolean;
   /** Called when a live listener throws. Defaults to printing to stderr. */
   onListenerError?: (error: unknown, event: FlowcastEvent) => void;
   /** Called on subscription connection and catch-up errors. Defaults to printing to stderr. */
   onError?: (error: unknown, where: string) => void;
 }
 
-const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'onListenerError', 'onError'] as const;
+const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'publishOnAppend', 'onListenerError', 'onError'] as const;
 
 /** Longest a publish waits for its event to reach this transport's own listeners. */
 const ECHO_WAIT_MS = 2000;
 
 const appendScript = new LuaScript(APPEND_SCRIPT);
+/** The append scripts' channel arguments when they publish nothing. */
+const NO_CHANNELS: readonly string[] = ['', '', ''];
+/** Events published by the script that appended them: `publish` sends them no more. */
+const publishedOnAppend = new WeakSet<FlowcastEvent>();
 const publishScript = new LuaScript(PUBLISH_SCRIPT);
 
 /** Checks that `redis` looks like an ioredis client. */
@@ -108,6 +122,8 @@ export class RedisPubSubTransport implements EventTransport {
   readonly maxEventsPerRun: number;
   readonly ttlSeconds: number;
   readonly endedTtlSeconds: number;
+  /** See {@link RedisPubSubTransportOptions.publishOnAppend}. */
+  readonly publishOnAppend: boolean;
   readonly #trackedRuns: number;
   readonly #onListenerError: (error: unknown, event: FlowcastEvent) => void;
   readonly #onError: (error: unknown, where: string) => void;
@@ -135,6 +151,10 @@ export class RedisPubSubTransport implements EventTransport {
     this.ttlSeconds = checkPositiveInt(options.ttlSeconds ?? 7 * 86_400, 'ttlSeconds');
     this.endedTtlSeconds = checkPositiveInt(options.endedTtlSeconds ?? 86_400, 'endedTtlSeconds');
     this.#trackedRuns = checkPositiveInt(options.trackedRuns ?? 10_000, 'trackedRuns');
+    if (options.publishOnAppend !== undefined && typeof options.publishOnAppend !== 'boolean') {
+      throw new InvalidArgumentError(`publishOnAppend must be a boolean, received ${show(options.publishOnAppend)}`);
+    }
+    this.publishOnAppend = options.publishOnAppend ?? true;
     if (options.onListenerError !== undefined && typeof options.onListenerError !== 'function') {
       throw new InvalidArgumentError(`onListenerError must be a function, received ${show(options.onListenerError)}`);
     }
@@ -176,10 +196,53 @@ export class RedisPubSubTransport implements EventTransport {
     this.#checkOpen('append');
     const encoded = encodeDraft(draft, 'RedisPubSubTransport.append');
     const keys = [runLogMetaKey(this.keyPrefix, draft.run_id), runLogKey(this.keyPrefix, draft.run_id)];
-    const seq = Number(
-      await appendScript.run(this.redis, keys, [this.maxEventsPerRun, this.ttlSeconds, this.endedTtlSeconds, encoded.head, encoded.terminal ? 1 : 0]),
-    );
-    return seq === 0 ? null : finishEvent(encoded, seq);
+    const channels = this.liveChannels(draft.run_id, draft.pipeline_id);
+    const args = [this.maxEventsPerRun, this.ttlSeconds, this.endedTtlSeconds, ...channels, encoded.head, encoded.terminal ? 1 : 0];
+    const seq = Number(await appendScript.run(this.redis, keys, args));
+    if (seq === 0) return null;
+    const event = finishEvent(encoded, seq);
+    if (channels !== NO_CHANNELS) this.markPublished(event);
+    return event;
+  }
+
+  /**
+   * The channels the append scripts (this transport's, `RedisRunState`'s) publish an
+   * event of the run to as they append it: its run, pipeline and `*` channels, or none.
+   *
+   * Published where appended (option `publishOnAppend`, and no listener of this
+   * transport wants the run's events): one command per append instead of two, and live
+   * order is log order. {@link publish} of such an event then sends nothing. Subscribers
+   * of other processes may get it before this process's tracking and hooks do (tracking
+   * reads of a run catch up from its log).
+   *
+   * With a listener of this transport on the run, its pipeline or `*`: none. The event
+   * is published by {@link publish} as the engine hands it on, after tracking and
+   * hooks, and `await publish()` resolves once that listener has it.
+   */
+  liveChannels(runId: string, pipelineId: string): readonly string[] {
+    if (!this.publishOnAppend) return NO_CHANNELS;
+    const run = runChannel(this.keyPrefix, runId);
+    const pipeline = pipelineChannel(this.keyPrefix, pipelineId);
+    if (this.#listeners.has(run) || this.#listeners.has(pipeline) || this.#listeners.has(this.#allChannel)) return NO_CHANNELS;
+    return [run, pipeline, this.#allChannel];
+  }
+
+  /** Marks an event the script that appended it published (see {@link liveChannels}): {@link publish} of it sends nothing. */
+  markPublished(event: FlowcastEvent): void {
+    publishedOnAppend.add(event);
+  }
+
+  /** Resolves when the event with this id comes back through the subscription (bounded, should Pub/Sub lose it). */
+  #echo(eventId: string): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        if (this.#echoes.get(eventId) === done) this.#echoes.delete(eventId);
+        resolve();
+      };
+      const timer = setTimeout(done, ECHO_WAIT_MS);
+      this.#echoes.set(eventId, done);
+    });
   }
 
   /**
@@ -192,6 +255,8 @@ export class RedisPubSubTransport implements EventTransport {
   publish(event: FlowcastEvent): void | Promise<void> {
     this.#checkOpen('publish');
     checkObject(event, 'RedisPubSubTransport.publish: event');
+    // Published already, by the script that appended it (no listener here wanted it then).
+    if (publishedOnAppend.delete(event)) return undefined;
     checkId(event.run_id, 'event.run_id');
     checkId(event.pipeline_id, 'event.pipeline_id');
     const runCh = runChannel(this.keyPrefix, event.run_id);
@@ -206,17 +271,9 @@ export class RedisPubSubTransport implements EventTransport {
     // once (failures go to onError; Pub/Sub is best-effort, the log is the record).
     if (!local || this.#mux.down) return undefined;
     // A listener of this transport wants it: resolve once it came back and was handed on,
-    // as the memory transport does synchronously (bounded, should Pub/Sub lose it).
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        if (this.#echoes.get(event.event_id) === done) this.#echoes.delete(event.event_id);
-        resolve();
-      };
-      const timer = setTimeout(done, ECHO_WAIT_MS);
-      this.#echoes.set(event.event_id, done);
-      this.#outboxIds.push(event.event_id);
-    });
+    // as the memory transport does synchronously.
+    this.#outboxIds.push(event.event_id);
+    return this.#echo(event.event_id);
   }
 
   /** Sends the events published since the last flush, in one script call. */
@@ -293,6 +350,14 @@ export class RedisPubSubTransport implements EventTransport {
       active = false;
       this.#unsubscribe(name, listener);
     };
+  }
+
+  /**
+   * Resolves once every subscription asked for so far is active on Redis (nothing to
+   * wait for when none is pending): an event published after that reaches its listener.
+   */
+  subscribed(): Promise<void> {
+    return this.#mux.settled() ?? Promise.resolve();
   }
 
   #unsubscribe(name: string, listener: EventListener): void {

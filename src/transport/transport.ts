@@ -43,6 +43,11 @@ export interface EventTransport {
   read(runId: string, options?: { since?: number; limit?: number }): Promise<LogRead>;
   /** Listens to live events of a channel; returns the disposer. */
   subscribe(channel: Channel, listener: EventListener): () => void;
+  /**
+   * Optional, for transports whose subscriptions take effect later (Redis): resolves once
+   * every subscription asked for so far is active, so that what is published next reaches it.
+   */
+  subscribed?(): Promise<void>;
   /** Optional: announces a server instance to the others sharing this transport; alive for `ttlMs` after its last announcement. */
   announceInstance?(status: ServerInstanceStatus, ttlMs: number): Promise<void>;
   /** Optional: every server instance whose announcement has not expired. */
