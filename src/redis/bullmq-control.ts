@@ -87,10 +87,14 @@ export async function closeConnection(redis: Redis): Promise<void> {
   }
 }
 
-/** Announces the run a transition ended abnormally, if any. */
-async function announceEnd(control: RunControl, events: readonly FlowcastEvent[]): Promise<void> {
-  const last = events[events.length - 1];
-  if (last !== undefined && (last.type === 'PipelineCancelledEvent' || last.type === 'PipelineErrorEvent')) await control.announce([last]);
+/**
+ * Announces the run a transition ended abnormally, if any, then hands the transition on.
+ * (No extra promise for the transitions that end nothing: one per step.)
+ */
+function announceEnd<T>(control: RunControl, done: { value: T; events: FlowcastEvent[] }): { value: T; events: FlowcastEvent[] } | Promise<{ value: T; events: FlowcastEvent[] }> {
+  const last = done.events[done.events.length - 1];
+  if (last === undefined || (last.type !== 'PipelineCancelledEvent' && last.type !== 'PipelineErrorEvent')) return done;
+  return control.announce([last]).then(() => done);
 }
 
 /**
@@ -106,10 +110,8 @@ export class AnnouncingRedisRunState extends RedisRunState {
     this.#control = control;
   }
 
-  override async transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
-    const done = await super.transition(runId, fn);
-    await announceEnd(this.#control, done.events);
-    return done;
+  override transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    return super.transition(runId, fn).then((done) => announceEnd(this.#control, done));
   }
 }
 
@@ -139,10 +141,8 @@ export class AnnouncingRunState implements RunStateStore {
     return this.inner.getSummary(runId);
   }
 
-  async transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
-    const done = await this.inner.transition(runId, fn);
-    await announceEnd(this.#control, done.events);
-    return done;
+  transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    return this.inner.transition(runId, fn).then((done) => announceEnd(this.#control, done));
   }
 
   /** Does not close the store underneath: the broker closes what it created. */

@@ -65,10 +65,13 @@ export function encodeOwnDraft(draft: EventDraft, what: string): EncodedDraft {
   return { event: e, head: full.slice(0, -2), terminal: isTerminalEvent(e) };
 }
 
-/** Gives the event its seq and remembers its JSON. */
-export function finishEvent(encoded: EncodedDraft, seq: number): FlowcastEvent {
+/**
+ * Gives the event its seq and remembers its JSON, unless `remember` is false (the event
+ * was published where it was appended: this process will not send it again).
+ */
+export function finishEvent(encoded: EncodedDraft, seq: number, remember = true): FlowcastEvent {
   encoded.event.seq = seq;
-  json.set(encoded.event, `${encoded.head}${seq}}`);
+  if (remember) json.set(encoded.event, `${encoded.head}${seq}}`);
   return encoded.event;
 }
 

@@ -211,7 +211,7 @@ export class RedisRunState implements RunStateStore {
     drafts.forEach((d, i) => {
       const seq = Number(seqs[i]);
       if (seq <= 0) return;
-      const event = finishEvent(d, seq);
+      const event = finishEvent(d, seq, !published);
       if (published) this.transport.markPublished(event);
       out.push(event);
     });

@@ -200,8 +200,9 @@ export class RedisPubSubTransport implements EventTransport {
     const args = [this.maxEventsPerRun, this.ttlSeconds, this.endedTtlSeconds, ...channels, encoded.head, encoded.terminal ? 1 : 0];
     const seq = Number(await appendScript.run(this.redis, keys, args));
     if (seq === 0) return null;
-    const event = finishEvent(encoded, seq);
-    if (channels !== NO_CHANNELS) this.markPublished(event);
+    const published = channels !== NO_CHANNELS;
+    const event = finishEvent(encoded, seq, !published);
+    if (published) this.markPublished(event);
     return event;
   }
 
@@ -223,8 +224,8 @@ export class RedisPubSubTransport implements EventTransport {
     if (!this.publishOnAppend) return NO_CHANNELS;
     const run = runChannel(this.keyPrefix, runId);
     const pipeline = pipelineChannel(this.keyPrefix, pipelineId);
-    if (this.#listeners.has(run) || this.#listeners.has(pipeline) || this.#listeners.has(this.#allChannel)) return NO_CHANNELS;
-    return [run, pipeline, this.#allChannel];
+    const listened = this.#listeners.size > 0 && (this.#listeners.has(run) || this.#listeners.has(pipeline) || this.#listeners.has(this.#allChannel));
+    return listened ? NO_CHANNELS : [run, pipeline, this.#allChannel];
   }
 
   /** Marks an event the script that appended it published (see {@link liveChannels}): {@link publish} of it sends nothing. */
