@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { ErrorCodes } from '../src/core/errors.js';
 import type { PipelinePlan } from '../src/pipeline/plan.js';
-import type { RunRecord, Transition } from '../src/pipeline/run-state.js';
+import type { RunRecord, StepState, Transition } from '../src/pipeline/run-state.js';
 import { beginRun, jobStarted, jobSucceeded, newRunRecord } from '../src/pipeline/transitions.js';
 import type { EventDraft, FlowcastEvent } from '../src/events/types.js';
 import { RedisRunState } from '../src/redis/run-state.js';
@@ -66,6 +66,29 @@ describe('RedisRunState', () => {
     while (messages.length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     expect(messages).toEqual([1, 2, 3, 0]);
     raw.disconnect();
+  });
+
+  it('stores step states without their null fields and gives the whole record back', async () => {
+    const { client, store } = worker();
+    await startRun(store, 'run-sparse');
+    await store.transition('run-sparse', (r) => {
+      const a = r.steps.a as StepState;
+      a.phase = 'COMPLETED';
+      a.attempt = 2;
+      a.started_at_ms = 5;
+      a.task_id = 'job "1"';
+      a.carrier = 'job-0';
+      a.result = { ok: [1, null, 'x'] };
+      a.error = 'Retry: "earlier"';
+      a.items = { total: 1, next: 1, done: 1, inputs: [0], results: [false] };
+      return { value: null, events: [] };
+    });
+    const whole = await store.get('run-sparse');
+    expect(whole?.steps.a).toEqual({ phase: 'COMPLETED', attempt: 2, started_at_ms: 5, task_id: 'job "1"', carrier: 'job-0', result: { ok: [1, null, 'x'] }, error: 'Retry: "earlier"', items: { total: 1, next: 1, done: 1, inputs: [0], results: [false] } });
+    await startRun(store, 'run-sparse-2');
+    const stored = JSON.parse((await client.hget(runStateKey(redis.prefix(), 'run-sparse-2'), 'rec')) as string) as { steps: Record<string, object> };
+    expect(stored.steps.a).toEqual({ phase: 'ACTIVE', attempt: 1 });
+    expect((await store.get('run-sparse-2'))?.steps.a).toEqual({ phase: 'ACTIVE', attempt: 1, started_at_ms: null, task_id: null, result: null, error: null, items: null });
   });
 
   describe('#transition across processes', () => {

@@ -22,6 +22,7 @@ export interface StepItems {
   results: (JsonValue | null)[];
 }
 
+/** A step's part of a run record. (`RedisRunState` stores these fields by name: a new one goes there too.) */
 export interface StepState {
   phase: StepPhase;
   /** Attempt of the current call (call steps), or highest attempt seen (item steps). */
