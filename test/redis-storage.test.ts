@@ -238,6 +238,57 @@ describe('RedisPipelineStorage', () => {
       worker!.primeStart({ ...e[0]!, event_id: '' });
     });
 
+    it('logBacked: the start of a run is its index entries alone, reads and lists build the run from its log, and the first write of a later group creates the record', async () => {
+      const stats = redis.connect();
+      const prefix = redis.prefix();
+      const transport = new RedisPubSubTransport(redis.connect(), { keyPrefix: prefix });
+      const [producer, worker, reader] = [0, 1, 2].map(() => new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix, logBacked: true }));
+      const run = wideRun('backed', 2);
+      const e = await appendAll(transport, run.events);
+      // The script loaded once (a first call may take two: EVALSHA, then EVAL).
+      await producer!.applyEvents([new RunEvents({ pipelineId: 'warm-up' }).start()]);
+      let before = await commandCounts(stats);
+      expect(await producer!.applyEvents(e.slice(0, 1))).toEqual(reduce(e.slice(0, 1)));
+      const spentOnStart = spent(before, await commandCounts(stats));
+      expect(spentOnStart.scripts).toBe(1);
+      expect(await stats.exists(trackRunKey(prefix, run.runId))).toBe(0);
+      expect(await stats.zscore(trackPipelineIndexKey(prefix, 'backed'), run.runId)).not.toBeNull();
+      expect(await stats.zscore(trackStatusIndexKey(prefix, 'RUNNING'), run.runId)).not.toBeNull();
+      // A worker given the start writes its first group in one call, creating the record.
+      worker!.primeStart({ ...e[0]!, event_id: '' });
+      before = await commandCounts(stats);
+      expect(await worker!.applyEvents(e.slice(1, 6))).toEqual(reduce(e.slice(0, 6)));
+      expect(spent(before, await commandCounts(stats)).scripts).toBe(1);
+      expect(JSON.parse((await stats.hget(trackRunKey(prefix, run.runId), 's'))!)).toEqual(reduce(e.slice(0, 6)));
+      // Nothing stored past the record: a read catches up from the log, as always.
+      expect(await reader!.getStatus(run.runId)).toEqual(reduce(e));
+      expect(await stats.zscore(trackStatusIndexKey(prefix, 'RUNNING'), run.runId)).toBeNull();
+    });
+
+    it('logBacked: a run never written is read and listed from its log (the read stores it), and one with no log either leaves the lists', async () => {
+      const stats = redis.connect();
+      const prefix = redis.prefix();
+      const transport = new RedisPubSubTransport(redis.connect(), { keyPrefix: prefix });
+      const producer = new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix, logBacked: true });
+      const reader = new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix });
+      const run = new RunEvents({ pipelineId: 'listed', steps: ['a', 'b'] });
+      run.start();
+      run.stepStart('a');
+      const e = await appendAll(transport, run.events);
+      await producer.applyEvents(e.slice(0, 1));
+      const [listed] = await reader.listPipelines({ pipelineId: 'listed' });
+      expect(listed).toEqual(reduce(e));
+      expect(await stats.exists(trackRunKey(prefix, run.runId))).toBe(1);
+      expect(await reader.getStatus(run.runId)).toEqual(reduce(e));
+      // Index entries whose run has neither record nor log are gone: removed as met.
+      const lost = new RunEvents({ pipelineId: 'listed', steps: ['a'] });
+      await producer.applyEvents([lost.start()]);
+      expect(await reader.getStatus(lost.runId)).toBeNull();
+      expect((await reader.listPipelines({ pipelineId: 'listed' })).map((r) => r.run_id)).toEqual([run.runId]);
+      expect(await stats.zscore(trackPipelineIndexKey(prefix, 'listed'), lost.runId)).toBeNull();
+      expect(() => new RedisPipelineStorage(stats, { logBacked: 'yes' as never })).toThrow(/logBacked must be a boolean/);
+    });
+
     it('through recordMany: a group waiting past a gap notifies nobody, the group that fills the gap notifies its own events', async () => {
       const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix(), gapTimeoutMs: 600_000 });
       const tracking = new PipelineTrackingManager().withStorage(storage);

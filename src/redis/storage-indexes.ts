@@ -192,6 +192,12 @@ export interface ScanOptions {
   batch: number;
   /** Does this record belong in the index? (A `false` removes the entry.) */
   belongs: (status: PipelineStatus) => boolean;
+  /**
+   * The status of an entry with no record: a run whose start was recorded by its index
+   * entries alone (the storage's `logBacked`), read from its log. `null` (or no
+   * function): the run is gone, and the entry is removed.
+   */
+  missing?: (runId: string) => Promise<PipelineStatus | null>;
 }
 
 /**
@@ -201,7 +207,7 @@ export interface ScanOptions {
  * walk) is yielded once.
  */
 export async function* scanIndex(redis: RedisClient, prefix: string, options: ScanOptions): AsyncGenerator<PipelineStatus> {
-  const { key, min, batch, belongs } = options;
+  const { key, min, batch, belongs, missing } = options;
   const seen = new Set<string>();
   let offset = 0;
   for (;;) {
@@ -214,11 +220,11 @@ export async function* scanIndex(redis: RedisClient, prefix: string, options: Sc
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i] as string;
       const row = rows[i];
-      if (row === null || row === undefined) {
+      const status = row === null || row === undefined ? ((await missing?.(id)) ?? null) : (JSON.parse(row) as PipelineStatus);
+      if (status === null) {
         gone.push(id);
         continue;
       }
-      const status = JSON.parse(row) as PipelineStatus;
       if (!belongs(status)) stale.push(id);
       else if (!seen.has(id)) {
         seen.add(id);

@@ -79,10 +79,11 @@ local function fromLog(entries)
 end
 if highest - last > above then
   fromLog(redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', (highest - 1) .. '-0', 'COUNT', 1000))
-elseif reading and above == 0 and rec[3] then
-  -- A read of a known run with nothing pending: events the log holds past the record come
-  -- back too, to be applied (their writer stopped before recording them: it was killed, or
-  -- lost Redis). So tracking always catches up with the log.
+elseif reading and above == 0 then
+  -- A read with nothing pending: events the log holds past the record come back too, to
+  -- be applied (their writer has not recorded them yet: its writes are coalesced, or it
+  -- was killed, or lost Redis). So tracking always catches up with the log; a run with no
+  -- record yet (its start is held back, see writeDelayMs) is read from its first event.
   fromLog(redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', '+', 'COUNT', 1000))
 end
 return out`;
@@ -172,20 +173,39 @@ ${OFFER_BODY}`,
  * pending, stores the result. Otherwise changes nothing (the caller then offers the
  * events with {@link OFFER_MANY}).
  *
+ * With ARGV[5] = '1' the caller's base is the run's start alone (the status its
+ * `PipelineStartEvent` gives): the check is then that the record holds exactly that
+ * (`last_seq` 1, whichever version) or that there is no record yet (its start was not
+ * written: coalesced, see `writeDelayMs`; this write creates the record).
+ *
  * KEYS[1] the run record, KEYS[2] the run's pending hash, KEYS[3..] the index block's (optional, see INDEX_FN)
  * ARGV[1] expected version, ARGV[2] the new status JSON, ARGV[3] its last_seq (the group's last seq), ARGV[4] TTL (s),
- * ARGV[5..9] the index block (with KEYS[3..])
+ * ARGV[5] '1' when the base is the start alone (else '0'), ARGV[6..10] the index block (with KEYS[3..])
  * Returns the new version (the index block applied), or 0 when nothing was stored.
  */
 export const FAST_APPLY_GROUP = new LuaScript(
   `${INDEX_FN}
-local cur = redis.call('HGET', KEYS[1], 'v') or '0'
-if cur ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local rec = redis.call('HMGET', KEYS[1], 'v', 'q')
+local cur = rec[1] or '0'
+local based
+if ARGV[5] == '1' then based = not rec[1] or rec[2] == '1' else based = cur == ARGV[1] end
+if not based or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local v = tonumber(cur) + 1
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'v', v, 'q', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 write_indexes(2)
 return v`,
+);
+
+/**
+ * Writes a run's index entries alone (no record): the start of a run of a `logBacked`
+ * storage, whose status is read from the run's log until a write stores it.
+ * KEYS the index block's, ARGV the index block's (see INDEX_FN). Returns 1.
+ */
+export const INDEX_ONLY = new LuaScript(
+  `${INDEX_FN}
+write_indexes(0)
+return 1`,
 );
 
 /**

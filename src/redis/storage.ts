@@ -31,7 +31,7 @@ import {
   type PruneResult,
 } from './storage-indexes.js';
 import { checkDate, checkEvent, checkStatusObject, isRedisClient, newestStartedFirst } from './storage-checks.js';
-import { COMMIT, DELETE, FAST_APPLY, READ_AT, FAST_APPLY_GROUP, OFFER, OFFER_MANY, SAVE, type RedisClient } from './storage-lua.js';
+import { COMMIT, DELETE, FAST_APPLY, READ_AT, FAST_APPLY_GROUP, INDEX_ONLY, OFFER, OFFER_MANY, SAVE, type RedisClient } from './storage-lua.js';
 import { drainPending, parseOffer, type Loaded } from './storage-pending.js';
 
 export type { RedisClient } from './storage-lua.js';
@@ -66,9 +66,18 @@ export interface RedisPipelineStorageOptions {
   pruneIntervalMs?: number;
   /** Where failures of the background prune pass go. @default console.error */
   onError?: (error: Error) => void;
+  /**
+   * Every run this storage records has its events in its event log under the same
+   * `keyPrefix` (the storage shares a Redis broker's prefix: `withAutoStorage` sets this).
+   * A run's start is then recorded by its index entries alone (one light script call, no
+   * status JSON): the run is listed at once, and reads build its status from its log
+   * until the first write of a later event stores it (a worker's, usually at the run's end).
+   * @default false
+   */
+  logBacked?: boolean;
 }
 
-const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'onError'] as const;
+const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'onError', 'logBacked'] as const;
 /** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */
 const ORPHAN_TTL_SECONDS = 3600;
 /** Run ids read per round trip by list queries. */
@@ -113,6 +122,8 @@ export class RedisPipelineStorage implements TrackingStorage {
   readonly gapTimeoutMs: number;
   readonly #redis: RedisClient;
   readonly #pruneIntervalMs: number;
+  /** See {@link RedisPipelineStorageOptions.logBacked}. */
+  readonly logBacked: boolean;
   readonly #onError: (error: Error) => void;
   readonly #orphanTtl: number;
   #lastPrune = Date.now();
@@ -130,6 +141,10 @@ export class RedisPipelineStorage implements TrackingStorage {
     this.ttlSeconds = options.ttlSeconds === undefined ? 604_800 : checkPositiveInt(options.ttlSeconds, 'ttlSeconds');
     this.gapTimeoutMs = options.gapTimeoutMs === undefined ? 10_000 : checkNonNegativeInt(options.gapTimeoutMs, 'gapTimeoutMs');
     this.#pruneIntervalMs = options.pruneIntervalMs === undefined ? 60_000 : checkNonNegativeInt(options.pruneIntervalMs, 'pruneIntervalMs');
+    if (options.logBacked !== undefined && typeof options.logBacked !== 'boolean') {
+      throw new InvalidArgumentError(`logBacked must be a boolean, received ${show(options.logBacked)}`);
+    }
+    this.logBacked = options.logBacked ?? false;
     if (options.onError !== undefined && typeof options.onError !== 'function') {
       throw new InvalidArgumentError(`onError must be a function, received ${show(options.onError)}`);
     }
@@ -166,7 +181,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     // Events held back by a gap that timed out, or left by a writer that stopped before it
     // stored them (the next seq is waiting), are applied by whoever looks next.
     const status = loaded.status;
-    if (status !== null && loaded.pending.size > 0 && (loaded.waitedMs >= this.gapTimeoutMs || loaded.pending.has(status.last_seq + 1))) {
+    if (loaded.pending.size > 0 && (loaded.waitedMs >= this.gapTimeoutMs || loaded.pending.has((status?.last_seq ?? 0) + 1))) {
       return (await this.#settle(runId, [], loaded)).status;
     }
     return loaded.status;
@@ -196,6 +211,8 @@ export class RedisPipelineStorage implements TrackingStorage {
       min: sinceMs === undefined ? '-inf' : String(sinceMs),
       batch: Number.isFinite(limit) ? Math.min(SCAN_BATCH, limit + skip) : SCAN_BATCH,
       belongs: (s) => (pipelineId === undefined || s.pipeline_id === pipelineId) && (pipelineId !== undefined || status === undefined || s.status === status),
+      // A run whose start was recorded by its index entries alone: read from its log (null when that is gone too).
+      missing: (runId) => this.getStatus(runId),
     });
     for await (const s of scan) {
       if (status !== undefined && s.status !== status) continue;
@@ -299,6 +316,9 @@ export class RedisPipelineStorage implements TrackingStorage {
     for (const e of events) checkEvent(e);
     const first = events[0] as FlowcastEvent;
     const runId = first.run_id;
+    if (this.logBacked && events.length === 1 && first.type === 'PipelineStartEvent' && first.seq === 1 && !this.#cache.has(runId)) {
+      return this.#indexStart(first);
+    }
     let cached = this.#cache.get(runId) ?? (first.type === 'PipelineStartEvent' && first.seq === 1 ? { version: '0', status: null } : undefined);
     const last = events[events.length - 1] as FlowcastEvent;
     // Increasing seqs (checked) spanning exactly length - 1: consecutive.
@@ -313,13 +333,15 @@ export class RedisPipelineStorage implements TrackingStorage {
       this.#cache.delete(runId);
       // Before the reducer, which may change the status it is given in place.
       const before = cached.status === null ? null : indexedFields(cached.status);
+      // Based on the start alone (primed, or this process's start write): checked by last_seq, and a run not written yet is at that base too.
+      const startBase = cached.status?.last_seq === 1 ? '1' : '0';
       let next = cached.status;
       for (const e of events) next = applyEvent(next, e);
       // Not null: the group starts the run, or follows a stored status.
       const status = next as PipelineStatus;
       const plan = this.#indexPlan(runId, before, status);
       const keys = withBlock([trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)], plan.block?.keys);
-      const args = withBlock<string | number>([cached.version, JSON.stringify(status), last.seq, this.ttlSeconds], plan.block?.args);
+      const args = withBlock<string | number>([cached.version, JSON.stringify(status), last.seq, this.ttlSeconds, startBase], plan.block?.args);
       const version = (await FAST_APPLY_GROUP.run(this.#redis, keys, args)) as number;
       if (version !== 0) {
         this.#remember(runId, String(version), status);
@@ -340,6 +362,23 @@ export class RedisPipelineStorage implements TrackingStorage {
     const own = events.map((e) => e.seq).filter((seq) => seq > stored);
     const settled = await this.#settle(runId, own, loaded);
     return settled.own ? settled.status : null;
+  }
+
+  /**
+   * The start of a run of a `logBacked` storage: its index entries alone, no record (the
+   * status is read from the run's log until a later write stores it). Remembered as this
+   * process's base for the run's next write (no record yet: version 0, last_seq 1).
+   */
+  async #indexStart(start: FlowcastEvent): Promise<PipelineStatus | null> {
+    const status = applyEvent(null, start);
+    if (status === null) return null;
+    const runId = start.run_id;
+    const plan = this.#indexPlan(runId, null, status);
+    if (plan.block !== null) await INDEX_ONLY.run(this.#redis, plan.block.keys, plan.block.args);
+    else await writeIndexes(this.#redis, this.keyPrefix, runId, null, plan.after);
+    this.#remember(runId, '0', status);
+    this.#maybePrune();
+    return status;
   }
 
   /**

@@ -13,6 +13,8 @@ import {
 } from '../events/types.js';
 import { RedisPipelineStorage, type RedisPipelineStorageOptions } from '../redis/storage.js';
 import { isRedisClient } from '../redis/storage-checks.js';
+import { RedisPubSubTransport } from '../redis/transport.js';
+import { DEFAULT_KEY_PREFIX } from '../redis/keys.js';
 import { InMemoryPipelineStorage } from './memory-storage.js';
 import { computeMetrics, type PipelineMetrics } from './metrics.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineRunStatus, type PipelineStatus } from './models.js';
@@ -227,8 +229,11 @@ export class PipelineTrackingManager {
     if (typeof b.createTrackingStorage === 'function') {
       storage = (broker as TrackingStorageFactory).createTrackingStorage();
     } else if (isRedisClient(b.redis)) {
-      const keyPrefix = options.keyPrefix ?? (typeof b.keyPrefix === 'string' ? b.keyPrefix : undefined);
-      storage = new RedisPipelineStorage(b.redis, keyPrefix === undefined ? options : { ...options, keyPrefix });
+      const brokerPrefix = typeof b.keyPrefix === 'string' ? b.keyPrefix : undefined;
+      const keyPrefix = options.keyPrefix ?? brokerPrefix;
+      // The broker's event log is on Redis under the storage's prefix: every run's events are there, the storage may read a run from it.
+      const logBacked = options.logBacked ?? (b.transport instanceof RedisPubSubTransport && b.transport.keyPrefix === (keyPrefix ?? DEFAULT_KEY_PREFIX));
+      storage = new RedisPipelineStorage(b.redis, { ...options, ...(keyPrefix !== undefined && { keyPrefix }), logBacked });
     } else if (b.kind === 'bullmq') {
       throw new InvalidArgumentError(`withAutoStorage(broker): a "bullmq" broker must expose its ioredis client as broker.redis, received ${show(b.redis)}`);
     } else {
