@@ -12,7 +12,7 @@
  * Starts its own redis-server (free port, no persistence) and stops it at the end.
  *
  * Usage: npm run bench:distributed -- [--workers 2] [--concurrency 32] [--steps 5]
- *          [--runs 400] [--rounds 5] [--lanes 50] [--subscribers 500] [--burst 1000] [--burst-runs 8]
+ *          [--runs 1000] [--rounds 5] [--lanes 50] [--subscribers 500] [--burst 1000] [--burst-runs 8]
  *          [--rate 20000] [--paced-ms 3000] [--passes 3] [--parts throughput,events] [--untracked] [--chain-steps N]
  * `--untracked` adds the same pipeline without tracking to part 1 (what tracking costs).
  * `--chain-steps N` sets the flowcast workers' `chainSteps` (default: the broker's, 100; 0: one BullMQ job per step).
@@ -33,7 +33,7 @@ const { values: args } = parseArgs({
     workers: { type: 'string', default: '2' },
     concurrency: { type: 'string', default: '32' },
     steps: { type: 'string', default: '5' },
-    runs: { type: 'string', default: '400' },
+    runs: { type: 'string', default: '1000' },
     rounds: { type: 'string', default: '5' },
     lanes: { type: 'string', default: '50' },
     subscribers: { type: 'string', default: '500' },
