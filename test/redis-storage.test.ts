@@ -251,7 +251,8 @@ describe('RedisPipelineStorage', () => {
       expect(await producer!.applyEvents(e.slice(0, 1))).toEqual(reduce(e.slice(0, 1)));
       const spentOnStart = spent(before, await commandCounts(stats));
       expect(spentOnStart.scripts).toBe(1);
-      expect(await stats.exists(trackRunKey(prefix, run.runId))).toBe(0);
+      // A marker record without a status ("read me from the log").
+      expect(await stats.hgetall(trackRunKey(prefix, run.runId))).toEqual({ q: '0' });
       expect(await stats.zscore(trackPipelineIndexKey(prefix, 'backed'), run.runId)).not.toBeNull();
       expect(await stats.zscore(trackStatusIndexKey(prefix, 'RUNNING'), run.runId)).not.toBeNull();
       // A worker given the start writes its first group in one call, creating the record.
@@ -287,6 +288,25 @@ describe('RedisPipelineStorage', () => {
       expect((await reader.listPipelines({ pipelineId: 'listed' })).map((r) => r.run_id)).toEqual([run.runId]);
       expect(await stats.zscore(trackPipelineIndexKey(prefix, 'listed'), lost.runId)).toBeNull();
       expect(() => new RedisPipelineStorage(stats, { logBacked: 'yes' as never })).toThrow(/logBacked must be a boolean/);
+    });
+
+    it('logBacked: a run never written that is deleted stays deleted, though its log is still there', async () => {
+      const prefix = redis.prefix();
+      const transport = new RedisPubSubTransport(redis.connect(), { keyPrefix: prefix });
+      const producer = new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix, logBacked: true });
+      const reader = new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix });
+      const runs = [0, 1].map(() => new RunEvents({ pipelineId: 'doomed', steps: ['a'] }));
+      for (const run of runs) {
+        run.start();
+        const [start] = await appendAll(transport, run.events);
+        await producer.applyEvents([start!]);
+      }
+      expect(await reader.deletePipeline(runs[0]!.runId)).toBe(1);
+      expect(await reader.getStatus(runs[0]!.runId)).toBeNull();
+      expect(await reader.deletePipeline('doomed')).toBe(1);
+      expect(await reader.getStatus(runs[1]!.runId)).toBeNull();
+      expect(await reader.listPipelines()).toEqual([]);
+      expect((await transport.read(runs[1]!.runId)).last_seq).toBe(1);
     });
 
     it('through recordMany: a group waiting past a gap notifies nobody, the group that fills the gap notifies its own events', async () => {

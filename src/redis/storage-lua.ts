@@ -79,11 +79,12 @@ local function fromLog(entries)
 end
 if highest - last > above then
   fromLog(redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', (highest - 1) .. '-0', 'COUNT', 1000))
-elseif reading and above == 0 then
-  -- A read with nothing pending: events the log holds past the record come back too, to
-  -- be applied (their writer has not recorded them yet: its writes are coalesced, or it
-  -- was killed, or lost Redis). So tracking always catches up with the log; a run with no
-  -- record yet (its start is held back, see writeDelayMs) is read from its first event.
+elseif reading and above == 0 and rec[2] then
+  -- A read of a known run with nothing pending: events the log holds past the record come
+  -- back too, to be applied (their writer has not recorded them yet: its writes are
+  -- coalesced, or it was killed, or lost Redis). So tracking always catches up with the
+  -- log; a run whose start was recorded without its status (INDEX_ONLY) is read from its
+  -- first event.
   fromLog(redis.call('XRANGE', KEYS[3], (last + 1) .. '-0', '+', 'COUNT', 1000))
 end
 return out`;
@@ -198,13 +199,18 @@ return v`,
 );
 
 /**
- * Writes a run's index entries alone (no record): the start of a run of a `logBacked`
- * storage, whose status is read from the run's log until a write stores it.
- * KEYS the index block's, ARGV the index block's (see INDEX_FN). Returns 1.
+ * Records a run's start without its status (a `logBacked` storage): a marker record with
+ * no status (`q` 0: "read me from the run's log") and, on a single Redis, the run's
+ * index entries. Reads build the status from the log until a write stores it; a run
+ * with neither record nor marker (deleted, expired) is never rebuilt.
+ * KEYS[1] the run record, KEYS[2..] the index block's (optional, see INDEX_FN)
+ * ARGV[1] TTL (s), ARGV[2..6] the index block (with KEYS[2..]). Returns 1.
  */
 export const INDEX_ONLY = new LuaScript(
   `${INDEX_FN}
-write_indexes(0)
+redis.call('HSETNX', KEYS[1], 'q', '0')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+write_indexes(1)
 return 1`,
 );
 
@@ -275,11 +281,19 @@ return previous`,
  *
  * KEYS[1] the run record, KEYS[2] the run's pending hash
  * ARGV[1] expected version, or '' for any
- * Returns the deleted status JSON, or nil when there was none or it changed meanwhile.
+ * Returns the deleted status JSON ('' for a start recorded without its status), or nil
+ * when there was none or it changed meanwhile.
  */
 export const DELETE = new LuaScript(
-  `local rec = redis.call('HMGET', KEYS[1], 'v', 's')
-if not rec[2] then return nil end
+  `local rec = redis.call('HMGET', KEYS[1], 'v', 's', 'q')
+if not rec[2] then
+  -- A start recorded without its status (INDEX_ONLY): deleted with nothing to return.
+  if rec[3] and ARGV[1] == '' then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return ''
+  end
+  return nil
+end
 if ARGV[1] ~= '' and rec[1] ~= ARGV[1] then return nil end
 redis.call('DEL', KEYS[1], KEYS[2])
 return rec[2]`,

@@ -248,7 +248,9 @@ export class RedisPipelineStorage implements TrackingStorage {
       const results = await Promise.all(
         ids.map(async (runId, i) => {
           const row = rows[i];
-          if (row === null || row === undefined || (JSON.parse(row) as PipelineStatus).pipeline_id !== id) return false;
+          // No status: gone, or a start recorded without it (logBacked: in this pipeline's index, so of this pipeline).
+          if (row === null || row === undefined) return this.#deleteRun(runId, '');
+          if ((JSON.parse(row) as PipelineStatus).pipeline_id !== id) return false;
           return this.#deleteRun(runId, '');
         }),
       );
@@ -374,8 +376,9 @@ export class RedisPipelineStorage implements TrackingStorage {
     if (status === null) return null;
     const runId = start.run_id;
     const plan = this.#indexPlan(runId, null, status);
-    if (plan.block !== null) await INDEX_ONLY.run(this.#redis, plan.block.keys, plan.block.args);
-    else await writeIndexes(this.#redis, this.keyPrefix, runId, null, plan.after);
+    const keys = withBlock([trackRunKey(this.keyPrefix, runId)], plan.block?.keys);
+    await INDEX_ONLY.run(this.#redis, keys, withBlock<string | number>([this.ttlSeconds], plan.block?.args));
+    if (plan.block === null) await writeIndexes(this.#redis, this.keyPrefix, runId, null, plan.after);
     this.#remember(runId, '0', status);
     this.#maybePrune();
     return status;
@@ -511,7 +514,8 @@ export class RedisPipelineStorage implements TrackingStorage {
     const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
     const json = (await DELETE.run(this.#redis, keys, [version])) as string | null;
     if (json === null) return false;
-    await removeFromIndexes(this.#redis, this.keyPrefix, runId, (JSON.parse(json) as PipelineStatus).pipeline_id);
+    // '': a start recorded without its status (logBacked); its pipeline's index entry goes when a list meets it.
+    await removeFromIndexes(this.#redis, this.keyPrefix, runId, json === '' ? null : (JSON.parse(json) as PipelineStatus).pipeline_id);
     return true;
   }
 
