@@ -3,16 +3,14 @@
  * child process (stdout a pipe, not a terminal) against a real server on port 0 in this
  * process; plus the terminal view in process, with a stream that says it is a terminal.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { PassThrough } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InMemoryBroker, InMemoryPipelineStorage, Pipeline, PipelineTrackingManager, type FlowcastEvent } from '../src/index.js';
 import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../src/server/server.js';
 import { watchCommand } from '../src/cli/commands/watch.js';
 import { deferred, waitUntil } from './helpers/collect.js';
+import { flowcast, type CliChild } from './helpers/cli.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
 // eslint-disable-next-line no-control-regex -- looking for escape codes is the point
 const ANSI = /\u001b\[/;
 
@@ -21,32 +19,11 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-interface Watch {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
+type Watch = CliChild;
 
 /** `flowcast watch <args>` from source, directly under node so that signals reach it. */
 function watch(args: string[], env: Record<string, string> = {}): Watch {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'watch', ...args], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FORCE_COLOR: undefined, NO_COLOR: undefined, FLOWCAST_TOKEN: undefined, ...env },
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal }));
-  });
-  cleanups.push(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  return { child, stdout: () => stdout, stderr: () => stderr, exited };
+  return flowcast(['watch', ...args], env);
 }
 
 async function exitOf(w: Watch, timeoutMs = 30_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {

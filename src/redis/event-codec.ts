@@ -33,6 +33,11 @@ export function encodeDraft(draft: EventDraft, what: string): EncodedDraft {
   for (const key in source) {
     if (key !== 'seq' && key !== 'v' && key !== 'event_id' && Object.hasOwn(source, key)) event[key] = source[key];
   }
+  return stamp(event);
+}
+
+/** Gives an event object (a copy, or a draft encoded in place) its `v`, `event_id` and a seq to come, and encodes it. */
+function stamp(event: Record<string, unknown>): EncodedDraft {
   event.v = EVENT_SCHEMA_VERSION;
   event.event_id = randomUUID();
   event.seq = 0;
@@ -57,12 +62,7 @@ export function encodeOwnDraft(draft: EventDraft, what: string): EncodedDraft {
   if (Object.hasOwn(d, 'seq') || Object.hasOwn(d, 'v') || Object.hasOwn(d, 'event_id') || !Object.isExtensible(d)) return encodeDraft(draft, what);
   if (!isEventType(draft.type)) throw new InvalidArgumentError(`${what}: draft.type must be an event type, received ${JSON.stringify(draft.type)}`);
   if (draft.pipeline_id !== checkedPipelineId) checkedPipelineId = checkId(draft.pipeline_id, `${what}: draft.pipeline_id`);
-  d.v = EVENT_SCHEMA_VERSION;
-  d.event_id = randomUUID();
-  d.seq = 0;
-  const full = JSON.stringify(d);
-  const e = d as unknown as FlowcastEvent;
-  return { event: e, head: full.slice(0, -2), terminal: isTerminalEvent(e) };
+  return stamp(d);
 }
 
 /**

@@ -5,7 +5,7 @@ import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '..
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from '../pipeline/plan.js';
 import type { RunRecord, RunStateStore, RunSummary, StepState, Transition } from '../pipeline/run-state.js';
-import { encodeDraft, encodeOwnDraft, finishEvent, type EncodedDraft } from './event-codec.js';
+import { encodeDraft, encodeOwnDraft, type EncodedDraft } from './event-codec.js';
 import { runLogKey, runLogMetaKey, runStateKey } from './keys.js';
 import { CREATE_SCRIPT, LuaScript, TRANSITION_SCRIPT } from './lua.js';
 import { RedisPubSubTransport, checkRedisClient } from './transport.js';
@@ -252,16 +252,12 @@ export class RedisRunState implements RunStateStore {
     return out;
   }
 
-  /** Events whose seq the script gave (0: refused after the terminal event); marked as published when the script published them. */
+  /** Events whose seq the script gave (0: refused after the terminal event), finished as the script left them (published or not). */
   #finish(drafts: EncodedDraft[], seqs: unknown[], channels: readonly string[]): FlowcastEvent[] {
     const out: FlowcastEvent[] = [];
-    const published = channels[0] !== '';
     drafts.forEach((d, i) => {
       const seq = Number(seqs[i]);
-      if (seq <= 0) return;
-      const event = finishEvent(d, seq, !published);
-      if (published) this.transport.markPublished(event);
-      out.push(event);
+      if (seq > 0) out.push(this.transport.finishAppended(d, seq, channels));
     });
     return out;
   }

@@ -249,8 +249,7 @@ export class RedisPipelineStorage implements TrackingStorage {
         ids.map(async (runId, i) => {
           const row = rows[i];
           // No status: gone, or a start recorded without it (logBacked: in this pipeline's index, so of this pipeline).
-          if (row === null || row === undefined) return this.#deleteRun(runId, '');
-          if ((JSON.parse(row) as PipelineStatus).pipeline_id !== id) return false;
+          if (typeof row === 'string' && (JSON.parse(row) as PipelineStatus).pipeline_id !== id) return false;
           return this.#deleteRun(runId, '');
         }),
       );
@@ -378,16 +377,16 @@ export class RedisPipelineStorage implements TrackingStorage {
     const plan = this.#indexPlan(runId, null, status);
     const keys = withBlock([trackRunKey(this.keyPrefix, runId)], plan.block?.keys);
     await INDEX_ONLY.run(this.#redis, keys, withBlock<string | number>([this.ttlSeconds], plan.block?.args));
-    if (plan.block === null) await writeIndexes(this.#redis, this.keyPrefix, runId, null, plan.after);
     this.#remember(runId, '0', status);
-    this.#maybePrune();
+    await this.#afterWrite(runId, plan);
     return status;
   }
 
   /**
-   * Takes the status `start` gives (version 1, as the run's start wrote it) as what this
-   * process wrote last of the run, unless it knows better: its next write of the run then
-   * goes out in one call, with the compare-and-set that refuses it when the run moved on
+   * Takes the status `start` gives (as the run's start wrote it, or as a run whose start
+   * was recorded without it reads) as what this process wrote last of the run, unless it
+   * knows better: its next write of the run then goes out in one call, with the check
+   * (the record is absent or holds the start alone) that refuses it when the run moved on
    * (then the write reads the run as usual).
    */
   primeStart(start: FlowcastEvent): void {

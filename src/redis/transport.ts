@@ -4,7 +4,7 @@ import type { ServerInstanceStatus } from '../core/engine-status.js';
 import { checkId, checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
 import type { Channel, EventListener, EventTransport, LogRead } from '../transport/transport.js';
-import { encodeDraft, eventJson, finishEvent, parseEvent } from './event-codec.js';
+import { encodeDraft, eventJson, finishEvent, parseEvent, type EncodedDraft } from './event-codec.js';
 import {
   DEFAULT_KEY_PREFIX,
   allChannel,
@@ -199,11 +199,7 @@ export class RedisPubSubTransport implements EventTransport {
     const channels = this.liveChannels(draft.run_id, draft.pipeline_id);
     const args = [this.maxEventsPerRun, this.ttlSeconds, this.endedTtlSeconds, ...channels, encoded.head, encoded.terminal ? 1 : 0];
     const seq = Number(await appendScript.run(this.redis, keys, args));
-    if (seq === 0) return null;
-    const published = channels !== NO_CHANNELS;
-    const event = finishEvent(encoded, seq, !published);
-    if (published) this.markPublished(event);
-    return event;
+    return seq === 0 ? null : this.finishAppended(encoded, seq, channels);
   }
 
   /**
@@ -228,9 +224,17 @@ export class RedisPubSubTransport implements EventTransport {
     return listened ? NO_CHANNELS : [run, pipeline, this.#allChannel];
   }
 
-  /** Marks an event the script that appended it published (see {@link liveChannels}): {@link publish} of it sends nothing. */
-  markPublished(event: FlowcastEvent): void {
-    publishedOnAppend.add(event);
+  /**
+   * An appended event given its seq, as an append script with `channels` (from
+   * {@link liveChannels}) left it: published there already ({@link publish} of it then
+   * sends nothing), or with its JSON kept for {@link publish}. `RedisRunState` finishes
+   * its events here too.
+   */
+  finishAppended(encoded: EncodedDraft, seq: number, channels: readonly string[]): FlowcastEvent {
+    const published = channels[0] !== '';
+    const event = finishEvent(encoded, seq, !published);
+    if (published) publishedOnAppend.add(event);
+    return event;
   }
 
   /** Resolves when the event with this id comes back through the subscription (bounded, should Pub/Sub lose it). */
