@@ -143,7 +143,7 @@ describe('RS256', () => {
 
   it('a token signed with the private key is accepted; its pipelines claim limits what it reads', async () => {
     const f = await rsServer();
-    const all = await f.client({ headerToken: await rs256({}, pair.privateKey, { expiresAt: nowS() + 600 }) });
+    const all = await f.client({ headerToken: await rs256({ pipelines: '*' }, pair.privateKey, { expiresAt: nowS() + 600 }) });
     await expectReads(f, all, '*');
     const limited = await f.client({ protocolToken: await rs256({ pipelines: ['beta'] }, pair.privateKey) });
     expect(await limited.request({ type: 'subscribe', pipeline_id: 'alpha' })).toMatchObject({ type: 'error', code: ProtocolErrors.FORBIDDEN });

@@ -54,21 +54,19 @@ describe('allowedOrigins', () => {
 });
 
 describe('maxConnections', () => {
-  it('past the cap a connection is closed 4013; once one leaves, a new one gets in', async () => {
+  it('past the cap a connection is refused with 503 before its handshake; once one leaves, a new one gets in', async () => {
     const f = await startFixture({ server: { maxConnections: 2 } });
     const one = await f.client();
     const two = await f.client();
-    const three = await f.client();
-    three.send({ type: 'subscribe', pipeline_id: '*' });
-    expect(await three.waitForClose()).toEqual({ code: CloseCodes.TOO_MANY_CONNECTIONS, reason: 'Too many connections' });
-    expect(three.messages).toEqual([]);
+    expect(await connectRejected(f.server.url)).toBe(503);
     await one.subscribe({ pipeline_id: 'alpha' });
     await two.close();
-    await waitUntil(() => f.server.connections === 1, 'the server to count one connection');
+    await waitUntil(() => f.server.connections === 1 && f.server.sockets.open === 1, 'the server to count one connection');
     const four = await f.client();
     await four.subscribe({ pipeline_id: 'alpha' });
     await stillReceives(f, four);
     await stillReceives(f, one);
+    expect(f.server.sockets.refusedTotal).toBe(1);
   });
 });
 

@@ -1,8 +1,12 @@
 import { InvalidArgumentError } from './errors.js';
 
 /** Shared checks for option validation: each throws an error naming the option and the value received. */
+/**
+ * A value for an error message: JSON, cut to a short prefix (a message must never echo
+ * back a megabyte it was sent).
+ */
 export function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return value.length > 80 ? `${JSON.stringify(value.slice(0, 64))}... (${value.length} characters)` : JSON.stringify(value);
   if (typeof value === 'function') return 'a function';
   if (value === undefined) return 'undefined';
   try {

@@ -2,13 +2,18 @@ import type { IncomingMessage } from 'node:http';
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { jwtVerify, type JWTPayload } from 'jose';
 import { InvalidArgumentError } from '../core/errors.js';
-import { checkKnownKeys, checkObject } from '../core/validate.js';
+import { checkKnownKeys, checkObject, show } from '../core/validate.js';
 
 /** Who is connected: what `authenticate` returns. */
 export interface Principal {
   /** A stable id (user, service, key name). */
   id: string;
-  /** Pipelines this principal may read: `"*"` or a list. @default "*" */
+  /**
+   * Pipelines this principal may read: `"*"` or a list. Left out, everything (the
+   * principal comes from your own configuration); any other value reads nothing.
+   * JWTs always get an explicit value (see {@link JwtOptions.defaultPipelines}).
+   * @default "*"
+   */
   pipelines?: '*' | string[];
   /** Actions beyond reading (`"cancel"`, `"delete"`, `"retry"`). @default [] */
   actions?: Action[];
@@ -30,11 +35,19 @@ export interface JwtOptions {
   issuer?: string;
   audience?: string;
   /**
-   * Claim listing the readable pipelines (array of ids, or "*").
+   * Claim listing the readable pipelines: an array of pipeline ids, or exactly `"*"`.
+   * A token whose claim is anything else (another string, non-strings, an object,
+   * `null`) is refused. See {@link JwtOptions.defaultPipelines} for tokens without it.
    * @default "pipelines"
    */
   pipelinesClaim?: string;
-  /** Claim listing the allowed actions. @default "actions" */
+  /**
+   * What a valid token *without* the pipelines claim may read. Fail closed: no pipeline,
+   * unless the deployment says otherwise (`"*"` or a list; CLI `--jwt-default-pipelines`).
+   * @default []
+   */
+  defaultPipelines?: '*' | string[];
+  /** Claim listing the allowed actions (an array of action names, or `"*"`); a malformed one refuses the token. @default "actions" */
   actionsClaim?: string;
 }
 
@@ -80,11 +93,25 @@ export function extractToken(request: IncomingMessage): { token: string; source:
   return null;
 }
 
-function stringList(value: unknown): string[] | '*' | undefined {
+/** A claim that must be `"*"` or an array of strings: the value, or `null` when it is anything else. */
+function stringList(value: unknown): string[] | '*' | null {
   if (value === '*') return '*';
   if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value;
-  return undefined;
+  return null;
 }
+
+/** A principal's `pipelines`, checked: anything but `"*"` or a list of strings reads nothing (fail closed). */
+function readablePipelines(principal: Principal): '*' | readonly string[] {
+  const value = principal.pipelines;
+  if (value === undefined) return '*';
+  return stringList(value) ?? [];
+}
+
+/** The outcome of {@link Authenticator.check}: a principal (`null`: auth is off), or the reason a request is refused (`claim`: a verified token with a malformed claim). */
+export type AuthResult = { ok: true; principal: Principal | null } | { ok: false; reason: string; claim?: true };
+
+/** A JWT that verified but whose claims cannot be read safely. */
+class ClaimError extends Error {}
 
 /** Authentication and authorisation as configured; `enabled` is false when no option asks for tokens. */
 export class Authenticator {
@@ -102,7 +129,10 @@ export class Authenticator {
       this.#key = null;
       this.#algorithms = [];
     } else {
-      checkKnownKeys(checkObject(jwt, 'auth.jwt'), ['secret', 'publicKey', 'algorithms', 'issuer', 'audience', 'pipelinesClaim', 'actionsClaim'], 'auth.jwt');
+      checkKnownKeys(checkObject(jwt, 'auth.jwt'), ['secret', 'publicKey', 'algorithms', 'issuer', 'audience', 'pipelinesClaim', 'actionsClaim', 'defaultPipelines'], 'auth.jwt');
+      if (jwt.defaultPipelines !== undefined && stringList(jwt.defaultPipelines) === null) {
+        throw new InvalidArgumentError(`auth.jwt.defaultPipelines must be "*" or an array of pipeline ids, received ${show(jwt.defaultPipelines)}`);
+      }
       if ((jwt.secret === undefined) === (jwt.publicKey === undefined)) {
         throw new InvalidArgumentError('auth.jwt needs exactly one of "secret" (HS256) and "publicKey" (RS256)');
       }
@@ -114,40 +144,53 @@ export class Authenticator {
   /**
    * The principal of a request: `null` when auth is disabled (anonymous, reads
    * everything), a Principal when the token is accepted, `false` when it is rejected.
+   * {@link check} says why.
    */
   async authenticate(request: IncomingMessage): Promise<Principal | null | false> {
-    if (!this.enabled) return null;
+    const result = await this.check(request);
+    return result.ok ? result.principal : false;
+  }
+
+  /** Like {@link authenticate}, with the reason of a refusal (one line, safe to show the client). */
+  async check(request: IncomingMessage): Promise<AuthResult> {
+    if (!this.enabled) return { ok: true, principal: null };
     const found = extractToken(request);
-    if (found === null) return false;
+    if (found === null) return { ok: false, reason: 'no token: send Authorization: Bearer <token>, ?token= or the flowcast.bearer.<token> subprotocol' };
     const { token } = found;
     const byKey = this.#options.apiKeys?.[token];
-    if (byKey !== undefined && Object.prototype.hasOwnProperty.call(this.#options.apiKeys, token)) return byKey;
+    if (byKey !== undefined && Object.prototype.hasOwnProperty.call(this.#options.apiKeys, token)) return { ok: true, principal: byKey };
     if (this.#key !== null) {
-      const p = await this.#verifyJwt(token);
-      if (p !== null) return p;
+      try {
+        const p = await this.#verifyJwt(token);
+        if (p !== null) return { ok: true, principal: p };
+      } catch (error) {
+        if (error instanceof ClaimError) return { ok: false, reason: error.message, claim: true };
+        throw error;
+      }
     }
     if (this.#options.authenticate !== undefined) {
       try {
         const p = await this.#options.authenticate(token, request);
-        if (p !== null && typeof p === 'object' && typeof p.id === 'string') return p;
+        if (p !== null && typeof p === 'object' && typeof p.id === 'string') return { ok: true, principal: p };
       } catch {
-        return false;
+        return { ok: false, reason: 'invalid token' };
       }
     }
-    return false;
+    return { ok: false, reason: 'invalid token' };
   }
 
   async #verifyJwt(token: string): Promise<Principal | null> {
     const jwt = this.#options.jwt as JwtOptions;
+    let payload: JWTPayload;
     try {
       const verifyOptions: Parameters<typeof jwtVerify>[2] = { algorithms: this.#algorithms };
       if (jwt.issuer !== undefined) verifyOptions.issuer = jwt.issuer;
       if (jwt.audience !== undefined) verifyOptions.audience = jwt.audience;
-      const { payload } = await jwtVerify(token, this.#key as KeyObject, verifyOptions);
-      return principalFromClaims(payload, jwt);
+      ({ payload } = await jwtVerify(token, this.#key as KeyObject, verifyOptions));
     } catch {
       return null;
     }
+    return principalFromClaims(payload, jwt);
   }
 
   /** May `principal` do `action` on `pipelineId`? */
@@ -161,17 +204,39 @@ export class Authenticator {
     }
     if (!this.enabled) return true;
     if (principal === null) return false;
-    const pipelines = principal.pipelines ?? '*';
+    const pipelines = readablePipelines(principal);
     const readable = pipelines === '*' || pipelines.includes(pipelineId);
     if (action === 'read') return readable;
     return readable && (principal.actions ?? []).includes(action);
   }
 }
 
+const ACTIONS: readonly Action[] = ['read', 'cancel', 'delete', 'retry'];
+
+/** The principal of a verified JWT; throws a {@link ClaimError} naming the claim when one is malformed (fail closed). */
 function principalFromClaims(payload: JWTPayload, jwt: JwtOptions): Principal {
-  const pipelines = stringList(payload[jwt.pipelinesClaim ?? 'pipelines']) ?? '*';
-  const actions = stringList(payload[jwt.actionsClaim ?? 'actions']);
-  const p: Principal = { ...payload, id: typeof payload.sub === 'string' ? payload.sub : 'jwt', pipelines };
-  p.actions = actions === undefined || actions === '*' ? (actions === '*' ? ['read', 'cancel', 'delete', 'retry'] : []) : (actions.filter((a) => a === 'read' || a === 'cancel' || a === 'delete' || a === 'retry'));
-  return p;
+  const pipelinesClaim = jwt.pipelinesClaim ?? 'pipelines';
+  const actionsClaim = jwt.actionsClaim ?? 'actions';
+  let pipelines: '*' | string[];
+  if (payload[pipelinesClaim] === undefined) {
+    pipelines = jwt.defaultPipelines ?? [];
+  } else {
+    const list = stringList(payload[pipelinesClaim]);
+    if (list === null) throw new ClaimError(`invalid token: claim "${pipelinesClaim}" must be a list of pipeline ids or "*", got ${describeClaim(payload[pipelinesClaim])}`);
+    pipelines = list;
+  }
+  let actions: Action[] = [];
+  if (payload[actionsClaim] !== undefined) {
+    const list = stringList(payload[actionsClaim]);
+    if (list === null) throw new ClaimError(`invalid token: claim "${actionsClaim}" must be a list of actions or "*", got ${describeClaim(payload[actionsClaim])}`);
+    actions = list === '*' ? [...ACTIONS] : ACTIONS.filter((a) => list.includes(a));
+  }
+  return { ...payload, id: typeof payload.sub === 'string' ? payload.sub : 'jwt', pipelines, actions };
+}
+
+/** The kind of a claim's value, never the value itself (it may be long or private). */
+function describeClaim(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array of non-strings';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }

@@ -135,22 +135,28 @@ export abstract class Connection {
     return this.#queuedBytes + this.bufferedBytes();
   }
 
-  /**
-   * `true` while more than half the hard limit waits to be written: a replay pauses then
-   * (see {@link drained}) rather than outgrow the limit and get the connection closed.
-   */
+  /** `true` while more than the soft limit waits to be written: a replay reads its next page only once it drains. */
   get congested(): boolean {
-    return this.pendingBytes > this.#hard / 2;
+    return this.pendingBytes > this.#soft;
   }
 
-  /** Resolves once no more than the soft limit waits to be written (or the connection is closed). */
-  drained(): Promise<void> {
+  /**
+   * Resolves `true` once no more than the soft limit waits to be written, `false` when the
+   * connection closes first. A connection that stays congested for `timeoutMs` is cut
+   * (4008): a stalled reader holds its queue (at most the hard limit) for a bounded time.
+   */
+  drained(timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {
+      const deadline = Date.now() + timeoutMs;
       const check = (): void => {
-        if (this.state !== 'open' || this.pendingBytes <= this.#soft) resolve();
-        else setTimeout(check, 1);
+        if (this.state !== 'open') return resolve(false);
+        if (this.pendingBytes <= this.#soft) return resolve(true);
+        if (Date.now() >= deadline) {
+          this.close(4008, 'Slow consumer: the replay could not be written in time; reconnect and replay with since', { drop: true });
+          return resolve(false);
+        }
+        setTimeout(check, 20);
       };
-      // First let the queue be written (the socket may take much of it at once).
       setImmediate(check);
     });
   }

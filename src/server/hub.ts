@@ -39,6 +39,10 @@ export interface HubStats {
 }
 
 const LAST_SEEN_MAX = 100_000;
+/** A replay whose connection stays over its soft limit this long is cut (4008). */
+const REPLAY_DRAIN_TIMEOUT_MS = 30_000;
+/** Live events kept per run while it is filled from the log; past it they are dropped and read from the log instead. */
+const FILL_BUFFER_MAX = 10_000;
 const CURSORS_MAX = 10_000;
 
 /**
@@ -330,6 +334,8 @@ export class Hub {
       }
     }
     if (cursor.filling) {
+      // The log holds them too: a fill that falls this far behind reads them from there.
+      if (cursor.buffer.length >= FILL_BUFFER_MAX) cursor.buffer = [];
       cursor.buffer.push(event);
       return;
     }
@@ -356,8 +362,13 @@ export class Hub {
   async #fill(conn: Connection, runId: string, cursor: RunCursor, replaySince: number | undefined): Promise<void> {
     cursor.filling = true;
     let told = false;
+    let congested = false;
     try {
       for (;;) {
+        // A slow reader: wait until its queue is written, holding no page (the rest is read again from the log).
+        if (congested && !(await conn.drained(REPLAY_DRAIN_TIMEOUT_MS))) return;
+        congested = false;
+        if (conn.cursors.get(runId) !== cursor) return;
         const log = await this.#transport.read(runId, { since: cursor.last, limit: this.#page });
         if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
         if (!log.complete && log.first_seq > cursor.last + 1) {
@@ -371,15 +382,17 @@ export class Hub {
           if (e.seq <= cursor.last) continue;
           cursor.last = e.seq;
           if (this.#wants(conn, e)) {
+            // Counted against the connection's outgoing budget (past its hard limit it is cut, 4008).
             conn.send(Buffer.from(JSON.stringify(e)), e);
             this.stats.replayed++;
-            // A long replay must not outgrow the connection's hard limit: let the network catch up.
+            if (conn.state !== 'open') return;
             if (conn.congested) {
-              await conn.drained();
-              if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
+              congested = true;
+              break;
             }
           }
         }
+        if (congested) continue;
         if (log.events.length >= this.#page && cursor.last < log.last_seq) continue;
         const buffered = cursor.buffer.sort((a, b) => a.seq - b.seq);
         cursor.buffer = [];

@@ -7,6 +7,7 @@ import { FormatRegistry, Type, type Static, type TSchema } from '@sinclair/typeb
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { EngineStatus } from '../core/engine-status.js';
 import { EVENT_TYPES } from '../events/types.js';
+import { jsonDepth, MAX_JSON_DEPTH, tooDeepMessage } from './json-limits.js';
 
 // TypeBox checks formats only once they are registered: ISO 8601 date-times as events carry them.
 if (!FormatRegistry.Has('date-time')) {
@@ -94,6 +95,7 @@ export type ParseResult = { ok: true; message: ClientMessage } | { ok: false; co
 /** Parses and validates one text frame. Never throws. */
 export function parseClientMessage(text: string): ParseResult {
   let value: unknown;
+  if (jsonDepth(text) > MAX_JSON_DEPTH) return { ok: false, code: ProtocolErrors.BAD_MESSAGE, message: tooDeepMessage() };
   try {
     value = JSON.parse(text);
   } catch (error) {

@@ -12,7 +12,8 @@ import { errorAnswer, readsEverything, route, sendError, RestErrors, type RestCo
 import { registerHistoryRoutes } from './rest/history.js';
 import { registerMetricsRoutes } from './rest/metrics.js';
 import { registerPipelineRoutes } from './rest/pipelines.js';
-import { ClientRateLimiter } from './rest/rate-limit.js';
+import { registerRateLimit, routeRateLimit } from './rest/rate-limit.js';
+import { registerSse } from './sse.js';
 import { registerRunRoutes } from './rest/runs.js';
 import { registerEngineRoutes } from './rest/engine.js';
 import { registerRetryRoutes } from './rest/retry.js';
@@ -21,6 +22,7 @@ import type { FlowcastServer } from './server.js';
 
 export type { TrackingLike } from './rest/common.js';
 export { frameworkErrors } from './rest/common.js';
+import type { RestRateLimitOptions } from './rest/rate-limit.js';
 export type { RestRateLimitOptions } from './rest/rate-limit.js';
 
 export interface RoutesContext {
@@ -62,10 +64,24 @@ function placeholderPage(): string {
 export function registerRoutes(app: FastifyInstance, options: RoutesContext): void {
   const { server, tracking, broker } = options;
   const staticDir = options.staticDir === false ? null : (options.staticDir ?? builtDashboardDir());
-  if (tracking !== null) {
+  const rateLimit = server.options.restRateLimit === false ? null : routeRateLimit(server.options.restRateLimit ?? {});
+  if (rateLimit !== null) registerRateLimit(app, rateLimit);
+  const ctx: RestContext = { server, tracking, broker, rateLimit: rateLimit === null ? null : { max: rateLimit.max, timeWindow: rateLimit.timeWindow }, docs: [] };
+  // Routes are declared once the rate limiter is loaded: it finds them through its onRoute hook.
+  app.after(() => declareRoutes(app, ctx, staticDir));
+}
+
+/**
+ * Checks what {@link registerRoutes} will use, at once (the routes themselves are
+ * declared when the server boots): tracking's methods, the static folder, the rate limit.
+ */
+export function checkRoutes(options: { tracking?: TrackingLike | undefined; staticDir?: string | false | undefined; restRateLimit?: RestRateLimitOptions | false | undefined }): void {
+  const tracking = options.tracking;
+  if (tracking !== undefined && tracking !== null) {
     const missing = TRACKING_METHODS.filter((m) => typeof (tracking as unknown as Record<string, unknown>)[m] !== 'function');
     if (missing.length > 0) throw new InvalidArgumentError(`tracking must be a PipelineTrackingManager: it has no ${missing.join(', ')} method`);
   }
+  const staticDir = options.staticDir === false ? null : (options.staticDir ?? builtDashboardDir());
   if (staticDir !== null) {
     let isDir = false;
     try {
@@ -75,9 +91,11 @@ export function registerRoutes(app: FastifyInstance, options: RoutesContext): vo
     }
     if (!isDir) throw new InvalidArgumentError(`staticDir must be an existing directory, received ${show(staticDir)}`);
   }
-  const rateLimit = server.options.restRateLimit;
-  const limiter = rateLimit === false ? null : new ClientRateLimiter(rateLimit ?? {});
-  const ctx: RestContext = { server, tracking, broker, limiter, docs: [] };
+  if (options.restRateLimit !== undefined && options.restRateLimit !== false) routeRateLimit(options.restRateLimit);
+}
+
+function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string | null): void {
+  const { server } = ctx;
   const metrics = new ServerMetrics({ hub: server.hub, transport: server.transport, wsConnections: () => server.connections });
   app.addHook('onClose', (_instance, done) => {
     metrics.close();
@@ -115,23 +133,7 @@ export function registerRoutes(app: FastifyInstance, options: RoutesContext): vo
   registerMetricsRoutes(app, ctx);
   registerRetryRoutes(app, ctx);
   registerEngineRoutes(app, ctx);
-
-  ctx.docs.push({
-    method: 'GET',
-    url: '/api/events',
-    tag: 'live',
-    summary: 'Server-Sent Events: the WebSocket stream over plain HTTP',
-    description:
-      '?pipeline_id=x (or "*") | run_id=y [&since=N] [&event_types=A,B]. Event ids are <run_id>:<seq>; a reconnecting EventSource resumes with Last-Event-ID.',
-    auth: true,
-    contentType: 'text/event-stream',
-    responses: {
-      200: { description: 'The event stream' },
-      400: { description: 'Bad parameter', schema: ErrorBody },
-      401: { description: 'Missing or invalid token', schema: ErrorBody },
-      403: { description: 'Not allowed to read this pipeline', schema: ErrorBody },
-    },
-  });
+  registerSse(app, ctx);
 
   route(
     app,

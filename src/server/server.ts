@@ -1,78 +1,27 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { describeError, FlowcastError, ErrorCodes, InvalidArgumentError } from '../core/errors.js';
-import { checkKnownKeys, checkObject, checkPositiveInt, checkNonNegativeInt, show } from '../core/validate.js';
-import type { Broker } from '../core/broker.js';
+import { describeError, FlowcastError, ErrorCodes } from '../core/errors.js';
 import type { EventTransport } from '../transport/transport.js';
-import { Authenticator, BEARER_PROTOCOL_PREFIX, type AuthOptions, type Principal } from './auth.js';
+import { Authenticator, BEARER_PROTOCOL_PREFIX, type Principal } from './auth.js';
+import { AuthFailureLimiter } from './auth-throttle.js';
 import type { OutgoingLimits } from './connection.js';
+import { HttpGuard, trustFunction } from './http-guard.js';
 import { Hub, type SnapshotSource } from './hub.js';
+import { jsonDepth, MAX_JSON_DEPTH, tooDeepMessage } from './json-limits.js';
+import { resolveServerOptions, type ResolvedLimits, type ServerOptions } from './options.js';
 import { CloseCodes, parseClientMessage, ProtocolErrors, type ClientMessage } from './protocol.js';
 import { WsConnection } from './ws-connection.js';
 import { EngineReporter } from './engine.js';
-import { checkPipelines, type RetryablePipeline } from './rest/retry.js';
-import { registerSse } from './sse.js';
 import { getDefaultTransport } from './bridge.js';
-import { frameworkErrors, registerRoutes, type RestRateLimitOptions, type TrackingLike } from './routes.js';
+import { checkRoutes, frameworkErrors, registerRoutes } from './routes.js';
+import { clip, HttpError, RestErrors, sendError } from './rest/common.js';
+import { AddressCounter, installSocketLimits, type SocketStats } from './socket-limits.js';
+import { TokenBucket } from './token-bucket.js';
 
-/** Options of {@link getWebSocketServer}. */
-export interface ServerOptions {
-  /** @default "127.0.0.1" */
-  host?: string;
-  /** 0 picks a free port. @default 8765 */
-  port?: number;
-  /** Where events come from. @default the broker's transport, else the one `setupWebSocketBridge()` feeds */
-  transport?: EventTransport;
-  /** The broker whose runs the server shows and may cancel. */
-  broker?: Broker;
-  /** Tracking behind snapshots and the REST API. */
-  tracking?: TrackingLike;
-  /** Token checks (seed 000 §10). None: open to everyone. */
-  auth?: AuthOptions;
-  /** Native TLS (seed 000 §10.4): PEM strings or buffers. */
-  tls?: { cert: string | Buffer; key: string | Buffer };
-  /** Allowed `Origin` values of browser connections; others get 403. @default any */
-  allowedOrigins?: string[];
-  /** @default 10000 */
-  maxConnections?: number;
-  /** Largest incoming message in bytes. @default 65536 */
-  maxPayload?: number;
-  /** Subscriptions per connection. @default 1000 */
-  maxSubscriptions?: number;
-  /** Incoming messages per second per connection (token bucket); past it an error, then a close. @default 50 */
-  messagesPerSecond?: number;
-  /** Burst size of the rate limit. @default 100 */
-  messageBurst?: number;
-  /** Ping interval; a peer that misses two is dropped. 0 disables. @default 30000 */
-  heartbeatMs?: number;
-  /** Outgoing buffer limits per connection. */
-  outgoing?: OutgoingLimits;
-  /**
-   * A folder of static files served at `/` (a dashboard of your own); `false` serves the
-   * minimal built-in page instead of the dashboard.
-   * @default the built dashboard (`dist/dashboard/`), or the built-in page when it was not built
-   */
-  staticDir?: string | false;
-  /** Per-client-IP rate limit of the REST API and `/metrics` (429 with Retry-After past it); `false` turns it off. @default { requestsPerSecond: 50, burst: 100 } */
-  restRateLimit?: RestRateLimitOptions | false;
-  /**
-   * Pipelines the server may start runs of: `POST /api/runs/{run_id}/retry` starts a new
-   * run of the run's pipeline with the same input (docs/dashboard.md). Pipelines not
-   * listed cannot be retried from the server.
-   * @default []
-   */
-  pipelines?: RetryablePipeline[];
-  /** How often subscribers of the `engine` channel get `engine_status`, in ms. @default 2000 */
-  engineIntervalMs?: number;
-}
-
-const KNOWN = [
-  'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'allowedOrigins', 'maxConnections', 'maxPayload',
-  'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
-  'pipelines', 'engineIntervalMs',
-] as const;
+export type { ServerOptions } from './options.js';
 
 type ServerState = 'created' | 'starting' | 'listening' | 'closing' | 'closed';
 
@@ -89,8 +38,17 @@ export class FlowcastServer {
   readonly auth: Authenticator;
   readonly transport: EventTransport;
   readonly options: Readonly<ServerOptions>;
+  /** The origin and host rules, and the client address behind a trusted proxy. */
+  readonly guard: HttpGuard;
+  /** Refused tokens per address (WebSocket, SSE, REST). */
+  readonly authFailures: AuthFailureLimiter;
+  /** WebSocket and SSE streams per client address. */
+  readonly streams: AddressCounter;
+  /** Every limit, resolved to its value (docs/security.md). */
+  readonly limits: Readonly<ResolvedLimits>;
+  /** Open TCP connections and what the connection limits refused. */
+  readonly sockets: Readonly<SocketStats>;
   readonly #wss: WebSocketServer;
-  readonly #limits: Required<OutgoingLimits>;
   readonly #connections = new Set<WsConnection>();
   #heartbeat: NodeJS.Timeout | null = null;
   #state: ServerState = 'created';
@@ -98,21 +56,20 @@ export class FlowcastServer {
   #port = 0;
 
   constructor(options: ServerOptions = {}) {
-    checkKnownKeys(checkObject(options, 'server options'), KNOWN, 'server options');
-    const opts: ServerOptions = { host: '127.0.0.1', port: 8765, ...options };
-    checkNonNegativeInt(opts.port, 'port');
-    if (opts.port! > 65535) throw new InvalidArgumentError(`port must be 0-65535, received ${show(opts.port)}`);
-    for (const key of ['maxConnections', 'maxPayload', 'maxSubscriptions', 'messagesPerSecond', 'messageBurst'] as const) {
-      if (opts[key] !== undefined) checkPositiveInt(opts[key], key);
-    }
-    if (opts.heartbeatMs !== undefined) checkNonNegativeInt(opts.heartbeatMs, 'heartbeatMs');
-    if (opts.engineIntervalMs !== undefined) checkPositiveInt(opts.engineIntervalMs, 'engineIntervalMs');
-    if (opts.pipelines !== undefined) checkPipelines(opts.pipelines);
-    if (opts.allowedOrigins !== undefined && (!Array.isArray(opts.allowedOrigins) || opts.allowedOrigins.some((o) => typeof o !== 'string'))) {
-      throw new InvalidArgumentError(`allowedOrigins must be an array of origins, received ${show(opts.allowedOrigins)}`);
-    }
+    const { options: opts, limits } = resolveServerOptions(options);
+    checkRoutes(opts);
     this.options = opts;
+    this.limits = limits;
     this.auth = new Authenticator(opts.auth ?? {});
+    this.authFailures = new AuthFailureLimiter(opts.authFailures ?? {});
+    this.streams = new AddressCounter(limits.maxConnectionsPerAddress);
+    this.guard = new HttpGuard({
+      allowedOrigins: limits.allowedOrigins,
+      allowedHosts: limits.allowedHosts,
+      boundHost: opts.host as string,
+      checkHost: !this.auth.enabled,
+      trustProxy: limits.trustProxy,
+    });
     this.transport = opts.transport ?? opts.broker?.transport ?? getDefaultTransport();
     const snapshots: SnapshotSource | null = opts.tracking ?? null;
     this.hub = new Hub({ transport: this.transport, auth: this.auth, snapshots });
@@ -122,15 +79,24 @@ export class FlowcastServer {
       broker: opts.broker ?? null,
       ...(opts.engineIntervalMs === undefined ? {} : { intervalMs: opts.engineIntervalMs }),
     });
-    this.#limits = {
-      softLimitBytes: opts.outgoing?.softLimitBytes ?? 1024 * 1024,
-      hardLimitBytes: opts.outgoing?.hardLimitBytes ?? 8 * 1024 * 1024,
-    };
-    this.app = Fastify({
+    this.app = (Fastify as unknown as (o: object) => FastifyInstance)({
       logger: false,
       bodyLimit: 1024 * 1024,
       frameworkErrors,
-      ...(opts.tls === undefined ? {} : { https: { cert: opts.tls.cert, key: opts.tls.key } }),
+      ...(limits.trustProxy === false ? {} : { trustProxy: trustFunction(limits.trustProxy) }),
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      ...(opts.tls === undefined ? {} : { https: { cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: limits.handshakeTimeoutMs || 120_000 } }),
+    });
+    // Slow headers are a pre-request connection too (slowloris).
+    if (limits.handshakeTimeoutMs > 0) this.app.server.headersTimeout = Math.min(limits.handshakeTimeoutMs, limits.requestTimeoutMs || limits.handshakeTimeoutMs);
+    const trust = limits.trustProxy;
+    this.sockets = installSocketLimits(this.app.server, {
+      maxConnections: limits.maxConnections,
+      maxConnectionsPerAddress: limits.maxConnectionsPerAddress,
+      handshakeTimeoutMs: limits.handshakeTimeoutMs,
+      isTrustedProxy: trust === false ? () => false : (address) => this.guard.isTrustedProxy(address),
+      tls: opts.tls !== undefined,
     });
     this.#wss = new WebSocketServer({
       noServer: true,
@@ -142,9 +108,43 @@ export class FlowcastServer {
         return false;
       },
     });
-    registerSse(this.app, { hub: this.hub, auth: this.auth, limits: this.#limits, heartbeatMs: opts.heartbeatMs ?? 30_000 });
+    this.#installHttpRules();
     registerRoutes(this.app, { server: this, tracking: opts.tracking ?? null, broker: opts.broker ?? null, staticDir: opts.staticDir });
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#upgrade(req, socket, head));
+  }
+
+  /** The outgoing limits of each connection (SSE sessions use them too). */
+  get outgoingLimits(): Required<OutgoingLimits> {
+    return this.limits.outgoing;
+  }
+
+  /**
+   * What every HTTP request passes first: the origin and host rules (403), CORS for the
+   * allowed origins, and JSON bodies no deeper than {@link MAX_JSON_DEPTH}.
+   */
+  #installHttpRules(): void {
+    this.app.addHook('onRequest', (request, reply, done) => {
+      const refusal = this.guard.check(request.raw);
+      if (refusal === null) return done();
+      void sendError(reply, refusal.status, refusal.code, refusal.message);
+    });
+    if (this.limits.allowedOrigins.length > 0) {
+      void this.app.register(cors, {
+        origin: (origin, callback) => callback(null, origin !== undefined && this.guard.isAllowedOrigin(origin)),
+        methods: ['GET', 'HEAD', 'POST', 'DELETE'],
+        allowedHeaders: ['Authorization', 'Content-Type', 'Last-Event-ID'],
+        exposedHeaders: ['Retry-After', 'Location'],
+        credentials: false,
+        maxAge: 600,
+        strictPreflight: true,
+      });
+    }
+    const parseJson = this.app.getDefaultJsonParser('error', 'error');
+    this.app.removeContentTypeParser('application/json');
+    this.app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+      if (jsonDepth(body as string) > MAX_JSON_DEPTH) return done(new HttpError(400, RestErrors.BAD_REQUEST, tooDeepMessage()), undefined);
+      void parseJson(request, body as string, done);
+    });
   }
 
   /** Connected WebSocket clients. */
@@ -198,25 +198,33 @@ export class FlowcastServer {
     }
   }
 
-  #reject(socket: Duplex, status: number, message: string): void {
-    socket.end(`HTTP/1.1 ${status} ${message}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(message)}\r\n\r\n${message}`);
+  #reject(socket: Duplex, status: number, message: string, headers = ''): void {
+    const reason = status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : status === 429 ? 'Too Many Requests' : 'Service Unavailable';
+    const body = clip(message);
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\n${headers}Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   }
 
   #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', ignoreError);
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     if (this.#state !== 'listening') return this.#reject(socket, 503, 'Service Unavailable');
     if (path !== '/' && path !== '/ws') return this.#reject(socket, 404, 'Not Found');
-    const origin = req.headers.origin;
-    const allowed = this.options.allowedOrigins;
-    if (allowed !== undefined && typeof origin === 'string' && !allowed.includes(origin)) return this.#reject(socket, 403, 'Forbidden origin');
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, req));
+    const refusal = this.guard.check(req);
+    if (refusal !== null) return this.#reject(socket, 403, refusal.message);
+    const address = this.guard.clientAddress(req);
+    void this.authFailures.blockedFor(address).then((blocked) => {
+      if (blocked > 0) return this.#reject(socket, 429, this.authFailures.message(blocked), `Retry-After: ${blocked}\r\n`);
+      if (socket.destroyed) return;
+      const release = this.streams.acquire(address);
+      if (release === null) return this.#reject(socket, 429, `Too many streams from this address: at most ${this.streams.max} (maxConnectionsPerAddress)`);
+      this.#wss.handleUpgrade(req, socket, head, (ws) => {
+        ws.once('close', release);
+        this.#accept(ws, req, address);
+      });
+    });
   }
 
-  #accept(ws: WebSocket, req: IncomingMessage): void {
-    if (this.#connections.size >= (this.options.maxConnections ?? 10_000)) {
-      ws.close(CloseCodes.TOO_MANY_CONNECTIONS, 'Too many connections');
-      return;
-    }
+  #accept(ws: WebSocket, req: IncomingMessage, address: string): void {
     // Messages that arrive while the token is checked wait here.
     let early: [RawData, boolean][] | null = null;
     const hold = (data: RawData, isBinary: boolean): void => {
@@ -224,15 +232,17 @@ export class FlowcastServer {
     };
     ws.on('message', hold);
     ws.on('error', ignoreError);
-    this.auth.authenticate(req).then(
-      (principal) => {
+    this.auth.check(req).then(
+      (result) => {
         ws.off('message', hold);
-        if (principal === false) {
-          ws.close(CloseCodes.UNAUTHORIZED, 'Unauthorized');
+        if (!result.ok) {
+          void this.authFailures.failed(address);
+          // The seed's reason, "Unauthorized", with the claim named when the token is valid but its claims are not.
+          ws.close(CloseCodes.UNAUTHORIZED, result.claim === true ? closeReason(`Unauthorized: ${result.reason}`) : 'Unauthorized');
           return;
         }
         if (ws.readyState !== ws.OPEN || this.#state !== 'listening') return;
-        this.#attach(ws, principal, early);
+        this.#attach(ws, result.principal, early);
       },
       (error: unknown) => {
         console.error(`flowcast server: authentication failed: ${describeError(error)}`);
@@ -247,7 +257,7 @@ export class FlowcastServer {
    * idle connection is what a busy server has thousands of).
    */
   #attach(ws: WebSocket, principal: Principal | null, early: [RawData, boolean][] | null): void {
-    const conn = new WsConnection(ws, principal, this.#limits, this.#detach);
+    const conn = new WsConnection(ws, principal, this.limits.outgoing, this.#detach);
     this.#connections.add(conn);
     this.hub.add(conn);
     const limiter = new TokenBucket(this.options.messagesPerSecond ?? 50, this.options.messageBurst ?? 100);
@@ -352,24 +362,11 @@ export class FlowcastServer {
 /** Socket errors end in 'close', which is handled; the listener only keeps them from being thrown. */
 function ignoreError(): void {}
 
-/** A token bucket: `rate` tokens per second, at most `burst`. */
-class TokenBucket {
-  #tokens: number;
-  #last = Date.now();
-  constructor(
-    readonly rate: number,
-    readonly burst: number,
-  ) {
-    this.#tokens = burst;
-  }
-  take(): boolean {
-    const now = Date.now();
-    this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#last) / 1000) * this.rate);
-    this.#last = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
-  }
+/** A WebSocket close reason: at most 123 bytes (RFC 6455), cut on a character boundary. */
+function closeReason(text: string): string {
+  let out = text;
+  while (Buffer.byteLength(out) > 123) out = out.slice(0, -1);
+  return out;
 }
 
 /**

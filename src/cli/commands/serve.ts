@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { describeError } from '../../core/errors.js';
+import { describeError, InvalidArgumentError } from '../../core/errors.js';
 import { InMemoryBroker } from '../../core/memory-broker.js';
 import type { Broker } from '../../core/broker.js';
 import { HookManager } from '../../events/hook-manager.js';
@@ -32,8 +32,18 @@ export interface ServeCommandOptions {
   /** PEM files for native TLS. */
   tlsCert?: string;
   tlsKey?: string;
-  /** Allowed `Origin`s of browser connections. @default any */
+  /** Origins whose pages may use the server (WebSocket, SSE, REST with CORS). @default none but the server's own pages */
   allowedOrigin?: string[];
+  /** Without tokens: host names the server answers to besides loopback names and IP addresses. */
+  allowedHost?: string[];
+  /** Behind a reverse proxy: `true`, a hop count, or proxy addresses/CIDRs (comma-separated). */
+  trustProxy?: string | boolean;
+  /** What a JWT without a pipelines claim may read: `*` or comma-separated ids. @default none */
+  jwtDefaultPipelines?: string;
+  /** Connections at once (all kinds). */
+  maxConnections?: number;
+  /** Connections at once per client address. */
+  maxConnectionsPerAddress?: number;
   /** Redis URL: BullMQ broker, Redis tracking and event log, shared with workers and other servers. @default $FLOWCAST_REDIS_URL */
   redis?: string;
   /** With `redis`: the key prefix of the deployment. @default "flowcast:" */
@@ -64,7 +74,12 @@ export function registerServeCommand(program: Command): Command {
     .option('--jwt-secret <secret>', 'accept HS256 JWTs signed with this secret (default: $FLOWCAST_JWT_SECRET)')
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https://')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
-    .option('--allowed-origin <origin>', 'allow browser connections from this Origin only; repeat for more', collect)
+    .option('--allowed-origin <origin>', 'let pages from this origin use the server (WebSocket, SSE, REST with CORS); repeat for more', collect)
+    .option('--allowed-host <host>', 'without tokens: also answer to this Host name (loopback names and IP addresses always work); repeat for more', collect)
+    .option('--trust-proxy [proxies]', 'behind a reverse proxy: believe X-Forwarded-For from these addresses/CIDRs (comma-separated, "loopback"), a hop count, or every peer when given alone')
+    .option('--jwt-default-pipelines <ids>', 'what a JWT without a "pipelines" claim may read: "*" or comma-separated pipeline ids (default: nothing)')
+    .option('--max-connections <count>', 'connections at once, all kinds (default: 10000, or ulimit -n minus 64)', positiveInt)
+    .option('--max-connections-per-address <count>', 'connections at once from one client address (default: 128)', positiveInt)
     .option('--redis <url>', 'share runs, tracking and events with workers and other servers through Redis (default: $FLOWCAST_REDIS_URL)', urlWith(['redis:', 'rediss:']))
     .option('--key-prefix <prefix>', 'with --redis: the key prefix shared with workers and other servers (default: $FLOWCAST_KEY_PREFIX, else "flowcast:")')
     .option('--no-worker', 'with --redis --demo: only start the demo runs; flowcast worker processes run their steps')
@@ -77,8 +92,11 @@ clients may reconnect to any instance and resume. Without --redis everything is 
 process.
 
 Without --token or --jwt-secret (and without $FLOWCAST_TOKEN / $FLOWCAST_JWT_SECRET) the
-server is open to everyone who can reach it: keep it on 127.0.0.1 then. Ctrl-C (or
-SIGTERM) cancels the demo runs in flight, closes every connection and exits 0.
+server is open to everyone who can reach it: keep it on 127.0.0.1 then. It still only
+answers to loopback names and IP addresses (add names with --allowed-host), and pages of
+other sites cannot use it (add origins with --allowed-origin). docs/security.md has
+every limit. Ctrl-C (or SIGTERM) cancels the demo runs in flight, closes every
+connection and exits 0.
 
 Examples:
   flowcast serve --demo
@@ -102,13 +120,38 @@ export function serverOptionsFrom(options: ServeCommandOptions, env: NodeJS.Proc
   if (tokens.length > 0) {
     auth.apiKeys = Object.fromEntries(tokens.map((key, i): [string, Principal] => [key, { id: `token-${i + 1}`, pipelines: '*', actions: ['cancel', 'delete', 'retry'] }]));
   }
-  if (secret !== undefined) auth.jwt = { secret };
+  if (secret !== undefined) {
+    auth.jwt = { secret };
+    if (options.jwtDefaultPipelines !== undefined) auth.jwt.defaultPipelines = pipelineList(options.jwtDefaultPipelines);
+  } else if (options.jwtDefaultPipelines !== undefined) {
+    throw new Error('--jwt-default-pipelines needs --jwt-secret');
+  }
   if (auth.apiKeys !== undefined || auth.jwt !== undefined) server.auth = auth;
   if (options.tlsCert !== undefined && options.tlsKey !== undefined) {
     server.tls = { cert: readPem(options.tlsCert, '--tls-cert'), key: readPem(options.tlsKey, '--tls-key') };
   }
   if (options.allowedOrigin !== undefined) server.allowedOrigins = options.allowedOrigin;
+  if (options.allowedHost !== undefined) server.allowedHosts = options.allowedHost;
+  if (options.trustProxy !== undefined) server.trustProxy = trustProxyOf(options.trustProxy);
+  if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
+  if (options.maxConnectionsPerAddress !== undefined) server.maxConnectionsPerAddress = options.maxConnectionsPerAddress;
   return server;
+}
+
+/** `*` or `a,b,c`. */
+function pipelineList(value: string): '*' | string[] {
+  if (value.trim() === '*') return '*';
+  const ids = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (ids.length === 0) throw new Error(`--jwt-default-pipelines: expected "*" or comma-separated pipeline ids, received ${JSON.stringify(value)}`);
+  return ids;
+}
+
+/** `--trust-proxy` alone: every peer; a number: hops; else addresses/CIDRs. */
+function trustProxyOf(value: string | boolean): NonNullable<ServerOptions['trustProxy']> {
+  if (value === true || value === 'true') return true;
+  if (value === false || value === 'false') return false;
+  if (/^\d+$/.test(value)) return Number(value);
+  return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
 }
 
 function readPem(file: string, option: string): string {
@@ -154,7 +197,15 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
   const hooks = new HookManager();
   const demo = options.demo === true ? createDemo(broker, hooks, tracking) : null;
   const pipelines = demo === null ? [] : demo.pipelines.map((p) => ({ pipelineId: p.id, kiq: () => p.start() }));
-  const server = getWebSocketServer({ ...serverOptions, broker, tracking, ...(pipelines.length > 0 && { pipelines }) });
+  let server: FlowcastServer;
+  try {
+    server = getWebSocketServer({ ...serverOptions, broker, tracking, ...(pipelines.length > 0 && { pipelines }) });
+  } catch (error) {
+    err.write(`flowcast serve: ${describeError(error)}\n`);
+    await tracking.close();
+    await broker.close();
+    return error instanceof InvalidArgumentError ? 2 : 1;
+  }
   const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
     // A second Ctrl-C while closing: leave at once.

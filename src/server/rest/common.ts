@@ -13,7 +13,8 @@ import type { GetHistoryOptions, ListPipelinesOptions } from '../../tracking/man
 import type { Action, Principal } from '../auth.js';
 import type { SnapshotSource } from '../hub.js';
 import type { FlowcastServer } from '../server.js';
-import type { ClientRateLimiter } from './rate-limit.js';
+import { show } from '../../core/validate.js';
+import type { RouteRateLimit } from './rate-limit.js';
 
 /** What the REST API needs of tracking (a PipelineTrackingManager fits). */
 export interface TrackingLike extends SnapshotSource {
@@ -83,7 +84,8 @@ export interface RestContext {
   server: FlowcastServer;
   tracking: TrackingLike | null;
   broker: Broker | null;
-  limiter: ClientRateLimiter | null;
+  /** The per-client rate limit of the API routes (@fastify/rate-limit), `null` when off. */
+  rateLimit: RouteRateLimit | null;
   /** Every documented route, in registration order. */
   docs: RouteDoc[];
 }
@@ -107,11 +109,26 @@ export function readsEverything(ctx: RestContext, principal: Principal | null): 
   return principal !== null && (principal.pipelines ?? '*') === '*';
 }
 
+/** The 404 of a run that does not exist, or that the caller may not read: the same answer for both. */
+export function runNotFound(runId: string): HttpError {
+  return new HttpError(404, RestErrors.RUN_NOT_FOUND, `No run ${show(runId)}`);
+}
+
+/**
+ * Throws unless `principal` may do `action` on this run: a run the caller may not even
+ * read answers 404 exactly like a run that does not exist (no oracle of run ids); a run
+ * it may read but not act on answers 403.
+ */
+export function requireRunAction(ctx: RestContext, principal: Principal | null, runId: string, pipelineId: string, action: Action): void {
+  if (!ctx.server.auth.authorize(principal, pipelineId, 'read')) throw runNotFound(runId);
+  requireAction(ctx, principal, pipelineId, action);
+}
+
 /** Throws 403 unless `principal` may do `action` on `pipelineId`. */
 export function requireAction(ctx: RestContext, principal: Principal | null, pipelineId: string, action: Action): void {
   if (!ctx.server.auth.authorize(principal, pipelineId, action)) {
     const what = action === 'read' ? 'read' : `${action} runs of`;
-    throw new HttpError(403, RestErrors.FORBIDDEN, `Not allowed to ${what} pipeline "${pipelineId}"`);
+    throw new HttpError(403, RestErrors.FORBIDDEN, `Not allowed to ${what} pipeline ${show(pipelineId)}`);
   }
 }
 
@@ -126,7 +143,7 @@ export function requireTracking(ctx: RestContext): TrackingLike {
 /** A run's status by run id (never a pipeline's latest run), or 404. */
 export async function requireRun(tracking: TrackingLike, runId: string): Promise<PipelineStatus> {
   const status = await tracking.getStatus(runId);
-  if (status === null || status.run_id !== runId) throw new HttpError(404, RestErrors.RUN_NOT_FOUND, `No run "${runId}"`);
+  if (status === null || status.run_id !== runId) throw runNotFound(runId);
   return status;
 }
 
@@ -168,6 +185,8 @@ export interface RouteSpec<Q extends TSchema | undefined, P extends TSchema | un
   body?: B;
   /** @default true */
   auth?: boolean;
+  /** Largest body in bytes. @default 16384 */
+  bodyLimit?: number;
 }
 
 export type RestRequest<Q, P, B> = FastifyRequest<{ Querystring: StaticOf<Q>; Params: StaticOf<P>; Body: StaticOf<B> }>;
@@ -183,7 +202,8 @@ export function route<Q extends TSchema | undefined = undefined, P extends TSche
   handler: (request: RestRequest<Q, P, B>, reply: FastifyReply, principal: Principal | null) => Promise<unknown>,
 ): void {
   const auth = spec.auth ?? true;
-  const doc: RouteDoc = { ...spec, auth } as RouteDoc;
+  const { bodyLimit, ...rest } = spec;
+  const doc: RouteDoc = { ...rest, auth } as RouteDoc;
   ctx.docs.push(doc);
   const schema: Record<string, unknown> = {};
   if (spec.querystring !== undefined) schema.querystring = spec.querystring;
@@ -194,6 +214,8 @@ export function route<Q extends TSchema | undefined = undefined, P extends TSche
     method: spec.method,
     url: spec.url,
     schema,
+    bodyLimit: bodyLimit ?? 16 * 1024,
+    ...(ctx.rateLimit === null ? {} : { config: { rateLimit: ctx.rateLimit } }),
     onRequest: (request, reply, done) => {
       guard(ctx, request, reply, auth).then(
         (ok) => (ok ? done() : undefined),
@@ -214,23 +236,36 @@ function nonFinite(query: unknown): HttpError | undefined {
   return undefined;
 }
 
-/** Rate limit then token; `false` when it answered. */
+/** The token (the rate limit ran before, in @fastify/rate-limit's hook); `false` when it answered. */
 async function guard(ctx: RestContext, request: FastifyRequest, reply: FastifyReply, auth: boolean): Promise<boolean> {
-  if (ctx.limiter !== null) {
-    const wait = ctx.limiter.take(request.ip);
-    if (wait > 0) {
-      void sendError(reply.header('retry-after', String(wait)), 429, RestErrors.RATE_LIMITED, `Too many requests from ${request.ip}: at most ${ctx.limiter.rate}/s (burst ${ctx.limiter.burst}); retry in ${wait}s`);
-      return false;
-    }
-  }
-  if (!auth) return true;
-  const principal = await ctx.server.auth.authenticate(request.raw);
-  if (principal === false) {
-    void sendError(reply.header('www-authenticate', 'Bearer'), 401, RestErrors.UNAUTHORIZED, 'Missing or invalid token: send Authorization: Bearer <token> or ?token=');
-    return false;
-  }
+  if (!auth || !ctx.server.auth.enabled) return true;
+  const principal = await authenticateHttp(ctx.server, request, reply);
+  if (principal === false) return false;
   principals.set(request, principal);
   return true;
+}
+
+/** What {@link authenticateHttp} needs of the server. */
+interface HttpAuthSource {
+  readonly auth: FlowcastServer['auth'];
+  readonly authFailures: FlowcastServer['authFailures'];
+}
+
+/**
+ * The principal of an HTTP request (REST or SSE), or `false` after answering 401 (the
+ * reason in one line) or 429 (the address sent too many refused tokens).
+ */
+export async function authenticateHttp(server: HttpAuthSource, request: FastifyRequest, reply: FastifyReply): Promise<Principal | null | false> {
+  const blocked = await server.authFailures.blockedFor(request.ip);
+  if (blocked > 0) {
+    void sendError(reply.header('retry-after', String(blocked)), 429, RestErrors.RATE_LIMITED, server.authFailures.message(blocked));
+    return false;
+  }
+  const result = await server.auth.check(request.raw);
+  if (result.ok) return result.principal;
+  await server.authFailures.failed(request.ip);
+  void sendError(reply.header('www-authenticate', 'Bearer'), 401, RestErrors.UNAUTHORIZED, `Unauthorized: ${result.reason}`);
+  return false;
 }
 
 /**
@@ -239,7 +274,7 @@ async function guard(ctx: RestContext, request: FastifyRequest, reply: FastifyRe
  */
 export function frameworkErrors(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
   const status = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400;
-  void sendError(reply, status, status === 414 ? RestErrors.URI_TOO_LONG : RestErrors.BAD_REQUEST, error.message);
+  void sendError(reply, status, status === 414 ? RestErrors.URI_TOO_LONG : RestErrors.BAD_REQUEST, clip(error.message));
 }
 
 /** The error answer of a thrown error: HttpError as given, bad input as 400, the rest as 500. */
@@ -256,7 +291,7 @@ export function errorAnswer(error: unknown, request: FastifyRequest): { status: 
   const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
   if (status >= 400 && status < 500) {
     const code = status === 413 ? RestErrors.PAYLOAD_TOO_LARGE : status === 415 ? RestErrors.UNSUPPORTED_MEDIA_TYPE : status === 404 ? RestErrors.NOT_FOUND : RestErrors.BAD_REQUEST;
-    return { status, code, message: e.message ?? 'Bad request' };
+    return { status, code, message: clip(e.message ?? 'Bad request') };
   }
   return { status: 500, code: RestErrors.INTERNAL, message: 'Internal error: see the server log' };
 }
@@ -283,5 +318,10 @@ function validationMessage(issue: ValidationIssue, context: string, request: Fas
     issue.keyword === 'enum' && Array.isArray(issue.params.allowedValues)
       ? `must be one of ${(issue.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`
       : (issue.message ?? 'is invalid');
-  return `${name} ${what}, received ${JSON.stringify(value) ?? 'nothing'}`;
+  return `${name} ${what}, received ${value === undefined ? 'nothing' : show(value)}`;
+}
+
+/** A message that may quote what the client sent, cut to a length a log line and a reply can carry. */
+export function clip(message: string, max = 300): string {
+  return message.length <= max ? message : `${message.slice(0, max)}… (${message.length} characters)`;
 }

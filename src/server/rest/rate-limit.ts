@@ -1,60 +1,53 @@
+/**
+ * The per-client rate limit of the REST API, SSE and `/metrics`, through
+ * `@fastify/rate-limit`. Clients are keyed by `request.ip`, which is the forwarded
+ * address when the server's `trustProxy` is set (else every client behind a proxy would
+ * share the proxy's bucket).
+ */
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance } from 'fastify';
 import { InvalidArgumentError } from '../../core/errors.js';
 import { checkKnownKeys, checkObject, checkPositiveNumber, show } from '../../core/validate.js';
+import { HttpError, RestErrors } from './common.js';
 
-/** The REST API's per-client rate limit (a token bucket per client IP). */
+/** The REST API's per-client rate limit. */
 export interface RestRateLimitOptions {
   /** Requests per second a client may make on average. @default 50 */
   requestsPerSecond?: number;
-  /** How many requests a client may make at once. @default 100 */
+  /** How many requests a client may make at once: the window is `burst / requestsPerSecond` seconds. @default 100 */
   burst?: number;
-  /** Client buckets kept; the least recently seen go first. @default 10000 */
+  /** Clients remembered at once; the least recently seen go first. @default 10000 */
   maxClients?: number;
 }
 
-interface Bucket {
-  tokens: number;
-  last: number;
+/** A route's `config.rateLimit` for @fastify/rate-limit. */
+export interface RouteRateLimit {
+  max: number;
+  timeWindow: number;
 }
 
-/** Token buckets keyed by client (IP address). */
-export class ClientRateLimiter {
-  readonly rate: number;
-  readonly burst: number;
-  readonly #maxClients: number;
-  readonly #buckets = new Map<string, Bucket>();
+/** Checks the option; the route config it means. */
+export function routeRateLimit(options: RestRateLimitOptions = {}): RouteRateLimit & { maxClients: number } {
+  const o = checkObject(options, 'restRateLimit');
+  checkKnownKeys(o, ['requestsPerSecond', 'burst', 'maxClients'], 'restRateLimit');
+  const rate = options.requestsPerSecond === undefined ? 50 : checkPositiveNumber(options.requestsPerSecond, 'restRateLimit.requestsPerSecond');
+  const burst = options.burst === undefined ? 100 : checkPositiveNumber(options.burst, 'restRateLimit.burst');
+  if (!Number.isInteger(burst) || burst < 1) throw new InvalidArgumentError(`restRateLimit.burst must be an integer >= 1, received ${show(options.burst)}`);
+  const max = options.maxClients ?? 10_000;
+  if (!Number.isInteger(max) || max < 1) throw new InvalidArgumentError(`restRateLimit.maxClients must be an integer >= 1, received ${show(options.maxClients)}`);
+  return { max: burst, timeWindow: Math.max(1, Math.round((burst / rate) * 1000)), maxClients: max };
+}
 
-  /** `options` is the server's `restRateLimit`. */
-  constructor(options: RestRateLimitOptions = {}) {
-    const o = checkObject(options, 'restRateLimit');
-    checkKnownKeys(o, ['requestsPerSecond', 'burst', 'maxClients'], 'restRateLimit');
-    this.rate = options.requestsPerSecond === undefined ? 50 : checkPositiveNumber(options.requestsPerSecond, 'restRateLimit.requestsPerSecond');
-    this.burst = options.burst === undefined ? 100 : checkPositiveNumber(options.burst, 'restRateLimit.burst');
-    if (this.burst < 1) throw new InvalidArgumentError(`restRateLimit.burst must be >= 1, received ${show(options.burst)}`);
-    const max = options.maxClients ?? 10_000;
-    if (!Number.isInteger(max) || max < 1) throw new InvalidArgumentError(`restRateLimit.maxClients must be an integer >= 1, received ${show(options.maxClients)}`);
-    this.#maxClients = max;
-  }
-
-  /** Takes one token for `client`: 0 when allowed, else the seconds to wait before the next request can pass. */
-  take(client: string, now = Date.now()): number {
-    let b = this.#buckets.get(client);
-    if (b === undefined) {
-      b = { tokens: this.burst, last: now };
-      if (this.#buckets.size >= this.#maxClients) {
-        const oldest = this.#buckets.keys().next().value;
-        if (oldest !== undefined) this.#buckets.delete(oldest);
-      }
-    } else {
-      // Re-inserted below: the map stays ordered by last use.
-      this.#buckets.delete(client);
-      b.tokens = Math.min(this.burst, b.tokens + ((now - b.last) / 1000) * this.rate);
-      b.last = now;
-    }
-    this.#buckets.set(client, b);
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return 0;
-    }
-    return Math.max(1, Math.ceil((1 - b.tokens) / this.rate));
-  }
+/**
+ * Registers @fastify/rate-limit for the routes that ask for it (`config.rateLimit`):
+ * past the limit a client gets 429 with `Retry-After` and the usual error body.
+ */
+export function registerRateLimit(app: FastifyInstance, options: RouteRateLimit & { maxClients: number }): void {
+  void app.register(rateLimit, {
+    global: false,
+    cache: options.maxClients,
+    keyGenerator: (request) => request.ip,
+    errorResponseBuilder: (request, context) =>
+      new HttpError(429, RestErrors.RATE_LIMITED, `Too many requests from ${request.ip}: at most ${context.max} per ${Math.round(options.timeWindow / 100) / 10}s; retry in ${Math.ceil(context.ttl / 1000)}s`),
+  });
 }

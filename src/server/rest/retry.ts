@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { InvalidArgumentError } from '../../core/errors.js';
 import { show } from '../../core/validate.js';
 import { isEndedStatus } from '../../tracking/models.js';
-import { HttpError, RestErrors, requireAction, requireRun, requireTracking, route, type RestContext } from './common.js';
+import { HttpError, RestErrors, requireRun, requireRunAction, requireTracking, route, type RestContext } from './common.js';
 import { ErrorBody, RunIdParams } from './schemas.js';
 
 /**
@@ -82,7 +82,7 @@ export function registerRetryRoutes(app: FastifyInstance, ctx: RestContext): voi
     async (request, _reply, principal) => {
       const tracking = requireTracking(ctx);
       const status = await requireRun(tracking, request.params.run_id);
-      requireAction(ctx, principal, status.pipeline_id, 'retry');
+      requireRunAction(ctx, principal, status.run_id, status.pipeline_id, 'retry');
       if (!isEndedStatus(status.status)) throw new HttpError(409, RestErrors.RUN_RUNNING, `Run "${status.run_id}" is still ${status.status}: cancel it or wait for its end`);
       const pipeline = pipelines.get(status.pipeline_id);
       if (pipeline === undefined) {
@@ -112,7 +112,7 @@ export function registerRetryRoutes(app: FastifyInstance, ctx: RestContext): voi
     async (request, _reply, principal) => {
       const tracking = requireTracking(ctx);
       const status = await requireRun(tracking, request.params.run_id);
-      requireAction(ctx, principal, status.pipeline_id, 'read');
+      requireRunAction(ctx, principal, status.run_id, status.pipeline_id, 'read');
       const may = (action: 'cancel' | 'retry' | 'delete'): boolean => ctx.server.auth.authorize(principal, status.pipeline_id, action);
       return {
         run_id: status.run_id,

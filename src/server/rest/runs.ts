@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { getEngine } from '../../pipeline/engine.js';
+import { show } from '../../core/validate.js';
 import type { ListPipelinesOptions } from '../../tracking/manager.js';
 import { isEndedStatus } from '../../tracking/models.js';
 import {
@@ -10,6 +11,8 @@ import {
   readsEverything,
   requireAction,
   requireRun,
+  requireRunAction,
+  runNotFound,
   requireTracking,
   route,
   type RestContext,
@@ -135,7 +138,7 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
     },
     async (request, _reply, principal) => {
       const status = await requireRun(requireTracking(ctx), request.params.run_id);
-      requireAction(ctx, principal, status.pipeline_id, 'read');
+      requireRunAction(ctx, principal, status.run_id, status.pipeline_id, 'read');
       return status;
     },
   );
@@ -156,8 +159,8 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
     async (request, _reply, principal) => {
       const runId = request.params.run_id;
       const pipelineId = await pipelineOfRun(ctx, runId);
-      if (pipelineId === null) throw new HttpError(404, RestErrors.RUN_NOT_FOUND, `No run "${runId}"`);
-      requireAction(ctx, principal, pipelineId, 'read');
+      if (pipelineId === null) throw runNotFound(runId);
+      requireRunAction(ctx, principal, runId, pipelineId, 'read');
       const { since, limit } = request.query;
       const log = await ctx.server.transport.read(runId, { since, limit });
       return {
@@ -201,14 +204,14 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       // Fastify validates JSON bodies; anything else (text/plain) is refused here.
       const body: unknown = request.body;
       if (body !== undefined && body !== null && typeof body !== 'object') {
-        throw new HttpError(400, RestErrors.BAD_REQUEST, `body must be JSON like { "reason": "..." }, received ${JSON.stringify(body).slice(0, 80)}`);
+        throw new HttpError(400, RestErrors.BAD_REQUEST, `body must be JSON like { "reason": "..." }, received ${show(body)}`);
       }
       if (ctx.broker === null) {
         throw new HttpError(501, RestErrors.CANCEL_UNAVAILABLE, 'This server cannot cancel runs: start it with getWebSocketServer({ broker })');
       }
       const record = await ctx.broker.runState.get(runId);
-      if (record === null) throw new HttpError(404, RestErrors.RUN_NOT_FOUND, `No run "${runId}"`);
-      requireAction(ctx, principal, record.pipeline_id, 'cancel');
+      if (record === null) throw runNotFound(runId);
+      requireRunAction(ctx, principal, runId, record.pipeline_id, 'cancel');
       if (record.status !== 'RUNNING') throw new HttpError(409, RestErrors.RUN_ENDED, `Run "${runId}" already ended: ${record.status}`);
       const reason = (body as { reason?: string } | null | undefined)?.reason ?? `cancelled through the REST API by ${principal?.id ?? 'anonymous'}`;
       const cancelled = await getEngine(ctx.broker).cancel(runId, reason);
@@ -245,7 +248,7 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       const tracking = requireTracking(ctx);
       const runId = request.params.run_id;
       const status = await requireRun(tracking, runId);
-      requireAction(ctx, principal, status.pipeline_id, 'delete');
+      requireRunAction(ctx, principal, runId, status.pipeline_id, 'delete');
       if (!isEndedStatus(status.status)) throw new HttpError(409, RestErrors.RUN_RUNNING, `Run "${runId}" is ${status.status}: cancel it before deleting it`);
       const deleted = await tracking.deletePipeline(runId);
       return { run_id: runId, pipeline_id: status.pipeline_id, deleted };
