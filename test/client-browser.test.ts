@@ -99,7 +99,7 @@ describe('flowcast/client in a browser', () => {
     const pipeline = new Pipeline(broker, { id: 'demo' }).callNext(before).callNext(wait).callNext(before).withTracking(tracking);
     const auth = { apiKeys: { 'browser.key-1': { id: 'browser', pipelines: ['demo'] } } };
     const start = async (port: number): Promise<FlowcastServer> => {
-      const server = getWebSocketServer({ host: '127.0.0.1', port, broker, tracking, auth, heartbeatMs: 0 });
+      const server = getWebSocketServer({ host: '127.0.0.1', port, broker, tracking, auth, heartbeatMs: 0, allowedOrigins: [new URL(base).origin] });
       cleanups.push(() => server.close());
       await server.startServer();
       return server;
@@ -156,7 +156,7 @@ describe('flowcast/client in a browser', () => {
   it('with a rejected token ends in state "closed" with an Unauthorized error, in the browser too', { timeout: 60_000 }, async () => {
     const broker = new InMemoryBroker();
     cleanups.push(() => broker.close());
-    const server = getWebSocketServer({ host: '127.0.0.1', port: 0, broker, auth: { apiKeys: { good: { id: 'x' } } }, heartbeatMs: 0 });
+    const server = getWebSocketServer({ host: '127.0.0.1', port: 0, broker, auth: { apiKeys: { good: { id: 'x' } } }, heartbeatMs: 0, allowedOrigins: [new URL(base).origin] });
     cleanups.push(() => server.close());
     await server.startServer();
     const page: Page = (await openPage(browser, base)).page;

@@ -59,8 +59,11 @@ function setup(): Setup {
   return { broker, tracking, pipeline };
 }
 
+/** The origin the browser test's page is served from: a real deployment lists it in allowedOrigins too. */
+let pageOrigin: string | undefined;
+
 async function startServer(s: Setup, port = 0): Promise<FlowcastServer> {
-  const server = getWebSocketServer({ host: '127.0.0.1', port, broker: s.broker, tracking: s.tracking });
+  const server = getWebSocketServer({ host: '127.0.0.1', port, broker: s.broker, tracking: s.tracking, ...(pageOrigin !== undefined && { allowedOrigins: [pageOrigin] }) });
   cleanups.push(() => server.close());
   await server.startServer();
   return server;
@@ -124,7 +127,8 @@ describe('seed 000 §4.1 PipelineMonitor in headless Chromium', () => {
       }
     });
     await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
-    pageBase = `http://127.0.0.1:${(pages.address() as AddressInfo).port}/pipeline-monitor.html`;
+    pageOrigin = `http://127.0.0.1:${(pages.address() as AddressInfo).port}`;
+    pageBase = `${pageOrigin}/pipeline-monitor.html`;
   }, 60_000);
 
   afterAll(async () => {

@@ -212,7 +212,7 @@ describe('reconnect with since', () => {
 
 describe('a browser opened in the middle of a run that writes log lines (seed 003)', () => {
   it('subscribing to the run with since: 0 shows every line from the first, then the live ones', async () => {
-    const f = await startFixture();
+    const f = await startFixture({ server: { allowedOrigins: ['http://localhost:3000'] } });
     const run = await f.startGated({ key: 'tail', phases: [25, 25] });
     await logHolds(f, run.runId, 27);
     const browser = await f.client({ origin: 'http://localhost:3000' });

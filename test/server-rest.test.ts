@@ -495,14 +495,27 @@ describe('auth', () => {
     expect((await get(s.server, '/api/runs?token=admin-key')).status).toBe(200);
   });
 
-  it('answers 403 for a run, a pipeline or a filter the principal may not read', async () => {
+  it('answers 403 for a pipeline or a filter the principal may not read', async () => {
     const s = secured();
     const [betaRun] = await finished(s.beta);
-    for (const url of [`/api/runs/${betaRun}`, `/api/runs/${betaRun}/events`, '/api/pipelines/beta/status', '/api/runs?pipeline_id=beta', '/api/history?pipeline_id=beta', '/api/metrics?pipeline_id=beta']) {
+    for (const url of ['/api/pipelines/beta/status', '/api/runs?pipeline_id=beta', '/api/history?pipeline_id=beta', '/api/metrics?pipeline_id=beta']) {
       const a = await get(s.server, url, 'alpha-key');
       expect(a.status, url).toBe(403);
       expect(errorOf(a).code).toBe('forbidden');
       expect(a.text).not.toContain(betaRun);
+    }
+  });
+
+  it('answers a run the principal may not read exactly like a run that does not exist (no oracle of run ids)', async () => {
+    const s = secured();
+    const [betaRun] = await finished(s.beta);
+    const unknown = 'f0000000-0000-4000-8000-000000000000';
+    for (const path of ['', '/events', '/actions']) {
+      const forbidden = await get(s.server, `/api/runs/${betaRun}${path}`, 'alpha-key');
+      const missing = await get(s.server, `/api/runs/${unknown}${path}`, 'alpha-key');
+      expect(forbidden.status, path).toBe(404);
+      expect(forbidden.text.replace(betaRun as string, 'ID')).toBe(missing.text.replace(unknown, 'ID'));
+      expect(forbidden.text).not.toContain('beta');
     }
     expect((await get(s.server, `/api/runs/${betaRun}`, 'admin-key')).status).toBe(200);
   });

@@ -67,8 +67,14 @@ export function registerRoutes(app: FastifyInstance, options: RoutesContext): vo
   const rateLimit = server.options.restRateLimit === false ? null : routeRateLimit(server.options.restRateLimit ?? {});
   if (rateLimit !== null) registerRateLimit(app, rateLimit);
   const ctx: RestContext = { server, tracking, broker, rateLimit: rateLimit === null ? null : { max: rateLimit.max, timeWindow: rateLimit.timeWindow }, docs: [] };
+  // Counting starts now, not when the server boots: runs before startServer() are counted too.
+  const metrics = new ServerMetrics({ hub: server.hub, transport: server.transport, wsConnections: () => server.connections });
+  app.addHook('onClose', (_instance, done) => {
+    metrics.close();
+    done();
+  });
   // Routes are declared once the rate limiter is loaded: it finds them through its onRoute hook.
-  app.after(() => declareRoutes(app, ctx, staticDir));
+  app.after(() => declareRoutes(app, ctx, staticDir, metrics));
 }
 
 /**
@@ -94,13 +100,8 @@ export function checkRoutes(options: { tracking?: TrackingLike | undefined; stat
   if (options.restRateLimit !== undefined && options.restRateLimit !== false) routeRateLimit(options.restRateLimit);
 }
 
-function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string | null): void {
+function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string | null, metrics: ServerMetrics): void {
   const { server } = ctx;
-  const metrics = new ServerMetrics({ hub: server.hub, transport: server.transport, wsConnections: () => server.connections });
-  app.addHook('onClose', (_instance, done) => {
-    metrics.close();
-    done();
-  });
 
   app.setErrorHandler((error, request, reply) => {
     const answer = errorAnswer(error, request);
