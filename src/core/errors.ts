@@ -17,7 +17,10 @@ export const ErrorCodes = {
   DAG_UNKNOWN_DEPENDENCY: 'FLOWCAST_ERR_DAG_UNKNOWN_DEPENDENCY',
   /** Two steps of one pipeline share a name. */
   DUPLICATE_STEP: 'FLOWCAST_ERR_DUPLICATE_STEP',
-  /** A pipeline without steps was started. */
+  /**
+   * No longer thrown: a pipeline without steps completes at once (see docs/pipelines.md).
+   * @deprecated kept so that code comparing against it still compiles.
+   */
   EMPTY_PIPELINE: 'FLOWCAST_ERR_EMPTY_PIPELINE',
   /** A step or a whole run exceeded its time limit. */
   TIMEOUT: 'FLOWCAST_ERR_TIMEOUT',
