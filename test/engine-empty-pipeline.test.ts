@@ -52,6 +52,8 @@ describe.each(brokers)('a pipeline with no steps on %s', (_name, make) => {
     const broker = await make();
     const tracking = new PipelineTrackingManager().withAutoStorage(broker);
     closers.push(() => tracking.close());
+    // The broker first (idempotent): its worker may still be handing the run's last events to tracking.
+    closers.push(() => broker.close());
     expect(await trackingHealth(broker, tracking)).toEqual({ status: 'healthy' });
   });
 
@@ -62,6 +64,8 @@ describe.each(brokers)('a pipeline with no steps on %s', (_name, make) => {
     const broker = await make();
     const tracking = new PipelineTrackingManager().withAutoStorage(broker);
     closers.push(() => tracking.close());
+    // The broker first (idempotent): its worker may still be handing the run's last events to tracking.
+    closers.push(() => broker.close());
     const hooks = new HookManager();
     const seen: FlowcastEvent[] = [];
     hooks.on('*', (e) => void seen.push(e));

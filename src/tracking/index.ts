@@ -9,6 +9,7 @@ export { PipelineTrackingManager } from './manager.js';
 export type {
   PipelineTrackingManagerOptions,
   TrackingListener,
+  TrackingEventListener,
   TrackingErrorHandler,
   ListPipelinesOptions,
   GetHistoryOptions,
