@@ -2,7 +2,7 @@
 export { PIPELINE_STATUSES, STEP_STATUSES, ENDED_STATUSES, isEndedStatus } from './models.js';
 export type { PipelineStatus, StepStatus, PipelineRunStatus, StepRunStatus } from './models.js';
 export { applyEvent, isDuplicateEvent } from './reducer.js';
-export type { TrackingStorage, ListPipelinesQuery } from './storage.js';
+export type { TrackingStorage, ListPipelinesQuery, MaintenanceOptions } from './storage.js';
 export { InMemoryPipelineStorage } from './memory-storage.js';
 export type { InMemoryPipelineStorageOptions } from './memory-storage.js';
 export { PipelineTrackingManager } from './manager.js';
@@ -14,6 +14,7 @@ export type {
   ListPipelinesOptions,
   GetHistoryOptions,
   ExportJsonOptions,
+  CleanupOptions,
 } from './manager.js';
 export { computeMetrics, normalizeFailureReason } from './metrics.js';
 export type { PipelineMetrics, SlowStep, PipelineBreakdown, ComputeMetricsOptions } from './metrics.js';

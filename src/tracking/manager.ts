@@ -1,3 +1,4 @@
+import { checkSignal, throwIfAborted } from '../core/abort.js';
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, checkPositiveNumber, show } from '../core/validate.js';
 import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
@@ -10,7 +11,7 @@ import { InMemoryPipelineStorage } from './memory-storage.js';
 import { computeMetrics, type PipelineMetrics } from './metrics.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineRunStatus, type PipelineStatus } from './models.js';
 import { applyEvent } from './reducer.js';
-import { checkEventGroup, type ListPipelinesQuery, type TrackingStorage } from './storage.js';
+import { checkEventGroup, checkMaintenance, type ListPipelinesQuery, type MaintenanceOptions, type TrackingStorage } from './storage.js';
 import { WriteBehind } from './write-behind.js';
 
 export type { TrackingListener, TrackingEventListener } from './listeners.js';
@@ -68,6 +69,14 @@ export interface GetHistoryOptions {
   endedOnly?: boolean;
   /** Only runs of this pipeline. */
   pipelineId?: string;
+}
+
+/** Options of {@link PipelineTrackingManager.cleanupOlderThan}. */
+export interface CleanupOptions {
+  /** Runs that ended more than this many days ago are deleted (> 0, fractions allowed). */
+  days: number;
+  /** Stops the cleanup (see {@link MaintenanceOptions}). @default none */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link PipelineTrackingManager.exportJson}. */
@@ -444,28 +453,44 @@ export class PipelineTrackingManager {
 
   /**
    * Deletes ended runs that completed more than `days` ago (fractions allowed); running
-   * runs are kept. Resolves with how many were deleted.
+   * runs are kept. Resolves with how many were deleted. `signal` stops it: it rejects with
+   * an `AbortedError` (`name` `"AbortError"`, code `ABORTED`) within the storage round
+   * trip in flight, and what it did not reach stays for the next cleanup.
+   *
+   * @example
+   * scheduler.scheduleAt(async ({ signal }) => tracking.cleanupOlderThan({ days: 7, signal }), { runAt: '0 3 * * *' });
    */
-  async cleanupOlderThan(opts: { days: number }): Promise<number> {
+  async cleanupOlderThan(opts: CleanupOptions): Promise<number> {
     const storage = this.#require();
-    await this.#written();
-    const o = options(opts, ['days'], 'cleanupOlderThan options');
+    const o = options(opts, ['days', 'signal'], 'cleanupOlderThan options');
     const days = checkPositiveNumber(o.days, 'days');
+    const signal = checkSignal(o.signal, 'cleanupOlderThan options.signal');
+    throwIfAborted(signal, 'cleanupOlderThan');
+    await this.#written();
+    throwIfAborted(signal, 'cleanupOlderThan');
     const cutoff = new Date(Date.now() - days * DAY_MS);
-    if (storage.cleanupOlderThan !== undefined) return storage.cleanupOlderThan(cutoff);
+    if (storage.cleanupOlderThan !== undefined) return storage.cleanupOlderThan(cutoff, signal === undefined ? {} : { signal });
     let deleted = 0;
     for (const s of await storage.listPipelines()) {
+      throwIfAborted(signal, 'cleanupOlderThan', `deleting ${deleted} runs`);
       if (!isEndedStatus(s.status) || s.completed_at === null || Date.parse(s.completed_at) >= cutoff.getTime()) continue;
       deleted += await storage.deletePipeline(s.run_id);
     }
     return deleted;
   }
 
-  /** Deletes a run (run id) or every run of a pipeline (pipeline id). Resolves with how many runs were deleted. */
-  async deletePipeline(id: string): Promise<number> {
+  /**
+   * Deletes a run (run id) or every run of a pipeline (pipeline id). Resolves with how many
+   * runs were deleted. `options.signal` stops it, as for {@link cleanupOlderThan}.
+   */
+  async deletePipeline(id: string, opts: MaintenanceOptions = {}): Promise<number> {
     const storage = this.#require();
+    checkNonEmptyString(id, 'deletePipeline(id): id');
+    const signal = checkMaintenance(opts, 'deletePipeline');
+    throwIfAborted(signal, 'deletePipeline');
     await this.#written();
-    return storage.deletePipeline(checkNonEmptyString(id, 'deletePipeline(id): id'));
+    throwIfAborted(signal, 'deletePipeline');
+    return signal === undefined ? storage.deletePipeline(id) : storage.deletePipeline(id, { signal });
   }
 
   /** Statistics of the runs started in the last `days` (seed §7; see {@link computeMetrics}). */
