@@ -5,7 +5,7 @@
  * server started as the WebSocket guide starts one, each once, in seq order.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { HookManager, InMemoryBroker, Pipeline, PipelineTrackingManager, type Broker } from '../src/index.js';
+import { HookManager, InMemoryBroker, InMemoryTransport, Pipeline, PipelineTrackingManager, type Broker } from '../src/index.js';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { TrackingEventBroadcaster, setupWebSocketBridge } from '../src/server/index.js';
 import { getWebSocketServer } from '../src/server/server.js';
@@ -86,5 +86,32 @@ describe.each(brokers)('seed 001 §6 TrackingEventBroadcaster on %s', (_name, ma
       'PipelineCompleteEvent',
     ]);
     expect((await tracking.getStatus(run.runId))?.status).toBe('COMPLETED');
+  });
+});
+
+describe('TrackingEventBroadcaster', () => {
+  it('broadcasts into the transport it is given, stops after close(), and refuses a transport that cannot take events', async () => {
+    const broker = new InMemoryBroker();
+    closers.push(() => broker.close());
+    const tracking = new PipelineTrackingManager().withAutoStorage(broker);
+    closers.push(() => tracking.close());
+    const hooks = new HookManager();
+    const transport = new InMemoryTransport();
+    const broadcaster = new TrackingEventBroadcaster(tracking, hooks, transport);
+    tracking.addListener(broadcaster.onStatusUpdate);
+    const inc = broker.task('inc', (n: number) => n + 1);
+    const pipeline = new Pipeline(broker, { id: 'own_transport' }).callNext(inc).withHooks(hooks).withTracking(tracking);
+
+    const first = await pipeline.kiq(1);
+    await first.waitResult();
+    expect((await transport.read(first.runId)).events.map((e) => e.type)).toEqual(['PipelineStartEvent', 'StepStartEvent', 'StepCompleteEvent', 'PipelineCompleteEvent']);
+
+    broadcaster.close();
+    broadcaster.close();
+    const second = await pipeline.kiq(2);
+    await second.waitResult();
+    expect((await transport.read(second.runId)).events).toEqual([]);
+
+    expect(() => new TrackingEventBroadcaster(tracking, hooks, {} as never)).toThrow('transport must be an InMemoryTransport (a transport with ingest(event))');
   });
 });

@@ -56,7 +56,7 @@ export interface BroadcastTransport {
  *   happen". The transport keeps each seq of a run once, so this is harmless next to
  *   `setupWebSocketBridge(hooks)` too: no event is delivered twice.
  *
- * `close()` detaches from the hooks.
+ * `close()` detaches from the hooks and stops broadcasting.
  *
  * @example
  * const hookManager = new HookManager();
@@ -68,6 +68,7 @@ export class TrackingEventBroadcaster {
   readonly #tracking: RecordingTracking;
   readonly #transport: BroadcastTransport;
   readonly #off: () => void;
+  #closed = false;
 
   constructor(tracking: RecordingTracking, hookManager: HookManager, transport: BroadcastTransport = getDefaultTransport()) {
     if (typeof tracking?.record !== 'function') throw new InvalidArgumentError('TrackingEventBroadcaster(tracking, hooks): tracking must be a PipelineTrackingManager');
@@ -80,12 +81,14 @@ export class TrackingEventBroadcaster {
     this.#off = hookManager.on('*', (event) => this.#tracking.record(event));
   }
 
-  /** The tracking listener: puts one stored event into the WebSocket transport (a seq it holds already is ignored). */
+  /** The tracking listener: puts one stored event into the WebSocket transport (a seq it holds already is ignored; nothing after {@link close}). */
   onStatusUpdate = (event: FlowcastEvent): void => {
-    this.#transport.ingest(event);
+    if (!this.#closed) this.#transport.ingest(event);
   };
 
+  /** Detaches from the hooks and stops broadcasting. Idempotent. */
   close(): void {
+    this.#closed = true;
     this.#off();
   }
 }
