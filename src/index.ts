@@ -3,7 +3,7 @@
  * live streaming. This entry point is the embedded engine: brokers, tasks, pipelines,
  * events and hooks, tracking, and the scheduler.
  */
-export { ErrorCodes, FlowcastError, InvalidArgumentError, NotJsonError, TimeoutError, CancelledError, describeError } from './core/errors.js';
+export { ErrorCodes, FlowcastError, InvalidArgumentError, NotJsonError, TimeoutError, CancelledError, AbortedError, describeError } from './core/errors.js';
 export type { ErrorCode } from './core/errors.js';
 export { assertJson, isJson } from './core/json.js';
 export type { JsonValue } from './core/json.js';

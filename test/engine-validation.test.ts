@@ -168,14 +168,6 @@ describe('validation', () => {
   });
 
   describe('#kiq', () => {
-    it('refuses to start a pipeline without steps (EMPTY_PIPELINE)', async () => {
-      const broker = newBroker();
-      const err = await rejected(new Pipeline(broker, { id: 'nothing' }).kiq(null));
-      expect(err.code).toBe(ErrorCodes.EMPTY_PIPELINE);
-      expect(err.message).toContain('"nothing"');
-      expect((await rejected(new DataflowPipeline(broker).kiq(null))).code).toBe(ErrorCodes.EMPTY_PIPELINE);
-    });
-
     it('refuses a non-JSON run input, naming the path, and starts nothing', async () => {
       const broker = newBroker();
       let calls = 0;

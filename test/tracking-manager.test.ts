@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import { ErrorCodes, FlowcastError } from '../src/core/errors.js';
 import type { JsonValue } from '../src/core/json.js';
 import type { FlowcastEvent } from '../src/events/types.js';
@@ -452,11 +452,42 @@ describe('PipelineTrackingManager', () => {
       expect((reported[0] as Error).message).toBe('a string');
     });
 
+    it('takes a function listener (seed 001 §6) and calls it with every tracking event of a run, once, in seq order', async () => {
+      const t = fresh();
+      const seen: string[] = [];
+      const listener = (event: FlowcastEvent): void => void seen.push(`${event.seq} ${event.type}`);
+      expectTypeOf(listener).toExtend<Parameters<PipelineTrackingManager['addListener']>[0]>();
+      const dispose = t.addListener(listener);
+      const r = new RunEvents({ runId: 'fn1', steps: ['a'] });
+      const events: FlowcastEvent[] = [r.start(), r.stepStart('a'), r.stepLog('a', ['x']), r.stepProgress('a', 0.5), r.stepComplete('a', 1), r.complete(1)];
+      for (const e of events) await t.record(e);
+      // A duplicate is not an update: no second call.
+      await t.record(events[2] as FlowcastEvent);
+      expect(seen).toEqual(events.map((e) => `${e.seq} ${e.type}`));
+      dispose();
+      await recordAll(t, run('fn2', Date.now()));
+      expect(seen).toHaveLength(events.length);
+    });
+
+    it('calls function and object listeners in the order they were added, and reports a throwing function to onError', async () => {
+      const reported: string[] = [];
+      const t = fresh().onError((error, where) => reported.push(`${where}: ${error.message}`));
+      const calls: string[] = [];
+      t.addListener({ onPipelineStart: () => void calls.push('object') });
+      t.addListener((e) => {
+        calls.push(`function ${e.type}`);
+        if (e.type === 'PipelineStartEvent') throw new Error('fn boom');
+      });
+      await t.record(new RunEvents({ runId: 'fn3' }).start());
+      expect(calls).toEqual(['object', 'function PipelineStartEvent']);
+      expect(reported).toEqual(['listener function (run fn3, PipelineStartEvent seq 1): fn boom']);
+    });
+
     it('rejects listeners without any known method or with a method that is not a function', () => {
       const t = fresh();
       expect(() => t.addListener({})).toThrow(/listener has none of onPipelineStart, onStepStart/);
       expect(() => t.addListener({ onStepStart: 'yes' } as never)).toThrow('addListener(listener): onStepStart must be a function, received "yes"');
-      expect(() => t.addListener(null as never)).toThrow(/must be an object/);
+      expect(() => t.addListener(null as never)).toThrow('addListener(listener): listener must be a function or an object with some of onPipelineStart, onStepStart, onStepComplete, onPipelineComplete, onPipelineError, received null');
       expect(() => t.onError('x' as never)).toThrow('onError(handler): handler must be a function, received "x"');
     });
   });

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../src/core/errors.js';
+import { AbortedError, ErrorCodes } from '../src/core/errors.js';
 import { InMemoryPipelineStorage } from '../src/tracking/memory-storage.js';
 import type { PipelineStatus } from '../src/tracking/models.js';
-import type { ListPipelinesQuery, TrackingStorage } from '../src/tracking/storage.js';
+import type { ListPipelinesQuery, MaintenanceOptions, TrackingStorage } from '../src/tracking/storage.js';
 import { trackingStorageConformance } from './conformance/tracking-storage.js';
 import { RunEvents, reduce, scriptedRun } from './helpers/events.js';
 
@@ -37,7 +37,9 @@ class JsonRowStorage implements TrackingStorage {
     return Promise.resolve(matched.slice(offset, query.limit === undefined ? undefined : offset + query.limit));
   }
 
-  deletePipeline(id: string): Promise<number> {
+  deletePipeline(id: string, options: MaintenanceOptions = {}): Promise<number> {
+    // Its work is one synchronous pass: the signal is checked before it starts.
+    if (options.signal?.aborted === true) return Promise.reject(new AbortedError('deletePipeline was aborted', options.signal.reason));
     if (this.rows.delete(id)) return Promise.resolve(1);
     let n = 0;
     for (const [runId, row] of this.rows) {

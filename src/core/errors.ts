@@ -17,7 +17,10 @@ export const ErrorCodes = {
   DAG_UNKNOWN_DEPENDENCY: 'FLOWCAST_ERR_DAG_UNKNOWN_DEPENDENCY',
   /** Two steps of one pipeline share a name. */
   DUPLICATE_STEP: 'FLOWCAST_ERR_DUPLICATE_STEP',
-  /** A pipeline without steps was started. */
+  /**
+   * No longer thrown: a pipeline without steps completes at once (see docs/pipelines.md).
+   * @deprecated kept so that code comparing against it still compiles.
+   */
   EMPTY_PIPELINE: 'FLOWCAST_ERR_EMPTY_PIPELINE',
   /** A step or a whole run exceeded its time limit. */
   TIMEOUT: 'FLOWCAST_ERR_TIMEOUT',
@@ -25,6 +28,8 @@ export const ErrorCodes = {
   WAIT_TIMEOUT: 'FLOWCAST_ERR_WAIT_TIMEOUT',
   /** The run was cancelled. */
   CANCELLED: 'FLOWCAST_ERR_CANCELLED',
+  /** A call was stopped by the AbortSignal it was given (its error's `name` is `"AbortError"`). */
+  ABORTED: 'FLOWCAST_ERR_ABORTED',
   /** A task threw, or a run failed because a step failed. */
   TASK_FAILED: 'FLOWCAST_ERR_TASK_FAILED',
   /** The run failed. `cause` holds the step's error. */
@@ -95,6 +100,18 @@ export class CancelledError extends FlowcastError {
   override readonly name = 'CancelledError';
   constructor(message: string) {
     super(ErrorCodes.CANCELLED, message);
+  }
+}
+
+/**
+ * A call was stopped by the `AbortSignal` it was given. Its `name` is `"AbortError"`, as
+ * for the platform's own aborts (`fetch`, timers), its `code` is `ABORTED`, and `cause` is
+ * the signal's `reason`.
+ */
+export class AbortedError extends FlowcastError {
+  override readonly name = 'AbortError';
+  constructor(message: string, reason?: unknown) {
+    super(ErrorCodes.ABORTED, message, { cause: reason });
   }
 }
 

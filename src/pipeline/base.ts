@@ -143,14 +143,13 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
 
   /**
    * Starts a run. Resolves once the run is stored and its first steps are sent, with a
-   * handle to wait for or cancel it. The input must be JSON.
+   * handle to wait for or cancel it. The input must be JSON. A pipeline with no steps
+   * completes at once (a `PipelineStartEvent`, then a `PipelineCompleteEvent` with result
+   * `null`): seed 001's health check runs one.
    */
   async kiq(input: I): Promise<RunHandle<O>> {
     // The plan is shared by runs and never mutated by the engine: build it once per definition.
     const plan = (this.#plan ??= this.toPlan());
-    if (plan.steps.length === 0) {
-      throw new FlowcastError(ErrorCodes.EMPTY_PIPELINE, `Pipeline "${plan.pipeline_id}" has no steps`);
-    }
     this.#engine.bind(plan.pipeline_id, this.#tracking, this.#hooks);
     const runId = await this.#engine.startRun(plan, input);
     return runHandle<O>(this.#engine, runId, plan.pipeline_id);

@@ -133,7 +133,10 @@ export class InMemoryRunState implements RunStateStore {
       return Promise.reject(new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `Run "${record.run_id}" already exists`));
     }
     this.#runs.set(record.run_id, record);
-    return Promise.resolve(this.#append(events));
+    const appended = this.#append(events);
+    // A run that ends in its first transition (a pipeline with no steps) is evicted like any ended run.
+    if (record.status !== 'RUNNING') this.#markEnded(record.run_id);
+    return Promise.resolve(appended);
   }
 
   get(runId: string): Promise<RunRecord | null> {

@@ -328,6 +328,8 @@ function runResult(rec: RunRecord): JsonValue {
     return last === undefined ? null : (rec.steps[last.name]?.result ?? null);
   }
   const sinks = sinkSteps(rec.plan);
+  // No step at all: nothing produced a result.
+  if (sinks.length === 0) return null;
   if (sinks.length === 1) return rec.steps[(sinks[0] as PlanStep).name]?.result ?? null;
   const obj: { [key: string]: JsonValue } = {};
   for (const s of sinks) obj[s.name] = rec.steps[s.name]?.result ?? null;

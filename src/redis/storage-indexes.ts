@@ -14,6 +14,7 @@
  * reader that meets it and by the prune pass. So a reader never trusts an index alone:
  * it checks every record it returns.
  */
+import { throwIfAborted } from '../core/abort.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineStatus } from '../tracking/models.js';
 import {
   trackEndedIndexKey,
@@ -254,18 +255,22 @@ export interface PruneResult {
  * The prune pass: removes index entries whose run record no longer exists. Only entries
  * scored at or below `cutoffMs` can belong to an expired run (a record expires `ttl`
  * after its last write, which is after its start and its end), so only those are checked.
+ * `signal` stops the pass between round trips (an `AbortedError`).
  */
-export async function pruneIndexes(redis: RedisClient, prefix: string, cutoffMs: number, batch: number): Promise<PruneResult> {
+export async function pruneIndexes(redis: RedisClient, prefix: string, cutoffMs: number, batch: number, signal?: AbortSignal): Promise<PruneResult> {
   const result: PruneResult = { checked: 0, removed: 0 };
+  const stop = (): void => throwIfAborted(signal, 'prune', `checking ${result.checked} index entries`);
   const keys = [trackStartedIndexKey(prefix), trackEndedIndexKey(prefix), ...PIPELINE_STATUSES.map((s) => trackStatusIndexKey(prefix, s))];
   const pipelines = await redis.smembers(trackPipelinesKey(prefix));
   for (const p of pipelines) keys.push(trackPipelineIndexKey(prefix, p));
   for (const key of keys) {
     let offset = 0;
     for (;;) {
+      stop();
       const ids = await redis.zrangebyscore(key, '-inf', String(cutoffMs), 'LIMIT', offset, batch);
       if (ids.length === 0) break;
       const exists = await Promise.all(ids.map((id) => redis.exists(trackRunKey(prefix, id))));
+      stop();
       const gone = ids.filter((_, i) => exists[i] === 0);
       result.checked += ids.length;
       if (gone.length > 0) {

@@ -1,9 +1,10 @@
+import { throwIfAborted } from '../core/abort.js';
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError } from '../core/errors.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
 import type { FlowcastEvent } from '../events/types.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineStatus } from '../tracking/models.js';
 import { applyEvent } from '../tracking/reducer.js';
-import { checkEventGroup, type ListPipelinesQuery, type TrackingStorage } from '../tracking/storage.js';
+import { checkEventGroup, checkMaintenance, type ListPipelinesQuery, type MaintenanceOptions, type TrackingStorage } from '../tracking/storage.js';
 import {
   DEFAULT_KEY_PREFIX,
   checkKeyPrefix,
@@ -234,17 +235,25 @@ export class RedisPipelineStorage implements TrackingStorage {
     return latest ?? null;
   }
 
-  async deletePipeline(id: string): Promise<number> {
+  /**
+   * See {@link TrackingStorage.deletePipeline}. A pipeline's runs go 1,000 at a time;
+   * `options.signal` is checked between round trips.
+   */
+  async deletePipeline(id: string, options: MaintenanceOptions = {}): Promise<number> {
     this.#open();
     checkNonEmptyString(id, 'deletePipeline(id)');
+    const signal = checkMaintenance(options, 'deletePipeline');
+    throwIfAborted(signal, 'deletePipeline');
     if (await this.#deleteRun(id, '')) return 1;
     const prefix = this.keyPrefix;
     const indexKey = trackPipelineIndexKey(prefix, id);
     let deleted = 0;
     for (;;) {
+      throwIfAborted(signal, 'deletePipeline', `deleting ${deleted} runs`);
       const ids = await this.#redis.zrange(indexKey, 0, SCAN_BATCH - 1);
       if (ids.length === 0) break;
       const rows = await Promise.all(ids.map((runId) => this.#redis.hget(trackRunKey(prefix, runId), 's')));
+      throwIfAborted(signal, 'deletePipeline', `deleting ${deleted} runs`);
       const results = await Promise.all(
         ids.map(async (runId, i) => {
           const row = rows[i];
@@ -395,17 +404,24 @@ export class RedisPipelineStorage implements TrackingStorage {
     if (status !== null) this.#remember(start.run_id, '1', status);
   }
 
-  async cleanupOlderThan(cutoff: Date): Promise<number> {
+  /**
+   * See {@link TrackingStorage.cleanupOlderThan}. Runs go 1,000 at a time; `options.signal`
+   * is checked between round trips, so an abort stops it within the batch in flight.
+   */
+  async cleanupOlderThan(cutoff: Date, options: MaintenanceOptions = {}): Promise<number> {
     this.#open();
     const cut = checkDate(cutoff, 'cleanupOlderThan(cutoff)').getTime();
+    const signal = checkMaintenance(options, 'cleanupOlderThan');
     const prefix = this.keyPrefix;
     const key = trackEndedIndexKey(prefix);
     let removed = 0;
     let offset = 0;
     for (;;) {
+      throwIfAborted(signal, 'cleanupOlderThan', `deleting ${removed} runs`);
       const ids = await this.#redis.zrangebyscore(key, '-inf', `(${cut}`, 'LIMIT', offset, SCAN_BATCH);
       if (ids.length === 0) break;
       const rows = await Promise.all(ids.map((id) => this.#redis.hmget(trackRunKey(prefix, id), 'v', 's')));
+      throwIfAborted(signal, 'cleanupOlderThan', `deleting ${removed} runs`);
       let kept = 0;
       await Promise.all(
         ids.map(async (id, i) => {
@@ -424,18 +440,21 @@ export class RedisPipelineStorage implements TrackingStorage {
       offset += kept;
       if (ids.length < SCAN_BATCH) break;
     }
+    throwIfAborted(signal, 'cleanupOlderThan', `deleting ${removed} runs`);
     return removed;
   }
 
   /**
    * One prune pass now: removes the index entries of runs whose record expired. Writes
    * start one every `pruneIntervalMs` by themselves; call this to run one at a time of
-   * your choosing.
+   * your choosing. `options.signal` stops it between round trips (an `AbortedError`).
    */
-  async prune(): Promise<PruneResult> {
+  async prune(options: MaintenanceOptions = {}): Promise<PruneResult> {
     this.#open();
+    const signal = checkMaintenance(options, 'prune');
+    throwIfAborted(signal, 'prune');
     this.#lastPrune = Date.now();
-    return pruneIndexes(this.#redis, this.keyPrefix, Date.now() - this.ttlSeconds * 1000, SCAN_BATCH);
+    return pruneIndexes(this.#redis, this.keyPrefix, Date.now() - this.ttlSeconds * 1000, SCAN_BATCH, signal);
   }
 
   /** Stops using the connection (which stays open: the caller owns it), after a running prune pass. Idempotent. */

@@ -3,12 +3,14 @@
  * keeps each schedule in Redis and makes exactly one job per tick (its id names the
  * schedule and the tick), which one worker of the schedules queue takes. Every
  * scheduler instance runs such a worker and fires the schedule's target when it gets
- * the job. One-off schedules are one delayed job with a fixed id.
+ * the job. One-off schedules are one delayed job with a fixed id. Cron ticks are computed
+ * by croner (`cronRepeatStrategy`), the parser that validated the expression.
  */
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { BULLMQ_QUEUES } from '../redis/keys.js';
 import type { ClusterFire, ClusterScheduleSpec, ScheduleDriver } from './cluster.js';
+import { cronRepeatStrategy } from './cron.js';
 
 interface TickData {
   schedule_id: string;
@@ -31,8 +33,11 @@ export class BullMQScheduleDriver implements ScheduleDriver {
   /** `connection` is the broker's (shared, not closed here); `prefix` is BullMQ's prefix. */
   constructor(connection: Redis, prefix: string, fire: ClusterFire, onError: (error: Error) => void) {
     this.#onError = onError;
-    this.#queue = new Queue<TickData>(BULLMQ_QUEUES.schedules, { connection, prefix });
-    this.#worker = new Worker<TickData>(BULLMQ_QUEUES.schedules, (job) => this.#onTick(job, fire), { connection, prefix, concurrency: 16 });
+    // Both compute a schedule's next tick (the queue when a schedule is set, the worker after
+    // each tick): with croner, the scheduler's own parser, not BullMQ's default cron-parser.
+    const settings = { repeatStrategy: cronRepeatStrategy };
+    this.#queue = new Queue<TickData>(BULLMQ_QUEUES.schedules, { connection, prefix, settings });
+    this.#worker = new Worker<TickData>(BULLMQ_QUEUES.schedules, (job) => this.#onTick(job, fire), { connection, prefix, concurrency: 16, settings });
     this.#queue.on('error', onError);
     this.#worker.on('error', onError);
   }

@@ -1,8 +1,8 @@
-import { Cron } from 'croner';
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import { assertJson, type JsonValue } from '../core/json.js';
 import { checkId, checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
 import { hasScheduleDriver, type ClusterScheduleSpec, type ScheduleDriver } from './cluster.js';
+import { parseCron } from './cron.js';
 
 /**
  * What the scheduler needs of a broker: its `kind`. With the in-memory broker the
@@ -184,7 +184,8 @@ interface Entry {
 
 /**
  * Fires pipelines and functions on cron expressions, fixed intervals or once. Cron ticks
- * are computed with croner (timezone and DST aware) and waited for with one `setTimeout`
+ * are computed with croner (timezone and DST aware; the same parser on every broker, see
+ * `./cron.ts`) and waited for with one `setTimeout`
  * per schedule, re-armed after each tick, so nothing drifts. A failing firing is recorded
  * and reported, never thrown, and never stops its schedule.
  *
@@ -580,34 +581,10 @@ interface Spec {
 }
 
 function cronSpec(expr: unknown, timezone: unknown): Spec {
-  if (typeof expr !== 'string') {
-    throw new FlowcastError(ErrorCodes.BAD_SCHEDULE, `Invalid cron expression ${show(expr)}: expected a string such as "0 3 * * *"`);
-  }
-  let cron: Cron;
-  let first: Date | null;
-  try {
-    cron = new Cron(expr, { mode: '5-or-6-parts' });
-    first = cron.nextRun();
-  } catch (err) {
-    throw new FlowcastError(ErrorCodes.BAD_SCHEDULE, `Invalid cron expression "${expr}": ${croneReason(err)}`, { cause: err });
-  }
-  if (timezone !== undefined) {
-    if (typeof timezone !== 'string' || timezone.length === 0) {
-      throw new FlowcastError(ErrorCodes.BAD_SCHEDULE, `Invalid timezone ${show(timezone)} for cron "${expr}": expected an IANA name such as "America/New_York"`);
-    }
-    try {
-      cron = new Cron(expr, { mode: '5-or-6-parts', timezone });
-      first = cron.nextRun();
-    } catch (err) {
-      throw new FlowcastError(ErrorCodes.BAD_SCHEDULE, `Invalid timezone "${timezone}" for cron "${expr}": ${croneReason(err)}`, { cause: err });
-    }
-  }
-  if (first === null) {
-    throw new FlowcastError(ErrorCodes.BAD_SCHEDULE, `Cron expression "${expr}" never fires (no matching date ahead)`);
-  }
-  const next = (after: number): number | null => cron.nextRun(new Date(after))?.getTime() ?? null;
-  const fields = typeof timezone === 'string' ? { cron: expr, timezone } : { cron: expr };
-  return { fields, first: first.getTime(), next, resumeAt: () => next(Date.now()) };
+  const ticks = parseCron(expr, timezone);
+  const next = ticks.next;
+  const fields = ticks.timezone === undefined ? { cron: ticks.cron } : { cron: ticks.cron, timezone: ticks.timezone };
+  return { fields, first: next(Date.now()), next, resumeAt: () => next(Date.now()) };
 }
 
 function onceSpec(at: unknown, what: string): Spec {
@@ -662,10 +639,6 @@ function toInfo(entry: Entry): ScheduleInfo {
     running: entry.running,
     lastError: entry.lastError,
   };
-}
-
-function croneReason(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).replace(/^(CronPattern|CronDate): /, '');
 }
 
 function checkFunction<F>(value: F | undefined, name: string): F | undefined {

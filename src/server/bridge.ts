@@ -38,27 +38,57 @@ export interface RecordingTracking {
   record(event: FlowcastEvent): void | Promise<void>;
 }
 
+/** Where {@link TrackingEventBroadcaster} broadcasts: a transport that takes events that already have their seq (`InMemoryTransport.ingest`). */
+export interface BroadcastTransport {
+  ingest(event: FlowcastEvent): unknown;
+}
+
 /**
- * Keeps tracking up to date from a HookManager's events (seed 001 §6), so the server's
- * snapshots and REST API show runs that reach this process only through hooks.
- * Recording is idempotent (by seq), so attaching it next to `withTracking()` is harmless.
- * `onStatusUpdate` is the seed's listener entry point; `close()` detaches.
+ * Seed 001 §6: ties tracking to live WebSocket delivery, both ways.
+ *
+ * - Every event the HookManager sees is recorded in tracking, so the server's snapshots
+ *   and REST API show runs that reach this process only through hooks. Recording is
+ *   idempotent (by seq), so it is harmless next to `withTracking()`.
+ * - {@link onStatusUpdate} is a tracking listener (`tracking.addListener(broadcaster.onStatusUpdate)`):
+ *   it puts every event tracking stored into the WebSocket transport (by default the
+ *   process-wide one that {@link setupWebSocketBridge} feeds and a server started without
+ *   `transport` or `broker` serves), so subscribers get the pipeline's events "as they
+ *   happen". The transport keeps each seq of a run once, so this is harmless next to
+ *   `setupWebSocketBridge(hooks)` too: no event is delivered twice.
+ *
+ * `close()` detaches from the hooks and stops broadcasting.
+ *
+ * @example
+ * const hookManager = new HookManager();
+ * const broadcaster = new TrackingEventBroadcaster(tracking, hookManager);
+ * tracking.addListener(broadcaster.onStatusUpdate);
+ * const pipeline = new Pipeline(broker).withHooks(hookManager).withTracking(tracking);
  */
 export class TrackingEventBroadcaster {
   readonly #tracking: RecordingTracking;
+  readonly #transport: BroadcastTransport;
   readonly #off: () => void;
+  #closed = false;
 
-  constructor(tracking: RecordingTracking, hookManager: HookManager) {
+  constructor(tracking: RecordingTracking, hookManager: HookManager, transport: BroadcastTransport = getDefaultTransport()) {
     if (typeof tracking?.record !== 'function') throw new InvalidArgumentError('TrackingEventBroadcaster(tracking, hooks): tracking must be a PipelineTrackingManager');
     if (typeof hookManager?.on !== 'function') throw new InvalidArgumentError('TrackingEventBroadcaster(tracking, hooks): hooks must be a HookManager');
+    if (typeof (transport as Partial<BroadcastTransport> | null)?.ingest !== 'function') {
+      throw new InvalidArgumentError('TrackingEventBroadcaster(tracking, hooks, transport): transport must be an InMemoryTransport (a transport with ingest(event))');
+    }
     this.#tracking = tracking;
-    this.#off = hookManager.on('*', (event) => this.onStatusUpdate(event));
+    this.#transport = transport;
+    this.#off = hookManager.on('*', (event) => this.#tracking.record(event));
   }
 
-  /** Records one event in tracking. */
-  onStatusUpdate = (event: FlowcastEvent): void | Promise<void> => this.#tracking.record(event);
+  /** The tracking listener: puts one stored event into the WebSocket transport (a seq it holds already is ignored; nothing after {@link close}). */
+  onStatusUpdate = (event: FlowcastEvent): void => {
+    if (!this.#closed) this.#transport.ingest(event);
+  };
 
+  /** Detaches from the hooks and stops broadcasting. Idempotent. */
   close(): void {
+    this.#closed = true;
     this.#off();
   }
 }

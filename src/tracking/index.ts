@@ -2,17 +2,19 @@
 export { PIPELINE_STATUSES, STEP_STATUSES, ENDED_STATUSES, isEndedStatus } from './models.js';
 export type { PipelineStatus, StepStatus, PipelineRunStatus, StepRunStatus } from './models.js';
 export { applyEvent, isDuplicateEvent } from './reducer.js';
-export type { TrackingStorage, ListPipelinesQuery } from './storage.js';
+export type { TrackingStorage, ListPipelinesQuery, MaintenanceOptions } from './storage.js';
 export { InMemoryPipelineStorage } from './memory-storage.js';
 export type { InMemoryPipelineStorageOptions } from './memory-storage.js';
 export { PipelineTrackingManager } from './manager.js';
 export type {
   PipelineTrackingManagerOptions,
   TrackingListener,
+  TrackingEventListener,
   TrackingErrorHandler,
   ListPipelinesOptions,
   GetHistoryOptions,
   ExportJsonOptions,
+  CleanupOptions,
 } from './manager.js';
 export { computeMetrics, normalizeFailureReason } from './metrics.js';
 export type { PipelineMetrics, SlowStep, PipelineBreakdown, ComputeMetricsOptions } from './metrics.js';

@@ -1,48 +1,20 @@
+import { checkSignal, throwIfAborted } from '../core/abort.js';
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
-import type { JsonValue } from '../core/json.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, checkPositiveNumber, show } from '../core/validate.js';
-import {
-  isTerminalEvent,
-  type FlowcastEvent,
-  type PipelineCancelledEvent,
-  type PipelineCompleteEvent,
-  type PipelineErrorEvent,
-  type PipelineStartEvent,
-  type StepCompleteEvent,
-  type StepStartEvent,
-} from '../events/types.js';
+import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
 import { RedisPipelineStorage, type RedisPipelineStorageOptions } from '../redis/storage.js';
 import { isRedisClient } from '../redis/storage-checks.js';
 import { RedisPubSubTransport } from '../redis/transport.js';
 import { DEFAULT_KEY_PREFIX } from '../redis/keys.js';
+import { TrackingListeners, type TrackingEventListener, type TrackingListener } from './listeners.js';
 import { InMemoryPipelineStorage } from './memory-storage.js';
 import { computeMetrics, type PipelineMetrics } from './metrics.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineRunStatus, type PipelineStatus } from './models.js';
 import { applyEvent } from './reducer.js';
-import { checkEventGroup, type ListPipelinesQuery, type TrackingStorage } from './storage.js';
+import { checkEventGroup, checkMaintenance, type ListPipelinesQuery, type MaintenanceOptions, type TrackingStorage } from './storage.js';
 import { WriteBehind } from './write-behind.js';
 
-/**
- * Callbacks on tracked runs (seed 001 §8); every method is optional. They are called
- * after the status is stored, in the order listeners were added. A listener that throws
- * or rejects is reported to the manager's `onError` and never stops recording; an async
- * listener is not awaited (the run does not wait for it).
- */
-export interface TrackingListener {
-  onPipelineStart?(pipelineId: string, event: PipelineStartEvent): void | Promise<void>;
-  onStepStart?(pipelineId: string, stepName: string, event: StepStartEvent): void | Promise<void>;
-  onStepComplete?(pipelineId: string, stepName: string, result: JsonValue, event: StepCompleteEvent): void | Promise<void>;
-  /** Every end of a run: `status.status` is `COMPLETED`, `FAILED` or `CANCELLED`. `status` is the listener's own copy. */
-  onPipelineComplete?(
-    pipelineId: string,
-    status: PipelineStatus,
-    event: PipelineCompleteEvent | PipelineErrorEvent | PipelineCancelledEvent,
-  ): void | Promise<void>;
-  /** A run failed (called before `onPipelineComplete` of the same event). */
-  onPipelineError?(pipelineId: string, error: string, event: PipelineErrorEvent): void | Promise<void>;
-}
-
-const LISTENER_METHODS = ['onPipelineStart', 'onStepStart', 'onStepComplete', 'onPipelineComplete', 'onPipelineError'] as const;
+export type { TrackingListener, TrackingEventListener } from './listeners.js';
 
 /** Receives listener failures. `context` says which listener method, run and event. */
 export type TrackingErrorHandler = (error: Error, context: string) => void;
@@ -97,6 +69,14 @@ export interface GetHistoryOptions {
   endedOnly?: boolean;
   /** Only runs of this pipeline. */
   pipelineId?: string;
+}
+
+/** Options of {@link PipelineTrackingManager.cleanupOlderThan}. */
+export interface CleanupOptions {
+  /** Runs that ended more than this many days ago are deleted (> 0, fractions allowed). */
+  days: number;
+  /** Stops the cleanup (see {@link MaintenanceOptions}). @default none */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link PipelineTrackingManager.exportJson}. */
@@ -163,7 +143,7 @@ export class PipelineTrackingManager {
   #storage: TrackingStorage | null = null;
   /** The storage withAutoStorage() created: the manager closes it. */
   #owned: TrackingStorage | null = null;
-  #listeners: TrackingListener[] = [];
+  readonly #listeners = new TrackingListeners((error, where) => this.#report(error, where));
   /** `writeDelayMs` as given (`undefined`: the storage's default). */
   #writeDelayMs: number | undefined;
   /** Coalesced writes to the current storage (see `writeDelayMs`), `null` when off or not needed yet. */
@@ -283,7 +263,7 @@ export class PipelineTrackingManager {
       if (isPromiseLike<PipelineStatus | null>(applied)) {
         return Promise.resolve(applied).then((status) => this.#notify(status, event));
       }
-      if (this.#listeners.length > 0) this.#notify(applied, event);
+      if (this.#listeners.size > 0) this.#notify(applied, event);
       return undefined;
     }
     return this.#recordSerially(storage, event);
@@ -353,7 +333,7 @@ export class PipelineTrackingManager {
           return this.#applyGroups(storage, events, next);
         });
       }
-      if (this.#listeners.length > 0) this.#notifyGroup(applied, group);
+      if (this.#listeners.size > 0) this.#notifyGroup(applied, group);
     }
     return undefined;
   }
@@ -369,7 +349,7 @@ export class PipelineTrackingManager {
    * another process (whose own listeners were called).
    */
   #notifyGroup(status: PipelineStatus | null, group: FlowcastEvent[]): void {
-    if (status === null || this.#listeners.length === 0) return;
+    if (status === null || this.#listeners.size === 0) return;
     for (const event of group) if (event.seq <= status.last_seq) this.#notify(status, event);
   }
 
@@ -397,53 +377,7 @@ export class PipelineTrackingManager {
   }
 
   #notify(status: PipelineStatus | null, event: FlowcastEvent): void {
-    if (status === null) return;
-    const listeners = this.#listeners;
-    if (listeners.length === 0) return;
-    const pid = event.pipeline_id;
-    for (const l of listeners) {
-      switch (event.type) {
-        case 'PipelineStartEvent':
-          if (l.onPipelineStart) this.#call(event, 'onPipelineStart', () => l.onPipelineStart?.(pid, event));
-          break;
-        case 'StepStartEvent':
-          if (l.onStepStart) this.#call(event, 'onStepStart', () => l.onStepStart?.(pid, event.step_name, event));
-          break;
-        case 'StepCompleteEvent':
-          if (l.onStepComplete) this.#call(event, 'onStepComplete', () => l.onStepComplete?.(pid, event.step_name, event.result, event));
-          break;
-        case 'PipelineErrorEvent':
-          // A failure is also an end: onPipelineError, then onPipelineComplete.
-          if (l.onPipelineError) this.#call(event, 'onPipelineError', () => l.onPipelineError?.(pid, event.error, event));
-          this.#complete(l, status, event);
-          break;
-        case 'PipelineCompleteEvent':
-        case 'PipelineCancelledEvent':
-          this.#complete(l, status, event);
-          break;
-        default:
-          break;
-      }
-    }
-  }
-
-  #complete(l: TrackingListener, status: PipelineStatus, event: PipelineCompleteEvent | PipelineErrorEvent | PipelineCancelledEvent): void {
-    if (!l.onPipelineComplete) return;
-    // Each listener gets its own copy: the storage's object may be the stored one.
-    const copy = structuredClone(status);
-    this.#call(event, 'onPipelineComplete', () => l.onPipelineComplete?.(event.pipeline_id, copy, event));
-  }
-
-  #call(event: FlowcastEvent, method: string, fn: () => void | Promise<void> | undefined): void {
-    const where = `listener ${method} (run ${event.run_id}, ${event.type} seq ${event.seq})`;
-    try {
-      const r: unknown = fn();
-      if (isPromiseLike(r)) {
-        Promise.resolve(r).catch((error: unknown) => this.#report(error, where));
-      }
-    } catch (error) {
-      this.#report(error, where);
-    }
+    if (status !== null && this.#listeners.size > 0) this.#listeners.notify(status, event);
   }
 
   #report(error: unknown, where: string): void {
@@ -456,24 +390,16 @@ export class PipelineTrackingManager {
   }
 
   /**
-   * Adds a listener (any object with some of the {@link TrackingListener} methods) and
-   * returns a function that removes it.
+   * Adds a listener and returns a function that removes it: an object with some of the
+   * {@link TrackingListener} methods (seed 001 §8), or a function (seed 001 §6,
+   * `tracking.addListener(broadcaster.onStatusUpdate)`) called with every event of every
+   * tracked run once it is stored. Listeners are called in the order they were added.
+   *
+   * @example
+   * const off = tracking.addListener((event) => console.log(event.type, event.seq));
    */
-  addListener(listener: TrackingListener): () => void {
-    const o = checkObject(listener, 'addListener(listener)');
-    let any = false;
-    for (const m of LISTENER_METHODS) {
-      const fn = o[m];
-      if (fn === undefined) continue;
-      if (typeof fn !== 'function') throw new InvalidArgumentError(`addListener(listener): ${m} must be a function, received ${show(fn)}`);
-      any = true;
-    }
-    if (!any) throw new InvalidArgumentError(`addListener(listener): listener has none of ${LISTENER_METHODS.join(', ')}`);
-    // Copy on write: a notification in progress keeps iterating the array it started with.
-    this.#listeners = [...this.#listeners, listener];
-    return () => {
-      this.#listeners = this.#listeners.filter((l) => l !== listener);
-    };
+  addListener(listener: TrackingListener | TrackingEventListener): () => void {
+    return this.#listeners.add(listener);
   }
 
   /**
@@ -527,28 +453,44 @@ export class PipelineTrackingManager {
 
   /**
    * Deletes ended runs that completed more than `days` ago (fractions allowed); running
-   * runs are kept. Resolves with how many were deleted.
+   * runs are kept. Resolves with how many were deleted. `signal` stops it: it rejects with
+   * an `AbortedError` (`name` `"AbortError"`, code `ABORTED`) within the storage round
+   * trip in flight, and what it did not reach stays for the next cleanup.
+   *
+   * @example
+   * scheduler.scheduleAt(async ({ signal }) => tracking.cleanupOlderThan({ days: 7, signal }), { runAt: '0 3 * * *' });
    */
-  async cleanupOlderThan(opts: { days: number }): Promise<number> {
+  async cleanupOlderThan(opts: CleanupOptions): Promise<number> {
     const storage = this.#require();
-    await this.#written();
-    const o = options(opts, ['days'], 'cleanupOlderThan options');
+    const o = options(opts, ['days', 'signal'], 'cleanupOlderThan options');
     const days = checkPositiveNumber(o.days, 'days');
+    const signal = checkSignal(o.signal, 'cleanupOlderThan options.signal');
+    throwIfAborted(signal, 'cleanupOlderThan');
+    await this.#written();
+    throwIfAborted(signal, 'cleanupOlderThan');
     const cutoff = new Date(Date.now() - days * DAY_MS);
-    if (storage.cleanupOlderThan !== undefined) return storage.cleanupOlderThan(cutoff);
+    if (storage.cleanupOlderThan !== undefined) return storage.cleanupOlderThan(cutoff, signal === undefined ? {} : { signal });
     let deleted = 0;
     for (const s of await storage.listPipelines()) {
+      throwIfAborted(signal, 'cleanupOlderThan', `deleting ${deleted} runs`);
       if (!isEndedStatus(s.status) || s.completed_at === null || Date.parse(s.completed_at) >= cutoff.getTime()) continue;
       deleted += await storage.deletePipeline(s.run_id);
     }
     return deleted;
   }
 
-  /** Deletes a run (run id) or every run of a pipeline (pipeline id). Resolves with how many runs were deleted. */
-  async deletePipeline(id: string): Promise<number> {
+  /**
+   * Deletes a run (run id) or every run of a pipeline (pipeline id). Resolves with how many
+   * runs were deleted. `options.signal` stops it, as for {@link cleanupOlderThan}.
+   */
+  async deletePipeline(id: string, opts: MaintenanceOptions = {}): Promise<number> {
     const storage = this.#require();
+    checkNonEmptyString(id, 'deletePipeline(id): id');
+    const signal = checkMaintenance(opts, 'deletePipeline');
+    throwIfAborted(signal, 'deletePipeline');
     await this.#written();
-    return storage.deletePipeline(checkNonEmptyString(id, 'deletePipeline(id): id'));
+    throwIfAborted(signal, 'deletePipeline');
+    return signal === undefined ? storage.deletePipeline(id) : storage.deletePipeline(id, { signal });
   }
 
   /** Statistics of the runs started in the last `days` (seed §7; see {@link computeMetrics}). */
@@ -600,7 +542,7 @@ export class PipelineTrackingManager {
     await this.#written();
     this.#closed = true;
     await Promise.all([...this.#chains.values()]);
-    this.#listeners = [];
+    this.#listeners.clear();
     await this.#owned?.close?.();
   }
 

@@ -1,9 +1,10 @@
 import { checkKnownKeys, checkNonEmptyString, checkObject, checkPositiveInt } from '../core/validate.js';
-import { InvalidArgumentError } from '../core/errors.js';
+import { InvalidArgumentError, toError } from '../core/errors.js';
+import { throwIfAborted } from '../core/abort.js';
 import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
 import { isEndedStatus, type PipelineStatus } from './models.js';
 import { applyEvent } from './reducer.js';
-import { checkEventGroup, type ListPipelinesQuery, type TrackingStorage } from './storage.js';
+import { checkEventGroup, checkMaintenance, type ListPipelinesQuery, type MaintenanceOptions, type TrackingStorage } from './storage.js';
 
 /** Options of {@link InMemoryPipelineStorage}. */
 export interface InMemoryPipelineStorageOptions {
@@ -78,7 +79,13 @@ export class InMemoryPipelineStorage implements TrackingStorage {
     return Promise.resolve(page.map((s) => structuredClone(s)));
   }
 
-  deletePipeline(id: string): Promise<number> {
+  /** See {@link TrackingStorage.deletePipeline}. The work is synchronous: `options.signal` is checked before it starts. */
+  deletePipeline(id: string, options: MaintenanceOptions = {}): Promise<number> {
+    try {
+      throwIfAborted(checkMaintenance(options, 'deletePipeline'), 'deletePipeline');
+    } catch (error) {
+      return Promise.reject(toError(error));
+    }
     if (this.#runs.has(id)) {
       this.#remove(id);
       return Promise.resolve(1);
@@ -128,7 +135,13 @@ export class InMemoryPipelineStorage implements TrackingStorage {
     return Promise.resolve(best === null ? null : structuredClone(best));
   }
 
-  cleanupOlderThan(cutoff: Date): Promise<number> {
+  /** See {@link TrackingStorage.cleanupOlderThan}. The work is synchronous: `options.signal` is checked before it starts. */
+  cleanupOlderThan(cutoff: Date, options: MaintenanceOptions = {}): Promise<number> {
+    try {
+      throwIfAborted(checkMaintenance(options, 'cleanupOlderThan'), 'cleanupOlderThan');
+    } catch (error) {
+      return Promise.reject(toError(error));
+    }
     const cut = cutoff.getTime();
     const old: string[] = [];
     for (const id of this.#ended) {

@@ -214,6 +214,8 @@ function endRun(status: PipelineStatus, event: PipelineCompleteEvent | PipelineE
   if (event.type === 'PipelineCompleteEvent') {
     status.result = event.result;
     status.error = null;
+    // A run with no steps (progress is done / all steps) is all done once it completed.
+    if (status.steps.length === 0) status.progress = 1;
   } else {
     status.error = event.type === 'PipelineErrorEvent' ? event.error : event.reason;
   }

@@ -1,5 +1,6 @@
+import { checkSignal } from '../core/abort.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import { show } from '../core/validate.js';
+import { checkKnownKeys, checkObject, show } from '../core/validate.js';
 import type { FlowcastEvent } from '../events/types.js';
 import type { PipelineRunStatus, PipelineStatus } from './models.js';
 
@@ -15,6 +16,17 @@ export interface ListPipelinesQuery {
   limit?: number;
   /** Skip this many runs of the ordered result first. @default 0 */
   offset?: number;
+}
+
+/**
+ * Options of the long-running maintenance calls of a storage (`deletePipeline`,
+ * `cleanupOlderThan`). A storage checks `signal` between its round trips and rejects with
+ * an `AbortedError` (`name` `"AbortError"`, code `ABORTED`) once it is aborted, leaving
+ * what it did not reach in place.
+ */
+export interface MaintenanceOptions {
+  /** Stops the call. @default none */
+  signal?: AbortSignal;
 }
 
 /**
@@ -37,8 +49,10 @@ export interface TrackingStorage {
   /**
    * Removes a run (when `id` is a run id) or every run of a pipeline (when `id` is a
    * pipeline id and no run has that id). Resolves with how many runs were removed.
+   * `options.signal` stops it (see {@link MaintenanceOptions}); a storage written before
+   * it existed may ignore it.
    */
-  deletePipeline(id: string): Promise<number>;
+  deletePipeline(id: string, options?: MaintenanceOptions): Promise<number>;
 
   /**
    * Atomically reads the run's status, applies `event` with the reducer's semantics
@@ -71,8 +85,11 @@ export interface TrackingStorage {
   primeStart?(start: FlowcastEvent): void;
   /** The newest started run of `pipelineId`, or `null`. */
   getLatest?(pipelineId: string): Promise<PipelineStatus | null>;
-  /** Removes ended runs whose `completed_at` is before `cutoff`; running runs stay. Resolves with how many were removed. */
-  cleanupOlderThan?(cutoff: Date): Promise<number>;
+  /**
+   * Removes ended runs whose `completed_at` is before `cutoff`; running runs stay.
+   * Resolves with how many were removed. `options.signal` stops it (see {@link MaintenanceOptions}).
+   */
+  cleanupOlderThan?(cutoff: Date, options?: MaintenanceOptions): Promise<number>;
   /** Releases what the storage opened. Idempotent. */
   close?(): Promise<void>;
 }
@@ -103,4 +120,12 @@ export function checkEventGroup(events: unknown, where: string): FlowcastEvent[]
     previous = seq;
   }
   return events as FlowcastEvent[];
+}
+
+/** Checks the {@link MaintenanceOptions} of `method` and returns its signal (if any). */
+export function checkMaintenance(options: unknown, method: string): AbortSignal | undefined {
+  const name = `${method} options`;
+  const o = checkObject(options, name);
+  checkKnownKeys(o, ['signal'], name);
+  return checkSignal(o.signal, `${name}.signal`);
 }

@@ -36,7 +36,10 @@ export class WriteBehind {
   }
 
   /**
-   * Takes events of one run, in seq order. Returns the write's promise when they go at
+   * Takes events of one run, in seq order. The same event may come twice, or after later
+   * ones, when two recorders hand the manager the same run (the engine, and a
+   * `TrackingEventBroadcaster` recording what hooks see): the run's waiting events stay in
+   * seq order, each seq once, as a storage write needs them. Returns the write's promise when they go at
    * once (the run's start or end is among them), else `undefined` (a timer writes them).
    */
   add(events: FlowcastEvent[]): Promise<void> | undefined {
@@ -48,7 +51,7 @@ export class WriteBehind {
       run = { events: [], timer: null, writing: null };
       this.#runs.set(runId, run);
     }
-    for (const e of events) run.events.push(e);
+    for (const e of events) queue(run.events, e);
     const now = first.type === 'PipelineStartEvent' || isTerminalEvent(events[events.length - 1] as FlowcastEvent);
     if (now) return this.#flush(runId, run);
     if (run.timer === null) {
@@ -92,4 +95,16 @@ export class WriteBehind {
     });
     return p;
   }
+}
+
+/** Puts `event` into `events` (ascending seqs) at its place; a seq already there is dropped. */
+function queue(events: FlowcastEvent[], event: FlowcastEvent): void {
+  let i = events.length;
+  // Almost always the next seq: appended without a search.
+  while (i > 0 && (events[i - 1] as FlowcastEvent).seq >= event.seq) {
+    if ((events[i - 1] as FlowcastEvent).seq === event.seq) return;
+    i--;
+  }
+  if (i === events.length) events.push(event);
+  else events.splice(i, 0, event);
 }

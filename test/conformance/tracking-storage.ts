@@ -5,6 +5,7 @@
  * Usage: `trackingStorageConformance('memory', () => new InMemoryPipelineStorage())`.
  */
 import { afterEach, beforeEach, describe, expect, it, type TestContext } from 'vitest';
+import { ErrorCodes } from '../../src/core/errors.js';
 import type { FlowcastEvent } from '../../src/events/types.js';
 import { PipelineTrackingManager } from '../../src/tracking/manager.js';
 import type { PipelineStatus } from '../../src/tracking/models.js';
@@ -278,6 +279,17 @@ export function trackingStorageConformance(
       it('resolves with 0 for an unknown id', async () => {
         expect(await storage.deletePipeline(uid('unknown'))).toBe(0);
       });
+
+      it('with an aborted signal, rejects with an AbortError (code ABORTED) and deletes nothing', async () => {
+        const runs = [0, 1].map((i) => completedRun({ pipelineId: pid, runId: uid(`s${i}`), start: BASE + i * MINUTE }));
+        await save(...runs);
+        const controller = new AbortController();
+        controller.abort(new Error('stop now'));
+        const error = await storage.deletePipeline(pid, { signal: controller.signal }).then(() => null, (e: unknown) => e);
+        expect(error).toMatchObject({ name: 'AbortError', code: ErrorCodes.ABORTED });
+        expect((error as Error).cause).toBe(controller.signal.reason);
+        expect((await storage.listPipelines({ pipelineId: pid })).map((s) => s.run_id).sort()).toEqual(runs.map((r) => r.runId).sort());
+      });
     });
 
     describe('#applyEvent (optional)', () => {
@@ -481,6 +493,17 @@ export function trackingStorageConformance(
         await save(oldDone, oldFailed, oldRunning, recent);
         expect(await cleanupOlderThan(new Date(BASE + DAY))).toBe(2);
         expect((await storage.listPipelines({ pipelineId: pid })).map((s) => s.run_id).sort()).toEqual([oldRunning.runId, recent.runId].sort());
+      });
+
+      it('with an aborted signal, rejects with an AbortError (code ABORTED) and removes nothing', async (ctx: TestContext) => {
+        const cleanupOlderThan = storage.cleanupOlderThan?.bind(storage);
+        if (cleanupOlderThan === undefined) ctx.skip('the storage has no cleanupOlderThan');
+        const old = completedRun({ pipelineId: pid, runId: uid('oa'), start: BASE });
+        await save(old);
+        const controller = new AbortController();
+        controller.abort();
+        await expect(cleanupOlderThan(new Date(BASE + DAY), { signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError', code: ErrorCodes.ABORTED });
+        expect(await storage.getStatus(old.runId)).toEqual(statusOf(old));
       });
     });
 
