@@ -83,6 +83,8 @@ export class FlowcastServer {
       logger: false,
       bodyLimit: 1024 * 1024,
       frameworkErrors,
+      // Unknown fields are refused (where a schema says so), never silently dropped.
+      ajv: { customOptions: { removeAdditional: false } },
       ...(limits.trustProxy === false ? {} : { trustProxy: trustFunction(limits.trustProxy) }),
       requestTimeout: limits.requestTimeoutMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,

@@ -32,6 +32,8 @@ export interface SocketStats {
 
 /** Descriptors kept free for files, Redis and the like when the default cap is derived from `ulimit -n`. */
 const RESERVED_DESCRIPTORS = 64;
+/** Refused connections answered at once (the rest are reset): well inside the reserve above. */
+const LINGERING_MAX = 16;
 
 /**
  * The default `maxConnections`: 10,000, or the process's open-file limit minus 64 when
@@ -55,6 +57,8 @@ export function openFileLimit(): number | null {
 
 function respond(socket: Socket, status: number, text: string, reason: string): void {
   const body = `${JSON.stringify({ error: { code: reason, message: text } })}\n`;
+  // What the client sends is read and dropped: closing a socket with unread data would reset it, and the answer with it.
+  socket.resume();
   socket.end(`HTTP/1.1 ${status} ${status === 503 ? 'Service Unavailable' : 'Too Many Requests'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   // A peer that never reads must not hold the socket.
   setTimeout(() => socket.destroy(), 1000).unref();
@@ -73,17 +77,26 @@ export function installSocketLimits(server: Server, options: SocketLimitsOptions
       pending.delete(socket);
     }
   };
-  server.prependListener('connection', (socket: Socket) => {
+  // The server's own listeners (HTTP's parser, TLS) see only the connections admitted here.
+  const inner = server.listeners('connection') as ((socket: Socket) => void)[];
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    if (admit(socket)) for (const listener of inner) listener.call(server, socket);
+  });
+
+  function admit(socket: Socket): boolean {
     const address = normalise(socket.remoteAddress ?? 'unknown');
     if (stats.open >= options.maxConnections) {
       stats.refusedTotal++;
-      return refuse(socket, 503, `The server is full: at most ${options.maxConnections} connections (maxConnections)`, 'server_full');
+      refuse(socket, 503, `The server is full: at most ${options.maxConnections} connections (maxConnections)`, 'server_full');
+      return false;
     }
     const counted = !options.isTrustedProxy(address);
     const mine = perAddress.get(address) ?? 0;
     if (counted && mine >= options.maxConnectionsPerAddress) {
       stats.refusedPerAddress++;
-      return refuse(socket, 429, `Too many connections from ${address}: at most ${options.maxConnectionsPerAddress} (maxConnectionsPerAddress)`, 'too_many_connections');
+      refuse(socket, 429, `Too many connections from ${address}: at most ${options.maxConnectionsPerAddress} (maxConnectionsPerAddress)`, 'too_many_connections');
+      return false;
     }
     stats.open++;
     if (counted) perAddress.set(address, mine + 1);
@@ -104,7 +117,8 @@ export function installSocketLimits(server: Server, options: SocketLimitsOptions
       if (n <= 0) perAddress.delete(address);
       else perAddress.set(address, n);
     });
-  });
+    return true;
+  }
   // The first request (or upgrade) ends the deadline; for TLS the request's socket is the TLS one, its parent the TCP one.
   const onRequest = (request: { socket: Socket }): void => {
     const socket = request.socket as Socket & { _parent?: Socket };
@@ -114,10 +128,18 @@ export function installSocketLimits(server: Server, options: SocketLimitsOptions
   server.prependListener('request', onRequest);
   server.prependListener('upgrade', onRequest);
 
+  /** Refused sockets still being answered: each holds a descriptor for up to a second. */
+  let lingering = 0;
   function refuse(socket: Socket, status: 503 | 429, message: string, code: string): void {
     socket.on('error', () => socket.destroy());
-    if (options.tls) socket.destroy();
-    else respond(socket, status, message, code);
+    // Under a flood of connections, answering would hold more descriptors than the cap leaves free: reset instead.
+    if (options.tls || lingering >= LINGERING_MAX) {
+      socket.destroy();
+      return;
+    }
+    lingering++;
+    socket.once('close', () => lingering--);
+    respond(socket, status, message, code);
   }
   return stats;
 }
