@@ -41,6 +41,8 @@ export interface HubStats {
 const LAST_SEEN_MAX = 100_000;
 /** A replay whose connection stays over its soft limit this long is cut (4008). */
 const REPLAY_DRAIN_TIMEOUT_MS = 30_000;
+/** Events per log read for a replay whose reader fell behind once. */
+const SLOW_READER_PAGE = 256;
 /** Live events kept per run while it is filled from the log; past it they are dropped and read from the log instead. */
 const FILL_BUFFER_MAX = 10_000;
 const CURSORS_MAX = 10_000;
@@ -363,13 +365,16 @@ export class Hub {
     cursor.filling = true;
     let told = false;
     let congested = false;
+    let slow = false;
     try {
       for (;;) {
         // A slow reader: wait until its queue is written, holding no page (the rest is read again from the log).
         if (congested && !(await conn.drained(REPLAY_DRAIN_TIMEOUT_MS))) return;
+        if (congested) slow = true;
         congested = false;
         if (conn.cursors.get(runId) !== cursor) return;
-        const log = await this.#transport.read(runId, { since: cursor.last, limit: this.#page });
+        // A reader that could not take a page gets small ones: what waits for it stays small too.
+        const log = await this.#transport.read(runId, { since: cursor.last, limit: slow ? Math.min(this.#page, SLOW_READER_PAGE) : this.#page });
         if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
         if (!log.complete && log.first_seq > cursor.last + 1) {
           if (replaySince !== undefined && !told) {
