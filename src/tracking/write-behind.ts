@@ -36,8 +36,11 @@ export class WriteBehind {
   }
 
   /**
-   * Takes events of one run, in seq order. Returns the write's promise when they go at
-   * once (the run's start or end is among them), else `undefined` (a timer writes them).
+   * Takes events of one run. They wait in seq order whatever order they come in (a
+   * duplicate of one waiting is dropped), so a write's group always has increasing seqs;
+   * one that comes after a later event was written goes in the next write (the storage
+   * then takes it as late, or as a duplicate). Returns the write's promise when they go
+   * at once (the run's start or end is among them), else `undefined` (a timer writes them).
    */
   add(events: FlowcastEvent[]): Promise<void> | undefined {
     const first = events[0];
@@ -48,7 +51,7 @@ export class WriteBehind {
       run = { events: [], timer: null, writing: null };
       this.#runs.set(runId, run);
     }
-    for (const e of events) run.events.push(e);
+    for (const e of events) insertBySeq(run.events, e);
     const now = first.type === 'PipelineStartEvent' || isTerminalEvent(events[events.length - 1] as FlowcastEvent);
     if (now) return this.#flush(runId, run);
     if (run.timer === null) {
@@ -92,4 +95,12 @@ export class WriteBehind {
     });
     return p;
   }
+}
+
+/** Puts `event` in `list` (increasing seqs) at its place; an event with a seq already there is dropped. */
+function insertBySeq(list: FlowcastEvent[], event: FlowcastEvent): void {
+  let i = list.length;
+  while (i > 0 && (list[i - 1] as FlowcastEvent).seq > event.seq) i--;
+  if (i > 0 && (list[i - 1] as FlowcastEvent).seq === event.seq) return;
+  list.splice(i, 0, event);
 }
