@@ -70,7 +70,7 @@ describe('a page of another origin in Chromium', () => {
     const page = await browser.newPage();
     await page.goto(`${pageOrigin}/`);
     const out = await page.evaluate(
-      ({ target, runId }) => (window as unknown as { attack: (t: string, r: string) => Promise<Record<string, unknown>> }).attack(target, runId),
+      ({ target, runId }) => (globalThis as unknown as { attack: (t: string, r: string) => Promise<Record<string, unknown>> }).attack(target, runId),
       { target: f.server.httpUrl, runId: run.runId },
     );
     expect(out.wsOpened).toBe(false);
@@ -97,7 +97,7 @@ describe('a page of another origin in Chromium', () => {
     await f.runToEnd(f.alpha);
     const page = await browser.newPage();
     await page.goto(`${pageOrigin}/`);
-    const out = await page.evaluate((target) => (window as unknown as { use: (t: string) => Promise<Record<string, unknown>> }).use(target), f.server.httpUrl);
+    const out = await page.evaluate((target) => (globalThis as unknown as { use: (t: string) => Promise<Record<string, unknown>> }).use(target), f.server.httpUrl);
     expect(out).toEqual({ runs: 1, sse: 'subscribed', ws: 'subscribed' });
     await page.close();
   });

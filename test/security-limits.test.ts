@@ -41,7 +41,7 @@ async function serverProcess(options: Partial<ServerOptions> & { backlog?: numbe
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const line = await new Promise<string>((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout! });
+    const rl = createInterface({ input: child.stdout });
     rl.once('line', resolve);
     child.once('exit', (code) => reject(new Error(`the server process exited ${code}: ${stderr}`)));
   });

@@ -16,6 +16,7 @@ import type { FlowcastEvent } from '../src/events/types.js';
 import { ErrorCodes } from '../src/core/errors.js';
 import { getWebSocketServer } from '../src/server/server.js';
 import { connect, seqs } from './helpers/ws-client.js';
+import { RunEvents, reduce } from './helpers/events.js';
 import { useRedisServer } from './helpers/redis.js';
 
 const redis = useRedisServer();
@@ -136,6 +137,25 @@ describe('coalesced tracking writes', () => {
     expect(status?.last_seq).toBe(6);
     expect(status?.status).toBe('COMPLETED');
     await tracking.close();
+  });
+
+  it('events handed over out of seq order are still written, in seq order: no write fails with "seqs must increase"', async () => {
+    const prefix = redis.prefix();
+    const failures: string[] = [];
+    const tracking = new PipelineTrackingManager({ writeDelayMs: 600_000, onError: (error, where) => failures.push(`${where}: ${error.message}`) }).withStorage(
+      new RedisPipelineStorage(redis.connect(), { keyPrefix: prefix }),
+    );
+    opened.push(tracking);
+    const run = new RunEvents({ pipelineId: 'wb', pipelineType: 'dataflow', steps: ['a', 'b'] });
+    const e = [run.start(), run.stepStart('a'), run.stepStart('b'), run.stepLog('b', ['b works']), run.stepComplete('a', 1), run.stepComplete('b', 2), run.complete(3)];
+    await tracking.record(e[0]!);
+    // Two steps of one run, their events handed over as their calls answered: not in seq order.
+    for (const i of [2, 1, 4, 3]) expect(tracking.record(e[i]!)).toBeUndefined();
+    // And one handed over twice.
+    expect(tracking.record(e[3]!)).toBeUndefined();
+    await tracking.recordMany([e[5]!, e[6]!]);
+    expect(failures).toEqual([]);
+    expect(await stored(prefix, run.runId)).toEqual(reduce(e));
   });
 
   it('a client joining the pipeline while the stored status is behind the log still gets every event: snapshot, then the rest from the log', async () => {

@@ -7,6 +7,7 @@ import { CallControl, executeCall, type CallSink } from '../core/execute.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from './plan.js';
 import type { RunRecord, RunSummary, Transition } from './run-state.js';
+import { SeqOrder } from './seq-order.js';
 import {
   NON_RETRYABLE_CODES,
   beginRun,
@@ -86,6 +87,8 @@ export class RunEngine {
   /** Calls running in this process, and their run: at most the broker's concurrency. */
   readonly #calls = new Map<CallControl, string>();
   readonly #chains = new Map<string, Promise<void>>();
+  /** Puts each run's events in seq order before they are handed on, when the calls that gave their seqs ran at once. */
+  readonly #order = new SeqOrder((events) => this.#deliver((events[0] as FlowcastEvent).pipeline_id, (events[0] as FlowcastEvent).run_id, events));
   /** Runs this process did not start whose rebuilt start its recorders were given (bounded, oldest out first). */
   readonly #primed = new Set<string>();
   /** Delayed jobs (retries) this process sent and that were not delivered yet, per run: dropped when the run ends. */
@@ -120,12 +123,12 @@ export class RunEngine {
     const now = Date.now();
     const rec = newRunRecord(runId, plan, input, now);
     const { value: dispatches, events: drafts } = beginRun(rec, now);
-    const events = await this.broker.runState.create(rec, drafts);
+    const { result: events, delivered } = await this.#order.run(runId, () => this.broker.runState.create(rec, drafts), (e) => e);
     if (plan.timeout_ms !== undefined) {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
       await this.broker.enqueue(job, { delayMs: plan.timeout_ms });
     }
-    await this.#after(plan.pipeline_id, runId, events, dispatches, plan.timeout_ms !== undefined);
+    await this.#after(runId, events, dispatches, delivered, plan.timeout_ms !== undefined);
     return runId;
   }
 
@@ -133,13 +136,14 @@ export class RunEngine {
   async cancel(runId: string, reason = 'cancelled by request'): Promise<boolean> {
     if (typeof reason !== 'string') throw new TypeError('cancel(reason): reason must be a string');
     let timed = true;
-    const { value, events } = await this.broker.runState.transition(runId, (r) => {
+    const transition = (r: RunRecord): Transition<boolean> => {
       timed = hasRunTimeout(r);
       return cancelRun(r, reason, Date.now());
-    });
-    const first = events[0];
-    if (value && first !== undefined) await this.#after(first.pipeline_id, runId, events, [], timed);
-    return value;
+    };
+    const { result, delivered } = await this.#order.run(runId, () => this.broker.runState.transition(runId, transition), (d) => d.events);
+    if (result.value && result.events.length > 0) await this.#after(runId, result.events, [], delivered, timed);
+    else await delivered;
+    return result.value;
   }
 
   /**
@@ -190,7 +194,7 @@ export class RunEngine {
           }
           if (summary.status === 'RUNNING') return;
           // Ended already: let this process finish handing its events on first.
-          await this.#chains.get(runId);
+          await this.flushed(runId);
           finish(() => settleFromSummary(summary, resolve, reject));
         },
         (error: unknown) => finish(() => reject(toError(error))),
@@ -216,7 +220,7 @@ export class RunEngine {
       return fn(r);
     });
     if (done === null) return null;
-    await this.#after(pipelineId, runId, done.events, dispatchesOf(done.value), timed);
+    await this.#after(runId, done.events, dispatchesOf(done.value), done.delivered, timed);
     return done.value;
   }
 
@@ -227,14 +231,15 @@ export class RunEngine {
 
   /** Resolves once this process has handed every event of the run on (tracking, hooks, subscribers). */
   async flushed(runId: string): Promise<void> {
+    await this.#order.settled(runId);
     await this.#chains.get(runId);
   }
 
   #runTimeout(job: ControlJob): Promise<void> | undefined {
     return then(this.#transition(job.run_id, (r) => timeoutRun(r, Date.now())), (done) => {
-      const first = done?.events[0];
-      if (done?.value !== true || first === undefined) return undefined;
-      return this.#after(first.pipeline_id, job.run_id, done.events, []);
+      if (done === null) return undefined;
+      if (!done.value || done.events.length === 0) return done.delivered;
+      return this.#after(job.run_id, done.events, [], done.delivered);
     });
   }
 
@@ -288,7 +293,6 @@ export class RunEngine {
    */
   #execute(job: StepJob, started: Done<boolean>, carrier: string, depth: number): Promise<void> | undefined {
     if (started === null || !started.value) return undefined;
-    if (started.events.length > 0) void this.#deliver(job.pipeline_id, job.run_id, started.events);
     const def = this.broker.getTask(job.task);
     if (def === undefined) {
       const known = this.broker.taskNames().join(', ') || 'none';
@@ -351,12 +355,12 @@ export class RunEngine {
     });
     return then(done, (d) => {
       if (d === null) return undefined;
-      const after = this.#after(job.pipeline_id, job.run_id, d.events, d.value.dispatches, timed);
+      const after = this.#after(job.run_id, d.events, d.value.dispatches, d.delivered, timed);
       const chained = d.value.chained;
       if (chained === null) return after;
       // Its input may be part of the record the run state keeps (a step's result, the run's input): a copy.
       if (typeof chained.input === 'object' && chained.input !== null) chained.input = structuredClone(chained.input);
-      const ran = this.#execute(chained, { value: true, events: [] }, carrier, depth + 1);
+      const ran = this.#execute(chained, { value: true, events: [], delivered: undefined }, carrier, depth + 1);
       if (after === undefined) return ran;
       if (ran === undefined) return after;
       return Promise.all([after, ran]).then(() => undefined);
@@ -370,10 +374,10 @@ export class RunEngine {
   appendLoose(draft: EventDraft): Promise<void> | undefined {
     const transport = this.broker.transport;
     if (transport.appendSync === undefined) {
-      return transport.append(draft).then((event) => (event === null ? undefined : this.#deliver(draft.pipeline_id, draft.run_id, [event])));
+      return this.#order.run(draft.run_id, () => transport.append(draft), (event) => (event === null ? [] : [event])).then(({ delivered }) => delivered);
     }
     const event = transport.appendSync(draft);
-    return event === null ? undefined : this.#deliver(draft.pipeline_id, draft.run_id, [event]);
+    return event === null ? undefined : this.#order.now(draft.run_id, [event]);
   }
 
   /** `true` when the broker's event log appends synchronously (in process). */
@@ -385,29 +389,35 @@ export class RunEngine {
     this.#onError(toError(error), where);
   }
 
+  /** Applies a transition and hands its events on (in seq order, see {@link SeqOrder}); `null` for an unknown run. */
   #transition<T>(runId: string, fn: (r: RunRecord) => Transition<T>): Done<T> | Promise<Done<T>> {
     const store = this.broker.runState;
     if (store.transitionSync !== undefined) {
+      let done: { value: T; events: FlowcastEvent[] };
       try {
-        return store.transitionSync(runId, fn);
+        done = store.transitionSync(runId, fn);
       } catch (error) {
         if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
         throw error;
       }
+      return { value: done.value, events: done.events, delivered: this.#order.now(runId, done.events) };
     }
-    return store.transition(runId, fn).catch((error: unknown) => {
-      if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
-      throw error;
-    });
+    return this.#order.run(runId, () => store.transition(runId, fn), (d) => d.events).then(
+      ({ result, delivered }) => ({ value: result.value, events: result.events, delivered }),
+      (error: unknown) => {
+        if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
+        throw error;
+      },
+    );
   }
 
   /**
-   * Hands events on, sends the next jobs, and cleans up when the run ended. `timed`:
-   * the run's plan has a run timeout, so a delayed `run_timeout` job may be pending
-   * (`false` spares the broker a removal of a job that was never sent).
+   * After a transition whose `events` are being handed on (`delivered`): sends the next
+   * jobs, and cleans up when the run ended. `timed`: the run's plan has a run timeout, so
+   * a delayed `run_timeout` job may be pending (`false` spares the broker a removal of a
+   * job that was never sent). Settles once the events are handed on and the jobs sent.
    */
-  #after(pipelineId: string, runId: string, events: FlowcastEvent[], dispatches: Dispatch[], timed = true): Promise<void> | undefined {
-    const delivered = this.#deliver(pipelineId, runId, events);
+  #after(runId: string, events: FlowcastEvent[], dispatches: Dispatch[], delivered: Promise<void> | undefined, timed = true): Promise<void> | undefined {
     let waits: Promise<void>[] | null = null;
     const broker = this.broker;
     for (const d of dispatches) {
@@ -633,7 +643,8 @@ class StepSink implements CallSink {
   }
 }
 
-type Done<T> = { value: T; events: FlowcastEvent[] } | null;
+/** A transition's outcome; `delivered` settles once its events are handed on (`undefined`: they were, synchronously). */
+type Done<T> = { value: T; events: FlowcastEvent[]; delivered: Promise<void> | undefined } | null;
 
 /** What the end of a call leads to: the jobs to send, and the next call to run here (step chaining). */
 interface Chained {

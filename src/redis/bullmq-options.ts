@@ -22,21 +22,30 @@ export interface BullMQWorkerOptions {
    */
   concurrency?: number;
   /**
-   * How long a job's lock lasts without renewal, in milliseconds. A worker that dies
-   * mid-step loses its lock after this long; BullMQ's stalled-job check then hands the
-   * job to another worker.
-   * @default 30000
+   * How long a job's lock lasts without renewal, in milliseconds. The worker renews the
+   * locks of its running jobs every `lockDurationMs / 2`, so a step may run far longer
+   * than this; a worker that dies mid-step stops renewing, and its lock runs out within
+   * this long. Keep it above the longest time a task may block the worker's event loop
+   * (synchronous CPU work: use thread tasks), or a live worker loses its lock and its
+   * step runs again elsewhere. Env `FLOWCAST_LOCK_DURATION_MS` (with `startWorker` and
+   * `flowcast worker`).
+   * @default 10000
    */
   lockDurationMs?: number;
   /**
-   * How often workers look for stalled jobs (jobs whose lock expired), in milliseconds.
-   * @default 30000
+   * How often the workers look for stalled jobs (jobs whose lock ran out) and hand them
+   * to another worker, in milliseconds (one check per interval across all workers). A
+   * killed worker's step is taken over between `lockDurationMs / 2` and
+   * `lockDurationMs + stalledIntervalMs` after the kill (5-15 s with the defaults). Env
+   * `FLOWCAST_STALLED_INTERVAL_MS` (with `startWorker` and `flowcast worker`).
+   * @default 5000
    */
   stalledIntervalMs?: number;
   /**
    * How many times the job of one step (or task call) may be recovered from a worker
    * that stopped, and run again. One more stop, and the step fails with a
    * `WorkerLostError` (its run goes on by its failure policy). `0`: never run again.
+   * Env `FLOWCAST_MAX_STALLED_COUNT` (with `startWorker` and `flowcast worker`).
    * @default 3
    */
   maxStalledCount?: number;
@@ -113,6 +122,18 @@ export interface BullMQBrokerOptions {
 /** The worker options with every default filled in. */
 export type ResolvedWorkerOptions = Required<BullMQWorkerOptions>;
 
+/** The defaults of {@link BullMQWorkerOptions}. */
+export const WORKER_DEFAULTS: Readonly<ResolvedWorkerOptions> = Object.freeze({
+  concurrency: 16,
+  lockDurationMs: 10_000,
+  stalledIntervalMs: 5_000,
+  maxStalledCount: 3,
+  heartbeatMs: 5_000,
+  controlConcurrency: 32,
+  autorun: true,
+  chainSteps: 100,
+});
+
 /** The options with every default filled in. */
 export interface ResolvedBrokerOptions {
   connection: RedisConnection;
@@ -163,16 +184,17 @@ function resolveWorker(value: unknown): ResolvedWorkerOptions | null {
     checkKnownKeys(checkObject(value, 'BullMQBroker options.worker'), WORKER_KNOWN, 'BullMQBroker options.worker');
   }
   const w = (value === undefined || value === true ? {} : value) as BullMQWorkerOptions;
+  const d = WORKER_DEFAULTS;
   const name = (key: string): string => `BullMQBroker options.worker.${key}`;
   return {
-    concurrency: checkPositiveInt(w.concurrency ?? 16, name('concurrency')),
-    lockDurationMs: checkPositiveInt(w.lockDurationMs ?? 30_000, name('lockDurationMs')),
-    stalledIntervalMs: checkPositiveInt(w.stalledIntervalMs ?? 30_000, name('stalledIntervalMs')),
-    maxStalledCount: checkNonNegativeInt(w.maxStalledCount ?? 3, name('maxStalledCount')),
-    heartbeatMs: checkPositiveInt(w.heartbeatMs ?? 5_000, name('heartbeatMs')),
-    controlConcurrency: checkPositiveInt(w.controlConcurrency ?? 32, name('controlConcurrency')),
-    autorun: checkBoolean(w.autorun ?? true, name('autorun')),
-    chainSteps: checkNonNegativeInt(w.chainSteps ?? 100, name('chainSteps')),
+    concurrency: checkPositiveInt(w.concurrency ?? d.concurrency, name('concurrency')),
+    lockDurationMs: checkPositiveInt(w.lockDurationMs ?? d.lockDurationMs, name('lockDurationMs')),
+    stalledIntervalMs: checkPositiveInt(w.stalledIntervalMs ?? d.stalledIntervalMs, name('stalledIntervalMs')),
+    maxStalledCount: checkNonNegativeInt(w.maxStalledCount ?? d.maxStalledCount, name('maxStalledCount')),
+    heartbeatMs: checkPositiveInt(w.heartbeatMs ?? d.heartbeatMs, name('heartbeatMs')),
+    controlConcurrency: checkPositiveInt(w.controlConcurrency ?? d.controlConcurrency, name('controlConcurrency')),
+    autorun: checkBoolean(w.autorun ?? d.autorun, name('autorun')),
+    chainSteps: checkNonNegativeInt(w.chainSteps ?? d.chainSteps, name('chainSteps')),
   };
 }
 

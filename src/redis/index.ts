@@ -3,6 +3,6 @@ export { RedisRunState, type RedisRunStateOptions } from './run-state.js';
 export { ExternalEventIngestor, parseIngestEntry, type ExternalEventIngestorOptions, type IngestEntry } from './external.js';
 export * from './keys.js';
 export { BullMQBroker } from './bullmq-broker.js';
-export type { BullMQBrokerOptions, BullMQWorkerOptions, RedisConnection } from './bullmq-options.js';
-export { startWorker, loadTaskModule, type StartWorkerOptions, type FlowcastWorker, type RegisterTasks } from './worker.js';
+export { WORKER_DEFAULTS, type BullMQBrokerOptions, type BullMQWorkerOptions, type RedisConnection } from './bullmq-options.js';
+export { startWorker, loadTaskModule, workerOptionsFromEnv, WORKER_ENV, type StartWorkerOptions, type FlowcastWorker, type RegisterTasks } from './worker.js';
 export { RedisPipelineStorage, type RedisPipelineStorageOptions, type RedisClient, type PruneResult } from './storage.js';

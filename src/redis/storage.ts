@@ -22,7 +22,6 @@ import {
   indexedFields,
   otherIndexes,
   planIndexes,
-  pruneIndexes,
   removeFromIndexes,
   scanIndex,
   withBlock,
@@ -34,6 +33,7 @@ import {
 import { checkDate, checkEvent, checkStatusObject, isRedisClient, newestStartedFirst } from './storage-checks.js';
 import { COMMIT, DELETE, FAST_APPLY, READ_AT, FAST_APPLY_GROUP, INDEX_ONLY, OFFER, OFFER_MANY, SAVE, type RedisClient } from './storage-lua.js';
 import { drainPending, parseOffer, type Loaded } from './storage-pending.js';
+import { IndexPruner } from './storage-prune.js';
 
 export type { RedisClient } from './storage-lua.js';
 export type { PruneResult } from './storage-indexes.js';
@@ -60,12 +60,21 @@ export interface RedisPipelineStorageOptions {
    */
   gapTimeoutMs?: number;
   /**
-   * At most one prune pass (removing index entries of expired runs) per this many ms,
-   * started by a write. `0` turns the automatic pass off (call {@link RedisPipelineStorage.prune}).
+   * At most one full prune pass (removing the index entries of expired runs) per this
+   * many ms, started by a write. `0` turns the automatic full pass off (call
+   * {@link RedisPipelineStorage.prune}); the pruning on write goes on (see `pruneOnWrite`).
    * @default 60000
    */
   pruneIntervalMs?: number;
-  /** Where failures of the background prune pass go. @default console.error */
+  /**
+   * Prune the indexes as runs expire, a little on every write that adds index entries
+   * (at most 2 entries checked per write and index, in a background step every 16 such
+   * writes): the indexes stay about as large as the live runs, also where nothing ever
+   * lists the runs. `false`: only the full passes and the readers prune.
+   * @default true
+   */
+  pruneOnWrite?: boolean;
+  /** Where failures of the background pruning go. @default console.error */
   onError?: (error: Error) => void;
   /**
    * Every run this storage records has its events in its event log under the same
@@ -78,7 +87,7 @@ export interface RedisPipelineStorageOptions {
   logBacked?: boolean;
 }
 
-const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'onError', 'logBacked'] as const;
+const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'pruneOnWrite', 'onError', 'logBacked'] as const;
 /** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */
 const ORPHAN_TTL_SECONDS = 3600;
 /** Run ids read per round trip by list queries. */
@@ -101,8 +110,9 @@ const CACHED_RUNS = 1000;
  *   events wait for it at most `gapTimeoutMs`.
  * - **TTL refreshed on every write**: a run expires `ttlSeconds` after its last write.
  * - **Indexes pruned with their records**: a run deleted or expired leaves the lists at
- *   once (every read checks the record) and its index entries are removed by the reader
- *   and by a periodic prune pass.
+ *   once (every read checks the record) and its index entries are removed by the reader,
+ *   a little on every write (so they stay about as large as the live runs where nothing
+ *   reads, see storage-prune.ts) and by a periodic full pass.
  * - **Indexes in the same script call** on a single Redis: a write that changes a run's
  *   status, pipeline, start or end updates the indexes in the script that stores the
  *   record, only when that write succeeds (no extra command, no record without its entries).
@@ -122,13 +132,10 @@ export class RedisPipelineStorage implements TrackingStorage {
   /** How long buffered events wait for a missing seq. */
   readonly gapTimeoutMs: number;
   readonly #redis: RedisClient;
-  readonly #pruneIntervalMs: number;
   /** See {@link RedisPipelineStorageOptions.logBacked}. */
   readonly logBacked: boolean;
-  readonly #onError: (error: Error) => void;
+  readonly #pruner: IndexPruner;
   readonly #orphanTtl: number;
-  #lastPrune = Date.now();
-  #pruning: Promise<void> | null = null;
   #closed = false;
   /** run id → the version and status this process wrote last (insertion order: oldest first). */
   readonly #cache = new Map<string, { version: string; status: PipelineStatus }>();
@@ -141,15 +148,16 @@ export class RedisPipelineStorage implements TrackingStorage {
     this.keyPrefix = options.keyPrefix === undefined ? DEFAULT_KEY_PREFIX : checkKeyPrefix(options.keyPrefix);
     this.ttlSeconds = options.ttlSeconds === undefined ? 604_800 : checkPositiveInt(options.ttlSeconds, 'ttlSeconds');
     this.gapTimeoutMs = options.gapTimeoutMs === undefined ? 10_000 : checkNonNegativeInt(options.gapTimeoutMs, 'gapTimeoutMs');
-    this.#pruneIntervalMs = options.pruneIntervalMs === undefined ? 60_000 : checkNonNegativeInt(options.pruneIntervalMs, 'pruneIntervalMs');
-    if (options.logBacked !== undefined && typeof options.logBacked !== 'boolean') {
-      throw new InvalidArgumentError(`logBacked must be a boolean, received ${show(options.logBacked)}`);
+    const intervalMs = options.pruneIntervalMs === undefined ? 60_000 : checkNonNegativeInt(options.pruneIntervalMs, 'pruneIntervalMs');
+    for (const name of ['logBacked', 'pruneOnWrite'] as const) {
+      if (options[name] !== undefined && typeof options[name] !== 'boolean') throw new InvalidArgumentError(`${name} must be a boolean, received ${show(options[name])}`);
     }
     this.logBacked = options.logBacked ?? false;
     if (options.onError !== undefined && typeof options.onError !== 'function') {
       throw new InvalidArgumentError(`onError must be a function, received ${show(options.onError)}`);
     }
-    this.#onError = options.onError ?? ((error) => console.error(`flowcast RedisPipelineStorage: prune failed: ${describeError(error)}`));
+    const onError = options.onError ?? ((error: Error) => console.error(`flowcast RedisPipelineStorage: prune failed: ${describeError(error)}`));
+    this.#pruner = new IndexPruner(redis, { prefix: this.keyPrefix, ttlSeconds: this.ttlSeconds, intervalMs, onWrite: options.pruneOnWrite ?? true, onError });
     this.#orphanTtl = Math.min(this.ttlSeconds, ORPHAN_TTL_SECONDS);
   }
 
@@ -171,7 +179,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     if (block === null) await writeIndexes(this.#redis, prefix, runId, before, after);
     // A status moved to another pipeline (rare): its previous pipeline's index key was not known before the script.
     else if (before !== null && before.pipelineId !== after.pipelineId) await this.#redis.zrem(trackPipelineIndexKey(prefix, before.pipelineId), runId);
-    this.#maybePrune();
+    this.#pruner.wrote(after);
   }
 
   async getStatus(runId: string): Promise<PipelineStatus | null> {
@@ -445,22 +453,22 @@ export class RedisPipelineStorage implements TrackingStorage {
   }
 
   /**
-   * One prune pass now: removes the index entries of runs whose record expired. Writes
-   * start one every `pruneIntervalMs` by themselves; call this to run one at a time of
-   * your choosing. `options.signal` stops it between round trips (an `AbortedError`).
+   * One full prune pass now: removes the index entries of runs whose record expired.
+   * Writes prune a little each (`pruneOnWrite`) and start a full pass every
+   * `pruneIntervalMs` by themselves; call this to run one at a time of your choosing.
+   * `options.signal` stops it between round trips (an `AbortedError`).
    */
   async prune(options: MaintenanceOptions = {}): Promise<PruneResult> {
     this.#open();
     const signal = checkMaintenance(options, 'prune');
     throwIfAborted(signal, 'prune');
-    this.#lastPrune = Date.now();
-    return pruneIndexes(this.#redis, this.keyPrefix, Date.now() - this.ttlSeconds * 1000, SCAN_BATCH, signal);
+    return this.#pruner.pass(signal);
   }
 
-  /** Stops using the connection (which stays open: the caller owns it), after a running prune pass. Idempotent. */
+  /** Stops using the connection (which stays open: the caller owns it), after the pruning in progress. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#pruning;
+    await this.#pruner.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -520,10 +528,10 @@ export class RedisPipelineStorage implements TrackingStorage {
     return planIndexes(this.#redis.isCluster, this.keyPrefix, runId, before, indexedFields(status));
   }
 
-  /** After a successful write: the index commands a Cluster needs (the script could not write them), and the periodic prune pass. */
+  /** After a successful write: the index commands a Cluster needs (the script could not write them), and the pruning writes call for. */
   async #afterWrite(runId: string, plan: IndexPlan): Promise<void> {
     if (plan.change && plan.block === null) await writeIndexes(this.#redis, this.keyPrefix, runId, plan.before, plan.after);
-    this.#maybePrune();
+    this.#pruner.wrote(plan.change ? plan.after : null);
   }
 
   /** Deletes a run (if still at `version`, when given) with its index entries. */
@@ -535,19 +543,5 @@ export class RedisPipelineStorage implements TrackingStorage {
     // '': a start recorded without its status (logBacked); its pipeline's index entry goes when a list meets it.
     await removeFromIndexes(this.#redis, this.keyPrefix, runId, json === '' ? null : (JSON.parse(json) as PipelineStatus).pipeline_id);
     return true;
-  }
-
-  #maybePrune(): void {
-    if (this.#pruneIntervalMs === 0 || this.#pruning !== null || Date.now() - this.#lastPrune < this.#pruneIntervalMs) return;
-    this.#lastPrune = Date.now();
-    this.#pruning = pruneIndexes(this.#redis, this.keyPrefix, Date.now() - this.ttlSeconds * 1000, SCAN_BATCH).then(
-      () => {
-        this.#pruning = null;
-      },
-      (error: unknown) => {
-        this.#pruning = null;
-        this.#onError(error instanceof Error ? error : new Error(describeError(error)));
-      },
-    );
   }
 }

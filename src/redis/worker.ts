@@ -41,7 +41,12 @@ export interface StartWorkerOptions {
    * @default 16
    */
   concurrency?: number;
-  /** Finer worker options (lock duration, stalled-job check, heartbeat). `concurrency` above wins. */
+  /**
+   * Finer worker options (lock duration, stalled-job check, heartbeat). `concurrency`
+   * above wins. `lockDurationMs`, `stalledIntervalMs` and `maxStalledCount` not given
+   * here are taken from the environment when set there ({@link workerOptionsFromEnv}),
+   * else the broker's defaults apply.
+   */
   worker?: BullMQWorkerOptions;
   /** Called on errors outside any run. Defaults to stderr. */
   onError?: (error: Error) => void;
@@ -66,6 +71,38 @@ export interface FlowcastWorker {
 
 const KNOWN = ['connection', 'keyPrefix', 'register', 'tasks', 'concurrency', 'worker', 'onError'] as const;
 
+/** The environment variables {@link workerOptionsFromEnv} reads, and the option each sets. */
+export const WORKER_ENV = {
+  FLOWCAST_LOCK_DURATION_MS: 'lockDurationMs',
+  FLOWCAST_STALLED_INTERVAL_MS: 'stalledIntervalMs',
+  FLOWCAST_MAX_STALLED_COUNT: 'maxStalledCount',
+} as const;
+
+/**
+ * The worker options set in the environment: `FLOWCAST_LOCK_DURATION_MS` and
+ * `FLOWCAST_STALLED_INTERVAL_MS` (whole numbers >= 1, milliseconds),
+ * `FLOWCAST_MAX_STALLED_COUNT` (a whole number >= 0). Unset or empty variables are left
+ * out. Throws an `InvalidArgumentError` naming the variable and the value for any other value.
+ *
+ * @example
+ * // FLOWCAST_LOCK_DURATION_MS=4000 FLOWCAST_STALLED_INTERVAL_MS=2000
+ * workerOptionsFromEnv(); // { lockDurationMs: 4000, stalledIntervalMs: 2000 }
+ */
+export function workerOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): BullMQWorkerOptions {
+  const out: BullMQWorkerOptions = {};
+  for (const [variable, option] of Object.entries(WORKER_ENV) as [keyof typeof WORKER_ENV, (typeof WORKER_ENV)[keyof typeof WORKER_ENV]][]) {
+    const raw = env[variable];
+    if (raw === undefined || raw === '') continue;
+    const min = option === 'maxStalledCount' ? 0 : 1;
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`${variable} must be a whole number >= ${min}, received ${show(raw)}`);
+    }
+    out[option] = n;
+  }
+  return out;
+}
+
 /**
  * Starts a worker process's broker: registers the tasks, then takes jobs. Resolves once
  * it is taking jobs.
@@ -84,8 +121,13 @@ export async function startWorker(options: StartWorkerOptions): Promise<Flowcast
     throw new InvalidArgumentError(`startWorker options.register must be a function, received ${show(options.register)}`);
   }
   const register = options.register ?? (await loadTaskModule(options.tasks as string | URL));
+  if (options.worker !== undefined) checkObject(options.worker, 'startWorker options.worker');
   // Register before the broker takes jobs: a job for a task not yet known would fail.
-  const worker: BullMQWorkerOptions = { ...options.worker, ...(options.concurrency !== undefined && { concurrency: options.concurrency }) };
+  const worker: BullMQWorkerOptions = {
+    ...workerOptionsFromEnv(),
+    ...withoutUndefined(options.worker ?? {}),
+    ...(options.concurrency !== undefined && { concurrency: options.concurrency }),
+  };
   const onError = options.onError;
   const broker = new BullMQBroker({
     connection: options.connection,
@@ -107,6 +149,11 @@ export async function startWorker(options: StartWorkerOptions): Promise<Flowcast
     close: (closeOptions) => broker.close(closeOptions),
     [Symbol.asyncDispose]: () => broker.close(),
   };
+}
+
+/** `o` without the keys whose value is `undefined` (so they do not hide a value from the environment). */
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /** Imports a task module and returns its register function (default export, or named `register`). */
