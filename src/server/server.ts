@@ -14,7 +14,7 @@ import { WsConnection } from './ws-connection.js';
 import { EngineReporter } from './engine.js';
 import { checkPipelines, type RetryablePipeline } from './rest/retry.js';
 import { registerSse } from './sse.js';
-import { getDefaultTransport } from './bridge.js';
+import { feedFromBridges, getDefaultTransport } from './bridge.js';
 import { frameworkErrors, registerRoutes, type RestRateLimitOptions, type TrackingLike } from './routes.js';
 
 /** Options of {@link getWebSocketServer}. */
@@ -96,6 +96,8 @@ export class FlowcastServer {
   #state: ServerState = 'created';
   #closing: Promise<void> | null = null;
   #port = 0;
+  /** Stops `setupWebSocketBridge(hooks)` feeding this server's own transport. */
+  #unbridge: (() => void) | null = null;
 
   constructor(options: ServerOptions = {}) {
     checkKnownKeys(checkObject(options, 'server options'), KNOWN, 'server options');
@@ -177,6 +179,8 @@ export class FlowcastServer {
     const address = this.app.server.address();
     this.#port = typeof address === 'object' && address !== null ? address.port : 0;
     this.#state = 'listening';
+    // The seed's `setupWebSocketBridge(hooks)` + `getWebSocketServer({ transport })`: the bridge feeds this transport too.
+    if (this.options.transport !== undefined && this.options.transport !== this.options.broker?.transport) this.#unbridge = feedFromBridges(this.transport);
     this.engine.start();
     const every = this.options.heartbeatMs ?? 30_000;
     if (every > 0) {
@@ -332,6 +336,7 @@ export class FlowcastServer {
     if (this.#closing !== null) return this.#closing;
     this.#closing = (async () => {
       this.#state = 'closing';
+      this.#unbridge?.();
       if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
       this.engine.close();
       for (const conn of this.#connections) conn.close(CloseCodes.GOING_AWAY, 'Server shutting down');
