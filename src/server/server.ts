@@ -14,6 +14,7 @@ import { WsConnection } from './ws-connection.js';
 import { EngineReporter } from './engine.js';
 import { checkPipelines, type RetryablePipeline } from './rest/retry.js';
 import { registerSse } from './sse.js';
+import { resolveTls, type TlsOptions } from './tls.js';
 import { feedFromBridges, getDefaultTransport } from './bridge.js';
 import { frameworkErrors, registerRoutes, type RestRateLimitOptions, type TrackingLike } from './routes.js';
 
@@ -31,8 +32,8 @@ export interface ServerOptions {
   tracking?: TrackingLike;
   /** Token checks (seed 000 §10). None: open to everyone. */
   auth?: AuthOptions;
-  /** Native TLS (seed 000 §10.4): PEM strings or buffers. */
-  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Native TLS (seed 000 §10.4): `cert` and `key` each a file path, PEM text or a Buffer. */
+  tls?: TlsOptions;
   /** Allowed `Origin` values of browser connections; others get 403. @default any */
   allowedOrigins?: string[];
   /** @default 10000 */
@@ -132,7 +133,7 @@ export class FlowcastServer {
       logger: false,
       bodyLimit: 1024 * 1024,
       frameworkErrors,
-      ...(opts.tls === undefined ? {} : { https: { cert: opts.tls.cert, key: opts.tls.key } }),
+      ...(opts.tls === undefined ? {} : { https: resolveTls(opts.tls) }),
     });
     this.#wss = new WebSocketServer({
       noServer: true,
