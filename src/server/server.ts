@@ -15,6 +15,7 @@ import { EngineReporter } from './engine.js';
 import { checkPipelines, type RetryablePipeline } from './rest/retry.js';
 import { registerSse } from './sse.js';
 import { resolveTls, type TlsOptions } from './tls.js';
+import { resolveDeflate, type PerMessageDeflateOption } from './deflate.js';
 import { feedFromBridges, getDefaultTransport } from './bridge.js';
 import { frameworkErrors, registerRoutes, type RestRateLimitOptions, type TrackingLike } from './routes.js';
 
@@ -38,6 +39,13 @@ export interface ServerOptions {
   allowedOrigins?: string[];
   /** @default 10000 */
   maxConnections?: number;
+  /**
+   * permessage-deflate for clients that offer it (seed 000 §9.4): `true` compresses
+   * messages of 1024 bytes or more, `{ threshold }` sets the size. Costs CPU per delivery
+   * and a zlib context per connection (docs/server.md).
+   * @default false
+   */
+  perMessageDeflate?: PerMessageDeflateOption;
   /** Largest incoming message in bytes. @default 65536 */
   maxPayload?: number;
   /** Subscriptions per connection. @default 1000 */
@@ -70,7 +78,7 @@ export interface ServerOptions {
 }
 
 const KNOWN = [
-  'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'allowedOrigins', 'maxConnections', 'maxPayload',
+  'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'allowedOrigins', 'maxConnections', 'maxPayload', 'perMessageDeflate',
   'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
   'pipelines', 'engineIntervalMs',
 ] as const;
@@ -138,7 +146,7 @@ export class FlowcastServer {
     this.#wss = new WebSocketServer({
       noServer: true,
       maxPayload: opts.maxPayload ?? 64 * 1024,
-      perMessageDeflate: false,
+      perMessageDeflate: resolveDeflate(opts.perMessageDeflate),
       handleProtocols: (protocols) => {
         if (protocols.has('flowcast')) return 'flowcast';
         for (const p of protocols) if (!p.startsWith(BEARER_PROTOCOL_PREFIX)) return p;

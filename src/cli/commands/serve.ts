@@ -9,7 +9,8 @@ import { runDemo } from '../../demo/runner.js';
 import { InMemoryPipelineStorage, PipelineTrackingManager } from '../../tracking/index.js';
 import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../../server/server.js';
 import type { AuthOptions, Principal } from '../../server/auth.js';
-import { collect, port, positiveInt, urlWith } from '../options.js';
+import { collect, nonNegativeInt, port, positiveInt, urlWith } from '../options.js';
+import { DEFAULT_DEFLATE_THRESHOLD } from '../../server/deflate.js';
 import { BullMQBroker } from '../../redis/bullmq-broker.js';
 import { ExternalEventIngestor } from '../../redis/external.js';
 import { RedisPubSubTransport } from '../../redis/transport.js';
@@ -34,6 +35,8 @@ export interface ServeCommandOptions {
   tlsKey?: string;
   /** Allowed `Origin`s of browser connections. @default any */
   allowedOrigin?: string[];
+  /** permessage-deflate for clients that offer it: `true` (threshold 1024 bytes) or the threshold in bytes. @default off */
+  deflate?: boolean | number;
   /** Redis URL: BullMQ broker, Redis tracking and event log, shared with workers and other servers. @default $FLOWCAST_REDIS_URL */
   redis?: string;
   /** With `redis`: the key prefix of the deployment. @default "flowcast:" */
@@ -65,6 +68,7 @@ export function registerServeCommand(program: Command): Command {
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https://')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--allowed-origin <origin>', 'allow browser connections from this Origin only; repeat for more', collect)
+    .option('--deflate [threshold]', `permessage-deflate for clients that offer it: compress messages of at least threshold bytes (default ${DEFAULT_DEFLATE_THRESHOLD})`, nonNegativeInt)
     .option('--redis <url>', 'share runs, tracking and events with workers and other servers through Redis (default: $FLOWCAST_REDIS_URL)', urlWith(['redis:', 'rediss:']))
     .option('--key-prefix <prefix>', 'with --redis: the key prefix shared with workers and other servers (default: $FLOWCAST_KEY_PREFIX, else "flowcast:")')
     .option('--no-worker', 'with --redis --demo: only start the demo runs; flowcast worker processes run their steps')
@@ -84,6 +88,7 @@ Examples:
   flowcast serve --demo
   flowcast serve --demo --host 0.0.0.0 --token "$(openssl rand -hex 16)"
   flowcast serve --tls-cert cert.pem --tls-key key.pem --jwt-secret "$SECRET"
+  flowcast serve --deflate 4096          # compress messages of 4 KB or more
   flowcast serve --redis redis://127.0.0.1:6379 --demo --no-worker
   flowcast worker --redis redis://127.0.0.1:6379 --tasks dist/demo/worker-tasks.js`,
     )
@@ -108,6 +113,7 @@ export function serverOptionsFrom(options: ServeCommandOptions, env: NodeJS.Proc
     server.tls = { cert: readPem(options.tlsCert, '--tls-cert'), key: readPem(options.tlsKey, '--tls-key') };
   }
   if (options.allowedOrigin !== undefined) server.allowedOrigins = options.allowedOrigin;
+  if (options.deflate !== undefined && options.deflate !== false) server.perMessageDeflate = options.deflate === true ? true : { threshold: options.deflate };
   return server;
 }
 
@@ -224,6 +230,7 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
     `  REST API    ${http}/api/runs   (OpenAPI: ${http}/api/openapi.json)`,
     `  Metrics     ${http}/metrics`,
     `  Health      ${http}/health`,
+    ...deflateLine(server),
     `  Auth        ${server.options.auth === undefined ? 'none: anyone who can reach this address can read and cancel runs' : 'tokens required'}`,
   ];
   if (options.redis !== undefined) {
@@ -233,6 +240,14 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
   if (options.demo === true) lines.push(`  Demo        ${options.concurrency ?? 3} runs at a time; try: flowcast watch '*' --url ${server.url}`);
   lines.push('Ctrl-C stops.');
   return `${lines.join('\n')}\n`;
+}
+
+/** The banner's line about compression, when it is on. */
+function deflateLine(server: FlowcastServer): string[] {
+  const option = server.options.perMessageDeflate;
+  if (option === undefined || option === false) return [];
+  const threshold = option === true ? DEFAULT_DEFLATE_THRESHOLD : (option.threshold ?? DEFAULT_DEFLATE_THRESHOLD);
+  return [`  Compression permessage-deflate for messages of ${threshold} bytes or more (clients that offer it)`];
 }
 
 /** The URL without its password, for printing. */
