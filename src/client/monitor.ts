@@ -1,5 +1,5 @@
 import { ErrorCodes, FlowcastError, InvalidArgumentError, toError } from '../core/errors.js';
-import { checkId, checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
+import { checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
 import type { EventType, FlowcastEvent } from '../events/types.js';
 import { resolveReconnect } from './backoff.js';
 import { closedError, Connection, PROTOCOL_SAFE } from './connection.js';
@@ -7,7 +7,7 @@ import { Emitter } from './emitter.js';
 import { MonitorError } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { RunCursors } from './run-cursors.js';
-import { displayUrl, parseTarget, parseUrl, type Target } from './targets.js';
+import { displayUrl, monitorArguments, parseTarget, parseUrl, type Target } from './targets.js';
 import type {
   ConnectionState,
   EngineStatusMessage,
@@ -92,16 +92,8 @@ export class PipelineMonitor {
    * goes to `'error'`.
    */
   constructor(url: string | URL | readonly (string | URL)[], pipelineId: string, options?: PipelineMonitorOptions);
-  constructor(url: string | URL | readonly (string | URL)[], second: string | PipelineMonitorOptions = {}, third?: PipelineMonitorOptions) {
-    let pipelineId: string | undefined;
-    let options: PipelineMonitorOptions;
-    if (typeof second === 'string') {
-      pipelineId = second === '*' ? '*' : checkId(second, 'PipelineMonitor(url, pipelineId): pipelineId');
-      options = third ?? {};
-    } else {
-      if (third !== undefined) throw new InvalidArgumentError(`PipelineMonitor(url, options): a third argument is taken only after a pipeline id, received ${show(third)}`);
-      options = second;
-    }
+  constructor(url: string | URL | readonly (string | URL)[], second?: string | PipelineMonitorOptions, third?: PipelineMonitorOptions) {
+    const { target, options } = monitorArguments<PipelineMonitorOptions>(second, third);
     const urls = Array.isArray(url) ? (url as readonly (string | URL)[]) : [url as string | URL];
     if (urls.length === 0 || urls.length > 100) throw new InvalidArgumentError(`PipelineMonitor needs 1-100 server URLs, received ${show(url)}`);
     const parsed = urls.map((u) => parseUrl(u));
@@ -155,11 +147,8 @@ export class PipelineMonitor {
         error: (error) => this.#emitter.emit('error', error),
       },
     );
-    if (pipelineId !== undefined) {
-      // No waiter: a refusal goes to 'error' (nobody holds a promise of it).
-      const t = parseTarget(pipelineId, 'subscribe');
-      this.#subs.set(t.key, { ...t, confirmed: false, waiters: [] });
-    }
+    // Seed 000 §4.1's pipeline: no waiter, so a refusal goes to 'error' (nobody holds a promise of it).
+    if (target !== null) this.#subs.set(target.key, { ...target, confirmed: false, waiters: [] });
   }
 
   /** Where the connection stands. */
