@@ -41,8 +41,8 @@ export interface ServerOptions {
   maxConnections?: number;
   /**
    * permessage-deflate for clients that offer it (seed 000 §9.4): `true` compresses
-   * messages of 1024 bytes or more, `{ threshold }` sets the size. Costs CPU per delivery
-   * and a zlib context per connection (docs/server.md).
+   * messages of 1024 bytes or more, `{ threshold }` sets the size. Each message over it
+   * is compressed once for every subscriber; costs in docs/server.md.
    * @default false
    */
   perMessageDeflate?: PerMessageDeflateOption;
