@@ -6,7 +6,10 @@
  * delivery under burst, p50/p99 latency at a paced 20,000 deliveries/s; then server memory
  * per idle subscribed connection, and (flowcast) a backlog replayed to a late subscriber.
  *
- * Usage: npm run bench:fanout -- [--subscribers 100,500,1000] [--systems flowcast,socketio,ws]
+ * `flowcast-deflate` is flowcast with permessage-deflate on every event: the CPU that
+ * compression costs per delivery, and its memory per connection once a message was compressed.
+ *
+ * Usage: npm run bench:fanout -- [--subscribers 100,500,1000] [--systems flowcast,flowcast-deflate,socketio,ws]
  *          [--rounds 3] [--per-tick 10] [--idle 5000] [--backlog 10000] [--rate 20000] [--paced-ms 3000]
  * (`--subscribers none`, `--idle 0`, `--backlog 0` skip those parts)
  */
@@ -47,7 +50,14 @@ const WARMUP_MS = 500;
 const fmtCount = (n: number): string => n.toLocaleString('en-US');
 /** Deliveries per burst round: enough to take a few seconds, few enough to stay far from the outgoing queue limits. */
 const BURST_DELIVERIES = 500_000;
-const burstEvents = (n: number): number => Math.min(3000, Math.ceil(BURST_DELIVERIES / n));
+/**
+ * The deflate arm's clients inflate every message (ws does it off the main thread, ten at a
+ * time): they, not the server, set its pace, so its rounds are a fifth as long, and it has
+ * no paced-latency part (it would measure the clients' backlog).
+ */
+const DEFLATE_BURST_DELIVERIES = 100_000;
+const burstEvents = (n: number, system: System): number =>
+  Math.min(3000, Math.ceil((system === 'flowcast-deflate' ? DEFLATE_BURST_DELIVERIES : BURST_DELIVERIES) / n));
 
 // Each server and client process holds one descriptor per connection (`npm run bench:fanout` raises the soft limit to the hard one).
 const fdLimit = Number(spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim());
@@ -66,7 +76,7 @@ deadline.unref();
 /** A server or client process of bench/fanout/ for `system`. */
 const peer = (file: string, system: System, execArgv: string[] = []): Peer => new Peer(`${file} ${system}`, new URL(`./fanout/${file}`, import.meta.url), [system], execArgv);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const NAME: Record<System, string> = { flowcast: 'flowcast', socketio: 'Socket.IO 4', ws: 'ws' };
+const NAME: Record<System, string> = { flowcast: 'flowcast', 'flowcast-deflate': 'flowcast + deflate', socketio: 'Socket.IO 4', ws: 'ws' };
 
 async function startPair(system: System, connections: number): Promise<{ server: Peer; clients: Peer; url: string }> {
   // FANOUT_SERVER_FLAGS adds Node flags to the server processes (e.g. --cpu-prof to see where the time goes).
@@ -150,7 +160,7 @@ for (const n of SUBSCRIBERS) {
   for (const system of RUN_SYSTEMS) {
     const { server, clients } = await startPair(system, n);
     try {
-      const events = burstEvents(n);
+      const events = burstEvents(n, system);
       await burst(server, clients, n, Math.ceil(events / 2)); // warm-up
       const results: BurstResult[] = [];
       for (let r = 0; r < ROUNDS; r++) results.push(await burst(server, clients, n, events));
@@ -163,7 +173,7 @@ for (const n of SUBSCRIBERS) {
         const m = median(single.map((r) => r.cpuPerDelivery));
         singleRows.push({ system, result: single.find((r) => r.cpuPerDelivery === m) as BurstResult });
       }
-      const lat = await paced(server, clients, n);
+      const lat: PacedResult = system === 'flowcast-deflate' ? { got: { latencies: null } as ExpectReport, fanOutP50Us: Number.NaN, fanOutP99Us: Number.NaN } : await paced(server, clients, n);
       const l = lat.got.latencies ?? { p50: Number.NaN, p99: Number.NaN, max: Number.NaN };
       rows.push({
         n,
@@ -258,6 +268,17 @@ for (const n of SUBSCRIBERS) {
   const w = row(n, 'ws')?.burst.cpuPerDelivery ?? Number.NaN;
   console.log(`| ${fmtInt(n)} | ${fmt(f / s, 2)} (${fmt(s / f, 1)}x less) | ${fmt(f / w, 2)} (${fmt(w / f, 1)}x less) |`);
 }
+const deflateRows = rows.filter((r) => r.system === 'flowcast-deflate');
+if (deflateRows.length > 0) {
+  console.log('\n### permessage-deflate: server CPU per delivery with every event compressed (threshold 0)\n');
+  console.log('| subscribers | flowcast µs/delivery | flowcast + deflate µs/delivery | deflate adds µs/delivery | ratio |');
+  console.log('|---:|---:|---:|---:|---:|');
+  for (const d of deflateRows) {
+    const plain = row(d.n, 'flowcast')?.burst.cpuPerDelivery ?? Number.NaN;
+    const with_ = d.burst.cpuPerDelivery;
+    console.log(`| ${fmtInt(d.n)} | ${fmt(plain, 3)} | ${fmt(with_, 3)} | ${fmt(with_ - plain, 3)} | ${fmt(with_ / plain, 1)}x |`);
+  }
+}
 if (singleRows.length > 0) {
   console.log(`\n### Burst with one event per turn of the event loop (${fmtInt(AT)} subscribers): nothing to coalesce\n`);
   console.log('| system | deliveries/s | server CPU µs/delivery | flowcast / this |');
@@ -269,6 +290,7 @@ console.log(`\n### Server memory per idle subscribed connection (${fmtInt(IDLE)}
 console.log('| system | RSS KB/connection | heap KB/connection | external KB/connection |');
 console.log('|---|---:|---:|---:|');
 for (const m of memory) console.log(`| ${NAME[m.system]} | ${fmt(m.rssPerConn / 1024, 2)} | ${fmt(m.heapPerConn / 1024, 2)} | ${fmt(m.externalPerConn / 1024, 2)} |`);
+if (memory.some((m) => m.system === 'flowcast-deflate')) console.log("\n(flowcast + deflate: each connection holds a zlib inflate context for the client's messages, which ws clients and browsers compress.)");
 console.log(`\n### Backlog replay to a late subscriber (flowcast, \`subscribe\` with \`run_id\` and \`since: 0\`, until \`replay_complete\`)\n`);
 console.log('| run | events | ms until `replay_complete` (median) | rounds | server CPU ms (median) |');
 console.log('|---|---:|---:|---|---:|');

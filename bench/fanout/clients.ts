@@ -6,7 +6,7 @@
  * Usage (by bench/fanout.ts): node clients.js flowcast|socketio|ws
  */
 import WebSocket from 'ws';
-import { nowUs, percentile, serveRequests, SYSTEMS, PIPELINE_ID, type ExpectReport, type System } from './shared.js';
+import { isFlowcast, nowUs, percentile, serveRequests, SYSTEMS, PIPELINE_ID, type ExpectReport, type System } from './shared.js';
 
 const system = process.argv[2] as System;
 if (!SYSTEMS.includes(system)) throw new Error(`clients.js: system must be one of ${SYSTEMS.join(', ')}, received ${String(process.argv[2])}`);
@@ -63,7 +63,8 @@ function onEvent(data: Buffer): void {
 /** Opens one subscribed connection; resolves when the server has confirmed the subscription. */
 function open(url: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false });
+    // The deflate arm offers permessage-deflate (as browsers do); the others do not.
+    const ws = new WebSocket(url, { perMessageDeflate: system === 'flowcast-deflate' });
     let ready = false;
     const timer = setTimeout(() => reject(new Error(`no subscription confirmed in 30 s by ${url}`)), 30_000);
     const becomeReady = (): void => {
@@ -77,7 +78,7 @@ function open(url: string): Promise<void> {
         reject(error);
       }
     });
-    if (system === 'flowcast') {
+    if (isFlowcast(system)) {
       ws.on('open', () => ws.send(JSON.stringify({ type: 'subscribe', pipeline_id: PIPELINE_ID })));
       ws.on('message', (data: Buffer) => {
         if (ready) return onEvent(data);

@@ -10,7 +10,7 @@ import { WebSocketServer, WebSocket } from 'ws';
 import { Server as SocketIoServer } from 'socket.io';
 import { InMemoryBroker } from '../../src/index.js';
 import { getWebSocketServer, type FlowcastServer } from '../../src/server/server.js';
-import { logDraft, nowUs, plainEvent, PIPELINE_ID, serveRequests, SYSTEMS, type CpuReport, type MemReport, type System } from './shared.js';
+import { isFlowcast, logDraft, nowUs, plainEvent, PIPELINE_ID, serveRequests, SYSTEMS, type CpuReport, type MemReport, type System } from './shared.js';
 
 const system = process.argv[2] as System;
 if (!SYSTEMS.includes(system)) throw new Error(`server.js: system must be one of ${SYSTEMS.join(', ')}, received ${String(process.argv[2])}`);
@@ -34,10 +34,11 @@ async function listen(http: HttpServer): Promise<number> {
 
 let broker: InMemoryBroker | null = null;
 
-async function startFlowcast(): Promise<Target> {
+/** `deflate`: permessage-deflate with threshold 0, so every event is compressed (the ~350-byte bench event is below the default 1024). */
+async function startFlowcast(deflate: boolean): Promise<Target> {
   broker = new InMemoryBroker();
   const transport = broker.transport;
-  const server: FlowcastServer = getWebSocketServer({ port: 0, broker, maxConnections: 20_000 });
+  const server: FlowcastServer = getWebSocketServer({ port: 0, broker, maxConnections: 20_000, ...(deflate && { perMessageDeflate: { threshold: 0 } }) });
   await server.startServer();
   let runId = randomUUID();
   let step = 0;
@@ -107,7 +108,7 @@ async function startWs(): Promise<Target> {
   };
 }
 
-const target = system === 'flowcast' ? await startFlowcast() : system === 'socketio' ? await startSocketIo() : await startWs();
+const target = isFlowcast(system) ? await startFlowcast(system === 'flowcast-deflate') : system === 'socketio' ? await startSocketIo() : await startWs();
 
 let mark = { cpu: process.cpuUsage(), wall: nowUs() };
 

@@ -4,8 +4,12 @@
  */
 import { randomUUID } from 'node:crypto';
 
-export type System = 'flowcast' | 'socketio' | 'ws';
-export const SYSTEMS: readonly System[] = ['flowcast', 'socketio', 'ws'];
+/** `flowcast-deflate`: flowcast with permessage-deflate negotiated and every event compressed (threshold 0). */
+export type System = 'flowcast' | 'flowcast-deflate' | 'socketio' | 'ws';
+export const SYSTEMS: readonly System[] = ['flowcast', 'flowcast-deflate', 'socketio', 'ws'];
+
+/** `true` for the arms that run the flowcast server. */
+export const isFlowcast = (system: System): boolean => system === 'flowcast' || system === 'flowcast-deflate';
 
 /** The pipeline every bench subscriber follows (flowcast) / the room (Socket.IO). */
 export const PIPELINE_ID = 'bench_fanout';

@@ -2,6 +2,7 @@ import { describeError, ErrorCodes, InvalidArgumentError, toError } from '../cor
 import { show } from '../core/validate.js';
 import { fullJitterDelay, type ResolvedReconnectOptions } from './backoff.js';
 import { MonitorError } from './errors.js';
+import { loadWsPackage } from './node-websocket.js';
 import { Outbox } from './outbox.js';
 import { displayUrl } from './targets.js';
 import type { ConnectionState, PipelineMonitorOptions, StateChange, WebSocketConstructor, WebSocketLike } from './types.js';
@@ -27,7 +28,8 @@ export interface ConnectionSettings {
   /** The servers, tried in turn: after a failed attempt or a lost connection the next one is used. */
   urls: readonly URL[];
   token: PipelineMonitorOptions['token'];
-  WebSocket: WebSocketConstructor;
+  /** `null`: the runtime has no global WebSocket; the `ws` package is loaded at the first attempt. */
+  WebSocket: WebSocketConstructor | null;
   reconnect: ResolvedReconnectOptions | false;
   protocols: readonly string[];
   connectTimeoutMs: number;
@@ -162,6 +164,17 @@ export class Connection {
       return;
     }
     if (generation !== this.#generation || this.#state !== 'connecting') return;
+    let WebSocketClass = this.#s.WebSocket;
+    if (WebSocketClass === null) {
+      try {
+        WebSocketClass = await loadWsPackage();
+      } catch (error) {
+        // Not something a reconnect can wait for: closed, with the error naming the package.
+        if (generation === this.#generation && this.#state === 'connecting') this.#shutdown(error instanceof MonitorError ? error : new MonitorError(ErrorCodes.CONNECTION_FAILED, describeError(error), { cause: error }), {});
+        return;
+      }
+      if (generation !== this.#generation || this.#state !== 'connecting') return;
+    }
     const url = new URL(this.url.href);
     const protocols = ['flowcast', ...this.#s.protocols];
     if (token !== undefined) {
@@ -170,7 +183,7 @@ export class Connection {
     }
     let socket: WebSocketLike;
     try {
-      socket = new this.#s.WebSocket(url.href, protocols);
+      socket = new WebSocketClass(url.href, protocols);
     } catch (error) {
       this.#abandon(generation, describeError(error));
       return;

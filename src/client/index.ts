@@ -1,7 +1,8 @@
 /**
  * `flowcast/client`: watch pipeline runs live from a browser or a Node script.
  * Standard APIs only (WebSocket, URL, AbortSignal, TextDecoder): no Node module, so it
- * bundles for browsers as is. On Node 20, pass `WebSocket` from the `ws` package.
+ * bundles for browsers as is. On Node 20 (no global WebSocket) the `ws` package is loaded
+ * at the first connection attempt, by a dynamic import bundlers leave alone.
  *
  * @example
  * import { PipelineMonitor } from 'flowcast/client';

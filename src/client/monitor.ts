@@ -7,7 +7,7 @@ import { Emitter } from './emitter.js';
 import { MonitorError } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { RunCursors } from './run-cursors.js';
-import { displayUrl, parseTarget, parseUrl, type Target } from './targets.js';
+import { displayUrl, monitorArguments, parseTarget, parseUrl, type Target } from './targets.js';
 import type {
   ConnectionState,
   EngineStatusMessage,
@@ -57,9 +57,10 @@ type Stream = { stream: EventStream<FlowcastEvent>; types: ReadonlySet<string> |
  * await monitor.subscribe('demo_workflow');
  * await monitor.connect();
  * @example
- * // Node 20 has no global WebSocket: pass one
- * import { WebSocket } from 'ws';
- * const monitor = new PipelineMonitor(url, { WebSocket });
+ * // Seed 000 §4.1's form: the pipeline to follow as the second argument
+ * const monitor = new PipelineMonitor('ws://localhost:8765', 'pipeline_123');
+ * monitor.on('PipelineCompleteEvent', (e) => console.log('Pipeline finished with status:', e.status));
+ * monitor.connect();
  */
 /** How far before the last event seen a resuming pipeline subscription asks for runs (`started_since`). */
 const RESUME_MARGIN_MS = 5_000;
@@ -82,8 +83,17 @@ export class PipelineMonitor {
    *   or several servers of one deployment (sharing Redis): after a failed attempt or a
    *   lost connection the monitor moves to the next one and resumes every run where it
    *   stopped.
+   * @param options see {@link PipelineMonitorOptions}.
    */
-  constructor(url: string | URL | readonly (string | URL)[], options: PipelineMonitorOptions = {}) {
+  constructor(url: string | URL | readonly (string | URL)[], options?: PipelineMonitorOptions);
+  /**
+   * Seed 000 §4.1's form: `new PipelineMonitor(url, pipelineId)` follows that pipeline
+   * (or `"*"`) from `connect()` on, as `subscribe(pipelineId)` would; a refusal of it
+   * goes to `'error'`.
+   */
+  constructor(url: string | URL | readonly (string | URL)[], pipelineId: string, options?: PipelineMonitorOptions);
+  constructor(url: string | URL | readonly (string | URL)[], second?: string | PipelineMonitorOptions, third?: PipelineMonitorOptions) {
+    const { target, options } = monitorArguments<PipelineMonitorOptions>(second, third);
     const urls = Array.isArray(url) ? (url as readonly (string | URL)[]) : [url as string | URL];
     if (urls.length === 0 || urls.length > 100) throw new InvalidArgumentError(`PipelineMonitor needs 1-100 server URLs, received ${show(url)}`);
     const parsed = urls.map((u) => parseUrl(u));
@@ -92,12 +102,12 @@ export class PipelineMonitor {
     if (token !== undefined && typeof token !== 'function' && (typeof token !== 'string' || token === '')) {
       throw new InvalidArgumentError(`token must be a non-empty string or a function returning one, received ${show(token)}`);
     }
-    const WebSocketClass = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (typeof WebSocketClass !== 'function') {
-      throw new InvalidArgumentError(
-        `WebSocket must be a WebSocket class, and there is no globalThis.WebSocket here: pass { WebSocket } (e.g. from the "ws" package), received ${show(options.WebSocket)}`,
-      );
+    if (options.WebSocket !== undefined && typeof options.WebSocket !== 'function') {
+      throw new InvalidArgumentError(`WebSocket must be a WebSocket class, received ${show(options.WebSocket)}`);
     }
+    // Without one here (Node 20), the connection loads the `ws` package at its first attempt.
+    const global = (globalThis as { WebSocket?: unknown }).WebSocket;
+    const WebSocketClass = options.WebSocket ?? (typeof global === 'function' ? (global as WebSocketConstructor) : null);
     const protocols = options.protocols ?? [];
     if (!Array.isArray(protocols) || protocols.some((p) => typeof p !== 'string' || !PROTOCOL_SAFE.test(p))) {
       throw new InvalidArgumentError(`protocols must be an array of subprotocol names, received ${show(protocols)}`);
@@ -137,6 +147,8 @@ export class PipelineMonitor {
         error: (error) => this.#emitter.emit('error', error),
       },
     );
+    // Seed 000 §4.1's pipeline: no waiter, so a refusal goes to 'error' (nobody holds a promise of it).
+    if (target !== null) this.#subs.set(target.key, { ...target, confirmed: false, waiters: [] });
   }
 
   /** Where the connection stands. */

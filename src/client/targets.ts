@@ -56,3 +56,16 @@ export function parseTarget(target: unknown, method: 'subscribe' | 'unsubscribe'
   const label = `{ runId: "${runId}"${since === undefined ? '' : `, since: ${since}`} }`;
   return { key: `r:${runId}`, label, message: { run_id: runId }, runId, since };
 }
+
+/**
+ * The arguments after the URL of `new PipelineMonitor(url, …)`: `(options?)`, or seed
+ * 000 §4.1's `(pipelineId, options?)` whose pipeline (or `"*"`) is followed from the start.
+ */
+export function monitorArguments<O>(second: string | O | undefined, third: O | undefined): { target: Target | null; options: O | Record<string, never> } {
+  if (typeof second === 'string') {
+    const target = parseTarget(second === '*' ? '*' : checkId(second, 'PipelineMonitor(url, pipelineId): pipelineId'), 'subscribe');
+    return { target, options: third ?? {} };
+  }
+  if (third !== undefined) throw new InvalidArgumentError(`PipelineMonitor(url, options): a third argument is taken only after a pipeline id, received ${show(third)}`);
+  return { target: null, options: second ?? {} };
+}

@@ -104,7 +104,7 @@ export interface PipelineMonitorOptions {
   token?: string | (() => string | Promise<string>);
   /**
    * The WebSocket class.
-   * @default globalThis.WebSocket (browsers, Node >= 22); pass `WebSocket` from `ws` on Node 20
+   * @default globalThis.WebSocket (browsers, Node >= 22); where there is none (Node 20), the `ws` package, loaded at the first connection attempt
    */
   WebSocket?: WebSocketConstructor;
   /**

@@ -119,6 +119,35 @@ return seqs
 `;
 
 /**
+ * Stores an event that already has its seq (the hook bridge's `ingest`) and publishes it.
+ * KEYS[1] log meta hash, KEYS[2] log stream.
+ * ARGV[1] max events kept, ARGV[2] TTL (s) while running, ARGV[3] TTL (s) once ended,
+ * ARGV[4..6] channels to publish to (run, pipeline, wildcard; '' for none),
+ * ARGV[7] the event's JSON, ARGV[8] its seq, ARGV[9] `1` when it is terminal.
+ * Returns 1 when stored, 0 when the log already holds that seq or a later one, or ended.
+ */
+export const INGEST_SCRIPT = `
+if redis.call('HEXISTS', KEYS[1], 'end') == 1 then return 0 end
+local seq = tonumber(ARGV[8])
+if seq <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then return 0 end
+redis.call('HSET', KEYS[1], 'seq', seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-0', 'e', ARGV[7])
+if ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], ARGV[7])
+  redis.call('PUBLISH', ARGV[5], ARGV[7])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
+local ttl = ARGV[2]
+if ARGV[9] == '1' then
+  redis.call('HSET', KEYS[1], 'end', seq)
+  ttl = ARGV[3]
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return 1
+`;
+
+/**
  * Sends events to their run, pipeline and wildcard channels, in order, in one command.
  * KEYS none. ARGV[1] the wildcard channel, then per event: payload, run channel,
  * pipeline channel. Returns the receivers counted by Redis.

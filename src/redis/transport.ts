@@ -15,6 +15,7 @@ import {
   runLogMetaKey,
 } from './keys.js';
 import { announceInstance, listInstances } from './instances.js';
+import { ingestEvent } from './log-ingest.js';
 import { APPEND_SCRIPT, LuaScript, PUBLISH_SCRIPT } from './lua.js';
 import { RunSequencer } from './sequencer.js';
 import { ChannelMux } from './subscriber.js';
@@ -445,6 +446,16 @@ export class RedisPubSubTransport implements EventTransport {
         this.#onListenerError(error, event);
       }
     }
+  }
+
+  /**
+   * Stores an event that already has its seq (from another log: the hook bridge) under
+   * that seq and publishes it; ignored at or below the log's last seq or after its end.
+   * Resolves to whether it was stored. See {@link EventTransport.ingest}.
+   */
+  ingest(event: FlowcastEvent): Promise<boolean> {
+    this.#checkOpen('ingest');
+    return ingestEvent(this, event);
   }
 
   /**

@@ -9,6 +9,7 @@
  */
 export { getWebSocketServer, FlowcastServer } from './server.js';
 export type { ServerOptions } from './server.js';
+export type { TlsOptions } from './tls.js';
 export { setupWebSocketBridge, TrackingEventBroadcaster, getDefaultTransport } from './bridge.js';
 export type { RecordingTracking } from './bridge.js';
 export { Authenticator, BEARER_PROTOCOL_PREFIX, extractToken } from './auth.js';

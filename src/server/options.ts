@@ -14,6 +14,8 @@ import { checkPipelines, type RetryablePipeline } from './rest/retry.js';
 import type { RestRateLimitOptions } from './rest/rate-limit.js';
 import type { TrackingLike } from './rest/common.js';
 import { defaultMaxConnections } from './socket-limits.js';
+import type { TlsOptions } from './tls.js';
+import type { PerMessageDeflateOption } from './deflate.js';
 
 /** Options of {@link getWebSocketServer}. */
 export interface ServerOptions {
@@ -29,8 +31,15 @@ export interface ServerOptions {
   tracking?: TrackingLike;
   /** Token checks (seed 000 §10). None: open to everyone who can reach the address (and {@link allowedHosts} applies). */
   auth?: AuthOptions;
-  /** Native TLS (seed 000 §10.4): PEM strings or buffers. */
-  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Native TLS (seed 000 §10.4): `cert` and `key` each a file path, PEM text or a Buffer. */
+  tls?: TlsOptions;
+  /**
+   * permessage-deflate for clients that offer it (seed 000 §9.4): `true` compresses
+   * messages of 1024 bytes or more, `{ threshold }` sets the size. Each message over it
+   * is compressed once for every subscriber; costs in docs/server.md.
+   * @default false
+   */
+  perMessageDeflate?: PerMessageDeflateOption;
   /**
    * Origins (`https://app.example.com`) whose pages may use the server: WebSocket, SSE
    * and REST, with CORS answered for them. A request carrying any other `Origin` gets
@@ -97,7 +106,7 @@ export interface ServerOptions {
 }
 
 const KNOWN = [
-  'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'allowedOrigins', 'allowedHosts', 'trustProxy', 'maxConnections',
+  'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'perMessageDeflate', 'allowedOrigins', 'allowedHosts', 'trustProxy', 'maxConnections',
   'maxConnectionsPerAddress', 'handshakeTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authFailures', 'maxPayload',
   'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
   'pipelines', 'engineIntervalMs',

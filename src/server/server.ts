@@ -15,7 +15,9 @@ import { resolveServerOptions, type ResolvedLimits, type ServerOptions } from '.
 import { CloseCodes, parseClientMessage, ProtocolErrors, type ClientMessage } from './protocol.js';
 import { WsConnection } from './ws-connection.js';
 import { EngineReporter } from './engine.js';
-import { getDefaultTransport } from './bridge.js';
+import { feedFromBridges, getDefaultTransport } from './bridge.js';
+import { resolveTls } from './tls.js';
+import { resolveDeflate } from './deflate.js';
 import { checkRoutes, frameworkErrors, registerRoutes } from './routes.js';
 import { clip, HttpError, RestErrors, sendError } from './rest/common.js';
 import { AddressCounter, installSocketLimits, type SocketStats } from './socket-limits.js';
@@ -54,6 +56,8 @@ export class FlowcastServer {
   #state: ServerState = 'created';
   #closing: Promise<void> | null = null;
   #port = 0;
+  /** Stops `setupWebSocketBridge(hooks)` feeding this server's own transport. */
+  #unbridge: (() => void) | null = null;
 
   constructor(options: ServerOptions = {}) {
     const { options: opts, limits } = resolveServerOptions(options);
@@ -88,7 +92,7 @@ export class FlowcastServer {
       ...(limits.trustProxy === false ? {} : { trustProxy: trustFunction(limits.trustProxy) }),
       requestTimeout: limits.requestTimeoutMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,
-      ...(opts.tls === undefined ? {} : { https: { cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: limits.handshakeTimeoutMs || 120_000 } }),
+      ...(opts.tls === undefined ? {} : { https: { ...resolveTls(opts.tls), handshakeTimeout: limits.handshakeTimeoutMs || 120_000 } }),
     });
     // Slow headers are a pre-request connection too (slowloris).
     if (limits.handshakeTimeoutMs > 0) this.app.server.headersTimeout = Math.min(limits.handshakeTimeoutMs, limits.requestTimeoutMs || limits.handshakeTimeoutMs);
@@ -103,7 +107,7 @@ export class FlowcastServer {
     this.#wss = new WebSocketServer({
       noServer: true,
       maxPayload: opts.maxPayload ?? 64 * 1024,
-      perMessageDeflate: false,
+      perMessageDeflate: resolveDeflate(opts.perMessageDeflate),
       handleProtocols: (protocols) => {
         if (protocols.has('flowcast')) return 'flowcast';
         for (const p of protocols) if (!p.startsWith(BEARER_PROTOCOL_PREFIX)) return p;
@@ -179,6 +183,8 @@ export class FlowcastServer {
     const address = this.app.server.address();
     this.#port = typeof address === 'object' && address !== null ? address.port : 0;
     this.#state = 'listening';
+    // The seed's `setupWebSocketBridge(hooks)` + `getWebSocketServer({ transport })`: the bridge feeds this transport too.
+    if (this.options.transport !== undefined && this.options.transport !== this.options.broker?.transport) this.#unbridge = feedFromBridges(this.transport);
     this.engine.start();
     const every = this.options.heartbeatMs ?? 30_000;
     if (every > 0) {
@@ -344,6 +350,7 @@ export class FlowcastServer {
     if (this.#closing !== null) return this.#closing;
     this.#closing = (async () => {
       this.#state = 'closing';
+      this.#unbridge?.();
       if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
       this.engine.close();
       for (const conn of this.#connections) conn.close(CloseCodes.GOING_AWAY, 'Server shutting down');

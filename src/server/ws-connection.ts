@@ -2,6 +2,7 @@ import type { WebSocket } from 'ws';
 import type { FlowcastEvent } from '../events/types.js';
 import { Connection, type OutgoingLimits } from './connection.js';
 import type { Principal } from './auth.js';
+import { deflatedFrame, messageOf, plainFrame } from './ws-frames.js';
 
 /** The part of ws's (private) `Sender` used to write ready-made frames, as Socket.IO's engine does. */
 interface FrameSender {
@@ -10,46 +11,46 @@ interface FrameSender {
   _queue?: unknown[];
 }
 
-/** `0x81`: FIN, text frame. Server frames are not masked (RFC 6455 §5.1). */
-const TEXT_FIN = 0x81;
+/** What ws (privately) keeps of a negotiated permessage-deflate: its parameters and the server's threshold. */
+interface NegotiatedDeflate {
+  params?: { server_no_context_takeover?: boolean; server_max_window_bits?: number | boolean } | null;
+  _threshold?: number;
+}
 
-/** `payload` as one WebSocket text frame (header and payload in one buffer). */
-function textFrame(payload: Buffer): Buffer {
-  const n = payload.length;
-  const header = n < 126 ? 2 : n < 65536 ? 4 : 10;
-  const frame = Buffer.allocUnsafe(header + n);
-  frame[0] = TEXT_FIN;
-  if (n < 126) {
-    frame[1] = n;
-  } else if (n < 65536) {
-    frame[1] = 126;
-    frame.writeUInt16BE(n, 2);
-  } else {
-    frame[1] = 127;
-    frame.writeUInt32BE(Math.floor(n / 0x1_0000_0000), 2);
-    frame.writeUInt32BE(n >>> 0, 6);
-  }
-  payload.copy(frame, header);
-  return frame;
+/** How this connection compresses: messages of `threshold` bytes or more, with a window of `windowBits`. */
+interface Deflate {
+  threshold: number;
+  windowBits: number;
 }
 
 /**
- * The hub hands the same serialised event to every subscriber in turn, so the frame of
- * the last payload seen is made once and shared by all of them.
+ * The compression negotiated with this client, or `null`. Without server context
+ * takeover (which the server always asks for), a message compresses the same for every
+ * connection with the same window: compressed once, shared.
  */
-let lastPayload: Buffer | null = null;
-let lastFrame: Buffer | null = null;
+function negotiated(ws: WebSocket): Deflate | null {
+  const ext = (ws as unknown as { _extensions?: Record<string, NegotiatedDeflate | undefined> })._extensions?.['permessage-deflate'];
+  if (ext?.params?.server_no_context_takeover !== true) return null;
+  const bits = ext.params.server_max_window_bits;
+  return { threshold: typeof ext._threshold === 'number' ? ext._threshold : 1024, windowBits: typeof bits === 'number' ? bits : 15 };
+}
 
 /**
  * A WebSocket subscriber. Each message is one text frame, framed once per event for all
  * subscribers; the frames queued for a connection go to its socket as one write (one
  * system call for a burst of events instead of one per event).
+ *
+ * With permessage-deflate negotiated (server option `perMessageDeflate`), a message of
+ * the threshold or more goes in a compressed frame (RSV1), also made once per event for
+ * every connection with the same window (see ws-frames.ts).
  */
 export class WsConnection extends Connection {
   readonly ws: WebSocket;
   /** When the peer last answered a ping (or sent anything). */
   lastSeen = Date.now();
   readonly #sender: FrameSender | null;
+  /** permessage-deflate, when negotiated. */
+  readonly #deflate: Deflate | null;
 
   /** `onClosed` runs once the socket is closed (after this connection is marked closed). */
   constructor(ws: WebSocket, principal: Principal | null, limits: Required<OutgoingLimits>, onClosed?: (conn: WsConnection) => void) {
@@ -57,6 +58,9 @@ export class WsConnection extends Connection {
     this.ws = ws;
     const sender = (ws as unknown as { _sender?: FrameSender })._sender;
     this.#sender = sender !== undefined && typeof sender.sendFrame === 'function' ? sender : null;
+    // Negotiated with context takeover (not by this server): ws compresses, through `ws.send`.
+    this.#deflate = ws.extensions === '' ? null : negotiated(ws);
+    if (ws.extensions !== '' && this.#deflate === null) this.#sender = null;
     // ws emits 'close' once; `on` spares the wrapper `once` would make per connection.
     ws.on('close', () => {
       this.markClosed();
@@ -69,20 +73,18 @@ export class WsConnection extends Connection {
   }
 
   frame(json: Buffer, _event: FlowcastEvent | null): Buffer {
-    if (json !== lastPayload) {
-      lastFrame = textFrame(json);
-      lastPayload = json;
-    }
-    return lastFrame as Buffer;
+    const deflate = this.#deflate;
+    return deflate !== null && json.length >= deflate.threshold ? deflatedFrame(json, deflate.windowBits) : plainFrame(json);
   }
 
   protected writeBatch(frames: Buffer[]): void {
     const ws = this.ws;
     if (ws.readyState !== ws.OPEN) return;
     const sender = this.#sender;
-    // ws queues frames only while it compresses (off here) or reads a Blob; then let it keep the order.
+    // ws queues frames only while it compresses or reads a Blob; then let it keep the order
+    // (and compress, with the parameters negotiated).
     if (sender === null || (sender._state ?? 0) !== 0 || (sender._queue?.length ?? 0) > 0) {
-      for (const frame of frames) ws.send(frame.subarray(frame[1] === 126 ? 4 : frame[1] === 127 ? 10 : 2), { binary: false });
+      for (const frame of frames) ws.send(messageOf(frame), { binary: false });
       return;
     }
     sender.sendFrame([frames.length === 1 ? (frames[0] as Buffer) : Buffer.concat(frames)]);

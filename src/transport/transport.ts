@@ -48,6 +48,14 @@ export interface EventTransport {
    * every subscription asked for so far is active, so that what is published next reaches it.
    */
   subscribed?(): Promise<void>;
+  /**
+   * Optional: stores an event that already has its seq (from another log: the hook
+   * bridge, `setupWebSocketBridge()`) under that seq, and publishes it. An event at or
+   * below the log's last seq, or after its terminal event, is ignored (so the same event
+   * ingested twice, or into the log it came from, changes nothing). Resolves to whether
+   * it was new. Seqs may skip (a filter upstream): the log then has gaps.
+   */
+  ingest?(event: FlowcastEvent): boolean | Promise<boolean>;
   /** Optional: announces a server instance to the others sharing this transport; alive for `ttlMs` after its last announcement. */
   announceInstance?(status: ServerInstanceStatus, ttlMs: number): Promise<void>;
   /** Optional: every server instance whose announcement has not expired. */
@@ -55,6 +63,9 @@ export interface EventTransport {
   /** Releases what the transport opened. Idempotent. */
   close(): Promise<void>;
 }
+
+/** A transport that takes events with their seq ({@link EventTransport.ingest}): what the hook bridge feeds. */
+export type IngestingTransport = EventTransport & { ingest(event: FlowcastEvent): boolean | Promise<boolean> };
 
 /** Key of a channel, for maps. */
 export function channelKey(channel: Channel): string {

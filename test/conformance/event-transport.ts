@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EventDraft, FlowcastEvent } from '../../src/events/types.js';
 import type { EventTransport } from '../../src/transport/transport.js';
+import { InMemoryTransport } from '../../src/transport/memory-transport.js';
 
 export interface TransportFactoryOptions {
   /** Events kept per run: the suite asks for 5 to test trimming. */
@@ -142,6 +143,32 @@ export function eventTransportConformance(
         await t.publish(e);
         await new Promise((r) => setTimeout(r, 50));
         expect(seen).toEqual([1]);
+      });
+    });
+
+    describe('#ingest', () => {
+      it('stores events of another log under their own seq (gaps allowed), once, never after the end, and publishes them', async () => {
+        const t = await open();
+        expect(typeof t.ingest).toBe('function');
+        const ingest = (e: FlowcastEvent): Promise<boolean> => Promise.resolve(t.ingest!(e));
+        const got: number[] = [];
+        t.subscribe({ pipelineId: 'pipe-j' }, (e) => got.push(e.seq));
+        await t.subscribed?.();
+        const source = new InMemoryTransport();
+        const [e1, e2, e3, e4] = [draftFor('run-j', 'pipe-j', 'start'), draftFor('run-j', 'pipe-j'), draftFor('run-j', 'pipe-j'), draftFor('run-j', 'pipe-j', 'end')].map((d) => source.appendSync(d)!) as [FlowcastEvent, FlowcastEvent, FlowcastEvent, FlowcastEvent];
+        // e2 filtered out upstream: the log gets a gap.
+        expect(await ingest(e1)).toBe(true);
+        expect(await ingest(e3)).toBe(true);
+        expect(await ingest(e3)).toBe(false);
+        expect(await ingest(e2)).toBe(false);
+        expect(await ingest(e4)).toBe(true);
+        expect(await ingest({ ...e2, seq: 9 })).toBe(false);
+        const read = await t.read('run-j');
+        expect(read.events.map((e) => [e.seq, e.event_id])).toEqual([e1, e3, e4].map((e) => [e.seq, e.event_id]));
+        expect(read).toMatchObject({ first_seq: 1, last_seq: 4, ended: true });
+        const deadline = Date.now() + 5000;
+        while (got.length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+        expect(got).toEqual([1, 3, 4]);
       });
     });
   });

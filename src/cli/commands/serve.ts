@@ -9,7 +9,8 @@ import { runDemo } from '../../demo/runner.js';
 import { InMemoryPipelineStorage, PipelineTrackingManager } from '../../tracking/index.js';
 import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../../server/server.js';
 import type { AuthOptions, Principal } from '../../server/auth.js';
-import { collect, port, positiveInt, urlWith } from '../options.js';
+import { collect, nonNegativeInt, port, positiveInt, urlWith } from '../options.js';
+import { DEFAULT_DEFLATE_THRESHOLD } from '../../server/deflate.js';
 import { BullMQBroker } from '../../redis/bullmq-broker.js';
 import { ExternalEventIngestor } from '../../redis/external.js';
 import { RedisPubSubTransport } from '../../redis/transport.js';
@@ -44,6 +45,8 @@ export interface ServeCommandOptions {
   maxConnections?: number;
   /** Connections at once per client address. */
   maxConnectionsPerAddress?: number;
+  /** permessage-deflate for clients that offer it: `true` (threshold 1024 bytes) or the threshold in bytes. @default off */
+  deflate?: boolean | number;
   /** Redis URL: BullMQ broker, Redis tracking and event log, shared with workers and other servers. @default $FLOWCAST_REDIS_URL */
   redis?: string;
   /** With `redis`: the key prefix of the deployment. @default "flowcast:" */
@@ -80,6 +83,7 @@ export function registerServeCommand(program: Command): Command {
     .option('--jwt-default-pipelines <ids>', 'what a JWT without a "pipelines" claim may read: "*" or comma-separated pipeline ids (default: nothing)')
     .option('--max-connections <count>', 'connections at once, all kinds (default: 10000, or ulimit -n minus 64)', positiveInt)
     .option('--max-connections-per-address <count>', 'connections at once from one client address (default: 128)', positiveInt)
+    .option('--deflate [threshold]', `permessage-deflate for clients that offer it: compress messages of at least threshold bytes (default ${DEFAULT_DEFLATE_THRESHOLD})`, nonNegativeInt)
     .option('--redis <url>', 'share runs, tracking and events with workers and other servers through Redis (default: $FLOWCAST_REDIS_URL)', urlWith(['redis:', 'rediss:']))
     .option('--key-prefix <prefix>', 'with --redis: the key prefix shared with workers and other servers (default: $FLOWCAST_KEY_PREFIX, else "flowcast:")')
     .option('--no-worker', 'with --redis --demo: only start the demo runs; flowcast worker processes run their steps')
@@ -102,6 +106,7 @@ Examples:
   flowcast serve --demo
   flowcast serve --demo --host 0.0.0.0 --token "$(openssl rand -hex 16)"
   flowcast serve --tls-cert cert.pem --tls-key key.pem --jwt-secret "$SECRET"
+  flowcast serve --deflate 4096          # compress messages of 4 KB or more
   flowcast serve --redis redis://127.0.0.1:6379 --demo --no-worker
   flowcast worker --redis redis://127.0.0.1:6379 --tasks dist/demo/worker-tasks.js`,
     )
@@ -135,6 +140,7 @@ export function serverOptionsFrom(options: ServeCommandOptions, env: NodeJS.Proc
   if (options.trustProxy !== undefined) server.trustProxy = trustProxyOf(options.trustProxy);
   if (options.maxConnections !== undefined) server.maxConnections = options.maxConnections;
   if (options.maxConnectionsPerAddress !== undefined) server.maxConnectionsPerAddress = options.maxConnectionsPerAddress;
+  if (options.deflate !== undefined && options.deflate !== false) server.perMessageDeflate = options.deflate === true ? true : { threshold: options.deflate };
   return server;
 }
 
@@ -275,6 +281,7 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
     `  REST API    ${http}/api/runs   (OpenAPI: ${http}/api/openapi.json)`,
     `  Metrics     ${http}/metrics`,
     `  Health      ${http}/health`,
+    ...deflateLine(server),
     `  Auth        ${server.options.auth === undefined ? 'none: anyone who can reach this address can read and cancel runs' : 'tokens required'}`,
   ];
   if (options.redis !== undefined) {
@@ -284,6 +291,14 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
   if (options.demo === true) lines.push(`  Demo        ${options.concurrency ?? 3} runs at a time; try: flowcast watch '*' --url ${server.url}`);
   lines.push('Ctrl-C stops.');
   return `${lines.join('\n')}\n`;
+}
+
+/** The banner's line about compression, when it is on. */
+function deflateLine(server: FlowcastServer): string[] {
+  const option = server.options.perMessageDeflate;
+  if (option === undefined || option === false) return [];
+  const threshold = option === true ? DEFAULT_DEFLATE_THRESHOLD : (option.threshold ?? DEFAULT_DEFLATE_THRESHOLD);
+  return [`  Compression permessage-deflate for messages of ${threshold} bytes or more (clients that offer it)`];
 }
 
 /** The URL without its password, for printing. */
