@@ -195,9 +195,9 @@ function sseStream(base: string, path: string, headers: Record<string, string> =
 }
 
 describe('stalled replayers', () => {
-  it('150 clients that ask for a 10,000-event replay and never read hold at most N × the outgoing hard limit plus a constant', { timeout: 120_000 }, async () => {
+  it('150 clients that ask for a 9,000-event replay and never read hold at most N × the outgoing hard limit plus a constant', { timeout: 120_000 }, async () => {
     const hard = 256 * 1024;
-    const server = await serverProcess({ backlog: 10_000, outgoing: { softLimitBytes: 64 * 1024, hardLimitBytes: hard }, maxConnectionsPerAddress: 1000 });
+    const server = await serverProcess({ backlog: 9_000, outgoing: { softLimitBytes: 64 * 1024, hardLimitBytes: hard }, maxConnectionsPerAddress: 1000 });
     const before = server.rss();
     const clients: TestClient[] = [];
     for (let i = 0; i < 150; i++) {
@@ -214,6 +214,8 @@ describe('stalled replayers', () => {
       if (Math.abs(now - last) < 2 * 1024 * 1024 && i > 3) break;
       last = now;
     }
+    process.kill(server.pid, 'SIGUSR2');
+    await new Promise((resolve) => setTimeout(resolve, 500));
     const grown = server.rss() - before;
     const bound = clients.length * hard + 64 * 1024 * 1024;
     expect(grown, `the server grew by ${Math.round(grown / 1048576)} MiB for ${clients.length} stalled replayers`).toBeLessThanOrEqual(bound);
@@ -223,6 +225,7 @@ describe('stalled replayers', () => {
     await one.waitUntil(() => one.controls('replay_complete').length === 1, 'the replay to complete', 60_000);
     const seqList = one.events(server.runId as string).map((e) => e.seq);
     expect(seqList).toEqual(seqList.map((_, i) => i + 1));
+    expect(seqList.length).toBeGreaterThan(9000);
     for (const c of clients) c.ws.terminate();
   });
 });

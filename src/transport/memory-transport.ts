@@ -4,6 +4,7 @@ import { FlowcastError, ErrorCodes, describeError } from '../core/errors.js';
 import { checkPositiveInt, checkNonNegativeNumber, checkObject, checkKnownKeys } from '../core/validate.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import { type Channel, type EventListener, type EventTransport, type LogRead } from './transport.js';
+import { packedFirstSeq, packLog, readPacked, type PackedLog } from './packed-log.js';
 
 /** Options of {@link InMemoryTransport}. */
 export interface InMemoryTransportOptions {
@@ -31,12 +32,8 @@ interface RunLog {
   events: FlowcastEvent[];
   /** Index in `events` of the first event still held. */
   head: number;
-  /**
-   * The held events as one JSON array once the run ended. A finished log is read
-   * rarely (replay) but kept long: one string instead of many objects keeps it out of
-   * the garbage collector's way, which is most of what retention costs.
-   */
-  packed: string | null;
+  /** The held events as JSON chunks once the run ended (see packed-log.ts). */
+  packed: PackedLog | null;
   nextSeq: number;
   endedAt: number | null;
 }
@@ -99,7 +96,7 @@ export class InMemoryTransport implements EventTransport {
     if (isTerminalEvent(event)) {
       const now = Date.now();
       log.endedAt = now;
-      log.packed = JSON.stringify(log.head === 0 ? log.events : log.events.slice(log.head));
+      log.packed = packLog(log.head === 0 ? log.events : log.events.slice(log.head));
       log.events = [];
       log.head = 0;
       this.#ended.push({ runId: draft.run_id, endedAt: now });
@@ -126,7 +123,7 @@ export class InMemoryTransport implements EventTransport {
     if (isTerminalEvent(event)) {
       const now = Date.now();
       log.endedAt = now;
-      log.packed = JSON.stringify(log.head === 0 ? log.events : log.events.slice(log.head));
+      log.packed = packLog(log.head === 0 ? log.events : log.events.slice(log.head));
       log.events = [];
       log.head = 0;
       this.#ended.push({ runId: event.run_id, endedAt: now });
@@ -164,11 +161,21 @@ export class InMemoryTransport implements EventTransport {
     const limit = options.limit === undefined ? Infinity : checkPositiveInt(options.limit, 'limit');
     const log = this.#logs.get(runId);
     if (log === undefined) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
-    const events = log.packed === null ? log.events : (JSON.parse(log.packed) as FlowcastEvent[]);
-    const head = log.packed === null ? log.head : 0;
+    const lastSeq = log.nextSeq - 1;
+    if (log.packed !== null) {
+      const firstSeq = packedFirstSeq(log.packed) ?? log.nextSeq;
+      return {
+        events: readPacked(log.packed, Math.max(Math.floor(since), firstSeq - 1), limit),
+        first_seq: firstSeq,
+        last_seq: lastSeq,
+        complete: since + 1 >= firstSeq,
+        ended: true,
+      };
+    }
+    const events = log.events;
+    const head = log.head;
     const first = events[head];
     const firstSeq = first === undefined ? log.nextSeq : first.seq;
-    const lastSeq = log.nextSeq - 1;
     const startIndex = head + Math.max(0, Math.floor(since) + 1 - firstSeq);
     const end = Math.min(events.length, startIndex + limit);
     return {
