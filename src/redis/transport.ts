@@ -77,6 +77,20 @@ const NO_CHANNELS: readonly string[] = ['', '', ''];
 const publishedOnAppend = new WeakSet<FlowcastEvent>();
 const publishScript = new LuaScript(PUBLISH_SCRIPT);
 
+/**
+ * The first seq a log answers for: 1 when retention never trimmed it (Redis 7 counts
+ * the entries ever added), else its first entry (before a Redis 7 too).
+ */
+async function trimmedThrough(redis: Redis, log: string, firstHeld: number): Promise<number> {
+  const info = (await redis.xinfo('STREAM', log)) as unknown[];
+  const field = (name: string): unknown => {
+    const at = info.indexOf(name);
+    return at < 0 ? undefined : info[at + 1];
+  };
+  const added = field('entries-added');
+  return typeof added === 'number' && added === field('length') ? 1 : firstHeld;
+}
+
 /** Checks that `redis` looks like an ioredis client. */
 export function checkRedisClient(redis: unknown, what: string): Redis {
   const r = redis as Partial<Redis> | null;
@@ -327,7 +341,9 @@ export class RedisPubSubTransport implements EventTransport {
     const [meta, head, entries] = replies.map((r) => r[1]) as [[string | null, string | null], [string, string[]][], [string, string[]][]];
     const lastSeq = Number(meta[0] ?? 0);
     if (lastSeq === 0) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
-    const firstSeq = head[0] === undefined ? lastSeq + 1 : Number.parseInt(head[0][0], 10);
+    let firstSeq = head[0] === undefined ? lastSeq + 1 : Number.parseInt(head[0][0], 10);
+    // A first entry past since + 1: trimmed by retention, or a gap a filter left (docs/events.md).
+    if (firstSeq > since + 1 && head[0] !== undefined) firstSeq = await trimmedThrough(this.redis, log, firstSeq);
     const events: FlowcastEvent[] = [];
     for (const [, fields] of entries) {
       const event = parseEvent(fields[1] ?? '');

@@ -39,6 +39,8 @@ export interface HubStats {
 }
 
 const LAST_SEEN_MAX = 100_000;
+/** Reads of the log (10 ms apart) a fill makes for a live event the log does not show yet. */
+const FILL_WAITS_MAX = 100;
 const CURSORS_MAX = 10_000;
 
 /**
@@ -356,6 +358,7 @@ export class Hub {
   async #fill(conn: Connection, runId: string, cursor: RunCursor, replaySince: number | undefined): Promise<void> {
     cursor.filling = true;
     let told = false;
+    let waits = 0;
     try {
       for (;;) {
         const log = await this.#transport.read(runId, { since: cursor.last, limit: this.#page });
@@ -381,6 +384,9 @@ export class Hub {
           }
         }
         if (log.events.length >= this.#page && cursor.last < log.last_seq) continue;
+        // Read to the log's end: a seq up to last_seq that it lacks is a gap a filter left
+        // (docs/events.md), never to come; waiting for it would stall the run for good.
+        if (log.last_seq > cursor.last) cursor.last = log.last_seq;
         const buffered = cursor.buffer.sort((a, b) => a.seq - b.seq);
         cursor.buffer = [];
         let gap = false;
@@ -398,9 +404,11 @@ export class Hub {
             this.stats.deliveries++;
           }
         }
-        // A gap the log cannot fill yet (the event is published before the log shows it): try again shortly.
-        if (gap && log.last_seq < (cursor.buffer[0]?.seq ?? 0) - 1) await new Promise((r) => setTimeout(r, 10));
         if (!gap) break;
+        // A live event ahead of the log (published before the log shows it): read again
+        // shortly, a bounded number of times; then it goes out without what the log never showed.
+        if (++waits > FILL_WAITS_MAX) cursor.last = (cursor.buffer[0] as FlowcastEvent).seq - 1;
+        else await new Promise((r) => setTimeout(r, 10));
       }
       cursor.filling = false;
       if (replaySince !== undefined && conn.state === 'open') conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: cursor.last });

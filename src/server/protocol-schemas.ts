@@ -26,7 +26,7 @@ const Base = {
   event_id: Type.String({ description: 'Unique id of the event (UUID): dedupe on it or on (run_id, seq).' }),
   pipeline_id: Type.String(),
   run_id: Type.String(),
-  seq: Type.Integer({ minimum: 1, description: 'Position in the run: 1, 2, 3… with no gap.' }),
+  seq: Type.Integer({ minimum: 1, description: 'Position in the run: 1, 2, 3… with no gap in the run\'s log (a log fed through a filter, and a subscription with event_types, skip seqs: no loss).' }),
   timestamp: Iso,
 };
 const Step = {

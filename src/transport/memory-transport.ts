@@ -38,6 +38,8 @@ interface RunLog {
    */
   packed: string | null;
   nextSeq: number;
+  /** The highest seq retention trimmed (0: none). */
+  trimmed: number;
   endedAt: number | null;
 }
 
@@ -78,7 +80,7 @@ export class InMemoryTransport implements EventTransport {
     if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'InMemoryTransport is closed');
     let log = this.#logs.get(draft.run_id);
     if (log === undefined) {
-      log = { pipelineId: draft.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, endedAt: null };
+      log = { pipelineId: draft.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, trimmed: 0, endedAt: null };
       this.#logs.set(draft.run_id, log);
     } else if (log.endedAt !== null) {
       return null;
@@ -88,14 +90,7 @@ export class InMemoryTransport implements EventTransport {
     event.v = EVENT_SCHEMA_VERSION;
     event.event_id = randomUUID();
     event.seq = log.nextSeq++;
-    log.events.push(event);
-    if (log.events.length - log.head > this.#maxEvents) {
-      log.head++;
-      if (log.head > 1024 && log.head * 2 > log.events.length) {
-        log.events = log.events.slice(log.head);
-        log.head = 0;
-      }
-    }
+    this.#hold(log, event);
     if (isTerminalEvent(event)) {
       const now = Date.now();
       log.endedAt = now;
@@ -116,13 +111,12 @@ export class InMemoryTransport implements EventTransport {
   ingest(event: FlowcastEvent): boolean {
     let log = this.#logs.get(event.run_id);
     if (log === undefined) {
-      log = { pipelineId: event.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, endedAt: null };
+      log = { pipelineId: event.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, trimmed: 0, endedAt: null };
       this.#logs.set(event.run_id, log);
     }
     if (log.endedAt !== null || event.seq < log.nextSeq) return false;
     log.nextSeq = event.seq + 1;
-    log.events.push(event);
-    if (log.events.length - log.head > this.#maxEvents) log.head++;
+    this.#hold(log, event);
     if (isTerminalEvent(event)) {
       const now = Date.now();
       log.endedAt = now;
@@ -134,6 +128,19 @@ export class InMemoryTransport implements EventTransport {
     }
     this.publish(event);
     return true;
+  }
+
+  /** Adds an event to a running log, trimming the oldest past `maxEventsPerRun`. */
+  #hold(log: RunLog, event: FlowcastEvent): void {
+    log.events.push(event);
+    if (log.events.length - log.head > this.#maxEvents) {
+      log.trimmed = (log.events[log.head] as FlowcastEvent).seq;
+      log.head++;
+      if (log.head > 1024 && log.head * 2 > log.events.length) {
+        log.events = log.events.slice(log.head);
+        log.head = 0;
+      }
+    }
   }
 
   publish(event: FlowcastEvent): void {
@@ -166,15 +173,20 @@ export class InMemoryTransport implements EventTransport {
     if (log === undefined) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
     const events = log.packed === null ? log.events : (JSON.parse(log.packed) as FlowcastEvent[]);
     const head = log.packed === null ? log.head : 0;
-    const first = events[head];
-    const firstSeq = first === undefined ? log.nextSeq : first.seq;
-    const lastSeq = log.nextSeq - 1;
-    const startIndex = head + Math.max(0, Math.floor(since) + 1 - firstSeq);
-    const end = Math.min(events.length, startIndex + limit);
+    // Seqs may have gaps (a log fed through a filter holds only the events that passed it):
+    // the first event after `since` is looked up, not computed.
+    let lo = head;
+    let hi = events.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((events[mid] as FlowcastEvent).seq <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    const firstSeq = log.trimmed + 1;
     return {
-      events: events.slice(startIndex, end),
+      events: events.slice(lo, Math.min(events.length, lo + limit)),
       first_seq: firstSeq,
-      last_seq: lastSeq,
+      last_seq: log.nextSeq - 1,
       complete: since + 1 >= firstSeq,
       ended: log.endedAt !== null,
     };

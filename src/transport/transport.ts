@@ -6,9 +6,17 @@ export type Channel = { runId: string } | { pipelineId: string } | '*';
 
 /** What `read()` returns from a run's log. */
 export interface LogRead {
-  /** The events after `since`, in seq order (up to `limit`). */
+  /**
+   * The events after `since`, in seq order (up to `limit`). Their seqs may have gaps: a
+   * log fed through a filter (`setupWebSocketBridge` behind `hooks.addFilter`) holds only
+   * the events that passed it, with their run's seqs. A seq up to `last_seq` that the log
+   * lacks is never coming: it is no loss.
+   */
   events: FlowcastEvent[];
-  /** The first seq the log still holds (1 unless retention trimmed it; 0 when the log is unknown). */
+  /**
+   * The first seq the log answers for: events before it were trimmed by retention (1
+   * unless retention trimmed some; 0 when the log is unknown). A filtered log may lack it.
+   */
   first_seq: number;
   /** The last seq the log holds (0 when empty or unknown). */
   last_seq: number;
