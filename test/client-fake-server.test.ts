@@ -149,11 +149,12 @@ describe('resume after a drop', () => {
     const second = await server.peer(1);
     await waitUntil(() => sent(second).length === 2, 'the resubscription');
     // The ended run is not resumed; the run in flight is, before the pipeline.
-    // The pipeline subscription comes back with started_since: the time of the last event
-    // seen, less the margin, so that runs that began and ended meanwhile are replayed too.
+    // This server gave the pipeline subscription no offset in its run stream: it comes back
+    // with started_since, the time of the last event seen less the margin, so that runs
+    // that began and ended meanwhile are replayed too.
     expect(sent(second)).toEqual([
       { type: 'subscribe', run_id: 'r1', since: 3 },
-      { type: 'subscribe', pipeline_id: 'p', started_since: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/) as unknown as string },
+      { type: 'subscribe', pipeline_id: 'p', positions: true, started_since: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/) as unknown as string },
     ]);
     expect(got.states.find((s) => s.to === 'reconnecting')).toMatchObject({ code: 4008, reason: 'Slow consumer' });
     // The replay repeats seq 3, then brings 4 and 5; live 6 follows.
@@ -210,7 +211,7 @@ describe('resume after a drop', () => {
     const peer = await server.peer(0);
     await waitUntil(() => sent(peer).length === 3, 'the unsubscribe of the caught-up run at the server');
     expect(sent(peer)).toEqual([
-      { type: 'subscribe', pipeline_id: 'p' },
+      { type: 'subscribe', pipeline_id: 'p', positions: true },
       { type: 'subscribe', run_id: 'r1', since: 0 },
       { type: 'unsubscribe', run_id: 'r1' },
     ]);
@@ -279,7 +280,7 @@ describe('connection', () => {
     await m.connect();
     await all;
     const peer = await server.peer(0);
-    expect(sent(peer)).toEqual(ids.map((id) => ({ type: 'subscribe', pipeline_id: id })));
+    expect(sent(peer)).toEqual(ids.map((id) => ({ type: 'subscribe', pipeline_id: id, positions: true })));
   });
 
   it("a server error that answers no request goes to 'error' with its code", async () => {

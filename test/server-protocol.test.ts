@@ -23,7 +23,7 @@ describe('#subscribe', () => {
     const client = await f.client();
     client.send({ type: 'subscribe', pipeline_id: 'alpha', id: 7 });
     const ack = await client.waitFor((m) => m.type === 'subscribed', 'subscribed');
-    expect(ack).toEqual({ type: 'subscribed', pipeline_id: 'alpha', id: 7 });
+    expect(ack).toEqual({ type: 'subscribed', pipeline_id: 'alpha', id: 7, epoch: expect.any(String) });
     const runId = await f.runToEnd(f.alpha);
     await client.waitForEnd(runId);
     const log = await f.log(runId);
@@ -38,14 +38,14 @@ describe('#subscribe', () => {
     const f = await startFixture();
     const client = await f.client();
     client.send({ type: 'subscribe', pipeline_id: 'alpha', id: 'a-b' });
-    expect(await client.waitFor((m) => m.id === 'a-b', 'the reply')).toEqual({ type: 'subscribed', pipeline_id: 'alpha', id: 'a-b' });
+    expect(await client.waitFor((m) => m.id === 'a-b', 'the reply')).toEqual({ type: 'subscribed', pipeline_id: 'alpha', id: 'a-b', epoch: expect.any(String) });
   });
 
   it('without an id the reply carries none', async () => {
     const f = await startFixture();
     const client = await f.client();
     client.send({ type: 'subscribe', pipeline_id: 'alpha' });
-    expect(await client.waitFor((m) => m.type === 'subscribed', 'subscribed')).toEqual({ type: 'subscribed', pipeline_id: 'alpha' });
+    expect(await client.waitFor((m) => m.type === 'subscribed', 'subscribed')).toEqual({ type: 'subscribed', pipeline_id: 'alpha', epoch: expect.any(String) });
   });
 
   it('many subscriptions on one socket: events of each pipeline, told apart by pipeline_id, and none of the others', async () => {

@@ -23,6 +23,7 @@ export type {
   PipelineMonitorOptions,
   ReplayCompleteMessage,
   ReplayIncompleteMessage,
+  ResumeIncomplete,
   RunSnapshot,
   StateChange,
   SubscriptionTarget,

@@ -4,6 +4,7 @@ import { FlowcastError, ErrorCodes, describeError } from '../core/errors.js';
 import { checkPositiveInt, checkNonNegativeNumber, checkObject, checkKnownKeys } from '../core/validate.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import { type Channel, type EventListener, type EventTransport, type LogRead } from './transport.js';
+import { DEFAULT_RUN_STREAM_LENGTH, MemoryRunStreams, type RunStreams } from './run-streams.js';
 
 /** Options of {@link InMemoryTransport}. */
 export interface InMemoryTransportOptions {
@@ -22,6 +23,12 @@ export interface InMemoryTransportOptions {
    * @default 3600000 (one hour)
    */
   retentionMs?: number;
+  /**
+   * Markers kept per run stream (the starts and ends of a pipeline's runs, and of every
+   * pipeline's: what a resuming pipeline subscription reads, docs/protocol.md).
+   * @default 10000
+   */
+  runStreamLength?: number;
   /** Called when a live listener throws. Defaults to printing to stderr. */
   onListenerError?: (error: unknown, event: FlowcastEvent) => void;
 }
@@ -43,7 +50,7 @@ interface RunLog {
   endedAt: number | null;
 }
 
-const KNOWN = ['maxEventsPerRun', 'maxRuns', 'retentionMs', 'onListenerError'] as const;
+const KNOWN = ['maxEventsPerRun', 'maxRuns', 'retentionMs', 'runStreamLength', 'onListenerError'] as const;
 
 /** The embedded event log and fan-out: one process, bounded memory. */
 export class InMemoryTransport implements EventTransport {
@@ -57,6 +64,7 @@ export class InMemoryTransport implements EventTransport {
   readonly #all = new Set<EventListener>();
   readonly #byPipeline = new Map<string, Set<EventListener>>();
   readonly #byRun = new Map<string, Set<EventListener>>();
+  readonly #runs: MemoryRunStreams;
   #closed = false;
 
   constructor(options: InMemoryTransportOptions = {}) {
@@ -69,6 +77,9 @@ export class InMemoryTransport implements EventTransport {
       ((error, event) => {
         console.error(`flowcast: a live event listener threw on ${event.type} of run ${event.run_id}: ${describeError(error)}`);
       });
+    this.#runs = new MemoryRunStreams(checkPositiveInt(options.runStreamLength ?? DEFAULT_RUN_STREAM_LENGTH, 'runStreamLength'), (error) => {
+      console.error(`flowcast: a run stream listener threw: ${describeError(error)}`);
+    });
   }
 
   append(draft: EventDraft): Promise<FlowcastEvent | null> {
@@ -80,8 +91,7 @@ export class InMemoryTransport implements EventTransport {
     if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'InMemoryTransport is closed');
     let log = this.#logs.get(draft.run_id);
     if (log === undefined) {
-      log = { pipelineId: draft.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, trimmed: 0, endedAt: null };
-      this.#logs.set(draft.run_id, log);
+      log = this.#open(draft.run_id, draft.pipeline_id);
     } else if (log.endedAt !== null) {
       return null;
     }
@@ -99,6 +109,7 @@ export class InMemoryTransport implements EventTransport {
       log.head = 0;
       this.#ended.push({ runId: draft.run_id, endedAt: now });
       this.#evict(now);
+      this.#runs.mark('end', log.pipelineId, draft.run_id);
     }
     return event;
   }
@@ -110,10 +121,7 @@ export class InMemoryTransport implements EventTransport {
    */
   ingest(event: FlowcastEvent): boolean {
     let log = this.#logs.get(event.run_id);
-    if (log === undefined) {
-      log = { pipelineId: event.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, trimmed: 0, endedAt: null };
-      this.#logs.set(event.run_id, log);
-    }
+    if (log === undefined) log = this.#open(event.run_id, event.pipeline_id);
     if (log.endedAt !== null || event.seq < log.nextSeq) return false;
     log.nextSeq = event.seq + 1;
     this.#hold(log, event);
@@ -127,7 +135,16 @@ export class InMemoryTransport implements EventTransport {
       this.#evict(now);
     }
     this.publish(event);
+    if (log.endedAt !== null) this.#runs.mark('end', log.pipelineId, event.run_id);
     return true;
+  }
+
+  /** A run's new log; its start marker comes first, so a pipeline's run stream announces it before any of its events. */
+  #open(runId: string, pipelineId: string): RunLog {
+    this.#runs.mark('start', pipelineId, runId);
+    const log: RunLog = { pipelineId, events: [], head: 0, packed: null, nextSeq: 1, trimmed: 0, endedAt: null };
+    this.#logs.set(runId, log);
+    return log;
   }
 
   /** Adds an event to a running log, trimming the oldest past `maxEventsPerRun`. */
@@ -214,6 +231,16 @@ export class InMemoryTransport implements EventTransport {
     };
   }
 
+  /** The epoch of this transport's logs and run streams: one per transport (a process restart is a new history). */
+  epoch(): Promise<string> {
+    return Promise.resolve(this.#runs.epoch);
+  }
+
+  /** The run streams: the starts and ends of each pipeline's runs and of every pipeline's. */
+  get runs(): RunStreams {
+    return this.#runs;
+  }
+
   /** Number of run logs held (running and ended). */
   get size(): number {
     return this.#logs.size;
@@ -232,6 +259,7 @@ export class InMemoryTransport implements EventTransport {
     this.#all.clear();
     this.#byPipeline.clear();
     this.#byRun.clear();
+    this.#runs.clear();
     return Promise.resolve();
   }
 }

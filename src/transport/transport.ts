@@ -1,5 +1,6 @@
 import type { ServerInstanceStatus } from '../core/engine-status.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
+import type { RunStreams } from './run-streams.js';
 
 /** What a subscriber listens to: one run, one pipeline, or everything. */
 export type Channel = { runId: string } | { pipelineId: string } | '*';
@@ -56,6 +57,19 @@ export interface EventTransport {
    * every subscription asked for so far is active, so that what is published next reaches it.
    */
   subscribed?(): Promise<void>;
+  /**
+   * Optional: the epoch of this transport's history (run logs and run streams). Seqs and
+   * offsets are positions within one epoch: a new epoch (a process restart for the memory
+   * transport, a Redis that lost its data) is another history.
+   */
+  epoch?(): Promise<string>;
+  /** Optional: calls `listener` when the epoch changes (the history was lost). Returns the disposer. */
+  onEpochChange?(listener: (epoch: string, before: string) => void): () => void;
+  /**
+   * Optional: the run streams (per pipeline and `*`: the runs that started and ended, at
+   * offsets 1, 2, 3…), which a resuming pipeline subscription reads (docs/protocol.md).
+   */
+  readonly runs?: RunStreams;
   /** Optional: announces a server instance to the others sharing this transport; alive for `ttlMs` after its last announcement. */
   announceInstance?(status: ServerInstanceStatus, ttlMs: number): Promise<void>;
   /** Optional: every server instance whose announcement has not expired. */
