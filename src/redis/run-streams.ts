@@ -13,9 +13,7 @@ import { FlowcastError, ErrorCodes } from '../core/errors.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { checkReadOptions, checkStreamName, type RunMarker, type RunMarkerListener, type RunStreamName, type RunStreamRead, type RunStreams } from '../transport/run-streams.js';
 import { runStreamChannel, runStreamKey, runStreamMetaKey } from './keys.js';
-import { LuaScript, MARK_RUN_SCRIPT } from './lua.js';
-
-const markScript = new LuaScript(MARK_RUN_SCRIPT);
+import { MARK_RUN_SCRIPT } from './lua.js';
 
 /** What {@link RedisRunStreams} needs of its transport. */
 export interface RunStreamsHost {
@@ -63,8 +61,9 @@ export class RedisRunStreams implements RunStreams {
 
   #mark(name: RunStreamName, kind: 'start' | 'end', pipelineId: string, runId: string): Promise<unknown> {
     const h = this.#host;
-    const keys = [runStreamKey(h.keyPrefix, name), runStreamMetaKey(h.keyPrefix, name)];
-    return markScript.run(h.redis, keys, [h.length, h.ttlSeconds, runStreamChannel(h.keyPrefix, name), kind, runId, pipelineId]);
+    // EVAL, not EVALSHA: a NOSCRIPT retry would go out after the append sent next, and a
+    // run's start marker must be written before its first event.
+    return h.redis.eval(MARK_RUN_SCRIPT, 2, runStreamKey(h.keyPrefix, name), runStreamMetaKey(h.keyPrefix, name), h.length, h.ttlSeconds, runStreamChannel(h.keyPrefix, name), kind, runId, pipelineId);
   }
 
   async read(name: RunStreamName, options: { after?: number; limit?: number } = {}): Promise<RunStreamRead> {

@@ -211,6 +211,8 @@ export class RedisPubSubTransport implements EventTransport {
     });
     this.runs = this.#runs;
     this.#epoch = new RedisEpoch(this.redis, this.keyPrefix, (error) => this.#onError(error, 'redis'));
+    // Known from the start, so that a Redis that comes back without its data is noticed (servers and workers alike).
+    this.#epoch.watch();
   }
 
   /** Channels this process is subscribed to (one per channel with a local listener). */
@@ -243,7 +245,6 @@ export class RedisPubSubTransport implements EventTransport {
    * a failure is reported to `onError`, never thrown: the run goes on without it.
    */
   markRun(kind: 'start' | 'end', pipelineId: string, runId: string): Promise<void> {
-    this.#epoch.watch();
     return this.#runs.mark(kind, pipelineId, runId).catch((error: unknown) => this.#onError(error, `writing the ${kind} of run ${runId} to the run streams`));
   }
 
@@ -255,7 +256,6 @@ export class RedisPubSubTransport implements EventTransport {
 
   /** Calls `listener` when the epoch changes (the Redis lost its data). Returns the disposer. */
   onEpochChange(listener: EpochListener): () => void {
-    this.#epoch.watch();
     return this.#epoch.onChange(listener);
   }
 
@@ -289,7 +289,6 @@ export class RedisPubSubTransport implements EventTransport {
    * its events here too.
    */
   finishAppended(encoded: EncodedDraft, seq: number, channels: readonly string[]): FlowcastEvent {
-    this.#epoch.watch();
     const published = channels[0] !== '';
     const event = finishEvent(encoded, seq, !published);
     if (published) publishedOnAppend.add(event);
