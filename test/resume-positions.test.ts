@@ -33,7 +33,7 @@ function framesRecorder(): { WebSocket: WebSocketConstructor; connections: Frame
       this.on('message', (data: Buffer) => frames.push(JSON.parse(data.toString('utf8')) as Frame));
     }
   }
-  return { WebSocket: Recording as unknown as WebSocketConstructor, connections };
+  return { WebSocket: Recording, connections };
 }
 
 const isEventFrame = (f: Frame): f is Frame & FlowcastEvent => typeof f.seq === 'number' && typeof f.run_id === 'string' && typeof f.event_id === 'string';
@@ -113,7 +113,7 @@ describe('a PipelineMonitor that reconnects (memory)', () => {
     await later.waitResult({ timeoutMs: 10_000 });
     const after = await f.runToEnd(f.alpha);
 
-    await expectWholeLogs(events, f.log, [...seen, inFlight.runId, ...away, later.runId, after]);
+    await expectWholeLogs(events, (runId) => f.log(runId), [...seen, inFlight.runId, ...away, later.runId, after]);
     expect(repeatedFrames(recorder.connections)).toEqual([]);
     expect(monitor.stats.duplicatesDropped).toBe(0);
     expectPositionsFirst(recorder.connections);
