@@ -36,7 +36,9 @@ interface FakeServer {
  * `subscribe`/`unsubscribe` with `subscribed`/`unsubscribed`, echoing `id`; sends
  * nothing else unless the test does.
  */
-async function fakeServer(options: { answerPings?: boolean; onSubscribe?: (peer: Peer, msg: Record<string, unknown>) => void } = {}): Promise<FakeServer> {
+async function fakeServer(
+  options: { answerPings?: boolean; onSubscribe?: (peer: Peer, msg: Record<string, unknown>) => void; ack?: (msg: Record<string, unknown>) => Record<string, unknown> } = {},
+): Promise<FakeServer> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise<void>((resolve) => wss.once('listening', resolve));
   const peers: Peer[] = [];
@@ -49,7 +51,7 @@ async function fakeServer(options: { answerPings?: boolean; onSubscribe?: (peer:
       if (msg.type === 'ping' && options.answerPings !== false) peer.send({ type: 'pong', timestamp: new Date().toISOString(), id: msg.id });
       if (msg.type === 'subscribe' || msg.type === 'unsubscribe') {
         const target = msg.run_id === undefined ? { pipeline_id: msg.pipeline_id } : { run_id: msg.run_id };
-        peer.send({ type: `${msg.type}d`, ...target, id: msg.id });
+        peer.send({ type: `${msg.type}d`, ...target, ...(msg.type === 'subscribe' ? options.ack?.(msg) : undefined), id: msg.id });
         if (msg.type === 'subscribe') options.onSubscribe?.(peer, msg);
       }
     });
@@ -249,6 +251,96 @@ describe('resume after a drop', () => {
     await waitUntil(() => seqs(got.events).length === 2, 'two events');
     expect(seqs(got.events)).toEqual([5, 6]);
     expect(incomplete).toEqual([{ type: 'replay_incomplete', run_id: 'r1', requested_since: 0, first_seq: 5, last_seq: 6 }]);
+  });
+});
+
+describe('positions in run streams', () => {
+  const position = (offset: number, kind: 'start' | 'end', runId: string): Record<string, unknown> => ({ type: 'position', stream: 'p', offset, kind, run_id: runId, pipeline_id: 'p' });
+
+  it('after a drop: resumes the runs it knows (from events or positions) with since and the epoch, then the pipeline after its last position', async () => {
+    const server = await fakeServer({ ack: (msg) => (msg.pipeline_id === 'p' ? { epoch: 'e1', offset: typeof msg.offset === 'number' ? msg.offset : 10 } : { epoch: 'e1' }) });
+    const m = monitor(server.url);
+    const got = record(m);
+    await connected(m);
+    const first = await server.peer(0);
+    expect(sent(first)).toEqual([{ type: 'subscribe', pipeline_id: 'p', positions: true }]);
+    first.send(position(11, 'start', 'r1'));
+    for (const seq of [1, 2]) first.send(event('r1', seq));
+    // Announced, with no event yet.
+    first.send(position(12, 'start', 'r2'));
+    first.send(position(13, 'start', 'r3'));
+    first.send(event('r3', 1, 'PipelineStartEvent'));
+    first.send(event('r3', 2, 'PipelineCompleteEvent'));
+    first.send(position(14, 'end', 'r3'));
+    await waitUntil(() => got.events.length === 4, 'the events');
+    first.ws.close(4008, 'Slow consumer');
+
+    const second = await server.peer(1);
+    await waitUntil(() => sent(second).length === 3, 'the resubscription');
+    expect(sent(second)).toEqual([
+      { type: 'subscribe', run_id: 'r1', since: 2, epoch: 'e1' },
+      { type: 'subscribe', run_id: 'r2', since: 0, epoch: 'e1' },
+      { type: 'subscribe', pipeline_id: 'p', offset: 14, epoch: 'e1' },
+    ]);
+    expect(got.errors).toEqual([]);
+  });
+
+  it("says so ('resume_incomplete') when the server cannot resume the pipeline from its offset, and goes on from the server's", async () => {
+    let connections = 0;
+    const server = await fakeServer({
+      ack: (msg) => {
+        if (msg.pipeline_id !== 'p') return {};
+        connections++;
+        return connections === 1 ? { epoch: 'e1', offset: 3 } : { epoch: 'e2', offset: 40, recovered: false, reason: 'epoch' };
+      },
+    });
+    const m = monitor(server.url);
+    const resets: unknown[] = [];
+    m.on('resume_incomplete', (r) => resets.push(r));
+    await connected(m);
+    const first = await server.peer(0);
+    first.send(position(4, 'start', 'r1'));
+    first.send(event('r1', 1, 'PipelineStartEvent'));
+    first.send(event('r1', 2, 'PipelineCompleteEvent'));
+    await waitUntil(() => m.lastSeq('r1') === 2, 'the run');
+    first.ws.close(1001, 'going away');
+    const second = await server.peer(1);
+    await waitUntil(() => resets.length === 1, 'the resume_incomplete');
+    expect(resets).toEqual([{ pipeline_id: 'p', reason: 'epoch', requested_offset: 4, offset: 40 }]);
+    expect(sent(second)).toEqual([{ type: 'subscribe', pipeline_id: 'p', offset: 4, epoch: 'e1' }]);
+    // Its next resume goes from the server's offset, in the server's epoch.
+    second.send(position(41, 'start', 'r9'));
+    await waitUntil(() => m.lastSeq('r9') === 0, 'the announced run');
+    second.ws.close(1001, 'going away');
+    const third = await server.peer(2);
+    await waitUntil(() => sent(third).length === 2, 'the third subscription');
+    expect(sent(third)).toEqual([
+      { type: 'subscribe', run_id: 'r9', since: 0, epoch: 'e2' },
+      { type: 'subscribe', pipeline_id: 'p', offset: 41, epoch: 'e2' },
+    ]);
+  });
+
+  it('replay_incomplete with reason "epoch": forgets what it held of the run and delivers the new history from its start', async () => {
+    const server = await fakeServer({
+      ack: () => ({ epoch: 'e2' }),
+      onSubscribe: (peer, msg) => {
+        if (msg.run_id !== 'r1' || msg.since !== 5) return;
+        peer.send({ type: 'replay_incomplete', run_id: 'r1', requested_since: 5, first_seq: 1, last_seq: 2, epoch: 'e2', reason: 'epoch' });
+        for (const seq of [1, 2]) peer.send(event('r1', seq));
+        peer.send({ type: 'replay_complete', run_id: 'r1', last_seq: 2 });
+      },
+    });
+    const m = monitor(server.url);
+    const got = record(m);
+    await connected(m, { runId: 'r1' });
+    const first = await server.peer(0);
+    for (const seq of [1, 2, 3, 4, 5]) first.send(event('r1', seq));
+    await waitUntil(() => m.lastSeq('r1') === 5, 'five events');
+    first.ws.close(4010, 'Event history reset');
+    await waitUntil(() => seqs(got.events).length === 7, 'the new history');
+    expect(seqs(got.events)).toEqual([1, 2, 3, 4, 5, 1, 2]);
+    expect(m.stats.duplicatesDropped).toBe(0);
+    expect(m.lastSeq('r1')).toBe(2);
   });
 });
 
