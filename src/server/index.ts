@@ -38,5 +38,6 @@ export type {
   SnapshotMessage,
   ReplayCompleteMessage,
   ReplayIncompleteMessage,
+  PositionMessage,
   ServerControlMessage,
 } from './protocol.js';

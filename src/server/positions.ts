@@ -44,7 +44,12 @@ interface State {
   /** Work under way (the opening replay, a catch-up): live markers wait in `buffer`. */
   busy: number;
   buffer: RunMarker[];
+  /** Work runs one at a time, in order; the first waits for {@link Positions.replay} (after `subscribed`). */
   queue: Promise<void>;
+  /** Lets the queue go: called by {@link Positions.replay}. */
+  start: () => void;
+  /** Until the opening replay is done, every run read from the stream is followed from its log. */
+  opened: boolean;
   closed: boolean;
 }
 
@@ -69,7 +74,9 @@ export class Positions {
   async open(conn: Connection, sub: Subscription, requested: { offset: number | undefined; epoch: string | undefined }): Promise<PositionStart> {
     this.close(conn, sub);
     const stream = sub.kind === 'all' ? '*' : sub.id;
-    const state: State = { conn, stream, offset: 0, busy: 1, buffer: [], queue: Promise.resolve(), closed: false };
+    let start!: () => void;
+    const gate = new Promise<void>((resolve) => (start = resolve));
+    const state: State = { conn, stream, offset: 0, busy: 1, buffer: [], queue: gate, start, opened: false, closed: false };
     this.#states.set(sub, state);
     let mine = this.#byConn.get(conn);
     if (mine === undefined) {
@@ -85,17 +92,17 @@ export class Positions {
     }
     upstream.states.add(state);
     const head = await this.#runs.read(stream, { after: Number.MAX_SAFE_INTEGER });
-    const start: PositionStart = { offset: head.last_offset, epoch: head.epoch };
+    const answer: PositionStart = { offset: head.last_offset, epoch: head.epoch };
     const asked = requested.offset;
     if (asked !== undefined) {
       const reason =
         requested.epoch !== undefined && requested.epoch !== head.epoch ? 'epoch' : asked > head.last_offset ? 'unknown' : asked + 1 < head.first_offset ? 'trimmed' : null;
-      start.recovered = reason === null;
-      if (reason === null) start.offset = asked;
-      else start.reason = reason;
+      answer.recovered = reason === null;
+      if (reason === null) answer.offset = asked;
+      else answer.reason = reason;
     }
-    state.offset = start.offset;
-    return start;
+    state.offset = answer.offset;
+    return answer;
   }
 
   /**
@@ -106,7 +113,11 @@ export class Positions {
     const state = this.#states.get(sub);
     if (state === undefined) return Promise.resolve();
     // `open` counted this work already: live markers have waited for it since.
-    return this.#schedule(state, true, false);
+    const done = this.#schedule(state, true, false).then(() => {
+      state.opened = true;
+    });
+    state.start();
+    return done;
   }
 
   /**
@@ -147,6 +158,7 @@ export class Positions {
 
   #drop(state: State): void {
     state.closed = true;
+    state.start();
     const mine = this.#byConn.get(state.conn);
     mine?.delete(state);
     if (mine?.size === 0) this.#byConn.delete(state.conn);
@@ -190,7 +202,8 @@ export class Positions {
     return state.queue;
   }
 
-  async #level(state: State, replay: boolean): Promise<void> {
+  async #level(state: State, asked: boolean): Promise<void> {
+    const replay = asked || !state.opened;
     for (;;) {
       const read = await this.#runs.read(state.stream, { after: state.offset, limit: PAGE });
       if (state.closed || state.conn.state !== 'open') return this.#idle(state);
