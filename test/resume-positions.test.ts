@@ -206,6 +206,33 @@ describe('resuming as docs/protocol.md says (raw protocol, memory)', () => {
   });
 });
 
+describe('positions and authorisation', () => {
+  it('a "*" subscription gets no position of a run it may not read, and resumes past them without their events', { timeout: 60_000 }, async () => {
+    const f = await startFixture({ server: { auth: { apiKeys: { 'key-alpha': { id: 'alpha-team', pipelines: ['alpha'] } } } } });
+    const c = await f.client({ queryToken: 'key-alpha' });
+    const ack = await c.subscribe({ pipeline_id: '*', positions: true });
+    const hidden = await f.runToEnd(f.beta);
+    const shown = await f.runToEnd(f.alpha);
+    await c.waitForEnd(shown);
+    expect(c.controls('position').map((m) => [m.kind, m.run_id])).toEqual([
+      ['start', shown],
+      ['end', shown],
+    ]);
+    expect(JSON.stringify(c.messages)).not.toContain(hidden);
+    const offset = c.controls('position').at(-1)?.offset as number;
+    await c.close();
+    const again = await f.client({ queryToken: 'key-alpha' });
+    const hiddenAway = await f.runToEnd(f.beta);
+    const shownAway = await f.runToEnd(f.alpha);
+    expect(await again.subscribe({ pipeline_id: '*', offset, epoch: ack.epoch as string })).toMatchObject({ recovered: true });
+    await again.waitForEnd(shownAway);
+    expect(again.controls('position').map((m) => m.run_id)).toEqual([shownAway, shownAway]);
+    expect(JSON.stringify(again.messages)).not.toContain(hidden);
+    expect(JSON.stringify(again.messages)).not.toContain(hiddenAway);
+    expect(again.events(shown).map((e) => e.seq)).toEqual([]);
+  });
+});
+
 const redis = useRedisServer();
 
 describe('a PipelineMonitor that moves to another server (Redis)', () => {

@@ -487,6 +487,7 @@ export class Hub {
     for (const conn of this.#connections) conn.close(1001, 'Server shutting down');
     for (const off of this.#upstream.values()) off();
     this.#upstream.clear();
+    this.#positions?.clear();
     this.#offEpoch?.();
     this.#byKey.clear();
     this.#connections.clear();

@@ -156,6 +156,11 @@ export class Positions {
     for (const state of [...mine]) this.#drop(state);
   }
 
+  /** Drops every positioned subscription (the hub closes). */
+  clear(): void {
+    for (const mine of [...this.#byConn.values()]) for (const state of [...mine]) this.#drop(state);
+  }
+
   #drop(state: State): void {
     state.closed = true;
     state.start();
