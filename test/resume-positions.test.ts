@@ -224,7 +224,7 @@ describe('positions and authorisation', () => {
     const again = await f.client({ queryToken: 'key-alpha' });
     const hiddenAway = await f.runToEnd(f.beta);
     const shownAway = await f.runToEnd(f.alpha);
-    expect(await again.subscribe({ pipeline_id: '*', offset, epoch: ack.epoch as string })).toMatchObject({ recovered: true });
+    expect(await again.subscribe({ pipeline_id: '*', offset, epoch: ack.epoch })).toMatchObject({ recovered: true });
     await again.waitForEnd(shownAway);
     expect(again.controls('position').map((m) => m.run_id)).toEqual([shownAway, shownAway]);
     expect(JSON.stringify(again.messages)).not.toContain(hidden);
