@@ -141,6 +141,17 @@ describe('InMemoryTransport#read of a log with gaps', () => {
     expect(t.readSync('run-g', { since: 3, limit: 2 }).events.map((e) => e.seq)).toEqual([4, 5]);
   });
 
+  it('announces a bridged run in its run stream even when its PipelineStartEvent was filtered out', async () => {
+    const t = new InMemoryTransport();
+    for (const seq of [2, 4]) t.ingest(logEvent('run-b', 'p', seq));
+    t.ingest(logEvent('run-b', 'p', 6, 'PipelineCompleteEvent'));
+    const read = await t.runs.read('p');
+    expect(read.markers.map((m) => [m.offset, m.kind, m.run_id])).toEqual([
+      [1, 'start', 'run-b'],
+      [2, 'end', 'run-b'],
+    ]);
+  });
+
   it('still says when retention trimmed events of a log with gaps', () => {
     const t = new InMemoryTransport({ maxEventsPerRun: 3 });
     for (const seq of [2, 4, 5, 7, 9, 12]) t.ingest(logEvent('run-t', 'p', seq));
