@@ -219,12 +219,13 @@ export class PipelineMonitor {
   /**
    * Listens to one event type (typed: `on('StepCompleteEvent', (e) => e.duration_ms)`),
    * to every event (`'*'`), or to the monitor's own news: `'snapshot'`, `'state'`
-   * (`{ from, to }`), `'error'`, `'replay_incomplete'`, `'replay_complete'`. Returns the
+   * (`{ from, to }`), `'error'`, `'replay_incomplete'`, `'replay_complete'`,
+   * `'resume_incomplete'`. Returns the
    * disposer.
    */
   on<K extends keyof MonitorEventMap>(type: K, listener: (payload: MonitorEventMap[K]) => void): () => void {
     if (typeof type !== 'string' || (type as string) === '') {
-      throw new InvalidArgumentError(`type must be an event type, "*", "snapshot", "state", "error", "replay_incomplete" or "replay_complete", received ${show(type)}`);
+      throw new InvalidArgumentError(`type must be an event type, "*", "snapshot", "state", "error", "replay_incomplete", "replay_complete" or "resume_incomplete", received ${show(type)}`);
     }
     if (typeof listener !== 'function') throw new InvalidArgumentError(`listener must be a function, received ${show(listener)}`);
     return this.#emitter.on(type, listener);
