@@ -176,12 +176,15 @@ export class Positions {
   }
 
   #onMarker(states: Set<State>, marker: RunMarker): void {
+    // The same message for every subscription of the stream: serialised once.
+    let json: Buffer | null = null;
+    const frame = (state: State): Buffer => (json ??= positionJson(state.stream, marker));
     for (const state of states) {
       if (state.closed || state.conn.state !== 'open') continue;
       if (state.busy > 0) {
         state.buffer.push(marker);
       } else if (marker.offset === state.offset + 1) {
-        void this.#forward(state, marker, false);
+        void this.#forward(state, marker, false, frame);
       } else if (marker.offset > state.offset) {
         // Pub/Sub lost some: read them from the stream.
         state.buffer.push(marker);
@@ -243,10 +246,15 @@ export class Positions {
   }
 
   /** One marker to the connection (nothing for a run it may not read), and the run followed when it starts. */
-  #forward(state: State, marker: RunMarker, replay: boolean): Promise<void> | void {
+  #forward(state: State, marker: RunMarker, replay: boolean, frame: (state: State) => Buffer = (st) => positionJson(st.stream, marker)): Promise<void> | void {
     state.offset = marker.offset;
     if (!this.#host.canRead(state.conn, marker.pipeline_id)) return;
-    state.conn.sendControl({ type: 'position', stream: state.stream, offset: marker.offset, kind: marker.kind, run_id: marker.run_id, pipeline_id: marker.pipeline_id });
+    state.conn.send(frame(state), null);
     if (marker.kind === 'start') return this.#host.follow(state.conn, marker.run_id, marker.pipeline_id, replay);
   }
+}
+
+/** A `position` message (docs/protocol.md). */
+function positionJson(stream: RunStreamName, marker: RunMarker): Buffer {
+  return Buffer.from(JSON.stringify({ type: 'position', stream, offset: marker.offset, kind: marker.kind, run_id: marker.run_id, pipeline_id: marker.pipeline_id }));
 }
