@@ -33,6 +33,7 @@ export type { EventFilterOptions } from './events/filter.js';
 export { InMemoryTransport } from './transport/memory-transport.js';
 export type { InMemoryTransportOptions } from './transport/memory-transport.js';
 export type { EventTransport, Channel, LogRead, EventListener } from './transport/transport.js';
+export type { RunMarker, RunMarkerListener, RunStreamName, RunStreamRead, RunStreams } from './transport/run-streams.js';
 
 export * from './tracking/index.js';
 export * from './scheduler/index.js';

@@ -36,7 +36,9 @@ interface FakeServer {
  * `subscribe`/`unsubscribe` with `subscribed`/`unsubscribed`, echoing `id`; sends
  * nothing else unless the test does.
  */
-async function fakeServer(options: { answerPings?: boolean; onSubscribe?: (peer: Peer, msg: Record<string, unknown>) => void } = {}): Promise<FakeServer> {
+async function fakeServer(
+  options: { answerPings?: boolean; onSubscribe?: (peer: Peer, msg: Record<string, unknown>) => void; ack?: (msg: Record<string, unknown>) => Record<string, unknown> } = {},
+): Promise<FakeServer> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise<void>((resolve) => wss.once('listening', resolve));
   const peers: Peer[] = [];
@@ -49,7 +51,7 @@ async function fakeServer(options: { answerPings?: boolean; onSubscribe?: (peer:
       if (msg.type === 'ping' && options.answerPings !== false) peer.send({ type: 'pong', timestamp: new Date().toISOString(), id: msg.id });
       if (msg.type === 'subscribe' || msg.type === 'unsubscribe') {
         const target = msg.run_id === undefined ? { pipeline_id: msg.pipeline_id } : { run_id: msg.run_id };
-        peer.send({ type: `${msg.type}d`, ...target, id: msg.id });
+        peer.send({ type: `${msg.type}d`, ...target, ...(msg.type === 'subscribe' ? options.ack?.(msg) : undefined), id: msg.id });
         if (msg.type === 'subscribe') options.onSubscribe?.(peer, msg);
       }
     });
@@ -149,11 +151,12 @@ describe('resume after a drop', () => {
     const second = await server.peer(1);
     await waitUntil(() => sent(second).length === 2, 'the resubscription');
     // The ended run is not resumed; the run in flight is, before the pipeline.
-    // The pipeline subscription comes back with started_since: the time of the last event
-    // seen, less the margin, so that runs that began and ended meanwhile are replayed too.
+    // This server gave the pipeline subscription no offset in its run stream: it comes back
+    // with started_since, the time of the last event seen less the margin, so that runs
+    // that began and ended meanwhile are replayed too.
     expect(sent(second)).toEqual([
       { type: 'subscribe', run_id: 'r1', since: 3 },
-      { type: 'subscribe', pipeline_id: 'p', started_since: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/) as unknown as string },
+      { type: 'subscribe', pipeline_id: 'p', positions: true, started_since: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/) as unknown as string },
     ]);
     expect(got.states.find((s) => s.to === 'reconnecting')).toMatchObject({ code: 4008, reason: 'Slow consumer' });
     // The replay repeats seq 3, then brings 4 and 5; live 6 follows.
@@ -210,7 +213,7 @@ describe('resume after a drop', () => {
     const peer = await server.peer(0);
     await waitUntil(() => sent(peer).length === 3, 'the unsubscribe of the caught-up run at the server');
     expect(sent(peer)).toEqual([
-      { type: 'subscribe', pipeline_id: 'p' },
+      { type: 'subscribe', pipeline_id: 'p', positions: true },
       { type: 'subscribe', run_id: 'r1', since: 0 },
       { type: 'unsubscribe', run_id: 'r1' },
     ]);
@@ -251,6 +254,96 @@ describe('resume after a drop', () => {
   });
 });
 
+describe('positions in run streams', () => {
+  const position = (offset: number, kind: 'start' | 'end', runId: string): Record<string, unknown> => ({ type: 'position', stream: 'p', offset, kind, run_id: runId, pipeline_id: 'p' });
+
+  it('after a drop: resumes the runs it knows (from events or positions) with since and the epoch, then the pipeline after its last position', async () => {
+    const server = await fakeServer({ ack: (msg) => (msg.pipeline_id === 'p' ? { epoch: 'e1', offset: typeof msg.offset === 'number' ? msg.offset : 10 } : { epoch: 'e1' }) });
+    const m = monitor(server.url);
+    const got = record(m);
+    await connected(m);
+    const first = await server.peer(0);
+    expect(sent(first)).toEqual([{ type: 'subscribe', pipeline_id: 'p', positions: true }]);
+    first.send(position(11, 'start', 'r1'));
+    for (const seq of [1, 2]) first.send(event('r1', seq));
+    // Announced, with no event yet.
+    first.send(position(12, 'start', 'r2'));
+    first.send(position(13, 'start', 'r3'));
+    first.send(event('r3', 1, 'PipelineStartEvent'));
+    first.send(event('r3', 2, 'PipelineCompleteEvent'));
+    first.send(position(14, 'end', 'r3'));
+    await waitUntil(() => got.events.length === 4, 'the events');
+    first.ws.close(4008, 'Slow consumer');
+
+    const second = await server.peer(1);
+    await waitUntil(() => sent(second).length === 3, 'the resubscription');
+    expect(sent(second)).toEqual([
+      { type: 'subscribe', run_id: 'r1', since: 2, epoch: 'e1' },
+      { type: 'subscribe', run_id: 'r2', since: 0, epoch: 'e1' },
+      { type: 'subscribe', pipeline_id: 'p', offset: 14, epoch: 'e1' },
+    ]);
+    expect(got.errors).toEqual([]);
+  });
+
+  it("says so ('resume_incomplete') when the server cannot resume the pipeline from its offset, and goes on from the server's", async () => {
+    let connections = 0;
+    const server = await fakeServer({
+      ack: (msg) => {
+        if (msg.pipeline_id !== 'p') return {};
+        connections++;
+        return connections === 1 ? { epoch: 'e1', offset: 3 } : { epoch: 'e2', offset: 40, recovered: false, reason: 'epoch' };
+      },
+    });
+    const m = monitor(server.url);
+    const resets: unknown[] = [];
+    m.on('resume_incomplete', (r) => resets.push(r));
+    await connected(m);
+    const first = await server.peer(0);
+    first.send(position(4, 'start', 'r1'));
+    first.send(event('r1', 1, 'PipelineStartEvent'));
+    first.send(event('r1', 2, 'PipelineCompleteEvent'));
+    await waitUntil(() => m.lastSeq('r1') === 2, 'the run');
+    first.ws.close(1001, 'going away');
+    const second = await server.peer(1);
+    await waitUntil(() => resets.length === 1, 'the resume_incomplete');
+    expect(resets).toEqual([{ pipeline_id: 'p', reason: 'epoch', requested_offset: 4, offset: 40 }]);
+    expect(sent(second)).toEqual([{ type: 'subscribe', pipeline_id: 'p', offset: 4, epoch: 'e1' }]);
+    // Its next resume goes from the server's offset, in the server's epoch.
+    second.send(position(41, 'start', 'r9'));
+    await waitUntil(() => m.lastSeq('r9') === 0, 'the announced run');
+    second.ws.close(1001, 'going away');
+    const third = await server.peer(2);
+    await waitUntil(() => sent(third).length === 2, 'the third subscription');
+    expect(sent(third)).toEqual([
+      { type: 'subscribe', run_id: 'r9', since: 0, epoch: 'e2' },
+      { type: 'subscribe', pipeline_id: 'p', offset: 41, epoch: 'e2' },
+    ]);
+  });
+
+  it('replay_incomplete with reason "epoch": forgets what it held of the run and delivers the new history from its start', async () => {
+    const server = await fakeServer({
+      ack: () => ({ epoch: 'e2' }),
+      onSubscribe: (peer, msg) => {
+        if (msg.run_id !== 'r1' || msg.since !== 5) return;
+        peer.send({ type: 'replay_incomplete', run_id: 'r1', requested_since: 5, first_seq: 1, last_seq: 2, epoch: 'e2', reason: 'epoch' });
+        for (const seq of [1, 2]) peer.send(event('r1', seq));
+        peer.send({ type: 'replay_complete', run_id: 'r1', last_seq: 2 });
+      },
+    });
+    const m = monitor(server.url);
+    const got = record(m);
+    await connected(m, { runId: 'r1' });
+    const first = await server.peer(0);
+    for (const seq of [1, 2, 3, 4, 5]) first.send(event('r1', seq));
+    await waitUntil(() => m.lastSeq('r1') === 5, 'five events');
+    first.ws.close(4010, 'Event history reset');
+    await waitUntil(() => seqs(got.events).length === 7, 'the new history');
+    expect(seqs(got.events)).toEqual([1, 2, 3, 4, 5, 1, 2]);
+    expect(m.stats.duplicatesDropped).toBe(0);
+    expect(m.lastSeq('r1')).toBe(2);
+  });
+});
+
 describe('connection', () => {
   it('an attempt the server never confirms times out after connectTimeoutMs', async () => {
     const server = await fakeServer({ answerPings: false });
@@ -279,7 +372,7 @@ describe('connection', () => {
     await m.connect();
     await all;
     const peer = await server.peer(0);
-    expect(sent(peer)).toEqual(ids.map((id) => ({ type: 'subscribe', pipeline_id: id })));
+    expect(sent(peer)).toEqual(ids.map((id) => ({ type: 'subscribe', pipeline_id: id, positions: true })));
   });
 
   it("a server error that answers no request goes to 'error' with its code", async () => {

@@ -28,6 +28,7 @@ const CONTROL_BY_TYPE: Record<string, string> = {
   snapshot: 'SnapshotMessage',
   replay_complete: 'ReplayCompleteMessage',
   replay_incomplete: 'ReplayIncompleteMessage',
+  position: 'PositionMessage',
   engine_status: 'EngineStatusMessage',
 };
 
@@ -104,7 +105,7 @@ describe('what a real server sends matches docs/protocol.md', () => {
       const okRun = await ok.kiq(3);
       await tracking.getStatus(okRun.runId);
       client.send({ type: 'ping', id: 'p1' });
-      client.send({ type: 'subscribe', pipeline_id: '*', id: 1 });
+      client.send({ type: 'subscribe', pipeline_id: '*', positions: true, id: 1 });
       client.send({ type: 'subscribe', channel: 'engine', id: 2 });
       client.send({ type: 'subscribe', pipelineId: 'typo', id: 3 });
       client.send('not json');
@@ -121,6 +122,11 @@ describe('what a real server sends matches docs/protocol.md', () => {
       // A run subscription with since replays from the log; one without gets a snapshot.
       client.send({ type: 'subscribe', run_id: okRun.runId, since: 0, id: 4 });
       await client.waitFor((m) => m.type === 'replay_complete' && m.run_id === okRun.runId, 'the replay');
+      // A resume from another history, and a pipeline resumed from its offset.
+      client.send({ type: 'subscribe', run_id: failRun.runId, since: 2, epoch: 'another', id: 7 });
+      await client.waitFor((m) => m.type === 'replay_complete' && m.run_id === failRun.runId, 'the replay from the start');
+      client.send({ type: 'subscribe', pipeline_id: 'p_ok', offset: 0, epoch: 'another', id: 8 });
+      await client.waitFor((m) => m.id === 8, 'the resume of p_ok');
       client.send({ type: 'unsubscribe', pipeline_id: '*', id: 5 });
       client.send({ type: 'unsubscribe', pipeline_id: 'never', id: 6 });
       await client.waitFor((m) => m.type === 'error' && m.id === 6, 'the not_subscribed error');
@@ -131,7 +137,7 @@ describe('what a real server sends matches docs/protocol.md', () => {
         expectValid(schemaOf(message), message, `a ${message.type} message`);
         seen.add(message.type);
       }
-      const expected = [...EVENT_TYPES, 'subscribed', 'unsubscribed', 'pong', 'error', 'snapshot', 'replay_complete', 'engine_status'];
+      const expected = [...EVENT_TYPES, 'subscribed', 'unsubscribed', 'pong', 'error', 'snapshot', 'replay_complete', 'replay_incomplete', 'position', 'engine_status'];
       expect([...seen].sort()).toEqual(expect.arrayContaining(expected.sort()));
       await client.close();
     } finally {

@@ -5,9 +5,7 @@ import { InMemoryRunState } from '../src/pipeline/run-state.js';
 import { eventTransportConformance } from './conformance/event-transport.js';
 import { runStateConformance } from './conformance/run-state.js';
 
-eventTransportConformance('InMemoryTransport', (o) =>
-  new InMemoryTransport(o.maxEventsPerRun === undefined ? { onListenerError: () => undefined } : { maxEventsPerRun: o.maxEventsPerRun }),
-);
+eventTransportConformance('InMemoryTransport', (o) => new InMemoryTransport({ onListenerError: () => undefined, ...o }));
 
 runStateConformance('InMemoryRunState', () => {
   const transport = new InMemoryTransport();

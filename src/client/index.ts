@@ -24,6 +24,7 @@ export type {
   PipelineMonitorOptions,
   ReplayCompleteMessage,
   ReplayIncompleteMessage,
+  ResumeIncomplete,
   RunSnapshot,
   StateChange,
   SubscriptionTarget,

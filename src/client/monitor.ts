@@ -13,6 +13,7 @@ import type {
   EngineStatusMessage,
   EventStreamOptions,
   MonitorEventMap,
+  PositionMessage,
   PipelineMonitorOptions,
   ReplayCompleteMessage,
   ReplayIncompleteMessage,
@@ -32,7 +33,11 @@ interface Waiter<T> {
 interface Subscription extends Target {
   confirmed: boolean;
   waiters: Waiter<void>[];
+  /** A pipeline (or `"*"`) subscription: its offset in its run stream, once the server gave one (it resumes after it). */
+  offset: number | null;
 }
+
+const TERMINAL_TYPES: readonly string[] = ['PipelineCompleteEvent', 'PipelineErrorEvent', 'PipelineCancelledEvent'];
 
 /** What a reply with this `id` answers. */
 type Request =
@@ -77,6 +82,8 @@ export class PipelineMonitor {
   #nextId = 1;
   /** The newest event timestamp received (ISO 8601 UTC strings compare in time order). */
   #lastEventAt = '';
+  /** The epoch of the server's history, from `subscribed` (resumes carry it). */
+  #epoch: string | null = null;
 
   /**
    * @param url `ws://` or `wss://` (`http(s)://` is taken as `ws(s)://`), e.g. `ws://localhost:8765`;
@@ -148,7 +155,7 @@ export class PipelineMonitor {
       },
     );
     // Seed 000 §4.1's pipeline: no waiter, so a refusal goes to 'error' (nobody holds a promise of it).
-    if (target !== null) this.#subs.set(target.key, { ...target, confirmed: false, waiters: [] });
+    if (target !== null) this.#subs.set(target.key, { ...target, confirmed: false, waiters: [], offset: null });
   }
 
   /** Where the connection stands. */
@@ -196,7 +203,7 @@ export class PipelineMonitor {
     let sub = this.#subs.get(t.key);
     const isNew = sub === undefined;
     if (sub === undefined) {
-      sub = { ...t, confirmed: false, waiters: [] };
+      sub = { ...t, confirmed: false, waiters: [], offset: null };
       this.#subs.set(t.key, sub);
     } else if (t.since === undefined) {
       if (sub.confirmed) return Promise.resolve();
@@ -224,12 +231,13 @@ export class PipelineMonitor {
   /**
    * Listens to one event type (typed: `on('StepCompleteEvent', (e) => e.duration_ms)`),
    * to every event (`'*'`), or to the monitor's own news: `'snapshot'`, `'state'`
-   * (`{ from, to }`), `'error'`, `'replay_incomplete'`, `'replay_complete'`. Returns the
+   * (`{ from, to }`), `'error'`, `'replay_incomplete'`, `'replay_complete'`,
+   * `'resume_incomplete'`. Returns the
    * disposer.
    */
   on<K extends keyof MonitorEventMap>(type: K, listener: (payload: MonitorEventMap[K]) => void): () => void {
     if (typeof type !== 'string' || (type as string) === '') {
-      throw new InvalidArgumentError(`type must be an event type, "*", "snapshot", "state", "error", "replay_incomplete" or "replay_complete", received ${show(type)}`);
+      throw new InvalidArgumentError(`type must be an event type, "*", "snapshot", "state", "error", "replay_incomplete", "replay_complete" or "resume_incomplete", received ${show(type)}`);
     }
     if (typeof listener !== 'function') throw new InvalidArgumentError(`listener must be a function, received ${show(listener)}`);
     return this.#emitter.on(type, listener);
@@ -325,17 +333,29 @@ export class PipelineMonitor {
 
   #resume(runId: string, since: number): void {
     this.#runs.startReplay(runId, since, true);
-    this.#request(this.#withTypes({ type: 'subscribe', run_id: runId, since }), { kind: 'resume', runId });
+    const message: Record<string, unknown> = { type: 'subscribe', run_id: runId, since };
+    if (this.#epoch !== null) message.epoch = this.#epoch;
+    this.#request(this.#withTypes(message), { kind: 'resume', runId });
   }
 
   #sendSubscribe(sub: Subscription, since: number | undefined, startedSince?: string): void {
     const message: Record<string, unknown> = { type: 'subscribe', ...sub.message };
-    if (startedSince !== undefined && 'pipeline_id' in sub.message) message.started_since = startedSince;
+    if ('pipeline_id' in sub.message) {
+      // Its place in the run stream: resume exactly after it (docs/protocol.md, "Resuming after a drop").
+      if (sub.offset !== null) {
+        message.offset = sub.offset;
+        if (this.#epoch !== null) message.epoch = this.#epoch;
+      } else {
+        message.positions = true;
+        if (startedSince !== undefined) message.started_since = startedSince;
+      }
+    }
     if (sub.runId !== null) {
       const known = this.#runs.get(sub.runId);
       const from = since ?? (known === undefined ? sub.since : known.last);
       if (from !== undefined) {
         message.since = from;
+        if (this.#epoch !== null) message.epoch = this.#epoch;
         this.#runs.startReplay(sub.runId, from, false);
       }
     }
@@ -365,10 +385,15 @@ export class PipelineMonitor {
         return;
       case 'replay_incomplete': {
         const m = msg as unknown as ReplayIncompleteMessage;
-        this.#runs.skipTo(m.run_id, m.first_seq);
+        // Another history: what the monitor holds of the run is not this log's.
+        if (m.reason === 'epoch') this.#runs.reset(m.run_id, m.first_seq);
+        else this.#runs.skipTo(m.run_id, m.first_seq);
         this.#emitter.emit('replay_incomplete', m);
         return;
       }
+      case 'position':
+        this.#onPosition(msg as unknown as PositionMessage);
+        return;
       case 'replay_complete':
         this.#onReplayComplete(msg as unknown as ReplayCompleteMessage);
         return;
@@ -396,6 +421,15 @@ export class PipelineMonitor {
     } else if (request.kind === 'subscribe') {
       const sub = this.#subs.get(request.key);
       if (sub === undefined) return;
+      if (typeof msg.epoch === 'string') this.#epoch = msg.epoch;
+      if (typeof msg.offset === 'number') {
+        const asked = sub.offset;
+        sub.offset = msg.offset;
+        if (msg.recovered === false && asked !== null) {
+          const reason = msg.reason === 'epoch' || msg.reason === 'trimmed' ? msg.reason : 'unknown';
+          this.#emitter.emit('resume_incomplete', { pipeline_id: sub.label === '"*"' ? '*' : (sub.message as { pipeline_id: string }).pipeline_id, reason, requested_offset: asked, offset: msg.offset });
+        }
+      }
       sub.confirmed = true;
       settle(sub.waiters, null);
     } else if (request.kind === 'unsubscribe') {
@@ -449,6 +483,16 @@ export class PipelineMonitor {
     }
     this.#runs.snapshot(snapshot.run_id, snapshot.pipeline_id, snapshot.last_seq);
     this.#emitter.emit('snapshot', snapshot);
+  }
+
+  /** A run of a subscription's run stream started or ended: the run is known from now on, and the offset moves on. */
+  #onPosition(msg: PositionMessage): void {
+    if (typeof msg.run_id !== 'string' || typeof msg.offset !== 'number' || typeof msg.pipeline_id !== 'string') return;
+    const sub = this.#subs.get(msg.stream === '*' ? 'all' : `p:${msg.stream}`);
+    if (sub !== undefined && (sub.offset === null || msg.offset > sub.offset)) sub.offset = msg.offset;
+    this.#runs.ensure(msg.run_id, msg.pipeline_id);
+    // A monitor that gets no terminal event learns of the end here (a terminal event it gets may still be on its way).
+    if (msg.kind === 'end' && this.#eventTypes !== undefined && !this.#eventTypes.some((t) => TERMINAL_TYPES.includes(t))) this.#runs.end(msg.run_id);
   }
 
   #onReplayComplete(msg: ReplayCompleteMessage): void {

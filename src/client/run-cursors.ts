@@ -98,6 +98,24 @@ export class RunCursors {
     if (cursor !== undefined && firstSeq - 1 > cursor.last) cursor.last = firstSeq - 1;
   }
 
+  /**
+   * The run's log is another history than the one its seqs came from (the server's Redis
+   * lost its data): forget them, and accept the log's events from `firstSeq` on.
+   */
+  reset(runId: string, firstSeq: number): void {
+    const cursor = this.#runs.get(runId);
+    if (cursor === undefined) return;
+    cursor.last = Math.max(0, firstSeq - 1);
+    cursor.ended = false;
+    cursor.held = [];
+  }
+
+  /** The run ended, as its run stream says (for a monitor that does not receive terminal events). */
+  end(runId: string): void {
+    const cursor = this.#runs.get(runId);
+    if (cursor !== undefined) cursor.ended = true;
+  }
+
   /** The replay caught up (or failed): returns the held events that can go now, in order. */
   endReplay(runId: string): FlowcastEvent[] {
     const cursor = this.#runs.get(runId);

@@ -1,6 +1,6 @@
 import type { FlowcastError } from '../core/errors.js';
 import type { EventMap, EventType, FlowcastEvent } from '../events/types.js';
-import type { EngineStatusMessage, ReplayCompleteMessage, ReplayIncompleteMessage, SnapshotMessage } from '../server/protocol.js';
+import type { EngineStatusMessage, PositionMessage, ReplayCompleteMessage, ReplayIncompleteMessage, SnapshotMessage } from '../server/protocol.js';
 import type { PipelineStatus } from '../tracking/models.js';
 import type { ReconnectOptions } from './backoff.js';
 
@@ -63,7 +63,18 @@ export interface StateChange {
  */
 export type RunSnapshot = Omit<SnapshotMessage, 'status'> & { status: PipelineStatus };
 
-export type { EngineStatusMessage, ReplayCompleteMessage, ReplayIncompleteMessage };
+export type { EngineStatusMessage, PositionMessage, ReplayCompleteMessage, ReplayIncompleteMessage };
+
+/** What {@link MonitorEventMap.resume_incomplete} says. */
+export interface ResumeIncomplete {
+  /** The subscription: a pipeline id or `"*"`. */
+  pipeline_id: string;
+  reason: 'epoch' | 'trimmed' | 'unknown';
+  /** The offset the monitor asked to resume after. */
+  requested_offset: number;
+  /** Where its positions go on from. */
+  offset: number;
+}
 
 /** Every payload {@link PipelineMonitor.on} can listen to, keyed by name. */
 export interface MonitorEventMap extends EventMap {
@@ -83,6 +94,13 @@ export interface MonitorEventMap extends EventMap {
   replay_incomplete: ReplayIncompleteMessage;
   /** A replay caught up: live events follow. */
   replay_complete: ReplayCompleteMessage;
+  /**
+   * A pipeline (or `"*"`) subscription could not resume where it stopped (`reason`:
+   * `epoch`, the server's history is another one; `trimmed`, its run stream no longer
+   * holds what followed; `unknown`): it goes on as a late join (snapshots of the runs in
+   * flight), and runs that began and ended meanwhile are not sent.
+   */
+  resume_incomplete: ResumeIncomplete;
   /** The engine status, every ~2 s while subscribed to `{ channel: 'engine' }`. */
   engine_status: EngineStatusMessage;
 }

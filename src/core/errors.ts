@@ -54,6 +54,8 @@ export const ErrorCodes = {
   OVERFLOW: 'FLOWCAST_ERR_OVERFLOW',
   /** An optimistic update lost to concurrent writers more times than allowed. */
   CONFLICT: 'FLOWCAST_ERR_CONFLICT',
+  /** The store of the event history (Redis) lost its data: seqs and offsets from before mean nothing now. */
+  DATA_LOST: 'FLOWCAST_ERR_DATA_LOST',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -61,6 +61,35 @@ export function allChannel(prefix: string): string {
   return `${prefix}ev:all`;
 }
 
+/**
+ * `<prefix>epoch`: a random id, set once (SET NX) by the first process that finds none.
+ * Every run log and run stream of this Redis belongs to it; when it is gone or another,
+ * the Redis lost its data and seqs and offsets from before mean nothing.
+ */
+export function epochKey(prefix: string): string {
+  return `${prefix}epoch`;
+}
+
+// ── Run streams (src/redis/run-streams.ts) ─────────────────────────────────────────────
+// One per pipeline and one for every pipeline (`*`): the starts and ends of runs. A
+// stream's keys share the hash tag `{runs:<name>}` (pipeline ids cannot hold `*` or
+// braces), so its script touches one slot; it never touches a run's keys.
+
+/** `<prefix>{runs:<pipeline_id>}:stream` (`{runs:*}` for every pipeline): stream of run markers whose entry ids are the offsets. */
+export function runStreamKey(prefix: string, name: string): string {
+  return `${prefix}{runs:${name}}:stream`;
+}
+
+/** `<prefix>{runs:<pipeline_id>}:meta`: hash with the stream's last offset (`n`); it never expires, so offsets never restart within an epoch. */
+export function runStreamMetaKey(prefix: string, name: string): string {
+  return `${prefix}{runs:${name}}:meta`;
+}
+
+/** Pub/Sub channel of a run stream's live markers. */
+export function runStreamChannel(prefix: string, name: string): string {
+  return `${prefix}runs:${name}`;
+}
+
 /** `<prefix>{servers}:status`: hash of server instance id to its JSON status. */
 export function serverStatusKey(prefix: string): string {
   return `${prefix}{servers}:status`;

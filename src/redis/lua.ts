@@ -148,6 +148,32 @@ return 1
 `;
 
 /**
+ * Writes a run marker to a run stream at its next offset and publishes it.
+ * KEYS[1] stream, KEYS[2] stream meta hash (`n`: the last offset; it never expires).
+ * ARGV[1] markers kept, ARGV[2] TTL (s) of the stream, ARGV[3] channel, ARGV[4] kind
+ * (`start`/`end`), ARGV[5] run id, ARGV[6] pipeline id.
+ * Publishes `<offset> <kind> <run id> <pipeline id>` (ids hold no spaces). Returns the offset.
+ */
+export const MARK_RUN_SCRIPT = `
+local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], n .. '-0', 'k', ARGV[4], 'r', ARGV[5], 'p', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], n .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
+return n
+`;
+
+/**
+ * The epoch of this Redis's history: the one stored, or a new one (ARGV[1]) when none is.
+ * KEYS[1] epoch key. Returns `{epoch, 1 when it was just set}`.
+ */
+export const EPOCH_SCRIPT = `
+local e = redis.call('GET', KEYS[1])
+if e then return {e, 0} end
+redis.call('SET', KEYS[1], ARGV[1])
+return {ARGV[1], 1}
+`;
+
+/**
  * Sends events to their run, pipeline and wildcard channels, in order, in one command.
  * KEYS none. ARGV[1] the wildcard channel, then per event: payload, run channel,
  * pipeline channel. Returns the receivers counted by Redis.

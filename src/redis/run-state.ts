@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { FlowcastError, ErrorCodes, InvalidArgumentError, toError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
-import type { EventDraft, FlowcastEvent } from '../events/types.js';
+import { isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from '../pipeline/plan.js';
 import type { RunRecord, RunStateStore, RunSummary, StepState, Transition } from '../pipeline/run-state.js';
 import { encodeDraft, encodeOwnDraft, type EncodedDraft } from './event-codec.js';
@@ -272,10 +272,19 @@ export class RedisRunState implements RunStateStore {
     const planJson = planJsonOf(record.plan);
     const channels = this.transport.liveChannels(runId, record.pipeline_id);
     const args = [rec, planJson, JSON.stringify(summaryOf(record)), ...this.#logArgs(record, drafts, channels)];
+    // The run's start marker goes first (sent before the script, on the same connection): a run with events always has one.
+    const marked = this.transport.markRun('start', record.pipeline_id, runId);
     const reply = (await createScript.run(this.redis, this.#keys(runId), args)) as unknown[];
+    await marked;
     if (reply[0] === EXISTS) throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `Run "${runId}" already exists`);
     if (record.status === 'RUNNING') this.#remember(runId, { plan: parsedPlan(planJson), rec, ver: '1' });
-    return this.#finish(drafts, reply.slice(1), channels);
+    return this.#ended(record.pipeline_id, runId, this.#finish(drafts, reply.slice(1), channels));
+  }
+
+  /** Events just appended: when the terminal one is among them, the run's end marker follows it. */
+  #ended(pipelineId: string, runId: string, events: FlowcastEvent[]): FlowcastEvent[] {
+    if (events.some((e) => isTerminalEvent(e))) void this.transport.markRun('end', pipelineId, runId);
+    return events;
   }
 
   /** What this process last wrote of a run, to hand to the process that writes it next (see {@link RunStateHandoff}); `null` when it holds nothing. */
@@ -363,7 +372,7 @@ export class RedisRunState implements RunStateStore {
       if (reply[0] === CREATED) {
         if (record.status === 'RUNNING') this.#remember(runId, { plan: run.plan, rec, ver: String(Number(ver) + 1), obj: record });
         else this.#cache.delete(runId);
-        return { value, events: this.#finish(drafts, reply.slice(1), channels) };
+        return { value, events: this.#ended(record.pipeline_id, runId, this.#finish(drafts, reply.slice(1), channels)) };
       }
       if (reply[0] === UNKNOWN) {
         this.#cache.delete(runId);

@@ -1,9 +1,13 @@
 import type { Redis } from 'ioredis';
 import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError } from '../core/errors.js';
 import type { ServerInstanceStatus } from '../core/engine-status.js';
-import { checkId, checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt, show } from '../core/validate.js';
+import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
 import type { Channel, EventListener, EventTransport, LogRead } from '../transport/transport.js';
+import { DEFAULT_RUN_STREAM_LENGTH, type RunStreams } from '../transport/run-streams.js';
+import { RedisEpoch, type EpochListener } from './epoch.js';
+import { RedisRunStreams } from './run-streams.js';
+import { readRunLog } from './log-read.js';
 import { encodeDraft, eventJson, finishEvent, parseEvent, type EncodedDraft } from './event-codec.js';
 import {
   DEFAULT_KEY_PREFIX,
@@ -60,13 +64,23 @@ export interface RedisPubSubTransportOptions {
    * @default true
    */
   publishOnAppend?: boolean;
+  /**
+   * Markers kept per run stream (the starts and ends of a pipeline's runs, and of every
+   * pipeline's: what a resuming pipeline subscription reads, docs/protocol.md).
+   * @default 10000
+   */
+  runStreamLength?: number;
   /** Called when a live listener throws. Defaults to printing to stderr. */
   onListenerError?: (error: unknown, event: FlowcastEvent) => void;
-  /** Called on subscription connection and catch-up errors. Defaults to printing to stderr. */
+  /**
+   * Called on subscription connection and catch-up errors, and once with a
+   * `FLOWCAST_ERR_DATA_LOST` error when the Redis lost its data (its epoch changed).
+   * Defaults to printing to stderr.
+   */
   onError?: (error: unknown, where: string) => void;
 }
 
-const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'publishOnAppend', 'onListenerError', 'onError'] as const;
+const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'publishOnAppend', 'runStreamLength', 'onListenerError', 'onError'] as const;
 
 /** Longest a publish waits for its event to reach this transport's own listeners. */
 const ECHO_WAIT_MS = 2000;
@@ -132,6 +146,10 @@ export class RedisPubSubTransport implements EventTransport {
   readonly #mux: ChannelMux;
   readonly #allChannel: string;
   readonly #sequencer: RunSequencer;
+  readonly #runs: RedisRunStreams;
+  readonly #epoch: RedisEpoch;
+  /** The run streams: the starts and ends of each pipeline's runs and of every pipeline's (src/redis/run-streams.ts). */
+  readonly runs: RunStreams;
   /** Publishes of this transport waiting for their event to come back to its own listeners. */
   readonly #echoes = new Map<string, () => void>();
   /** Events to publish at the next flush (payload, run channel, pipeline channel each), and the ids awaited among them. */
@@ -181,6 +199,21 @@ export class RedisPubSubTransport implements EventTransport {
       },
       error: (error, where) => this.#onError(error, where),
     });
+    this.#runs = new RedisRunStreams({
+      redis: this.redis,
+      keyPrefix: this.keyPrefix,
+      length: checkPositiveInt(options.runStreamLength ?? DEFAULT_RUN_STREAM_LENGTH, 'runStreamLength'),
+      ttlSeconds: this.ttlSeconds,
+      acquire: (channel) => this.#mux.acquire(channel),
+      release: (channel) => this.#mux.release(channel),
+      epoch: () => this.#epoch.current(),
+      checkOpen: (what) => this.#checkOpen(what),
+      onListenerError: (error) => this.#onError(error, 'a run stream listener'),
+    });
+    this.runs = this.#runs;
+    this.#epoch = new RedisEpoch(this.redis, this.keyPrefix, (error) => this.#onError(error, 'redis'));
+    // Known from the start, so that a Redis that comes back without its data is noticed (servers and workers alike).
+    this.#epoch.watch();
   }
 
   /** Channels this process is subscribed to (one per channel with a local listener). */
@@ -199,9 +232,34 @@ export class RedisPubSubTransport implements EventTransport {
     const keys = [runLogMetaKey(this.keyPrefix, draft.run_id), runLogKey(this.keyPrefix, draft.run_id)];
     const channels = this.liveChannels(draft.run_id, draft.pipeline_id);
     const args = [this.maxEventsPerRun, this.ttlSeconds, this.endedTtlSeconds, ...channels, encoded.head, encoded.terminal ? 1 : 0];
+    // A run's start marker goes first (sent before the append, on the same connection).
+    const marked = draft.type === 'PipelineStartEvent' ? this.markRun('start', draft.pipeline_id, draft.run_id) : null;
     const seq = Number(await appendScript.run(this.redis, keys, args));
+    await marked;
+    if (seq !== 0 && encoded.terminal) void this.markRun('end', draft.pipeline_id, draft.run_id);
     return seq === 0 ? null : this.finishAppended(encoded, seq, channels);
   }
+
+  /**
+   * Writes a run's start (before its first event) or end (after its terminal event) to
+   * its pipeline's run stream and to `*`. Used by the append paths (`RedisRunState` too);
+   * a failure is reported to `onError`, never thrown: the run goes on without it.
+   */
+  markRun(kind: 'start' | 'end', pipelineId: string, runId: string): Promise<void> {
+    return this.#runs.mark(kind, pipelineId, runId).catch((error: unknown) => this.#onError(error, `writing the ${kind} of run ${runId} to the run streams`));
+  }
+
+  /** The epoch of this Redis's history (run logs and run streams), read again after every reconnect. */
+  epoch(): Promise<string> {
+    this.#checkOpen('epoch');
+    return this.#epoch.current();
+  }
+
+  /** Calls `listener` when the epoch changes (the Redis lost its data). Returns the disposer. */
+  onEpochChange(listener: EpochListener): () => void {
+    return this.#epoch.onChange(listener);
+  }
+
 
   /**
    * The channels the append scripts (this transport's, `RedisRunState`'s) publish an
@@ -312,29 +370,8 @@ export class RedisPubSubTransport implements EventTransport {
     this.#gate = gate;
   }
 
-  async read(runId: string, options: { since?: number; limit?: number } = {}): Promise<LogRead> {
-    checkId(runId, 'read(runId)');
-    checkObject(options, 'read options');
-    const since = Math.floor(checkNonNegativeNumber(options.since ?? 0, 'since'));
-    const limit = options.limit === undefined ? undefined : checkPositiveInt(options.limit, 'limit');
-    const log = runLogKey(this.keyPrefix, runId);
-    const multi = this.redis.multi().hmget(runLogMetaKey(this.keyPrefix, runId), 'seq', 'end').xrange(log, '-', '+', 'COUNT', 1);
-    const start = `${Math.min(since + 1, Number.MAX_SAFE_INTEGER)}-0`;
-    if (limit === undefined) multi.xrange(log, start, '+');
-    else multi.xrange(log, start, '+', 'COUNT', limit);
-    const replies = await multi.exec();
-    if (replies === null) throw new FlowcastError(ErrorCodes.CONNECTION_FAILED, `Reading the log of run "${runId}" was aborted`);
-    for (const [error] of replies) if (error !== null) throw error;
-    const [meta, head, entries] = replies.map((r) => r[1]) as [[string | null, string | null], [string, string[]][], [string, string[]][]];
-    const lastSeq = Number(meta[0] ?? 0);
-    if (lastSeq === 0) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
-    const firstSeq = head[0] === undefined ? lastSeq + 1 : Number.parseInt(head[0][0], 10);
-    const events: FlowcastEvent[] = [];
-    for (const [, fields] of entries) {
-      const event = parseEvent(fields[1] ?? '');
-      if (event !== null) events.push(event);
-    }
-    return { events, first_seq: firstSeq, last_seq: lastSeq, complete: since + 1 >= firstSeq, ended: meta[1] !== null };
+  read(runId: string, options: { since?: number; limit?: number } = {}): Promise<LogRead> {
+    return readRunLog(this.redis, this.keyPrefix, runId, options);
   }
 
   subscribe(channel: Channel, listener: EventListener): () => void {
@@ -389,7 +426,10 @@ export class RedisPubSubTransport implements EventTransport {
   }
 
   #onMessage(channel: string, payload: string): void {
-    if (!this.#listeners.has(channel)) return;
+    if (!this.#listeners.has(channel)) {
+      if (this.#runs.handles(channel)) this.#runs.message(channel, payload);
+      return;
+    }
     // One event comes on up to three channels in a row: parse it once.
     let event = payload === this.#lastRaw ? this.#lastParsed : null;
     if (event === null) {
@@ -485,6 +525,8 @@ export class RedisPubSubTransport implements EventTransport {
     this.#flush();
     this.#listeners.clear();
     this.#sequencer.clear();
+    this.#runs.clear();
+    this.#epoch.close();
     for (const done of [...this.#echoes.values()]) done();
     await this.#mux.close();
   }

@@ -3,7 +3,8 @@ import type { FlowcastEvent } from '../events/types.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { Authenticator } from './auth.js';
 import type { Connection, RunCursor, Subscription } from './connection.js';
-import { ProtocolErrors, type SubscribeMessage, type UnsubscribeMessage } from './protocol.js';
+import { Positions, type PositionStart } from './positions.js';
+import { CloseCodes, ProtocolErrors, type SubscribeMessage, type UnsubscribeMessage } from './protocol.js';
 
 /** Where late joiners' snapshots come from (a PipelineTrackingManager fits). */
 export interface SnapshotSource {
@@ -45,6 +46,8 @@ const REPLAY_DRAIN_TIMEOUT_MS = 30_000;
 const SLOW_READER_PAGE = 256;
 /** Live events kept per run while it is filled from the log; past it they are dropped and read from the log instead. */
 const FILL_BUFFER_MAX = 10_000;
+/** Reads of the log (10 ms apart) a fill makes for a live event the log does not show yet. */
+const FILL_WAITS_MAX = 100;
 const CURSORS_MAX = 10_000;
 
 /**
@@ -66,6 +69,11 @@ export class Hub {
   readonly #byKey = new Map<string, Set<Connection>>();
   readonly #upstream = new Map<string, () => void>();
   readonly #lastSeen = new Map<string, number>();
+  /** Positions of pipeline subscriptions in their run stream, when the transport has run streams. */
+  readonly #positions: Positions | null;
+  /** The transport's epoch as last read (sent in `subscribed`). */
+  #epoch: string | null = null;
+  readonly #offEpoch: (() => void) | null;
   /** Progress events collapsed on connections that have gone. */
   #collapsedGone = 0;
 
@@ -75,6 +83,19 @@ export class Hub {
     this.#snapshots = options.snapshots ?? null;
     this.#page = options.replayPage ?? 10_000;
     this.#onError = options.onError ?? ((error, where) => console.error(`flowcast hub: ${where}: ${describeError(error)}`));
+    const runs = this.#transport.runs;
+    this.#positions =
+      runs === undefined ? null : new Positions(runs, { canRead: (c, p) => this.canRead(c, p), follow: (c, r, _p, replay) => this.#follow(c, r, replay), onError: this.#onError });
+    this.#transport.epoch?.().then(
+      (epoch) => (this.#epoch ??= epoch),
+      (error: unknown) => this.#onError(error, 'reading the epoch'),
+    );
+    // The history was lost (a Redis that restarted empty): every client resumes, and is told.
+    this.#offEpoch =
+      this.#transport.onEpochChange?.((epoch) => {
+        this.#epoch = epoch;
+        for (const conn of this.#connections) conn.close(CloseCodes.HISTORY_RESET, 'Event history reset (Redis lost its data): resume');
+      }) ?? null;
   }
 
   /** Connections attached. */
@@ -109,6 +130,7 @@ export class Hub {
   remove(conn: Connection): void {
     if (!this.#connections.delete(conn)) return;
     this.#collapsedGone += conn.collapsed;
+    this.#positions?.remove(conn);
     for (const key of conn.subscriptions.keys()) this.#unindex(conn, key);
     conn.subscriptions.clear();
     conn.cursors.clear();
@@ -132,17 +154,34 @@ export class Hub {
         : msg.pipeline_id === '*'
           ? { key: 'all', kind: 'all', id: '*', eventTypes: msg.event_types ? new Set(msg.event_types) : null }
           : { key: `p:${msg.pipeline_id as string}`, kind: 'pipeline', id: msg.pipeline_id as string, eventTypes: msg.event_types ? new Set(msg.event_types) : null };
+    const previous = conn.subscriptions.get(sub.key);
+    if (previous !== undefined) this.#positions?.close(conn, previous);
     conn.subscriptions.set(sub.key, sub);
     this.#index(conn, sub.key);
     const ack: Record<string, unknown> = { type: 'subscribed' };
     if (sub.kind === 'run') ack.run_id = sub.id;
     else ack.pipeline_id = sub.id;
     if (msg.event_types !== undefined) ack.event_types = msg.event_types;
+    if (this.#epoch !== null) ack.epoch = this.#epoch;
+    let start: PositionStart | null = null;
+    if (sub.kind !== 'run' && this.#positions !== null && (msg.positions === true || msg.offset !== undefined)) {
+      try {
+        start = await this.#positions.open(conn, sub, { offset: msg.offset, epoch: msg.epoch });
+      } catch (error) {
+        this.#positions.close(conn, sub);
+        this.#onError(error, `reading the run stream of ${sub.key}`);
+      }
+      if (conn.state !== 'open' || conn.subscriptions.get(sub.key) !== sub) return;
+      if (start !== null) Object.assign(ack, start);
+    }
     if (msg.id !== undefined) ack.id = msg.id;
     conn.sendControl(ack);
     try {
-      if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since, msg.id);
-      else await this.#joinPipeline(conn, sub.kind === 'all' ? undefined : sub.id, msg.started_since);
+      if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since, msg.id, msg.epoch);
+      else {
+        if (start !== null) await this.#positions?.replay(sub);
+        await this.#joinPipeline(conn, sub.kind === 'all' ? undefined : sub.id, start === null ? msg.started_since : undefined);
+      }
     } catch (error) {
       this.#onError(error, `late join of ${sub.key}`);
     }
@@ -151,7 +190,10 @@ export class Hub {
   /** Removes a subscription; `false` when there was none. */
   unsubscribe(conn: Connection, msg: UnsubscribeMessage): boolean {
     const key = msg.run_id !== undefined ? `r:${msg.run_id}` : msg.pipeline_id === '*' ? 'all' : `p:${msg.pipeline_id as string}`;
-    if (!conn.subscriptions.delete(key)) return false;
+    const sub = conn.subscriptions.get(key);
+    if (sub === undefined) return false;
+    conn.subscriptions.delete(key);
+    this.#positions?.close(conn, sub);
     this.#unindex(conn, key);
     return true;
   }
@@ -201,7 +243,7 @@ export class Hub {
     }
   }
 
-  async #joinRun(conn: Connection, runId: string, since: number | undefined, id: string | number | undefined): Promise<void> {
+  async #joinRun(conn: Connection, runId: string, since: number | undefined, id: string | number | undefined, epoch: string | undefined): Promise<void> {
     if (since !== undefined) {
       const cursor: RunCursor = { last: since, filling: true, buffer: [] };
       const previous = conn.cursors.get(runId);
@@ -209,9 +251,17 @@ export class Hub {
       this.#setCursor(conn, runId, cursor);
       // Even replay_complete would tell a reader of another pipeline how far this run got.
       const head = await this.#transport.read(runId, { since: 0, limit: 1 });
+      const now = epoch === undefined ? undefined : await this.#transport.epoch?.();
       if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
       const owner = head.events[0]?.pipeline_id;
       if (owner !== undefined && !this.canRead(conn, owner)) return this.#forbidRun(conn, runId, owner, id);
+      if (now !== undefined && now !== epoch) {
+        // Another history (a Redis that lost its data): the seqs the client holds are not this log's.
+        conn.sendControl({ type: 'replay_incomplete', run_id: runId, requested_since: since, first_seq: head.first_seq, last_seq: head.last_seq, epoch: now, reason: 'epoch' });
+        cursor.last = 0;
+        await this.#fill(conn, runId, cursor, 0);
+        return;
+      }
       await this.#fill(conn, runId, cursor, since);
       return;
     }
@@ -231,6 +281,14 @@ export class Hub {
     const log = await this.#transport.read(runId, { since: Number.MAX_SAFE_INTEGER });
     if (conn.state !== 'open' || conn.cursors.has(runId)) return;
     this.#setCursor(conn, runId, { last: log.last_seq, filling: false, buffer: [] });
+  }
+
+  /** A run a positioned subscription announced: followed from its first event (`replay`: it may be under way, its log first). */
+  #follow(conn: Connection, runId: string, replay: boolean): Promise<void> | undefined {
+    if (conn.cursors.has(runId)) return undefined;
+    const cursor: RunCursor = { last: 0, filling: replay, buffer: [] };
+    this.#setCursor(conn, runId, cursor);
+    return replay ? this.#fill(conn, runId, cursor, undefined) : undefined;
   }
 
   /** A run of a pipeline this connection may not read: the subscription is dropped and the client told. */
@@ -324,6 +382,13 @@ export class Hub {
     let cursor = conn.cursors.get(event.run_id);
     if (cursor === undefined) {
       if (!this.canRead(conn, event.pipeline_id)) return;
+      if (this.#positions?.covers(conn, event.pipeline_id) === true) {
+        // A run its positions have not announced yet: its `position` goes first (docs/protocol.md).
+        const held: RunCursor = { last: 0, filling: true, buffer: [event] };
+        this.#setCursor(conn, event.run_id, held);
+        void this.#positions.catchUp(conn, event.pipeline_id).then(() => this.#fill(conn, event.run_id, held, undefined));
+        return;
+      }
       if (event.seq === 1) {
         cursor = { last: 0, filling: false, buffer: [] };
         this.#setCursor(conn, event.run_id, cursor);
@@ -366,6 +431,7 @@ export class Hub {
     let told = false;
     let congested = false;
     let slow = false;
+    let waits = 0;
     try {
       for (;;) {
         // A slow reader: wait until its queue is written, holding no page (the rest is read again from the log).
@@ -374,7 +440,8 @@ export class Hub {
         congested = false;
         if (conn.cursors.get(runId) !== cursor) return;
         // A reader that could not take a page gets small ones: what waits for it stays small too.
-        const log = await this.#transport.read(runId, { since: cursor.last, limit: slow ? Math.min(this.#page, SLOW_READER_PAGE) : this.#page });
+        const limit = slow ? Math.min(this.#page, SLOW_READER_PAGE) : this.#page;
+        const log = await this.#transport.read(runId, { since: cursor.last, limit });
         if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
         if (!log.complete && log.first_seq > cursor.last + 1) {
           if (replaySince !== undefined && !told) {
@@ -398,7 +465,10 @@ export class Hub {
           }
         }
         if (congested) continue;
-        if (log.events.length >= this.#page && cursor.last < log.last_seq) continue;
+        if (log.events.length >= limit && cursor.last < log.last_seq) continue;
+        // Read to the log's end: a seq up to last_seq that it lacks is a gap a filter left
+        // (docs/events.md), never to come; waiting for it would stall the run for good.
+        if (log.last_seq > cursor.last) cursor.last = log.last_seq;
         const buffered = cursor.buffer.sort((a, b) => a.seq - b.seq);
         cursor.buffer = [];
         let gap = false;
@@ -416,9 +486,11 @@ export class Hub {
             this.stats.deliveries++;
           }
         }
-        // A gap the log cannot fill yet (the event is published before the log shows it): try again shortly.
-        if (gap && log.last_seq < (cursor.buffer[0]?.seq ?? 0) - 1) await new Promise((r) => setTimeout(r, 10));
         if (!gap) break;
+        // A live event ahead of the log (published before the log shows it): read again
+        // shortly, a bounded number of times; then it goes out without what the log never showed.
+        if (++waits > FILL_WAITS_MAX) cursor.last = (cursor.buffer[0] as FlowcastEvent).seq - 1;
+        else await new Promise((r) => setTimeout(r, 10));
       }
       cursor.filling = false;
       if (replaySince !== undefined && conn.state === 'open') conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: cursor.last });
@@ -434,6 +506,8 @@ export class Hub {
     for (const conn of this.#connections) conn.close(1001, 'Server shutting down');
     for (const off of this.#upstream.values()) off();
     this.#upstream.clear();
+    this.#positions?.clear();
+    this.#offEpoch?.();
     this.#byKey.clear();
     this.#connections.clear();
   }

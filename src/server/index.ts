@@ -39,5 +39,6 @@ export type {
   SnapshotMessage,
   ReplayCompleteMessage,
   ReplayIncompleteMessage,
+  PositionMessage,
   ServerControlMessage,
 } from './protocol.js';

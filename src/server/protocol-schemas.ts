@@ -26,7 +26,7 @@ const Base = {
   event_id: Type.String({ description: 'Unique id of the event (UUID): dedupe on it or on (run_id, seq).' }),
   pipeline_id: Type.String(),
   run_id: Type.String(),
-  seq: Type.Integer({ minimum: 1, description: 'Position in the run: 1, 2, 3… with no gap.' }),
+  seq: Type.Integer({ minimum: 1, description: 'Position in the run: 1, 2, 3… with no gap in the run\'s log (a log fed through a filter, and a subscription with event_types, skip seqs: no loss).' }),
   timestamp: Iso,
 };
 const Step = {
@@ -128,8 +128,36 @@ const InstanceStatus = Type.Object(
 /** Control messages: their `type` is lower-case, which no seed client handles, so seed clients ignore them. */
 export const CONTROL_SCHEMAS: Record<string, TObject> = {
   SubscribedMessage: Type.Object(
-    { type: Type.Literal('subscribed'), ...Target, event_types: Type.Optional(Type.Array(Type.String())), id: RequestId },
+    {
+      type: Type.Literal('subscribed'),
+      ...Target,
+      event_types: Type.Optional(Type.Array(Type.String())),
+      epoch: Type.Optional(Type.String({ description: 'The epoch of the server\'s history: send it back with since or offset.' })),
+      offset: Type.Optional(Type.Integer({ minimum: 0, description: 'A positioned pipeline subscription: position messages follow from offset + 1.' })),
+      recovered: Type.Optional(Type.Boolean({ description: 'A resume with offset: false when it could not resume from there (see reason).' })),
+      reason: Type.Optional(
+        Type.Union([Type.Literal('epoch'), Type.Literal('trimmed'), Type.Literal('unknown')], {
+          description: 'Why not: epoch (another history), trimmed (the run stream no longer holds what follows the offset), unknown (an offset the stream never reached).',
+        }),
+      ),
+      id: RequestId,
+    },
     { additionalProperties: false, $id: 'SubscribedMessage', description: 'The subscription is in place; for a run subscription its replay follows.' },
+  ),
+  PositionMessage: Type.Object(
+    {
+      type: Type.Literal('position'),
+      stream: Type.String({ description: 'The run stream: the subscription\'s pipeline_id, or "*".' }),
+      offset: Type.Integer({ minimum: 1, description: 'Position in the run stream: 1, 2, 3… Resume after the last one received with offset.' }),
+      kind: Type.Union([Type.Literal('start'), Type.Literal('end')]),
+      run_id: Type.String(),
+      pipeline_id: Type.String({ description: 'The run\'s pipeline.' }),
+    },
+    {
+      additionalProperties: false,
+      $id: 'PositionMessage',
+      description: 'A run of a positioned subscription started (before any of its events) or ended.',
+    },
   ),
   UnsubscribedMessage: Type.Object(
     { type: Type.Literal('unsubscribed'), ...Target, id: RequestId },
@@ -155,11 +183,23 @@ export const CONTROL_SCHEMAS: Record<string, TObject> = {
     { additionalProperties: false, $id: 'ReplayCompleteMessage', description: 'The replay of a run subscription is done up to last_seq; live events follow.' },
   ),
   ReplayIncompleteMessage: Type.Object(
-    { type: Type.Literal('replay_incomplete'), run_id: Type.String(), requested_since: Nat, first_seq: Nat, last_seq: Nat },
+    {
+      type: Type.Literal('replay_incomplete'),
+      run_id: Type.String(),
+      requested_since: Nat,
+      first_seq: Nat,
+      last_seq: Nat,
+      reason: Type.Optional(
+        Type.Union([Type.Literal('trimmed'), Type.Literal('epoch')], {
+          description: 'epoch: the since belonged to another history (the run\'s log starts over from first_seq: forget what you hold of it); trimmed (or none): retention trimmed it.',
+        }),
+      ),
+      epoch: Type.Optional(Type.String({ description: 'With reason epoch: the server\'s epoch now.' })),
+    },
     {
       additionalProperties: false,
       $id: 'ReplayIncompleteMessage',
-      description: 'Retention trimmed the events asked for: the replay starts at first_seq instead of requested_since + 1.',
+      description: 'The replay cannot start at requested_since + 1: it starts at first_seq (retention trimmed what was asked, or the history is another one).',
     },
   ),
   EngineStatusMessage: Type.Object(

@@ -41,6 +41,18 @@ export const SubscribeMessage = Type.Object(
           'With pipeline_id: also replay, from their first event, the runs started at or after this time that this connection has not seen (a reconnecting client sends the time of the last event it got, minus a margin, and so also gets the runs that began and ended while it was away).',
       }),
     ),
+    positions: Type.Optional(
+      Type.Boolean({ description: 'With pipeline_id: also send a position message for each run of the pipeline (or of every pipeline) that starts or ends, to resume from with offset.' }),
+    ),
+    offset: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description: 'With pipeline_id: resume after this offset of the run stream (the last position received): the runs that started after it are replayed from their first event; positions follow.',
+      }),
+    ),
+    epoch: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 100, description: 'With since or offset: the epoch they belong to (from subscribed); another epoch is another history, and the server says so.' }),
+    ),
     event_types: Type.Optional(EventTypeList),
     channel: Type.Optional(Channel),
     id: RequestId,
@@ -127,6 +139,10 @@ export function parseClientMessage(text: string): ParseResult {
     if (hasRun && msg.run_id === '*') return fail('"run_id" cannot be "*": subscribe with "pipeline_id": "*" for every run');
     if (msg.type === 'subscribe' && msg.since !== undefined && !hasRun) return fail('"since" needs "run_id": a seq belongs to one run');
     if (msg.type === 'subscribe' && msg.started_since !== undefined && !hasPipeline) return fail('"started_since" needs "pipeline_id": it picks runs of a pipeline (or "*") by start time');
+    if (msg.type === 'subscribe' && (msg.positions !== undefined || msg.offset !== undefined) && !hasPipeline) {
+      return fail('"positions" and "offset" need "pipeline_id": they are positions in a pipeline\'s (or "*"\'s) run stream');
+    }
+    if (msg.type === 'subscribe' && msg.epoch !== undefined && msg.since === undefined && msg.offset === undefined) return fail('"epoch" goes with "since" or "offset": it says which history they belong to');
   }
   return { ok: true, message: msg };
 }
@@ -138,7 +154,23 @@ export interface SubscribedMessage {
   run_id?: string;
   channel?: 'engine';
   event_types?: string[];
+  /** The epoch of the server's history: send it back with `since` or `offset`. */
+  epoch?: string;
+  /** A positioned pipeline subscription: positions follow from `offset + 1`. */
+  offset?: number;
+  /** A resume with `offset`: `false` when it could not resume from there (`reason`). */
+  recovered?: boolean;
+  reason?: 'epoch' | 'trimmed' | 'unknown';
   id?: string | number;
+}
+/** A run of the subscription's run stream (`stream`: its pipeline, or `*`) started or ended; `offset` is the position to resume from. */
+export interface PositionMessage {
+  type: 'position';
+  stream: string;
+  offset: number;
+  kind: 'start' | 'end';
+  run_id: string;
+  pipeline_id: string;
 }
 export interface UnsubscribedMessage {
   type: 'unsubscribed';
@@ -179,6 +211,10 @@ export interface ReplayIncompleteMessage {
   requested_since: number;
   first_seq: number;
   last_seq: number;
+  /** `epoch`: the `since` belonged to another history (the log starts over from `first_seq`); else retention trimmed. */
+  reason?: 'trimmed' | 'epoch';
+  /** With reason `epoch`: the server's epoch now. */
+  epoch?: string;
 }
 /** Pushed to subscribers of the `engine` channel every ~2 s (and once at once): the body of `GET /api/engine`. */
 export type EngineStatusMessage = { type: 'engine_status' } & EngineStatus;
@@ -190,6 +226,7 @@ export type ServerControlMessage =
   | PongMessage
   | ErrorMessage
   | SnapshotMessage
+  | PositionMessage
   | ReplayCompleteMessage
   | ReplayIncompleteMessage;
 
@@ -207,6 +244,8 @@ export const CloseCodes = {
   HEARTBEAT_TIMEOUT: 4002,
   /** The server is shutting down. */
   GOING_AWAY: 1001,
+  /** The event history was lost (a Redis restarted without its data): resume, and be told what no longer holds. */
+  HISTORY_RESET: 4010,
 } as const;
 
 /** All schemas, for docs and the OpenAPI document. */

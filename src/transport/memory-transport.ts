@@ -4,7 +4,8 @@ import { FlowcastError, ErrorCodes, describeError } from '../core/errors.js';
 import { checkPositiveInt, checkNonNegativeNumber, checkObject, checkKnownKeys } from '../core/validate.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import { type Channel, type EventListener, type EventTransport, type LogRead } from './transport.js';
-import { packedFirstSeq, packLog, readPacked, type PackedLog } from './packed-log.js';
+import { packLog, readPacked, type PackedLog } from './packed-log.js';
+import { DEFAULT_RUN_STREAM_LENGTH, MemoryRunStreams, type RunStreams } from './run-streams.js';
 
 /** Options of {@link InMemoryTransport}. */
 export interface InMemoryTransportOptions {
@@ -23,6 +24,12 @@ export interface InMemoryTransportOptions {
    * @default 3600000 (one hour)
    */
   retentionMs?: number;
+  /**
+   * Markers kept per run stream (the starts and ends of a pipeline's runs, and of every
+   * pipeline's: what a resuming pipeline subscription reads, docs/protocol.md).
+   * @default 10000
+   */
+  runStreamLength?: number;
   /** Called when a live listener throws. Defaults to printing to stderr. */
   onListenerError?: (error: unknown, event: FlowcastEvent) => void;
 }
@@ -35,10 +42,12 @@ interface RunLog {
   /** The held events as JSON chunks once the run ended (see packed-log.ts). */
   packed: PackedLog | null;
   nextSeq: number;
+  /** The highest seq retention trimmed (0: none). */
+  trimmed: number;
   endedAt: number | null;
 }
 
-const KNOWN = ['maxEventsPerRun', 'maxRuns', 'retentionMs', 'onListenerError'] as const;
+const KNOWN = ['maxEventsPerRun', 'maxRuns', 'retentionMs', 'runStreamLength', 'onListenerError'] as const;
 
 /** The embedded event log and fan-out: one process, bounded memory. */
 export class InMemoryTransport implements EventTransport {
@@ -52,6 +61,7 @@ export class InMemoryTransport implements EventTransport {
   readonly #all = new Set<EventListener>();
   readonly #byPipeline = new Map<string, Set<EventListener>>();
   readonly #byRun = new Map<string, Set<EventListener>>();
+  readonly #runs: MemoryRunStreams;
   #closed = false;
 
   constructor(options: InMemoryTransportOptions = {}) {
@@ -64,6 +74,9 @@ export class InMemoryTransport implements EventTransport {
       ((error, event) => {
         console.error(`flowcast: a live event listener threw on ${event.type} of run ${event.run_id}: ${describeError(error)}`);
       });
+    this.#runs = new MemoryRunStreams(checkPositiveInt(options.runStreamLength ?? DEFAULT_RUN_STREAM_LENGTH, 'runStreamLength'), (error) => {
+      console.error(`flowcast: a run stream listener threw: ${describeError(error)}`);
+    });
   }
 
   append(draft: EventDraft): Promise<FlowcastEvent | null> {
@@ -75,8 +88,7 @@ export class InMemoryTransport implements EventTransport {
     if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'InMemoryTransport is closed');
     let log = this.#logs.get(draft.run_id);
     if (log === undefined) {
-      log = { pipelineId: draft.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, endedAt: null };
-      this.#logs.set(draft.run_id, log);
+      log = this.#open(draft.run_id, draft.pipeline_id);
     } else if (log.endedAt !== null) {
       return null;
     }
@@ -85,14 +97,7 @@ export class InMemoryTransport implements EventTransport {
     event.v = EVENT_SCHEMA_VERSION;
     event.event_id = randomUUID();
     event.seq = log.nextSeq++;
-    log.events.push(event);
-    if (log.events.length - log.head > this.#maxEvents) {
-      log.head++;
-      if (log.head > 1024 && log.head * 2 > log.events.length) {
-        log.events = log.events.slice(log.head);
-        log.head = 0;
-      }
-    }
+    this.#hold(log, event);
     if (isTerminalEvent(event)) {
       const now = Date.now();
       log.endedAt = now;
@@ -101,6 +106,7 @@ export class InMemoryTransport implements EventTransport {
       log.head = 0;
       this.#ended.push({ runId: draft.run_id, endedAt: now });
       this.#evict(now);
+      this.#runs.mark('end', log.pipelineId, draft.run_id);
     }
     return event;
   }
@@ -112,14 +118,10 @@ export class InMemoryTransport implements EventTransport {
    */
   ingest(event: FlowcastEvent): boolean {
     let log = this.#logs.get(event.run_id);
-    if (log === undefined) {
-      log = { pipelineId: event.pipeline_id, events: [], head: 0, packed: null, nextSeq: 1, endedAt: null };
-      this.#logs.set(event.run_id, log);
-    }
+    if (log === undefined) log = this.#open(event.run_id, event.pipeline_id);
     if (log.endedAt !== null || event.seq < log.nextSeq) return false;
     log.nextSeq = event.seq + 1;
-    log.events.push(event);
-    if (log.events.length - log.head > this.#maxEvents) log.head++;
+    this.#hold(log, event);
     if (isTerminalEvent(event)) {
       const now = Date.now();
       log.endedAt = now;
@@ -130,7 +132,29 @@ export class InMemoryTransport implements EventTransport {
       this.#evict(now);
     }
     this.publish(event);
+    if (log.endedAt !== null) this.#runs.mark('end', log.pipelineId, event.run_id);
     return true;
+  }
+
+  /** A run's new log; its start marker comes first, so a pipeline's run stream announces it before any of its events. */
+  #open(runId: string, pipelineId: string): RunLog {
+    this.#runs.mark('start', pipelineId, runId);
+    const log: RunLog = { pipelineId, events: [], head: 0, packed: null, nextSeq: 1, trimmed: 0, endedAt: null };
+    this.#logs.set(runId, log);
+    return log;
+  }
+
+  /** Adds an event to a running log, trimming the oldest past `maxEventsPerRun`. */
+  #hold(log: RunLog, event: FlowcastEvent): void {
+    log.events.push(event);
+    if (log.events.length - log.head > this.#maxEvents) {
+      log.trimmed = (log.events[log.head] as FlowcastEvent).seq;
+      log.head++;
+      if (log.head > 1024 && log.head * 2 > log.events.length) {
+        log.events = log.events.slice(log.head);
+        log.head = 0;
+      }
+    }
   }
 
   publish(event: FlowcastEvent): void {
@@ -161,27 +185,31 @@ export class InMemoryTransport implements EventTransport {
     const limit = options.limit === undefined ? Infinity : checkPositiveInt(options.limit, 'limit');
     const log = this.#logs.get(runId);
     if (log === undefined) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
-    const lastSeq = log.nextSeq - 1;
+    const firstSeq = log.trimmed + 1;
     if (log.packed !== null) {
-      const firstSeq = packedFirstSeq(log.packed) ?? log.nextSeq;
       return {
         events: readPacked(log.packed, Math.max(Math.floor(since), firstSeq - 1), limit),
         first_seq: firstSeq,
-        last_seq: lastSeq,
+        last_seq: log.nextSeq - 1,
         complete: since + 1 >= firstSeq,
         ended: true,
       };
     }
     const events = log.events;
     const head = log.head;
-    const first = events[head];
-    const firstSeq = first === undefined ? log.nextSeq : first.seq;
-    const startIndex = head + Math.max(0, Math.floor(since) + 1 - firstSeq);
-    const end = Math.min(events.length, startIndex + limit);
+    // Seqs may have gaps (a log fed through a filter holds only the events that passed it):
+    // the first event after `since` is looked up, not computed.
+    let lo = head;
+    let hi = events.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((events[mid] as FlowcastEvent).seq <= since) lo = mid + 1;
+      else hi = mid;
+    }
     return {
-      events: events.slice(startIndex, end),
+      events: events.slice(lo, Math.min(events.length, lo + limit)),
       first_seq: firstSeq,
-      last_seq: lastSeq,
+      last_seq: log.nextSeq - 1,
       complete: since + 1 >= firstSeq,
       ended: log.endedAt !== null,
     };
@@ -209,6 +237,16 @@ export class InMemoryTransport implements EventTransport {
     };
   }
 
+  /** The epoch of this transport's logs and run streams: one per transport (a process restart is a new history). */
+  epoch(): Promise<string> {
+    return Promise.resolve(this.#runs.epoch);
+  }
+
+  /** The run streams: the starts and ends of each pipeline's runs and of every pipeline's. */
+  get runs(): RunStreams {
+    return this.#runs;
+  }
+
   /** Number of run logs held (running and ended). */
   get size(): number {
     return this.#logs.size;
@@ -227,6 +265,7 @@ export class InMemoryTransport implements EventTransport {
     this.#all.clear();
     this.#byPipeline.clear();
     this.#byRun.clear();
+    this.#runs.clear();
     return Promise.resolve();
   }
 }

@@ -29,10 +29,7 @@ export function packLog(events: readonly FlowcastEvent[]): PackedLog {
   return { firstSeqs, chunks };
 }
 
-/** The seq of the first event held, or `null` for an empty log. */
-export function packedFirstSeq(log: PackedLog): number | null {
-  return log.firstSeqs[0] ?? null;
-}
+
 
 /** Up to `limit` events with a seq above `since`, parsing only the chunks that hold them. */
 export function readPacked(log: PackedLog, since: number, limit: number): FlowcastEvent[] {

@@ -1,14 +1,23 @@
 import type { ServerInstanceStatus } from '../core/engine-status.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
+import type { RunStreams } from './run-streams.js';
 
 /** What a subscriber listens to: one run, one pipeline, or everything. */
 export type Channel = { runId: string } | { pipelineId: string } | '*';
 
 /** What `read()` returns from a run's log. */
 export interface LogRead {
-  /** The events after `since`, in seq order (up to `limit`). */
+  /**
+   * The events after `since`, in seq order (up to `limit`). Their seqs may have gaps: a
+   * log fed through a filter (`setupWebSocketBridge` behind `hooks.addFilter`) holds only
+   * the events that passed it, with their run's seqs. A seq up to `last_seq` that the log
+   * lacks is never coming: it is no loss.
+   */
   events: FlowcastEvent[];
-  /** The first seq the log still holds (1 unless retention trimmed it; 0 when the log is unknown). */
+  /**
+   * The first seq the log answers for: events before it were trimmed by retention (1
+   * unless retention trimmed some; 0 when the log is unknown). A filtered log may lack it.
+   */
   first_seq: number;
   /** The last seq the log holds (0 when empty or unknown). */
   last_seq: number;
@@ -56,6 +65,19 @@ export interface EventTransport {
    * it was new. Seqs may skip (a filter upstream): the log then has gaps.
    */
   ingest?(event: FlowcastEvent): boolean | Promise<boolean>;
+  /**
+   * Optional: the epoch of this transport's history (run logs and run streams). Seqs and
+   * offsets are positions within one epoch: a new epoch (a process restart for the memory
+   * transport, a Redis that lost its data) is another history.
+   */
+  epoch?(): Promise<string>;
+  /** Optional: calls `listener` when the epoch changes (the history was lost). Returns the disposer. */
+  onEpochChange?(listener: (epoch: string, before: string) => void): () => void;
+  /**
+   * Optional: the run streams (per pipeline and `*`: the runs that started and ended, at
+   * offsets 1, 2, 3…), which a resuming pipeline subscription reads (docs/protocol.md).
+   */
+  readonly runs?: RunStreams;
   /** Optional: announces a server instance to the others sharing this transport; alive for `ttlMs` after its last announcement. */
   announceInstance?(status: ServerInstanceStatus, ttlMs: number): Promise<void>;
   /** Optional: every server instance whose announcement has not expired. */

@@ -11,6 +11,8 @@ import { InMemoryTransport } from '../../src/transport/memory-transport.js';
 export interface TransportFactoryOptions {
   /** Events kept per run: the suite asks for 5 to test trimming. */
   maxEventsPerRun?: number;
+  /** Markers kept per run stream: the suite asks for 3 to test trimming. */
+  runStreamLength?: number;
 }
 
 let counter = 0;
@@ -107,6 +109,55 @@ export function eventTransportConformance(
         const t = await open();
         const read = await t.read('nobody');
         expect(read).toMatchObject({ events: [], first_seq: 0, last_seq: 0, ended: false });
+      });
+    });
+
+    describe('#runs (run streams)', () => {
+      it('marks each run start before its first event and its end after its terminal event, per pipeline and in "*", at gapless offsets', async () => {
+        const t = await open();
+        const runs = t.runs;
+        if (runs === undefined) throw new Error(`${name}: the transport has no run streams`);
+        const live: string[] = [];
+        const off = runs.subscribe('pipe-m', (m) => live.push(`${m.offset} ${m.kind} ${m.run_id}`));
+        await t.subscribed?.();
+        const before = await runs.read('pipe-m');
+        expect(before).toMatchObject({ markers: [], last_offset: 0, first_offset: 1 });
+        expect(typeof before.epoch).toBe('string');
+        expect(before.epoch).toBe(await t.epoch?.());
+        await t.append(draftFor('run-m1', 'pipe-m', 'start'));
+        await t.append(draftFor('run-m2', 'pipe-m', 'start'));
+        await t.append(draftFor('run-m1', 'pipe-m'));
+        await t.append(draftFor('run-m1', 'pipe-m', 'end'));
+        await t.append(draftFor('run-o', 'other', 'start'));
+        const mine = await runs.read('pipe-m');
+        // The end marker of run-m1 may be written just after its append resolves: wait for it.
+        for (let i = 0; i < 200 && (await runs.read('pipe-m')).last_offset < 3; i++) await new Promise((r) => setTimeout(r, 10));
+        const all = await runs.read('pipe-m');
+        expect(all.markers.map((m) => [m.offset, m.kind, m.run_id, m.pipeline_id])).toEqual([
+          [1, 'start', 'run-m1', 'pipe-m'],
+          [2, 'start', 'run-m2', 'pipe-m'],
+          [3, 'end', 'run-m1', 'pipe-m'],
+        ]);
+        expect(all).toMatchObject({ first_offset: 1, last_offset: 3 });
+        expect(mine.markers.length).toBeGreaterThanOrEqual(2);
+        expect((await runs.read('pipe-m', { after: 1, limit: 1 })).markers.map((m) => m.offset)).toEqual([2]);
+        expect((await runs.read('pipe-m', { after: 3 })).markers).toEqual([]);
+        for (let i = 0; i < 200 && (await runs.read('*')).last_offset < 4; i++) await new Promise((r) => setTimeout(r, 10));
+        const every = await runs.read('*');
+        expect(every.markers.map((m) => `${m.kind} ${m.run_id}`)).toEqual(['start run-m1', 'start run-m2', 'end run-m1', 'start run-o']);
+        expect(every.markers.map((m) => m.offset)).toEqual([1, 2, 3, 4]);
+        for (let i = 0; i < 200 && live.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+        expect(live).toEqual(['1 start run-m1', '2 start run-m2', '3 end run-m1']);
+        off();
+        await expect(Promise.resolve().then(() => runs.read('not a pipeline id'))).rejects.toThrow(/stream/);
+      });
+
+      it('trims each stream to its length and says from which offset it holds', async () => {
+        const t = await open({ runStreamLength: 3 });
+        for (let i = 0; i < 5; i++) await t.append(draftFor(`run-t${i}`, 'pipe-t', 'start'));
+        const read = await t.runs!.read('pipe-t');
+        expect(read).toMatchObject({ first_offset: 3, last_offset: 5 });
+        expect(read.markers.map((m) => m.run_id)).toEqual(['run-t2', 'run-t3', 'run-t4']);
       });
     });
 
