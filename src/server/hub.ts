@@ -4,7 +4,7 @@ import type { EventTransport } from '../transport/transport.js';
 import type { Authenticator } from './auth.js';
 import type { Connection, RunCursor, Subscription } from './connection.js';
 import { Positions, type PositionStart } from './positions.js';
-import { CloseCodes, ProtocolErrors, type SubscribeMessage, type UnsubscribeMessage } from './protocol.js';
+import { CloseCodes, type SubscribeMessage, type UnsubscribeMessage } from './protocol.js';
 
 /** Where late joiners' snapshots come from (a PipelineTrackingManager fits). */
 export interface SnapshotSource {
@@ -177,7 +177,7 @@ export class Hub {
     if (msg.id !== undefined) ack.id = msg.id;
     conn.sendControl(ack);
     try {
-      if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since, msg.id, msg.epoch);
+      if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since, msg.epoch);
       else {
         if (start !== null) await this.#positions?.replay(sub);
         await this.#joinPipeline(conn, sub.kind === 'all' ? undefined : sub.id, start === null ? msg.started_since : undefined);
@@ -243,7 +243,7 @@ export class Hub {
     }
   }
 
-  async #joinRun(conn: Connection, runId: string, since: number | undefined, id: string | number | undefined, epoch: string | undefined): Promise<void> {
+  async #joinRun(conn: Connection, runId: string, since: number | undefined, epoch: string | undefined): Promise<void> {
     if (since !== undefined) {
       const cursor: RunCursor = { last: since, filling: true, buffer: [] };
       const previous = conn.cursors.get(runId);
@@ -254,7 +254,7 @@ export class Hub {
       const now = epoch === undefined ? undefined : await this.#transport.epoch?.();
       if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
       const owner = head.events[0]?.pipeline_id;
-      if (owner !== undefined && !this.canRead(conn, owner)) return this.#forbidRun(conn, runId, owner, id);
+      if (owner !== undefined && !this.canRead(conn, owner)) return this.#asUnknownRun(conn, runId, since, now !== undefined && now !== epoch ? now : undefined);
       if (now !== undefined && now !== epoch) {
         // Another history (a Redis that lost its data): the seqs the client holds are not this log's.
         conn.sendControl({ type: 'replay_incomplete', run_id: runId, requested_since: since, first_seq: head.first_seq, last_seq: head.last_seq, epoch: now, reason: 'epoch' });
@@ -269,7 +269,7 @@ export class Hub {
     const status = this.#snapshots === null ? null : await this.#snapshots.getStatus(runId);
     if (conn.state !== 'open' || conn.cursors.has(runId)) return;
     if (status !== null && status.run_id === runId) {
-      if (!this.canRead(conn, status.pipeline_id)) return this.#forbidRun(conn, runId, status.pipeline_id, id);
+      if (!this.canRead(conn, status.pipeline_id)) return this.#asUnknownRun(conn, runId, undefined, undefined);
       const cursor: RunCursor = { last: status.last_seq, filling: true, buffer: [] };
       this.#setCursor(conn, runId, cursor);
       conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: runId, last_seq: status.last_seq, status });
@@ -291,13 +291,22 @@ export class Hub {
     return replay ? this.#fill(conn, runId, cursor, undefined) : undefined;
   }
 
-  /** A run of a pipeline this connection may not read: the subscription is dropped and the client told. */
-  #forbidRun(conn: Connection, runId: string, pipelineId: string, id: string | number | undefined): void {
-    if (conn.subscriptions.delete(`r:${runId}`)) this.#unindex(conn, `r:${runId}`);
-    conn.cursors.delete(runId);
-    const error: Record<string, unknown> = { type: 'error', code: ProtocolErrors.FORBIDDEN, message: `Not allowed to read run "${runId}" (pipeline "${pipelineId}")` };
-    if (id !== undefined) error.id = id;
-    conn.sendControl(error);
+  /**
+   * A run of a pipeline this connection may not read answers exactly as a run that does
+   * not exist (docs/security.md): `subscribed`, and with `since` a `replay_complete` at the
+   * client's own seq (or the reset answer of another epoch), then nothing, ever. Its
+   * events are never sent (every delivery checks the right to read); the cursor only
+   * spares the hub from filling a run it would not send.
+   */
+  #asUnknownRun(conn: Connection, runId: string, since: number | undefined, newEpoch: string | undefined): void {
+    this.#setCursor(conn, runId, { last: Number.MAX_SAFE_INTEGER, filling: false, buffer: [] });
+    if (since === undefined) return;
+    if (newEpoch !== undefined) {
+      conn.sendControl({ type: 'replay_incomplete', run_id: runId, requested_since: since, first_seq: 0, last_seq: 0, epoch: newEpoch, reason: 'epoch' });
+      conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: 0 });
+      return;
+    }
+    conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: since });
   }
 
   #setCursor(conn: Connection, runId: string, cursor: RunCursor): void {
