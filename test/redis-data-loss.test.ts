@@ -108,6 +108,10 @@ describe('a Redis that restarts without its data', () => {
     const closed = await first.waitForClose(30_000);
     expect(closed.code).toBe(4010);
 
+    // The monitor was closed too, resumed, and was told, before the new history begins.
+    await waitUntil(() => told.length === 1, 'the monitor to be told', 30_000);
+    expect(told[0]).toMatchObject({ run_id: 'run-1', reason: 'epoch' });
+
     // After: the run's log starts over, with other events under seqs 1 and 2.
     await waitUntil(() => client.status === 'ready', 'the server to reconnect', 30_000);
     const after = [await emit(transport, logDraft('run-1', 'x')), await emit(transport, logDraft('run-1', 'y'))];
@@ -123,10 +127,10 @@ describe('a Redis that restarts without its data', () => {
     ]);
     expect(resumed.events('run-1').map((e) => e.event_id)).toEqual(after.map((e) => e.event_id));
 
-    // The monitor was closed too, resumed, was told, and holds the new history.
-    await waitUntil(() => told.length === 1 && seen.length === 5, 'the monitor to resume into the new history', 30_000);
-    expect(told[0]).toMatchObject({ run_id: 'run-1', reason: 'epoch', first_seq: 1 });
+    // ... and gets the new history live: nothing of it is taken for a repeat of the old one.
+    await waitUntil(() => seen.length === 5, 'the new history at the monitor', 30_000);
     expect(seen.slice(3).map((e) => e.event_id)).toEqual(after.map((e) => e.event_id));
+    expect(told).toHaveLength(1);
 
     // One clear line each: this process (the server) and the worker process.
     await waitUntil(() => lostLines(workerOutput()).length > 0, 'the worker to say so', 30_000);

@@ -212,6 +212,8 @@ export class RedisPubSubTransport implements EventTransport {
     });
     this.runs = this.#runs;
     this.#epoch = new RedisEpoch(this.redis, this.keyPrefix, (error) => this.#onError(error, 'redis'));
+    // Another history: the seqs followed so far are the old one's (the new logs start at 1 again).
+    this.#epoch.onChange(() => this.#sequencer.clear());
     // Known from the start, so that a Redis that comes back without its data is noticed (servers and workers alike).
     this.#epoch.watch();
   }

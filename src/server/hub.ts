@@ -94,6 +94,7 @@ export class Hub {
     this.#offEpoch =
       this.#transport.onEpochChange?.((epoch) => {
         this.#epoch = epoch;
+        this.#lastSeen.clear();
         for (const conn of this.#connections) conn.close(CloseCodes.HISTORY_RESET, 'Event history reset (Redis lost its data): resume');
       }) ?? null;
   }
