@@ -55,7 +55,7 @@ async function clipped(page: Page, root: string): Promise<string[]> {
       const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim() !== '');
       if (!own) continue;
       const r = el.getBoundingClientRect();
-      if (r.width === 0) continue;
+      if (r.width <= 1 || el.closest('.sr-only')) continue; // nothing to see, or text for screen readers only
       const style = getComputedStyle(el);
       if (el.scrollWidth > el.clientWidth + 1 && style.display !== 'inline') out.push('overflows: ' + el.textContent.trim().slice(0, 60));
       else if (r.right > window.innerWidth + 1 || r.left < -1) {
@@ -140,6 +140,28 @@ describe('engine page', () => {
       expectAxesLabelledOnce(await axes(w.page));
       expect(await clipped(w.page, '[data-testid="engine"]')).toEqual([]);
       expectNoErrors(w);
+    }
+  });
+});
+
+describe('runs overview and run detail', () => {
+  it('clip no label at 1280×800 and 390×844 (a wide table scrolls inside its own box)', async () => {
+    const f = await startFixture();
+    await failures(f);
+    const runId = await f.runToEnd(f.alpha);
+    for (const size of VIEWPORTS) {
+      const w = await open(browser, `${f.server.httpUrl}/`);
+      await w.page.setViewportSize(size);
+      await w.page.waitForSelector(`[data-run-id="${runId}"]`);
+      await screenshot(w, `overview-${size.width}`, { fullPage: false });
+      expect(await clipped(w.page, 'main')).toEqual([]);
+      const d = await open(browser, `${f.server.httpUrl}/dashboard/runs/${runId}`);
+      await d.page.setViewportSize(size);
+      await d.page.waitForSelector('.gantt');
+      await screenshot(d, `run-detail-${size.width}`);
+      expect(await clipped(d.page, 'main')).toEqual([]);
+      expectNoErrors(w);
+      expectNoErrors(d);
     }
   });
 });
