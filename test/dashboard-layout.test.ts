@@ -88,6 +88,7 @@ describe('groupFailureReasons()', () => {
     expect(normaliseReason("ECONNREFUSED 127.0.0.1:6379 for key 'a:b'")).toBe("ECONNREFUSED <n>:<n> for key '…'");
     expect(normaliseReason('order ord_8x7y6z5w failed at step2')).toBe('order <id> failed at step2');
     expect(normaliseReason('HTTP2 stream closed')).toBe('HTTP2 stream closed');
+    expect(normaliseReason("can't open the user's file 'a.txt'")).toBe("can't open the user's file '…'");
     expect(normaliseReason("Pipeline failed at step 'fetch_2': Error: user 'bob' has 3 jobs")).toBe("Pipeline failed at step 'fetch_2': Error: user '…' has <n> jobs");
   });
 

@@ -12,7 +12,9 @@ export interface FailureGroup {
   examples: { message: string; count: number }[];
 }
 
-const QUOTED = /"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g;
+// A quote opens after a non-word character and closes before one: the apostrophes of
+// "can't" and "user's" quote nothing.
+const QUOTED = /(?<!\w)(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`[^`\n]*`)(?!\w)/g;
 const UUID = /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi;
 const HEX = /\b(?:0x)?[0-9a-f]*\d[0-9a-f]*\b/gi;
 const MIXED = /\b(?=[A-Za-z_-]*\d)(?=[\d_-]*[A-Za-z])[A-Za-z0-9_-]{6,}\b/g;
