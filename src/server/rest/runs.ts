@@ -23,11 +23,14 @@ const RunsQuery = Type.Object({
   status: Type.Optional(RunStatusValue),
   pipeline_id: Type.Optional(Id),
   run_id_prefix: Type.Optional(
-    Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:\\-/@]+$', description: 'Only runs whose id starts with this (the short ids flowcast history prints).' }),
+    Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:\\-/@]+$', description: 'Only runs whose id starts with this (the short ids flowcast history prints), among the newest 100,000.' }),
   ),
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50, description: 'Runs per page.' }),
   offset: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 0, description: 'Runs to skip (of those you may read).' }),
 });
+
+/** How many of the newest runs a `run_id_prefix` search reads at most. */
+const PREFIX_SCAN = 100_000;
 
 const RunsPage = Type.Object({
   runs: Type.Array(RunStatusSchema),
@@ -110,7 +113,8 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       } else {
         const canRead = new Map<string, boolean>();
         const page = await pageFiltered(
-          (at, n) => tracking.listPipelines({ ...base, limit: n, offset: at }),
+          // A prefix search reads at most the newest PREFIX_SCAN runs: a prefix that fits none costs a bounded scan.
+          (at, n) => (prefix !== undefined && at >= PREFIX_SCAN ? Promise.resolve([]) : tracking.listPipelines({ ...base, limit: Math.min(n, prefix === undefined ? n : PREFIX_SCAN - at), offset: at })),
           (s) => {
             if (prefix !== undefined && !s.run_id.startsWith(prefix)) return false;
             if (everything) return true;
