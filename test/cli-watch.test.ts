@@ -182,7 +182,7 @@ describe('flowcast watch errors', () => {
     const s = await setup({ auth: { apiKeys: { 'good-key': { id: 'me' } } } });
     const bad = watch(['demo', '--json', '--url', s.server.url, '--token', 'bad-key']);
     expect(await exitOf(bad)).toEqual({ code: 1, signal: null });
-    expect(bad.stderr()).toMatch(/^flowcast watch: Unauthorized: .*rejected the token \(close code 4001\)$/m);
+    expect(bad.stderr()).toMatch(/^flowcast watch: Unauthorized: .*rejected the token \(close code 4001\): .*--token or \$FLOWCAST_TOKEN$/m);
     const good = watch(['demo', '--json', '--url', s.server.url], { FLOWCAST_TOKEN: 'good-key' });
     await waitFor(good, () => good.stderr().includes('watching demo'), 'the subscription with the env token');
     good.child.kill('SIGINT');

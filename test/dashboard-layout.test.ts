@@ -1,10 +1,11 @@
 /**
- * The dashboard's pure parts, without a browser: the DAG layout and the throughput
- * series of the metrics page.
+ * The dashboard's pure parts, without a browser: the DAG layout, the throughput series
+ * and the failure-reason groups of the metrics page.
  */
 import { describe, expect, it } from 'vitest';
 import { layout, NODE_H, NODE_W } from '../dashboard/src/dag-layout.js';
 import { throughputSeries } from '../dashboard/src/series.js';
+import { groupFailureReasons, normaliseReason } from '../dashboard/src/failure-groups.js';
 import type { PipelineStatus } from '../src/tracking/models.js';
 
 describe('layout()', () => {
@@ -77,5 +78,35 @@ describe('throughputSeries()', () => {
     expect(bucketMs).toBe(6 * 3_600_000);
     expect(labels.length).toBeLessThanOrEqual(61);
     expect(throughputSeries([], now).labels).toHaveLength(1);
+  });
+});
+
+describe('groupFailureReasons()', () => {
+  it('masks ids, UUIDs, numbers and quoted values, so messages that differ only by them are one reason', () => {
+    expect(normaliseReason('Timeout after 120ms on job 3f2a9c1d-7b1e-4c55-9d0f-2a6b8e1c4d3a')).toBe('Timeout after <n>ms on job <id>');
+    expect(normaliseReason('user "alice" not found (id deadbeef42, attempt 3)')).toBe('user "…" not found (id <id>, attempt <n>)');
+    expect(normaliseReason("ECONNREFUSED 127.0.0.1:6379 for key 'a:b'")).toBe("ECONNREFUSED <n>:<n> for key '…'");
+    expect(normaliseReason('order ord_8x7y6z5w failed at step2')).toBe('order <id> failed at step2');
+    expect(normaliseReason('HTTP2 stream closed')).toBe('HTTP2 stream closed');
+    expect(normaliseReason("can't open the user's file 'a.txt'")).toBe("can't open the user's file '…'");
+    expect(normaliseReason("Pipeline failed at step 'fetch_2': Error: user 'bob' has 3 jobs")).toBe("Pipeline failed at step 'fetch_2': Error: user '…' has <n> jobs");
+  });
+
+  it('sums the counts per group, largest first, and keeps every raw message as an example', () => {
+    const groups = groupFailureReasons({
+      'Timeout after 120ms on job 3f2a9c1d-7b1e-4c55-9d0f-2a6b8e1c4d3a': 2,
+      'Timeout after 95ms on job 77b0e2aa-0000-4c55-9d0f-2a6b8e1c4d3a': 1,
+      'Timeout after 3000ms on job 11111111-2222-4333-8444-555555555555': 4,
+      'user "bob" not found': 1,
+      'user "carol" not found': 1,
+      'disk full': 5,
+    });
+    expect(groups.map((g) => [g.reason, g.count])).toEqual([
+      ['Timeout after <n>ms on job <id>', 7],
+      ['disk full', 5],
+      ['user "…" not found', 2],
+    ]);
+    expect(groups[0]?.examples.map((e) => e.count)).toEqual([4, 2, 1]);
+    expect(groups[2]?.examples.map((e) => e.message)).toEqual(['user "bob" not found', 'user "carol" not found']);
   });
 });

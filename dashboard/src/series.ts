@@ -22,7 +22,10 @@ export function throughputSeries(runs: PipelineStatus[], now: number): { labels:
   }
   const labels = Array.from({ length: n }, (_, i) => {
     const d = new Date(start + i * bucketMs);
-    return bucketMs >= 86_400_000 ? d.toLocaleDateString() : d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', hour12: false });
+    // Hour buckets and wider span days: their labels carry the date, so that no two read the same.
+    if (bucketMs >= 86_400_000) return d.toLocaleDateString();
+    if (bucketMs >= 3_600_000) return d.toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false });
+    return d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', hour12: false });
   });
   return { labels, series, bucketMs };
 }

@@ -21,7 +21,22 @@ function createProgram(): Command {
     .description('Task pipelines for Node.js with truthful lifecycle events')
     .version(pkg.version)
     .showHelpAfterError('(run "flowcast --help" for usage)')
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      'after',
+      `
+Exit codes (every command):
+  0  done (watch and serve: stopped by Ctrl-C or SIGTERM)
+  1  failure: the server cannot be reached or refuses the token, no run fits the id, ...
+  2  usage: unknown command or option, bad option value, missing argument
+  130 worker only: stopped by a second Ctrl-C, without waiting for running jobs
+
+Examples:
+  flowcast demo
+  flowcast serve --demo
+  flowcast history
+  flowcast status 3f2a9c1d`,
+    );
   registerServeCommand(program);
   registerWatchCommand(program);
   registerStatusCommand(program);

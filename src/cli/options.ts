@@ -45,3 +45,20 @@ export function urlWith(protocols: readonly string[]): (value: string) => string
 export function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
+
+const ID = /^[A-Za-z0-9_.:\-/@]{1,200}$/;
+
+/** A pipeline or run id (or a run id's prefix): 1-200 letters, digits and `_ . : - / @`, as the server accepts. */
+export function idOf(what: string): (value: string) => string {
+  return (value: string): string => {
+    if (!ID.test(value)) throw new UsageError(`${what} must be 1-200 letters, digits and _ . : - / @, received "${value}"`);
+    return value;
+  };
+}
+
+/** A time, as the server's `since` takes it: ISO 8601 (`2026-11-28`, `2026-11-28T10:00:00Z`) or epoch milliseconds. */
+export function time(value: string): string {
+  const d = /^\d{1,15}$/.test(value) ? new Date(Number(value)) : /^\d{4}-\d{2}-\d{2}/.test(value) ? new Date(value) : null;
+  if (d === null || Number.isNaN(d.getTime())) throw new UsageError(`expected an ISO 8601 time (2026-11-28T10:00:00Z) or epoch milliseconds, received "${value}"`);
+  return value;
+}

@@ -26,6 +26,16 @@ export class RestCallError extends Error {
   }
 }
 
+/**
+ * What to do after the server refused the request's token, in the CLI's words (its
+ * flag and environment variable, not the HTTP header the server names).
+ */
+export function tokenHint(given: boolean): string {
+  return given
+    ? 'the server refused the token: check the one given with --token or $FLOWCAST_TOKEN'
+    : 'the server wants a token: pass --token <token> or set $FLOWCAST_TOKEN';
+}
+
 /** `ws://h:p/ws` → `http://h:p`: the base URL of the REST API. */
 export function restBase(url: string): string {
   const u = new URL(url);
@@ -56,7 +66,13 @@ export async function getJson<T>(target: RestTarget, path: string, query: Record
   if (!response.ok) {
     const err = (body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
     const code = typeof err?.code === 'string' ? err.code : null;
-    const message = typeof err?.message === 'string' ? err.message : `${response.status} ${response.statusText}`;
+    let message = typeof err?.message === 'string' ? err.message : `${response.status} ${response.statusText}`;
+    if (response.status === 401) {
+      const given = headers.authorization !== undefined;
+      const reason = message.replace(/^Unauthorized: /, '');
+      // The server's "no token" reason names HTTP headers: the CLI says it with its flag.
+      message = given && !/no token/.test(reason) ? `${tokenHint(true)} (${reason})` : tokenHint(given);
+    }
     throw new RestCallError(response.status, code, message);
   }
   if (body === null) throw new RestCallError(response.status, null, `${url.pathname}: the server answered ${response.status} without a JSON body`);

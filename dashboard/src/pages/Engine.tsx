@@ -34,10 +34,27 @@ export function Engine(): JSX.Element {
     () => ({
       type: 'line',
       data: {
-        labels: rates.map((r) => new Date(r.at).toLocaleTimeString(undefined, { hour12: false })),
-        datasets: [{ label: 'events / s', data: rates.map((r) => r.eps), borderColor: '#2b6cd4', backgroundColor: 'rgba(43,108,212,0.15)', fill: true, pointRadius: 0, tension: 0.25 }],
+        // Seconds before the latest sample on a linear axis: one tick per step of the
+        // scale, never the same clock time printed twice.
+        datasets: [
+          {
+            label: 'events / s',
+            data: rates.map((r) => ({ x: (Date.parse(r.at) - Date.parse(rates.at(-1)?.at ?? r.at)) / 1000, y: r.eps })),
+            borderColor: '#2b6cd4',
+            backgroundColor: 'rgba(43,108,212,0.15)',
+            fill: true,
+            pointRadius: 0,
+            tension: 0.25,
+          },
+        ],
       },
-      options: { scales: { y: { beginAtZero: true } }, plugins: { legend: { display: false } } },
+      options: {
+        scales: {
+          x: { type: 'linear', title: { display: true, text: `seconds before ${rates.length === 0 ? 'now' : formatTime(rates.at(-1)?.at ?? null)}` }, ticks: { precision: 0 } },
+          y: { beginAtZero: true, title: { display: true, text: 'events / s' } },
+        },
+        plugins: { legend: { display: false } },
+      },
     }),
     [rates],
   );
@@ -88,7 +105,7 @@ export function Engine(): JSX.Element {
         </div>
       </div>
       <div class="card">
-        <h2>Events per second</h2>
+        <h2>Event rate</h2>
         <ChartCanvas config={config} label="Events per second over the last two minutes" height={160} />
       </div>
       <div class="card">

@@ -9,6 +9,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type { ChartConfiguration } from 'chart.js';
 import { getHistory, getMetrics, type PipelineMetrics, type PipelineStatus } from '../api.js';
 import { ChartCanvas } from '../components/Chart.js';
+import { FailureReasons } from '../components/FailureReasons.js';
 import { formatDuration } from '../format.js';
 import { subscribeQuietly, useMonitor } from '../live.js';
 import { throughputSeries } from '../series.js';
@@ -19,11 +20,22 @@ function bucketName(ms: number): string {
   return names[ms] ?? formatDuration(ms);
 }
 
-function bar(labels: string[], data: number[], label: string, horizontal = false, color = COLORS.bar): ChartConfiguration {
+/** A scale titled `title` (each axis says once what it measures; the legend and card heading do not repeat it). */
+function titled(title: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { title: { display: true, text: title }, ...extra };
+}
+
+/** One series of bars: `category` names the axis of the labels, `value` the axis of the numbers. */
+function bar(labels: string[], data: number[], axes: { category: string; value: string }, horizontal = false, color = COLORS.bar): ChartConfiguration {
+  const [c, v] = horizontal ? ['y', 'x'] : ['x', 'y'];
   return {
     type: 'bar',
-    data: { labels, datasets: [{ label, data, backgroundColor: color }] },
-    options: { indexAxis: horizontal ? 'y' : 'x', plugins: { legend: { display: false } }, scales: { [horizontal ? 'x' : 'y']: { beginAtZero: true } } },
+    data: { labels, datasets: [{ label: axes.value, data, backgroundColor: color }] },
+    options: {
+      indexAxis: horizontal ? 'y' : 'x',
+      plugins: { legend: { display: false } },
+      scales: { [c]: titled(axes.category), [v]: titled(axes.value, { beginAtZero: true }) },
+    },
   };
 }
 
@@ -72,7 +84,7 @@ export function Metrics(): JSX.Element {
         labels: t.labels,
         datasets: (['COMPLETED', 'FAILED', 'CANCELLED'] as const).map((s) => ({ label: s.toLowerCase(), data: t.series[s], backgroundColor: COLORS[s] })),
       },
-      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
+      options: { scales: { x: titled(`${bucketName(t.bucketMs)} ended`, { stacked: true }), y: titled('runs', { stacked: true, beginAtZero: true }) } },
     };
     const ended = metrics.completed + metrics.failed + metrics.cancelled;
     const success: ChartConfiguration = {
@@ -83,27 +95,22 @@ export function Metrics(): JSX.Element {
       },
       options: { plugins: { legend: { position: 'right' } } },
     };
-    const durations = bar(['mean', 'p50', 'p95'], [metrics.avg_duration_ms ?? 0, metrics.p50_duration_ms ?? 0, metrics.p95_duration_ms ?? 0], 'ms');
+    const durations = bar(['mean', 'p50', 'p95'], [metrics.avg_duration_ms ?? 0, metrics.p50_duration_ms ?? 0, metrics.p95_duration_ms ?? 0], {
+      category: 'statistic',
+      value: 'duration (ms)',
+    });
     const slowest = bar(
       metrics.slowest_steps.map((s) => s.step_name),
       metrics.slowest_steps.map((s) => Math.round(s.avg_duration_ms)),
-      'mean ms',
+      { category: 'step', value: 'mean duration (ms)' },
       true,
-    );
-    const reasons = Object.entries(metrics.failure_reasons).sort((a, b) => b[1] - a[1]).slice(0, 10);
-    const failures = bar(
-      reasons.map(([r]) => (r.length > 50 ? `${r.slice(0, 18)}…${r.slice(-31)}` : r)),
-      reasons.map(([, n]) => n),
-      'failed runs',
-      true,
-      COLORS.FAILED,
     );
     const hours = bar(
       metrics.busy_hours.map((_, h) => `${String(h).padStart(2, '0')}h`),
       metrics.busy_hours,
-      'runs started',
+      { category: 'hour of the day (UTC)', value: 'runs started' },
     );
-    return { throughput, success, durations, slowest, failures, hours, ended, bucketMs: t.bucketMs, reasons };
+    return { throughput, success, durations, slowest, hours, ended, bucketMs: t.bucketMs };
   }, [metrics, history]);
 
   return (
@@ -149,7 +156,7 @@ export function Metrics(): JSX.Element {
           <div class="grid2">
             <div class="card">
               <h2>Throughput over time</h2>
-              <p class="muted small">Ended runs per {bucketName(charts.bucketMs)} (of the last 1,000 runs)</p>
+              <p class="muted small">Of the last 1,000 runs, by status</p>
               <ChartCanvas config={charts.throughput} label="Ended runs over time, by status" />
             </div>
             <div class="card">
@@ -166,10 +173,10 @@ export function Metrics(): JSX.Element {
             </div>
             <div class="card">
               <h2>Failure reasons</h2>
-              {charts.reasons.length === 0 ? <p class="muted">No failures in this window.</p> : <ChartCanvas config={charts.failures} label="Failed runs per reason" />}
+              <FailureReasons reasons={metrics.failure_reasons} />
             </div>
             <div class="card">
-              <h2>Busy hours (UTC)</h2>
+              <h2>Busy hours</h2>
               <ChartCanvas config={charts.hours} label="Runs started per hour of the day" />
             </div>
           </div>

@@ -152,33 +152,35 @@ export function RunDetail({ runId }: { runId: string }): JSX.Element {
 
       <h2>Steps</h2>
       <Gantt status={status} attempts={m.attempts} now={now} />
-      <table class="steps">
-        <caption class="sr-only">Steps</caption>
-        <thead>
-          <tr>
-            <th scope="col">Step</th>
-            <th scope="col">Status</th>
-            <th scope="col">Attempts</th>
-            <th scope="col">Progress</th>
-            <th scope="col">Message or error</th>
-          </tr>
-        </thead>
-        <tbody>
-          {status.steps.map((s) => (
-            <tr key={s.step_name}>
-              <td>{s.step_name}</td>
-              <td>
-                <StatusBadge status={s.status} />
-              </td>
-              <td>{s.attempts}</td>
-              <td>
-                <Progress value={s.progress} label={`Progress of ${s.step_name}`} />
-              </td>
-              <td class="ellipsis">{s.error ?? s.message ?? s.skip_reason ?? ''}</td>
+      <div class="table-scroll">
+        <table class="steps">
+          <caption class="sr-only">Steps</caption>
+          <thead>
+            <tr>
+              <th scope="col">Step</th>
+              <th scope="col">Status</th>
+              <th scope="col">Attempts</th>
+              <th scope="col">Progress</th>
+              <th scope="col">Message or error</th>
             </tr>
-          ))}
-        </tbody>
-      </table>
+          </thead>
+          <tbody>
+            {status.steps.map((s) => (
+              <tr key={s.step_name}>
+                <td>{s.step_name}</td>
+                <td>
+                  <StatusBadge status={s.status} />
+                </td>
+                <td>{s.attempts}</td>
+                <td>
+                  <Progress value={s.progress} label={`Progress of ${s.step_name}`} />
+                </td>
+                <td class="ellipsis">{s.error ?? s.message ?? s.skip_reason ?? ''}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
 
       {status.dag !== undefined && (
         <>

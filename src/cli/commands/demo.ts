@@ -38,7 +38,11 @@ Pipelines: demo_workflow (sequential, map, filter), etl_dag (dataflow), flaky_re
 
 On a terminal the view redraws in place; when stdout is not a terminal (CI, pipes) it
 prints one line per finished run. Ctrl-C (or SIGTERM) cancels the runs in flight,
-prints a summary and exits 0.`,
+prints a summary and exits 0 (2 on bad arguments).
+
+Examples:
+  flowcast demo
+  flowcast demo -n 20 -c 5 | tail -n 3`,
     )
     .action(async (options: DemoCommandOptions) => {
       process.exitCode = await demoCommand(options);

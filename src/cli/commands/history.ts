@@ -4,7 +4,7 @@ import { describeError } from '../../core/errors.js';
 import { formatDuration } from '../../tracking/render.js';
 import type { PipelineStatus } from '../../tracking/models.js';
 import { RestCallError, getJson, type RestTarget } from '../rest-client.js';
-import { positiveInt } from '../options.js';
+import { idOf, positiveInt, time } from '../options.js';
 import { DEFAULT_HTTP_URL, serverUrl, type CliIo } from './status.js';
 
 /** Options of `flowcast history`. */
@@ -29,14 +29,18 @@ export function registerHistoryCommand(program: Command): Command {
     .description('list past runs, newest started first')
     .option('--url <url>', 'the server', serverUrl, DEFAULT_HTTP_URL)
     .option('--token <token>', 'the token the server checks (default: $FLOWCAST_TOKEN)')
-    .option('--pipeline <pipeline_id>', "only this pipeline's runs")
-    .option('--since <time>', 'only runs started at or after this time (ISO 8601 or epoch milliseconds)')
+    .option('--pipeline <pipeline_id>', "only this pipeline's runs", idOf('--pipeline'))
+    .option('--since <time>', 'only runs started at or after this time (ISO 8601 or epoch milliseconds)', time)
     .option('--ended', 'only ended runs (COMPLETED, FAILED, CANCELLED)')
     .option('-n, --limit <count>', 'at most this many runs (1-1000)', positiveInt, 20)
     .option('--json', 'print the runs as a JSON array')
     .addHelpText(
       'after',
       `
+The RUN column shows the first 8 characters of each run id: flowcast status and
+flowcast watch --run take them (or any prefix that only one run has). Exit codes: 0
+ok, 1 when the server cannot be reached or refuses the token, 2 on bad arguments.
+
 Examples:
   flowcast history
   flowcast history --pipeline etl_dag --ended -n 50

@@ -286,6 +286,10 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
   ];
   if (options.redis !== undefined) {
     lines.push(`  Redis       ${redactUrl(options.redis)} (key prefix ${options.keyPrefix ?? 'flowcast:'})${options.demo === true && options.worker === false ? '; demo steps run on flowcast worker processes' : ''}`);
+    if (options.demo === true && options.worker === false) {
+      const prefix = options.keyPrefix === undefined || options.keyPrefix === 'flowcast:' ? '' : ` --key-prefix ${options.keyPrefix}`;
+      lines.push(`  Workers     none in this process; start one (or more) with: flowcast worker --demo --redis ${redactUrl(options.redis)}${prefix}`);
+    }
     lines.push(`  Ingest      log lines from other programs: XADD ${options.keyPrefix ?? 'flowcast:'}ingest * run_id <run> step <step> type log message <text>`);
   }
   if (options.demo === true) lines.push(`  Demo        ${options.concurrency ?? 3} runs at a time; try: flowcast watch '*' --url ${server.url}`);

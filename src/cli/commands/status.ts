@@ -4,7 +4,8 @@ import { describeError } from '../../core/errors.js';
 import { renderStatus } from '../../tracking/render.js';
 import type { PipelineStatus } from '../../tracking/models.js';
 import { RestCallError, getJson, type RestTarget } from '../rest-client.js';
-import { urlWith } from '../options.js';
+import { idOf, urlWith } from '../options.js';
+import { AmbiguousRunIdError, runsWithPrefix } from '../run-id.js';
 
 /** Options of `flowcast status`. */
 export interface StatusCommandOptions {
@@ -29,17 +30,19 @@ export function registerStatusCommand(program: Command): Command {
   return program
     .command('status')
     .description("show a run's status and steps (by run id), or a pipeline's latest run (by pipeline id)")
-    .argument('<id>', 'a run id, or a pipeline id for its latest run')
+    .argument('<id>', 'a run id or any unique prefix of it (the 8 characters flowcast history prints), or a pipeline id for its latest run', idOf('the id'))
     .option('--url <url>', 'the server', serverUrl, DEFAULT_HTTP_URL)
     .option('--token <token>', 'the token the server checks (default: $FLOWCAST_TOKEN)')
     .option('--json', 'print the status document as JSON')
     .addHelpText(
       'after',
       `
-Exit codes: 0 when found, 1 when no run or pipeline has this id or the server cannot be
-reached or refuses the token, 2 on bad arguments.
+A run id may be shortened to any prefix that only one run has. Exit codes: 0 when
+found, 1 when no run or pipeline has this id (or the prefix fits several runs: they are
+listed), the server cannot be reached or refuses the token, 2 on bad arguments.
 
 Examples:
+  flowcast status 3f2a9c1d
   flowcast status 3f2a9c1d-7b1e-4c55-9d0f-2a6b8e1c4d3a
   flowcast status demo_workflow --json | jq .steps`,
     )
@@ -69,20 +72,24 @@ export async function statusCommand(id: string, options: StatusCommandOptions, i
   return 0;
 }
 
-/** A run by id, else the latest run of a pipeline by that id. */
+/**
+ * A run by id, else the latest run of a pipeline by that id, else the one run whose id
+ * starts with it. Throws {@link AmbiguousRunIdError} when several runs' ids start with it.
+ */
 export async function fetchStatus(target: RestTarget, id: string): Promise<PipelineStatus> {
   const path = encodeURIComponent(id);
   try {
     return await getJson<PipelineStatus>(target, `api/runs/${path}`);
   } catch (error) {
-    if (!(error instanceof RestCallError) || (error.status !== 404 && error.status !== 400)) throw error;
+    if (!(error instanceof RestCallError) || (error.status !== 404 && error.status !== 400 && error.status !== 503)) throw error;
   }
   try {
     return await getJson<PipelineStatus>(target, `api/pipelines/${path}/status`);
   } catch (error) {
-    if (error instanceof RestCallError && (error.status === 404 || error.status === 400)) {
-      throw new RestCallError(404, 'not_found', `no run and no pipeline has the id "${id}"`);
-    }
-    throw error;
+    if (!(error instanceof RestCallError) || (error.status !== 404 && error.status !== 400)) throw error;
   }
+  const runs = (await runsWithPrefix(target, id)) ?? [];
+  if (runs.length === 1) return runs[0] as PipelineStatus;
+  if (runs.length > 1) throw new AmbiguousRunIdError(id, runs, runs.length > 10);
+  throw new RestCallError(404, 'not_found', `no run and no pipeline has the id "${id}", and no run id starts with it (flowcast history lists the runs)`);
 }

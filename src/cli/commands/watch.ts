@@ -4,7 +4,9 @@ import { WebSocket } from 'ws';
 import { describeError } from '../../core/errors.js';
 import type { FlowcastEvent } from '../../events/types.js';
 import { MonitorError, PipelineMonitor, type StateChange } from '../../client/index.js';
-import { nonNegativeInt, urlWith } from '../options.js';
+import { idOf, nonNegativeInt, urlWith } from '../options.js';
+import { RestCallError, tokenHint } from '../rest-client.js';
+import { UUID, resolveRunPrefix } from '../run-id.js';
 import { RunBoard, formatDuration, formatRunLine, startLiveView, type LiveView } from '../terminal-view.js';
 
 /** Options of `flowcast watch`. */
@@ -44,7 +46,7 @@ export function registerWatchCommand(program: Command): Command {
     .option('--url <url>', 'the server (ws://, wss://, http:// or https://)', wsUrl, DEFAULT_URL)
     .option('--token <token>', 'the token the server checks (default: $FLOWCAST_TOKEN)')
     .option('--json', 'one event per line (NDJSON) on stdout, for scripts')
-    .option('--run <run_id>', 'watch one run: replay it from the start (or --since), exit when it ends')
+    .option('--run <run_id>', 'watch one run (its id or any unique prefix of it): replay it from the start (or --since), exit when it ends', idOf('--run'))
     .option('--since <seq>', 'with --run: replay the events after this seq', nonNegativeInt)
     .option('--retries <count>', 'reconnect attempts before giving up with exit code 1 (default: unlimited on a terminal, 5 otherwise)', nonNegativeInt)
     .addHelpText(
@@ -53,13 +55,16 @@ export function registerWatchCommand(program: Command): Command {
 On a terminal the view redraws in place: one block per run with its steps, progress
 bars and last log lines. Runs already in flight when watch starts are shown from their
 first event. Without a terminal it prints plain lines, or NDJSON with --json; connection
-news goes to stderr. Exit codes: 0 on Ctrl-C (or when the --run run ends), 1 when the
-server cannot be reached or rejects the token, 2 on bad arguments.
+news goes to stderr. --run takes a whole run id (a run that has not started yet is
+waited for) or a prefix that only one run has, such as the 8 characters flowcast
+history prints. Exit codes: 0 on Ctrl-C (or when the --run run ends), 1 when the server
+cannot be reached or rejects the token or no run (or several) fits a --run prefix, 2
+on bad arguments.
 
 Examples:
   flowcast watch demo_workflow
   flowcast watch '*' --json | jq .type
-  flowcast watch --run 3f2a9c1d-... --since 10 --json`,
+  flowcast watch --run 3f2a9c1d --since 10 --json`,
     )
     .action(async (pipelineId: string | undefined, options: WatchCommandOptions, command: Command) => {
       if (pipelineId === undefined && options.run === undefined) command.error('error: give a pipeline id (or "*"), or --run <run_id>', { exitCode: 2 });
@@ -81,11 +86,26 @@ const wsUrl = urlWith(['ws:', 'wss:', 'http:', 'https:']);
 export async function watchCommand(pipelineId: string | null, options: WatchCommandOptions, io: WatchIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const { stdout: out, stderr: err } = io;
   const url = options.url ?? DEFAULT_URL;
+  const token = options.token ?? process.env.FLOWCAST_TOKEN;
+  if (options.run !== undefined && !UUID.test(options.run)) {
+    // A short id: the server knows which run it names (a whole UUID is taken as given,
+    // so that a run that has not started yet can be waited for).
+    try {
+      const found = await resolveRunPrefix({ url, ...(token === undefined || token === '' ? {} : { token }) }, options.run);
+      if (found === null) {
+        err.write(`flowcast watch: no run id starts with "${options.run}" (flowcast history lists the runs; give a whole id to wait for a run that has not started)\n`);
+        return 1;
+      }
+      options = { ...options, run: found.run_id };
+    } catch (error) {
+      err.write(`flowcast watch: ${error instanceof RestCallError || error instanceof Error ? error.message : describeError(error)}\n`);
+      return 1;
+    }
+  }
   const mode = options.json === true ? 'json' : out.isTTY === true ? 'live' : 'plain';
   const interactive = mode === 'live';
   const color = interactive && pc.isColorSupported;
   const target = options.run !== undefined ? `run ${options.run}` : pipelineId === '*' ? 'every pipeline' : `${pipelineId}`;
-  const token = options.token ?? process.env.FLOWCAST_TOKEN;
   const retries = options.retries ?? (interactive ? undefined : 5);
   const monitor = new PipelineMonitor(url, {
     WebSocket,
@@ -124,7 +144,10 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
   monitor.on('state', (change) => {
     connection = describeState(change, url);
     if (change.to === 'reconnecting' || (change.to === 'open' && announced)) note(connection);
-    if (change.to === 'closed' && change.error !== undefined) fail(change.error.message);
+    if (change.to === 'closed' && change.error !== undefined) {
+      const refused = change.error instanceof MonitorError && change.error.code === 'FLOWCAST_ERR_UNAUTHORIZED';
+      fail(refused ? `${change.error.message}: ${tokenHint(token !== undefined && token !== '')}` : change.error.message);
+    }
   });
   monitor.on('error', (error) => {
     // Fatal errors arrive with the 'closed' state; the others are worth a line.

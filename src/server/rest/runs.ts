@@ -22,9 +22,15 @@ import { ErrorBody, EventSchema, Id, RunIdParams, RunStatusSchema, RunStatusValu
 const RunsQuery = Type.Object({
   status: Type.Optional(RunStatusValue),
   pipeline_id: Type.Optional(Id),
+  run_id_prefix: Type.Optional(
+    Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:\\-/@]+$', description: 'Only runs whose id starts with this (the short ids flowcast history prints), among the newest 100,000.' }),
+  ),
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50, description: 'Runs per page.' }),
   offset: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 0, description: 'Runs to skip (of those you may read).' }),
 });
+
+/** How many of the newest runs a `run_id_prefix` search reads at most. */
+const PREFIX_SCAN = 100_000;
 
 const RunsPage = Type.Object({
   runs: Type.Array(RunStatusSchema),
@@ -86,28 +92,32 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       tag: 'runs',
       summary: 'List runs, newest started first',
       description:
-        'Narrowed by status and pipeline_id, paged by limit and offset. Only runs of pipelines the caller may read are listed (and counted by offset). There is no total: next_offset is null on the last page.',
+        'Narrowed by status, pipeline_id and run_id_prefix, paged by limit and offset. Only runs of pipelines the caller may read are listed (and counted by offset). There is no total: next_offset is null on the last page.',
       querystring: RunsQuery,
       responses: { 200: { description: 'A page of runs', schema: RunsPage }, 400: e400, 401: e401, 403: e403, 429: e429, 503: e503 },
     },
     async (request, _reply, principal) => {
       const tracking = requireTracking(ctx);
-      const { status, pipeline_id: pipelineId, limit, offset } = request.query;
+      const { status, pipeline_id: pipelineId, run_id_prefix: prefix, limit, offset } = request.query;
       if (pipelineId !== undefined) requireAction(ctx, principal, pipelineId, 'read');
       const base: ListPipelinesOptions = {};
       if (status !== undefined) base.status = status;
       if (pipelineId !== undefined) base.pipelineId = pipelineId;
       let runs;
       let more;
-      if (pipelineId !== undefined || readsEverything(ctx, principal)) {
+      const everything = pipelineId !== undefined || readsEverything(ctx, principal);
+      if (everything && prefix === undefined) {
         const page = await tracking.listPipelines({ ...base, limit: limit + 1, offset });
         more = page.length > limit;
         runs = page.slice(0, limit);
       } else {
         const canRead = new Map<string, boolean>();
         const page = await pageFiltered(
-          (at, n) => tracking.listPipelines({ ...base, limit: n, offset: at }),
+          // A prefix search reads at most the newest PREFIX_SCAN runs: a prefix that fits none costs a bounded scan.
+          (at, n) => (prefix !== undefined && at >= PREFIX_SCAN ? Promise.resolve([]) : tracking.listPipelines({ ...base, limit: Math.min(n, prefix === undefined ? n : PREFIX_SCAN - at), offset: at })),
           (s) => {
+            if (prefix !== undefined && !s.run_id.startsWith(prefix)) return false;
+            if (everything) return true;
             let ok = canRead.get(s.pipeline_id);
             if (ok === undefined) {
               ok = ctx.server.auth.authorize(principal, s.pipeline_id, 'read');
