@@ -30,7 +30,7 @@ const RunsQuery = Type.Object({
 });
 
 /** How many of the newest runs a `run_id_prefix` search reads at most. */
-const PREFIX_SCAN = 100_000;
+const PREFIX_SCAN = 10_000;
 
 const RunsPage = Type.Object({
   runs: Type.Array(RunStatusSchema),
