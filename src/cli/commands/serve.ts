@@ -282,7 +282,7 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
     `  Metrics     ${http}/metrics`,
     `  Health      ${http}/health`,
     ...deflateLine(server),
-    `  Auth        ${server.options.auth === undefined ? 'none: anyone who can reach this address can read and cancel runs' : 'tokens required'}`,
+    `  Auth        ${server.options.auth === undefined ? 'none: any program that can reach this address can read and cancel runs (pages of other sites cannot: docs/security.md)' : 'tokens required'}`,
   ];
   if (options.redis !== undefined) {
     lines.push(`  Redis       ${redactUrl(options.redis)} (key prefix ${options.keyPrefix ?? 'flowcast:'})${options.demo === true && options.worker === false ? '; demo steps run on flowcast worker processes' : ''}`);
