@@ -118,12 +118,14 @@ export class RunEngine {
   }
 
   /** Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent. */
-  async startRun(plan: PipelinePlan, input: JsonValue, runId: string = randomUUID()): Promise<string> {
+  async startRun(plan: PipelinePlan, input: JsonValue, runId: string = randomUUID(), slot?: RunRecord['slot']): Promise<string> {
     assertJson(input, `Input of pipeline "${plan.pipeline_id}"`);
     const now = Date.now();
     const rec = newRunRecord(runId, plan, input, now);
+    if (slot !== undefined) rec.slot = slot;
     const { value: dispatches, events: drafts } = beginRun(rec, now);
     const { result: events, delivered } = await this.#order.run(runId, () => this.broker.runState.create(rec, drafts), (e) => e);
+    if (slot !== undefined && rec.status !== 'RUNNING') this.#slotAfter(runId, slot, true);
     if (plan.timeout_ms !== undefined) {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
       await this.broker.enqueue(job, { delayMs: plan.timeout_ms });
@@ -136,11 +138,13 @@ export class RunEngine {
   async cancel(runId: string, reason = 'cancelled by request'): Promise<boolean> {
     if (typeof reason !== 'string') throw new TypeError('cancel(reason): reason must be a string');
     let timed = true;
-    const transition = (r: RunRecord): Transition<boolean> => {
+    const seen = new SlotWatch();
+    const transition = seen.wrap((r: RunRecord): Transition<boolean> => {
       timed = hasRunTimeout(r);
       return cancelRun(r, reason, Date.now());
-    };
+    });
     const { result, delivered } = await this.#order.run(runId, () => this.broker.runState.transition(runId, transition), (d) => d.events);
+    if (seen.slot !== undefined) this.#slotAfter(runId, seen.slot, seen.ended);
     if (result.value && result.events.length > 0) await this.#after(runId, result.events, [], delivered, timed);
     else await delivered;
     return result.value;
@@ -390,8 +394,10 @@ export class RunEngine {
   }
 
   /** Applies a transition and hands its events on (in seq order, see {@link SeqOrder}); `null` for an unknown run. */
-  #transition<T>(runId: string, fn: (r: RunRecord) => Transition<T>): Done<T> | Promise<Done<T>> {
+  #transition<T>(runId: string, transition: (r: RunRecord) => Transition<T>): Done<T> | Promise<Done<T>> {
     const store = this.broker.runState;
+    const seen = new SlotWatch();
+    const fn = seen.wrap(transition);
     if (store.transitionSync !== undefined) {
       let done: { value: T; events: FlowcastEvent[] };
       try {
@@ -400,15 +406,33 @@ export class RunEngine {
         if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
         throw error;
       }
+      if (seen.slot !== undefined) this.#slotAfter(runId, seen.slot, seen.ended);
       return { value: done.value, events: done.events, delivered: this.#order.now(runId, done.events) };
     }
     return this.#order.run(runId, () => store.transition(runId, fn), (d) => d.events).then(
-      ({ result, delivered }) => ({ value: result.value, events: result.events, delivered }),
+      ({ result, delivered }) => {
+        if (seen.slot !== undefined) this.#slotAfter(runId, seen.slot, seen.ended);
+        return { value: result.value, events: result.events, delivered };
+      },
       (error: unknown) => {
         if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
         throw error;
       },
     );
+  }
+
+  /**
+   * After a committed transition of a run that holds a concurrency slot: frees it when
+   * that transition ended the run (success, failure, cancel, timeout, a recovered job
+   * given up on: every end is a transition), else pushes its expiry on. A slot whose
+   * release is lost (the process died right here) is taken over by the next start once
+   * it sees its run ended (see src/pipeline/run-guard.ts).
+   */
+  #slotAfter(runId: string, slot: NonNullable<RunRecord['slot']>, ended: boolean): void {
+    const slots = this.broker.slots;
+    if (slots === undefined) return;
+    const done = ended ? slots.release(slot.group, runId) : slots.refresh(slot.group, runId, slot.ttl_ms);
+    done.catch((error: unknown) => this.#onError(toError(error), `${ended ? 'freeing' : 'refreshing'} the concurrency slot of run ${runId}`));
   }
 
   /**
@@ -640,6 +664,22 @@ class StepSink implements CallSink {
     const draft: EventDraft = { type: 'StepProgressEvent', ...this.#fields(), progress: fraction };
     if (message !== undefined) draft.message = message;
     this.#emit(draft);
+  }
+}
+
+/** Sees, through the transition function, the slot a run holds and whether this transition ended the run. */
+class SlotWatch {
+  slot: RunRecord['slot'] = undefined;
+  ended = false;
+
+  wrap<T>(fn: (r: RunRecord) => Transition<T>): (r: RunRecord) => Transition<T> {
+    return (r) => {
+      const was = r.status;
+      const out = fn(r);
+      this.slot = r.slot;
+      this.ended = was === 'RUNNING' && r.status !== 'RUNNING';
+      return out;
+    };
   }
 }
 

@@ -42,6 +42,8 @@ export const RestErrors = {
   TRACKING_UNAVAILABLE: 'tracking_unavailable',
   CANCEL_UNAVAILABLE: 'cancel_unavailable',
   RETRY_UNAVAILABLE: 'retry_unavailable',
+  START_UNAVAILABLE: 'start_unavailable',
+  ALREADY_RUNNING: 'already_running',
   INTERNAL: 'internal_error',
 } as const;
 export type RestErrorCode = (typeof RestErrors)[keyof typeof RestErrors];
