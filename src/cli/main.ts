@@ -12,6 +12,7 @@ import { registerServeCommand } from './commands/serve.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerHistoryCommand } from './commands/history.js';
 import { registerWorkerCommand } from './commands/worker.js';
+import { registerRunCommand } from './commands/run.js';
 
 /** Builds the program with every subcommand. Throws `CommanderError` instead of exiting. */
 function createProgram(): Command {
@@ -24,6 +25,7 @@ function createProgram(): Command {
     .exitOverride();
   registerServeCommand(program);
   registerWatchCommand(program);
+  registerRunCommand(program);
   registerStatusCommand(program);
   registerHistoryCommand(program);
   registerWorkerCommand(program);
