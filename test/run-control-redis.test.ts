@@ -10,6 +10,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
 import { useRedisServer } from './helpers/redis.js';
+import { AlreadyRunningError } from '../src/core/errors.js';
+import { runControlPipelines } from './fixtures/run-control/pipelines.js';
 
 const redis = useRedisServer();
 type Json = Record<string, unknown>;
@@ -32,8 +34,8 @@ afterEach(async () => {
   await Promise.all(brokers.splice(0).map((b) => b.close()));
 });
 
-async function startServer(prefix: string): Promise<Child> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/run-control/serve.ts'], {
+async function startServer(prefix: string, script = 'serve'): Promise<Child> {
+  const child = spawn(process.execPath, ['--import', 'tsx', `test/fixtures/run-control/${script}.ts`], {
     cwd: process.cwd(),
     env: { ...process.env, FLOWCAST_TEST_REDIS: redis.url, FLOWCAST_TEST_PREFIX: prefix },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -119,5 +121,24 @@ describe('POST /api/pipelines/:pipeline_id/runs on two servers sharing one Redis
     expect(await slots.acquire('run:guarded:', 1, runId, 60_000)).toEqual({ ok: true });
     const again = await post(a.url, '/api/pipelines/guarded/runs', { input: {} });
     expect(again.status).toBe(201);
+  });
+
+  it('keeps the slot while a killed worker\'s step is recovered on another worker, and frees it when the run ends there', async () => {
+    const prefix = redis.prefix();
+    const producer = observer(prefix);
+    const { guarded } = runControlPipelines(producer);
+    const first = await startServer(prefix, 'worker');
+    const run = await guarded.kiq({ hold_ms: 3_000 });
+    // The step is running on the first worker: kill it there.
+    for (let i = 0; i < 400 && (await run.getRun())?.steps.rc_hold?.phase !== 'ACTIVE'; i++) await new Promise((r) => setTimeout(r, 25));
+    expect((await run.getRun())?.steps.rc_hold?.phase).toBe('ACTIVE');
+    first.process.kill('SIGKILL');
+    await first.exited;
+    await startServer(prefix, 'worker');
+    await expect(guarded.kiq({})).rejects.toBeInstanceOf(AlreadyRunningError);
+    expect(await outcome(producer, run.runId)).toBe('COMPLETED');
+    const next = await guarded.kiq({});
+    expect(next.deduplicated).toBe(false);
+    expect(await outcome(producer, next.runId)).toBe('COMPLETED');
   });
 });
