@@ -6,6 +6,8 @@
  * cancel, and after a run whose end was committed but never freed (its process died).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { slotGroupKey } from '../src/redis/keys.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
@@ -68,6 +70,17 @@ function observer(prefix: string): BullMQBroker {
   return broker;
 }
 
+/** The runs holding a slot of `group` (read straight from Redis). */
+async function holders(prefix: string, group: string): Promise<string[]> {
+  return redis.connect().hkeys(slotGroupKey(prefix, createHash('sha1').update(group).digest('hex')));
+}
+
+/** Waits (bounded) until `runId` holds no slot of `group`, and says whether it still does. */
+async function stillHolds(prefix: string, group: string, runId: string): Promise<boolean> {
+  for (let i = 0; i < 200 && (await holders(prefix, group)).includes(runId); i++) await new Promise((r) => setTimeout(r, 25));
+  return (await holders(prefix, group)).includes(runId);
+}
+
 async function outcome(broker: BullMQBroker, runId: string): Promise<string> {
   await getEngine(broker).waitForRun(runId, 30_000).catch(() => undefined);
   return (await broker.runState.getSummary(runId))?.status ?? 'unknown';
@@ -89,12 +102,15 @@ describe('POST /api/pipelines/:pipeline_id/runs on two servers sharing one Redis
     // Cancel on the other server frees the slot for both.
     expect((await fetch(`${b.url}/api/runs/${runId}/cancel`, { method: 'POST' })).status).toBe(200);
     expect(await outcome(broker, runId)).toBe('CANCELLED');
+    expect(await stillHolds(prefix, 'run:guarded:', runId)).toBe(false);
     const failing = await post(a.url, '/api/pipelines/guarded/runs', { input: { fail: true } });
     expect(failing.status).toBe(201);
     expect(await outcome(broker, failing.body.run_id as string)).toBe('FAILED');
+    expect(await stillHolds(prefix, 'run:guarded:', failing.body.run_id as string)).toBe(false);
     const ok = await post(b.url, '/api/pipelines/guarded/runs', { input: {} });
     expect(ok.status).toBe(201);
     expect(await outcome(broker, ok.body.run_id as string)).toBe('COMPLETED');
+    expect(await stillHolds(prefix, 'run:guarded:', ok.body.run_id as string)).toBe(false);
     const last = await post(a.url, '/api/pipelines/guarded/runs', { input: { hold_ms: 60_000 } });
     expect(last.status).toBe(201);
     await fetch(`${a.url}/api/runs/${String(last.body.run_id)}/cancel`, { method: 'POST' });
@@ -137,6 +153,8 @@ describe('POST /api/pipelines/:pipeline_id/runs on two servers sharing one Redis
     await startServer(prefix, 'worker');
     await expect(guarded.kiq({})).rejects.toBeInstanceOf(AlreadyRunningError);
     expect(await outcome(producer, run.runId)).toBe('COMPLETED');
+    // Freed by the worker that ended the run, not left for the next start to take over.
+    expect(await stillHolds(prefix, 'run:guarded:', run.runId)).toBe(false);
     const next = await guarded.kiq({});
     expect(next.deduplicated).toBe(false);
     expect(await outcome(producer, next.runId)).toBe('COMPLETED');

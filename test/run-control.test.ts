@@ -39,6 +39,13 @@ async function ended(broker: InMemoryBroker, runId: string): Promise<string> {
   return (await broker.runState.getSummary(runId))?.status ?? 'unknown';
 }
 
+/** `true` when the group's slot is free now (the run's end freed it, not the next start). */
+async function slotFree(broker: InMemoryBroker, group: string): Promise<boolean> {
+  const claim = await broker.slots.acquire(group, 1, 'probe', 60_000);
+  await broker.slots.release(group, 'probe');
+  return claim.ok;
+}
+
 async function getEngineWait(broker: InMemoryBroker, runId: string): Promise<void> {
   const { getEngine } = await import('../src/pipeline/engine.js');
   await getEngine(broker).waitForRun(runId).catch(() => undefined);
@@ -61,14 +68,17 @@ describe('POST /api/pipelines/:pipeline_id/runs', () => {
     // Cancel frees the slot.
     const cancel = await fetch(`${server.httpUrl}/api/runs/${runId}/cancel`, { method: 'POST' });
     expect(cancel.status).toBe(200);
+    expect(await slotFree(broker, 'run:guarded:')).toBe(true);
     const third = await post(server.httpUrl, '/api/pipelines/guarded/runs', { input: { fail: true } });
     expect(third.status).toBe(201);
     // Failure frees it.
     expect(await ended(broker, third.body.run_id as string)).toBe('FAILED');
+    expect(await slotFree(broker, 'run:guarded:')).toBe(true);
     const fourth = await post(server.httpUrl, '/api/pipelines/guarded/runs', { input: {} });
     expect(fourth.status).toBe(201);
     // Success frees it.
     expect(await ended(broker, fourth.body.run_id as string)).toBe('COMPLETED');
+    expect(await slotFree(broker, 'run:guarded:')).toBe(true);
     expect((await post(server.httpUrl, '/api/pipelines/guarded/runs', { input: {} })).status).toBe(201);
   });
 
