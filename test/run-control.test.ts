@@ -134,6 +134,18 @@ describe('POST /api/pipelines/:pipeline_id/runs', () => {
     await run.cancel();
   });
 
+  it('refuses a start from a page of another site, and starts nothing', async () => {
+    const { broker, server } = await setup();
+    const res = await fetch(`${server.httpUrl}/api/pipelines/guarded/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: 'https://evil.example' },
+      body: JSON.stringify({ input: { hold_ms: 60_000 } }),
+    });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toHaveProperty('error.code', 'forbidden_origin');
+    expect(await slotFree(broker, 'run:guarded:')).toBe(true);
+  });
+
   it('is in the OpenAPI document with its input schemas', async () => {
     const { server } = await setup();
     const doc = (await (await fetch(`${server.httpUrl}/api/openapi.json`)).json()) as { paths: Record<string, Record<string, { responses: Record<string, unknown>; description?: string }>> };
