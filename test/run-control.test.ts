@@ -155,3 +155,14 @@ describe('POST /api/pipelines/:pipeline_id/runs', () => {
     expect(op?.description).toContain('hold_ms');
   });
 });
+
+describe('InMemoryRunSlots', () => {
+  it('drops expired groups nobody asks for again (idempotency keys do not pile up)', async () => {
+    const { InMemoryRunSlots } = await import('../src/core/run-slots.js');
+    const slots = new InMemoryRunSlots();
+    for (let i = 0; i < 100; i++) expect(await slots.acquire(`idem:p:${i}`, 1, `run-${i}`, 1)).toEqual({ ok: true });
+    await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 300; i++) await slots.acquire('run:p:', 1000, `live-${i}`, 60_000);
+    expect(slots.size).toBe(1);
+  });
+});

@@ -35,6 +35,18 @@ interface HeldSlot {
 /** Slots in this process (the in-memory broker's): atomic because JavaScript runs one thing at a time. */
 export class InMemoryRunSlots implements RunSlots {
   readonly #groups = new Map<string, HeldSlot[]>();
+  /** Acquires since the last sweep: groups nobody asks for again (idempotency keys) are dropped once expired. */
+  #sinceSweep = 0;
+
+  #sweep(): void {
+    this.#sinceSweep = 0;
+    const now = Date.now();
+    for (const [group, held] of this.#groups) {
+      const live = held.filter((s) => s.expires_ms > now);
+      if (live.length === 0) this.#groups.delete(group);
+      else if (live.length !== held.length) this.#groups.set(group, live);
+    }
+  }
 
   #live(group: string): HeldSlot[] {
     const now = Date.now();
@@ -45,6 +57,7 @@ export class InMemoryRunSlots implements RunSlots {
   }
 
   acquire(group: string, limit: number, runId: string, ttlMs: number): Promise<SlotClaim> {
+    if (++this.#sinceSweep > Math.max(256, this.#groups.size)) this.#sweep();
     const held = this.#live(group);
     if (held.some((s) => s.run_id === runId)) return Promise.resolve({ ok: true });
     if (held.length >= limit) return Promise.resolve({ ok: false, holders: held.map((s) => ({ run_id: s.run_id, since_ms: s.since_ms })) });
@@ -58,6 +71,11 @@ export class InMemoryRunSlots implements RunSlots {
     if (held.length === 0) this.#groups.delete(group);
     else this.#groups.set(group, held);
     return Promise.resolve();
+  }
+
+  /** Groups held now (expired ones may linger until the next sweep). */
+  get size(): number {
+    return this.#groups.size;
   }
 
   refresh(group: string, runId: string, ttlMs: number): Promise<void> {
