@@ -5,6 +5,7 @@
  * repeated idempotency key with the first run, and frees the slot on success, failure
  * and cancel.
  */
+import { SignJWT } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InMemoryBroker } from '../src/core/memory-broker.js';
 import { AlreadyRunningError } from '../src/core/errors.js';
@@ -132,6 +133,18 @@ describe('POST /api/pipelines/:pipeline_id/runs', () => {
     const run = await p.guarded.kiq({ hold_ms: 60_000 });
     await expect(p.guarded.kiq({})).rejects.toBeInstanceOf(AlreadyRunningError);
     await run.cancel();
+  });
+
+  it('lets a JWT whose actions claim is "*" start, and one without "start" not', async () => {
+    const secret = 'run-control-test-secret-0123456789';
+    const { server } = await setup({ auth: { jwt: { secret } } });
+    const sign = (claims: Record<string, unknown>): Promise<string> => new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setSubject('u').sign(Buffer.from(secret));
+    const all = await post(server.httpUrl, '/api/pipelines/per_user/runs', { input: { user: 'a' } }, await sign({ pipelines: '*', actions: '*' }));
+    expect(all.status).toBe(201);
+    const cancelOnly = await post(server.httpUrl, '/api/pipelines/per_user/runs', { input: { user: 'b' } }, await sign({ pipelines: '*', actions: ['cancel'] }));
+    expect(cancelOnly.status).toBe(403);
+    const starter = await post(server.httpUrl, '/api/pipelines/per_user/runs', { input: { user: 'c' } }, await sign({ pipelines: ['per_user'], actions: ['start'] }));
+    expect(starter.status).toBe(201);
   });
 
   it('refuses a start from a page of another site, and starts nothing', async () => {
