@@ -12,7 +12,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
 import { useRedisServer } from './helpers/redis.js';
-import { AlreadyRunningError } from '../src/core/errors.js';
+import { AlreadyRunningError, ErrorCodes } from '../src/core/errors.js';
+import { startRun } from '../src/client/index.js';
+import { flowcast } from './helpers/cli.js';
 import { runControlPipelines } from './fixtures/run-control/pipelines.js';
 
 const redis = useRedisServer();
@@ -158,5 +160,21 @@ describe('POST /api/pipelines/:pipeline_id/runs on two servers sharing one Redis
     const next = await guarded.kiq({});
     expect(next.deduplicated).toBe(false);
     expect(await outcome(producer, next.runId)).toBe('COMPLETED');
+  });
+
+  it('through the SDK and the CLI: a start on one server is refused on the other naming the run, and run --watch exits with the outcome', async () => {
+    const prefix = redis.prefix();
+    const [a, b] = await Promise.all([startServer(prefix), startServer(prefix)]);
+    const held = await startRun('guarded', { hold_ms: 60_000 }, { url: a.url });
+    await expect(startRun('guarded', {}, { url: b.url })).rejects.toMatchObject({ code: ErrorCodes.ALREADY_RUNNING, runId: held.run_id });
+    const refused = flowcast(['run', 'guarded', '--url', b.url, '--input', '{}']);
+    expect((await refused.exited).code).toBe(1);
+    expect(refused.stderr()).toContain(held.run_id);
+    await fetch(`${a.url}/api/runs/${held.run_id}/cancel`, { method: 'POST' });
+    const ok = flowcast(['run', 'guarded', '--url', b.url, '--input', '{"hold_ms":0}', '--watch']);
+    expect((await ok.exited).code).toBe(0);
+    const failed = flowcast(['run', 'guarded', '--url', a.url, '--input', '{"fail":true}', '--watch', '--json']);
+    expect((await failed.exited).code).toBe(1);
+    expect(failed.stdout()).toContain('PipelineErrorEvent');
   });
 });
