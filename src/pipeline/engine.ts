@@ -8,6 +8,7 @@ import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEv
 import type { PipelinePlan } from './plan.js';
 import type { RunRecord, RunSummary, Transition } from './run-state.js';
 import { SeqOrder } from './seq-order.js';
+import { SlotWatch, settleSlot } from './slot-watch.js';
 import {
   NON_RETRYABLE_CODES,
   beginRun,
@@ -125,7 +126,7 @@ export class RunEngine {
     if (slot !== undefined) rec.slot = slot;
     const { value: dispatches, events: drafts } = beginRun(rec, now);
     const { result: events, delivered } = await this.#order.run(runId, () => this.broker.runState.create(rec, drafts), (e) => e);
-    if (slot !== undefined && rec.status !== 'RUNNING') this.#slotAfter(runId, slot, true);
+    if (slot !== undefined && rec.status !== 'RUNNING') settleSlot(this.broker, runId, slot, true, this.#onError);
     if (plan.timeout_ms !== undefined) {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
       await this.broker.enqueue(job, { delayMs: plan.timeout_ms });
@@ -144,7 +145,7 @@ export class RunEngine {
       return cancelRun(r, reason, Date.now());
     });
     const { result, delivered } = await this.#order.run(runId, () => this.broker.runState.transition(runId, transition), (d) => d.events);
-    if (seen.slot !== undefined) this.#slotAfter(runId, seen.slot, seen.ended);
+    seen.settle(this.broker, runId, this.#onError);
     if (result.value && result.events.length > 0) await this.#after(runId, result.events, [], delivered, timed);
     else await delivered;
     return result.value;
@@ -406,12 +407,12 @@ export class RunEngine {
         if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
         throw error;
       }
-      if (seen.slot !== undefined) this.#slotAfter(runId, seen.slot, seen.ended);
+      seen.settle(this.broker, runId, this.#onError);
       return { value: done.value, events: done.events, delivered: this.#order.now(runId, done.events) };
     }
     return this.#order.run(runId, () => store.transition(runId, fn), (d) => d.events).then(
       ({ result, delivered }) => {
-        if (seen.slot !== undefined) this.#slotAfter(runId, seen.slot, seen.ended);
+        seen.settle(this.broker, runId, this.#onError);
         return { value: result.value, events: result.events, delivered };
       },
       (error: unknown) => {
@@ -419,20 +420,6 @@ export class RunEngine {
         throw error;
       },
     );
-  }
-
-  /**
-   * After a committed transition of a run that holds a concurrency slot: frees it when
-   * that transition ended the run (success, failure, cancel, timeout, a recovered job
-   * given up on: every end is a transition), else pushes its expiry on. A slot whose
-   * release is lost (the process died right here) is taken over by the next start once
-   * it sees its run ended (see src/pipeline/run-guard.ts).
-   */
-  #slotAfter(runId: string, slot: NonNullable<RunRecord['slot']>, ended: boolean): void {
-    const slots = this.broker.slots;
-    if (slots === undefined) return;
-    const done = ended ? slots.release(slot.group, runId) : slots.refresh(slot.group, runId, slot.ttl_ms);
-    done.catch((error: unknown) => this.#onError(toError(error), `${ended ? 'freeing' : 'refreshing'} the concurrency slot of run ${runId}`));
   }
 
   /**
@@ -664,22 +651,6 @@ class StepSink implements CallSink {
     const draft: EventDraft = { type: 'StepProgressEvent', ...this.#fields(), progress: fraction };
     if (message !== undefined) draft.message = message;
     this.#emit(draft);
-  }
-}
-
-/** Sees, through the transition function, the slot a run holds and whether this transition ended the run. */
-class SlotWatch {
-  slot: RunRecord['slot'] = undefined;
-  ended = false;
-
-  wrap<T>(fn: (r: RunRecord) => Transition<T>): (r: RunRecord) => Transition<T> {
-    return (r) => {
-      const was = r.status;
-      const out = fn(r);
-      this.slot = r.slot;
-      this.ended = was === 'RUNNING' && r.status !== 'RUNNING';
-      return out;
-    };
   }
 }
 
