@@ -8,6 +8,7 @@
 import { SignJWT } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { getEngine } from '../src/pipeline/engine.js';
 import { AlreadyRunningError } from '../src/core/errors.js';
 import { getWebSocketServer, type FlowcastServer } from '../src/server/index.js';
 import type { ServerOptions } from '../src/server/options.js';
@@ -48,7 +49,6 @@ async function slotFree(broker: InMemoryBroker, group: string): Promise<boolean>
 }
 
 async function getEngineWait(broker: InMemoryBroker, runId: string): Promise<void> {
-  const { getEngine } = await import('../src/pipeline/engine.js');
   await getEngine(broker).waitForRun(runId).catch(() => undefined);
 }
 
@@ -81,6 +81,22 @@ describe('POST /api/pipelines/:pipeline_id/runs', () => {
     expect(await ended(broker, fourth.body.run_id as string)).toBe('COMPLETED');
     expect(await slotFree(broker, 'run:guarded:')).toBe(true);
     expect((await post(server.httpUrl, '/api/pipelines/guarded/runs', { input: {} })).status).toBe(201);
+  });
+
+  it('answers a retry over the concurrency limit with 409 already_running', async () => {
+    const { PipelineTrackingManager, InMemoryPipelineStorage } = await import('../src/tracking/index.js');
+    const tracking = new PipelineTrackingManager().withStorage(new InMemoryPipelineStorage());
+    cleanups.push(() => tracking.close());
+    const { broker, server, p } = await setup({ tracking });
+    p.guarded.withTracking(tracking);
+    const failed = await post(server.httpUrl, '/api/pipelines/guarded/runs', { input: { fail: true } });
+    expect(await ended(broker, failed.body.run_id as string)).toBe('FAILED');
+    await getEngine(broker).flushed(failed.body.run_id as string);
+    const holding = await post(server.httpUrl, '/api/pipelines/guarded/runs', { input: { hold_ms: 60_000 } });
+    const retry = await post(server.httpUrl, `/api/runs/${String(failed.body.run_id)}/retry`, {});
+    expect(retry.status).toBe(409);
+    expect(retry.body.error).toMatchObject({ code: 'already_running' });
+    await fetch(`${server.httpUrl}/api/runs/${String(holding.body.run_id)}/cancel`, { method: 'POST' });
   });
 
   it('answers a repeated idempotency key with the first run, 200, and starts nothing', async () => {

@@ -285,6 +285,8 @@ export function errorAnswer(error: unknown, request: FastifyRequest): { status: 
   if (error instanceof FlowcastError) {
     if (error.code === ErrorCodes.INVALID_ARGUMENT) return { status: 400, code: RestErrors.BAD_REQUEST, message: error.message };
     if (error.code === ErrorCodes.NOT_FOUND) return { status: 404, code: RestErrors.NOT_FOUND, message: error.message };
+    // A retry (or any start) over the pipeline's concurrency limit.
+    if (error.code === ErrorCodes.ALREADY_RUNNING) return { status: 409, code: RestErrors.ALREADY_RUNNING, message: error.message };
   }
   const e = error as { validation?: ValidationIssue[]; validationContext?: string; statusCode?: number; message?: string };
   if (Array.isArray(e.validation) && e.validation.length > 0) {
