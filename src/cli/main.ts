@@ -12,6 +12,7 @@ import { registerServeCommand } from './commands/serve.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerHistoryCommand } from './commands/history.js';
 import { registerWorkerCommand } from './commands/worker.js';
+import { registerRunCommand } from './commands/run.js';
 
 /** Builds the program with every subcommand. Throws `CommanderError` instead of exiting. */
 function createProgram(): Command {
@@ -39,6 +40,7 @@ Examples:
     );
   registerServeCommand(program);
   registerWatchCommand(program);
+  registerRunCommand(program);
   registerStatusCommand(program);
   registerHistoryCommand(program);
   registerWorkerCommand(program);

@@ -13,6 +13,8 @@
  */
 export { PipelineMonitor } from './monitor.js';
 export { MonitorError } from './errors.js';
+export { startRun, StartRunError } from './start-run.js';
+export type { StartRunOptions, StartedRun } from './start-run.js';
 export { fullJitterDelay, RECONNECT_DEFAULTS } from './backoff.js';
 export type { ReconnectOptions } from './backoff.js';
 export type {

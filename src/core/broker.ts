@@ -3,6 +3,7 @@ import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from
 import type { EventTransport } from '../transport/transport.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
 import type { BrokerEngineStatus } from './engine-status.js';
+import type { RunSlots } from './run-slots.js';
 
 /** A standalone call of a task (`task.kiq()`). */
 export interface TaskJob {
@@ -65,6 +66,12 @@ export interface Broker {
   readonly runState: RunStateStore;
   /** Where each run's event log lives, and how events fan out live. */
   readonly transport: EventTransport;
+  /**
+   * Optional: slots of concurrency policies and idempotent starts, shared by every
+   * process of one deployment. A pipeline with `concurrency` (or a start with an
+   * `idempotencyKey`) needs a broker that has them.
+   */
+  readonly slots?: RunSlots;
 
   /** Registers a task and returns its typed handle. */
   task<I extends JsonValue = JsonValue, O extends JsonValue = JsonValue>(

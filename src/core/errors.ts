@@ -56,6 +56,8 @@ export const ErrorCodes = {
   CONFLICT: 'FLOWCAST_ERR_CONFLICT',
   /** The store of the event history (Redis) lost its data: seqs and offsets from before mean nothing now. */
   DATA_LOST: 'FLOWCAST_ERR_DATA_LOST',
+  /** A start was refused by the pipeline's concurrency policy: as many runs as it allows are in flight. */
+  ALREADY_RUNNING: 'FLOWCAST_ERR_ALREADY_RUNNING',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -114,6 +116,23 @@ export class AbortedError extends FlowcastError {
   override readonly name = 'AbortError';
   constructor(message: string, reason?: unknown) {
     super(ErrorCodes.ABORTED, message, { cause: reason });
+  }
+}
+
+/**
+ * A start refused by the pipeline's concurrency policy (`concurrency.limit` runs of the
+ * same key are in flight). `runId` is a run in the way.
+ */
+export class AlreadyRunningError extends FlowcastError {
+  override readonly name = 'AlreadyRunningError';
+  constructor(
+    message: string,
+    /** A run holding a slot of the key: the one in the way. */
+    readonly runId: string,
+    /** The concurrency key (`""` for the pipeline-wide limit). */
+    readonly concurrencyKey: string,
+  ) {
+    super(ErrorCodes.ALREADY_RUNNING, message);
   }
 }
 

@@ -8,6 +8,7 @@ import { isoTime } from './clock.js';
 import { executeCall } from './execute.js';
 import { registerTask } from './register-task.js';
 import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from './task.js';
+import { InMemoryRunSlots } from './run-slots.js';
 import { ThreadPool, type ThreadPoolOptions } from './thread-pool.js';
 import { checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt } from './validate.js';
 import { InMemoryTransport, type InMemoryTransportOptions } from '../transport/memory-transport.js';
@@ -60,6 +61,8 @@ const KNOWN = ['concurrency', 'transport', 'threads', 'maxStoredResults', 'onErr
 export class InMemoryBroker implements Broker {
   readonly kind = 'memory';
   readonly transport: InMemoryTransport;
+  /** Slots of the concurrency policies and idempotent starts of this process's pipelines. */
+  readonly slots = new InMemoryRunSlots();
   readonly runState: InMemoryRunState;
   readonly #concurrency: number;
   readonly #tasks = new Map<string, TaskDefinition>();

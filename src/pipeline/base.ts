@@ -8,6 +8,17 @@ import { checkId, checkNonNegativeNumber, checkPositiveNumber, show } from '../c
 import { getEngine, type EventDispatcher, type EventRecorder, type RunEngine } from './engine.js';
 import type { PipelinePlan, PlanStep } from './plan.js';
 import type { RunRecord } from './run-state.js';
+import type { TSchema } from '@sinclair/typebox';
+import {
+  DEFAULT_IDEMPOTENCY_WINDOW_MS,
+  checkConcurrency,
+  checkInputSchema,
+  checkStartOptions,
+  guardedStart,
+  validateInput,
+  type ConcurrencyPolicy,
+  type StartOptions,
+} from './run-guard.js';
 
 /** Retry and timeout options of one step; each overrides the task's own default. */
 export interface StepOptions {
@@ -39,12 +50,31 @@ export interface PipelineOptions {
   timeoutMs?: number;
   /** At most this many jobs (steps, or items of map/filter/group) of one run at a time. @default unlimited */
   maxParallel?: number;
+  /**
+   * The input a run takes, as a TypeBox schema (`Type.Object({ ... })`): `kiq()` and the
+   * REST start refuse an input that does not match it, and OpenAPI shows it.
+   * @default any JSON
+   */
+  inputSchema?: TSchema;
+  /**
+   * At most `limit` runs in flight at once, per key (see {@link ConcurrencyPolicy}); a
+   * start over the limit throws an `AlreadyRunningError` naming a run in the way.
+   * @default no limit
+   */
+  concurrency?: ConcurrencyPolicy;
+  /** How long an `idempotencyKey` of `kiq()` answers the run it started, in ms. @default 86400000 (24 hours) */
+  idempotencyWindowMs?: number;
 }
+
+/** The option names every pipeline takes. */
+export const PIPELINE_OPTION_KEYS = ['id', 'timeoutMs', 'maxParallel', 'inputSchema', 'concurrency', 'idempotencyWindowMs'] as const;
 
 /** A started run. */
 export interface RunHandle<O extends JsonValue = JsonValue> {
   readonly runId: string;
   readonly pipelineId: string;
+  /** `true` when `kiq()` started nothing: its `idempotencyKey` had started this run within the window. */
+  readonly deduplicated: boolean;
   /** Resolves with the run's result; rejects with the run's error, on cancel, or after `timeoutMs`. */
   waitResult(options?: { timeoutMs?: number }): Promise<O>;
   /** Cancels the run: the running step's `ctx.signal` is aborted and the run ends CANCELLED. `false` if it had ended. */
@@ -62,6 +92,9 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
   #pipelineId: string;
   #timeoutMs: number | undefined;
   #maxParallel: number | undefined;
+  readonly #inputSchema: TSchema | undefined;
+  readonly #concurrency: ReturnType<typeof checkConcurrency> | undefined;
+  readonly #idempotencyWindowMs: number;
   readonly #hooks = new Set<EventDispatcher>();
   readonly #tracking = new Set<EventRecorder>();
   #plan: PipelinePlan | null = null;
@@ -81,6 +114,14 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
       }
       this.#maxParallel = n;
     }
+    this.#inputSchema = options.inputSchema === undefined ? undefined : checkInputSchema(options.inputSchema);
+    this.#concurrency = options.concurrency === undefined ? undefined : checkConcurrency(options.concurrency);
+    this.#idempotencyWindowMs = options.idempotencyWindowMs === undefined ? DEFAULT_IDEMPOTENCY_WINDOW_MS : checkPositiveNumber(options.idempotencyWindowMs, 'idempotencyWindowMs');
+  }
+
+  /** The schema a run's input must match (the `inputSchema` option), or `undefined`. */
+  get inputSchema(): TSchema | undefined {
+    return this.#inputSchema;
   }
 
   /** The id every event and tracking record of this pipeline's runs carries. */
@@ -146,13 +187,32 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
    * handle to wait for or cancel it. The input must be JSON. A pipeline with no steps
    * completes at once (a `PipelineStartEvent`, then a `PipelineCompleteEvent` with result
    * `null`): seed 001's health check runs one.
+   *
+   * `options.idempotencyKey` answers the run the same key started within the window
+   * (`deduplicated: true`) instead of starting another; `options.concurrencyKey` is the
+   * key of the pipeline's `concurrency` policy. Throws an `InvalidArgumentError` when the
+   * input does not match `inputSchema`, an `AlreadyRunningError` over the policy's limit.
    */
-  async kiq(input: I): Promise<RunHandle<O>> {
+  async kiq(input: I, options?: StartOptions): Promise<RunHandle<O>> {
+    const start = options === undefined ? {} : checkStartOptions(options);
     // The plan is shared by runs and never mutated by the engine: build it once per definition.
     const plan = (this.#plan ??= this.toPlan());
+    if (this.#inputSchema !== undefined) validateInput(this.#inputSchema, input, plan.pipeline_id);
     this.#engine.bind(plan.pipeline_id, this.#tracking, this.#hooks);
-    const runId = await this.#engine.startRun(plan, input);
-    return runHandle<O>(this.#engine, runId, plan.pipeline_id);
+    if (start.idempotencyKey === undefined && this.#concurrency === undefined) {
+      const runId = await this.#engine.startRun(plan, input);
+      return runHandle<O>(this.#engine, runId, plan.pipeline_id);
+    }
+    const { runId, deduplicated } = await guardedStart({
+      broker: this.broker,
+      pipelineId: plan.pipeline_id,
+      input,
+      options: start,
+      concurrency: this.#concurrency,
+      idempotencyWindowMs: this.#idempotencyWindowMs,
+      start: (id, slot) => this.#engine.startRun(plan, input, id, slot),
+    });
+    return runHandle<O>(this.#engine, runId, plan.pipeline_id, deduplicated);
   }
 
   /** Checks that `task` is registered on this pipeline's broker. */
@@ -212,10 +272,11 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
 }
 
 /** A handle for a run that any process can build from its id. */
-export function runHandle<O extends JsonValue>(engine: RunEngine, runId: string, pipelineId: string): RunHandle<O> {
+export function runHandle<O extends JsonValue>(engine: RunEngine, runId: string, pipelineId: string, deduplicated = false): RunHandle<O> {
   return {
     runId,
     pipelineId,
+    deduplicated,
     waitResult: async (options: { timeoutMs?: number } = {}) => {
       if (options.timeoutMs !== undefined) checkNonNegativeNumber(options.timeoutMs, 'timeoutMs');
       return (await engine.waitForRun(runId, options.timeoutMs)) as O;

@@ -3,7 +3,7 @@ import type { JsonValue } from '../core/json.js';
 import type { Broker } from '../core/broker.js';
 import type { Task } from '../core/task.js';
 import { checkKnownKeys, checkNonEmptyString, checkObject, checkOneOf, show } from '../core/validate.js';
-import { BasePipeline, STEP_OPTION_KEYS, type CallOptions, type PipelineOptions } from './base.js';
+import { BasePipeline, PIPELINE_OPTION_KEYS, STEP_OPTION_KEYS, type CallOptions, type PipelineOptions } from './base.js';
 import { validateGraph, type FailurePolicy, type PipelinePlan, type PlanStep } from './plan.js';
 
 /** Options of one dataflow step. */
@@ -50,7 +50,7 @@ export class DataflowPipeline<I extends JsonValue = JsonValue, O extends JsonVal
   constructor(broker: Broker, options: DataflowPipelineOptions = {}) {
     checkKnownKeys(
       checkObject(options, 'DataflowPipeline options'),
-      ['id', 'timeoutMs', 'maxParallel', 'failurePolicy', 'steps'],
+      [...PIPELINE_OPTION_KEYS, 'failurePolicy', 'steps'],
       'DataflowPipeline options',
     );
     super(broker, options);

@@ -8,6 +8,7 @@ import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEv
 import type { PipelinePlan } from './plan.js';
 import type { RunRecord, RunSummary, Transition } from './run-state.js';
 import { SeqOrder } from './seq-order.js';
+import { SlotWatch, settleSlot } from './slot-watch.js';
 import {
   NON_RETRYABLE_CODES,
   beginRun,
@@ -118,12 +119,14 @@ export class RunEngine {
   }
 
   /** Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent. */
-  async startRun(plan: PipelinePlan, input: JsonValue, runId: string = randomUUID()): Promise<string> {
+  async startRun(plan: PipelinePlan, input: JsonValue, runId: string = randomUUID(), slot?: RunRecord['slot']): Promise<string> {
     assertJson(input, `Input of pipeline "${plan.pipeline_id}"`);
     const now = Date.now();
     const rec = newRunRecord(runId, plan, input, now);
+    if (slot !== undefined) rec.slot = slot;
     const { value: dispatches, events: drafts } = beginRun(rec, now);
     const { result: events, delivered } = await this.#order.run(runId, () => this.broker.runState.create(rec, drafts), (e) => e);
+    if (slot !== undefined && rec.status !== 'RUNNING') settleSlot(this.broker, runId, slot, true, this.#onError);
     if (plan.timeout_ms !== undefined) {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
       await this.broker.enqueue(job, { delayMs: plan.timeout_ms });
@@ -136,11 +139,13 @@ export class RunEngine {
   async cancel(runId: string, reason = 'cancelled by request'): Promise<boolean> {
     if (typeof reason !== 'string') throw new TypeError('cancel(reason): reason must be a string');
     let timed = true;
-    const transition = (r: RunRecord): Transition<boolean> => {
+    const seen = new SlotWatch();
+    const transition = seen.wrap((r: RunRecord): Transition<boolean> => {
       timed = hasRunTimeout(r);
       return cancelRun(r, reason, Date.now());
-    };
+    });
     const { result, delivered } = await this.#order.run(runId, () => this.broker.runState.transition(runId, transition), (d) => d.events);
+    seen.settle(this.broker, runId, this.#onError);
     if (result.value && result.events.length > 0) await this.#after(runId, result.events, [], delivered, timed);
     else await delivered;
     return result.value;
@@ -390,8 +395,10 @@ export class RunEngine {
   }
 
   /** Applies a transition and hands its events on (in seq order, see {@link SeqOrder}); `null` for an unknown run. */
-  #transition<T>(runId: string, fn: (r: RunRecord) => Transition<T>): Done<T> | Promise<Done<T>> {
+  #transition<T>(runId: string, transition: (r: RunRecord) => Transition<T>): Done<T> | Promise<Done<T>> {
     const store = this.broker.runState;
+    const seen = new SlotWatch();
+    const fn = seen.wrap(transition);
     if (store.transitionSync !== undefined) {
       let done: { value: T; events: FlowcastEvent[] };
       try {
@@ -400,10 +407,14 @@ export class RunEngine {
         if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
         throw error;
       }
+      seen.settle(this.broker, runId, this.#onError);
       return { value: done.value, events: done.events, delivered: this.#order.now(runId, done.events) };
     }
     return this.#order.run(runId, () => store.transition(runId, fn), (d) => d.events).then(
-      ({ result, delivered }) => ({ value: result.value, events: result.events, delivered }),
+      ({ result, delivered }) => {
+        seen.settle(this.broker, runId, this.#onError);
+        return { value: result.value, events: result.events, delivered };
+      },
       (error: unknown) => {
         if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) return null;
         throw error;

@@ -3,7 +3,7 @@ import type { JsonValue } from '../core/json.js';
 import type { Broker } from '../core/broker.js';
 import type { Task } from '../core/task.js';
 import { checkKnownKeys, checkNonEmptyString, checkObject, show } from '../core/validate.js';
-import { BasePipeline, STEP_OPTION_KEYS, type CallOptions, type PipelineOptions, type StepOptions } from './base.js';
+import { BasePipeline, PIPELINE_OPTION_KEYS, STEP_OPTION_KEYS, type CallOptions, type PipelineOptions, type StepOptions } from './base.js';
 import type { PipelinePlan, PlanStep } from './plan.js';
 
 const CALL_KEYS = [...STEP_OPTION_KEYS, 'paramName', 'args'] as const;
@@ -25,7 +25,7 @@ export class Pipeline<I extends JsonValue = JsonValue, O extends JsonValue = Jso
   readonly #steps: PlanStep[] = [];
 
   constructor(broker: Broker, options: PipelineOptions = {}) {
-    checkKnownKeys(checkObject(options, 'Pipeline options'), ['id', 'timeoutMs', 'maxParallel'], 'Pipeline options');
+    checkKnownKeys(checkObject(options, 'Pipeline options'), PIPELINE_OPTION_KEYS, 'Pipeline options');
     super(broker, options);
   }
 

@@ -58,6 +58,12 @@ export interface RunRecord {
   steps: Record<string, StepState>;
   result: JsonValue | null;
   error: string | null;
+  /**
+   * The concurrency slot the run holds (its pipeline's `concurrency` policy): freed by
+   * the engine after the transition that ends the run, refreshed by the others. Absent
+   * for runs without a policy.
+   */
+  slot?: { group: string; ttl_ms: number };
 }
 
 /** What {@link RunStateStore.getSummary} returns. */

@@ -1,4 +1,5 @@
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { RedisRunSlots } from './run-slots.js';
 import type { Redis } from 'ioredis';
 import { CancelledError, ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
@@ -60,6 +61,8 @@ export class BullMQBroker implements Broker {
   readonly redis: Redis;
   /** The key prefix shared by every process of this deployment. */
   readonly keyPrefix: string;
+  /** Slots of concurrency policies and idempotent starts, shared by every process on this Redis. */
+  readonly slots: RedisRunSlots;
   readonly runState: RunStateStore;
   readonly transport: EventTransport;
   /** This worker's id in the engine status (`null` for a producer). */
@@ -95,6 +98,7 @@ export class BullMQBroker implements Broker {
     // connection of its own without it (its docs do not cover auto-pipelining).
     this.redis = openConnection(o.connection, 'flowcast-broker', { enableAutoPipelining: true });
     this.redis.on('error', (error: Error) => o.onError(error, null));
+    this.slots = new RedisRunSlots(this.redis, o.keyPrefix);
     this.#bullRedis = openConnection(o.connection, 'flowcast-bullmq');
     this.#bullRedis.on('error', (error: Error) => o.onError(error, null));
     const prefix = bullmqPrefix(o.keyPrefix);

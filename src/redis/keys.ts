@@ -110,6 +110,18 @@ export function ingestLockKey(prefix: string): string {
   return `${prefix}ingest:lock`;
 }
 
+// ── Run slots (RedisRunSlots, src/redis/run-slots.ts) ─────────────────────────────────
+
+/**
+ * `<prefix>{slot:<digest>}`: hash of the runs holding a slot of one group (a concurrency
+ * key of a pipeline, or an idempotency key), run id → `<since_ms>:<expires_ms>`. The
+ * group's digest (SHA-1 hex of its name, which may hold braces) is its own hash tag: a
+ * slot script touches that one key only, never a run's keys.
+ */
+export function slotGroupKey(prefix: string, digest: string): string {
+  return `${prefix}{slot:${digest}}`;
+}
+
 // ── BullMQ broker (src/redis/bullmq-*.ts, src/scheduler/bullmq-*.ts) ──────────────────
 
 /**

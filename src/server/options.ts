@@ -95,9 +95,10 @@ export interface ServerOptions {
   /** Per-client rate limit of the REST API, SSE and `/metrics` (429 with Retry-After past it); `false` turns it off. @default { requestsPerSecond: 50, burst: 100 } */
   restRateLimit?: RestRateLimitOptions | false;
   /**
-   * Pipelines the server may start runs of: `POST /api/runs/{run_id}/retry` starts a new
-   * run of the run's pipeline with the same input (docs/dashboard.md). Pipelines not
-   * listed cannot be retried from the server.
+   * Pipelines the server may start runs of: `POST /api/pipelines/{pipeline_id}/runs`
+   * starts one (docs/rest.md, "Starting runs"), and `POST /api/runs/{run_id}/retry` starts
+   * a new run of the run's pipeline with the same input (docs/dashboard.md). Pipelines
+   * not listed cannot be started or retried from the server (501).
    * @default []
    */
   pipelines?: RetryablePipeline[];

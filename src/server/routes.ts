@@ -17,6 +17,7 @@ import { registerSse } from './sse.js';
 import { registerRunRoutes } from './rest/runs.js';
 import { registerEngineRoutes } from './rest/engine.js';
 import { registerRetryRoutes } from './rest/retry.js';
+import { registerStartRoutes } from './rest/start.js';
 import { ErrorBody } from './rest/schemas.js';
 import type { FlowcastServer } from './server.js';
 
@@ -133,6 +134,7 @@ function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string
   registerHistoryRoutes(app, ctx);
   registerMetricsRoutes(app, ctx);
   registerRetryRoutes(app, ctx);
+  registerStartRoutes(app, ctx);
   registerEngineRoutes(app, ctx);
   registerSse(app, ctx);
 

@@ -26,6 +26,10 @@ export interface WatchCommandOptions {
    * @default unlimited on a terminal, 5 otherwise
    */
   retries?: number;
+  /** With `run`: exit with the run's outcome (0 completed, 1 failed or cancelled) instead of 0 whenever it ends. */
+  exitWithOutcome?: boolean;
+  /** The name in stderr notes. @default "watch" */
+  commandName?: string;
 }
 
 /** Where the command writes, and (for tests) what stops it like Ctrl-C. */
@@ -85,6 +89,7 @@ const wsUrl = urlWith(['ws:', 'wss:', 'http:', 'https:']);
  */
 export async function watchCommand(pipelineId: string | null, options: WatchCommandOptions, io: WatchIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const { stdout: out, stderr: err } = io;
+  const name = options.commandName ?? 'watch';
   const url = options.url ?? DEFAULT_URL;
   const token = options.token ?? process.env.FLOWCAST_TOKEN;
   if (options.run !== undefined && !UUID.test(options.run)) {
@@ -133,7 +138,7 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
     if (outputError === null) out.write(text);
   };
   const note = (text: string): void => {
-    if (mode !== 'live') err.write(`flowcast watch: ${text}\n`);
+    if (mode !== 'live') err.write(`flowcast ${name}: ${text}\n`);
   };
 
   const board = new RunBoard({ maxRuns: 12, logLines: 3 });
@@ -158,7 +163,9 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
     const run = board.apply(event);
     if (mode === 'json') write(`${JSON.stringify(event)}\n`);
     else if (mode === 'plain') for (const line of plainLines(event, run === null ? null : formatRunLine(run, { color: false, now: Date.now() }))) write(`${line}\n`);
-    if (options.run !== undefined && event.run_id === options.run && isTerminal(event)) finish(0);
+    if (options.run !== undefined && event.run_id === options.run && isTerminal(event)) {
+      finish(options.exitWithOutcome === true && event.type !== 'PipelineCompleteEvent' ? 1 : 0);
+    }
   });
   monitor.on('replay_complete', (r) => {
     if (r.run_id === options.run && r.last_seq === 0) note(`run ${r.run_id} has no events (yet): waiting for them`);
@@ -175,7 +182,7 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
   if (io.signal?.aborted === true) finish(0);
 
   if (interactive) {
-    view = startLiveView(board, { stream: out, color, title: `flowcast watch ${target}`, footer: () => [connection] });
+    view = startLiveView(board, { stream: out, color, title: `flowcast ${name} ${target}`, footer: () => [connection] });
   }
   const subscription =
     options.run !== undefined ? monitor.subscribe({ runId: options.run, since: options.since ?? 0 }) : monitor.subscribe(pipelineId === '*' ? '*' : (pipelineId as string));
@@ -200,10 +207,10 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
   view?.stop();
   out.off('error', onOutputError);
   const reason = fatal as string | null;
-  if (reason !== null) err.write(`flowcast watch: ${reason}\n`);
+  if (reason !== null) err.write(`flowcast ${name}: ${reason}\n`);
   const error = outputError as Error | null;
   if (error !== null && (error as NodeJS.ErrnoException).code !== 'EPIPE') {
-    err.write(`flowcast watch: cannot write the output: ${describeError(error)}\n`);
+    err.write(`flowcast ${name}: cannot write the output: ${describeError(error)}\n`);
     return 1;
   }
   return code;

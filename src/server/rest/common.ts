@@ -42,6 +42,8 @@ export const RestErrors = {
   TRACKING_UNAVAILABLE: 'tracking_unavailable',
   CANCEL_UNAVAILABLE: 'cancel_unavailable',
   RETRY_UNAVAILABLE: 'retry_unavailable',
+  START_UNAVAILABLE: 'start_unavailable',
+  ALREADY_RUNNING: 'already_running',
   INTERNAL: 'internal_error',
 } as const;
 export type RestErrorCode = (typeof RestErrors)[keyof typeof RestErrors];
@@ -283,6 +285,8 @@ export function errorAnswer(error: unknown, request: FastifyRequest): { status: 
   if (error instanceof FlowcastError) {
     if (error.code === ErrorCodes.INVALID_ARGUMENT) return { status: 400, code: RestErrors.BAD_REQUEST, message: error.message };
     if (error.code === ErrorCodes.NOT_FOUND) return { status: 404, code: RestErrors.NOT_FOUND, message: error.message };
+    // A retry (or any start) over the pipeline's concurrency limit.
+    if (error.code === ErrorCodes.ALREADY_RUNNING) return { status: 409, code: RestErrors.ALREADY_RUNNING, message: error.message };
   }
   const e = error as { validation?: ValidationIssue[]; validationContext?: string; statusCode?: number; message?: string };
   if (Array.isArray(e.validation) && e.validation.length > 0) {

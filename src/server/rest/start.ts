@@ -1,0 +1,110 @@
+import { Type, type TSchema } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import { AlreadyRunningError } from '../../core/errors.js';
+import { show } from '../../core/validate.js';
+import { HttpError, RestErrors, requireAction, route, type RestContext } from './common.js';
+import type { RetryablePipeline } from './retry.js';
+import { ErrorBody, PipelineIdParams } from './schemas.js';
+
+/**
+ * A pipeline the REST API can start: a `Pipeline` or `DataflowPipeline` fits (its `kiq`
+ * takes the idempotency and concurrency keys, its `inputSchema` is shown in OpenAPI).
+ */
+export interface StartablePipeline extends RetryablePipeline {
+  readonly inputSchema?: TSchema | undefined;
+  kiq(input: never, options?: { idempotencyKey?: string; concurrencyKey?: string }): Promise<{ runId: string; deduplicated?: boolean }>;
+}
+
+const Key = Type.String({ minLength: 1, maxLength: 200, pattern: '^[\\x20-\\x7e]+$' });
+
+const StartBody = Type.Object(
+  {
+    input: Type.Optional(Type.Unknown({ description: 'The run\'s input (JSON); checked against the pipeline\'s input schema when it declares one. @default null' })),
+    idempotency_key: Type.Optional({ ...Key, description: 'A start with a key this pipeline saw within its window (24 h by default) answers that run (200) instead of starting another.' }),
+    concurrency_key: Type.Optional({ ...Key, description: 'The key of the pipeline\'s concurrency policy (at most N runs in flight per key); overrides the key the pipeline computes from the input.' }),
+  },
+  { additionalProperties: false },
+);
+
+const StartAnswer = Type.Object({
+  run_id: Type.String(),
+  pipeline_id: Type.String(),
+  status: Type.String({ description: 'RUNNING for a new run; the run\'s current status for a repeated idempotency key.' }),
+  deduplicated: Type.Boolean({ description: 'true: the idempotency key had started this run, nothing new was started.' }),
+});
+
+const AlreadyRunningBody = Type.Object({
+  error: Type.Object({
+    code: Type.Literal('already_running'),
+    message: Type.String(),
+    run_id: Type.String({ description: 'A run in flight that holds the slot: the one in the way.' }),
+    concurrency_key: Type.String({ description: 'The key whose limit was reached ("" for the whole pipeline).' }),
+  }),
+});
+
+/** `POST /api/pipelines/:pipeline_id/runs`: starts a run of a pipeline the server was given. */
+export function registerStartRoutes(app: FastifyInstance, ctx: RestContext): void {
+  const pipelines = new Map<string, StartablePipeline>();
+  for (const p of ctx.server.options.pipelines ?? []) pipelines.set(p.pipelineId, p);
+  const schemas = [...pipelines.values()].filter((p) => p.inputSchema !== undefined).map((p) => `- \`${p.pipelineId}\`: \`${JSON.stringify(p.inputSchema)}\``);
+
+  route(
+    app,
+    ctx,
+    {
+      method: 'POST',
+      url: '/api/pipelines/:pipeline_id/runs',
+      tag: 'pipelines',
+      summary: 'Start a run of a pipeline',
+      description:
+        'Needs the "start" action on the pipeline, and the pipeline in the server\'s `pipelines` option. Answers 201 with the new run and `Location: /api/runs/{run_id}`; a repeated `idempotency_key` answers 200 with the run it started. Over the pipeline\'s concurrency limit: 409 `already_running` with the run in the way.' +
+        (schemas.length === 0 ? '' : `\n\nInput schemas of this server's pipelines:\n${schemas.join('\n')}`),
+      params: PipelineIdParams,
+      body: StartBody,
+      bodyLimit: 1024 * 1024,
+      responses: {
+        200: { description: 'The idempotency key had started this run: nothing new started', schema: StartAnswer },
+        201: { description: 'The run started', schema: StartAnswer },
+        400: { description: 'Bad body, or an input that does not match the pipeline\'s input schema', schema: ErrorBody },
+        401: { description: 'Missing or invalid token', schema: ErrorBody },
+        403: { description: 'Not allowed to start runs of this pipeline', schema: ErrorBody },
+        409: { description: 'The concurrency policy allows no more runs now (`already_running`)', schema: AlreadyRunningBody },
+        413: { description: 'Body over 1 MiB', schema: ErrorBody },
+        429: { description: 'Rate limited (see Retry-After)', schema: ErrorBody },
+        501: { description: 'The server was not given this pipeline (`start_unavailable`)', schema: ErrorBody },
+      },
+    },
+    async (request, reply, principal) => {
+      const pipelineId = request.params.pipeline_id;
+      requireAction(ctx, principal, pipelineId, 'start');
+      const body: unknown = request.body;
+      if (typeof body !== 'object' || body === null) throw new HttpError(400, RestErrors.BAD_REQUEST, `body must be JSON like { "input": ... }, received ${show(body)}`);
+      const pipeline = pipelines.get(pipelineId);
+      if (pipeline === undefined) {
+        throw new HttpError(501, RestErrors.START_UNAVAILABLE, `This server cannot start runs of "${pipelineId}": pass the pipeline in getWebSocketServer({ pipelines: [...] })`);
+      }
+      const { input, idempotency_key: idempotencyKey, concurrency_key: concurrencyKey } = body as { input?: unknown; idempotency_key?: string; concurrency_key?: string };
+      const options: { idempotencyKey?: string; concurrencyKey?: string } = {};
+      if (idempotencyKey !== undefined) options.idempotencyKey = idempotencyKey;
+      if (concurrencyKey !== undefined) options.concurrencyKey = concurrencyKey;
+      let run: { runId: string; deduplicated?: boolean };
+      try {
+        run = await pipeline.kiq((input ?? null) as never, options);
+      } catch (error) {
+        if (!(error instanceof AlreadyRunningError)) throw error;
+        return reply
+          .code(409)
+          .type('application/json; charset=utf-8')
+          .send({ error: { code: RestErrors.ALREADY_RUNNING, message: error.message, run_id: error.runId, concurrency_key: error.concurrencyKey } });
+      }
+      const deduplicated = run.deduplicated === true;
+      let status = 'RUNNING';
+      if (deduplicated && ctx.broker !== null) status = (await ctx.broker.runState.getSummary(run.runId))?.status ?? status;
+      return reply
+        .code(deduplicated ? 200 : 201)
+        .header('location', `/api/runs/${encodeURIComponent(run.runId)}`)
+        .send({ run_id: run.runId, pipeline_id: pipelineId, status, deduplicated });
+    },
+  );
+}
+
