@@ -123,6 +123,10 @@ describe('idle sockets', () => {
     expect((await raw(f.server.httpUrl, '/health', { localAddress: '127.0.0.2' })).status).toBe(200);
     const ws = await connect(f.server.url, { ws: { localAddress: '127.0.0.2' } });
     await ws.subscribe({ pipeline_id: '*' });
+    // An operator sees it on /metrics.
+    const metrics = (await raw(f.server.httpUrl, '/metrics', { localAddress: '127.0.0.3' })).text;
+    expect(metrics).toMatch(/^flowcast_connections_refused_total\{reason="per_address"\} 2$/m);
+    expect(metrics).toMatch(/^flowcast_tcp_connections (2[2-9]|3\d)$/m);
   });
 });
 

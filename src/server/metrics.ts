@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { isTerminalEvent, type FlowcastEvent, type PipelineType } from '../events/types.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { Hub } from './hub.js';
+import type { SocketStats } from './socket-limits.js';
 
 /** What {@link ServerMetrics} reads. */
 export interface ServerMetricsSource {
@@ -10,6 +11,8 @@ export interface ServerMetricsSource {
   transport: EventTransport;
   /** WebSocket connections open now (the hub counts WebSocket and SSE together). */
   wsConnections: () => number;
+  /** The server's TCP connection counters (docs/security.md), when it keeps them. */
+  sockets?: () => Readonly<SocketStats>;
   /**
    * Distinct `pipeline_id` label values kept; events of further pipelines are counted
    * under `pipeline_id="_other"`, so a program that makes pipelines with random ids
@@ -100,6 +103,36 @@ export class ServerMetrics {
     fromStats('flowcast_deliveries_total', 'Live events written to connections (one per event and connection).', () => hub.stats.deliveries);
     fromStats('flowcast_serialisations_total', 'Live events serialised to JSON (at most once per event, however many connections get it).', () => hub.stats.serialised);
     fromStats('flowcast_replayed_events_total', 'Events sent from the run logs: replays with since, late joins and gap fills.', () => hub.stats.replayed);
+    const sockets = source.sockets;
+    if (sockets !== undefined) {
+      new Gauge({
+        name: 'flowcast_tcp_connections',
+        help: 'TCP connections open now, all kinds (HTTP, WebSocket, SSE): what maxConnections caps.',
+        registers,
+        collect() {
+          this.set(sockets().open);
+        },
+      });
+      const refused: Record<string, () => number> = {
+        server_full: () => sockets().refusedTotal,
+        per_address: () => sockets().refusedPerAddress,
+        handshake_timeout: () => sockets().handshakeTimeouts,
+      };
+      const last: Record<string, number> = {};
+      new Counter({
+        name: 'flowcast_connections_refused_total',
+        help: 'Connections refused or closed by the connection limits: server_full (maxConnections), per_address (maxConnectionsPerAddress), handshake_timeout (no request in handshakeTimeoutMs).',
+        labelNames: ['reason'],
+        registers,
+        collect() {
+          for (const [reason, read] of Object.entries(refused)) {
+            const now = read();
+            this.inc({ reason }, now - (last[reason] ?? 0));
+            last[reason] = now;
+          }
+        },
+      });
+    }
     fromStats('flowcast_messages_collapsed_total', 'Progress events dropped for a newer one of the same step on a connection over its soft limit.', () => hub.collapsedCount);
 
     this.#runsStarted = new Counter({
