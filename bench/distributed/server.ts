@@ -16,7 +16,7 @@ if (url === undefined || keyPrefix === undefined) throw new Error('server.js: us
 
 const redis = new Redis(url, { maxRetriesPerRequest: null });
 const transport = new RedisPubSubTransport(redis, { keyPrefix });
-const server = getWebSocketServer({ port: 0, transport, maxConnections: 20_000 });
+const server = getWebSocketServer({ port: 0, transport, maxConnections: 20_000, maxConnectionsPerAddress: 20_000 });
 await server.startServer();
 
 let mark = { cpu: process.cpuUsage(), wall: nowUs() };

@@ -38,7 +38,7 @@ let broker: InMemoryBroker | null = null;
 async function startFlowcast(deflate: boolean): Promise<Target> {
   broker = new InMemoryBroker();
   const transport = broker.transport;
-  const server: FlowcastServer = getWebSocketServer({ port: 0, broker, maxConnections: 20_000, ...(deflate && { perMessageDeflate: { threshold: 0 } }) });
+  const server: FlowcastServer = getWebSocketServer({ port: 0, broker, maxConnections: 20_000, maxConnectionsPerAddress: 20_000, ...(deflate && { perMessageDeflate: { threshold: 0 } }) });
   await server.startServer();
   let runId = randomUUID();
   let step = 0;
