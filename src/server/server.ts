@@ -20,7 +20,7 @@ import { resolveTls } from './tls.js';
 import { resolveDeflate } from './deflate.js';
 import { checkRoutes, frameworkErrors, registerRoutes } from './routes.js';
 import { clip, HttpError, RestErrors, sendError } from './rest/common.js';
-import { AddressCounter, installSocketLimits, type SocketStats } from './socket-limits.js';
+import { AddressCounter, installSocketLimits, writeRawAnswer, type SocketStats } from './socket-limits.js';
 import { TokenBucket } from './token-bucket.js';
 
 export type { ServerOptions } from './options.js';
@@ -206,10 +206,8 @@ export class FlowcastServer {
     }
   }
 
-  #reject(socket: Duplex, status: number, message: string, headers = ''): void {
-    const reason = status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : status === 429 ? 'Too Many Requests' : 'Service Unavailable';
-    const body = clip(message);
-    socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\n${headers}Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  #reject(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
+    writeRawAnswer(socket, status, 'text/plain; charset=utf-8', clip(message), headers);
   }
 
   #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -221,7 +219,7 @@ export class FlowcastServer {
     if (refusal !== null) return this.#reject(socket, 403, refusal.message);
     const address = this.guard.clientAddress(req);
     void this.authFailures.blockedFor(address).then((blocked) => {
-      if (blocked > 0) return this.#reject(socket, 429, this.authFailures.message(blocked), `Retry-After: ${blocked}\r\n`);
+      if (blocked > 0) return this.#reject(socket, 429, this.authFailures.message(blocked), { 'Retry-After': String(blocked) });
       if (socket.destroyed) return;
       const release = this.streams.acquire(address);
       if (release === null) return this.#reject(socket, 429, `Too many streams from this address: at most ${this.streams.max} (maxConnectionsPerAddress)`);

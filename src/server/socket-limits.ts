@@ -5,7 +5,8 @@
  * can make the server hold is counted here, so idle sockets cannot exhaust them.
  */
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import { STATUS_CODES, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 
@@ -55,11 +56,19 @@ export function openFileLimit(): number | null {
   }
 }
 
+/**
+ * Answers a socket that never reaches the HTTP parser (a refused connection, a refused
+ * WebSocket upgrade) with one whole HTTP/1.1 response, then ends it.
+ */
+export function writeRawAnswer(socket: Duplex, status: number, contentType: string, body: string, headers: Record<string, string> = {}): void {
+  const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\n${extra}Content-Type: ${contentType}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+}
+
 function respond(socket: Socket, status: number, text: string, reason: string): void {
-  const body = `${JSON.stringify({ error: { code: reason, message: text } })}\n`;
   // What the client sends is read and dropped: closing a socket with unread data would reset it, and the answer with it.
   socket.resume();
-  socket.end(`HTTP/1.1 ${status} ${status === 503 ? 'Service Unavailable' : 'Too Many Requests'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  writeRawAnswer(socket, status, 'application/json; charset=utf-8', `${JSON.stringify({ error: { code: reason, message: text } })}\n`, { 'Retry-After': '1' });
   // A peer that never reads must not hold the socket.
   setTimeout(() => socket.destroy(), 1000).unref();
 }
