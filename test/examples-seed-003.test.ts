@@ -17,6 +17,7 @@ afterAll(async () => {
   await browser?.close();
 });
 
+const COMPLETED = `document.getElementById('status')?.dataset.state === 'completed'`;
 const expected = Array.from({ length: LINES }, (_, i) => `Task message ${i}`);
 
 describe('examples/seed-003-app', () => {
@@ -30,7 +31,7 @@ describe('examples/seed-003-app', () => {
 
     await page.getByRole('button', { name: 'Start Task' }).click();
     await page.locator('.flash.info', { hasText: 'Task started' }).waitFor();
-    await page.waitForFunction(() => (document.getElementById('log')?.textContent ?? '').includes('Task message 1\n'));
+    await page.waitForFunction(`(document.getElementById('log')?.textContent ?? '').includes('Task message 1\\n')`);
     const running = (await (await fetch(`${url}/api/runs?status=RUNNING&pipeline_id=tail`)).json()) as { runs: { run_id: string }[] };
     expect(running.runs).toHaveLength(1);
     const runId = running.runs[0]!.run_id;
@@ -40,15 +41,15 @@ describe('examples/seed-003-app', () => {
     await expect.poll(() => page.locator('.flash').textContent()).toBe(`Task is already running (run ${runId})`);
 
     // A reload with nothing remembered: the page finds the run in flight through the REST API.
-    await page.evaluate(() => localStorage.clear());
+    await page.evaluate('localStorage.clear()');
     await page.reload();
-    await page.waitForFunction(() => document.getElementById('status')?.dataset.state === 'completed', undefined, { timeout: 60_000 });
+    await page.waitForFunction(COMPLETED, undefined, { timeout: 60_000 });
     expect(await status.textContent()).toBe('Task finished');
     expect(((await log.textContent()) ?? '').split('\n').slice(0, -1)).toEqual(expected);
 
     // And after the task ended, a reload shows the run this browser started, whole.
     await page.reload();
-    await page.waitForFunction(() => document.getElementById('status')?.dataset.state === 'completed');
+    await page.waitForFunction(COMPLETED);
     expect(((await log.textContent()) ?? '').split('\n').slice(0, -1)).toEqual(expected);
     // A new start is allowed again once the task ended.
     await page.getByRole('button', { name: 'Start Task' }).click();

@@ -18,10 +18,7 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   });
 
 /** A square, and the worker that computed it. */
-export interface Square {
-  value: number;
-  worker: string;
-}
+export type Square = { value: number; worker: string };
 
 /** Registers the tasks on `broker` and returns their handles. */
 export function tasks(broker: Broker) {
