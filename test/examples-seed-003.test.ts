@@ -27,7 +27,7 @@ describe('examples/seed-003-app', () => {
     const { page, errors, consoleErrors } = await openPage(browser, `${url}/`);
     const log = page.locator('#log');
     const status = page.locator('#status');
-    await expect.poll(() => status.textContent()).toBe('No task yet');
+    await expect.poll(() => status.textContent(), { timeout: 15_000 }).toBe('No task yet');
 
     await page.getByRole('button', { name: 'Start Task' }).click();
     await page.locator('.flash.info', { hasText: 'Task started' }).waitFor();
@@ -38,7 +38,7 @@ describe('examples/seed-003-app', () => {
 
     // The seed's guard: a second start while the task runs is refused, naming the run.
     await page.getByRole('button', { name: 'Start Task' }).click();
-    await expect.poll(() => page.locator('.flash').textContent()).toBe(`Task is already running (run ${runId})`);
+    await expect.poll(() => page.locator('.flash').textContent(), { timeout: 15_000 }).toBe(`Task is already running (run ${runId})`);
 
     // A reload with nothing remembered: the page finds the run in flight through the REST API.
     await page.evaluate('localStorage.clear()');
