@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+sys.dont_write_bytecode = True  # leave no __pycache__ in examples/external/
 # The dependency-free Redis client lives in examples/external/: copy it next to your own script.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "external"))
 from flowcast_ingest import FlowcastIngest  # noqa: E402
