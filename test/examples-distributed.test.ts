@@ -20,7 +20,7 @@ interface RunSummary {
 
 describe('examples/distributed', () => {
   it('starts Redis, a server and two workers; runs complete on both workers; Ctrl-C stops everything', async () => {
-    const example = runExample('npx', ['tsx', 'examples/distributed/start.ts'], { PORT: '0', REDIS_URL: undefined, FLOWCAST_KEY_PREFIX: undefined });
+    const example = runExample(process.execPath, ['--import', 'tsx', 'examples/distributed/start.ts'], { PORT: '0', REDIS_URL: undefined, FLOWCAST_KEY_PREFIX: undefined });
     await example.waitFor(/started worker-b \(pid \d+\)/, 'every process started');
     for (const match of example.output().matchAll(/started (redis|server|worker-a|worker-b) \(pid (\d+)\)/g)) pids.push(Number(match[2]));
     expect(pids).toHaveLength(4);
@@ -45,7 +45,7 @@ describe('examples/distributed', () => {
 
     // Ctrl-C (the terminal signals the foreground process group): the script stops the server, the workers, then Redis.
     example.signal('SIGINT');
-    await example.exited;
+    expect(await example.exited).toMatchObject({ code: 0 });
     await groupGone(example);
     expect(example.output()).toContain('flowcast worker: stopped');
     expect(example.output()).toMatch(/stopped\n$/);

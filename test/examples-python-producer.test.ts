@@ -27,7 +27,7 @@ describe('examples/python-producer', () => {
     onCleanup(() => ws.close());
     await ws.subscribe({ pipeline_id: 'train' });
 
-    const example = runExample('npx', ['tsx', 'examples/python-producer/main.ts', '--once'], {
+    const example = runExample(process.execPath, ['--import', 'tsx', 'examples/python-producer/main.ts', '--once'], {
       REDIS_URL: redis.url,
       FLOWCAST_KEY_PREFIX: prefix,
       PORT: '0',

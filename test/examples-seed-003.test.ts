@@ -22,7 +22,7 @@ const expected = Array.from({ length: LINES }, (_, i) => `Task message ${i}`);
 
 describe('examples/seed-003-app', () => {
   it('starts the task once, tails it live, refuses a second start, and survives a reload', async () => {
-    const app = runExample('npx', ['tsx', 'examples/seed-003-app/main.ts'], { PORT: '0', TAIL_LINES: String(LINES), TAIL_INTERVAL_MS: '400' });
+    const app = runExample(process.execPath, ['--import', 'tsx', 'examples/seed-003-app/main.ts'], { PORT: '0', TAIL_LINES: String(LINES), TAIL_INTERVAL_MS: '400' });
     const [, url] = await app.waitFor(/open (http:\/\/127\.0\.0\.1:\d+)\//, 'the app says where to open it');
     const { page, errors, consoleErrors } = await openPage(browser, `${url}/`);
     const log = page.locator('#log');
@@ -60,7 +60,7 @@ describe('examples/seed-003-app', () => {
 
     // Ctrl-C: the app cancels the run in flight and stops; nothing is left running.
     app.signal('SIGINT');
-    await app.exited;
+    expect(await app.exited).toMatchObject({ code: 0 });
     await groupGone(app);
     expect(app.output()).toContain('seed-003-app: stopping');
   }, 120_000);

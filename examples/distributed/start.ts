@@ -3,7 +3,7 @@
  * `flowcast worker` processes running `tasks.ts`, and this script as the producer that
  * starts a few runs of the `squares` pipeline. Ctrl-C stops everything it started.
  *
- *   npx tsx examples/distributed/start.ts          # add --once to stop after the runs
+ *   node --import tsx examples/distributed/start.ts          # add --once to stop after the runs
  *
  * Environment: REDIS_URL (default: a redis-server started here on a free port),
  * PORT (the server's, default 8765; 0 picks a free one), RUNS (4), ROWS (6),
@@ -142,7 +142,7 @@ try {
   tracking = new PipelineTrackingManager().withAutoStorage(producer);
   const pipeline = squaresPipeline(producer, tracking);
   const handles = await Promise.all(Array.from({ length: runs }, () => pipeline.kiq(rows)));
-  console.log(`started ${runs} runs of "squares": watch them at ${httpUrl}/ or with: npx tsx src/cli/main.ts watch squares --url ${httpUrl?.replace(/^http/, 'ws')}`);
+  console.log(`started ${runs} runs of "squares": watch them at ${httpUrl}/ or with: node --import tsx src/cli/main.ts watch squares --url ${httpUrl?.replace(/^http/, 'ws')}`);
   const ranOn = new Set<string>();
   await Promise.all(
     handles.map(async (run) => {

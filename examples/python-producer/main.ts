@@ -5,7 +5,7 @@
  * puts them in the run's log, and every client watching the run (dashboard, WebSocket,
  * `flowcast watch`) sees them as StepLogEvent and StepProgressEvent events, in order.
  *
- *   npx tsx examples/python-producer/main.ts          # add --once to stop after the run
+ *   node --import tsx examples/python-producer/main.ts          # add --once to stop after the run
  *
  * Environment: REDIS_URL (default: a redis-server started here on a free port), PORT
  * (8765; 0 picks a free one), FLOWCAST_KEY_PREFIX ("flowcast:"), EPOCHS and
@@ -124,7 +124,7 @@ try {
   server = getWebSocketServer({ host: '127.0.0.1', port, broker, tracking, pipelines: [pipeline] });
   await server.startServer();
   const run = await pipeline.kiq(null);
-  console.log(`started run ${run.runId} of "train": watch it at ${server.httpUrl}/ or with: npx tsx src/cli/main.ts watch --run ${run.runId.slice(0, 8)} --url ${server.url}`);
+  console.log(`started run ${run.runId} of "train": watch it at ${server.httpUrl}/ or with: node --import tsx src/cli/main.ts watch --run ${run.runId.slice(0, 8)} --url ${server.url}`);
   console.log(`run ${run.runId.slice(0, 8)}: ${await run.waitResult()}`);
   if (once) {
     await stop();

@@ -8,7 +8,7 @@
  * run's log, and the flowcast server serves the page, the REST API that starts runs
  * and the WebSocket that tails them.
  *
- *   npx tsx examples/seed-003-app/main.ts      # then open http://127.0.0.1:5000/
+ *   node --import tsx examples/seed-003-app/main.ts      # then open http://127.0.0.1:5000/
  *
  * Environment: PORT (default 5000; 0 picks a free one), TAIL_LINES (20), TAIL_INTERVAL_MS (1000).
  * In your own project, import from 'flowcast' and 'flowcast/server' instead of ../../src.
