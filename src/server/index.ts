@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 /**
  * `flowcast/server`: the HTTP + WebSocket + SSE server that streams run events, the REST
  * API over tracking, and the bridges from hooks (seed 000 §2).
