@@ -29,7 +29,7 @@ import {
   type TextMapGetter,
   type Tracer,
 } from '@opentelemetry/api';
-import type { StepJob } from '../core/broker.js';
+import type { StepJob } from './broker.js';
 import { describeError, toError } from '../core/errors.js';
 import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
 import type { EventTransport } from '../transport/transport.js';

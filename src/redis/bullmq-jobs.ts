@@ -5,7 +5,7 @@
 import { UnrecoverableError, type JobsOptions } from 'bullmq';
 import { isoTime } from '../core/clock.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import type { BrokerJob, StepJob, StepJobFailure } from '../core/broker.js';
+import type { BrokerJob, StepJob, StepJobFailure } from '../pipeline/broker.js';
 import type { ResolvedBrokerOptions } from './bullmq-options.js';
 import type { EventDraft } from '../events/types.js';
 import type { RunRecord, Transition } from '../pipeline/run-state.js';
