@@ -30,6 +30,11 @@ export interface StepJob {
   input: JsonValue;
   /** Effective time limit of this call. */
   timeout_ms?: number;
+  /**
+   * The run's trace context (OpenTelemetry propagator fields such as `traceparent`), copied
+   * from the run record: the parent of this call's span. Absent when the run is not traced.
+   */
+  trace?: Record<string, string>;
 }
 
 /** A run-level control message, such as the run's deadline. Brokers deliver it without waiting for a free task slot. */
@@ -48,6 +53,19 @@ export type BrokerJob = TaskJob | StepJob | ControlJob;
  * (a broker retrying a chained call, see {@link Broker.chainable}).
  */
 export type JobProcessor = (job: BrokerJob, carrier?: string) => Promise<unknown> | undefined;
+
+/**
+ * What the run engine's processor resolves with when the last call a step job ran failed (the
+ * engine chains no call after a failed one): a broker that keeps failed jobs marks the
+ * job failed with this error. The run goes on by flowcast's own retry and failure policy.
+ */
+export interface StepJobFailure {
+  /** The step whose call failed (the job's own, or a call chained into it). */
+  step: string;
+  attempt: number;
+  /** `"Name: message"` */
+  error: string;
+}
 
 export interface EnqueueOptions {
   /** Deliver the job after this many milliseconds. */
