@@ -104,13 +104,21 @@ export interface ServerOptions {
   pipelines?: RetryablePipeline[];
   /** How often subscribers of the `engine` channel get `engine_status`, in ms. @default 2000 */
   engineIntervalMs?: number;
+  /**
+   * The path everything is served under (`/flowcast`): the dashboard and its files, REST,
+   * SSE, the WebSocket endpoint, `/health` and `/metrics`. `flowcastPlugin` and
+   * `attachFlowcast` set it; on a standalone server it suits a proxy that forwards the
+   * prefix unchanged. Requests outside it get 404.
+   * @default "" (the root)
+   */
+  basePath?: string;
 }
 
 const KNOWN = [
   'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'perMessageDeflate', 'allowedOrigins', 'allowedHosts', 'trustProxy', 'maxConnections',
   'maxConnectionsPerAddress', 'handshakeTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authFailures', 'maxPayload',
   'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
-  'pipelines', 'engineIntervalMs',
+  'pipelines', 'engineIntervalMs', 'basePath',
 ] as const;
 
 /** The options with every limit resolved to its value. */
