@@ -112,13 +112,19 @@ export interface ServerOptions {
    * @default "" (the root)
    */
   basePath?: string;
+  /**
+   * prom-client's default metrics (process CPU, memory, event loop, GC, Node.js) in
+   * `/metrics`; turn off when the application embedding flowcast exports them already.
+   * @default true
+   */
+  processMetrics?: boolean;
 }
 
 const KNOWN = [
   'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'perMessageDeflate', 'allowedOrigins', 'allowedHosts', 'trustProxy', 'maxConnections',
   'maxConnectionsPerAddress', 'handshakeTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authFailures', 'maxPayload',
   'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
-  'pipelines', 'engineIntervalMs', 'basePath',
+  'pipelines', 'engineIntervalMs', 'basePath', 'processMetrics',
 ] as const;
 
 /** The options with every limit resolved to its value. */
@@ -148,6 +154,7 @@ export function resolveServerOptions(options: ServerOptions): { options: ServerO
   }
   if (opts.engineIntervalMs !== undefined) checkPositiveInt(opts.engineIntervalMs, 'engineIntervalMs');
   if (opts.pipelines !== undefined) checkPipelines(opts.pipelines);
+  if (opts.processMetrics !== undefined && typeof opts.processMetrics !== 'boolean') throw new InvalidArgumentError(`processMetrics must be a boolean, received ${show(opts.processMetrics)}`);
   const list = (value: unknown, name: string): unknown[] => {
     if (value === undefined) return [];
     if (!Array.isArray(value)) throw new InvalidArgumentError(`${name} must be an array, received ${show(value)}`);

@@ -72,7 +72,14 @@ export function registerRoutes(app: FastifyInstance, options: RoutesContext): vo
   if (rateLimit !== null) registerRateLimit(app, rateLimit);
   const ctx: RestContext = { server, tracking, broker, rateLimit: rateLimit === null ? null : { max: rateLimit.max, timeWindow: rateLimit.timeWindow }, docs: [] };
   // Counting starts now, not when the server boots: runs before startServer() are counted too.
-  const metrics = new ServerMetrics({ hub: server.hub, transport: server.transport, wsConnections: () => server.connections, sockets: () => server.sockets });
+  const metrics = new ServerMetrics({
+    hub: server.hub,
+    transport: server.transport,
+    wsConnections: () => server.connections,
+    sockets: () => server.sockets,
+    broker,
+    processMetrics: server.options.processMetrics ?? true,
+  });
   app.addHook('onClose', (_instance, done) => {
     metrics.close();
     done();
