@@ -17,6 +17,8 @@ export const STATE_COALESCE_MS = 50;
 export interface WorkerCounters {
   active: number;
   processed: number;
+  /** Jobs whose processing threw (BullMQ retries them or keeps them failed); a task's own error is a failed step, not a failed job. */
+  failed: number;
 }
 
 /** Writes one worker's heartbeat every `intervalMs` until stopped. */
