@@ -79,7 +79,7 @@ export class BullMQBroker implements Broker {
   readonly #results: TaskResults;
   readonly #control: RunControl;
   readonly #owned: { runState: RunStateStore | null; transport: EventTransport | null };
-  readonly #counters: WorkerCounters = { active: 0, processed: 0 };
+  readonly #counters: WorkerCounters = { active: 0, processed: 0, failed: 0 };
   readonly #heartbeat: WorkerHeartbeat | null;
   readonly #ready: Promise<void>;
   readonly #threads: ThreadPool | null;
@@ -300,6 +300,11 @@ export class BullMQBroker implements Broker {
 
   // ── worker side ───────────────────────────────────────────────────────────────────
 
+  /** This process's job counters (all zero on a producer): running now, finished, and thrown. */
+  get workerCounters(): Readonly<WorkerCounters> {
+    return { ...this.#counters };
+  }
+
   async #onTaskQueueJob(job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
     this.#counters.active++;
     if (this.#counters.active === 1) this.#heartbeat?.stateChanged();
@@ -309,6 +314,9 @@ export class BullMQBroker implements Broker {
       if (data.kind === 'step') await this.#runStepJob(data, job);
       else await this.#runControl(data);
       return null;
+    } catch (error) {
+      this.#counters.failed++;
+      throw error;
     } finally {
       this.#counters.active--;
       this.#counters.processed++;

@@ -10,6 +10,8 @@
  */
 export { getWebSocketServer, FlowcastServer } from './server.js';
 export type { ServerOptions } from './server.js';
+export { flowcastPlugin, attachFlowcast } from './embed.js';
+export type { FlowcastPluginOptions, AttachOptions, AttachedFlowcast, EmbeddedOptions } from './embed.js';
 export type { TlsOptions } from './tls.js';
 export { setupWebSocketBridge, TrackingEventBroadcaster, getDefaultTransport } from './bridge.js';
 export type { RecordingTracking } from './bridge.js';

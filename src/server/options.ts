@@ -104,13 +104,27 @@ export interface ServerOptions {
   pipelines?: RetryablePipeline[];
   /** How often subscribers of the `engine` channel get `engine_status`, in ms. @default 2000 */
   engineIntervalMs?: number;
+  /**
+   * The path everything is served under (`/flowcast`): the dashboard and its files, REST,
+   * SSE, the WebSocket endpoint, `/health` and `/metrics`. `flowcastPlugin` and
+   * `attachFlowcast` set it; on a standalone server it suits a proxy that forwards the
+   * prefix unchanged. Requests outside it get 404.
+   * @default "" (the root)
+   */
+  basePath?: string;
+  /**
+   * prom-client's default metrics (process CPU, memory, event loop, GC, Node.js) in
+   * `/metrics`; turn off when the application embedding flowcast exports them already.
+   * @default true
+   */
+  processMetrics?: boolean;
 }
 
 const KNOWN = [
   'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'perMessageDeflate', 'allowedOrigins', 'allowedHosts', 'trustProxy', 'maxConnections',
   'maxConnectionsPerAddress', 'handshakeTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authFailures', 'maxPayload',
   'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
-  'pipelines', 'engineIntervalMs',
+  'pipelines', 'engineIntervalMs', 'basePath', 'processMetrics',
 ] as const;
 
 /** The options with every limit resolved to its value. */
@@ -140,6 +154,7 @@ export function resolveServerOptions(options: ServerOptions): { options: ServerO
   }
   if (opts.engineIntervalMs !== undefined) checkPositiveInt(opts.engineIntervalMs, 'engineIntervalMs');
   if (opts.pipelines !== undefined) checkPipelines(opts.pipelines);
+  if (opts.processMetrics !== undefined && typeof opts.processMetrics !== 'boolean') throw new InvalidArgumentError(`processMetrics must be a boolean, received ${show(opts.processMetrics)}`);
   const list = (value: unknown, name: string): unknown[] => {
     if (value === undefined) return [];
     if (!Array.isArray(value)) throw new InvalidArgumentError(`${name} must be an array, received ${show(value)}`);

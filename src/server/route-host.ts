@@ -25,6 +25,8 @@ export interface RouteHost {
   readonly connections: number;
   /** Streams (SSE) per client address. */
   readonly streams: AddressCounter;
+  /** Where the server is mounted (`""` standalone, `"/flowcast"` embedded). */
+  readonly basePath: string;
   /** Outgoing queue limits of every connection. */
   readonly outgoingLimits: Required<OutgoingLimits>;
 }

@@ -22,6 +22,7 @@ import { checkRoutes, frameworkErrors, registerRoutes } from './routes.js';
 import { clip, HttpError, RestErrors, sendError } from './rest/common.js';
 import { AddressCounter, installSocketLimits, writeRawAnswer, type SocketStats } from './socket-limits.js';
 import { TokenBucket } from './token-bucket.js';
+import { checkBasePath, isUnder, pathOf } from './base-path.js';
 
 export type { ServerOptions } from './options.js';
 
@@ -50,6 +51,8 @@ export class FlowcastServer {
   readonly limits: Readonly<ResolvedLimits>;
   /** Open TCP connections and what the connection limits refused. */
   readonly sockets: Readonly<SocketStats>;
+  /** The path everything is served under: `''` at the root, `/flowcast` when mounted (docs/server.md, "Embedding"). */
+  readonly basePath: string;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<WsConnection>();
   #heartbeat: NodeJS.Timeout | null = null;
@@ -62,6 +65,7 @@ export class FlowcastServer {
   constructor(options: ServerOptions = {}) {
     const { options: opts, limits } = resolveServerOptions(options);
     checkRoutes(opts);
+    this.basePath = checkBasePath(opts.basePath);
     this.options = opts;
     this.limits = limits;
     this.auth = new Authenticator(opts.auth ?? {});
@@ -115,8 +119,18 @@ export class FlowcastServer {
       },
     });
     this.#installHttpRules();
-    registerRoutes(this.app, { server: this, tracking: opts.tracking ?? null, broker: opts.broker ?? null, staticDir: opts.staticDir });
-    this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#upgrade(req, socket, head));
+    const routes = { server: this, tracking: opts.tracking ?? null, broker: opts.broker ?? null, staticDir: opts.staticDir, basePath: this.basePath };
+    if (this.basePath === '') registerRoutes(this.app, routes);
+    else void this.app.register((scoped, _opts, done) => {
+      registerRoutes(scoped, routes);
+      done();
+    }, { prefix: this.basePath });
+    this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!this.handleUpgrade(req, socket, head)) {
+        socket.on('error', ignoreError);
+        this.#reject(socket, 404, 'Not Found');
+      }
+    });
   }
 
   /** The outgoing limits of each connection (SSE sessions use them too). */
@@ -182,6 +196,23 @@ export class FlowcastServer {
     await this.app.listen({ host: this.options.host as string, port: this.options.port as number });
     const address = this.app.server.address();
     this.#port = typeof address === 'object' && address !== null ? address.port : 0;
+    this.#begin();
+    return { host: this.options.host as string, port: this.#port, url: this.url };
+  }
+
+  /**
+   * Starts serving without listening: the HTTP server is someone else's, which hands
+   * requests to `app.routing` and upgrades to {@link handleUpgrade} (what
+   * `flowcastPlugin` and `attachFlowcast` do). Resolves once the routes are ready.
+   */
+  async startEmbedded(): Promise<void> {
+    if (this.#state !== 'created') throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `startEmbedded() called on a server that is ${this.#state}`);
+    this.#state = 'starting';
+    await this.app.ready();
+    this.#begin();
+  }
+
+  #begin(): void {
     this.#state = 'listening';
     // The seed's `setupWebSocketBridge(hooks)` + `getWebSocketServer({ transport })`: the bridge feeds this transport too.
     if (this.options.transport !== undefined && this.options.transport !== this.options.broker?.transport) this.#unbridge = feedFromBridges(this.transport);
@@ -191,7 +222,6 @@ export class FlowcastServer {
       this.#heartbeat = setInterval(() => this.#beat(every), every);
       this.#heartbeat.unref();
     }
-    return { host: this.options.host as string, port: this.#port, url: this.url };
   }
 
   #beat(every: number): void {
@@ -210,11 +240,22 @@ export class FlowcastServer {
     writeRawAnswer(socket, status, 'text/plain; charset=utf-8', clip(message), headers);
   }
 
-  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /**
+   * Takes a WebSocket upgrade whose path is under {@link basePath} (answering it, a 404
+   * for a path that is not an endpoint) and returns `true`; returns `false` and leaves
+   * the socket alone when the path is not flowcast's.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    const path = pathOf(req.url);
+    if (path === null || !isUnder(path, this.basePath)) return false;
+    this.#upgrade(req, socket, head, path.slice(this.basePath.length));
+    return true;
+  }
+
+  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, path: string): void {
     socket.on('error', ignoreError);
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     if (this.#state !== 'listening') return this.#reject(socket, 503, 'Service Unavailable');
-    if (path !== '/' && path !== '/ws') return this.#reject(socket, 404, 'Not Found');
+    if (path !== '/' && path !== '/ws' && path !== '') return this.#reject(socket, 404, 'Not Found');
     const refusal = this.guard.check(req);
     if (refusal !== null) return this.#reject(socket, 403, refusal.message);
     const address = this.guard.clientAddress(req);

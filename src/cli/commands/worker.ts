@@ -4,7 +4,8 @@ import { InvalidArgumentError, describeError } from '../../core/errors.js';
 import { WORKER_DEFAULTS, type BullMQWorkerOptions } from '../../redis/bullmq-options.js';
 import { checkKeyPrefix } from '../../redis/keys.js';
 import { startWorker, workerOptionsFromEnv, type FlowcastWorker } from '../../redis/worker.js';
-import { nonNegativeInt, positiveInt, urlWith } from '../options.js';
+import { nonNegativeInt, port, positiveInt, urlWith } from '../options.js';
+import { startWorkerMetrics, type WorkerMetricsServer } from '../worker-metrics.js';
 
 /** Options of `flowcast worker`. */
 export interface WorkerCommandOptions {
@@ -24,6 +25,10 @@ export interface WorkerCommandOptions {
   stalledIntervalMs?: number;
   /** Recoveries of one step's job from a stopped worker before the step fails. @default $FLOWCAST_MAX_STALLED_COUNT, else 3 */
   maxStalledCount?: number;
+  /** Serve `/metrics` and `/health` on this port (0: a free one, printed at start). Off when not given. */
+  metricsPort?: number;
+  /** The address of the metrics server. @default "127.0.0.1" */
+  metricsHost?: string;
 }
 
 /** Where the command writes, and (for tests) what stops it like SIGTERM. */
@@ -60,6 +65,8 @@ export function registerWorkerCommand(program: Command): Command {
       `times one step's job is recovered from a worker that stopped before the step fails with WorkerLostError (default: $FLOWCAST_MAX_STALLED_COUNT, else ${WORKER_DEFAULTS.maxStalledCount})`,
       nonNegativeInt,
     )
+    .option('--metrics-port <port>', 'serve GET /metrics (Prometheus) and GET /health on this port (0: a free one)', port)
+    .option('--metrics-host <host>', 'the address the metrics server listens on (default: 127.0.0.1)')
     .addHelpText(
       'after',
       `
@@ -74,7 +81,8 @@ arguments (bad FLOWCAST_* values included).
 Example:
   flowcast worker --tasks ./tasks.js --redis redis://10.0.0.5:6379 --concurrency 8
   flowcast worker --tasks ./tasks.js --lock-duration-ms 4000 --stalled-interval-ms 2000
-  flowcast worker --demo`,
+  flowcast worker --demo
+  flowcast worker --tasks ./tasks.js --metrics-port 9464 --metrics-host 0.0.0.0`,
     )
     .action(async (options: WorkerCommandOptions, command: Command) => {
       if ((options.tasks === undefined) === (options.demo !== true)) command.error('error: give --tasks <module> or --demo (one of them)', { exitCode: 2 });
@@ -136,6 +144,22 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
     io.stdout.write(
       `flowcast worker ${worker.id} ready: ${worker.tasks.length} task(s) [${worker.tasks.join(', ')}], concurrency ${options.concurrency ?? 16}, lock ${lock} ms, stalled check every ${stalled} ms, ${redactUrl(redis)}\n`,
     );
+    let metrics: WorkerMetricsServer | null = null;
+    let running = true;
+    if (options.metricsPort !== undefined) {
+      const broker = worker.broker;
+      try {
+        metrics = await startWorkerMetrics(
+          { workerId: worker.id, concurrency: options.concurrency ?? 16, counters: () => broker.workerCounters, running: () => running },
+          { port: options.metricsPort, ...(options.metricsHost !== undefined && { host: options.metricsHost }) },
+        );
+      } catch (error) {
+        io.stderr.write(`flowcast worker: cannot serve metrics on ${options.metricsHost ?? '127.0.0.1'}:${options.metricsPort}: ${describeError(error)}\n`);
+        await worker.close({ force: true });
+        return 1;
+      }
+      io.stdout.write(`flowcast worker: metrics at ${metrics.url}/metrics, health at ${metrics.url}/health\n`);
+    }
     const stop = new Promise<void>((resolve) => {
       if (abort.signal.aborted || io.signal?.aborted === true) resolve();
       abort.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -143,7 +167,8 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
     });
     await stop;
     io.stdout.write('flowcast worker: stopping, letting running jobs finish (signal again to exit at once)\n');
-    const graceful = worker.close();
+    running = false;
+    const graceful = worker.close().finally(() => metrics?.close());
     // A second signal: exit now and leave running jobs to BullMQ's stalled-job recovery.
     const again = (): void => {
       io.stdout.write('flowcast worker: exiting now; running jobs go back to the queue when their locks expire\n');
