@@ -1,4 +1,5 @@
-import { describeError } from '../core/errors.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 import type { FlowcastEvent } from '../events/types.js';
 import { ALL_KEY, keyChannel, pipelineKey, runKey, subscriptionKey } from '../events/subscription.js';
 import type { EventTransport } from '../transport/transport.js';
@@ -29,6 +30,8 @@ export interface HubOptions {
    * @default 10000
    */
   replayPage?: number;
+  /** Where errors go unless `onError` takes them. @default a pino logger at `info` on stderr */
+  logger?: Logger;
   onError?: (error: unknown, where: string) => void;
 }
 
@@ -89,7 +92,8 @@ export class Hub {
     this.#auth = options.auth;
     this.#snapshots = options.snapshots ?? null;
     this.#page = options.replayPage ?? 10_000;
-    this.#onError = options.onError ?? ((error, where) => console.error(`flowcast hub: ${where}: ${describeError(error)}`));
+    const logger = loggerOf(options.logger, 'Hub options.logger');
+    this.#onError = options.onError ?? ((error, where) => logError(logger, error, `hub: ${where}`));
     const runs = this.#transport.runs;
     this.#positions =
       runs === undefined ? null : new Positions(runs, { canRead: (c, p) => this.canRead(c, p), follow: (c, r, _p, replay) => this.#follow(c, r, replay), onError: this.#onError });

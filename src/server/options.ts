@@ -3,6 +3,7 @@
  * docs/security.md lists every limit with its default and what a client gets past it.
  */
 import type { Broker } from '../pipeline/broker.js';
+import type { Logger } from '../core/logger.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { checkKnownKeys, checkNonNegativeInt, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventTransport } from '../transport/transport.js';
@@ -118,13 +119,19 @@ export interface ServerOptions {
    * @default true
    */
   processMetrics?: boolean;
+  /**
+   * Where the server logs, Fastify's request lines included (at `debug`; failed
+   * requests at `error`). A pino-compatible logger (`pino()`, Fastify's `app.log`).
+   * @default a pino logger at `info` on stderr: JSON lines, readable ones on a terminal
+   */
+  logger?: Logger;
 }
 
 const KNOWN = [
   'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'perMessageDeflate', 'allowedOrigins', 'allowedHosts', 'trustProxy', 'maxConnections',
   'maxConnectionsPerAddress', 'handshakeTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authFailures', 'maxPayload',
   'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
-  'pipelines', 'engineIntervalMs', 'basePath', 'processMetrics',
+  'pipelines', 'engineIntervalMs', 'basePath', 'processMetrics', 'logger',
 ] as const;
 
 /** The options with every limit resolved to its value. */

@@ -14,6 +14,7 @@ import { registerMetricsRoutes } from './rest/metrics.js';
 import { registerPipelineRoutes } from './rest/pipelines.js';
 import { registerRateLimit, routeRateLimit } from './rest/rate-limit.js';
 import { registerSse } from './sse.js';
+import { registerReadiness } from './readiness.js';
 import { registerRunRoutes } from './rest/runs.js';
 import { registerEngineRoutes } from './rest/engine.js';
 import { registerRetryRoutes } from './rest/retry.js';
@@ -117,7 +118,7 @@ function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string
 
   app.setErrorHandler((error, request, reply) => {
     const answer = errorAnswer(error, request);
-    if (answer.code === RestErrors.INTERNAL) console.error(`flowcast server: ${request.method} ${request.url} failed:`, error);
+    if (answer.code === RestErrors.INTERNAL) server.logger.error({ err: error, method: request.method, url: request.url }, `${request.method} ${request.url} failed: ${error instanceof Error ? error.message : String(error)}`);
     return sendError(reply, answer.status, answer.code, answer.message);
   });
   app.setNotFoundHandler((request, reply) => {
@@ -140,6 +141,7 @@ function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string
     responses: { 200: { description: '{ "status": "healthy", "uptime_s", "connections" }' } },
   });
 
+  registerReadiness(app, ctx);
   registerRunRoutes(app, ctx);
   registerPipelineRoutes(app, ctx);
   registerHistoryRoutes(app, ctx);

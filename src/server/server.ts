@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { describeError, FlowcastError, ErrorCodes } from '../core/errors.js';
+import { FlowcastError, ErrorCodes } from '../core/errors.js';
 import type { EventTransport } from '../transport/transport.js';
 import { Authenticator, BEARER_PROTOCOL_PREFIX, type Principal } from './auth.js';
 import { AuthFailureLimiter } from './auth-throttle.js';
@@ -15,6 +15,9 @@ import { resolveServerOptions, type ResolvedLimits, type ServerOptions } from '.
 import { CloseCodes, parseClientMessage, ProtocolErrors, type ClientMessage } from './protocol.js';
 import { WsConnection } from './ws-connection.js';
 import { EngineReporter } from './engine.js';
+import { httpLogger } from './readiness.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 import { feedFromBridges, getDefaultTransport } from './bridge.js';
 import { resolveTls } from './tls.js';
 import { resolveDeflate } from './deflate.js';
@@ -41,6 +44,8 @@ export class FlowcastServer {
   readonly auth: Authenticator;
   readonly transport: EventTransport;
   readonly options: Readonly<ServerOptions>;
+  /** Where the server logs (`options.logger`, else a pino logger at `info`); Fastify's `app.log` writes here too. */
+  readonly logger: Logger;
   /** The origin and host rules, and the client address behind a trusted proxy. */
   readonly guard: HttpGuard;
   /** Refused tokens per address (WebSocket, SSE, REST). */
@@ -78,17 +83,19 @@ export class FlowcastServer {
       checkHost: !this.auth.enabled,
       trustProxy: limits.trustProxy,
     });
+    this.logger = loggerOf(opts.logger, 'server options.logger');
     this.transport = opts.transport ?? opts.broker?.transport ?? getDefaultTransport();
     const snapshots: SnapshotSource | null = opts.tracking ?? null;
-    this.hub = new Hub({ transport: this.transport, auth: this.auth, snapshots });
+    this.hub = new Hub({ transport: this.transport, auth: this.auth, snapshots, logger: this.logger });
     this.engine = new EngineReporter({
       hub: this.hub,
       transport: this.transport,
       broker: opts.broker ?? null,
+      logger: this.logger,
       ...(opts.engineIntervalMs === undefined ? {} : { intervalMs: opts.engineIntervalMs }),
     });
     this.app = (Fastify as unknown as (o: object) => FastifyInstance)({
-      logger: false,
+      loggerInstance: httpLogger(this.logger),
       bodyLimit: 1024 * 1024,
       frameworkErrors,
       // Unknown fields are refused (where a schema says so), never silently dropped.
@@ -292,7 +299,7 @@ export class FlowcastServer {
         this.#attach(ws, result.principal, early);
       },
       (error: unknown) => {
-        console.error(`flowcast server: authentication failed: ${describeError(error)}`);
+        logError(this.logger, error, 'authentication');
         ws.close(CloseCodes.UNAUTHORIZED, 'Unauthorized');
       },
     );
