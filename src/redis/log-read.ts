@@ -2,9 +2,10 @@
  * Reading a run's log on Redis: the stream `<prefix>{<run_id>}:log` whose entry ids are
  * the seqs, with its meta hash (last seq, terminal seq), in one MULTI (one slot).
  */
+import { checkReadOptions } from '../transport/checks.js';
 import type { Redis } from 'ioredis';
 import { FlowcastError, ErrorCodes } from '../core/errors.js';
-import { checkId, checkNonNegativeNumber, checkObject, checkPositiveInt } from '../core/validate.js';
+import { checkId, checkObject } from '../core/validate.js';
 import type { FlowcastEvent } from '../events/types.js';
 import type { LogRead } from '../transport/transport.js';
 import { parseEvent } from './event-codec.js';
@@ -28,8 +29,7 @@ async function trimmedThrough(redis: Redis, log: string, firstHeld: number): Pro
 export async function readRunLog(redis: Redis, keyPrefix: string, runId: string, options: { since?: number; limit?: number }): Promise<LogRead> {
   checkId(runId, 'read(runId)');
   checkObject(options, 'read options');
-  const since = Math.floor(checkNonNegativeNumber(options.since ?? 0, 'since'));
-  const limit = options.limit === undefined ? undefined : checkPositiveInt(options.limit, 'limit');
+  const { since, limit } = checkReadOptions(options);
   const log = runLogKey(keyPrefix, runId);
   const multi = redis.multi().hmget(runLogMetaKey(keyPrefix, runId), 'seq', 'end').xrange(log, '-', '+', 'COUNT', 1);
   const start = `${Math.min(since + 1, Number.MAX_SAFE_INTEGER)}-0`;

@@ -1,3 +1,4 @@
+import { checkChannel, checkListener } from '../transport/checks.js';
 import type { Redis } from 'ioredis';
 import { loggerOf, type Logger } from '../core/logger.js';
 import { logError } from '../core/log-throttle.js';
@@ -386,7 +387,7 @@ export class RedisPubSubTransport implements EventTransport {
 
   subscribe(channel: Channel, listener: EventListener): () => void {
     this.#checkOpen('subscribe');
-    if (typeof listener !== 'function') throw new InvalidArgumentError('subscribe(channel, listener): listener must be a function');
+    checkListener(listener);
     const name = this.#channelName(channel);
     let set = this.#listeners.get(name);
     if (set === undefined) {
@@ -427,12 +428,9 @@ export class RedisPubSubTransport implements EventTransport {
   }
 
   #channelName(channel: Channel): string {
-    if (channel === '*') return this.#allChannel;
-    if (typeof channel === 'object' && channel !== null) {
-      if ('runId' in channel) return runChannel(this.keyPrefix, checkId(channel.runId, 'subscribe(channel): runId'));
-      if ('pipelineId' in channel) return pipelineChannel(this.keyPrefix, checkId(channel.pipelineId, 'subscribe(channel): pipelineId'));
-    }
-    throw new InvalidArgumentError(`subscribe(channel): channel must be "*", { runId } or { pipelineId }, received ${show(channel)}`);
+    const checked = checkChannel(channel);
+    if (checked === '*') return this.#allChannel;
+    return 'runId' in checked ? runChannel(this.keyPrefix, checked.runId) : pipelineChannel(this.keyPrefix, checked.pipelineId);
   }
 
   #onMessage(channel: string, payload: string): void {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Fifo } from '../core/fifo.js';
 import { FlowcastError, ErrorCodes, describeError } from '../core/errors.js';
 import { checkPositiveInt, checkNonNegativeNumber, checkObject, checkKnownKeys } from '../core/validate.js';
+import { checkChannel, checkListener, checkReadOptions } from './checks.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import { type Channel, type EventListener, type EventTransport, type LogRead } from './transport.js';
 import { packLog, readPacked, type PackedLog } from './packed-log.js';
@@ -176,13 +177,19 @@ export class InMemoryTransport implements EventTransport {
   }
 
   read(runId: string, options: { since?: number; limit?: number } = {}): Promise<LogRead> {
-    return Promise.resolve(this.readSync(runId, options));
+    // A bad argument rejects, as with every transport (never a synchronous throw from an async API).
+    try {
+      return Promise.resolve(this.readSync(runId, options));
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
   }
 
   /** The synchronous core of {@link read}. */
   readSync(runId: string, options: { since?: number; limit?: number } = {}): LogRead {
-    const since = checkNonNegativeNumber(options.since ?? 0, 'since');
-    const limit = options.limit === undefined ? Infinity : checkPositiveInt(options.limit, 'limit');
+    const checked = checkReadOptions(options);
+    const since = checked.since;
+    const limit = checked.limit ?? Infinity;
     const log = this.#logs.get(runId);
     if (log === undefined) return { events: [], first_seq: 0, last_seq: 0, complete: since === 0, ended: false };
     const firstSeq = log.trimmed + 1;
@@ -216,13 +223,13 @@ export class InMemoryTransport implements EventTransport {
   }
 
   subscribe(channel: Channel, listener: EventListener): () => void {
-    if (typeof listener !== 'function') throw new TypeError('subscribe(channel, listener): listener must be a function');
+    checkListener(listener);
+    checkChannel(channel);
     if (channel === '*') {
       this.#all.add(listener);
       return () => this.#all.delete(listener);
     }
     const [map, key] = 'runId' in channel ? [this.#byRun, channel.runId] : [this.#byPipeline, channel.pipelineId];
-    if (typeof key !== 'string' || key.length === 0) throw new TypeError(`subscribe(channel): invalid channel ${JSON.stringify(channel)}`);
     let set = map.get(key);
     if (set === undefined) {
       set = new Set();

@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EventDraft, FlowcastEvent } from '../../src/events/types.js';
+import { ErrorCodes } from '../../src/core/errors.js';
 import type { EventTransport } from '../../src/transport/transport.js';
 import { InMemoryTransport } from '../../src/transport/memory-transport.js';
 
@@ -194,6 +195,20 @@ export function eventTransportConformance(
         await t.publish(e);
         await new Promise((r) => setTimeout(r, 50));
         expect(seen).toEqual([1]);
+      });
+    });
+
+    describe('bad arguments', () => {
+      // The same mistake gets the same error, with the same message, from every transport.
+      it('refuses a bad listener, channel, since or limit with InvalidArgumentError and one message', async () => {
+        const t = await open();
+        const fn = (): undefined => undefined;
+        expect(() => t.subscribe('*', 'f' as never)).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT, message: 'subscribe(channel, listener): listener must be a function, received "f"' }) as Error);
+        expect(() => t.subscribe('all' as never, fn)).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT, message: 'subscribe(channel): channel must be "*", { runId } or { pipelineId }, received "all"' }) as Error);
+        expect(() => t.subscribe({ runId: '' }, fn)).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID_ARGUMENT, message: 'subscribe(channel): runId must be a non-empty string, received ""' }) as Error);
+        expect(() => t.subscribe({ pipelineId: 'a b' }, fn)).toThrow(/^subscribe\(channel\): pipelineId must be 1-200 characters/);
+        await expect(t.read('r', { since: -1 })).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT, message: 'read(runId, options): since must be a finite number >= 0, received -1' });
+        await expect(t.read('r', { limit: 0 })).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT, message: 'read(runId, options): limit must be an integer >= 1, received 0' });
       });
     });
 
