@@ -42,7 +42,7 @@ class LaggingLog implements EventTransport {
 
 function draftOf(event: FlowcastEvent): EventDraft {
   const { seq: _seq, v: _v, event_id: _id, ...draft } = event;
-  return draft as EventDraft;
+  return draft;
 }
 
 describe('hub fill', () => {

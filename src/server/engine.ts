@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { loggerOf, type Logger } from '../core/logger.js';
 import { logError } from '../core/log-throttle.js';
 import { hostname } from 'node:os';
-import { describeError } from '../core/errors.js';
 import type { Broker } from '../pipeline/broker.js';
 import type { BrokerEngineStatus, EngineStatus, ServerInstanceStatus } from '../core/engine-status.js';
 import type { EventTransport } from '../transport/transport.js';
