@@ -77,6 +77,9 @@ export interface EnqueueOptions {
  * this process; a Redis/BullMQ broker runs them on workers anywhere. The engine only
  * uses what is declared here.
  */
+/** What {@link Broker.health} says: ready, or not and why (one line, no secret). */
+export type BrokerHealth = { ok: true } | { ok: false; reason: string };
+
 export interface Broker {
   /** A short name of the implementation, e.g. `"memory"` or `"bullmq"`. */
   readonly kind: string;
@@ -90,6 +93,12 @@ export interface Broker {
    * `idempotencyKey`) needs a broker that has them.
    */
   readonly slots?: RunSlots;
+  /**
+   * Optional: whether the broker can reach what it depends on (Redis) right now. A
+   * server answers `/ready` and its REST API from it (503 with the reason while not).
+   * An in-process broker has none: always ready.
+   */
+  health?(): BrokerHealth;
 
   /** Registers a task and returns its typed handle. */
   task<I extends JsonValue = JsonValue, O extends JsonValue = JsonValue>(

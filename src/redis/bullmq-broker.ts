@@ -3,13 +3,14 @@ import { RedisRunSlots } from './run-slots.js';
 import type { Redis } from 'ioredis';
 import { CancelledError, ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
-import type { Broker, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../pipeline/broker.js';
+import type { Broker, BrokerHealth, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../pipeline/broker.js';
 import type { BrokerEngineStatus } from '../core/engine-status.js';
 import { executeCall } from '../core/execute.js';
 import { registerTask } from '../pipeline/register-task.js';
 import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from '../core/task.js';
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
 import { ThreadPool } from '../core/thread-pool.js';
+import { connectionFailure, logRecovered } from '../core/log-throttle.js';
 import { existingEngine, getEngine } from '../pipeline/engine.js';
 import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
@@ -79,7 +80,7 @@ export class BullMQBroker implements Broker {
   readonly #results: TaskResults;
   readonly #control: RunControl;
   readonly #owned: { runState: RunStateStore | null; transport: EventTransport | null };
-  readonly #counters: WorkerCounters = { active: 0, processed: 0 };
+  readonly #counters: WorkerCounters = { active: 0, processed: 0, failed: 0 };
   readonly #heartbeat: WorkerHeartbeat | null;
   readonly #ready: Promise<void>;
   readonly #threads: ThreadPool | null;
@@ -89,6 +90,7 @@ export class BullMQBroker implements Broker {
   /** `false` once the workers of a closing broker are drained: then no job is accepted. */
   #accepting = true;
   #closing: Promise<void> | null = null;
+  #lastFailure: string | null = null;
 
   constructor(options: BullMQBrokerOptions) {
     this.#options = resolveBrokerOptions(options);
@@ -99,10 +101,10 @@ export class BullMQBroker implements Broker {
     // those issued in one event-loop turn leave in one socket write. BullMQ keeps a
     // connection of its own without it (its docs do not cover auto-pipelining).
     this.redis = openConnection(o.connection, 'flowcast-broker', { enableAutoPipelining: true });
-    this.redis.on('error', (error: Error) => o.onError(error, null));
+    this.#watch(this.redis, 'broker connection');
     this.slots = new RedisRunSlots(this.redis, o.keyPrefix);
     this.#bullRedis = openConnection(o.connection, 'flowcast-bullmq');
-    this.#bullRedis.on('error', (error: Error) => o.onError(error, null));
+    this.#watch(this.#bullRedis, 'bullmq connection');
     const prefix = bullmqPrefix(o.keyPrefix);
     const telemetry = o.telemetry === undefined ? {} : { telemetry: o.telemetry };
     this.#taskQueue = new Queue(BULLMQ_QUEUES.tasks, { connection: this.#bullRedis, prefix, ...telemetry });
@@ -114,7 +116,7 @@ export class BullMQBroker implements Broker {
     let transport = o.transport;
     this.#owned = { runState: null, transport: null };
     if (transport === undefined) {
-      const t = new RedisPubSubTransport(this.redis, { keyPrefix: o.keyPrefix });
+      const t = new RedisPubSubTransport(this.redis, { keyPrefix: o.keyPrefix, logger: o.logger });
       transport = t;
       this.#owned.transport = t;
     }
@@ -149,6 +151,28 @@ export class BullMQBroker implements Broker {
     getEngine(this);
     this.#ready = this.#startWorkers(prefix);
     this.#ready.catch((error: unknown) => o.onError(toError(error), null));
+  }
+
+  /** Reports a connection's errors, and remembers the last one for {@link health}. */
+  #watch(redis: Redis, what: string): void {
+    redis.on('error', (error: Error) => {
+      this.#lastFailure = connectionFailure(error) ?? describeError(error);
+      this.#options.onError(error, null);
+    });
+    redis.on('ready', () => logRecovered(this.#options.logger, what));
+  }
+
+  /**
+   * Whether Redis answers right now: both of the broker's command connections are up.
+   * While not, `reason` says why (e.g. `Redis unreachable (ECONNREFUSED 127.0.0.1:6379)`).
+   */
+  health(): BrokerHealth {
+    for (const redis of [this.redis, this.#bullRedis]) {
+      if (redis.status === 'ready') continue;
+      const why = this.#lastFailure ?? `connection ${redis.status}`;
+      return { ok: false, reason: `Redis unreachable (${why})` };
+    }
+    return { ok: true };
   }
 
   /** Resolves once the broker's workers, control subscription and first heartbeat are up (at once for a producer). */
@@ -193,7 +217,7 @@ export class BullMQBroker implements Broker {
     }
     this.#workers = [tasks, control];
     const sub = openConnection(this.#options.connection, 'flowcast-control');
-    sub.on('error', (error: Error) => this.#options.onError(error, null));
+    this.#watch(sub, 'control connection');
     await Promise.all([
       tasks.waitUntilReady(),
       control.waitUntilReady(),
@@ -300,6 +324,11 @@ export class BullMQBroker implements Broker {
 
   // ── worker side ───────────────────────────────────────────────────────────────────
 
+  /** This process's job counters (all zero on a producer): running now, finished, and thrown. */
+  get workerCounters(): Readonly<WorkerCounters> {
+    return { ...this.#counters };
+  }
+
   async #onTaskQueueJob(job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
     this.#counters.active++;
     if (this.#counters.active === 1) this.#heartbeat?.stateChanged();
@@ -309,6 +338,9 @@ export class BullMQBroker implements Broker {
       if (data.kind === 'step') await this.#runStepJob(data, job);
       else await this.#runControl(data);
       return null;
+    } catch (error) {
+      this.#counters.failed++;
+      throw error;
     } finally {
       this.#counters.active--;
       this.#counters.processed++;

@@ -11,6 +11,8 @@ import type { RunStateStore } from '../pipeline/run-state.js';
 import type { ThreadPoolOptions } from '../core/thread-pool.js';
 import { checkKnownKeys, checkNonNegativeInt, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import { DEFAULT_KEY_PREFIX, checkKeyPrefix } from './keys.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 
 /** Where the broker connects: a `redis://` URL, ioredis options, or an ioredis client (duplicated, never closed by the broker). */
 export type RedisConnection = string | RedisOptions | Redis;
@@ -149,7 +151,14 @@ export interface BullMQBrokerOptions {
    * @default false
    */
   threads?: boolean | ThreadPoolOptions;
-  /** Called when a job fails outside any run (a processor that threw, a Redis error). Defaults to stderr. */
+  /**
+   * Where the broker (and the transport, run state and workers it creates) logs. A
+   * pino-compatible logger; connection errors are rate-limited (one line, then a count
+   * every 10 s).
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
+  /** Called when a job fails outside any run (a processor that threw, a Redis error). Defaults to the logger. */
   onError?: (error: Error, job: BrokerJob | null) => void;
   /** Finished step jobs BullMQ keeps (see {@link KeepJobsOptions}). */
   keepJobs?: KeepJobsOptions;
@@ -185,12 +194,13 @@ export interface ResolvedBrokerOptions {
   transport: EventTransport | undefined;
   maxStoredResults: number;
   threads: ThreadPoolOptions | null;
+  logger: Logger;
   onError: (error: Error, job: BrokerJob | null) => void;
   keepJobs: { completed: Required<KeepJobs>; failed: Required<KeepJobs> };
   telemetry: Telemetry | undefined;
 }
 
-const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'threads', 'onError', 'keepJobs', 'telemetry'] as const;
+const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'threads', 'logger', 'onError', 'keepJobs', 'telemetry'] as const;
 const WORKER_KNOWN = ['concurrency', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount', 'heartbeatMs', 'controlConcurrency', 'autorun', 'chainSteps'] as const;
 
 /** Validates `options` and fills in the defaults. */
@@ -208,6 +218,7 @@ export function resolveBrokerOptions(options: BullMQBrokerOptions): ResolvedBrok
   if (o.onError !== undefined && typeof o.onError !== 'function') {
     throw new InvalidArgumentError(`BullMQBroker options.onError must be a function, received ${show(o.onError)}`);
   }
+  const logger = loggerOf(o.logger, 'BullMQBroker options.logger');
   return {
     connection,
     keyPrefix,
@@ -216,9 +227,8 @@ export function resolveBrokerOptions(options: BullMQBrokerOptions): ResolvedBrok
     transport: options.transport,
     maxStoredResults: checkPositiveInt(o.maxStoredResults ?? 10_000, 'BullMQBroker options.maxStoredResults'),
     threads: resolveThreads(o.threads),
-    onError:
-      options.onError ??
-      ((error, job) => console.error(`flowcast: ${job === null ? 'bullmq broker' : `${job.kind} job ${job.job_id}`}: ${error.message}`)),
+    logger,
+    onError: options.onError ?? ((error, job) => logError(logger, error, job === null ? 'bullmq broker' : `${job.kind} job ${job.job_id}`)),
     keepJobs: resolveKeepJobs(o.keepJobs),
     telemetry: checkTelemetry(o.telemetry),
   };
@@ -311,6 +321,14 @@ function checkConnection(value: unknown): RedisConnection {
 export function openConnection(connection: RedisConnection, name: string, options: RedisOptions = {}): Redis {
   const extra: RedisOptions = { maxRetriesPerRequest: null, connectionName: name, ...options };
   if (connection instanceof Redis) return connection.duplicate(extra);
-  if (typeof connection === 'string') return new Redis(connection, extra);
-  return new Redis({ ...connection, ...extra });
+  if (typeof connection === 'string') return new Redis(connection, { retryStrategy: reconnectDelay, ...extra });
+  return new Redis({ retryStrategy: reconnectDelay, ...connection, ...extra });
+}
+
+/**
+ * Reconnect delays of the connections the broker opens from a URL or options (a given
+ * client keeps its own): 100 ms, doubling up to 2 s, for ever.
+ */
+export function reconnectDelay(attempt: number): number {
+  return Math.min(100 * 2 ** Math.max(0, attempt - 1), 2000);
 }

@@ -15,7 +15,7 @@ import { useFrameCounter, useNow } from '../hooks.js';
 import { subscribeQuietly, useMonitor } from '../live.js';
 import { Link, navigate, paths } from '../router.js';
 import { RunModel } from '../run-model.js';
-import type { PipelineStatus } from '../../../src/tracking/models.js';
+import { isEndedStatus, type PipelineStatus } from '../../../src/tracking/models.js';
 
 function Json({ value }: { value: unknown }): JSX.Element {
   const text = JSON.stringify(value, null, 2) ?? 'null';
@@ -66,7 +66,7 @@ export function RunDetail({ runId }: { runId: string }): JSX.Element {
 
   const m = model.current;
   const status = m.status ?? rest;
-  const ended = status !== null && (status.status === 'COMPLETED' || status.status === 'FAILED' || status.status === 'CANCELLED');
+  const ended = status !== null && isEndedStatus(status.status);
 
   const act = async (what: 'cancel' | 'retry'): Promise<void> => {
     setBusy(what);
