@@ -302,8 +302,8 @@ describe('BullMQBroker', () => {
       expect(busy.workers[0]).toMatchObject({ id: worker.workerId, pid: process.pid, state: 'busy', active_jobs: 1, concurrency: 3 });
       expect(Date.parse(busy.workers[0]?.last_heartbeat ?? '')).toBeGreaterThanOrEqual(Date.parse(busy.workers[0]?.started_at ?? ''));
       expect(busy.queues).toEqual([
-        { name: 'tasks', waiting: 0, active: 1, delayed: 1, failed: 0 },
-        { name: 'control', waiting: 0, active: 0, delayed: 0, failed: 0 },
+        { name: 'tasks', waiting: 0, active: 1, delayed: 1, failed: 0, completed: 0 },
+        { name: 'control', waiting: 0, active: 0, delayed: 0, failed: 0, completed: 0 },
       ]);
       expect(prod.workerId).toBeNull();
 

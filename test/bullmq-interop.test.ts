@@ -11,7 +11,7 @@ import express from 'express';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import type { Job, Queue } from 'bullmq';
+import type { Job, Queue, Telemetry } from 'bullmq';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import type { FlowcastEvent } from '../src/events/types.js';
@@ -120,6 +120,22 @@ describe('BullMQ tooling interop', () => {
     expect(completed.every((j) => j.name === 'interop_ok:ok')).toBe(true);
     expect(completed[0]?.opts.removeOnComplete).toEqual({ count: 3, age: 600 });
     expect(await stepQueue(broker).getFailedCount()).toBe(0);
+  });
+
+  it("passes BullMQ's own telemetry option to the broker's queues and workers", async () => {
+    // A Telemetry of BullMQ's interface that records the spans BullMQ asks for (as bullmq-otel would make them).
+    const spans: string[] = [];
+    const span = { setSpanOnContext: (c: unknown) => c, setAttribute: () => undefined, setAttributes: () => undefined, addEvent: () => undefined, recordException: () => undefined, end: () => undefined };
+    const telemetry: Telemetry = {
+      tracer: { startSpan: (name: string) => (spans.push(name), span) },
+      contextManager: { with: (_ctx, fn) => fn() as never, active: () => ({}), getMetadata: () => '', fromMetadata: (ctx: unknown) => ctx },
+    };
+    const broker = await open({ telemetry });
+    const ok = broker.task('ok', (n: number) => n);
+    await expect((await new Pipeline(broker, { id: 'interop_otel' }).callNext(ok).kiq(1)).waitResult({ timeoutMs: 15_000 })).resolves.toBe(1);
+    const name = stepQueue(broker).name;
+    expect(spans).toContain(`add ${name}.interop_otel:ok`);
+    expect(spans).toContain(`process ${name}`);
   });
 
   it('refuses a malformed keepJobs or telemetry option, naming it', () => {
