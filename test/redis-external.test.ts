@@ -18,7 +18,7 @@ import { connect, isEvent } from './helpers/ws-client.js';
 
 const run = promisify(execFile);
 const redis = useRedisServer();
-const examples = fileURLToPath(new URL('../examples/external', import.meta.url));
+const examples = fileURLToPath(new URL('../examples/external/', import.meta.url));
 
 const plan: PipelinePlan = {
   pipeline_id: 'builds',
