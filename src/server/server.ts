@@ -62,7 +62,12 @@ export class FlowcastServer {
   /** Stops `setupWebSocketBridge(hooks)` feeding this server's own transport. */
   #unbridge: (() => void) | null = null;
 
-  constructor(options: ServerOptions = {}) {
+  /** Mounted into another app's server (`flowcastPlugin`, `attachFlowcast`): that server owns the sockets. */
+  readonly embedded: boolean;
+
+  /** `embedded` is for `flowcastPlugin` and `attachFlowcast`; use {@link getWebSocketServer}. */
+  constructor(options: ServerOptions = {}, embedded = false) {
+    this.embedded = embedded;
     const { options: opts, limits } = resolveServerOptions(options);
     checkRoutes(opts);
     this.basePath = checkBasePath(opts.basePath);
