@@ -13,7 +13,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { InMemoryBroker, InMemoryPipelineStorage, Pipeline, PipelineTrackingManager, type RunHandle } from '../src/index.js';
-import { attachFlowcast, flowcastPlugin, type EmbeddedOptions } from '../src/server/index.js';
+import { attachFlowcast, flowcastPlugin, getWebSocketServer, type EmbeddedOptions } from '../src/server/index.js';
 import { launchChromium } from './helpers/browser.js';
 import { deferred, type Deferred } from './helpers/collect.js';
 import { expectNoErrors, open, requireBuiltDashboard, screenshot } from './helpers/dashboard.js';
@@ -178,6 +178,9 @@ for (const host of ['fastify', 'express'] as const) {
       await client.waitForEnd(run.runId);
       const metrics = await get(`${m.origin}/flowcast/metrics`);
       expect(metrics.status).toBe(200);
+      expect(metrics.text).toContain('# TYPE process_cpu_user_seconds_total counter');
+      // The host's server owns the sockets: flowcast does not report a count it does not keep.
+      expect(metrics.text).not.toContain('flowcast_tcp_connections');
       expect(metrics.text).toMatch(/flowcast_pipeline_runs_total\{[^}]*pipeline_id="held"[^}]*\} 1/);
       // The root path of the mount is flowcast's WebSocket endpoint too, as `/` is on its own server.
       const atRoot = await connect(m.origin.replace('http', 'ws'), { path: '/flowcast/' });
@@ -232,6 +235,25 @@ describe('upgrades outside the prefix', () => {
     const inside = await connect(ws, { path: '/flowcast/ws' });
     onCleanup(() => inside.close());
     expect((await inside.request({ type: 'ping' })).type).toBe('pong');
+  });
+});
+
+describe('a standalone server with basePath', () => {
+  it('serves everything under it and nothing outside', async () => {
+    const server = getWebSocketServer({ port: 0, basePath: '/ops/flowcast/', restRateLimit: false });
+    onCleanup(() => server.close());
+    await server.startServer();
+    expect(server.basePath).toBe('/ops/flowcast');
+    expect((await get(`${server.httpUrl}/ops/flowcast/health`)).status).toBe(200);
+    const page = await get(`${server.httpUrl}/ops/flowcast/`);
+    expect(page.status).toBe(200);
+    expect(page.type).toContain('text/html');
+    expect((await get(`${server.httpUrl}/health`)).status).toBe(404);
+    const ws = await connect(server.url, { path: '/ops/flowcast/ws' });
+    onCleanup(() => ws.close());
+    expect((await ws.request({ type: 'ping' })).type).toBe('pong');
+    await expect(connect(server.url, { path: '/ws' })).rejects.toEqual(new UpgradeRejected(404));
+    expect(() => getWebSocketServer({ basePath: 'flowcast' })).toThrow(/basePath must be a path such as "\/flowcast"/);
   });
 });
 

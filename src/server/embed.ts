@@ -67,7 +67,7 @@ function embeddedServer(options: EmbeddedOptions, basePath: string, name: string
     }
   }
   if (basePath === '') throw new InvalidArgumentError(`${name}: flowcast needs a base path such as "/flowcast" when embedded, not the root`);
-  return new FlowcastServer({ ...options, basePath });
+  return new FlowcastServer({ ...options, basePath }, true);
 }
 
 /** A body a middleware already read cannot be read again: say so instead of waiting for it. */

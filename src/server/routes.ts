@@ -77,7 +77,7 @@ export function registerRoutes(app: FastifyInstance, options: RoutesContext): vo
     hub: server.hub,
     transport: server.transport,
     wsConnections: () => server.connections,
-    sockets: () => server.sockets,
+    ...(server.embedded ? {} : { sockets: () => server.sockets }),
     broker,
     processMetrics: server.options.processMetrics ?? true,
   });

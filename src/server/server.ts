@@ -12,8 +12,9 @@ import { HttpGuard, trustFunction } from './http-guard.js';
 import { Hub, type SnapshotSource } from './hub.js';
 import { jsonDepth, MAX_JSON_DEPTH, tooDeepMessage } from './json-limits.js';
 import { resolveServerOptions, type ResolvedLimits, type ServerOptions } from './options.js';
-import { CloseCodes, parseClientMessage, ProtocolErrors, type ClientMessage } from './protocol.js';
+import { CloseCodes, ProtocolErrors, type ClientMessage } from './protocol.js';
 import { WsConnection } from './ws-connection.js';
+import { applyClientMessage, onClientFrame } from './ws-messages.js';
 import { EngineReporter } from './engine.js';
 import { httpLogger } from './readiness.js';
 import { loggerOf, type Logger } from '../core/logger.js';
@@ -67,7 +68,12 @@ export class FlowcastServer {
   /** Stops `setupWebSocketBridge(hooks)` feeding this server's own transport. */
   #unbridge: (() => void) | null = null;
 
-  constructor(options: ServerOptions = {}) {
+  /** Mounted into another app's server (`flowcastPlugin`, `attachFlowcast`): that server owns the sockets. */
+  readonly embedded: boolean;
+
+  /** `embedded` is for `flowcastPlugin` and `attachFlowcast`; use {@link getWebSocketServer}. */
+  constructor(options: ServerOptions = {}, embedded = false) {
+    this.embedded = embedded;
     const { options: opts, limits } = resolveServerOptions(options);
     checkRoutes(opts);
     this.basePath = checkBasePath(opts.basePath);
@@ -316,6 +322,7 @@ export class FlowcastServer {
     this.hub.add(conn);
     const limiter = new TokenBucket(this.options.messagesPerSecond ?? 50, this.options.messageBurst ?? 100);
     let warned = false;
+    const apply = (msg: ClientMessage): void => this.handleMessage(conn, msg);
     const onMessage = (data: RawData, isBinary: boolean): void => {
       conn.lastSeen = Date.now();
       if (!limiter.take()) {
@@ -328,7 +335,7 @@ export class FlowcastServer {
         return;
       }
       warned = false;
-      this.#onMessage(conn, data, isBinary);
+      onClientFrame(conn, data, isBinary, apply);
     };
     ws.on('message', onMessage);
     ws.on('pong', () => {
@@ -343,52 +350,9 @@ export class FlowcastServer {
     this.hub.remove(conn);
   };
 
-  #onMessage(conn: WsConnection, data: RawData, isBinary: boolean): void {
-    if (isBinary) {
-      conn.sendControl({ type: 'error', code: ProtocolErrors.BINARY_NOT_SUPPORTED, message: 'Binary frames are not supported: send JSON text frames' });
-      return;
-    }
-    const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
-    const parsed = parseClientMessage(text);
-    if (!parsed.ok) {
-      const err: Record<string, unknown> = { type: 'error', code: parsed.code, message: parsed.message };
-      if (parsed.id !== undefined) err.id = parsed.id;
-      conn.sendControl(err);
-      return;
-    }
-    this.handleMessage(conn, parsed.message);
-  }
-
   /** Applies one validated client message (shared by WebSocket and tests). */
   handleMessage(conn: WsConnection, msg: ClientMessage): void {
-    const withId = (o: Record<string, unknown>): Record<string, unknown> => (msg.id === undefined ? o : { ...o, id: msg.id });
-    if (msg.type === 'ping') {
-      conn.sendControl(withId({ type: 'pong', timestamp: new Date().toISOString() }));
-      return;
-    }
-    if (msg.channel !== undefined) {
-      if (msg.type === 'subscribe') {
-        conn.sendControl(withId({ type: 'subscribed', channel: msg.channel }));
-        this.engine.subscribe(conn);
-      } else if (this.engine.unsubscribe(conn)) conn.sendControl(withId({ type: 'unsubscribed', channel: msg.channel }));
-      else conn.sendControl(withId({ type: 'error', code: ProtocolErrors.NOT_SUBSCRIBED, message: `Not subscribed to ${JSON.stringify({ channel: msg.channel })}` }));
-      return;
-    }
-    if (msg.type === 'unsubscribe') {
-      const target = msg.run_id !== undefined ? { run_id: msg.run_id } : { pipeline_id: msg.pipeline_id };
-      if (this.hub.unsubscribe(conn, msg)) conn.sendControl(withId({ type: 'unsubscribed', ...target }));
-      else conn.sendControl(withId({ type: 'error', code: ProtocolErrors.NOT_SUBSCRIBED, message: `Not subscribed to ${JSON.stringify(target)}` }));
-      return;
-    }
-    if (msg.pipeline_id !== undefined && msg.pipeline_id !== '*' && !this.hub.canRead(conn, msg.pipeline_id)) {
-      conn.sendControl(withId({ type: 'error', code: ProtocolErrors.FORBIDDEN, message: `Not allowed to read pipeline "${msg.pipeline_id}"` }));
-      return;
-    }
-    if (conn.subscriptions.size >= (this.options.maxSubscriptions ?? 1000)) {
-      conn.sendControl(withId({ type: 'error', code: ProtocolErrors.TOO_MANY_SUBSCRIPTIONS, message: `At most ${this.options.maxSubscriptions ?? 1000} subscriptions per connection` }));
-      return;
-    }
-    void this.hub.subscribe(conn, msg);
+    applyClientMessage(this, conn, msg);
   }
 
   /** Closes every connection (1001), stops listening, releases the hub. Idempotent. */
