@@ -99,6 +99,16 @@ describe('npm pack', () => {
   });
 });
 
+describe('docs/install.md', () => {
+  it('gives the server and Redis lines with the versions flowcast is tested with', () => {
+    const doc = readFileSync(join(root, 'docs/install.md'), 'utf8');
+    const lines = doc.split('\n').filter((line) => line.startsWith('npm install flowcast '));
+    const named = lines.flatMap((line) => line.split(' ').slice(3));
+    for (const name of Object.keys(pkg.peerDependencies)) expect(named, name).toContain(`${name}@${pkg.devDependencies[name]}`);
+    for (const spec of named) expect(Object.keys(pkg.peerDependencies).map((name) => `${name}@${pkg.devDependencies[name]}`)).toContain(spec);
+  });
+});
+
 describe('client-only install: npm install flowcast', () => {
   let dir = '';
   let npmOutput = '';
