@@ -3,7 +3,7 @@
  * (src/cli/command-table.ts). These tests hold the lazy table to what the real commands
  * say, so `flowcast --help` lists every command exactly as the loaded ones would.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Command, Help } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { COMMANDS, REDIS_PACKAGES, SERVER_PACKAGES, type CommandEntry } from '../src/cli/command-table.js';
@@ -25,6 +25,17 @@ describe('lazy subcommands', () => {
     expect(eager.commands.map((cmd) => ({ name: cmd.name(), term: help.subcommandTerm(cmd), description: cmd.description() }))).toEqual(
       COMMANDS.map(({ name, term, description }) => ({ name, term, description })),
     );
+  });
+
+  it('every commands/*.ts module with a register function is in the table', async () => {
+    const dir = new URL('../src/cli/commands/', import.meta.url);
+    const registers: string[] = [];
+    for (const file of readdirSync(dir).filter((name) => name.endsWith('.ts'))) {
+      const module = (await import(new URL(file, dir).href)) as Record<string, unknown>;
+      for (const [name, value] of Object.entries(module)) if (/^register\w+Command$/.test(name) && typeof value === 'function') registers.push(name);
+    }
+    const loaded = await Promise.all(COMMANDS.map(async (entry) => (await entry.load()).name));
+    expect(loaded.sort()).toEqual(registers.sort());
   });
 
   it('flowcast --help (nothing loaded) prints exactly what the fully loaded program prints', async () => {

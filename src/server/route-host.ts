@@ -28,6 +28,8 @@ export interface RouteHost {
   readonly streams: AddressCounter;
   /** Where the server logs. */
   readonly logger: Logger;
+  /** Mounted into a host's app (`flowcastPlugin`, `attachFlowcast`): the host owns the sockets. */
+  readonly embedded: boolean;
   /** Where the server is mounted (`""` standalone, `"/flowcast"` embedded). */
   readonly basePath: string;
   /** Outgoing queue limits of every connection. */
