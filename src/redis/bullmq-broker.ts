@@ -468,8 +468,15 @@ export class BullMQBroker implements Broker {
     const report = (error: unknown): void => this.#options.onError(toError(error), null);
     // Let a start in progress finish first; not when Redis is down (it never would): the
     // workers exist from the constructor on, and close without it.
-    if (this.#bullRedis.status === 'ready') await this.#ready.catch(() => undefined);
-    await Promise.all(this.#workers.map((w) => w.close(force).catch(report)));
+    const down = this.redis.status !== 'ready' || this.#bullRedis.status !== 'ready';
+    if (!down) await this.#ready.catch(() => undefined);
+    // Redis is away: nothing queued for it will be sent. Dropping the connections fails
+    // those commands now, so closing does not wait for a Redis that may never come back.
+    if (down) {
+      this.redis.disconnect();
+      this.#bullRedis.disconnect();
+    }
+    await Promise.all(this.#workers.map((w) => w.close(force || down).catch(report)));
     this.#accepting = false;
     await this.#heartbeat?.stop();
     await this.#control.close();
