@@ -11,6 +11,7 @@ import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
 import { ThreadPool } from '../core/thread-pool.js';
 import { connectionFailure, logRecovered } from '../core/log-throttle.js';
+import type { Logger } from '../core/logger.js';
 import { getEngine } from '../pipeline/engine.js';
 import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
@@ -66,6 +67,8 @@ export class BullMQBroker implements Broker {
   readonly slots: RedisRunSlots;
   readonly runState: RunStateStore;
   readonly transport: EventTransport;
+  /** Where the broker logs (`options.logger`, else a pino logger at `info`); the run engine of this broker logs here too. */
+  readonly logger: Logger;
   /** This worker's id in the engine status (`null` for a producer). */
   readonly workerId: string | null;
 
@@ -94,6 +97,7 @@ export class BullMQBroker implements Broker {
     this.#options = resolveBrokerOptions(options);
     const o = this.#options;
     this.keyPrefix = o.keyPrefix;
+    this.logger = o.logger;
     this.#threads = o.threads === null ? null : new ThreadPool(o.threads);
     // flowcast's own commands (run state, event log, tracking...) go out auto-pipelined:
     // those issued in one event-loop turn leave in one socket write. BullMQ keeps a

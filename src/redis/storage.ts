@@ -1,5 +1,7 @@
 import { throwIfAborted } from '../core/abort.js';
-import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError } from '../core/errors.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
+import { ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
 import type { FlowcastEvent } from '../events/types.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineStatus } from '../tracking/models.js';
@@ -74,7 +76,12 @@ export interface RedisPipelineStorageOptions {
    * @default true
    */
   pruneOnWrite?: boolean;
-  /** Where failures of the background pruning go. @default console.error */
+  /**
+   * Where failures of the background pruning go unless a callback takes them. A pino-compatible logger.
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
+  /** Where failures of the background pruning go. @default the logger */
   onError?: (error: Error) => void;
   /**
    * Every run this storage records has its events in its event log under the same
@@ -87,7 +94,7 @@ export interface RedisPipelineStorageOptions {
   logBacked?: boolean;
 }
 
-const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'pruneOnWrite', 'onError', 'logBacked'] as const;
+const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'pruneOnWrite', 'logger', 'onError', 'logBacked'] as const;
 /** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */
 const ORPHAN_TTL_SECONDS = 3600;
 /** Run ids read per round trip by list queries. */
@@ -156,7 +163,8 @@ export class RedisPipelineStorage implements TrackingStorage {
     if (options.onError !== undefined && typeof options.onError !== 'function') {
       throw new InvalidArgumentError(`onError must be a function, received ${show(options.onError)}`);
     }
-    const onError = options.onError ?? ((error: Error) => console.error(`flowcast RedisPipelineStorage: prune failed: ${describeError(error)}`));
+    const logger = loggerOf(options.logger, 'RedisPipelineStorage options.logger');
+    const onError = options.onError ?? ((error: Error) => logError(logger, error, 'RedisPipelineStorage: prune'));
     this.#pruner = new IndexPruner(redis, { prefix: this.keyPrefix, ttlSeconds: this.ttlSeconds, intervalMs, onWrite: options.pruneOnWrite ?? true, onError });
     this.#orphanTtl = Math.min(this.ttlSeconds, ORPHAN_TTL_SECONDS);
   }
