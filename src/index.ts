@@ -8,8 +8,10 @@ export { ErrorCodes, FlowcastError, InvalidArgumentError, NotJsonError, TimeoutE
 export type { ErrorCode } from './core/errors.js';
 export { assertJson, isJson } from './core/json.js';
 export type { JsonValue } from './core/json.js';
-export type { Broker, BrokerJob, TaskJob, StepJob, StepJobFailure, ControlJob, JobProcessor, EnqueueOptions } from './pipeline/broker.js';
+export type { Broker, BrokerHealth, BrokerJob, TaskJob, StepJob, StepJobFailure, ControlJob, JobProcessor, EnqueueOptions } from './pipeline/broker.js';
 export { SpanAttributes, TRACER_NAME, type TraceCarrier } from './pipeline/tracing.js';
+export { createLogger, LOG_LEVELS } from './core/logger.js';
+export type { Logger, LogFn, LogLevel, CreateLoggerOptions } from './core/logger.js';
 export type { EngineStatus, BrokerEngineStatus, WorkerStatus, QueueStatus, ServerInstanceStatus } from './core/engine-status.js';
 export type { Task, TaskFn, TaskContext, TaskOptions, TaskHandle, TaskDefinition, ThreadTaskSource, Backoff, TaskInput, TaskOutput } from './core/task.js';
 export { InMemoryBroker } from './pipeline/memory-broker.js';

@@ -1,4 +1,5 @@
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { captureLogger } from './helpers/logger.js';
 import {
   ErrorCodes,
   EventFilter,
@@ -190,7 +191,8 @@ describe('HookManager', () => {
 
     it('reports a rejecting async listener through hooks.onError(), keeps feeding it, and the disposer stops reports', async () => {
       const broker = newBroker();
-      const hooks = new HookManager();
+      const log = captureLogger();
+      const hooks = new HookManager({ logger: log.logger });
       const reported: unknown[] = [];
       const offError = hooks.onError((error) => reported.push(error));
       let calls = 0;
@@ -205,16 +207,11 @@ describe('HookManager', () => {
       expect(calls).toBe(6);
       expect(reported.map((e) => (e as Error).message)).toEqual([1, 2, 3, 4, 5, 6].map((n) => `async failure ${n}`));
       offError();
-      // Without a handler, failures still surface: on stderr.
-      const stderr = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-      try {
-        await (await pipeline.kiq(1)).waitResult();
-        await hooks.idle();
-        expect(stderr).toHaveBeenCalledTimes(6);
-        expect(String(stderr.mock.calls[0]?.[0])).toContain('async failure 7');
-      } finally {
-        stderr.mockRestore();
-      }
+      // Without a handler, failures still surface: on the logger, at error.
+      await (await pipeline.kiq(1)).waitResult();
+      await hooks.idle();
+      expect(log.lines).toHaveLength(6);
+      expect(log.lines[0]).toMatchObject({ level: 50, msg: expect.stringContaining('async failure 7') as unknown });
       expect(reported).toHaveLength(6);
     });
 

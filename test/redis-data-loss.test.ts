@@ -6,11 +6,12 @@
  * they resume and are told; the server and the worker each log one clear line.
  * A real redis-server without persistence, restarted on its port; a real `flowcast worker`.
  */
+import { captureLogger } from './helpers/logger.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { EventDraft, FlowcastEvent } from '../src/index.js';
 import { PipelineMonitor, type ReplayIncompleteMessage } from '../src/client/index.js';
@@ -70,13 +71,11 @@ describe('a Redis that restarts without its data', () => {
       await redis.stop();
       rmSync(redis.dir, { recursive: true, force: true });
     });
-    const printed: string[] = [];
-    const spy = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => void printed.push(args.map(String).join(' ')));
-    cleanups.push(() => spy.mockRestore());
+    const log = captureLogger();
     const prefix = 'loss:';
     const client = new Redis(redis.port, '127.0.0.1', { maxRetriesPerRequest: null, retryStrategy: () => 50 });
     cleanups.push(() => client.disconnect());
-    const transport = new RedisPubSubTransport(client, { keyPrefix: prefix });
+    const transport = new RedisPubSubTransport(client, { keyPrefix: prefix, logger: log.logger });
     cleanups.push(() => transport.close());
     const server = getWebSocketServer({ host: '127.0.0.1', port: 0, transport });
     cleanups.push(() => server.close());
@@ -134,8 +133,8 @@ describe('a Redis that restarts without its data', () => {
 
     // One clear line each: this process (the server) and the worker process.
     await waitUntil(() => lostLines(workerOutput()).length > 0, 'the worker to say so', 30_000);
-    expect(lostLines(printed.join('\n'))).toHaveLength(1);
-    expect(lostLines(printed.join('\n'))[0]).toContain(`Redis at 127.0.0.1:${redis.port} lost its data`);
+    expect(lostLines(log.messages().join('\n'))).toHaveLength(1);
+    expect(lostLines(log.messages().join('\n'))[0]).toContain(`Redis at 127.0.0.1:${redis.port} lost its data`);
     expect(lostLines(workerOutput())).toHaveLength(1);
   });
 });

@@ -1,4 +1,5 @@
 import { Cron } from 'croner';
+import { captureLogger } from './helpers/logger.js';
 import { afterEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
 import { ErrorCodes, FlowcastError } from '../src/core/errors.js';
 import type { JsonValue } from '../src/core/json.js';
@@ -466,9 +467,9 @@ describe('PipelineScheduler', () => {
       expect(scheduler.get('flaky')!.lastError).toBeNull();
     });
 
-    it('logs with console.error by default, naming the schedule', async () => {
-      const log = vi.spyOn(console, 'error').mockImplementation(() => {});
-      const scheduler = new PipelineScheduler(broker);
+    it('logs on its logger by default, at error, naming the schedule', async () => {
+      const log = captureLogger();
+      const scheduler = new PipelineScheduler(broker, { logger: log.logger });
       schedulers.push(scheduler);
       scheduler.scheduleOnce(
         () => {
@@ -476,13 +477,14 @@ describe('PipelineScheduler', () => {
         },
         { at: 0, id: 'cleanup' },
       );
-      await waitFor(() => log.mock.calls.length === 1, 1_000, 'the log');
-      expect(String(log.mock.calls[0]![0])).toBe('flowcast scheduler: schedule "cleanup" (once) failed: Error: disk full');
+      await waitFor(() => log.lines.length === 1, 1_000, 'the log');
+      expect(log.lines[0]).toMatchObject({ level: 50, schedule: 'cleanup', msg: 'scheduler: schedule "cleanup" (once) failed: Error: disk full' });
     });
 
     it('survives an onError or onFire hook that throws', async () => {
-      const log = vi.spyOn(console, 'error').mockImplementation(() => {});
+      const log = captureLogger();
       const scheduler = make({
+        logger: log.logger,
         onError: () => {
           throw new Error('hook bug');
         },
@@ -499,7 +501,7 @@ describe('PipelineScheduler', () => {
         { everyMs: 30 },
       );
       await waitFor(() => calls >= 2, 1_000, 'two firings');
-      const messages = log.mock.calls.map((c) => String(c[0]));
+      const messages = log.messages();
       expect(messages.some((m) => m.includes('onError hook threw') && m.includes('hook bug'))).toBe(true);
       expect(messages.some((m) => m.includes('onFire hook threw') && m.includes('observer bug'))).toBe(true);
     });

@@ -1,4 +1,5 @@
 import { InvalidArgumentError, describeError } from '../core/errors.js';
+import { checkLogger, defaultLogger, type Logger } from '../core/logger.js';
 import { checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import { EventFilter } from './filter.js';
 import { isEventType, type EventMap, type EventType, type FlowcastEvent } from './types.js';
@@ -16,7 +17,12 @@ export interface HookManagerOptions {
    * @default 10000
    */
   maxQueuePerListener?: number;
-  /** Called when a listener throws, rejects or falls behind. Defaults to printing to stderr. */
+  /**
+   * Where listener failures go unless a callback takes them. A pino-compatible logger.
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
+  /** Called when a listener throws, rejects or falls behind. Defaults to the logger. */
   onError?: HookErrorHandler;
 }
 
@@ -49,8 +55,11 @@ export class HookManager {
   readonly #idleWaiters: (() => void)[] = [];
   #pending = 0;
 
+  #logger: Logger | null;
+
   constructor(options: HookManagerOptions = {}) {
-    checkKnownKeys(checkObject(options, 'HookManager options'), ['maxQueuePerListener', 'onError'], 'HookManager options');
+    checkKnownKeys(checkObject(options, 'HookManager options'), ['maxQueuePerListener', 'logger', 'onError'], 'HookManager options');
+    this.#logger = options.logger === undefined ? null : checkLogger(options.logger, 'HookManager options.logger');
     this.#maxQueue = checkPositiveInt(options.maxQueuePerListener ?? 10_000, 'maxQueuePerListener');
     if (options.onError !== undefined) this.#errorHandlers.add(options.onError);
   }
@@ -194,17 +203,23 @@ export class HookManager {
     for (const resolve of this.#idleWaiters.splice(0)) resolve();
   }
 
+  /** The logger, made on first use (most hook managers never log). */
+  #log(): Logger {
+    this.#logger ??= defaultLogger();
+    return this.#logger;
+  }
+
   #report(error: unknown, event: FlowcastEvent | null, type: EventType | '*'): void {
     if (this.#errorHandlers.size === 0) {
       const where = event ? ` on ${event.type} of run ${event.run_id}` : '';
-      console.error(`flowcast: a hook listener for "${type}" failed${where}: ${describeError(error)}`);
+      this.#log().error({ err: error, type }, `a hook listener for "${type}" failed${where}: ${describeError(error)}`);
       return;
     }
     for (const handler of this.#errorHandlers) {
       try {
         handler(error, event, { type });
       } catch (inner) {
-        console.error(`flowcast: a hook error handler threw: ${describeError(inner)}`);
+        this.#log().error({ err: inner }, `a hook error handler threw: ${describeError(inner)}`);
       }
     }
   }

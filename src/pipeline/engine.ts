@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { defaultLogger, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 import { FlowcastError, ErrorCodes, CancelledError, describeError, toError } from '../core/errors.js';
 import { assertJson, type JsonValue } from '../core/json.js';
 import type { Broker, BrokerJob, ControlJob, StepJob, StepJobFailure } from './broker.js';
@@ -101,7 +103,7 @@ export class RunEngine {
   /** Delayed jobs (retries) this process sent and that were not delivered yet, per run: dropped when the run ends. */
   readonly #delayed = new Map<string, Set<string>>();
   #onError: (error: Error, where: string) => void = (error, where) =>
-    console.error(`flowcast: ${where}: ${describeError(error)}`);
+    logError((this.broker as { logger?: Logger }).logger ?? defaultLogger(), error, `run engine: ${where}`);
   /** Spans of the runs this process started (OpenTelemetry, see tracing.ts). */
   readonly #runSpans: RunSpans;
 

@@ -11,6 +11,7 @@ import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
 import { ThreadPool } from '../core/thread-pool.js';
 import { connectionFailure, logRecovered } from '../core/log-throttle.js';
+import type { Logger } from '../core/logger.js';
 import { existingEngine, getEngine } from '../pipeline/engine.js';
 import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
@@ -68,6 +69,8 @@ export class BullMQBroker implements Broker {
   readonly slots: RedisRunSlots;
   readonly runState: RunStateStore;
   readonly transport: EventTransport;
+  /** Where the broker logs (`options.logger`, else a pino logger at `info`); the run engine of this broker logs here too. */
+  readonly logger: Logger;
   /** This worker's id in the engine status (`null` for a producer). */
   readonly workerId: string | null;
 
@@ -96,6 +99,7 @@ export class BullMQBroker implements Broker {
     this.#options = resolveBrokerOptions(options);
     const o = this.#options;
     this.keyPrefix = o.keyPrefix;
+    this.logger = o.logger;
     this.#threads = o.threads === null ? null : new ThreadPool(o.threads);
     // flowcast's own commands (run state, event log, tracking...) go out auto-pipelined:
     // those issued in one event-loop turn leave in one socket write. BullMQ keeps a
@@ -489,8 +493,15 @@ export class BullMQBroker implements Broker {
     const report = (error: unknown): void => this.#options.onError(toError(error), null);
     // Let a start in progress finish first; not when Redis is down (it never would): the
     // workers exist from the constructor on, and close without it.
-    if (this.#bullRedis.status === 'ready') await this.#ready.catch(() => undefined);
-    await Promise.all(this.#workers.map((w) => w.close(force).catch(report)));
+    const down = this.redis.status !== 'ready' || this.#bullRedis.status !== 'ready';
+    if (!down) await this.#ready.catch(() => undefined);
+    // Redis is away: nothing queued for it will be sent. Dropping the connections fails
+    // those commands now, so closing does not wait for a Redis that may never come back.
+    if (down) {
+      this.redis.disconnect();
+      this.#bullRedis.disconnect();
+    }
+    await Promise.all(this.#workers.map((w) => w.close(force || down).catch(report)));
     this.#accepting = false;
     // The runs this process started and still follows: their end will not reach it any more.
     existingEngine(this)?.endRunSpans();

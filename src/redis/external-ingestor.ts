@@ -364,6 +364,9 @@ export class ExternalEventIngestor {
     this.#conn = null;
     // The blocking read holds the connection: dropping it ends the read at once.
     conn?.disconnect();
+    // Redis is away: the loop's next command (and the hand-over) would wait for it; the
+    // lease runs out by itself and another ingestor takes over.
+    if (this.transport.redis.status !== 'ready') return;
     await this.#loop;
     // Hand over at once instead of after the lease runs out.
     if (this.#exclusive) await releaseScript.run(this.transport.redis, [this.#leaseKey], [this.consumer]).catch(() => undefined);

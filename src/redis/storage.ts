@@ -1,5 +1,7 @@
 import { throwIfAborted } from '../core/abort.js';
-import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError } from '../core/errors.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
+import { ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
 import type { FlowcastEvent } from '../events/types.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineStatus } from '../tracking/models.js';
@@ -42,7 +44,7 @@ export type { PruneResult } from './storage-indexes.js';
 /** Options of {@link RedisPipelineStorage} (declared in tracking, where `withAutoStorage` takes them too). */
 export type RedisPipelineStorageOptions = AutoStorageOptions;
 
-const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'pruneOnWrite', 'onError', 'logBacked'] as const;
+const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'pruneOnWrite', 'logger', 'onError', 'logBacked'] as const;
 /** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */
 const ORPHAN_TTL_SECONDS = 3600;
 /** Run ids read per round trip by list queries. */
@@ -111,7 +113,8 @@ export class RedisPipelineStorage implements TrackingStorage {
     if (options.onError !== undefined && typeof options.onError !== 'function') {
       throw new InvalidArgumentError(`onError must be a function, received ${show(options.onError)}`);
     }
-    const onError = options.onError ?? ((error: Error) => console.error(`flowcast RedisPipelineStorage: prune failed: ${describeError(error)}`));
+    const logger = loggerOf(options.logger, 'RedisPipelineStorage options.logger');
+    const onError = options.onError ?? ((error: Error) => logError(logger, error, 'RedisPipelineStorage: prune'));
     this.#pruner = new IndexPruner(redis, { prefix: this.keyPrefix, ttlSeconds: this.ttlSeconds, intervalMs, onWrite: options.pruneOnWrite ?? true, onError });
     this.#orphanTtl = Math.min(this.ttlSeconds, ORPHAN_TTL_SECONDS);
   }

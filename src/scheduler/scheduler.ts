@@ -1,4 +1,6 @@
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 import { assertJson, type JsonValue } from '../core/json.js';
 import { checkId, checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
 import { hasScheduleDriver, type ClusterScheduleSpec, type ScheduleDriver } from './cluster.js';
@@ -85,9 +87,14 @@ export interface PipelineSchedulerOptions {
   /**
    * Called when a firing fails (the function threw or rejected, or `kiq()` rejected). The
    * schedule keeps running. The error is also recorded in `lastError`.
-   * @default logs `flowcast scheduler: schedule "<id>" failed: <error>` with console.error
+   * @default logs `scheduler: schedule "<id>" failed: <error>` on the logger
    */
   onError?: (error: Error, info: ScheduleInfo) => void;
+  /**
+   * Where failed firings, throwing hooks and cluster store errors go. A pino-compatible logger.
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
   /** Called as each firing starts, for observability. */
   onFire?: (info: ScheduleInfo) => void;
   /**
@@ -153,7 +160,7 @@ const REPEATING_KEYS = [...COMMON_KEYS, 'maxRuns', 'catchUpMissed'] as const;
 const CRON_KEYS = [...REPEATING_KEYS, 'cron', 'runAt', 'timezone'];
 const INTERVAL_KEYS = [...REPEATING_KEYS, 'everyMs', 'startAt'];
 const ONCE_KEYS = [...COMMON_KEYS, 'at'];
-const SCHEDULER_KEYS = ['overlap', 'onError', 'onFire', 'unrefTimers'];
+const SCHEDULER_KEYS = ['overlap', 'logger', 'onError', 'onFire', 'unrefTimers'];
 
 type Fire = { type: 'pipeline'; pipeline: PipelineLike; input: JsonValue } | { type: 'function'; fn: ScheduledFunction };
 
@@ -213,6 +220,8 @@ export class PipelineScheduler {
   /** Store updates in flight (awaited by close). */
   readonly #storeOps = new Set<Promise<void>>();
 
+  readonly #logger: Logger;
+
   constructor(broker: SchedulerBroker, options: PipelineSchedulerOptions = {}) {
     if (typeof broker !== 'object' || broker === null || typeof (broker as Partial<SchedulerBroker>).kind !== 'string') {
       throw new InvalidArgumentError(`PipelineScheduler: expected a broker with a string "kind", received ${show(broker)}`);
@@ -220,7 +229,9 @@ export class PipelineScheduler {
     checkKnownKeys(checkObject(options, 'PipelineScheduler options'), SCHEDULER_KEYS, 'PipelineScheduler options');
     this.broker = broker;
     this.#overlap = options.overlap === undefined ? 'skip' : checkOneOf(options.overlap, ['skip', 'allow'], 'options.overlap');
-    this.#onError = checkFunction(options.onError, 'options.onError') ?? defaultOnError;
+    const logger = loggerOf(options.logger, 'PipelineScheduler options.logger');
+    this.#logger = logger;
+    this.#onError = checkFunction(options.onError, 'options.onError') ?? ((error, info) => defaultOnError(logger, error, info));
     this.#onFire = checkFunction(options.onFire, 'options.onFire');
     if (options.unrefTimers !== undefined && typeof options.unrefTimers !== 'boolean') {
       throw new InvalidArgumentError(`options.unrefTimers must be a boolean, received ${show(options.unrefTimers)}`);
@@ -486,7 +497,7 @@ export class PipelineScheduler {
     if (!hasScheduleDriver(broker)) return;
     this.#driver ??= broker.createScheduleDriver(
       (id, tick) => this.#fireFromCluster(id, tick),
-      (error) => console.error(`flowcast scheduler: cluster schedule store: ${describeError(error)}`),
+      (error) => logError(this.#logger, error, 'scheduler: cluster schedule store'),
     );
     const driver = this.#driver;
     // One after another, in call order: a remove() must not overtake the upsert before it.
@@ -495,7 +506,7 @@ export class PipelineScheduler {
       .then(() => op(driver))
       .catch((err: unknown) => {
         entry.lastError = describeError(err);
-        safely('onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
+        safely(this.#logger, 'onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
       });
     this.#storeOps.add(pending);
     void pending.finally(() => this.#storeOps.delete(pending));
@@ -542,7 +553,7 @@ export class PipelineScheduler {
       entry.timer = undefined;
     }
     const onFire = this.#onFire;
-    if (onFire) safely('onFire', entry.id, () => onFire(toInfo(entry)));
+    if (onFire) safely(this.#logger, 'onFire', entry.id, () => onFire(toInfo(entry)));
     try {
       if (entry.fire.type === 'pipeline') {
         await entry.fire.pipeline.kiq(structuredClone(entry.fire.input));
@@ -557,7 +568,7 @@ export class PipelineScheduler {
       entry.lastError = null;
     } catch (err) {
       entry.lastError = describeError(err);
-      safely('onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
+      safely(this.#logger, 'onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
     }
   }
 }
@@ -650,14 +661,14 @@ function checkFunction<F>(value: F | undefined, name: string): F | undefined {
 }
 
 /** Runs a user hook; a hook that throws is logged, never allowed to stop a schedule. */
-function safely(hook: string, id: string, call: () => void): void {
+function safely(logger: Logger, hook: string, id: string, call: () => void): void {
   try {
     call();
   } catch (err) {
-    console.error(`flowcast scheduler: the ${hook} hook threw for schedule "${id}": ${describeError(err)}`);
+    logger.error({ err, schedule: id }, `scheduler: the ${hook} hook threw for schedule "${id}": ${describeError(err)}`);
   }
 }
 
-function defaultOnError(error: Error, info: ScheduleInfo): void {
-  console.error(`flowcast scheduler: schedule "${info.id}" (${info.kind}) failed: ${describeError(error)}`);
+function defaultOnError(logger: Logger, error: Error, info: ScheduleInfo): void {
+  logger.error({ err: error, schedule: info.id }, `scheduler: schedule "${info.id}" (${info.kind}) failed: ${describeError(error)}`);
 }

@@ -4,6 +4,7 @@
  * registers a provider when it is loaded, and tracking asks the providers in order.
  * Tracking itself only knows the in-memory storage.
  */
+import type { Logger } from '../core/logger.js';
 import type { TrackingStorage } from './storage.js';
 
 /** What a provider makes for a broker it recognises. */
@@ -76,7 +77,12 @@ export interface AutoStorageOptions {
    * @default true
    */
   pruneOnWrite?: boolean;
-  /** Where failures of the background pruning go. @default console.error */
+  /**
+   * Where failures of the background pruning go unless a callback takes them. A pino-compatible logger.
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
+  /** Where failures of the background pruning go. @default the logger */
   onError?: (error: Error) => void;
   /**
    * Every run this storage records has its events in its event log under the same

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { checkLogger, defaultLogger, type Logger } from '../core/logger.js';
 import { Fifo } from '../core/fifo.js';
 import { FlowcastError, ErrorCodes, describeError } from '../core/errors.js';
 import { checkPositiveInt, checkNonNegativeNumber, checkObject, checkKnownKeys } from '../core/validate.js';
@@ -33,6 +34,11 @@ export interface InMemoryTransportOptions {
   runStreamLength?: number;
   /** Called when a live listener throws. Defaults to printing to stderr. */
   onListenerError?: (error: unknown, event: FlowcastEvent) => void;
+  /**
+   * Where listener failures go unless `onListenerError` takes them. A pino-compatible logger.
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
 }
 
 interface RunLog {
@@ -48,7 +54,7 @@ interface RunLog {
   endedAt: number | null;
 }
 
-const KNOWN = ['maxEventsPerRun', 'maxRuns', 'retentionMs', 'runStreamLength', 'onListenerError'] as const;
+const KNOWN = ['maxEventsPerRun', 'maxRuns', 'retentionMs', 'runStreamLength', 'logger', 'onListenerError'] as const;
 
 /** The embedded event log and fan-out: one process, bounded memory. */
 export class InMemoryTransport implements EventTransport {
@@ -70,13 +76,15 @@ export class InMemoryTransport implements EventTransport {
     this.#maxEvents = checkPositiveInt(options.maxEventsPerRun ?? 10_000, 'maxEventsPerRun');
     this.#maxRuns = checkPositiveInt(options.maxRuns ?? 1000, 'maxRuns');
     this.#retentionMs = checkNonNegativeNumber(options.retentionMs ?? 3_600_000, 'retentionMs');
+    const given = options.logger === undefined ? null : checkLogger(options.logger, 'InMemoryTransport options.logger');
+    const log = (): Logger => given ?? defaultLogger();
     this.#onListenerError =
       options.onListenerError ??
       ((error, event) => {
-        console.error(`flowcast: a live event listener threw on ${event.type} of run ${event.run_id}: ${describeError(error)}`);
+        log().error({ err: error, run_id: event.run_id }, `a live event listener threw on ${event.type} of run ${event.run_id}: ${describeError(error)}`);
       });
     this.#runs = new MemoryRunStreams(checkPositiveInt(options.runStreamLength ?? DEFAULT_RUN_STREAM_LENGTH, 'runStreamLength'), (error) => {
-      console.error(`flowcast: a run stream listener threw: ${describeError(error)}`);
+      log().error({ err: error }, `a run stream listener threw: ${describeError(error)}`);
     });
   }
 

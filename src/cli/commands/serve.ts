@@ -296,7 +296,12 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     }
     if (!stop.signal.aborted) await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
     out.write('flowcast serve: stopping\n');
-    await demoLoop;
+    // Redis is away: close the broker first, so what waits on Redis (tracking, the
+    // connections) fails now instead of holding the stop until the timeout; the demo's
+    // runs in flight cannot be cancelled without Redis, so their end is not awaited.
+    if (broker.health?.().ok === false) await broker.close({ force: true });
+    // Runs in flight end soon after their cancellation, unless Redis goes away mid-stop.
+    else await Promise.race([demoLoop, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
