@@ -30,6 +30,11 @@ export interface StepJob {
   input: JsonValue;
   /** Effective time limit of this call. */
   timeout_ms?: number;
+  /**
+   * The run's attempt this call belongs to (absent: the first). A call of an earlier
+   * attempt, still finishing or delivered late after the run was resumed, is ignored.
+   */
+  run_attempt?: number;
 }
 
 /** A run-level control message, such as the run's deadline. Brokers deliver it without waiting for a free task slot. */
