@@ -13,6 +13,7 @@ import { registerStatusCommand } from './commands/status.js';
 import { registerHistoryCommand } from './commands/history.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { registerRunCommand } from './commands/run.js';
+import { registerResumeCommand } from './commands/resume.js';
 
 /** Builds the program with every subcommand. Throws `CommanderError` instead of exiting. */
 function createProgram(): Command {
@@ -36,11 +37,13 @@ Examples:
   flowcast demo
   flowcast serve --demo
   flowcast history
-  flowcast status 3f2a9c1d`,
+  flowcast status 3f2a9c1d
+  flowcast resume 3f2a9c1d --watch`,
     );
   registerServeCommand(program);
   registerWatchCommand(program);
   registerRunCommand(program);
+  registerResumeCommand(program);
   registerStatusCommand(program);
   registerHistoryCommand(program);
   registerWorkerCommand(program);
