@@ -16,7 +16,7 @@ import type { FlowcastEvent } from '../src/events/types.js';
 import { getEngine } from '../src/pipeline/engine.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { InMemoryPipelineStorage, PipelineTrackingManager } from '../src/tracking/index.js';
-import { getWebSocketServer, type FlowcastServer } from '../src/server/index.js';
+import { getWebSocketServer } from '../src/server/index.js';
 import type { ServerOptions } from '../src/server/options.js';
 import { ResumeRunError, resumeRun } from '../src/client/index.js';
 import { flowcast } from './helpers/cli.js';
@@ -59,7 +59,7 @@ async function setup(server: Partial<ServerOptions> = {}) {
   const s = getWebSocketServer({ port: 0, broker, tracking, restRateLimit: false, pipelines: [sequential, dag], ...server });
   cleanups.push(() => broker.close(), () => s.close());
   await s.startServer();
-  return { broker, server: s as FlowcastServer, sequential, dag, holding };
+  return { broker, server: s, sequential, dag, holding };
 }
 
 async function failedRun(p: Pipeline, dir: string): Promise<string> {
