@@ -137,7 +137,8 @@ export class RunCursors {
 
   #advance(cursor: RunCursor, event: FlowcastEvent): void {
     cursor.last = event.seq;
-    if (TERMINAL.has(event.type)) cursor.ended = true;
+    // An event after the terminal one: the run was resumed (a new attempt) and runs again.
+    cursor.ended = TERMINAL.has(event.type);
   }
 
   /** Moves held events out in order: the next seq only, or (`all`) every one past `last`. */
