@@ -15,7 +15,9 @@ import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
 import type { FlowcastEvent } from '../src/events/types.js';
 import { useRedisServer } from './helpers/redis.js';
-import { calls } from './fixtures/resume/pipelines.js';
+import { calls, resumePipelines } from './fixtures/resume/pipelines.js';
+import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { RedisPipelineStorage } from '../src/redis/storage.js';
 
 const redis = useRedisServer();
 type Json = Record<string, unknown>;
@@ -154,4 +156,33 @@ describe('POST /api/runs/:run_id/resume with two servers and two workers on one 
     expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
     expect(events.filter((e) => e.type === 'PipelineResumeEvent')).toHaveLength(1);
   }, 180_000);
+});
+
+describe('RedisPipelineStorage and a resumed run', () => {
+  it('moves the run back to RUNNING in its indexes at the resume event, and to COMPLETED at its end', async () => {
+    const local = new InMemoryBroker();
+    const { sequential } = resumePipelines(local);
+    const dir = failingDir();
+    const run = await sequential.kiq({ dir });
+    await run.waitResult().catch(() => undefined);
+    unlinkSync(join(dir, 'fail'));
+    await (await sequential.resume(run.runId)).waitResult();
+    const events = (await local.transport.read(run.runId, { since: 0 })).events;
+    await local.close();
+    const resumeAt = events.findIndex((e) => e.type === 'PipelineResumeEvent');
+    const storage = new RedisPipelineStorage(redis.connect(), { keyPrefix: redis.prefix() });
+    const ids = async (status: 'RUNNING' | 'FAILED' | 'COMPLETED'): Promise<string[]> => (await storage.listPipelines({ status })).map((s) => s.run_id);
+    for (const e of events.slice(0, resumeAt)) await storage.applyEvent(e);
+    expect(await ids('FAILED')).toEqual([run.runId]);
+    await storage.applyEvent(events[resumeAt] as FlowcastEvent);
+    expect(await ids('RUNNING')).toEqual([run.runId]);
+    expect(await ids('FAILED')).toEqual([]);
+    const reopened = await storage.getStatus(run.runId);
+    expect(reopened).toMatchObject({ status: 'RUNNING', completed_at: null, error: null });
+    expect(reopened?.steps.map((st) => st.status)).toEqual(['COMPLETED', 'PENDING', 'PENDING']);
+    for (const e of events.slice(resumeAt + 1)) await storage.applyEvent(e);
+    expect(await ids('COMPLETED')).toEqual([run.runId]);
+    expect(await ids('RUNNING')).toEqual([]);
+    expect(await storage.getStatus(run.runId)).toMatchObject({ status: 'COMPLETED', result: 'saved 6', last_seq: events.length });
+  });
 });
