@@ -19,13 +19,12 @@ import {
   jobStarted,
   jobSucceeded,
   newRunRecord,
-  resumeRun,
   startEventDraft,
   timeoutRun,
   type Dispatch,
   type JobFailure,
-  type ResumeOutcome,
 } from './transitions.js';
+import { notResumable, resumeRun, type ResumeOutcome, type ResumedRun } from './resume.js';
 
 /** Something that records every event of a run, in seq order, before it is published (tracking). */
 export interface EventRecorder {
@@ -734,25 +733,6 @@ interface Chained {
 /** Continues with `fn` at once for a plain value, or after the promise. */
 function then<T>(value: T | Promise<T>, fn: (v: T) => Promise<void> | undefined): Promise<void> | undefined {
   return value instanceof Promise ? (value.then(fn)) : fn(value);
-}
-
-function notResumable(runId: string, status: RunRecord['status']): RunNotResumableError {
-  const why = status === 'RUNNING' ? 'it is still RUNNING (cancel it, or wait for its end)' : status === 'COMPLETED' ? 'it COMPLETED (retry starts a new run)' : `it is ${status}`;
-  return new RunNotResumableError(`Run "${runId}" cannot be resumed: ${why}; only a FAILED or CANCELLED run can`, runId, status);
-}
-
-/** What {@link RunEngine.resume} answers: the run, its new attempt, and what it keeps and runs again. */
-export interface ResumedRun {
-  runId: string;
-  pipelineId: string;
-  /** The attempt that started (2 for the first resume). */
-  attempt: number;
-  /** Steps that completed before: their results are kept, they do not run again. */
-  keptSteps: string[];
-  /** Steps that run in this attempt. */
-  pendingSteps: string[];
-  /** The seq of the `PipelineResumeEvent` in the run's log: follow the run from `seq - 1` to see this attempt. */
-  seq: number;
 }
 
 function runFailed(runId: string, pipelineId: string, error: string): FlowcastError {

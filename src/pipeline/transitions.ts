@@ -89,7 +89,8 @@ export function beginRun(rec: RunRecord, now: number): Transition<Dispatch[]> {
   return out;
 }
 
-function markReady(rec: RunRecord, name: string): void {
+/** Marks a PENDING step ready to start (internal: transitions and resume.ts). */
+export function markReady(rec: RunRecord, name: string): void {
   const st = rec.steps[name];
   if (st === undefined || st.phase !== 'PENDING') return;
   st.phase = 'READY';
@@ -136,8 +137,8 @@ export function isStaleJob(rec: RunRecord, job: StepJob): boolean {
   return (job.run_attempt ?? 1) !== (rec.attempt ?? 1);
 }
 
-/** Starts ready work until `max_parallel` jobs of the run are in flight, then checks whether the run ended. */
-function fill(rec: RunRecord, now: number, out: Transition<Dispatch[]>): void {
+/** Starts ready work until `max_parallel` jobs of the run are in flight, then checks whether the run ended (internal: transitions and resume.ts). */
+export function fill(rec: RunRecord, now: number, out: Transition<Dispatch[]>): void {
   const max = rec.plan.max_parallel ?? Infinity;
   for (;;) {
     if (rec.status !== 'RUNNING') return;
@@ -513,69 +514,6 @@ export function timeoutRun(rec: RunRecord, now: number): Transition<boolean> {
     duration_ms: now - rec.started_at_ms,
   });
   return { value: true, events: out.events };
-}
-
-/** What {@link resumeRun} did. */
-export interface ResumeOutcome {
-  /** `null` when the run was resumed; else its status, which refused the resume (`RUNNING` or `COMPLETED`). */
-  refused: RunRecord['status'] | null;
-  /** The run's attempt now (the new one when resumed). */
-  attempt: number;
-  /** Steps that completed before: kept, not run again. */
-  kept: string[];
-  /** Steps that run in the new attempt. */
-  pending: string[];
-  /** The jobs of the steps ready at once. */
-  dispatches: Dispatch[];
-}
-
-/**
- * Resumes a FAILED or CANCELLED run as a new attempt of the same run: every step that
- * completed keeps its result and does not run again; every other step goes back to
- * PENDING, and those whose dependencies are all completed start now (their input is
- * built from the kept results, as if the run had never stopped). Emits a
- * `PipelineResumeEvent`, which continues the run's log after its terminal event.
- * A `RUNNING` or `COMPLETED` run is refused (`refused`), unchanged.
- */
-export function resumeRun(rec: RunRecord, now: number): Transition<ResumeOutcome> {
-  const previous = rec.status;
-  if (previous !== 'FAILED' && previous !== 'CANCELLED') {
-    return { value: { refused: previous, attempt: rec.attempt ?? 1, kept: [], pending: [], dispatches: [] }, events: [] };
-  }
-  const out: Transition<Dispatch[]> = { value: [], events: [] };
-  const kept: string[] = [];
-  const pending: string[] = [];
-  for (const s of rec.plan.steps) {
-    if (rec.steps[s.name]?.phase === 'COMPLETED') {
-      kept.push(s.name);
-      continue;
-    }
-    rec.steps[s.name] = { phase: 'PENDING', attempt: 0, started_at_ms: null, task_id: null, result: null, error: null, items: null };
-    pending.push(s.name);
-  }
-  const attempt = (rec.attempt ?? 1) + 1;
-  rec.attempt = attempt;
-  rec.attempt_started_at_ms = now;
-  rec.status = 'RUNNING';
-  rec.ended_at_ms = null;
-  rec.inflight = 0;
-  rec.ready = [];
-  rec.result = null;
-  rec.error = null;
-  out.events.push({
-    type: 'PipelineResumeEvent',
-    pipeline_id: rec.pipeline_id, run_id: rec.run_id, timestamp: isoTime(now),
-    pipeline_type: rec.plan.pipeline_type,
-    attempt,
-    previous_status: previous,
-    kept_steps: kept,
-    pending_steps: pending,
-  });
-  for (const s of rec.plan.steps) {
-    if (rec.steps[s.name]?.phase === 'PENDING' && s.depends_on.every((d) => rec.steps[d]?.phase === 'COMPLETED')) markReady(rec, s.name);
-  }
-  fill(rec, now, out);
-  return { value: { refused: null, attempt, kept, pending, dispatches: out.value }, events: out.events };
 }
 
 export const NON_RETRYABLE_CODES: ReadonlySet<string> = new Set([ErrorCodes.UNKNOWN_TASK, ErrorCodes.NOT_JSON, ErrorCodes.CANCELLED]);

@@ -6,7 +6,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { AlreadyRunningError, RunNotResumableError } from '../../core/errors.js';
-import { getEngine, type ResumedRun } from '../../pipeline/engine.js';
+import { getEngine } from '../../pipeline/engine.js';
+import type { ResumedRun } from '../../pipeline/resume.js';
 import { HttpError, RestErrors, requireRunAction, route, runNotFound, type RestContext } from './common.js';
 import { ErrorBody, RunIdParams } from './schemas.js';
 
