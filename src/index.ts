@@ -4,7 +4,7 @@
  * live streaming. This entry point is the embedded engine: brokers, tasks, pipelines,
  * events and hooks, tracking, and the scheduler.
  */
-export { ErrorCodes, FlowcastError, InvalidArgumentError, NotJsonError, TimeoutError, CancelledError, AbortedError, AlreadyRunningError, describeError } from './core/errors.js';
+export { ErrorCodes, FlowcastError, InvalidArgumentError, NotJsonError, TimeoutError, CancelledError, AbortedError, AlreadyRunningError, RunNotResumableError, describeError } from './core/errors.js';
 export type { ErrorCode } from './core/errors.js';
 export { assertJson, isJson } from './core/json.js';
 export type { JsonValue } from './core/json.js';
@@ -21,12 +21,13 @@ export type { ThreadPoolOptions } from './core/thread-pool.js';
 export { Pipeline } from './pipeline/pipeline.js';
 export { DataflowPipeline } from './pipeline/dataflow.js';
 export type { DataflowPipelineOptions, DataflowStepOptions, DataflowGraph } from './pipeline/dataflow.js';
-export type { PipelineOptions, StepOptions, CallOptions, RunHandle } from './pipeline/base.js';
+export type { PipelineOptions, StepOptions, CallOptions, RunHandle, ResumedRunHandle } from './pipeline/base.js';
 export type { ConcurrencyPolicy, StartOptions } from './pipeline/run-guard.js';
 export { InMemoryRunSlots } from './core/run-slots.js';
 export type { RunSlots, SlotClaim, SlotHolder } from './core/run-slots.js';
 export { getEngine, RunEngine } from './pipeline/engine.js';
 export type { EventRecorder, EventDispatcher } from './pipeline/engine.js';
+export type { ResumedRun } from './pipeline/resume.js';
 export type { PipelinePlan, PlanStep, FailurePolicy } from './pipeline/plan.js';
 export { InMemoryRunState } from './pipeline/run-state.js';
 export type { RunStateStore, RunRecord, RunStatus, StepState, StepPhase, Transition, InMemoryRunStateOptions } from './pipeline/run-state.js';

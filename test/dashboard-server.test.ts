@@ -140,7 +140,7 @@ describe('retry and actions', () => {
     await server.startServer();
     const id = await f.runToEnd(f.alpha, 10);
     const actions = await http(server.httpUrl, `/api/runs/${id}/actions`);
-    expect(actions.body).toEqual({ run_id: id, pipeline_id: 'alpha', cancel: true, retry: true, delete: true });
+    expect(actions.body).toEqual({ run_id: id, pipeline_id: 'alpha', cancel: true, retry: true, resume: false, delete: true });
     const retried = await http(server.httpUrl, `/api/runs/${id}/retry`, { method: 'POST' });
     expect(retried.status).toBe(200);
     expect(retried.body).toMatchObject({ pipeline_id: 'alpha', retry_of: id });

@@ -119,6 +119,10 @@ describe('what a real server sends matches docs/protocol.md', () => {
       await cancelRun.cancel('enough');
       await expect(cancelRun.waitResult()).rejects.toThrow();
       await client.waitFor((m) => m.type === 'PipelineCancelledEvent', 'the cancel event');
+      // A resume of the cancelled run (a new attempt of it), cancelled again.
+      const resumed = await cancelled.resume(cancelRun.runId);
+      await client.waitFor((m) => m.type === 'PipelineResumeEvent', 'the resume event');
+      await resumed.cancel('enough again');
       // A run subscription with since replays from the log; one without gets a snapshot.
       client.send({ type: 'subscribe', run_id: okRun.runId, since: 0, id: 4 });
       await client.waitFor((m) => m.type === 'replay_complete' && m.run_id === okRun.runId, 'the replay');

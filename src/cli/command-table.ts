@@ -65,6 +65,13 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async () => (await import('./commands/run.js')).registerRunCommand,
   },
   {
+    name: 'resume',
+    term: 'resume [options] <run_id>',
+    description: 'continue a failed or cancelled run from the steps that did not finish, keeping the results of those that did',
+    needs: [],
+    load: async () => (await import('./commands/resume.js')).registerResumeCommand,
+  },
+  {
     name: 'status',
     term: 'status [options] <id>',
     description: "show a run's status and steps (by run id), or a pipeline's latest run (by pipeline id)",

@@ -16,6 +16,9 @@ export { PipelineMonitor } from './monitor.js';
 export { MonitorError } from './errors.js';
 export { startRun, StartRunError } from './start-run.js';
 export type { StartRunOptions, StartedRun } from './start-run.js';
+export { resumeRun, ResumeRunError } from './resume-run.js';
+export type { ResumeRunOptions, ResumedRun } from './resume-run.js';
+export type { RestActionOptions } from './rest-post.js';
 export { fullJitterDelay, RECONNECT_DEFAULTS } from './backoff.js';
 export type { ReconnectOptions } from './backoff.js';
 export type {

@@ -136,7 +136,8 @@ export class RunCursors {
 
   #advance(cursor: RunCursor, event: FlowcastEvent): void {
     cursor.last = event.seq;
-    if (isTerminalEvent(event)) cursor.ended = true;
+    // An event after the terminal one: the run was resumed (a new attempt) and runs again.
+    cursor.ended = isTerminalEvent(event);
   }
 
   /** Moves held events out in order: the next seq only, or (`all`) every one past `last`. */

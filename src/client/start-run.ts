@@ -4,25 +4,14 @@
  */
 import { ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
 import { show } from '../core/validate.js';
+import { postAction, type RestActionError, type RestActionOptions } from './rest-post.js';
 
-/** Options of {@link startRun}. */
-export interface StartRunOptions {
-  /** The server: `http(s)://host:port` or its WebSocket URL (`ws(s)://host:port/...`, mapped to http(s)). */
-  url: string | URL;
-  /**
-   * The token (sent as `Authorization: Bearer`): a string, or a function asked before
-   * the request (for tokens that expire). The caller needs the `start` action on the pipeline.
-   * @default no token
-   */
-  token?: string | (() => string | Promise<string>);
+/** Options of {@link startRun}: where the server is (`url`, `token`: it needs the `start` action on the pipeline) and the start's keys. */
+export interface StartRunOptions extends RestActionOptions {
   /** A repeated key (within the server's window, 24 h by default) answers the run it started instead of starting another. */
   idempotencyKey?: string;
   /** The key of the pipeline's concurrency policy (overrides the key it computes from the input). */
   concurrencyKey?: string;
-  /** Aborts the request. */
-  signal?: AbortSignal;
-  /** @default globalThis.fetch */
-  fetch?: typeof fetch;
 }
 
 /** The started run, as the server answered. */
@@ -59,28 +48,6 @@ export class StartRunError extends FlowcastError {
   }
 }
 
-/** A JSON answer of the start route: the run, or `{ error }`. */
-interface Answer {
-  run_id?: unknown;
-  pipeline_id?: unknown;
-  status?: unknown;
-  deduplicated?: unknown;
-  error?: { code?: unknown; message?: unknown; run_id?: unknown } | null;
-}
-
-/** The REST base of a server URL: `ws://h:p/ws` → `http://h:p`. */
-function restBase(url: string | URL): string {
-  let u: URL;
-  try {
-    u = new URL(String(url));
-  } catch {
-    throw new InvalidArgumentError(`url must be an http(s):// or ws(s):// URL, received ${show(String(url))}`);
-  }
-  const protocol = { 'ws:': 'http:', 'wss:': 'https:', 'http:': 'http:', 'https:': 'https:' }[u.protocol];
-  if (protocol === undefined) throw new InvalidArgumentError(`url must be an http(s):// or ws(s):// URL, received ${show(String(url))}`);
-  return `${protocol}//${u.host}`;
-}
-
 /**
  * Starts a run of `pipelineId` with `input` on a flowcast server, and resolves with it.
  * Rejects with a {@link StartRunError}: over the pipeline's concurrency limit its code is
@@ -98,49 +65,20 @@ function restBase(url: string | URL): string {
 export async function startRun(pipelineId: string, input: unknown, options: StartRunOptions): Promise<StartedRun> {
   if (typeof pipelineId !== 'string' || pipelineId === '') throw new InvalidArgumentError(`pipelineId must be a non-empty string, received ${show(pipelineId)}`);
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError(`startRun options must be an object with url, received ${show(options)}`);
-  const base = restBase(options.url);
-  const doFetch = options.fetch ?? globalThis.fetch;
-  const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
-  const token = typeof options.token === 'function' ? await options.token() : options.token;
-  if (token !== undefined && token !== '') headers.authorization = `Bearer ${token}`;
   const body: Record<string, unknown> = { input: input === undefined ? null : input };
   if (options.idempotencyKey !== undefined) body.idempotency_key = options.idempotencyKey;
   if (options.concurrencyKey !== undefined) body.concurrency_key = options.concurrencyKey;
-  let response: Response;
-  try {
-    response = await doFetch(`${base}/api/pipelines/${encodeURIComponent(pipelineId)}/runs`, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify(body),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-    });
-  } catch (error) {
-    const cause = (error as { cause?: unknown }).cause ?? error;
-    throw new StartRunError(ErrorCodes.CONNECTION_FAILED, `cannot reach ${base}: ${cause instanceof Error ? cause.message : String(cause)}`, 0, undefined, undefined, { cause: error });
-  }
-  const text = await response.text();
-  let answer: Answer | null = null;
-  try {
-    answer = text === '' ? null : (JSON.parse(text) as Answer);
-  } catch {
-    // Not JSON (a proxy's page): reported with the status below.
-  }
-  if (!response.ok) {
-    const err = answer?.error ?? null;
-    const serverCode = typeof err?.code === 'string' ? err.code : undefined;
-    const message = typeof err?.message === 'string' ? err.message : `${response.status} ${response.statusText}`;
-    const runId = typeof err?.run_id === 'string' ? err.run_id : undefined;
-    const code = serverCode === 'already_running' ? ErrorCodes.ALREADY_RUNNING : response.status === 401 ? ErrorCodes.UNAUTHORIZED : ErrorCodes.REQUEST_REJECTED;
-    throw new StartRunError(code, message, response.status, serverCode, runId);
-  }
+  const fail: RestActionError = (code, message, status, serverCode, error, cause) =>
+    new StartRunError(code === ErrorCodes.RUN_NOT_RESUMABLE ? ErrorCodes.REQUEST_REJECTED : code, message, status, serverCode, typeof error?.run_id === 'string' ? error.run_id : undefined, cause === undefined ? undefined : { cause });
+  const { status, answer, location } = await postAction(options, `/api/pipelines/${encodeURIComponent(pipelineId)}/runs`, body, fail);
   if (answer === null || typeof answer.run_id !== 'string') {
-    throw new StartRunError(ErrorCodes.REQUEST_REJECTED, `the server answered ${response.status} without a run`, response.status, undefined, undefined);
+    throw new StartRunError(ErrorCodes.REQUEST_REJECTED, `the server answered ${status} without a run`, status, undefined, undefined);
   }
   return {
     run_id: answer.run_id,
     pipeline_id: String(answer.pipeline_id),
     status: String(answer.status),
     deduplicated: answer.deduplicated === true,
-    location: response.headers.get('location') ?? `/api/runs/${encodeURIComponent(answer.run_id)}`,
+    location: location ?? `/api/runs/${encodeURIComponent(answer.run_id)}`,
   };
 }

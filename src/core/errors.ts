@@ -60,6 +60,8 @@ export const ErrorCodes = {
   DATA_LOST: 'FLOWCAST_ERR_DATA_LOST',
   /** A start was refused by the pipeline's concurrency policy: as many runs as it allows are in flight. */
   ALREADY_RUNNING: 'FLOWCAST_ERR_ALREADY_RUNNING',
+  /** A resume was refused: the run is running or completed, unknown, or its record or log is gone. */
+  RUN_NOT_RESUMABLE: 'FLOWCAST_ERR_RUN_NOT_RESUMABLE',
 } as const;
 
 /** The `code` of a {@link FlowcastError}: one of {@link ErrorCodes}. */
@@ -136,6 +138,24 @@ export class AlreadyRunningError extends FlowcastError {
     readonly concurrencyKey: string,
   ) {
     super(ErrorCodes.ALREADY_RUNNING, message);
+  }
+}
+
+/**
+ * A resume refused: only a FAILED or CANCELLED run whose record and event log are still
+ * held can continue. `status` is the run's status (`null`: unknown run, or its record or
+ * log expired).
+ */
+export class RunNotResumableError extends FlowcastError {
+  override readonly name = 'RunNotResumableError';
+  constructor(
+    message: string,
+    /** The run. */
+    readonly runId: string,
+    /** Its status when the resume was refused, `null` when the run is unknown or its record or log is gone. */
+    readonly status: 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED' | null,
+  ) {
+    super(ErrorCodes.RUN_NOT_RESUMABLE, message);
   }
 }
 

@@ -154,6 +154,25 @@ export interface PipelineCancelledEvent extends EventBase {
   duration_ms: number;
 }
 
+/**
+ * A FAILED or CANCELLED run continues as a new attempt of the same run (`resume`): the
+ * steps that completed keep their results and do not run again, the others run again
+ * from the step that did not finish. It follows the run's terminal event in the same
+ * log, with the next seq; the run is `RUNNING` again until its next terminal event.
+ */
+export interface PipelineResumeEvent extends EventBase {
+  type: 'PipelineResumeEvent';
+  pipeline_type: PipelineType;
+  /** The run's attempt that starts now: 2 for the first resume. */
+  attempt: number;
+  /** How the previous attempt ended. */
+  previous_status: 'FAILED' | 'CANCELLED';
+  /** Steps that completed in an earlier attempt: their results are kept, they do not run again. */
+  kept_steps: string[];
+  /** Steps that run in this attempt (every step that did not complete), in definition order. */
+  pending_steps: string[];
+}
+
 /** One typed map of every event, keyed by `type`. */
 export interface EventMap {
   PipelineStartEvent: PipelineStartEvent;
@@ -167,6 +186,7 @@ export interface EventMap {
   PipelineCompleteEvent: PipelineCompleteEvent;
   PipelineErrorEvent: PipelineErrorEvent;
   PipelineCancelledEvent: PipelineCancelledEvent;
+  PipelineResumeEvent: PipelineResumeEvent;
 }
 
 /** The `type` of an event: one of {@link EVENT_TYPES}. */
@@ -194,6 +214,7 @@ export const EVENT_TYPES: readonly EventType[] = [
   'PipelineCompleteEvent',
   'PipelineErrorEvent',
   'PipelineCancelledEvent',
+  'PipelineResumeEvent',
 ];
 
 /** The three event types that end a run; see {@link isTerminalEvent}. */

@@ -83,6 +83,18 @@ export interface RunHandle<O extends JsonValue = JsonValue> {
   getRun(): Promise<RunRecord | null>;
 }
 
+/** A resumed run (`pipeline.resume()`): its handle, and what the new attempt keeps and runs again. */
+export interface ResumedRunHandle<O extends JsonValue = JsonValue> extends RunHandle<O> {
+  /** The attempt that started (2 for the first resume). */
+  readonly attempt: number;
+  /** Steps that completed before: their results are kept, they do not run again. */
+  readonly keptSteps: string[];
+  /** Steps that run in this attempt. */
+  readonly pendingSteps: string[];
+  /** The seq of the run's `PipelineResumeEvent`. */
+  readonly seq: number;
+}
+
 export const STEP_OPTION_KEYS = ['name', 'retries', 'retryDelayMs', 'backoff', 'timeoutMs'] as const;
 
 /** What sequential and dataflow pipelines share: id, hooks, tracking, `kiq()`. */
@@ -213,6 +225,33 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
       start: (id, slot) => this.#engine.startRun(plan, input, id, slot),
     });
     return runHandle<O>(this.#engine, runId, plan.pipeline_id, deduplicated);
+  }
+
+  /**
+   * Resumes a FAILED or CANCELLED run of this pipeline as a new attempt of the same run
+   * (same run id, same log): the steps that completed keep their results and are not run
+   * again; the others run from the first that did not finish, their inputs built from the
+   * kept results. Its events continue the run's log after its terminal event, starting
+   * with a `PipelineResumeEvent`. Unlike a retry (a new run from the start, `kiq()` again),
+   * nothing that completed is redone. The pipeline's concurrency policy applies as to a start.
+   *
+   * Throws a `RunNotResumableError` (code `FLOWCAST_ERR_RUN_NOT_RESUMABLE`) for a run that
+   * is RUNNING or COMPLETED, unknown, of another pipeline, or whose record or log expired;
+   * an `AlreadyRunningError` when the concurrency policy has no free slot.
+   *
+   * @example
+   * const run = await pipeline.kiq(input);
+   * await run.waitResult().catch(() => undefined); // failed at step 2
+   * const again = await pipeline.resume(run.runId);
+   * const result = await again.waitResult();      // step 1 did not run again
+   */
+  async resume(runId: string): Promise<ResumedRunHandle<O>> {
+    const plan = (this.#plan ??= this.toPlan());
+    this.#engine.bind(plan.pipeline_id, this.#tracking, this.#hooks);
+    const options: { pipelineId: string; limit?: number } = { pipelineId: plan.pipeline_id };
+    if (this.#concurrency !== undefined) options.limit = this.#concurrency.limit;
+    const resumed = await this.#engine.resume(runId, options);
+    return { ...runHandle<O>(this.#engine, runId, plan.pipeline_id), attempt: resumed.attempt, keptSteps: resumed.keptSteps, pendingSteps: resumed.pendingSteps, seq: resumed.seq };
   }
 
   /** Checks that `task` is registered on this pipeline's broker. */

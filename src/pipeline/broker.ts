@@ -35,6 +35,11 @@ export interface StepJob {
    * from the run record: the parent of this call's span. Absent when the run is not traced.
    */
   trace?: Record<string, string>;
+  /**
+   * The run's attempt this call belongs to (absent: the first). A call of an earlier
+   * attempt, still finishing or delivered late after the run was resumed, is ignored.
+   */
+  run_attempt?: number;
 }
 
 /** A run-level control message, such as the run's deadline. Brokers deliver it without waiting for a free task slot. */

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { defaultLogger, type Logger } from '../core/logger.js';
 import { logError } from '../core/log-throttle.js';
-import { FlowcastError, ErrorCodes, CancelledError, describeError, toError } from '../core/errors.js';
+import { FlowcastError, ErrorCodes, CancelledError, InvalidArgumentError, RunNotResumableError, describeError, toError } from '../core/errors.js';
+import { show } from '../core/validate.js';
 import { assertJson, type JsonValue } from '../core/json.js';
 import type { Broker, BrokerJob, ControlJob, StepJob, StepJobFailure } from './broker.js';
 import { isoTime } from '../core/clock.js';
@@ -12,6 +13,7 @@ import type { RunRecord, RunSummary, Transition } from './run-state.js';
 import { SeqOrder } from './seq-order.js';
 import { SlotWatch, settleSlot } from './slot-watch.js';
 import { RunSpans, startStepSpan } from './tracing.js';
+import { claimResumeSlot } from './run-guard.js';
 import {
   NON_RETRYABLE_CODES,
   beginRun,
@@ -25,6 +27,7 @@ import {
   type Dispatch,
   type JobFailure,
 } from './transitions.js';
+import { notResumable, resumeRun, type ResumeOutcome, type ResumedRun } from './resume.js';
 
 /** Something that records every event of a run, in seq order, before it is published (tracking). */
 export interface EventRecorder {
@@ -71,16 +74,17 @@ export function existingEngine(broker: Broker): RunEngine | undefined {
   return engines.get(broker);
 }
 
-/** `true` when a run's plan has a run timeout (a `run_timeout` job was sent at its start). */
-function hasRunTimeout(r: RunRecord): boolean {
-  return r.plan.timeout_ms !== undefined;
+/** The id of the run's pending `run_timeout` job (sent when its attempt began), or `null` when its plan has no run timeout. */
+function timerOf(r: RunRecord): string | null {
+  return r.plan.timeout_ms === undefined ? null : timeoutJobId(r.run_id, r.attempt);
 }
 
 /** Runs remembered as primed (see `EventRecorder.primeStart`). */
 const PRIMED_RUNS = 10_000;
 
-function timeoutJobId(runId: string): string {
-  return `run-timeout:${runId}`;
+/** One per attempt of the run: a resumed run's deadline counts from its resume. */
+function timeoutJobId(runId: string, attempt = 1): string {
+  return attempt === 1 ? `run-timeout:${runId}` : `run-timeout:${runId}:${attempt}`;
 }
 
 /**
@@ -152,7 +156,7 @@ export class RunEngine {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
       await this.broker.enqueue(job, { delayMs: plan.timeout_ms });
     }
-    await this.#after(runId, events, dispatches, delivered, plan.timeout_ms !== undefined);
+    await this.#after(runId, events, dispatches, delivered, plan.timeout_ms === undefined ? null : timeoutJobId(runId));
     return runId;
   }
 
@@ -164,18 +168,78 @@ export class RunEngine {
     this.#runSpans.closeAll();
   }
 
+  /**
+   * Resumes a FAILED or CANCELLED run as a new attempt of the same run: the steps that
+   * completed keep their results and are not run again, the others run from the first
+   * that did not finish; a `PipelineResumeEvent` continues the run's log (next seq). A
+   * run under a concurrency policy takes a slot of its group again, as a start does
+   * (`limit`: the policy's, @default the one recorded when the run started).
+   *
+   * Throws a `RunNotResumableError` for a run that is RUNNING or COMPLETED, unknown, or
+   * whose record or log is gone, and an `AlreadyRunningError` when its concurrency group is full.
+   */
+  async resume(runId: string, options: { limit?: number; pipelineId?: string } = {}): Promise<ResumedRun> {
+    if (typeof runId !== 'string' || runId === '') throw new InvalidArgumentError(`resume(runId): runId must be a non-empty string, received ${show(runId)}`);
+    const store = this.broker.runState;
+    const rec = await store.get(runId);
+    if (rec === null) throw new RunNotResumableError(`Run "${runId}" cannot be resumed: no such run (or its record expired)`, runId, null);
+    if (options.pipelineId !== undefined && rec.pipeline_id !== options.pipelineId) {
+      throw new RunNotResumableError(`Run "${runId}" cannot be resumed by pipeline "${options.pipelineId}": it is a run of "${rec.pipeline_id}"`, runId, rec.status);
+    }
+    if (rec.status !== 'FAILED' && rec.status !== 'CANCELLED') throw notResumable(runId, rec.status);
+    if (store.reopen === undefined) throw new RunNotResumableError(`Run "${runId}" cannot be resumed: the run state of this broker (${this.broker.kind}) cannot reopen runs`, runId, rec.status);
+    const slot = rec.slot;
+    if (slot !== undefined) await claimResumeSlot(this.broker, slot, runId, rec.pipeline_id, options.limit ?? slot.limit ?? 1);
+    const release = async (): Promise<void> => {
+      if (slot !== undefined) await this.broker.slots?.release(slot.group, runId);
+    };
+    let timer: string | null = null;
+    let status: RunRecord['status'] = 'RUNNING';
+    const transition = (r: RunRecord): Transition<ResumeOutcome> => {
+      const t = resumeRun(r, Date.now());
+      timer = timerOf(r);
+      status = r.status;
+      return t;
+    };
+    let done: { result: { value: ResumeOutcome; events: FlowcastEvent[] }; delivered: Promise<void> | undefined };
+    try {
+      const reopen = store.reopen.bind(store);
+      done = await this.#order.run(runId, () => reopen<ResumeOutcome>(runId, transition), (d) => d.events);
+    } catch (error) {
+      await release();
+      if (error instanceof FlowcastError && error.code === ErrorCodes.NOT_FOUND) throw new RunNotResumableError(`Run "${runId}" cannot be resumed: its record expired`, runId, null);
+      throw error;
+    }
+    const { result, delivered } = done;
+    const outcome = result.value;
+    if (outcome.refused !== null) {
+      // Another process resumed it first (or it changed meanwhile).
+      await release();
+      await delivered;
+      throw notResumable(runId, outcome.refused);
+    }
+    if (slot !== undefined) settleSlot(this.broker, runId, slot, status !== 'RUNNING', this.#onError);
+    if (timer !== null && status === 'RUNNING') {
+      const job: ControlJob = { kind: 'run_timeout', job_id: timer, run_id: runId };
+      await this.broker.enqueue(job, { delayMs: rec.plan.timeout_ms as number });
+    }
+    await this.#after(runId, result.events, outcome.dispatches, delivered, timer);
+    const resumed = result.events.find((e) => e.type === 'PipelineResumeEvent');
+    return { runId, pipelineId: rec.pipeline_id, attempt: outcome.attempt, keptSteps: outcome.kept, pendingSteps: outcome.pending, seq: resumed?.seq ?? 0 };
+  }
+
   /** Cancels a run: running calls see their signal aborted, the run ends as CANCELLED. `false` when it had ended. */
   async cancel(runId: string, reason = 'cancelled by request'): Promise<boolean> {
     if (typeof reason !== 'string') throw new TypeError('cancel(reason): reason must be a string');
-    let timed = true;
+    let timer: string | null = timeoutJobId(runId);
     const seen = new SlotWatch();
     const transition = seen.wrap((r: RunRecord): Transition<boolean> => {
-      timed = hasRunTimeout(r);
+      timer = timerOf(r);
       return cancelRun(r, reason, Date.now());
     });
     const { result, delivered } = await this.#order.run(runId, () => this.broker.runState.transition(runId, transition), (d) => d.events);
     seen.settle(this.broker, runId, this.#onError);
-    if (result.value && result.events.length > 0) await this.#after(runId, result.events, [], delivered, timed);
+    if (result.value && result.events.length > 0) await this.#after(runId, result.events, [], delivered, timer);
     else await delivered;
     return result.value;
   }
@@ -248,13 +312,13 @@ export class RunEngine {
     fn: (r: RunRecord) => Transition<T>,
     dispatchesOf: (value: T) => Dispatch[] = () => [],
   ): Promise<T | null> {
-    let timed = true;
+    let timer: string | null = timeoutJobId(runId);
     const done = await this.#transition(runId, (r) => {
-      timed = hasRunTimeout(r);
+      timer = timerOf(r);
       return fn(r);
     });
     if (done === null) return null;
-    await this.#after(runId, done.events, dispatchesOf(done.value), done.delivered, timed);
+    await this.#after(runId, done.events, dispatchesOf(done.value), done.delivered, timer);
     return done.value;
   }
 
@@ -270,10 +334,12 @@ export class RunEngine {
   }
 
   #runTimeout(job: ControlJob): Promise<void> | undefined {
-    return then(this.#transition(job.run_id, (r) => timeoutRun(r, Date.now())), (done) => {
+    // The deadline of an earlier attempt (a resumed run) is no longer the run's.
+    const transition = (r: RunRecord): Transition<boolean> => (timerOf(r) === job.job_id ? timeoutRun(r, Date.now()) : { value: false, events: [] });
+    return then(this.#transition(job.run_id, transition), (done) => {
       if (done === null) return undefined;
       if (!done.value || done.events.length === 0) return done.delivered;
-      return this.#after(job.run_id, done.events, [], done.delivered);
+      return this.#after(job.run_id, done.events, [], done.delivered, job.job_id);
     });
   }
 
@@ -375,7 +441,7 @@ export class RunEngine {
    * job, instead of going through the broker.
    */
   #finishStep(job: StepJob, result: JsonValue, failure: JobFailure | null, carrier: string, depth: number): Promise<StepJobFailure | void> | undefined {
-    let timed = true;
+    let timer: string | null = timeoutJobId(job.run_id);
     const broker = this.broker;
     // The run state may keep the record it writes (RedisRunState does): the task must not
     // be able to change it later through the object it returned.
@@ -384,7 +450,7 @@ export class RunEngine {
     // broker, so the failed call is the last of its broker job (which the broker may keep as failed).
     const chainable = broker.chainable === undefined || failure !== null ? null : (d: Dispatch): boolean => d.delayMs === 0 && d.job.item === undefined && broker.chainable?.(d.job, depth + 1) === true;
     const done = this.#transition(job.run_id, (r): Transition<Chained> => {
-      timed = hasRunTimeout(r);
+      timer = timerOf(r);
       const now = Date.now();
       const ended = failure === null ? jobSucceeded(r, job, result, now) : jobFailed(r, job, failure, now);
       const next = chainable === null ? -1 : ended.value.findIndex(chainable);
@@ -397,7 +463,7 @@ export class RunEngine {
     });
     return then(done, (d) => {
       if (d === null) return undefined;
-      const after = this.#after(job.run_id, d.events, d.value.dispatches, d.delivered, timed);
+      const after = this.#after(job.run_id, d.events, d.value.dispatches, d.delivered, timer);
       const chained = d.value.chained;
       if (chained === null) return after;
       // Its input may be part of the record the run state keeps (a step's result, the run's input): a copy.
@@ -461,11 +527,12 @@ export class RunEngine {
 
   /**
    * After a transition whose `events` are being handed on (`delivered`): sends the next
-   * jobs, and cleans up when the run ended. `timed`: the run's plan has a run timeout, so
-   * a delayed `run_timeout` job may be pending (`false` spares the broker a removal of a
-   * job that was never sent). Settles once the events are handed on and the jobs sent.
+   * jobs, and cleans up when the run ended. `timer`: the id of the delayed `run_timeout`
+   * job that may be pending for the run's attempt (`null` when its plan has no run
+   * timeout: spares the broker a removal of a job that was never sent). Settles once the
+   * events are handed on and the jobs sent.
    */
-  #after(runId: string, events: FlowcastEvent[], dispatches: Dispatch[], delivered: Promise<void> | undefined, timed = true): Promise<void> | undefined {
+  #after(runId: string, events: FlowcastEvent[], dispatches: Dispatch[], delivered: Promise<void> | undefined, timer: string | null = timeoutJobId(runId)): Promise<void> | undefined {
     let waits: Promise<void>[] | null = null;
     const broker = this.broker;
     for (const d of dispatches) {
@@ -490,7 +557,7 @@ export class RunEngine {
     if (last !== undefined && isTerminalEvent(last)) {
       this.#primed.delete(runId);
       this.#abortLocal(runId, last);
-      if (timed) (waits ??= []).push(broker.removeDelayed(timeoutJobId(runId)));
+      if (timer !== null) (waits ??= []).push(broker.removeDelayed(timer));
       // A pending retry of an ended run would only be dropped when delivered; until then
       // its timer would keep the process alive.
       const ids = this.#delayed.get(runId);

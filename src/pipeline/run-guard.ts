@@ -110,7 +110,7 @@ export interface GuardedStart<I extends JsonValue> {
   concurrency: ReturnType<typeof checkConcurrency<I>> | undefined;
   idempotencyWindowMs: number;
   /** Creates the run with this id (holding this slot, if any). */
-  start: (runId: string, slot: { group: string; ttl_ms: number } | undefined) => Promise<string>;
+  start: (runId: string, slot: { group: string; ttl_ms: number; limit: number } | undefined) => Promise<string>;
 }
 
 /** Starts a run under the idempotency key and the concurrency policy; `deduplicated` when the key had started one. */
@@ -127,7 +127,7 @@ export async function guardedStart<I extends JsonValue>(g: GuardedStart<I>): Pro
     if (!claim.ok) return { runId: (claim.holders[0] as SlotHolder).run_id, deduplicated: true };
   }
   try {
-    let slot: { group: string; ttl_ms: number } | undefined;
+    let slot: { group: string; ttl_ms: number; limit: number } | undefined;
     if (concurrency !== undefined) {
       const key = options.concurrencyKey ?? (concurrency.key === undefined ? '' : concurrencyKeyOf(concurrency.key, g.input, pipelineId));
       const group = `run:${pipelineId}:${key}`;
@@ -137,7 +137,7 @@ export async function guardedStart<I extends JsonValue>(g: GuardedStart<I>): Pro
         const what = key === '' ? `pipeline "${pipelineId}"` : `pipeline "${pipelineId}" with concurrency key ${show(key)}`;
         throw new AlreadyRunningError(`Already running: ${what} has ${claim.holders.length} run(s) in flight (limit ${concurrency.limit}), e.g. run ${holder}`, holder, key);
       }
-      slot = { group, ttl_ms: concurrency.slotTtlMs };
+      slot = { group, ttl_ms: concurrency.slotTtlMs, limit: concurrency.limit };
     }
     try {
       return { runId: await g.start(runId, slot), deduplicated: false };
@@ -149,6 +149,22 @@ export async function guardedStart<I extends JsonValue>(g: GuardedStart<I>): Pro
     if (idem !== null) await slots.release(idem, runId);
     throw error;
   }
+}
+
+/**
+ * Takes the slot a resumed run held before, under the policy's `limit`: a resume is a
+ * start for the concurrency policy. Throws an {@link AlreadyRunningError} naming a run in
+ * the way when the group is full.
+ */
+export async function claimResumeSlot(broker: Broker, slot: { group: string; ttl_ms: number }, runId: string, pipelineId: string, limit: number): Promise<void> {
+  if (broker.slots === undefined) return;
+  const claim = await claimSlot(broker, slot.group, limit, runId, slot.ttl_ms, true);
+  if (claim.ok) return;
+  const holder = (claim.holders[0] as SlotHolder).run_id;
+  // The group is `run:<pipeline>:<key>` (see guardedStart).
+  const stem = `run:${pipelineId}:`;
+  const key = slot.group.startsWith(stem) ? slot.group.slice(stem.length) : '';
+  throw new AlreadyRunningError(`Already running: run ${runId} cannot resume, its concurrency group has ${claim.holders.length} run(s) in flight (limit ${limit}), e.g. run ${holder}`, holder, key);
 }
 
 function concurrencyKeyOf<I extends JsonValue>(fn: (input: I) => string, input: I, pipelineId: string): string {

@@ -1,4 +1,4 @@
-import { FlowcastError, ErrorCodes, toError } from '../core/errors.js';
+import { FlowcastError, ErrorCodes, RunNotResumableError, toError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
 import { checkKnownKeys, checkObject, checkPositiveInt } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
@@ -63,7 +63,19 @@ export interface RunRecord {
    * the engine after the transition that ends the run, refreshed by the others. Absent
    * for runs without a policy.
    */
-  slot?: { group: string; ttl_ms: number };
+  slot?: {
+    group: string;
+    ttl_ms: number;
+    /** The policy's limit when the slot was taken: a resume takes a slot of the group again under it. */
+    limit?: number;
+  };
+  /** The run's attempt: absent for the first, 2 after the first resume (see `resumeRun`). */
+  attempt?: number;
+  /**
+   * When the current attempt began (a resume), absent for the first: the run timeout
+   * counts from here.
+   */
+  attempt_started_at_ms?: number;
   /**
    * The trace context of the run's span (OpenTelemetry propagator fields, see
    * `pipeline/tracing.ts`), copied into every step job. Absent for runs not traced.
@@ -110,6 +122,14 @@ export interface RunStateStore {
    * uses it when present to keep promises off the hot path.
    */
   transitionSync?<T>(runId: string, fn: (record: RunRecord) => Transition<T>): { value: T; events: FlowcastEvent[] };
+  /**
+   * Optional: {@link transition} for an ended run that `fn` may turn back to `RUNNING` (a
+   * resume): atomically, the run's log is reopened after its terminal event, so the
+   * events `fn` returns continue its seqs. Rejects with `NOT_FOUND` for an unknown run,
+   * and with `RUN_NOT_RESUMABLE` when the run's event log is gone. A store without it
+   * cannot resume runs.
+   */
+  reopen?<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }>;
   /** Releases what the store opened. Idempotent. */
   close(): Promise<void>;
 }
@@ -180,6 +200,23 @@ export class InMemoryRunState implements RunStateStore {
     return { value, events: appended };
   }
 
+  /** See {@link RunStateStore.reopen}. */
+  reopen<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    const rec = this.#runs.get(runId);
+    if (rec === undefined) return Promise.reject(new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`));
+    if (rec.status === 'RUNNING') return this.transition(runId, fn);
+    // On a copy: a resume refused because the log is gone leaves the record as it was.
+    const next = structuredClone(rec);
+    const { value, events } = fn(next);
+    if (next.status === 'RUNNING' && !this.#log.reopenSync(runId)) {
+      return Promise.reject(new RunNotResumableError(`Run "${runId}" cannot be resumed: its event log is no longer held (retentionMs, maxRuns of the transport)`, runId, null));
+    }
+    this.#runs.set(runId, next);
+    const appended = this.#append(events);
+    if (next.status !== 'RUNNING') this.#markEnded(runId);
+    return Promise.resolve({ value, events: appended });
+  }
+
   #append(drafts: EventDraft[]): FlowcastEvent[] {
     const out: FlowcastEvent[] = [];
     for (const draft of drafts) {
@@ -191,7 +228,11 @@ export class InMemoryRunState implements RunStateStore {
 
   #markEnded(runId: string): void {
     this.#ended.push(runId);
-    while (this.#ended.size > this.#maxEnded) this.#runs.delete(this.#ended.shift() as string);
+    while (this.#ended.size > this.#maxEnded) {
+      const id = this.#ended.shift() as string;
+      // A run resumed since it was listed here is running again (or listed again, later).
+      if (this.#runs.get(id)?.status !== 'RUNNING') this.#runs.delete(id);
+    }
   }
 
   close(): Promise<void> {

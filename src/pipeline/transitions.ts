@@ -89,7 +89,8 @@ export function beginRun(rec: RunRecord, now: number): Transition<Dispatch[]> {
   return out;
 }
 
-function markReady(rec: RunRecord, name: string): void {
+/** Marks a PENDING step ready to start (internal: transitions and resume.ts). */
+export function markReady(rec: RunRecord, name: string): void {
   const st = rec.steps[name];
   if (st === undefined || st.phase !== 'PENDING') return;
   st.phase = 'READY';
@@ -128,11 +129,17 @@ function makeJob(rec: RunRecord, step: PlanStep, task: string, input: JsonValue,
   if (item !== undefined) job.item = item;
   if (step.timeout_ms !== undefined) job.timeout_ms = step.timeout_ms;
   if (rec.trace !== undefined) job.trace = rec.trace;
+  if (rec.attempt !== undefined) job.run_attempt = rec.attempt;
   return job;
 }
 
-/** Starts ready work until `max_parallel` jobs of the run are in flight, then checks whether the run ended. */
-function fill(rec: RunRecord, now: number, out: Transition<Dispatch[]>): void {
+/** `true` for a job of an earlier attempt of the run (sent before it was resumed): it must change nothing. */
+export function isStaleJob(rec: RunRecord, job: StepJob): boolean {
+  return (job.run_attempt ?? 1) !== (rec.attempt ?? 1);
+}
+
+/** Starts ready work until `max_parallel` jobs of the run are in flight, then checks whether the run ended (internal: transitions and resume.ts). */
+export function fill(rec: RunRecord, now: number, out: Transition<Dispatch[]>): void {
   const max = rec.plan.max_parallel ?? Infinity;
   for (;;) {
     if (rec.status !== 'RUNNING') return;
@@ -344,7 +351,7 @@ function runResult(rec: RunRecord): JsonValue {
  */
 export function jobStarted(rec: RunRecord, job: StepJob, now: number, carrier?: string): Transition<boolean> {
   const out: Transition<boolean> = { value: false, events: [] };
-  if (rec.status !== 'RUNNING') return out;
+  if (rec.status !== 'RUNNING' || isStaleJob(rec, job)) return out;
   const { step, st } = stepOf(rec, job.step);
   if (st.phase !== 'ACTIVE') return out;
   if (st.items === null) {
@@ -384,6 +391,7 @@ export function jobStarted(rec: RunRecord, job: StepJob, now: number, carrier?: 
 /** `job` returned `result`. */
 export function jobSucceeded(rec: RunRecord, job: StepJob, result: JsonValue, now: number): Transition<Dispatch[]> {
   const out: Transition<Dispatch[]> = { value: [], events: [] };
+  if (isStaleJob(rec, job)) return out;
   rec.inflight = Math.max(0, rec.inflight - 1);
   if (rec.status !== 'RUNNING') return out;
   const { step, st } = stepOf(rec, job.step);
@@ -421,6 +429,7 @@ export function jobSucceeded(rec: RunRecord, job: StepJob, result: JsonValue, no
 /** `job` failed. Retries when the step allows, else fails the step (and the run, per the failure policy). */
 export function jobFailed(rec: RunRecord, job: StepJob, failure: JobFailure, now: number): Transition<Dispatch[]> {
   const out: Transition<Dispatch[]> = { value: [], events: [] };
+  if (isStaleJob(rec, job)) return out;
   rec.inflight = Math.max(0, rec.inflight - 1);
   if (rec.status !== 'RUNNING') return out;
   const { step, st } = stepOf(rec, job.step);
@@ -493,7 +502,7 @@ export function cancelRun(rec: RunRecord, reason: string, now: number): Transiti
 export function timeoutRun(rec: RunRecord, now: number): Transition<boolean> {
   const out: Transition<Dispatch[]> = { value: [], events: [] };
   if (rec.status !== 'RUNNING') return { value: false, events: [] };
-  const limit = rec.plan.timeout_ms ?? now - rec.started_at_ms;
+  const limit = rec.plan.timeout_ms ?? now - (rec.attempt_started_at_ms ?? rec.started_at_ms);
   const message = `TimeoutError: pipeline "${rec.pipeline_id}" timed out after ${limit}ms`;
   endRun(rec, 'FAILED', 'pipeline timed out', now, out);
   rec.error = message;

@@ -8,6 +8,7 @@
  * its call, and the run state drops the late result (the run has ended).
  */
 import type { Redis } from 'ioredis';
+import { RunNotResumableError } from '../core/errors.js';
 import type { FlowcastEvent } from '../events/types.js';
 import type { RunRecord, RunStateStore, RunSummary, Transition } from '../pipeline/run-state.js';
 import { runControlChannel } from './keys.js';
@@ -113,6 +114,10 @@ export class AnnouncingRedisRunState extends RedisRunState {
   override transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
     return super.transition(runId, fn).then((done) => announceEnd(this.#control, done));
   }
+
+  override reopen<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    return super.reopen(runId, fn).then((done) => announceEnd(this.#control, done));
+  }
 }
 
 /**
@@ -143,6 +148,12 @@ export class AnnouncingRunState implements RunStateStore {
 
   transition<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
     return this.inner.transition(runId, fn).then((done) => announceEnd(this.#control, done));
+  }
+
+  /** The store's `reopen`; refuses the resume when the store has none. */
+  reopen<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    if (this.inner.reopen === undefined) return Promise.reject(new RunNotResumableError(`Run "${runId}" cannot be resumed: its run state store cannot reopen runs`, runId, null));
+    return this.inner.reopen(runId, fn).then((done) => announceEnd(this.#control, done));
   }
 
   /** Does not close the store underneath: the broker closes what it created. */

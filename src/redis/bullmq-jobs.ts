@@ -9,7 +9,7 @@ import type { BrokerJob, StepJob, StepJobFailure } from '../pipeline/broker.js';
 import type { ResolvedBrokerOptions } from './bullmq-options.js';
 import type { EventDraft } from '../events/types.js';
 import type { RunRecord, Transition } from '../pipeline/run-state.js';
-import { carriedJob } from '../pipeline/transitions.js';
+import { carriedJob, isStaleJob } from '../pipeline/transitions.js';
 
 /**
  * BullMQ job id of a flowcast job id. BullMQ refuses `:` in custom ids (and plain
@@ -95,7 +95,7 @@ export function checkJob(job: unknown): void {
  */
 export function stepRedelivered(rec: RunRecord, job: StepJob, reason: string, now: number): Transition<StepJob | null> {
   const none: Transition<StepJob | null> = { value: null, events: [] };
-  if (rec.status !== 'RUNNING') return none;
+  if (rec.status !== 'RUNNING' || isStaleJob(rec, job)) return none;
   const st = rec.steps[job.step];
   const step = rec.plan.steps.find((s) => s.name === job.step);
   // Its own call ended: the job may have carried a chained step's call when its worker stopped.
@@ -166,7 +166,7 @@ export function callOf(rec: RunRecord, job: StepJob): StepJob {
 
 function ownCallCurrent(rec: RunRecord, job: StepJob): boolean {
   const st = rec.steps[job.step];
-  if (rec.status !== 'RUNNING' || st === undefined || st.phase !== 'ACTIVE') return false;
+  if (rec.status !== 'RUNNING' || st === undefined || st.phase !== 'ACTIVE' || isStaleJob(rec, job)) return false;
   if (st.items === null) return job.attempt === st.attempt || st.task_id === job.job_id;
   return job.item === undefined || st.items.results[job.item] === null;
 }

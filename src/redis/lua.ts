@@ -119,6 +119,27 @@ return seqs
 `;
 
 /**
+ * A transition that reopens an ended run (a resume): the compare-and-set of
+ * {@link TRANSITION_SCRIPT}, and the log's end mark removed before the events are
+ * appended, so they follow the terminal event with the next seqs. KEYS and ARGV as
+ * {@link TRANSITION_SCRIPT}, ARGV[3] always a summary.
+ * Returns `{2}` for an unknown run, `{4}` when the run's log is gone (expired),
+ * `{3, version, record}` when the version moved on, else `{0, seq...}`.
+ */
+export const REOPEN_SCRIPT = `${APPEND_FN}
+local ver = redis.call('HGET', KEYS[1], 'ver')
+if not ver then return {2} end
+if ver ~= ARGV[1] then return same_tx(KEYS[1], ARGV[9]) or {3, tonumber(ver), redis.call('HGET', KEYS[1], 'rec')} end
+if redis.call('HEXISTS', KEYS[2], 'seq') == 0 then return {4} end
+redis.call('HDEL', KEYS[2], 'end')
+local seqs, ended = append_events(KEYS[2], KEYS[3], ARGV[4], 13, tonumber(ARGV[8]), 10)
+redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'sum', ARGV[3], 'ver', tonumber(ver) + 1, 'tx', ARGV[9], 'txr', table.concat(seqs, ','))
+expire_all((ended or ARGV[7] == '1') and ARGV[6] or ARGV[5], KEYS[1], KEYS[2], KEYS[3])
+table.insert(seqs, 1, 0)
+return seqs
+`;
+
+/**
  * Stores an event that already has its seq (the hook bridge's `ingest`) and publishes it.
  * KEYS[1] log meta hash, KEYS[2] log stream.
  * ARGV[1] max events kept, ARGV[2] TTL (s) while running, ARGV[3] TTL (s) once ended,

@@ -1,13 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { FlowcastError, ErrorCodes, InvalidArgumentError, toError } from '../core/errors.js';
+import { FlowcastError, ErrorCodes, InvalidArgumentError, RunNotResumableError, toError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import { isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from '../pipeline/plan.js';
 import type { RunRecord, RunStateStore, RunSummary, StepState, Transition } from '../pipeline/run-state.js';
 import { encodeDraft, encodeOwnDraft, type EncodedDraft } from './event-codec.js';
 import { runLogKey, runLogMetaKey, runStateKey } from './keys.js';
-import { CREATE_SCRIPT, LuaScript, TRANSITION_SCRIPT } from './lua.js';
+import { CREATE_SCRIPT, LuaScript, REOPEN_SCRIPT, TRANSITION_SCRIPT } from './lua.js';
 import { RedisPubSubTransport, checkRedisClient } from './transport.js';
 
 /** Options of {@link RedisRunState}. */
@@ -39,6 +39,7 @@ const KNOWN = ['transport', 'maxAttempts', 'cachedRuns'] as const;
 
 const createScript = new LuaScript(CREATE_SCRIPT);
 const transitionScript = new LuaScript(TRANSITION_SCRIPT);
+const reopenScript = new LuaScript(REOPEN_SCRIPT);
 
 /** What this process keeps of a run: its plan, and the record and version it last wrote or read. */
 interface CachedRun {
@@ -57,6 +58,7 @@ const CREATED = 0;
 const EXISTS = 1;
 const UNKNOWN = 2;
 const CONFLICT = 3;
+const LOG_GONE = 4;
 
 /** Freezes a plan deeply: a transition that tried to change it would throw instead of diverging from Redis. */
 function deepFreeze<T>(value: T): T {
@@ -332,9 +334,58 @@ export class RedisRunState implements RunStateStore {
     } catch (error) {
       return Promise.reject(toError(error));
     }
-    // Queued per run in this process: local transitions never conflict with each other.
+    return this.#queued(runId, () => this.#attempt(runId, fn));
+  }
+
+  /**
+   * See `RunStateStore.reopen`: on a fresh read of the record, and, when `fn` turns the
+   * ended run back to RUNNING, one script that checks the version, removes the log's end
+   * mark and appends the events (so every process agrees: the run runs again).
+   */
+  reopen<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    try {
+      this.#checkOpen('reopen');
+      checkId(runId, 'reopen(runId)');
+      if (typeof fn !== 'function') throw new InvalidArgumentError(`reopen(runId, fn): fn must be a function, received ${show(fn)}`);
+    } catch (error) {
+      return Promise.reject(toError(error));
+    }
+    return this.#queued(runId, () => this.#reopen(runId, fn));
+  }
+
+  async #reopen<T>(runId: string, fn: (record: RunRecord) => Transition<T>): Promise<{ value: T; events: FlowcastEvent[] }> {
+    const keys = this.#keys(runId);
+    for (let attempt = 1; ; attempt++) {
+      this.#cache.delete(runId);
+      const run = await this.#read(runId, undefined);
+      const record = parseRecord(run.rec as string);
+      record.plan = run.plan;
+      if (record.status === 'RUNNING') return this.#attempt(runId, fn);
+      const { value, events } = fn(record);
+      // Read again: `fn` changed it.
+      const running = (record as { status: string }).status === 'RUNNING';
+      if (!running && events.length === 0) return { value, events: [] };
+      const drafts = this.#encode(events, runId, 'RedisRunState.reopen', true);
+      const rec = recordJson(record);
+      const channels = this.transport.liveChannels(runId, record.pipeline_id);
+      const ver = run.ver as string;
+      const args = [ver, rec, JSON.stringify(summaryOf(record)), ...this.#logArgs(record, drafts, channels)];
+      const reply = (await reopenScript.run(this.redis, keys, args)) as unknown[];
+      if (reply[0] === CREATED) {
+        if (running) this.#remember(runId, { plan: run.plan, rec, ver: String(Number(ver) + 1), obj: record });
+        return { value, events: this.#ended(record.pipeline_id, runId, this.#finish(drafts, reply.slice(1), channels)) };
+      }
+      if (reply[0] === UNKNOWN) throw new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`);
+      if (reply[0] === LOG_GONE) throw new RunNotResumableError(`Run "${runId}" cannot be resumed: its event log expired`, runId, null);
+      if (reply[0] !== CONFLICT) throw new FlowcastError(ErrorCodes.CONNECTION_FAILED, `Unexpected answer of the reopen script: ${show(reply)}`);
+      if (attempt >= this.#maxAttempts) throw new FlowcastError(ErrorCodes.CONFLICT, `Reopening run "${runId}" lost to concurrent writers ${attempt} times; giving up`);
+    }
+  }
+
+  /** Runs `task` after this process's earlier transitions of the run: local transitions never conflict with each other. */
+  #queued<R>(runId: string, task: () => Promise<R>): Promise<R> {
     const prev = this.#queues.get(runId);
-    const next = prev === undefined ? this.#attempt(runId, fn) : prev.then(() => this.#attempt(runId, fn), () => this.#attempt(runId, fn));
+    const next = prev === undefined ? task() : prev.then(task, task);
     this.#queues.set(runId, next);
     void next.then(
       () => this.#dequeue(runId, next),

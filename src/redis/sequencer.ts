@@ -65,7 +65,9 @@ export class RunSequencer {
       this.#take(fresh, event);
       return;
     }
-    if (cursor.ended || event.seq < cursor.next) return;
+    if (event.seq < cursor.next) return;
+    // Nothing is appended after a terminal event unless the run was resumed: it runs again.
+    if (cursor.ended) cursor.ended = false;
     if (event.seq === cursor.next) {
       this.#take(cursor, event);
       this.#drain(cursor);

@@ -15,14 +15,14 @@ export interface Principal {
    * @default "*"
    */
   pipelines?: '*' | string[];
-  /** Actions beyond reading (`"start"`, `"cancel"`, `"delete"`, `"retry"`). @default [] */
+  /** Actions beyond reading (`"start"`, `"cancel"`, `"delete"`, `"retry"`, `"resume"`). @default [] */
   actions?: Action[];
   /** Anything else the application keeps (claims...). */
   [key: string]: unknown;
 }
 
 /** What a principal may do with a pipeline's runs. */
-export type Action = 'read' | 'start' | 'cancel' | 'delete' | 'retry';
+export type Action = 'read' | 'start' | 'cancel' | 'delete' | 'retry' | 'resume';
 
 /** Built-in JWT verification (jose). */
 export interface JwtOptions {
@@ -211,7 +211,7 @@ export class Authenticator {
   }
 }
 
-const ACTIONS: readonly Action[] = ['read', 'start', 'cancel', 'delete', 'retry'];
+const ACTIONS: readonly Action[] = ['read', 'start', 'cancel', 'delete', 'retry', 'resume'];
 
 /** The principal of a verified JWT; throws a {@link ClaimError} naming the claim when one is malformed (fail closed). */
 function principalFromClaims(payload: JWTPayload, jwt: JwtOptions): Principal {

@@ -200,6 +200,12 @@ export class ServerMetrics {
 
   /** Counts one run or step event. Duplicates (a seq already seen, any event of a run that ended lately) are ignored. */
   observe(event: FlowcastEvent): void {
+    if (event.type === 'PipelineResumeEvent') {
+      // A resumed run is in flight again (a new attempt, not a new run: not counted as started).
+      this.#recentlyEnded.delete(event.run_id);
+      if (!this.#inFlight.has(event.run_id)) this.#inFlight.set(event.run_id, { pipeline: this.#label(event.pipeline_id), type: event.pipeline_type, lastSeq: event.seq });
+      return;
+    }
     if (this.#recentlyEnded.has(event.run_id)) return;
     const run = this.#inFlight.get(event.run_id);
     if (run !== undefined) {

@@ -95,7 +95,18 @@ export const EVENT_SCHEMAS: Record<EventType, TObject> = {
   PipelineCancelledEvent: event(
     'PipelineCancelledEvent',
     { pipeline_type: PipelineType, status: Type.Literal('CANCELLED'), reason: Type.String(), duration_ms: Type.Number({ minimum: 0 }) },
-    'The run was cancelled: its last event.',
+    'The run was cancelled: its last event (unless it is resumed).',
+  ),
+  PipelineResumeEvent: event(
+    'PipelineResumeEvent',
+    {
+      pipeline_type: PipelineType,
+      attempt: Type.Integer({ minimum: 2, description: 'The run\'s attempt that starts now (2 for the first resume).' }),
+      previous_status: Type.Union([Type.Literal('FAILED'), Type.Literal('CANCELLED')], { description: 'How the previous attempt ended.' }),
+      kept_steps: Type.Array(Type.String(), { description: 'Steps that completed before: their results are kept, they do not run again.' }),
+      pending_steps: Type.Array(Type.String(), { description: 'Steps that run in this attempt, in definition order.' }),
+    },
+    'A FAILED or CANCELLED run continues as a new attempt of the same run, right after its terminal event: it is RUNNING again until its next terminal event.',
   ),
 };
 

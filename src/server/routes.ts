@@ -19,6 +19,7 @@ import { registerRunRoutes } from './rest/runs.js';
 import { registerEngineRoutes } from './rest/engine.js';
 import { registerRetryRoutes } from './rest/retry.js';
 import { registerStartRoutes } from './rest/start.js';
+import { registerResumeRoutes } from './rest/resume.js';
 import { ErrorBody } from './rest/schemas.js';
 import { dashboardPage } from './base-path.js';
 import type { RouteHost } from './route-host.js';
@@ -148,6 +149,7 @@ function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string
   registerMetricsRoutes(app, ctx);
   registerRetryRoutes(app, ctx);
   registerStartRoutes(app, ctx);
+  registerResumeRoutes(app, ctx);
   registerEngineRoutes(app, ctx);
   registerSse(app, ctx);
 

@@ -108,6 +108,8 @@ export class InMemoryPipelineStorage implements TrackingStorage {
     } else if (isTerminalEvent(event)) {
       this.#ended.delete(next.run_id);
       this.#ended.add(next.run_id);
+    } else if (event.type === 'PipelineResumeEvent') {
+      this.#ended.delete(next.run_id);
     }
     return next;
   }

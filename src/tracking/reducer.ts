@@ -4,6 +4,7 @@ import type {
   PipelineCancelledEvent,
   PipelineCompleteEvent,
   PipelineErrorEvent,
+  PipelineResumeEvent,
   PipelineStartEvent,
 } from '../events/types.js';
 import type { PipelineStatus, StepRunStatus, StepStatus } from './models.js';
@@ -103,6 +104,8 @@ export function applyEvent(status: PipelineStatus | null, event: FlowcastEvent):
     case 'PipelineErrorEvent':
     case 'PipelineCancelledEvent':
       return endRun(status, event);
+    case 'PipelineResumeEvent':
+      return resumeRun(status, event);
     default:
       return status;
   }
@@ -229,5 +232,26 @@ function endRun(status: PipelineStatus, event: PipelineCompleteEvent | PipelineE
       s.duration_ms = Math.max(0, endMs - Date.parse(s.started_at));
     }
   }
+  return status;
+}
+
+/** A new attempt of an ended run: RUNNING again, its kept steps as they were, every other step PENDING. */
+function resumeRun(status: PipelineStatus, event: PipelineResumeEvent): PipelineStatus {
+  status.status = 'RUNNING';
+  status.completed_at = null;
+  status.duration_ms = null;
+  status.result = null;
+  status.error = null;
+  status.current_step = null;
+  const kept = new Set(event.kept_steps);
+  let done = 0;
+  status.steps = status.steps.map((s) => {
+    if (kept.has(s.step_name)) {
+      if (isDone(s.status)) done++;
+      return s;
+    }
+    return newStep(s.step_name, s.step_index, s.kind, s.task_names, s.depends_on);
+  });
+  status.progress = status.steps.length === 0 ? 0 : done / status.steps.length;
   return status;
 }

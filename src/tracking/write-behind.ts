@@ -52,7 +52,7 @@ export class WriteBehind {
       this.#runs.set(runId, run);
     }
     for (const e of events) queue(run.events, e);
-    const now = first.type === 'PipelineStartEvent' || isTerminalEvent(events[events.length - 1] as FlowcastEvent);
+    const now = first.type === 'PipelineStartEvent' || first.type === 'PipelineResumeEvent' || isTerminalEvent(events[events.length - 1] as FlowcastEvent);
     if (now) return this.#flush(runId, run);
     if (run.timer === null) {
       run.timer = setTimeout(() => void this.#flush(runId, run), this.#delayMs);

@@ -145,6 +145,24 @@ export class InMemoryTransport implements EventTransport {
     return true;
   }
 
+  /**
+   * Reopens the log of an ended run (a resume): the next append follows its terminal
+   * event with the next seq. `false` when the log is no longer held (evicted). A log
+   * that is open already stays as it is (`true`).
+   */
+  reopenSync(runId: string): boolean {
+    const log = this.#logs.get(runId);
+    if (log === undefined) return false;
+    if (log.endedAt === null) return true;
+    if (log.packed !== null) {
+      log.events = readPacked(log.packed, log.trimmed, Infinity);
+      log.packed = null;
+      log.head = 0;
+    }
+    log.endedAt = null;
+    return true;
+  }
+
   /** A run's new log; its start marker comes first, so a pipeline's run stream announces it before any of its events. */
   #open(runId: string, pipelineId: string): RunLog {
     this.#runs.mark('start', pipelineId, runId);
@@ -271,7 +289,8 @@ export class InMemoryTransport implements EventTransport {
     for (let first = this.#ended.peek(); first !== undefined; first = this.#ended.peek()) {
       if (this.#ended.size <= this.#maxRuns && now - first.endedAt < this.#retentionMs) break;
       this.#ended.shift();
-      this.#logs.delete(first.runId);
+      // A log reopened since (a resumed run) is not this entry's to evict.
+      if (this.#logs.get(first.runId)?.endedAt === first.endedAt) this.#logs.delete(first.runId);
     }
   }
 

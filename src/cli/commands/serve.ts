@@ -152,7 +152,7 @@ export function serverOptionsFrom(options: ServeCommandOptions, env: NodeJS.Proc
   const secret = options.jwtSecret ?? (env.FLOWCAST_JWT_SECRET || undefined);
   const auth: AuthOptions = {};
   if (tokens.length > 0) {
-    auth.apiKeys = Object.fromEntries(tokens.map((key, i): [string, Principal] => [key, { id: `token-${i + 1}`, pipelines: '*', actions: ['start', 'cancel', 'delete', 'retry'] }]));
+    auth.apiKeys = Object.fromEntries(tokens.map((key, i): [string, Principal] => [key, { id: `token-${i + 1}`, pipelines: '*', actions: ['start', 'cancel', 'delete', 'retry', 'resume'] }]));
   }
   if (secret !== undefined) {
     auth.jwt = { secret };

@@ -43,6 +43,8 @@ export const RestErrors = {
   CANCEL_UNAVAILABLE: 'cancel_unavailable',
   RETRY_UNAVAILABLE: 'retry_unavailable',
   START_UNAVAILABLE: 'start_unavailable',
+  RESUME_UNAVAILABLE: 'resume_unavailable',
+  RUN_NOT_RESUMABLE: 'run_not_resumable',
   ALREADY_RUNNING: 'already_running',
   REDIS_UNAVAILABLE: 'redis_unavailable',
   INTERNAL: 'internal_error',
@@ -289,6 +291,7 @@ export function errorAnswer(error: unknown, request: FastifyRequest): { status: 
     if (error.code === ErrorCodes.NOT_FOUND) return { status: 404, code: RestErrors.NOT_FOUND, message: error.message };
     // A retry (or any start) over the pipeline's concurrency limit.
     if (error.code === ErrorCodes.ALREADY_RUNNING) return { status: 409, code: RestErrors.ALREADY_RUNNING, message: error.message };
+    if (error.code === ErrorCodes.RUN_NOT_RESUMABLE) return { status: 409, code: RestErrors.RUN_NOT_RESUMABLE, message: error.message };
   }
   const e = error as { validation?: ValidationIssue[]; validationContext?: string; statusCode?: number; message?: string };
   if (Array.isArray(e.validation) && e.validation.length > 0) {

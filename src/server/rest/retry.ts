@@ -43,6 +43,7 @@ const ActionsAnswer = Type.Object({
   pipeline_id: Type.String(),
   cancel: Type.Boolean({ description: 'The caller may cancel it (and the server can).' }),
   retry: Type.Boolean({ description: 'The caller may retry it (and the server knows its pipeline).' }),
+  resume: Type.Boolean({ description: 'The caller may resume it: it is FAILED or CANCELLED, the caller has the "resume" action, the server has a broker.' }),
   delete: Type.Boolean(),
 });
 
@@ -105,7 +106,7 @@ export function registerRetryRoutes(app: FastifyInstance, ctx: RestContext): voi
       url: '/api/runs/:run_id/actions',
       tag: 'runs',
       summary: 'What the caller may do with this run',
-      description: 'The dashboard shows Cancel and Retry only where they would be accepted.',
+      description: 'The dashboard shows Cancel, Retry and Resume only where they would be accepted.',
       params: RunIdParams,
       responses: { 200: { description: 'The allowed actions', schema: ActionsAnswer }, 401: e401, 403: e403, 404: e404, 429: e429, 503: e503 },
     },
@@ -113,12 +114,13 @@ export function registerRetryRoutes(app: FastifyInstance, ctx: RestContext): voi
       const tracking = requireTracking(ctx);
       const status = await requireRun(tracking, request.params.run_id);
       requireRunAction(ctx, principal, status.run_id, status.pipeline_id, 'read');
-      const may = (action: 'cancel' | 'retry' | 'delete'): boolean => ctx.server.auth.authorize(principal, status.pipeline_id, action);
+      const may = (action: 'cancel' | 'retry' | 'delete' | 'resume'): boolean => ctx.server.auth.authorize(principal, status.pipeline_id, action);
       return {
         run_id: status.run_id,
         pipeline_id: status.pipeline_id,
         cancel: ctx.broker !== null && may('cancel'),
         retry: pipelines.has(status.pipeline_id) && may('retry'),
+        resume: ctx.broker !== null && (status.status === 'FAILED' || status.status === 'CANCELLED') && may('resume'),
         delete: may('delete'),
       };
     },
