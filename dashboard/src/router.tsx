@@ -5,6 +5,8 @@ import { useEffect, useState } from 'preact/hooks';
 export type Route =
   | { page: 'overview' }
   | { page: 'run'; runId: string }
+  | { page: 'pipelines' }
+  | { page: 'pipeline'; pipelineId: string }
   | { page: 'engine' }
   | { page: 'metrics' }
   | { page: 'notfound'; path: string };
@@ -12,6 +14,8 @@ export type Route =
 export const paths = {
   overview: '/dashboard/runs',
   run: (runId: string): string => `/dashboard/runs/${encodeURIComponent(runId)}`,
+  pipelines: '/dashboard/pipelines',
+  pipeline: (pipelineId: string): string => `/dashboard/pipelines/${encodeURIComponent(pipelineId)}`,
   engine: '/dashboard/engine',
   metrics: '/dashboard/metrics',
 };
@@ -20,6 +24,9 @@ export function parseRoute(pathname: string): Route {
   const path = pathname.replace(/\/+$/, '') || '/';
   if (path === '/' || path === '/dashboard' || path === '/dashboard/runs') return { page: 'overview' };
   if (path === '/dashboard/engine') return { page: 'engine' };
+  if (path === '/dashboard/pipelines') return { page: 'pipelines' };
+  const pipeline = /^\/dashboard\/pipelines\/([^/]+)$/.exec(path);
+  if (pipeline?.[1] !== undefined) return { page: 'pipeline', pipelineId: decodeURIComponent(pipeline[1]) };
   if (path === '/dashboard/metrics') return { page: 'metrics' };
   const run = /^\/dashboard\/runs\/([^/]+)$/.exec(path);
   if (run?.[1] !== undefined) return { page: 'run', runId: decodeURIComponent(run[1]) };
