@@ -7,11 +7,11 @@ export { ErrorCodes, FlowcastError, InvalidArgumentError, NotJsonError, TimeoutE
 export type { ErrorCode } from './core/errors.js';
 export { assertJson, isJson } from './core/json.js';
 export type { JsonValue } from './core/json.js';
-export type { Broker, BrokerJob, TaskJob, StepJob, ControlJob, JobProcessor, EnqueueOptions } from './core/broker.js';
+export type { Broker, BrokerJob, TaskJob, StepJob, ControlJob, JobProcessor, EnqueueOptions } from './pipeline/broker.js';
 export type { EngineStatus, BrokerEngineStatus, WorkerStatus, QueueStatus, ServerInstanceStatus } from './core/engine-status.js';
 export type { Task, TaskFn, TaskContext, TaskOptions, TaskHandle, TaskDefinition, ThreadTaskSource, Backoff, TaskInput, TaskOutput } from './core/task.js';
-export { InMemoryBroker } from './core/memory-broker.js';
-export type { InMemoryBrokerOptions } from './core/memory-broker.js';
+export { InMemoryBroker } from './pipeline/memory-broker.js';
+export type { InMemoryBrokerOptions } from './pipeline/memory-broker.js';
 export type { ThreadPoolOptions } from './core/thread-pool.js';
 
 export { Pipeline } from './pipeline/pipeline.js';

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../src/core/errors.js';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { trackRunKey } from '../src/redis/keys.js';

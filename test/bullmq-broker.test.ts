@@ -3,7 +3,7 @@ import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { ErrorCodes } from '../src/core/errors.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { DataflowPipeline } from '../src/pipeline/dataflow.js';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
 import type { RunRecord } from '../src/pipeline/run-state.js';
 import type { FlowcastEvent } from '../src/events/types.js';

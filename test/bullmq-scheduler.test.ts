@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { PipelineScheduler, type ScheduleContext } from '../src/scheduler/scheduler.js';
 import { useRedisServer } from './helpers/redis.js';

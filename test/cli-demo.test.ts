@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { HookManager } from '../src/events/hook-manager.js';
 import { isTerminalEvent, type FlowcastEvent } from '../src/events/types.js';
 import { DEMO_PIPELINE_IDS, createDemo } from '../src/demo/pipelines.js';

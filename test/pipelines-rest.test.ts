@@ -7,7 +7,7 @@
  * Redis (the same hash the starts take), on a real redis-server.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { InMemoryRunSlots, type RunSlots } from '../src/core/run-slots.js';
 import { RedisRunSlots } from '../src/redis/run-slots.js';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';

@@ -7,7 +7,7 @@ import type { FlowcastEvent } from '../src/events/types.js';
 import { InMemoryBroker, Pipeline } from '../src/index.js';
 import type { PipelinePlan } from '../src/pipeline/plan.js';
 import { beginRun, cancelRun, newRunRecord } from '../src/pipeline/transitions.js';
-import { ExternalEventIngestor, parseIngestEntry, type ExternalEventIngestorOptions, type IngestEntry } from '../src/redis/external.js';
+import { ExternalEventIngestor, parseIngestEntry, type ExternalEventIngestorOptions, type IngestEntry } from '../src/redis/external-ingestor.js';
 import { ingestKey, ingestLockKey } from '../src/redis/keys.js';
 import { RedisRunState } from '../src/redis/run-state.js';
 import { RedisPubSubTransport } from '../src/redis/transport.js';
@@ -18,7 +18,7 @@ import { connect, isEvent } from './helpers/ws-client.js';
 
 const run = promisify(execFile);
 const redis = useRedisServer();
-const examples = fileURLToPath(new URL('../examples/external/', import.meta.url));
+const examples = fileURLToPath(new URL('../examples/external', import.meta.url));
 
 const plan: PipelinePlan = {
   pipeline_id: 'builds',

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { ErrorCodes } from '../src/core/errors.js';
 import { startRun, StartRunError } from '../src/client/index.js';
 import { getWebSocketServer, type FlowcastServer } from '../src/server/index.js';

@@ -7,7 +7,7 @@
  */
 import { SignJWT } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { getEngine } from '../src/pipeline/engine.js';
 import { AlreadyRunningError } from '../src/core/errors.js';
 import { getWebSocketServer, type FlowcastServer } from '../src/server/index.js';

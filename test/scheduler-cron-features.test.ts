@@ -7,7 +7,7 @@
 import { Queue } from 'bullmq';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes, FlowcastError } from '../src/core/errors.js';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { BullMQBroker } from '../src/redis/bullmq-broker.js';
 import { BULLMQ_QUEUES, bullmqPrefix } from '../src/redis/keys.js';
 import { PipelineScheduler, type ScheduleContext } from '../src/scheduler/scheduler.js';

@@ -1,4 +1,4 @@
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import { brokerConformance } from './conformance/broker.js';
 import { InMemoryTransport } from '../src/transport/memory-transport.js';
 import { InMemoryRunState } from '../src/pipeline/run-state.js';

@@ -3,7 +3,7 @@
  * own event log, so a late joiner can follow the log from `last_seq + 1`.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { InMemoryBroker } from '../src/core/memory-broker.js';
+import { InMemoryBroker } from '../src/pipeline/memory-broker.js';
 import type { JsonValue } from '../src/core/json.js';
 import { DataflowPipeline } from '../src/pipeline/dataflow.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';

@@ -2,7 +2,7 @@
  * What the distributed bench's processes share: the IPC peer the orchestrator drives its
  * children with, the pipelines and tasks every process registers, and small helpers.
  */
-import type { Broker } from '../../src/core/broker.js';
+import type { Broker } from '../../src/pipeline/broker.js';
 import type { TaskContext } from '../../src/core/task.js';
 import { Pipeline } from '../../src/pipeline/pipeline.js';
 import { PIPELINE_ID, nowUs } from '../fanout/shared.js';

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Type } from '@sinclair/typebox';
-import type { Broker } from '../core/broker.js';
+import type { Broker } from '../pipeline/broker.js';
 import type { TaskContext } from '../core/task.js';
 import type { EventDispatcher, EventRecorder } from '../pipeline/engine.js';
 import type { RunHandle } from '../pipeline/base.js';

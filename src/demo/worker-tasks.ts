@@ -7,7 +7,7 @@
  * @example
  * flowcast worker --redis redis://127.0.0.1:6379 --tasks node_modules/flowcast/dist/demo/worker-tasks.js
  */
-import type { Broker } from '../core/broker.js';
+import type { Broker } from '../pipeline/broker.js';
 import { HookManager } from '../events/hook-manager.js';
 import { PipelineTrackingManager } from '../tracking/manager.js';
 import { createDemo } from './pipelines.js';

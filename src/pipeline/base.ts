@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { FlowcastError, ErrorCodes, InvalidArgumentError } from '../core/errors.js';
 import { assertJson, type JsonValue } from '../core/json.js';
-import type { Broker } from '../core/broker.js';
+import type { Broker } from './broker.js';
 import type { Task } from '../core/task.js';
 import { normalizeTaskOptions } from '../core/task-options.js';
 import { checkId, checkNonNegativeNumber, checkPositiveNumber, show } from '../core/validate.js';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { FlowcastError, ErrorCodes, CancelledError, describeError, toError } from '../core/errors.js';
 import { assertJson, type JsonValue } from '../core/json.js';
-import type { Broker, BrokerJob, ControlJob, StepJob } from '../core/broker.js';
+import type { Broker, BrokerJob, ControlJob, StepJob } from './broker.js';
 import { isoTime } from '../core/clock.js';
 import { CallControl, executeCall, type CallSink } from '../core/execute.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';

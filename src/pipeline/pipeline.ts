@@ -1,6 +1,6 @@
 import { FlowcastError, ErrorCodes, InvalidArgumentError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
-import type { Broker } from '../core/broker.js';
+import type { Broker } from './broker.js';
 import type { Task } from '../core/task.js';
 import { checkKnownKeys, checkNonEmptyString, checkObject, show } from '../core/validate.js';
 import { BasePipeline, PIPELINE_OPTION_KEYS, STEP_OPTION_KEYS, type CallOptions, type PipelineOptions, type StepOptions } from './base.js';

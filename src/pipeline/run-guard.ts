@@ -10,7 +10,7 @@ import { Kind, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { AlreadyRunningError, InvalidArgumentError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
-import type { Broker } from '../core/broker.js';
+import type { Broker } from './broker.js';
 import type { SlotClaim, SlotHolder } from '../core/run-slots.js';
 import { checkKnownKeys, checkObject, checkPositiveInt, checkPositiveNumber, show } from '../core/validate.js';
 

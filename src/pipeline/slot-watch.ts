@@ -4,7 +4,7 @@
  * the slot is freed when that transition ended the run, else its expiry is pushed on.
  */
 import { toError } from '../core/errors.js';
-import type { Broker } from '../core/broker.js';
+import type { Broker } from './broker.js';
 import type { RunRecord, Transition } from './run-state.js';
 
 /**

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { ErrorCodes } from '../core/errors.js';
 import { isoTime } from '../core/clock.js';
 import type { JsonValue } from '../core/json.js';
-import type { StepJob } from '../core/broker.js';
+import type { StepJob } from './broker.js';
 import type { EventDraft } from '../events/types.js';
 import { describeDag, describeSteps, retryDelay, sinkSteps, type PipelinePlan, type PlanStep } from './plan.js';
 import type { RunRecord, StepState, Transition } from './run-state.js';

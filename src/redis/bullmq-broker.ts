@@ -3,10 +3,10 @@ import { RedisRunSlots } from './run-slots.js';
 import type { Redis } from 'ioredis';
 import { CancelledError, ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
-import type { Broker, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../core/broker.js';
+import type { Broker, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../pipeline/broker.js';
 import type { BrokerEngineStatus } from '../core/engine-status.js';
 import { executeCall } from '../core/execute.js';
-import { registerTask } from '../core/register-task.js';
+import { registerTask } from '../pipeline/register-task.js';
 import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from '../core/task.js';
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
 import { ThreadPool } from '../core/thread-pool.js';
@@ -21,10 +21,12 @@ import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type Re
 import { TaskResults } from './bullmq-results.js';
 import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './bullmq-status.js';
 import { BULLMQ_QUEUES, bullmqPrefix } from './keys.js';
-import { BullMQScheduleDriver } from '../scheduler/bullmq-schedules.js';
+import { BullMQScheduleDriver } from './bullmq-schedules.js';
 import type { ClusterFire, ScheduleDriver } from '../scheduler/cluster.js';
 import { RedisPubSubTransport } from './transport.js';
 import { RedisRunState } from './run-state.js';
+// Registers the Redis storage of `withAutoStorage(broker)` for this broker's users.
+import './auto-storage.js';
 
 /**
  * A broker on Redis: tasks and pipeline steps are BullMQ jobs, run by worker processes

@@ -5,7 +5,7 @@
 import type { JobsOptions } from 'bullmq';
 import { isoTime } from '../core/clock.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import type { BrokerJob, StepJob } from '../core/broker.js';
+import type { BrokerJob, StepJob } from '../pipeline/broker.js';
 import type { EventDraft } from '../events/types.js';
 import type { RunRecord, Transition } from '../pipeline/run-state.js';
 import { carriedJob } from '../pipeline/transitions.js';

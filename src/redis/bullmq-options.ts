@@ -4,7 +4,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { InvalidArgumentError } from '../core/errors.js';
-import type { BrokerJob } from '../core/broker.js';
+import type { BrokerJob } from '../pipeline/broker.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
 import type { ThreadPoolOptions } from '../core/thread-pool.js';

@@ -5,6 +5,7 @@ import type { FlowcastEvent } from '../events/types.js';
 import { PIPELINE_STATUSES, isEndedStatus, type PipelineStatus } from '../tracking/models.js';
 import { applyEvent } from '../tracking/reducer.js';
 import { checkEventGroup, checkMaintenance, type ListPipelinesQuery, type MaintenanceOptions, type TrackingStorage } from '../tracking/storage.js';
+import type { AutoStorageOptions } from '../tracking/auto-storage.js';
 import {
   DEFAULT_KEY_PREFIX,
   checkKeyPrefix,
@@ -38,54 +39,8 @@ import { IndexPruner } from './storage-prune.js';
 export type { RedisClient } from './storage-lua.js';
 export type { PruneResult } from './storage-indexes.js';
 
-/** Options of {@link RedisPipelineStorage}. */
-export interface RedisPipelineStorageOptions {
-  /**
-   * Prefix of every key (seed 001 §5.2 `key_prefix`). 1-100 printable characters
-   * without spaces or braces. The storage's keys are `<keyPrefix>{<run_id>}:track…` and
-   * `<keyPrefix>track:idx:…`.
-   * @default "flowcast:"
-   */
-  keyPrefix?: string;
-  /**
-   * Seconds a run is kept after its last write (seed 001 §5.2 `ttl_seconds`). Every
-   * write refreshes it, so a run that keeps running never expires.
-   * @default 604800 (7 days)
-   */
-  ttlSeconds?: number;
-  /**
-   * How long events that arrived ahead of a missing seq wait for it before they are
-   * applied anyway (the missing event is then ignored if it comes later).
-   * @default 10000
-   */
-  gapTimeoutMs?: number;
-  /**
-   * At most one full prune pass (removing the index entries of expired runs) per this
-   * many ms, started by a write. `0` turns the automatic full pass off (call
-   * {@link RedisPipelineStorage.prune}); the pruning on write goes on (see `pruneOnWrite`).
-   * @default 60000
-   */
-  pruneIntervalMs?: number;
-  /**
-   * Prune the indexes as runs expire, a little on every write that adds index entries
-   * (at most 2 entries checked per write and index, in a background step every 16 such
-   * writes): the indexes stay about as large as the live runs, also where nothing ever
-   * lists the runs. `false`: only the full passes and the readers prune.
-   * @default true
-   */
-  pruneOnWrite?: boolean;
-  /** Where failures of the background pruning go. @default console.error */
-  onError?: (error: Error) => void;
-  /**
-   * Every run this storage records has its events in its event log under the same
-   * `keyPrefix` (the storage shares a Redis broker's prefix: `withAutoStorage` sets this).
-   * A run's start is then recorded by its index entries alone (one light script call, no
-   * status JSON): the run is listed at once, and reads build its status from its log
-   * until the first write of a later event stores it (a worker's, usually at the run's end).
-   * @default false
-   */
-  logBacked?: boolean;
-}
+/** Options of {@link RedisPipelineStorage} (declared in tracking, where `withAutoStorage` takes them too). */
+export type RedisPipelineStorageOptions = AutoStorageOptions;
 
 const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'pruneOnWrite', 'onError', 'logBacked'] as const;
 /** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */

@@ -22,7 +22,7 @@ import { announceInstance, listInstances } from './instances.js';
 import { ingestEvent } from './log-ingest.js';
 import { APPEND_SCRIPT, LuaScript, PUBLISH_SCRIPT } from './lua.js';
 import { RunSequencer } from './sequencer.js';
-import { ChannelMux } from './subscriber.js';
+import { ChannelMux } from './channel-mux.js';
 
 /** Options of {@link RedisPubSubTransport}. */
 export interface RedisPubSubTransportOptions {

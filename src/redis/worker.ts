@@ -4,7 +4,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { resolve as resolvePath } from 'node:path';
-import type { Broker } from '../core/broker.js';
+import type { Broker } from '../pipeline/broker.js';
 import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError } from '../core/errors.js';
 import { checkKnownKeys, checkObject, show } from '../core/validate.js';
 import { BullMQBroker } from './bullmq-broker.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { describeError } from '../core/errors.js';
-import type { Broker } from '../core/broker.js';
+import type { Broker } from '../pipeline/broker.js';
 import type { BrokerEngineStatus, EngineStatus, ServerInstanceStatus } from '../core/engine-status.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { Connection } from './connection.js';

@@ -2,7 +2,7 @@
  * The server's options: their types with defaults, and the one place they are checked.
  * docs/security.md lists every limit with its default and what a client gets past it.
  */
-import type { Broker } from '../core/broker.js';
+import type { Broker } from '../pipeline/broker.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { checkKnownKeys, checkNonNegativeInt, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventTransport } from '../transport/transport.js';

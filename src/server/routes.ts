@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Broker } from '../core/broker.js';
+import type { Broker } from '../pipeline/broker.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { show } from '../core/validate.js';
 import { ServerMetrics } from './metrics.js';
@@ -19,7 +19,7 @@ import { registerEngineRoutes } from './rest/engine.js';
 import { registerRetryRoutes } from './rest/retry.js';
 import { registerStartRoutes } from './rest/start.js';
 import { ErrorBody } from './rest/schemas.js';
-import type { FlowcastServer } from './server.js';
+import type { RouteHost } from './route-host.js';
 
 export type { TrackingLike } from './rest/common.js';
 export { frameworkErrors } from './rest/common.js';
@@ -27,7 +27,7 @@ import type { RestRateLimitOptions } from './rest/rate-limit.js';
 export type { RestRateLimitOptions } from './rest/rate-limit.js';
 
 export interface RoutesContext {
-  server: FlowcastServer;
+  server: RouteHost;
   tracking: TrackingLike | null;
   broker: Broker | null;
   /** A folder; `false` for the built-in page; `undefined` for the built dashboard when there is one. */
@@ -41,7 +41,7 @@ const BUILT_IN_PAGE = new URL('./static/index.html', import.meta.url);
  * Where `npm run build` puts the dashboard: `dist/dashboard/`, next to `dist/server/`
  * when running the package, or from `src/server/` when running the sources (tests).
  */
-const BUILT_DASHBOARD = [new URL('../dashboard/', import.meta.url), new URL('../../dist/dashboard/', import.meta.url)];
+const BUILT_DASHBOARD = [new URL('../dashboard', import.meta.url), new URL('../../dist/dashboard', import.meta.url)];
 
 /** The built dashboard's folder, or `null` when it has not been built. */
 export function builtDashboardDir(): string | null {

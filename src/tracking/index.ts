@@ -4,6 +4,7 @@ export type { PipelineStatus, StepStatus, PipelineRunStatus, StepRunStatus } fro
 export { applyEvent, isDuplicateEvent } from './reducer.js';
 export type { TrackingStorage, ListPipelinesQuery, MaintenanceOptions } from './storage.js';
 export { InMemoryPipelineStorage } from './memory-storage.js';
+export { registerAutoStorage, type AutoStorage, type AutoStorageProvider, type AutoStorageOptions } from './auto-storage.js';
 export type { InMemoryPipelineStorageOptions } from './memory-storage.js';
 export { PipelineTrackingManager } from './manager.js';
 export type {

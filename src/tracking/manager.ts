@@ -2,10 +2,7 @@ import { checkSignal, throwIfAborted } from '../core/abort.js';
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, checkPositiveNumber, show } from '../core/validate.js';
 import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
-import { RedisPipelineStorage, type RedisPipelineStorageOptions } from '../redis/storage.js';
-import { isRedisClient } from '../redis/storage-checks.js';
-import { RedisPubSubTransport } from '../redis/transport.js';
-import { DEFAULT_KEY_PREFIX } from '../redis/keys.js';
+import { findAutoStorage, type AutoStorageOptions } from './auto-storage.js';
 import { TrackingListeners, type TrackingEventListener, type TrackingListener } from './listeners.js';
 import { InMemoryPipelineStorage } from './memory-storage.js';
 import { computeMetrics, type PipelineMetrics } from './metrics.js';
@@ -104,9 +101,6 @@ function isPromiseLike<T>(value: unknown): value is PromiseLike<T> {
   return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
 }
 
-/** `writeDelayMs` when not given, with a RedisPipelineStorage. */
-const DEFAULT_REDIS_WRITE_DELAY_MS = 100;
-
 /** A storage that has the optional applyEvents. */
 type GroupStorage = TrackingStorage & Required<Pick<TrackingStorage, 'applyEvents'>>;
 
@@ -187,42 +181,43 @@ export class PipelineTrackingManager {
   }
 
   /**
-   * Picks the storage that fits the broker (seed 001 §2.1), and closes it on {@link close}:
+   * Picks the storage that fits the broker and closes it on {@link close}:
    *
    * - a broker that makes its own (`createTrackingStorage()`): that one;
-   * - a Redis broker — one with a `redis` property holding an ioredis client, as
-   *   `BullMQBroker` has: a {@link RedisPipelineStorage} on that connection, with the
-   *   broker's `keyPrefix` unless `options.keyPrefix` says otherwise (the connection stays
-   *   the broker's);
+   * - a broker a registered provider recognises (src/tracking/auto-storage.ts): flowcast/redis
+   *   registers one for a broker with an ioredis client as `redis`, as `BullMQBroker` has:
+   *   a `RedisPipelineStorage` on that connection, with the broker's `keyPrefix` unless
+   *   `options.keyPrefix` says otherwise (the connection stays the broker's);
    * - any other broker: a new {@link InMemoryPipelineStorage}.
    *
-   * A broker of kind `"bullmq"` without a usable `redis` is refused rather than tracked in
-   * one process's memory. `options` apply to the Redis storage only. Returns `this`.
+   * A broker of kind `"bullmq"` without a usable `redis`, or with a Redis connection while
+   * flowcast/redis is not loaded, is refused rather than tracked in one process's memory.
+   * `options` apply to the shared storage only. Returns `this`.
    *
    * @example
    * const tracking = new PipelineTrackingManager().withAutoStorage(new BullMQBroker({ connection: 'redis://localhost:6379' }));
    */
-  withAutoStorage(broker: object, options: RedisPipelineStorageOptions = {}): this {
+  withAutoStorage(broker: object, options: AutoStorageOptions = {}): this {
     const b = checkObject(broker, 'withAutoStorage(broker)');
     checkObject(options, 'withAutoStorage options');
     let storage: TrackingStorage;
+    let writeDelayMs = 0;
     if (typeof b.createTrackingStorage === 'function') {
       storage = (broker as TrackingStorageFactory).createTrackingStorage();
-    } else if (isRedisClient(b.redis)) {
-      const brokerPrefix = typeof b.keyPrefix === 'string' ? b.keyPrefix : undefined;
-      const keyPrefix = options.keyPrefix ?? brokerPrefix;
-      // The broker's event log is on Redis under the storage's prefix: every run's events are there, the storage may read a run from it.
-      const logBacked = options.logBacked ?? (b.transport instanceof RedisPubSubTransport && b.transport.keyPrefix === (keyPrefix ?? DEFAULT_KEY_PREFIX));
-      storage = new RedisPipelineStorage(b.redis, { ...options, ...(keyPrefix !== undefined && { keyPrefix }), logBacked });
-    } else if (b.kind === 'bullmq') {
-      throw new InvalidArgumentError(`withAutoStorage(broker): a "bullmq" broker must expose its ioredis client as broker.redis, received ${show(b.redis)}`);
     } else {
-      storage = new InMemoryPipelineStorage();
+      const made = findAutoStorage(b, options);
+      if (made !== undefined) {
+        ({ storage, writeDelayMs } = made);
+      } else if (b.kind === 'bullmq' || b.redis !== undefined) {
+        // No provider recognised it: flowcast/redis, which provides the Redis storage, is not loaded.
+        throw new InvalidArgumentError(`withAutoStorage(broker): the broker has a Redis connection but flowcast/redis is not loaded: import it (it provides the Redis tracking storage), or call withStorage()`);
+      } else {
+        storage = new InMemoryPipelineStorage();
+      }
     }
     this.withStorage(storage);
     this.#owned = storage;
-    // Same key prefix as the broker's event log: the storage's reads catch a run up from it.
-    if (storage instanceof RedisPipelineStorage) this.#useWriteDelay(storage, this.#writeDelayMs ?? DEFAULT_REDIS_WRITE_DELAY_MS);
+    if (writeDelayMs > 0) this.#useWriteDelay(storage, this.#writeDelayMs ?? writeDelayMs);
     return this;
   }
 

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../src/core/errors.js';
-import type { Broker, BrokerJob, StepJob } from '../../src/core/broker.js';
+import type { Broker, BrokerJob, StepJob } from '../../src/pipeline/broker.js';
 
 let seq = 0;
 const unique = (stem: string): string => `${stem}_${process.pid}_${seq++}`;

@@ -1,7 +1,7 @@
 import pc from 'picocolors';
 import type { Command } from 'commander';
 import { positiveInt } from '../options.js';
-import { InMemoryBroker } from '../../core/memory-broker.js';
+import { InMemoryBroker } from '../../pipeline/memory-broker.js';
 import { HookManager } from '../../events/hook-manager.js';
 import { isTerminalEvent } from '../../events/types.js';
 import { createDemo } from '../../demo/pipelines.js';

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { describeError, InvalidArgumentError } from '../../core/errors.js';
-import { InMemoryBroker } from '../../core/memory-broker.js';
-import type { Broker } from '../../core/broker.js';
+import { InMemoryBroker } from '../../pipeline/memory-broker.js';
+import type { Broker } from '../../pipeline/broker.js';
 import { HookManager } from '../../events/hook-manager.js';
 import { createDemo } from '../../demo/pipelines.js';
 import { runDemo } from '../../demo/runner.js';
@@ -13,7 +13,7 @@ import type { AuthOptions, Principal } from '../../server/auth.js';
 import { collect, nonNegativeInt, port, positiveInt, urlWith } from '../options.js';
 import { DEFAULT_DEFLATE_THRESHOLD } from '../../server/deflate.js';
 import { BullMQBroker } from '../../redis/bullmq-broker.js';
-import { ExternalEventIngestor } from '../../redis/external.js';
+import { ExternalEventIngestor } from '../../redis/external-ingestor.js';
 import { RedisPubSubTransport } from '../../redis/transport.js';
 import { RedisRunState } from '../../redis/run-state.js';
 

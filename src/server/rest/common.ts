@@ -6,13 +6,13 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ErrorCodes, FlowcastError } from '../../core/errors.js';
-import type { Broker } from '../../core/broker.js';
+import type { Broker } from '../../pipeline/broker.js';
 import type { PipelineMetrics } from '../../tracking/metrics.js';
 import type { PipelineStatus } from '../../tracking/models.js';
 import type { GetHistoryOptions, ListPipelinesOptions } from '../../tracking/manager.js';
 import type { Action, Principal } from '../auth.js';
 import type { SnapshotSource } from '../hub.js';
-import type { FlowcastServer } from '../server.js';
+import type { RouteHost } from '../route-host.js';
 import { show } from '../../core/validate.js';
 import type { RouteRateLimit } from './rate-limit.js';
 
@@ -83,7 +83,7 @@ export interface RouteDoc {
 }
 
 export interface RestContext {
-  server: FlowcastServer;
+  server: RouteHost;
   tracking: TrackingLike | null;
   broker: Broker | null;
   /** The per-client rate limit of the API routes (@fastify/rate-limit), `null` when off. */
@@ -249,8 +249,8 @@ async function guard(ctx: RestContext, request: FastifyRequest, reply: FastifyRe
 
 /** What {@link authenticateHttp} needs of the server. */
 interface HttpAuthSource {
-  readonly auth: FlowcastServer['auth'];
-  readonly authFailures: FlowcastServer['authFailures'];
+  readonly auth: RouteHost['auth'];
+  readonly authFailures: RouteHost['authFailures'];
 }
 
 /**

@@ -1,20 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { FlowcastError, ErrorCodes, describeError, toError } from './errors.js';
-import type { JsonValue } from './json.js';
+import { FlowcastError, ErrorCodes, describeError, toError } from '../core/errors.js';
+import type { JsonValue } from '../core/json.js';
 import type { Broker, BrokerJob, EnqueueOptions, JobProcessor } from './broker.js';
-import type { BrokerEngineStatus } from './engine-status.js';
-import { isoTime } from './clock.js';
-import { executeCall } from './execute.js';
+import type { BrokerEngineStatus } from '../core/engine-status.js';
+import { isoTime } from '../core/clock.js';
+import { executeCall } from '../core/execute.js';
 import { registerTask } from './register-task.js';
-import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from './task.js';
-import { InMemoryRunSlots } from './run-slots.js';
-import { ThreadPool, type ThreadPoolOptions } from './thread-pool.js';
-import { checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt } from './validate.js';
+import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from '../core/task.js';
+import { InMemoryRunSlots } from '../core/run-slots.js';
+import { ThreadPool, type ThreadPoolOptions } from '../core/thread-pool.js';
+import { checkKnownKeys, checkNonNegativeNumber, checkObject, checkPositiveInt } from '../core/validate.js';
 import { InMemoryTransport, type InMemoryTransportOptions } from '../transport/memory-transport.js';
-import { InMemoryRunState } from '../pipeline/run-state.js';
-import { retryDelay } from '../pipeline/plan.js';
-import { NON_RETRYABLE_CODES } from '../pipeline/transitions.js';
+import { InMemoryRunState } from './run-state.js';
+import { retryDelay } from './plan.js';
+import { NON_RETRYABLE_CODES } from './transitions.js';
 
 /** Options of {@link InMemoryBroker}. */
 export interface InMemoryBrokerOptions {

@@ -8,9 +8,9 @@
  */
 import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { BULLMQ_QUEUES } from '../redis/keys.js';
-import type { ClusterFire, ClusterScheduleSpec, ScheduleDriver } from './cluster.js';
-import { cronRepeatStrategy } from './cron.js';
+import { BULLMQ_QUEUES } from './keys.js';
+import type { ClusterFire, ClusterScheduleSpec, ScheduleDriver } from '../scheduler/cluster.js';
+import { cronRepeatStrategy } from '../scheduler/cron.js';
 
 interface TickData {
   schedule_id: string;

@@ -5,13 +5,13 @@
  * the broker.
  */
 import { randomUUID } from 'node:crypto';
-import { ErrorCodes, FlowcastError, InvalidArgumentError, toError } from './errors.js';
-import { assertJson, type JsonValue } from './json.js';
+import { ErrorCodes, FlowcastError, InvalidArgumentError, toError } from '../core/errors.js';
+import { assertJson, type JsonValue } from '../core/json.js';
 import type { Broker, TaskJob } from './broker.js';
-import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from './task.js';
-import { normalizeTaskOptions } from './task-options.js';
-import { moduleHref, type ThreadPool } from './thread-pool.js';
-import { checkId } from './validate.js';
+import type { Task, TaskDefinition, TaskFn, TaskHandle, TaskOptions, ThreadTaskSource } from '../core/task.js';
+import { normalizeTaskOptions } from '../core/task-options.js';
+import { moduleHref, type ThreadPool } from '../core/thread-pool.js';
+import { checkId } from '../core/validate.js';
 
 /** Builds the definition of task `name` (options checked); thread tasks need `pool`. */
 export function defineTask<I extends JsonValue, O extends JsonValue>(

@@ -1,9 +1,9 @@
-import type { JsonValue } from './json.js';
-import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from './task.js';
+import type { JsonValue } from '../core/json.js';
+import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from '../core/task.js';
 import type { EventTransport } from '../transport/transport.js';
-import type { RunStateStore } from '../pipeline/run-state.js';
-import type { BrokerEngineStatus } from './engine-status.js';
-import type { RunSlots } from './run-slots.js';
+import type { RunStateStore } from './run-state.js';
+import type { BrokerEngineStatus } from '../core/engine-status.js';
+import type { RunSlots } from '../core/run-slots.js';
 
 /** A standalone call of a task (`task.kiq()`). */
 export interface TaskJob {
