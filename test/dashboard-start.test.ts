@@ -9,7 +9,7 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { InMemoryBroker, InMemoryPipelineStorage, Pipeline, PipelineTrackingManager } from '../src/index.js';
 import { getEngine } from '../src/pipeline/engine.js';
 import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../src/server/index.js';
@@ -17,6 +17,9 @@ import { launchChromium, type WatchedPage } from './helpers/browser.js';
 import { deferred, type Deferred } from './helpers/collect.js';
 import { open, requireBuiltDashboard, screenshot } from './helpers/dashboard.js';
 import { onCleanup } from './helpers/server-fixture.js';
+
+// Chromium pages and a server per case: seconds each on a busy machine.
+vi.setConfig({ testTimeout: 60_000 });
 
 let browser: Browser;
 beforeAll(async () => {

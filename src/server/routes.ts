@@ -41,7 +41,7 @@ const BUILT_IN_PAGE = new URL('./static/index.html', import.meta.url);
  * Where `npm run build` puts the dashboard: `dist/dashboard/`, next to `dist/server/`
  * when running the package, or from `src/server/` when running the sources (tests).
  */
-const BUILT_DASHBOARD = [new URL('../dashboard', import.meta.url), new URL('../../dist/dashboard', import.meta.url)];
+const BUILT_DASHBOARD = [new URL('../dashboard/', import.meta.url), new URL('../../dist/dashboard/', import.meta.url)];
 
 /** The built dashboard's folder, or `null` when it has not been built. */
 export function builtDashboardDir(): string | null {

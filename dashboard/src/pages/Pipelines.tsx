@@ -73,6 +73,23 @@ function PipelineCard({ p, open, onToggle, onRefused, single }: { p: PipelineInf
   );
 }
 
+/** Listens (WebSocket) for the end of any run of these pipelines: a refused start may be possible again. */
+function RunEnds({ ids, onEnd }: { ids: string[]; onEnd: () => void }): null {
+  const latest = useRef(onEnd);
+  latest.current = onEnd;
+  useMonitor(
+    (monitor) => {
+      monitor.on('*', (event) => {
+        if ((ENDS as readonly string[]).includes(event.type)) latest.current();
+      });
+      for (const id of ids) subscribeQuietly(monitor, { pipelineId: id });
+    },
+    [],
+    { eventTypes: [...ENDS], onReconnect: () => latest.current() },
+  );
+  return null;
+}
+
 /** The Pipelines page; with `only`, one pipeline with its form open (`/dashboard/pipelines/{id}`). */
 export function Pipelines({ only }: { only?: string }): JSX.Element {
   const [pipelines, setPipelines] = useState<PipelineInfo[] | null>(null);
@@ -93,18 +110,6 @@ export function Pipelines({ only }: { only?: string }): JSX.Element {
   useEffect(() => void load(), []);
 
   const ids = (pipelines ?? []).map((p) => p.pipeline_id).join('\n');
-  useMonitor(
-    (monitor) => {
-      if (ids === '') return;
-      monitor.on('*', (event) => {
-        if ((ENDS as readonly string[]).includes(event.type)) void load();
-      });
-      for (const id of ids.split('\n')) subscribeQuietly(monitor, { pipelineId: id });
-    },
-    [ids],
-    { eventTypes: [...ENDS], onReconnect: () => void load() },
-  );
-
   const shown = pipelines === null ? [] : only === undefined ? pipelines : pipelines.filter((p) => p.pipeline_id === only);
   return (
     <section aria-labelledby="pipelines-title">
@@ -123,6 +128,7 @@ export function Pipelines({ only }: { only?: string }): JSX.Element {
         </p>
       )}
       {pipelines === null && error === null && <p class="muted">Loading…</p>}
+      {ids !== '' && <RunEnds key={ids} ids={ids.split('\n')} onEnd={() => void load()} />}
       {pipelines !== null && shown.length === 0 && (
         <p class="muted" data-testid="no-pipelines">
           {only === undefined ? 'This server was given no pipeline to start (getWebSocketServer({ pipelines })), or none you may read.' : `No pipeline "${only}" on this server (or it is not yours to read).`}
