@@ -5,8 +5,9 @@
  * form, the new run's page opening live, a refused second start of a one-at-a-time
  * pipeline naming the run in the way, Start disabled with its reason, a double click and
  * a resent request starting one run. Screenshots of the Pipelines page (1280×800 and
- * 390×844) go to test-artifacts/.
+ * 390×844) go to test-artifacts/; the refused start is also docs/img/dashboard-pipelines.png.
  */
+import { fileURLToPath } from 'node:url';
 import { Type } from '@sinclair/typebox';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -218,6 +219,7 @@ describe('Pipelines page', () => {
     expect(await w.page.textContent(`${card('tail')} [data-testid="start-blocked"]`)).toContain(holder);
     expect(await w.page.isDisabled(`${form} [data-testid="start-submit"]`)).toBe(true);
     await screenshot(w, 'pipelines-refused', { fullPage: false });
+    await screenshot(w, 'dashboard-pipelines', { fullPage: false, path: fileURLToPath(new URL('../docs/img/dashboard-pipelines.png', import.meta.url)) });
     expect(await f.runs('tail')).toEqual([holder]);
 
     // The run in the way ends: the page hears it live and Start comes back.
