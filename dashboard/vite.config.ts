@@ -3,11 +3,12 @@ import { defineConfig } from 'vite';
 
 /**
  * The dashboard: built into dist/dashboard/ (next to the server, which serves it at `/`
- * and its files under `/dashboard/`). Everything is bundled: no CDN.
+ * and its files under `/dashboard/`, both under its base path when mounted). Everything is bundled: no CDN.
  */
 export default defineConfig({
   root: fileURLToPath(new URL('.', import.meta.url)),
-  base: '/dashboard/',
+  // Relative: the server makes them absolute under its base path when it serves index.html.
+  base: './',
   oxc: { jsx: { runtime: 'automatic', importSource: 'preact' } },
   build: {
     outDir: fileURLToPath(new URL('../dist/dashboard/', import.meta.url)),

@@ -2,13 +2,14 @@
 // (src/**/*.mjs, e.g. the worker-thread entry src/core/thread-worker.mjs) and every file
 // under a `static` folder (src/**/static/**, e.g. the server's built-in page).
 import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
-import { dirname, join, sep } from 'node:path';
+import { dirname, isAbsolute, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const src = join(root, 'src');
-// Destination: dist/ by default, or the folder given as the first argument.
-const dist = process.argv[2] === undefined ? join(root, 'dist') : join(root, process.argv[2]);
+// Destination: dist/ by default, or the folder given as the first argument (absolute, or relative to the repo root).
+const arg = process.argv[2];
+const dist = arg === undefined ? join(root, 'dist') : isAbsolute(arg) ? arg : join(root, arg);
 
 let copied = 0;
 for (const entry of readdirSync(src, { recursive: true, withFileTypes: true })) {

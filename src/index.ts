@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 /**
  * flowcast: task pipelines for Node.js with truthful lifecycle events, run tracking and
  * live streaming. This entry point is the embedded engine: brokers, tasks, pipelines,

@@ -12,6 +12,8 @@ import { InMemoryBroker, InMemoryPipelineStorage, Pipeline, PipelineTrackingMana
 import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../src/server/index.js';
 import { ServerMetrics } from '../src/server/metrics.js';
 import { waitUntil } from './helpers/collect.js';
+import { useRedisServer } from './helpers/redis.js';
+import { BullMQBroker } from '../src/redis/index.js';
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
@@ -261,5 +263,58 @@ describe('ServerMetrics', () => {
     await settle(await s.ok.kiq(1));
     const text = await metrics.render();
     expect(sample(text, 'flowcast_pipeline_runs_started_total{pipeline_id="alpha",pipeline_type="sequential"}')).toBe(1);
+  });
+});
+
+describe('GET /metrics: process and queues', () => {
+  const redis = useRedisServer();
+
+  it('has prom-client\'s default metrics once, on every server, never on the global registry', async () => {
+    const s = setup();
+    const other = getWebSocketServer({ port: 0, transport: s.broker.transport, restRateLimit: false });
+    cleanups.push(() => other.close());
+    for (const server of [s.server, other]) {
+      const m = await scrape(server);
+      for (const name of ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_version_info']) {
+        expect(m.text.split('\n').filter((l) => l.startsWith(`# TYPE ${name} `)), name).toHaveLength(1);
+      }
+    }
+    expect(await globalRegistry.metrics()).not.toContain('process_cpu');
+    const off = getWebSocketServer({ port: 0, transport: s.broker.transport, restRateLimit: false, processMetrics: false });
+    cleanups.push(() => off.close());
+    const bare = await scrape(off);
+    expect(bare.text).not.toContain('process_cpu');
+    expect(bare.text).toContain('# TYPE flowcast_connections ');
+    expect(() => getWebSocketServer({ processMetrics: 'yes' as never })).toThrow(/processMetrics must be a boolean, received "yes"/);
+  });
+
+  it('shows each BullMQ queue\'s depth by state, and keeps answering when the broker cannot be read', async () => {
+    // A producer only: the run's first step waits in the queue, nobody takes it.
+    const broker = new BullMQBroker({ connection: redis.url, keyPrefix: redis.prefix(), worker: false });
+    let closed = false;
+    cleanups.push(() => (closed ? undefined : broker.close()));
+    const task = broker.task('inc', (n: number) => n + 1);
+    const pipeline = new Pipeline(broker, { id: 'queued' }).callNext(task);
+    const server = getWebSocketServer({ port: 0, broker, restRateLimit: false });
+    cleanups.push(() => server.close());
+    await pipeline.kiq(1);
+    await pipeline.kiq(2);
+    let m = await scrape(server);
+    for (const state of ['waiting', 'active', 'delayed', 'failed', 'completed']) expect(m.text, state).toMatch(new RegExp(`^flowcast_queue_jobs\\{queue="tasks",state="${state}"\\} \\d+$`, 'm'));
+    expect(sample(m.text, 'flowcast_queue_jobs{queue="tasks",state="waiting"}')).toBe(2);
+    expect(sample(m.text, 'flowcast_queue_jobs{queue="control",state="waiting"}')).toBe(0);
+    expect(sample(m.text, 'flowcast_queue_read_errors_total')).toBe(0);
+    // The broker goes away: each scrape still answers, with the last depths, and the failed read is counted.
+    closed = true;
+    await broker.close();
+    const deadline = Date.now() + 20_000;
+    do {
+      m = await scrape(server);
+      expect(m.status).toBe(200);
+      expect(sample(m.text, 'flowcast_queue_jobs{queue="tasks",state="waiting"}')).toBe(2);
+      if ((sample(m.text, 'flowcast_queue_read_errors_total') ?? 0) >= 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    } while (Date.now() < deadline);
+    expect(sample(m.text, 'flowcast_queue_read_errors_total')).toBeGreaterThanOrEqual(1);
   });
 });

@@ -1,4 +1,5 @@
 /** REST calls of the dashboard: JSON, with the session's token, errors as {@link ApiError}. */
+import { basePath } from './base.js';
 import { getToken, requireToken } from './session.js';
 import type { PipelineStatus } from '../../src/tracking/models.js';
 import type { PipelineMetrics } from '../../src/tracking/metrics.js';
@@ -28,7 +29,7 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
     headers['content-type'] = 'application/json';
     request.body = JSON.stringify(init.body);
   }
-  const res = await fetch(path, request);
+  const res = await fetch(basePath + path, request);
   const text = await res.text();
   let body: unknown = null;
   try {

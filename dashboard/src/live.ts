@@ -5,10 +5,11 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { PipelineMonitor, type ConnectionState, type PipelineMonitorOptions } from '../../src/client/index.js';
 import { getToken, requireToken } from './session.js';
+import { basePath } from './base.js';
 
 /** The WebSocket endpoint of the server that served this page. */
 export function wsUrl(): string {
-  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${basePath}/ws`;
 }
 
 type Listener = (state: ConnectionState, wasOpen: boolean) => void;

@@ -1,6 +1,7 @@
 /** A small History API router: real links (`<a href>`), so keyboard and middle-click work. */
 import type { ComponentChildren, JSX } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
+import { basePath } from './base.js';
 
 export type Route =
   | { page: 'overview' }
@@ -12,16 +13,18 @@ export type Route =
   | { page: 'notfound'; path: string };
 
 export const paths = {
-  overview: '/dashboard/runs',
-  run: (runId: string): string => `/dashboard/runs/${encodeURIComponent(runId)}`,
-  pipelines: '/dashboard/pipelines',
-  pipeline: (pipelineId: string): string => `/dashboard/pipelines/${encodeURIComponent(pipelineId)}`,
-  engine: '/dashboard/engine',
-  metrics: '/dashboard/metrics',
+  overview: `${basePath}/dashboard/runs`,
+  run: (runId: string): string => `${basePath}/dashboard/runs/${encodeURIComponent(runId)}`,
+  pipelines: `${basePath}/dashboard/pipelines`,
+  pipeline: (pipelineId: string): string => `${basePath}/dashboard/pipelines/${encodeURIComponent(pipelineId)}`,
+  engine: `${basePath}/dashboard/engine`,
+  metrics: `${basePath}/dashboard/metrics`,
 };
 
-export function parseRoute(pathname: string): Route {
-  const path = pathname.replace(/\/+$/, '') || '/';
+/** The page a location shows; `base` is the server's base path (see base.ts). */
+export function parseRoute(pathname: string, base = basePath): Route {
+  const inside = base !== '' && (pathname === base || pathname.startsWith(`${base}/`)) ? pathname.slice(base.length) : pathname;
+  const path = inside.replace(/\/+$/, '') || '/';
   if (path === '/' || path === '/dashboard' || path === '/dashboard/runs') return { page: 'overview' };
   if (path === '/dashboard/engine') return { page: 'engine' };
   if (path === '/dashboard/pipelines') return { page: 'pipelines' };

@@ -1,5 +1,5 @@
 /** Time series the metrics page draws, built from tracked runs. Pure: no DOM. */
-import type { PipelineStatus } from '../../src/tracking/models.js';
+import { isEndedStatus, type PipelineStatus } from '../../src/tracking/models.js';
 
 const BUCKETS = [60_000, 300_000, 900_000, 3_600_000, 6 * 3_600_000, 86_400_000];
 
@@ -9,7 +9,7 @@ const BUCKETS = [60_000, 300_000, 900_000, 3_600_000, 6 * 3_600_000, 86_400_000]
  * 60 buckets (a day past that).
  */
 export function throughputSeries(runs: PipelineStatus[], now: number): { labels: string[]; series: Record<'COMPLETED' | 'FAILED' | 'CANCELLED', number[]>; bucketMs: number } {
-  const ended = runs.filter((r) => r.completed_at !== null && (r.status === 'COMPLETED' || r.status === 'FAILED' || r.status === 'CANCELLED'));
+  const ended = runs.filter((r) => r.completed_at !== null && isEndedStatus(r.status));
   const first = Math.min(now, ...ended.map((r) => Date.parse(r.completed_at as string)));
   const bucketMs = BUCKETS.find((b) => (now - first) / b <= 60) ?? 86_400_000;
   const start = Math.floor(first / bucketMs) * bucketMs;

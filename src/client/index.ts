@@ -1,3 +1,4 @@
+/// <reference lib="esnext.disposable" preserve="true" />
 /**
  * `flowcast/client`: watch pipeline runs live from a browser or a Node script.
  * Standard APIs only (WebSocket, URL, AbortSignal, TextDecoder): no Node module, so it

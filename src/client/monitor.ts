@@ -1,6 +1,7 @@
 import { ErrorCodes, FlowcastError, InvalidArgumentError, toError } from '../core/errors.js';
 import { checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
-import type { EventType, FlowcastEvent } from '../events/types.js';
+import { TERMINAL_EVENT_TYPES, type EventType, type FlowcastEvent } from '../events/types.js';
+import { ALL_KEY, pipelineKey, runKey } from '../events/subscription.js';
 import { resolveReconnect } from './backoff.js';
 import { closedError, Connection, PROTOCOL_SAFE } from './connection.js';
 import { Emitter } from './emitter.js';
@@ -37,7 +38,6 @@ interface Subscription extends Target {
   offset: number | null;
 }
 
-const TERMINAL_TYPES: readonly string[] = ['PipelineCompleteEvent', 'PipelineErrorEvent', 'PipelineCancelledEvent'];
 
 /** What a reply with this `id` answers. */
 type Request =
@@ -320,10 +320,10 @@ export class PipelineMonitor {
    * subscription again, runs from their last seq.
    */
   #resubscribe(): void {
-    const all = this.#subs.has('all');
+    const all = this.#subs.has(ALL_KEY);
     for (const run of this.#runs.values()) {
-      if (run.ended || run.pipelineId === null || this.#subs.has(`r:${run.runId}`)) continue;
-      if (all || this.#subs.has(`p:${run.pipelineId}`)) this.#resume(run.runId, run.last);
+      if (run.ended || run.pipelineId === null || this.#subs.has(runKey(run.runId))) continue;
+      if (all || this.#subs.has(pipelineKey(run.pipelineId))) this.#resume(run.runId, run.last);
     }
     // Runs that began (and maybe ended) while away: the server replays those started since
     // a little before the last event seen (the margin covers clocks of other machines).
@@ -488,11 +488,11 @@ export class PipelineMonitor {
   /** A run of a subscription's run stream started or ended: the run is known from now on, and the offset moves on. */
   #onPosition(msg: PositionMessage): void {
     if (typeof msg.run_id !== 'string' || typeof msg.offset !== 'number' || typeof msg.pipeline_id !== 'string') return;
-    const sub = this.#subs.get(msg.stream === '*' ? 'all' : `p:${msg.stream}`);
+    const sub = this.#subs.get(pipelineKey(msg.stream));
     if (sub !== undefined && (sub.offset === null || msg.offset > sub.offset)) sub.offset = msg.offset;
     this.#runs.ensure(msg.run_id, msg.pipeline_id);
     // A monitor that gets no terminal event learns of the end here (a terminal event it gets may still be on its way).
-    if (msg.kind === 'end' && this.#eventTypes !== undefined && !this.#eventTypes.some((t) => TERMINAL_TYPES.includes(t))) this.#runs.end(msg.run_id);
+    if (msg.kind === 'end' && this.#eventTypes !== undefined && !this.#eventTypes.some((t) => TERMINAL_EVENT_TYPES.has(t))) this.#runs.end(msg.run_id);
   }
 
   #onReplayComplete(msg: ReplayCompleteMessage): void {
@@ -501,7 +501,7 @@ export class PipelineMonitor {
     if (run?.resume === true) {
       run.resume = false;
       // The run's own subscription was only for the replay: its pipeline's carries it on.
-      if (!this.#subs.has(`r:${msg.run_id}`) && this.state === 'open') this.#request({ type: 'unsubscribe', run_id: msg.run_id }, { kind: 'unsubscribe', done: null });
+      if (!this.#subs.has(runKey(msg.run_id)) && this.state === 'open') this.#request({ type: 'unsubscribe', run_id: msg.run_id }, { kind: 'unsubscribe', done: null });
     }
     this.#emitter.emit('replay_complete', msg);
   }

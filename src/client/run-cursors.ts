@@ -1,6 +1,5 @@
-import type { EventType, FlowcastEvent } from '../events/types.js';
+import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
 
-const TERMINAL: ReadonlySet<string> = new Set(['PipelineCompleteEvent', 'PipelineErrorEvent', 'PipelineCancelledEvent'] satisfies EventType[]);
 
 /** What the monitor knows of one run. */
 export interface RunCursor {
@@ -137,7 +136,7 @@ export class RunCursors {
 
   #advance(cursor: RunCursor, event: FlowcastEvent): void {
     cursor.last = event.seq;
-    if (TERMINAL.has(event.type)) cursor.ended = true;
+    if (isTerminalEvent(event)) cursor.ended = true;
   }
 
   /** Moves held events out in order: the next seq only, or (`all`) every one past `last`. */

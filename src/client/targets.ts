@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkNonNegativeInt, checkObject, show } from '../core/validate.js';
+import { ALL_KEY, pipelineKey, runKey } from '../events/subscription.js';
 
 /** A subscription target, checked and keyed. */
 export interface Target {
@@ -34,10 +35,10 @@ export function displayUrl(url: URL): string {
 
 /** A pipeline id, `"*"`, `{ pipelineId }` or `{ runId, since? }`, checked. */
 export function parseTarget(target: unknown, method: 'subscribe' | 'unsubscribe'): Target {
-  if (target === '*') return { key: 'all', label: '"*"', message: { pipeline_id: '*' }, runId: null, since: undefined };
+  if (target === '*') return { key: ALL_KEY, label: '"*"', message: { pipeline_id: '*' }, runId: null, since: undefined };
   if (typeof target === 'string') {
     const id = checkId(target, `${method}() pipeline id`);
-    return { key: `p:${id}`, label: `"${id}"`, message: { pipeline_id: id }, runId: null, since: undefined };
+    return { key: pipelineKey(id), label: `"${id}"`, message: { pipeline_id: id }, runId: null, since: undefined };
   }
   const obj = checkObject(target, `${method}() target`);
   if ('channel' in obj) {
@@ -54,7 +55,7 @@ export function parseTarget(target: unknown, method: 'subscribe' | 'unsubscribe'
   const runId = checkId(obj.runId, `${method}() runId`);
   const since = obj.since === undefined ? undefined : checkNonNegativeInt(obj.since, `${method}() since`);
   const label = `{ runId: "${runId}"${since === undefined ? '' : `, since: ${since}`} }`;
-  return { key: `r:${runId}`, label, message: { run_id: runId }, runId, since };
+  return { key: runKey(runId), label, message: { run_id: runId }, runId, since };
 }
 
 /**

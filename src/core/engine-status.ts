@@ -35,6 +35,8 @@ export interface QueueStatus {
   delayed: number;
   /** Jobs that failed for good and are kept by the queue (0 when the broker keeps none). */
   failed: number;
+  /** Jobs completed and still kept by the queue (BullMQ keeps some a while); absent when the broker keeps none. */
+  completed?: number;
 }
 
 /** What a broker reports. */

@@ -5,6 +5,8 @@
 export const ErrorCodes = {
   /** An argument or option has the wrong type or value. */
   INVALID_ARGUMENT: 'FLOWCAST_ERR_INVALID_ARGUMENT',
+  /** An optional peer package that the feature needs (server, Redis) is not installed. */
+  MISSING_PACKAGE: 'FLOWCAST_ERR_MISSING_PACKAGE',
   /** A value that must travel as JSON is not JSON (function, undefined, NaN, class instance, cycle...). */
   NOT_JSON: 'FLOWCAST_ERR_NOT_JSON',
   /** A job names a task that is not registered on the broker. */

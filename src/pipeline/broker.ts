@@ -30,6 +30,11 @@ export interface StepJob {
   input: JsonValue;
   /** Effective time limit of this call. */
   timeout_ms?: number;
+  /**
+   * The run's trace context (OpenTelemetry propagator fields such as `traceparent`), copied
+   * from the run record: the parent of this call's span. Absent when the run is not traced.
+   */
+  trace?: Record<string, string>;
 }
 
 /** A run-level control message, such as the run's deadline. Brokers deliver it without waiting for a free task slot. */
@@ -49,6 +54,19 @@ export type BrokerJob = TaskJob | StepJob | ControlJob;
  */
 export type JobProcessor = (job: BrokerJob, carrier?: string) => Promise<unknown> | undefined;
 
+/**
+ * What the run engine's processor resolves with when the last call a step job ran failed (the
+ * engine chains no call after a failed one): a broker that keeps failed jobs marks the
+ * job failed with this error. The run goes on by flowcast's own retry and failure policy.
+ */
+export interface StepJobFailure {
+  /** The step whose call failed (the job's own, or a call chained into it). */
+  step: string;
+  attempt: number;
+  /** `"Name: message"` */
+  error: string;
+}
+
 export interface EnqueueOptions {
   /** Deliver the job after this many milliseconds. */
   delayMs?: number;
@@ -59,6 +77,9 @@ export interface EnqueueOptions {
  * this process; a Redis/BullMQ broker runs them on workers anywhere. The engine only
  * uses what is declared here.
  */
+/** What {@link Broker.health} says: ready, or not and why (one line, no secret). */
+export type BrokerHealth = { ok: true } | { ok: false; reason: string };
+
 export interface Broker {
   /** A short name of the implementation, e.g. `"memory"` or `"bullmq"`. */
   readonly kind: string;
@@ -72,6 +93,12 @@ export interface Broker {
    * `idempotencyKey`) needs a broker that has them.
    */
   readonly slots?: RunSlots;
+  /**
+   * Optional: whether the broker can reach what it depends on (Redis) right now. A
+   * server answers `/ready` and its REST API from it (503 with the reason while not).
+   * An in-process broker has none: always ready.
+   */
+  health?(): BrokerHealth;
 
   /** Registers a task and returns its typed handle. */
   task<I extends JsonValue = JsonValue, O extends JsonValue = JsonValue>(

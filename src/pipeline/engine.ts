@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { FlowcastError, ErrorCodes, CancelledError, describeError, toError } from '../core/errors.js';
 import { assertJson, type JsonValue } from '../core/json.js';
-import type { Broker, BrokerJob, ControlJob, StepJob } from './broker.js';
+import type { Broker, BrokerJob, ControlJob, StepJob, StepJobFailure } from './broker.js';
 import { isoTime } from '../core/clock.js';
 import { CallControl, executeCall, type CallSink } from '../core/execute.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
@@ -9,6 +9,7 @@ import type { PipelinePlan } from './plan.js';
 import type { RunRecord, RunSummary, Transition } from './run-state.js';
 import { SeqOrder } from './seq-order.js';
 import { SlotWatch, settleSlot } from './slot-watch.js';
+import { RunSpans, startStepSpan } from './tracing.js';
 import {
   NON_RETRYABLE_CODES,
   beginRun,
@@ -63,6 +64,11 @@ export function getEngine(broker: Broker): RunEngine {
   return engine;
 }
 
+/** The run engine of a broker when it has one (none is created). */
+export function existingEngine(broker: Broker): RunEngine | undefined {
+  return engines.get(broker);
+}
+
 /** `true` when a run's plan has a run timeout (a `run_timeout` job was sent at its start). */
 function hasRunTimeout(r: RunRecord): boolean {
   return r.plan.timeout_ms !== undefined;
@@ -96,9 +102,12 @@ export class RunEngine {
   readonly #delayed = new Map<string, Set<string>>();
   #onError: (error: Error, where: string) => void = (error, where) =>
     console.error(`flowcast: ${where}: ${describeError(error)}`);
+  /** Spans of the runs this process started (OpenTelemetry, see tracing.ts). */
+  readonly #runSpans: RunSpans;
 
   constructor(broker: Broker) {
     this.broker = broker;
+    this.#runSpans = new RunSpans(broker.transport, (error, where) => this.#onError(error, where));
     broker.setRunProcessor((job, carrier) => this.process(job, carrier));
   }
 
@@ -124,8 +133,18 @@ export class RunEngine {
     const now = Date.now();
     const rec = newRunRecord(runId, plan, input, now);
     if (slot !== undefined) rec.slot = slot;
+    const traced = this.#runSpans.open(plan.pipeline_id, plan.pipeline_type, runId);
+    const carrier = traced instanceof Promise ? await traced : traced;
+    if (carrier !== undefined) rec.trace = carrier;
     const { value: dispatches, events: drafts } = beginRun(rec, now);
-    const { result: events, delivered } = await this.#order.run(runId, () => this.broker.runState.create(rec, drafts), (e) => e);
+    let created: { result: FlowcastEvent[]; delivered: Promise<void> | undefined };
+    try {
+      created = await this.#order.run(runId, () => this.broker.runState.create(rec, drafts), (e) => e);
+    } catch (error) {
+      this.#runSpans.failed(runId, error);
+      throw error;
+    }
+    const { result: events, delivered } = created;
     if (slot !== undefined && rec.status !== 'RUNNING') settleSlot(this.broker, runId, slot, true, this.#onError);
     if (plan.timeout_ms !== undefined) {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
@@ -133,6 +152,14 @@ export class RunEngine {
     }
     await this.#after(runId, events, dispatches, delivered, plan.timeout_ms !== undefined);
     return runId;
+  }
+
+  /**
+   * Ends the spans of the runs this process started and still follows, as `RUNNING`
+   * (a broker that closes calls it: their end will not reach this process).
+   */
+  endRunSpans(): void {
+    this.#runSpans.closeAll();
   }
 
   /** Cancels a run: running calls see their signal aborted, the run ends as CANCELLED. `false` when it had ended. */
@@ -156,7 +183,7 @@ export class RunEngine {
    * `carrier`: the id of the broker job this step job runs inside, when it is not the
    * step job's own (a chained call a broker retries, see `Broker.chainable`).
    */
-  process(job: BrokerJob, carrier?: string): Promise<unknown> | undefined {
+  process(job: BrokerJob, carrier?: string): Promise<StepJobFailure | void> | undefined {
     if (job.kind === 'step') return this.#runStep(job, carrier ?? job.job_id);
     if (job.kind === 'run_timeout') return this.#runTimeout(job);
     return undefined;
@@ -250,7 +277,7 @@ export class RunEngine {
 
   // The step path is written without async functions: with an in-process store and
   // broker every transition is synchronous, and each promise saved is time saved per step.
-  #runStep(job: StepJob, carrier: string): Promise<void> | undefined {
+  #runStep(job: StepJob, carrier: string): Promise<StepJobFailure | void> | undefined {
     if (this.#delayed.size !== 0) this.#delivered(job);
     if (!this.#wantsStart(job.pipeline_id, job.run_id)) {
       return then(this.#transition(job.run_id, (r) => jobStarted(r, job, Date.now(), carrier)), (started) => this.#execute(job, started, carrier, 0));
@@ -296,16 +323,16 @@ export class RunEngine {
    * Runs a started call. `carrier`: the broker job it runs inside; `depth`: how many
    * calls that job ran before this one (step chaining).
    */
-  #execute(job: StepJob, started: Done<boolean>, carrier: string, depth: number): Promise<void> | undefined {
+  #execute(job: StepJob, started: Done<boolean>, carrier: string, depth: number): Promise<StepJobFailure | void> | undefined {
     if (started === null || !started.value) return undefined;
     const def = this.broker.getTask(job.task);
     if (def === undefined) {
       const known = this.broker.taskNames().join(', ') || 'none';
-      return this.#finishStep(job, null, {
-        error: `UnknownTaskError: task "${job.task}" is not registered on this worker (registered: ${known})`,
-        retryable: false,
-      }, carrier, depth);
+      const failure = { error: `UnknownTaskError: task "${job.task}" is not registered on this worker (registered: ${known})`, retryable: false };
+      startStepSpan(job).end(new FlowcastError(ErrorCodes.UNKNOWN_TASK, failure.error));
+      return failedWith(this.#finishStep(job, null, failure, carrier, depth), { step: job.step, attempt: job.attempt, error: failure.error });
     }
+    const span = startStepSpan(job);
     const control = new CallControl();
     this.#track(job.run_id, control);
     const sink = new StepSink(this, job);
@@ -318,17 +345,23 @@ export class RunEngine {
       item: job.item ?? null,
       timeoutMs: job.timeout_ms ?? def.options.timeoutMs,
     };
-    const finish = (result: JsonValue, failure: JobFailure | null): Promise<void> | undefined => {
+    const finish = (result: JsonValue, failure: JobFailure | null): Promise<StepJobFailure | void> | undefined => {
       this.#untrack(job.run_id, control);
       const pending = sink.pending;
       if (pending === null) return this.#finishStep(job, result, failure, carrier, depth);
       return pending.then(() => this.#finishStep(job, result, failure, carrier, depth));
     };
-    return executeCall(def, job.input, info, sink, control).then(
-      (result) => finish(result, null),
+    return span.run(() => executeCall(def, job.input, info, sink, control)).then(
+      (result) => {
+        span.end();
+        return finish(result, null);
+      },
       (error: unknown) => {
+        span.end(error);
         const code = error instanceof FlowcastError ? error.code : undefined;
-        return finish(null, { error: describeError(error), retryable: code === undefined || !NON_RETRYABLE_CODES.has(code) });
+        const failure = { error: describeError(error), retryable: code === undefined || !NON_RETRYABLE_CODES.has(code) };
+        // No call is chained after a failed one (see #finishStep): this failure is the job's last word.
+        return failedWith(finish(null, failure), { step: job.step, attempt: job.attempt, error: failure.error });
       },
     );
   }
@@ -339,13 +372,15 @@ export class RunEngine {
    * `StepStartEvent` follows the end in the log) and runs here, inside the same broker
    * job, instead of going through the broker.
    */
-  #finishStep(job: StepJob, result: JsonValue, failure: JobFailure | null, carrier: string, depth: number): Promise<void> | undefined {
+  #finishStep(job: StepJob, result: JsonValue, failure: JobFailure | null, carrier: string, depth: number): Promise<StepJobFailure | void> | undefined {
     let timed = true;
     const broker = this.broker;
     // The run state may keep the record it writes (RedisRunState does): the task must not
     // be able to change it later through the object it returned.
     if (typeof result === 'object' && result !== null && broker.enqueueSync === undefined) result = structuredClone(result);
-    const chainable = broker.chainable === undefined ? null : (d: Dispatch): boolean => d.delayMs === 0 && d.job.item === undefined && broker.chainable?.(d.job, depth + 1) === true;
+    // Nothing is chained after a failed call: the retry or the next steps go through the
+    // broker, so the failed call is the last of its broker job (which the broker may keep as failed).
+    const chainable = broker.chainable === undefined || failure !== null ? null : (d: Dispatch): boolean => d.delayMs === 0 && d.job.item === undefined && broker.chainable?.(d.job, depth + 1) === true;
     const done = this.#transition(job.run_id, (r): Transition<Chained> => {
       timed = hasRunTimeout(r);
       const now = Date.now();
@@ -368,7 +403,7 @@ export class RunEngine {
       const ran = this.#execute(chained, { value: true, events: [], delivered: undefined }, carrier, depth + 1);
       if (after === undefined) return ran;
       if (ran === undefined) return after;
-      return Promise.all([after, ran]).then(() => undefined);
+      return Promise.all([after, ran]).then(([, failed]) => failed);
     });
   }
 
@@ -664,8 +699,13 @@ interface Chained {
 }
 
 /** Continues with `fn` at once for a plain value, or after the promise. */
-function then<T>(value: T | Promise<T>, fn: (v: T) => Promise<void> | undefined): Promise<void> | undefined {
-  return value instanceof Promise ? (value.then(fn)) : fn(value);
+function then<T, R>(value: T | Promise<T>, fn: (v: T) => Promise<R> | undefined): Promise<R | undefined> | undefined {
+  return value instanceof Promise ? value.then(fn) : fn(value);
+}
+
+/** Settles with `failure` once `pending` (if any) settled. */
+function failedWith(pending: Promise<unknown> | undefined, failure: StepJobFailure): Promise<StepJobFailure> {
+  return pending === undefined ? Promise.resolve(failure) : pending.then(() => failure);
 }
 
 function runFailed(runId: string, pipelineId: string, error: string): FlowcastError {

@@ -64,6 +64,11 @@ export interface RunRecord {
    * for runs without a policy.
    */
   slot?: { group: string; ttl_ms: number };
+  /**
+   * The trace context of the run's span (OpenTelemetry propagator fields, see
+   * `pipeline/tracing.ts`), copied into every step job. Absent for runs not traced.
+   */
+  trace?: Record<string, string>;
 }
 
 /** What {@link RunStateStore.getSummary} returns. */

@@ -127,6 +127,7 @@ function makeJob(rec: RunRecord, step: PlanStep, task: string, input: JsonValue,
   };
   if (item !== undefined) job.item = item;
   if (step.timeout_ms !== undefined) job.timeout_ms = step.timeout_ms;
+  if (rec.trace !== undefined) job.trace = rec.trace;
   return job;
 }
 

@@ -3,20 +3,21 @@ import { RedisRunSlots } from './run-slots.js';
 import type { Redis } from 'ioredis';
 import { CancelledError, ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
-import type { Broker, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../pipeline/broker.js';
+import type { Broker, BrokerHealth, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../pipeline/broker.js';
 import type { BrokerEngineStatus } from '../core/engine-status.js';
 import { executeCall } from '../core/execute.js';
 import { registerTask } from '../pipeline/register-task.js';
 import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from '../core/task.js';
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
 import { ThreadPool } from '../core/thread-pool.js';
-import { getEngine } from '../pipeline/engine.js';
+import { connectionFailure, logRecovered } from '../core/log-throttle.js';
+import { existingEngine, getEngine } from '../pipeline/engine.js';
 import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
 import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
 import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, closeConnection, type RunEndedMessage } from './bullmq-control.js';
-import { bullmqJobId, callOf, checkJob, jobOptions, stepAttemptedAgain, stepRedelivered } from './bullmq-jobs.js';
+import { StepFailedError, bullmqJobId, callOf, checkJob, isStepJobFailure, jobName, jobOptions, stepAttemptedAgain, stepRedelivered } from './bullmq-jobs.js';
 import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
 import { TaskResults } from './bullmq-results.js';
 import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './bullmq-status.js';
@@ -79,7 +80,7 @@ export class BullMQBroker implements Broker {
   readonly #results: TaskResults;
   readonly #control: RunControl;
   readonly #owned: { runState: RunStateStore | null; transport: EventTransport | null };
-  readonly #counters: WorkerCounters = { active: 0, processed: 0 };
+  readonly #counters: WorkerCounters = { active: 0, processed: 0, failed: 0 };
   readonly #heartbeat: WorkerHeartbeat | null;
   readonly #ready: Promise<void>;
   readonly #threads: ThreadPool | null;
@@ -89,6 +90,7 @@ export class BullMQBroker implements Broker {
   /** `false` once the workers of a closing broker are drained: then no job is accepted. */
   #accepting = true;
   #closing: Promise<void> | null = null;
+  #lastFailure: string | null = null;
 
   constructor(options: BullMQBrokerOptions) {
     this.#options = resolveBrokerOptions(options);
@@ -99,13 +101,14 @@ export class BullMQBroker implements Broker {
     // those issued in one event-loop turn leave in one socket write. BullMQ keeps a
     // connection of its own without it (its docs do not cover auto-pipelining).
     this.redis = openConnection(o.connection, 'flowcast-broker', { enableAutoPipelining: true });
-    this.redis.on('error', (error: Error) => o.onError(error, null));
+    this.#watch(this.redis, 'broker connection');
     this.slots = new RedisRunSlots(this.redis, o.keyPrefix);
     this.#bullRedis = openConnection(o.connection, 'flowcast-bullmq');
-    this.#bullRedis.on('error', (error: Error) => o.onError(error, null));
+    this.#watch(this.#bullRedis, 'bullmq connection');
     const prefix = bullmqPrefix(o.keyPrefix);
-    this.#taskQueue = new Queue(BULLMQ_QUEUES.tasks, { connection: this.#bullRedis, prefix });
-    this.#controlQueue = new Queue(BULLMQ_QUEUES.control, { connection: this.#bullRedis, prefix });
+    const telemetry = o.telemetry === undefined ? {} : { telemetry: o.telemetry };
+    this.#taskQueue = new Queue(BULLMQ_QUEUES.tasks, { connection: this.#bullRedis, prefix, ...telemetry });
+    this.#controlQueue = new Queue(BULLMQ_QUEUES.control, { connection: this.#bullRedis, prefix, ...telemetry });
     this.#taskQueue.on('error', (error) => o.onError(error, null));
     this.#controlQueue.on('error', (error) => o.onError(error, null));
     this.#results = new TaskResults(this.#taskQueue, this.#bullRedis, prefix);
@@ -113,7 +116,7 @@ export class BullMQBroker implements Broker {
     let transport = o.transport;
     this.#owned = { runState: null, transport: null };
     if (transport === undefined) {
-      const t = new RedisPubSubTransport(this.redis, { keyPrefix: o.keyPrefix });
+      const t = new RedisPubSubTransport(this.redis, { keyPrefix: o.keyPrefix, logger: o.logger });
       transport = t;
       this.#owned.transport = t;
     }
@@ -150,6 +153,28 @@ export class BullMQBroker implements Broker {
     this.#ready.catch((error: unknown) => o.onError(toError(error), null));
   }
 
+  /** Reports a connection's errors, and remembers the last one for {@link health}. */
+  #watch(redis: Redis, what: string): void {
+    redis.on('error', (error: Error) => {
+      this.#lastFailure = connectionFailure(error) ?? describeError(error);
+      this.#options.onError(error, null);
+    });
+    redis.on('ready', () => logRecovered(this.#options.logger, what));
+  }
+
+  /**
+   * Whether Redis answers right now: both of the broker's command connections are up.
+   * While not, `reason` says why (e.g. `Redis unreachable (ECONNREFUSED 127.0.0.1:6379)`).
+   */
+  health(): BrokerHealth {
+    for (const redis of [this.redis, this.#bullRedis]) {
+      if (redis.status === 'ready') continue;
+      const why = this.#lastFailure ?? `connection ${redis.status}`;
+      return { ok: false, reason: `Redis unreachable (${why})` };
+    }
+    return { ok: true };
+  }
+
   /** Resolves once the broker's workers, control subscription and first heartbeat are up (at once for a producer). */
   waitUntilReady(): Promise<void> {
     return this.#ready;
@@ -166,6 +191,7 @@ export class BullMQBroker implements Broker {
       // One more than asked: the delivery after the last allowed recovery fails the step
       // itself (see #runStepJob), so BullMQ never fails a step job for good silently.
       maxStalledCount: w.maxStalledCount + 1,
+      ...(this.#options.telemetry !== undefined && { telemetry: this.#options.telemetry }),
     };
     const tasks = new Worker<BrokerJob, JsonValue>(BULLMQ_QUEUES.tasks, (job) => this.#onTaskQueueJob(job), {
       ...common,
@@ -182,7 +208,8 @@ export class BullMQBroker implements Broker {
       worker.on('error', (error) => this.#options.onError(error, null));
       worker.on('failed', (job, error) => {
         const data = job?.data;
-        if (data?.kind !== 'step' || job === undefined || job.attemptsMade < (job.opts.attempts ?? 1)) return;
+        // A failed call (StepFailedError) is flowcast's own: its run already knows.
+        if (data?.kind !== 'step' || job === undefined || error instanceof StepFailedError || job.attemptsMade < (job.opts.attempts ?? 1)) return;
         this.#stepFailedForGood(data, `BrokerError: the job of this step failed in the broker: ${error.message}`).catch((e: unknown) =>
           this.#options.onError(toError(e), data),
         );
@@ -190,7 +217,7 @@ export class BullMQBroker implements Broker {
     }
     this.#workers = [tasks, control];
     const sub = openConnection(this.#options.connection, 'flowcast-control');
-    sub.on('error', (error: Error) => this.#options.onError(error, null));
+    this.#watch(sub, 'control connection');
     await Promise.all([
       tasks.waitUntilReady(),
       control.waitUntilReady(),
@@ -238,7 +265,7 @@ export class BullMQBroker implements Broker {
     // A step job carries what this process last wrote of its run: the worker's first transition needs no read.
     const handoff = job.kind === 'step' && this.#owned.runState instanceof RedisRunState ? this.#owned.runState.handoff(job.run_id) : null;
     const data: BrokerJob = handoff === null ? job : ({ ...job, [HANDOFF]: handoff } as unknown as BrokerJob);
-    await queue.add(job.kind, data, jobOptions(job, delay, retries, this.#options.maxStoredResults));
+    await queue.add(jobName(job), data, jobOptions(job, delay, retries, this.#options.maxStoredResults, this.#options.keepJobs));
   }
 
   async removeDelayed(jobId: string): Promise<void> {
@@ -297,6 +324,11 @@ export class BullMQBroker implements Broker {
 
   // ── worker side ───────────────────────────────────────────────────────────────────
 
+  /** This process's job counters (all zero on a producer): running now, finished, and thrown. */
+  get workerCounters(): Readonly<WorkerCounters> {
+    return { ...this.#counters };
+  }
+
   async #onTaskQueueJob(job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
     this.#counters.active++;
     if (this.#counters.active === 1) this.#heartbeat?.stateChanged();
@@ -306,6 +338,9 @@ export class BullMQBroker implements Broker {
       if (data.kind === 'step') await this.#runStepJob(data, job);
       else await this.#runControl(data);
       return null;
+    } catch (error) {
+      this.#counters.failed++;
+      throw error;
     } finally {
       this.#counters.active--;
       this.#counters.processed++;
@@ -325,11 +360,9 @@ export class BullMQBroker implements Broker {
     let step: StepJob | null = data;
     const allowed = this.#options.worker?.maxStalledCount ?? 0;
     if (job.stalledCounter > allowed) {
-      await this.#stepFailedForGood(
-        data,
-        `WorkerLostError: the worker running this step stopped ${job.stalledCounter} times (maxStalledCount ${allowed}); not running it again`,
-      );
-      return;
+      const error = `WorkerLostError: the worker running this step stopped ${job.stalledCounter} times (maxStalledCount ${allowed}); not running it again`;
+      await this.#stepFailedForGood(data, error);
+      throw new StepFailedError(data, { step: data.step, attempt: data.attempt, error });
     }
     if (job.stalledCounter > 0) {
       // Delivered again: the worker that ran it stopped (killed, lost its lock).
@@ -343,7 +376,9 @@ export class BullMQBroker implements Broker {
       step = await getEngine(this).applyTransition(data.pipeline_id, data.run_id, (r) => stepAttemptedAgain(r, data, reason, Date.now()));
       if (step === null) return;
     }
-    await this.#runProcessor(step, data.job_id);
+    const failed = await this.#runProcessor(step, data.job_id);
+    // The job's (last) call failed: BullMQ keeps it in its failed set with the error.
+    if (isStepJobFailure(failed)) throw new StepFailedError(data, failed);
   }
 
   /** The step job without the run-state handoff it may carry, which primes this process's run state. */
@@ -383,13 +418,21 @@ export class BullMQBroker implements Broker {
     await this.#runProcessor(data);
   }
 
-  async #runProcessor(job: StepJob | ControlJob, carrier?: string): Promise<void> {
+  /**
+   * The broker's BullMQ queues (step and task jobs, run deadlines), for tools that read
+   * queues such as bull-board (`new BullMQAdapter(queue)`). The broker closes them: do not.
+   */
+  get queues(): readonly Queue[] {
+    return [this.#taskQueue, this.#controlQueue];
+  }
+
+  async #runProcessor(job: StepJob | ControlJob, carrier?: string): Promise<unknown> {
     const processor = this.#processor;
     if (processor === null) {
       throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `No run engine is attached to this broker for ${job.kind} job ${job.job_id}`);
     }
     try {
-      await processor(job, carrier);
+      return await processor(job, carrier);
     } catch (error) {
       this.#options.onError(toError(error), job);
       throw error;
@@ -449,6 +492,8 @@ export class BullMQBroker implements Broker {
     if (this.#bullRedis.status === 'ready') await this.#ready.catch(() => undefined);
     await Promise.all(this.#workers.map((w) => w.close(force).catch(report)));
     this.#accepting = false;
+    // The runs this process started and still follows: their end will not reach it any more.
+    existingEngine(this)?.endRunSpans();
     await this.#heartbeat?.stop();
     await this.#control.close();
     await this.#results.close();

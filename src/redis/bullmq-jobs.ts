@@ -2,10 +2,11 @@
  * How flowcast jobs map onto BullMQ jobs, and what happens when BullMQ hands a step job
  * out a second time because the worker that ran it died (stalled-job recovery).
  */
-import type { JobsOptions } from 'bullmq';
+import { UnrecoverableError, type JobsOptions } from 'bullmq';
 import { isoTime } from '../core/clock.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import type { BrokerJob, StepJob } from '../pipeline/broker.js';
+import type { BrokerJob, StepJob, StepJobFailure } from '../pipeline/broker.js';
+import type { ResolvedBrokerOptions } from './bullmq-options.js';
 import type { EventDraft } from '../events/types.js';
 import type { RunRecord, Transition } from '../pipeline/run-state.js';
 import { carriedJob } from '../pipeline/transitions.js';
@@ -24,18 +25,52 @@ export function bullmqJobId(jobId: string): string {
 export const TASK_BACKOFF = 'flowcast-task';
 
 /**
- * BullMQ options of a flowcast job (its BullMQ name is its `kind`).
- * - `step`: the engine retries steps itself; BullMQ's 3 attempts cover errors outside the
- *   task (a worker that could not reach Redis while finishing the step).
- * - `task` (standalone call): BullMQ's attempts are the task's retries, with its backoff;
- *   the outcome is kept (`keep` jobs) for `waitResult()`.
- * - `run_timeout`: once.
+ * The BullMQ name of a flowcast job, for people reading the queues (bull-board):
+ * `<pipeline>:<step>` for a step, `task:<task>` for a standalone call, `run-timeout` for a
+ * run's deadline.
  */
-export function jobOptions(job: BrokerJob, delayMs: number, taskRetries: number, keep: number): JobsOptions {
+export function jobName(job: BrokerJob): string {
+  if (job.kind === 'step') return `${job.pipeline_id}:${job.step}`;
+  if (job.kind === 'task') return `task:${job.task}`;
+  return 'run-timeout';
+}
+
+/**
+ * BullMQ options of a flowcast job.
+ * - `step`: the engine retries steps itself; BullMQ's 3 attempts cover errors outside the
+ *   task (a worker that could not reach Redis while finishing the step). Finished ones
+ *   are kept by `keepJobs` (a failed call fails its job, see `StepFailedError`).
+ * - `task` (standalone call): BullMQ's attempts are the task's retries, with its backoff;
+ *   the outcome is kept (`keepResults` jobs) for `waitResult()`.
+ * - `run_timeout`: once; kept by `keepJobs`.
+ */
+export function jobOptions(job: BrokerJob, delayMs: number, taskRetries: number, keepResults: number, keepJobs: ResolvedBrokerOptions['keepJobs']): JobsOptions {
   const base: JobsOptions = { jobId: bullmqJobId(job.job_id), ...(delayMs > 0 && { delay: Math.ceil(delayMs) }) };
-  if (job.kind === 'run_timeout') return { ...base, removeOnComplete: true, removeOnFail: 1000 };
-  if (job.kind === 'step') return { ...base, attempts: 3, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: true, removeOnFail: 1000 };
-  return { ...base, attempts: taskRetries + 1, backoff: { type: TASK_BACKOFF }, removeOnComplete: { count: keep }, removeOnFail: { count: keep } };
+  const kept = { removeOnComplete: { ...keepJobs.completed }, removeOnFail: { ...keepJobs.failed } };
+  if (job.kind === 'run_timeout') return { ...base, ...kept };
+  if (job.kind === 'step') return { ...base, attempts: 3, backoff: { type: 'fixed', delay: 1000 }, ...kept };
+  return { ...base, attempts: taskRetries + 1, backoff: { type: TASK_BACKOFF }, removeOnComplete: { count: keepResults }, removeOnFail: { count: keepResults } };
+}
+
+/**
+ * Thrown by a worker for a step job whose (last) call failed, so that BullMQ keeps the job
+ * in its failed set with the task's error as its reason. Unrecoverable: BullMQ does not
+ * run the job again; flowcast retries the step by its own policy, as a new job.
+ */
+export class StepFailedError extends UnrecoverableError {
+  constructor(job: StepJob, failure: StepJobFailure) {
+    const chained = failure.step !== job.step ? `step "${failure.step}" (attempt ${failure.attempt}, run in this job after "${job.step}"): ` : '';
+    super(`${chained}${failure.error}`);
+    this.name = 'StepFailedError';
+    // The failure happened in the task, not here: no frames of the broker in the job's stacktrace.
+    this.stack = `${this.name}: ${this.message}`;
+  }
+}
+
+/** `true` for what the run engine's processor resolves with when a step job's call failed. */
+export function isStepJobFailure(value: unknown): value is StepJobFailure {
+  const v = value as Partial<StepJobFailure> | null;
+  return typeof v === 'object' && v !== null && typeof v.step === 'string' && typeof v.error === 'string' && typeof v.attempt === 'number';
 }
 
 /** Checks what `enqueue()` received. */

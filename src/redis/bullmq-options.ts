@@ -3,6 +3,7 @@
  * error naming the option and the value received.
  */
 import { Redis, type RedisOptions } from 'ioredis';
+import type { Telemetry } from 'bullmq';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { BrokerJob } from '../pipeline/broker.js';
 import type { EventTransport } from '../transport/transport.js';
@@ -10,6 +11,8 @@ import type { RunStateStore } from '../pipeline/run-state.js';
 import type { ThreadPoolOptions } from '../core/thread-pool.js';
 import { checkKnownKeys, checkNonNegativeInt, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import { DEFAULT_KEY_PREFIX, checkKeyPrefix } from './keys.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 
 /** Where the broker connects: a `redis://` URL, ioredis options, or an ioredis client (duplicated, never closed by the broker). */
 export type RedisConnection = string | RedisOptions | Redis;
@@ -83,6 +86,39 @@ export interface BullMQWorkerOptions {
   chainSteps?: number;
 }
 
+/** How many finished jobs of one kind BullMQ keeps, and for how long (BullMQ's `KeepJobs`). */
+export interface KeepJobs {
+  /** At most this many (the newest). `0` keeps none. */
+  count?: number;
+  /** At most this old, in seconds (BullMQ's unit). */
+  age?: number;
+}
+
+/**
+ * Finished step jobs (and run deadline jobs) BullMQ keeps in its `completed` and `failed`
+ * sets, for tools that read them such as bull-board. A step job fails when the call it
+ * ran failed (with the task's error as its reason); flowcast's own retries are new jobs.
+ * Standalone task jobs are kept by {@link BullMQBrokerOptions.maxStoredResults} instead.
+ */
+export interface KeepJobsOptions {
+  /**
+   * Completed jobs: kept briefly.
+   * @default { count: 1000, age: 3600 }
+   */
+  completed?: KeepJobs;
+  /**
+   * Failed jobs, with their error: kept longer, to look into.
+   * @default { count: 5000, age: 604800 } (7 days)
+   */
+  failed?: KeepJobs;
+}
+
+/** The defaults of {@link KeepJobsOptions}. */
+export const KEEP_JOBS_DEFAULTS: Readonly<{ completed: Required<KeepJobs>; failed: Required<KeepJobs> }> = Object.freeze({
+  completed: Object.freeze({ count: 1000, age: 3600 }),
+  failed: Object.freeze({ count: 5000, age: 7 * 24 * 3600 }),
+});
+
 /** Options of {@link BullMQBroker}. */
 export interface BullMQBrokerOptions {
   /** The Redis server. The broker opens its own connections (duplicates of a given client). */
@@ -115,8 +151,23 @@ export interface BullMQBrokerOptions {
    * @default false
    */
   threads?: boolean | ThreadPoolOptions;
-  /** Called when a job fails outside any run (a processor that threw, a Redis error). Defaults to stderr. */
+  /**
+   * Where the broker (and the transport, run state and workers it creates) logs. A
+   * pino-compatible logger; connection errors are rate-limited (one line, then a count
+   * every 10 s).
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
+  /** Called when a job fails outside any run (a processor that threw, a Redis error). Defaults to the logger. */
   onError?: (error: Error, job: BrokerJob | null) => void;
+  /** Finished step jobs BullMQ keeps (see {@link KeepJobsOptions}). */
+  keepJobs?: KeepJobsOptions;
+  /**
+   * BullMQ's own telemetry (e.g. `new BullMQOtel('flowcast')` from `bullmq-otel`), given
+   * to every queue and worker of the broker: BullMQ's spans of adding and processing
+   * jobs. flowcast's run and step spans do not need it (see docs/distributed.md, "Tracing").
+   */
+  telemetry?: Telemetry;
 }
 
 /** The worker options with every default filled in. */
@@ -143,10 +194,13 @@ export interface ResolvedBrokerOptions {
   transport: EventTransport | undefined;
   maxStoredResults: number;
   threads: ThreadPoolOptions | null;
+  logger: Logger;
   onError: (error: Error, job: BrokerJob | null) => void;
+  keepJobs: { completed: Required<KeepJobs>; failed: Required<KeepJobs> };
+  telemetry: Telemetry | undefined;
 }
 
-const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'threads', 'onError'] as const;
+const KNOWN = ['connection', 'keyPrefix', 'worker', 'runState', 'transport', 'maxStoredResults', 'threads', 'logger', 'onError', 'keepJobs', 'telemetry'] as const;
 const WORKER_KNOWN = ['concurrency', 'lockDurationMs', 'stalledIntervalMs', 'maxStalledCount', 'heartbeatMs', 'controlConcurrency', 'autorun', 'chainSteps'] as const;
 
 /** Validates `options` and fills in the defaults. */
@@ -164,6 +218,7 @@ export function resolveBrokerOptions(options: BullMQBrokerOptions): ResolvedBrok
   if (o.onError !== undefined && typeof o.onError !== 'function') {
     throw new InvalidArgumentError(`BullMQBroker options.onError must be a function, received ${show(o.onError)}`);
   }
+  const logger = loggerOf(o.logger, 'BullMQBroker options.logger');
   return {
     connection,
     keyPrefix,
@@ -172,10 +227,40 @@ export function resolveBrokerOptions(options: BullMQBrokerOptions): ResolvedBrok
     transport: options.transport,
     maxStoredResults: checkPositiveInt(o.maxStoredResults ?? 10_000, 'BullMQBroker options.maxStoredResults'),
     threads: resolveThreads(o.threads),
-    onError:
-      options.onError ??
-      ((error, job) => console.error(`flowcast: ${job === null ? 'bullmq broker' : `${job.kind} job ${job.job_id}`}: ${error.message}`)),
+    logger,
+    onError: options.onError ?? ((error, job) => logError(logger, error, job === null ? 'bullmq broker' : `${job.kind} job ${job.job_id}`)),
+    keepJobs: resolveKeepJobs(o.keepJobs),
+    telemetry: checkTelemetry(o.telemetry),
   };
+}
+
+function resolveKeepJobs(value: unknown): ResolvedBrokerOptions['keepJobs'] {
+  const d = KEEP_JOBS_DEFAULTS;
+  if (value === undefined) return { completed: { ...d.completed }, failed: { ...d.failed } };
+  const o = checkObject(value, 'BullMQBroker options.keepJobs');
+  checkKnownKeys(o, ['completed', 'failed'], 'BullMQBroker options.keepJobs');
+  const one = (kind: 'completed' | 'failed'): Required<KeepJobs> => {
+    const name = `BullMQBroker options.keepJobs.${kind}`;
+    if (o[kind] === undefined) return { ...d[kind] };
+    const k = checkObject(o[kind], name);
+    checkKnownKeys(k, ['count', 'age'], name);
+    return {
+      count: checkNonNegativeInt(k.count ?? d[kind].count, `${name}.count`),
+      age: checkPositiveInt(k.age ?? d[kind].age, `${name}.age`),
+    };
+  };
+  return { completed: one('completed'), failed: one('failed') };
+}
+
+function checkTelemetry(value: unknown): Telemetry | undefined {
+  if (value === undefined) return undefined;
+  const o = checkObject(value, 'BullMQBroker options.telemetry');
+  for (const key of ['tracer', 'contextManager'] as const) {
+    if (typeof o[key] !== 'object' || o[key] === null) {
+      throw new InvalidArgumentError(`BullMQBroker options.telemetry.${key} must be an object (BullMQ's Telemetry interface), received ${show(o[key])}`);
+    }
+  }
+  return value as Telemetry;
 }
 
 function resolveWorker(value: unknown): ResolvedWorkerOptions | null {
@@ -236,6 +321,14 @@ function checkConnection(value: unknown): RedisConnection {
 export function openConnection(connection: RedisConnection, name: string, options: RedisOptions = {}): Redis {
   const extra: RedisOptions = { maxRetriesPerRequest: null, connectionName: name, ...options };
   if (connection instanceof Redis) return connection.duplicate(extra);
-  if (typeof connection === 'string') return new Redis(connection, extra);
-  return new Redis({ ...connection, ...extra });
+  if (typeof connection === 'string') return new Redis(connection, { retryStrategy: reconnectDelay, ...extra });
+  return new Redis({ retryStrategy: reconnectDelay, ...connection, ...extra });
+}
+
+/**
+ * Reconnect delays of the connections the broker opens from a URL or options (a given
+ * client keeps its own): 100 ms, doubling up to 2 s, for ever.
+ */
+export function reconnectDelay(attempt: number): number {
+  return Math.min(100 * 2 ** Math.max(0, attempt - 1), 2000);
 }

@@ -17,6 +17,8 @@ export const STATE_COALESCE_MS = 50;
 export interface WorkerCounters {
   active: number;
   processed: number;
+  /** Jobs whose processing threw (BullMQ retries them or keeps them failed); a task's own error is a failed step, not a failed job. */
+  failed: number;
 }
 
 /** Writes one worker's heartbeat every `intervalMs` until stopped. */
@@ -140,12 +142,13 @@ export async function readWorkers(redis: Redis, prefix: string): Promise<WorkerS
 
 /** Depth of one BullMQ queue (`waiting` includes prioritized jobs and those waiting for children). */
 export async function readQueue(queue: Queue, name: string): Promise<QueueStatus> {
-  const c = await queue.getJobCounts('waiting', 'prioritized', 'waiting-children', 'active', 'delayed', 'failed');
+  const c = await queue.getJobCounts('waiting', 'prioritized', 'waiting-children', 'active', 'delayed', 'failed', 'completed');
   return {
     name,
     waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c['waiting-children'] ?? 0),
     active: c.active ?? 0,
     delayed: c.delayed ?? 0,
     failed: c.failed ?? 0,
+    completed: c.completed ?? 0,
   };
 }

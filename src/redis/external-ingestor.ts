@@ -19,10 +19,12 @@
  * acknowledges and deletes the entry. Invalid entries are acknowledged and reported,
  * never retried and never fatal.
  */
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { describeError, ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
+import { ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkNonEmptyString, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
 import { IngestRefused, parseIngestEntry, type IngestEntry } from './ingest-entry.js';
@@ -88,13 +90,19 @@ export interface ExternalEventIngestorOptions {
    * recorder); awaited. An error is reported, the event is still published.
    */
   onEvent?: (event: FlowcastEvent) => void | Promise<void>;
-  /** Called for each refused entry. Defaults to a warning on stderr. */
+  /**
+   * Where refused entries (`warn`) and Redis errors (`error`, connection errors
+   * rate-limited) go unless `onInvalid` / `onError` take them. A pino-compatible logger.
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
+  /** Called for each refused entry. Defaults to a warning on the logger. */
   onInvalid?: (entry: IngestEntry, reason: string, id: string) => void;
-  /** Called on Redis errors (the ingestor keeps going). Defaults to stderr. */
+  /** Called on Redis errors (the ingestor keeps going). Defaults to the logger. */
   onError?: (error: unknown, where: string) => void;
 }
 
-const KNOWN = ['transport', 'runState', 'group', 'consumer', 'batchSize', 'blockMs', 'claimIdleMs', 'exclusive', 'leaseMs', 'onEvent', 'onInvalid', 'onError'] as const;
+const KNOWN = ['transport', 'runState', 'group', 'consumer', 'batchSize', 'blockMs', 'claimIdleMs', 'exclusive', 'leaseMs', 'logger', 'onEvent', 'onInvalid', 'onError'] as const;
 const leaseScript = new LuaScript(LEASE_SCRIPT);
 const releaseScript = new LuaScript(RELEASE_SCRIPT);
 
@@ -176,8 +184,9 @@ export class ExternalEventIngestor {
     if (this.#leaseMs <= this.#blockMs) throw new InvalidArgumentError(`leaseMs (${this.#leaseMs}) must be more than blockMs (${this.#blockMs}): the lease is renewed between reads`);
     this.#leaseKey = ingestLockKey(this.transport.keyPrefix);
     this.#onEvent = options.onEvent ?? null;
-    this.#onInvalid = options.onInvalid ?? ((entry, reason, id) => console.warn(`flowcast ingest: entry ${id} refused: ${reason} (${show(entry)})`));
-    this.#onError = options.onError ?? ((error, where) => console.error(`flowcast ingest: ${where}: ${describeError(error)}`));
+    const logger = loggerOf(options.logger, 'ExternalEventIngestor options.logger');
+    this.#onInvalid = options.onInvalid ?? ((entry, reason, id) => logger.warn({ entry, id }, `ingest: entry ${id} refused: ${reason} (${show(entry)})`));
+    this.#onError = options.onError ?? ((error, where) => logError(logger, error, `ingest: ${where}`));
   }
 
   /** Creates the consumer group when missing and starts consuming. Resolves once the group exists. */

@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 export { RedisPubSubTransport, type RedisPubSubTransportOptions } from './transport.js';
 export { RedisRunState, type RedisRunStateOptions } from './run-state.js';
 export { ExternalEventIngestor, parseIngestEntry, type ExternalEventIngestorOptions, type IngestEntry } from './external-ingestor.js';

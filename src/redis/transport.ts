@@ -1,5 +1,7 @@
 import type { Redis } from 'ioredis';
-import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError } from '../core/errors.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
+import { FlowcastError, ErrorCodes, InvalidArgumentError } from '../core/errors.js';
 import type { ServerInstanceStatus } from '../core/engine-status.js';
 import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
@@ -70,17 +72,23 @@ export interface RedisPubSubTransportOptions {
    * @default 10000
    */
   runStreamLength?: number;
-  /** Called when a live listener throws. Defaults to printing to stderr. */
+  /**
+   * Where the transport logs (listener and connection errors, unless `onListenerError` /
+   * `onError` take them). A pino-compatible logger.
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
+  /** Called when a live listener throws. Defaults to the logger. */
   onListenerError?: (error: unknown, event: FlowcastEvent) => void;
   /**
    * Called on subscription connection and catch-up errors, and once with a
    * `FLOWCAST_ERR_DATA_LOST` error when the Redis lost its data (its epoch changed).
-   * Defaults to printing to stderr.
+   * Defaults to the logger (connection errors rate-limited).
    */
   onError?: (error: unknown, where: string) => void;
 }
 
-const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'publishOnAppend', 'runStreamLength', 'onListenerError', 'onError'] as const;
+const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'publishOnAppend', 'runStreamLength', 'logger', 'onListenerError', 'onError'] as const;
 
 /** Longest a publish waits for its event to reach this transport's own listeners. */
 const ECHO_WAIT_MS = 2000;
@@ -180,10 +188,10 @@ export class RedisPubSubTransport implements EventTransport {
     if (options.onError !== undefined && typeof options.onError !== 'function') {
       throw new InvalidArgumentError(`onError must be a function, received ${show(options.onError)}`);
     }
+    const logger = loggerOf(options.logger, 'RedisPubSubTransport options.logger');
     this.#onListenerError =
-      options.onListenerError ??
-      ((error, event) => console.error(`flowcast: a live event listener threw on ${event.type} of run ${event.run_id}: ${describeError(error)}`));
-    this.#onError = options.onError ?? ((error, where) => console.error(`flowcast redis transport: ${where}: ${describeError(error)}`));
+      options.onListenerError ?? ((error, event) => logError(logger, error, `a live event listener on ${event.type} of run ${event.run_id}`));
+    this.#onError = options.onError ?? ((error, where) => logError(logger, error, `redis transport: ${where}`));
     this.#allChannel = allChannel(this.keyPrefix);
     this.#sequencer = new RunSequencer(
       async (runId, since) => (await this.read(runId, { since })).events,

@@ -9,6 +9,7 @@ import { FlowcastError, ErrorCodes, InvalidArgumentError, describeError } from '
 import { checkKnownKeys, checkObject, show } from '../core/validate.js';
 import { BullMQBroker } from './bullmq-broker.js';
 import type { BullMQWorkerOptions, RedisConnection } from './bullmq-options.js';
+import type { Logger } from '../core/logger.js';
 
 /**
  * What a task module exports: a function that registers tasks (and, if it likes,
@@ -48,7 +49,12 @@ export interface StartWorkerOptions {
    * else the broker's defaults apply.
    */
   worker?: BullMQWorkerOptions;
-  /** Called on errors outside any run. Defaults to stderr. */
+  /**
+   * Where the worker logs (connection errors rate-limited). A pino-compatible logger.
+   * @default a pino logger at `info` on stderr
+   */
+  logger?: Logger;
+  /** Called on errors outside any run. Defaults to the logger. */
   onError?: (error: Error) => void;
 }
 
@@ -69,7 +75,7 @@ export interface FlowcastWorker {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-const KNOWN = ['connection', 'keyPrefix', 'register', 'tasks', 'concurrency', 'worker', 'onError'] as const;
+const KNOWN = ['connection', 'keyPrefix', 'register', 'tasks', 'concurrency', 'worker', 'logger', 'onError'] as const;
 
 /** The environment variables {@link workerOptionsFromEnv} reads, and the option each sets. */
 export const WORKER_ENV = {
@@ -133,6 +139,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<Flowcast
     connection: options.connection,
     ...(options.keyPrefix !== undefined && { keyPrefix: options.keyPrefix }),
     worker: { ...worker, autorun: false },
+    ...(options.logger !== undefined && { logger: options.logger }),
     ...(onError !== undefined && { onError: (error: Error) => onError(error) }),
   });
   try {

@@ -18,6 +18,8 @@ export interface RunCursor {
   /** `true` while the hub reads missed events from the log; live events wait in `buffer`. */
   filling: boolean;
   buffer: FlowcastEvent[];
+  /** Set while a fill waits for a live event of the run; the hub calls it when one arrives. */
+  wake?: (() => void) | undefined;
 }
 
 /** Outgoing buffer limits of a connection. */

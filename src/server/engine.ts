@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 import { hostname } from 'node:os';
 import { describeError } from '../core/errors.js';
 import type { Broker } from '../pipeline/broker.js';
@@ -18,6 +20,8 @@ export interface EngineReporterOptions {
    * @default 2000
    */
   intervalMs?: number;
+  /** Where failures to read or announce the status go. @default a pino logger at `info` on stderr */
+  logger?: Logger;
 }
 
 /** The in-process counters of `InMemoryBroker`, read when the broker has no `engineStatus()`. */
@@ -57,11 +61,13 @@ export class EngineReporter {
   #pushing = false;
   #closed = false;
 
+  readonly #logger: Logger;
   constructor(options: EngineReporterOptions) {
     this.#hub = options.hub;
     this.#transport = options.transport;
     this.#broker = options.broker;
     this.#intervalMs = options.intervalMs ?? 2000;
+    this.#logger = loggerOf(options.logger, 'EngineReporter options.logger');
     this.id = `${hostname()}:${process.pid}:${randomBytes(2).toString('hex')}`;
   }
 
@@ -96,7 +102,7 @@ export class EngineReporter {
       (error: unknown) => {
         if (this.#closed || this.#announceFailed) return;
         this.#announceFailed = true;
-        console.error(`flowcast server: announcing this instance failed: ${describeError(error)}`);
+        logError(this.#logger, error, 'announcing this server instance');
       },
     );
   }
@@ -165,7 +171,7 @@ export class EngineReporter {
         // This server's own entry is always current (its announcement may lag or not have landed yet).
         return [self, ...list.filter((i) => i.id !== self.id)];
       } catch (error) {
-        console.error(`flowcast server: transport.instances() failed: ${describeError(error)}`);
+        logError(this.#logger, error, 'transport.instances()');
       }
     }
     return [self];
@@ -211,7 +217,7 @@ export class EngineReporter {
     try {
       message = Buffer.from(JSON.stringify({ type: 'engine_status', ...(await this.status()) }));
     } catch (error) {
-      console.error(`flowcast server: engine status failed: ${describeError(error)}`);
+      logError(this.#logger, error, 'engine status');
       return;
     }
     for (const conn of targets) {

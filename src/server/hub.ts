@@ -1,5 +1,7 @@
-import { describeError } from '../core/errors.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 import type { FlowcastEvent } from '../events/types.js';
+import { ALL_KEY, keyChannel, pipelineKey, runKey, subscriptionKey } from '../events/subscription.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { Authenticator } from './auth.js';
 import type { Connection, RunCursor, Subscription } from './connection.js';
@@ -28,6 +30,8 @@ export interface HubOptions {
    * @default 10000
    */
   replayPage?: number;
+  /** Where errors go unless `onError` takes them. @default a pino logger at `info` on stderr */
+  logger?: Logger;
   onError?: (error: unknown, where: string) => void;
 }
 
@@ -47,7 +51,13 @@ const SLOW_READER_PAGE = 256;
 /** Live events kept per run while it is filled from the log; past it they are dropped and read from the log instead. */
 const FILL_BUFFER_MAX = 10_000;
 /** Reads of the log (10 ms apart) a fill makes for a live event the log does not show yet. */
-const FILL_WAITS_MAX = 100;
+/**
+ * Longest time, in ms, a fill waits in all for the events missing between the log's end and
+ * a live event that overtook them (published, but not yet delivered here). It is woken by
+ * each live event of the run, never by a timer; past this bound the missing events are
+ * taken as never coming.
+ */
+const FILL_GAP_WAIT_MS = 1000;
 const CURSORS_MAX = 10_000;
 
 /**
@@ -82,7 +92,8 @@ export class Hub {
     this.#auth = options.auth;
     this.#snapshots = options.snapshots ?? null;
     this.#page = options.replayPage ?? 10_000;
-    this.#onError = options.onError ?? ((error, where) => console.error(`flowcast hub: ${where}: ${describeError(error)}`));
+    const logger = loggerOf(options.logger, 'Hub options.logger');
+    this.#onError = options.onError ?? ((error, where) => logError(logger, error, `hub: ${where}`));
     const runs = this.#transport.runs;
     this.#positions =
       runs === undefined ? null : new Positions(runs, { canRead: (c, p) => this.canRead(c, p), follow: (c, r, _p, replay) => this.#follow(c, r, replay), onError: this.#onError });
@@ -151,10 +162,10 @@ export class Hub {
   async subscribe(conn: Connection, msg: SubscribeMessage): Promise<void> {
     const sub: Subscription =
       msg.run_id !== undefined
-        ? { key: `r:${msg.run_id}`, kind: 'run', id: msg.run_id, eventTypes: msg.event_types ? new Set(msg.event_types) : null }
+        ? { key: runKey(msg.run_id), kind: 'run', id: msg.run_id, eventTypes: msg.event_types ? new Set(msg.event_types) : null }
         : msg.pipeline_id === '*'
-          ? { key: 'all', kind: 'all', id: '*', eventTypes: msg.event_types ? new Set(msg.event_types) : null }
-          : { key: `p:${msg.pipeline_id as string}`, kind: 'pipeline', id: msg.pipeline_id as string, eventTypes: msg.event_types ? new Set(msg.event_types) : null };
+          ? { key: ALL_KEY, kind: 'all', id: '*', eventTypes: msg.event_types ? new Set(msg.event_types) : null }
+          : { key: pipelineKey(msg.pipeline_id as string), kind: 'pipeline', id: msg.pipeline_id as string, eventTypes: msg.event_types ? new Set(msg.event_types) : null };
     const previous = conn.subscriptions.get(sub.key);
     if (previous !== undefined) this.#positions?.close(conn, previous);
     conn.subscriptions.set(sub.key, sub);
@@ -190,7 +201,7 @@ export class Hub {
 
   /** Removes a subscription; `false` when there was none. */
   unsubscribe(conn: Connection, msg: UnsubscribeMessage): boolean {
-    const key = msg.run_id !== undefined ? `r:${msg.run_id}` : msg.pipeline_id === '*' ? 'all' : `p:${msg.pipeline_id as string}`;
+    const key = subscriptionKey(msg);
     const sub = conn.subscriptions.get(key);
     if (sub === undefined) return false;
     conn.subscriptions.delete(key);
@@ -326,8 +337,7 @@ export class Hub {
     }
     set.add(conn);
     if (!this.#upstream.has(key)) {
-      const channel = key === 'all' ? '*' : key.startsWith('r:') ? { runId: key.slice(2) } : { pipelineId: key.slice(2) };
-      this.#upstream.set(key, this.#transport.subscribe(channel, (event) => this.#onEvent(event)));
+      this.#upstream.set(key, this.#transport.subscribe(keyChannel(key), (event) => this.#onEvent(event)));
     }
   }
 
@@ -344,7 +354,12 @@ export class Hub {
   /** One live event from upstream (it may come through several channels: handled once). */
   #onEvent(event: FlowcastEvent): void {
     const seen = this.#lastSeen.get(event.run_id);
-    if (seen !== undefined && event.seq <= seen) return;
+    if (seen !== undefined && event.seq <= seen) {
+      // Handled already, or overtaken by a later event of its run: that one's fill waits for
+      // it, and the log holds it now (it is appended before it is published).
+      if (event.seq < seen) this.#wakeFills(event);
+      return;
+    }
     this.#lastSeen.delete(event.run_id);
     this.#lastSeen.set(event.run_id, event.seq);
     if (this.#lastSeen.size > LAST_SEEN_MAX) {
@@ -365,10 +380,17 @@ export class Hub {
     for (const conn of targets) this.#deliver(conn, event, serialise);
   }
 
+  /** Wakes the fills of `event`'s run that wait for an overtaken event (see {@link nextLiveEvent}). */
+  #wakeFills(event: FlowcastEvent): void {
+    const targets = this.#targets(event);
+    if (targets === null) return;
+    for (const conn of targets) conn.cursors.get(event.run_id)?.wake?.();
+  }
+
   #targets(event: FlowcastEvent): Set<Connection> | null {
-    const all = this.#byKey.get('all');
-    const byPipeline = this.#byKey.get(`p:${event.pipeline_id}`);
-    const byRun = this.#byKey.get(`r:${event.run_id}`);
+    const all = this.#byKey.get(ALL_KEY);
+    const byPipeline = this.#byKey.get(pipelineKey(event.pipeline_id));
+    const byRun = this.#byKey.get(runKey(event.run_id));
     const parts = [all, byPipeline, byRun].filter((s): s is Set<Connection> => s !== undefined && s.size > 0);
     if (parts.length === 0) return null;
     if (parts.length === 1) return parts[0] as Set<Connection>;
@@ -414,6 +436,7 @@ export class Hub {
       // The log holds them too: a fill that falls this far behind reads them from there.
       if (cursor.buffer.length >= FILL_BUFFER_MAX) cursor.buffer = [];
       cursor.buffer.push(event);
+      cursor.wake?.();
       return;
     }
     if (event.seq <= cursor.last) return;
@@ -441,7 +464,7 @@ export class Hub {
     let told = false;
     let congested = false;
     let slow = false;
-    let waits = 0;
+    let gapDeadline = 0;
     try {
       for (;;) {
         // A slow reader: wait until its queue is written, holding no page (the rest is read again from the log).
@@ -497,10 +520,12 @@ export class Hub {
           }
         }
         if (!gap) break;
-        // A live event ahead of the log (published before the log shows it): read again
-        // shortly, a bounded number of times; then it goes out without what the log never showed.
-        if (++waits > FILL_WAITS_MAX) cursor.last = (cursor.buffer[0] as FlowcastEvent).seq - 1;
-        else await new Promise((r) => setTimeout(r, 10));
+        // A live event overtook others of the run (published, not delivered here yet): wait
+        // for the next live event of the run, then read again; past FILL_GAP_WAIT_MS in all,
+        // it goes out without what never came.
+        if (gapDeadline === 0) gapDeadline = Date.now() + FILL_GAP_WAIT_MS;
+        const left = gapDeadline - Date.now();
+        if (left <= 0 || !(await nextLiveEvent(cursor, left))) cursor.last = (cursor.buffer[0] as FlowcastEvent).seq - 1;
       }
       cursor.filling = false;
       if (replaySince !== undefined && conn.state === 'open') conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: cursor.last });
@@ -521,4 +546,19 @@ export class Hub {
     this.#byKey.clear();
     this.#connections.clear();
   }
+}
+
+/** Resolves `true` when the next live event of the cursor's run arrives (a later one, or an overtaken one), `false` after `ms`. */
+function nextLiveEvent(cursor: RunCursor, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      cursor.wake = undefined;
+      resolve(false);
+    }, ms);
+    cursor.wake = () => {
+      clearTimeout(timer);
+      cursor.wake = undefined;
+      resolve(true);
+    };
+  });
 }

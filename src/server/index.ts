@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 /**
  * `flowcast/server`: the HTTP + WebSocket + SSE server that streams run events, the REST
  * API over tracking, and the bridges from hooks (seed 000 §2).
@@ -9,6 +10,8 @@
  */
 export { getWebSocketServer, FlowcastServer } from './server.js';
 export type { ServerOptions } from './server.js';
+export { flowcastPlugin, attachFlowcast } from './embed.js';
+export type { FlowcastPluginOptions, AttachOptions, AttachedFlowcast, EmbeddedOptions } from './embed.js';
 export type { TlsOptions } from './tls.js';
 export { setupWebSocketBridge, TrackingEventBroadcaster, getDefaultTransport } from './bridge.js';
 export type { RecordingTracking } from './bridge.js';

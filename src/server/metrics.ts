@@ -3,6 +3,8 @@ import { isTerminalEvent, type FlowcastEvent, type PipelineType } from '../event
 import type { EventTransport } from '../transport/transport.js';
 import type { Hub } from './hub.js';
 import type { SocketStats } from './socket-limits.js';
+import { processMetricsRegistry } from './process-metrics.js';
+import { QueueMetrics, type QueueSource } from './queue-metrics.js';
 
 /** What {@link ServerMetrics} reads. */
 export interface ServerMetricsSource {
@@ -20,6 +22,10 @@ export interface ServerMetricsSource {
    * @default 1000
    */
   maxPipelines?: number;
+  /** The broker whose queue depths are shown (`flowcast_queue_jobs`), when it reports them. */
+  broker?: QueueSource | null;
+  /** prom-client's default process and Node.js metrics in the output. @default true */
+  processMetrics?: boolean;
 }
 
 /** The label value that stands for every pipeline past `maxPipelines`. */
@@ -52,11 +58,15 @@ export class ServerMetrics {
   readonly #runDuration: Histogram<'pipeline_id' | 'pipeline_type' | 'status'>;
   readonly #stepDuration: Histogram<'pipeline_id' | 'status'>;
   #off: (() => void) | null;
+  readonly #queues: QueueMetrics | null;
+  readonly #process: boolean;
 
   constructor(source: ServerMetricsSource) {
     const { hub } = source;
     this.#maxPipelines = source.maxPipelines ?? 1000;
     const registers = [this.registry];
+    this.#queues = source.broker === undefined || source.broker === null ? null : new QueueMetrics(source.broker, this.registry);
+    this.#process = source.processMetrics ?? true;
     const inFlight = this.#inFlight;
 
     new Gauge({
@@ -231,7 +241,9 @@ export class ServerMetrics {
    * caller may not read are left out (the metric's HELP and TYPE lines stay).
    */
   async render(canRead?: (pipelineId: string) => boolean): Promise<string> {
-    const text = await this.registry.metrics();
+    await this.#queues?.refresh();
+    const own = await this.registry.metrics();
+    const text = this.#process ? `${await processMetricsRegistry().metrics()}\n${own}` : own;
     if (canRead === undefined) return text;
     const cache = new Map<string, boolean>();
     return text

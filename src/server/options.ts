@@ -3,6 +3,7 @@
  * docs/security.md lists every limit with its default and what a client gets past it.
  */
 import type { Broker } from '../pipeline/broker.js';
+import type { Logger } from '../core/logger.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { checkKnownKeys, checkNonNegativeInt, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventTransport } from '../transport/transport.js';
@@ -104,13 +105,33 @@ export interface ServerOptions {
   pipelines?: RetryablePipeline[];
   /** How often subscribers of the `engine` channel get `engine_status`, in ms. @default 2000 */
   engineIntervalMs?: number;
+  /**
+   * The path everything is served under (`/flowcast`): the dashboard and its files, REST,
+   * SSE, the WebSocket endpoint, `/health` and `/metrics`. `flowcastPlugin` and
+   * `attachFlowcast` set it; on a standalone server it suits a proxy that forwards the
+   * prefix unchanged. Requests outside it get 404.
+   * @default "" (the root)
+   */
+  basePath?: string;
+  /**
+   * prom-client's default metrics (process CPU, memory, event loop, GC, Node.js) in
+   * `/metrics`; turn off when the application embedding flowcast exports them already.
+   * @default true
+   */
+  processMetrics?: boolean;
+  /**
+   * Where the server logs, Fastify's request lines included (at `debug`; failed
+   * requests at `error`). A pino-compatible logger (`pino()`, Fastify's `app.log`).
+   * @default a pino logger at `info` on stderr: JSON lines, readable ones on a terminal
+   */
+  logger?: Logger;
 }
 
 const KNOWN = [
   'host', 'port', 'transport', 'broker', 'tracking', 'auth', 'tls', 'perMessageDeflate', 'allowedOrigins', 'allowedHosts', 'trustProxy', 'maxConnections',
   'maxConnectionsPerAddress', 'handshakeTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'authFailures', 'maxPayload',
   'maxSubscriptions', 'messagesPerSecond', 'messageBurst', 'heartbeatMs', 'outgoing', 'staticDir', 'restRateLimit',
-  'pipelines', 'engineIntervalMs',
+  'pipelines', 'engineIntervalMs', 'basePath', 'processMetrics', 'logger',
 ] as const;
 
 /** The options with every limit resolved to its value. */
@@ -140,6 +161,7 @@ export function resolveServerOptions(options: ServerOptions): { options: ServerO
   }
   if (opts.engineIntervalMs !== undefined) checkPositiveInt(opts.engineIntervalMs, 'engineIntervalMs');
   if (opts.pipelines !== undefined) checkPipelines(opts.pipelines);
+  if (opts.processMetrics !== undefined && typeof opts.processMetrics !== 'boolean') throw new InvalidArgumentError(`processMetrics must be a boolean, received ${show(opts.processMetrics)}`);
   const list = (value: unknown, name: string): unknown[] => {
     if (value === undefined) return [];
     if (!Array.isArray(value)) throw new InvalidArgumentError(`${name} must be an array, received ${show(value)}`);

@@ -3,6 +3,7 @@
  * `FlowcastServer` is one; the routes import this interface, never the server class, so
  * `server.ts` → `routes.ts` → `rest/*` is one way down.
  */
+import type { Logger } from '../core/logger.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { AuthFailureLimiter } from './auth-throttle.js';
 import type { Authenticator } from './auth.js';
@@ -25,6 +26,10 @@ export interface RouteHost {
   readonly connections: number;
   /** Streams (SSE) per client address. */
   readonly streams: AddressCounter;
+  /** Where the server logs. */
+  readonly logger: Logger;
+  /** Where the server is mounted (`""` standalone, `"/flowcast"` embedded). */
+  readonly basePath: string;
   /** Outgoing queue limits of every connection. */
   readonly outgoingLimits: Required<OutgoingLimits>;
 }

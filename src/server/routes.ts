@@ -14,11 +14,13 @@ import { registerMetricsRoutes } from './rest/metrics.js';
 import { registerPipelineRoutes } from './rest/pipelines.js';
 import { registerRateLimit, routeRateLimit } from './rest/rate-limit.js';
 import { registerSse } from './sse.js';
+import { registerReadiness } from './readiness.js';
 import { registerRunRoutes } from './rest/runs.js';
 import { registerEngineRoutes } from './rest/engine.js';
 import { registerRetryRoutes } from './rest/retry.js';
 import { registerStartRoutes } from './rest/start.js';
 import { ErrorBody } from './rest/schemas.js';
+import { dashboardPage } from './base-path.js';
 import type { RouteHost } from './route-host.js';
 
 export type { TrackingLike } from './rest/common.js';
@@ -32,6 +34,8 @@ export interface RoutesContext {
   broker: Broker | null;
   /** A folder; `false` for the built-in page; `undefined` for the built dashboard when there is one. */
   staticDir: string | false | undefined;
+  /** The prefix the routes are registered under (`''` at the root): the dashboard's page is told it. */
+  basePath: string;
 }
 
 const TRACKING_METHODS = ['getStatus', 'listPipelines', 'getHistory', 'getMetrics', 'deletePipeline'] as const;
@@ -69,13 +73,20 @@ export function registerRoutes(app: FastifyInstance, options: RoutesContext): vo
   if (rateLimit !== null) registerRateLimit(app, rateLimit);
   const ctx: RestContext = { server, tracking, broker, rateLimit: rateLimit === null ? null : { max: rateLimit.max, timeWindow: rateLimit.timeWindow }, docs: [] };
   // Counting starts now, not when the server boots: runs before startServer() are counted too.
-  const metrics = new ServerMetrics({ hub: server.hub, transport: server.transport, wsConnections: () => server.connections, sockets: () => server.sockets });
+  const metrics = new ServerMetrics({
+    hub: server.hub,
+    transport: server.transport,
+    wsConnections: () => server.connections,
+    sockets: () => server.sockets,
+    broker,
+    processMetrics: server.options.processMetrics ?? true,
+  });
   app.addHook('onClose', (_instance, done) => {
     metrics.close();
     done();
   });
   // Routes are declared once the rate limiter is loaded: it finds them through its onRoute hook.
-  app.after(() => declareRoutes(app, ctx, staticDir, metrics));
+  app.after(() => declareRoutes(app, ctx, staticDir, metrics, options.basePath));
 }
 
 /**
@@ -101,16 +112,17 @@ export function checkRoutes(options: { tracking?: TrackingLike | undefined; stat
   if (options.restRateLimit !== undefined && options.restRateLimit !== false) routeRateLimit(options.restRateLimit);
 }
 
-function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string | null, metrics: ServerMetrics): void {
+function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string | null, metrics: ServerMetrics, base: string): void {
+  const page = staticDir === null ? null : indexPage(resolve(staticDir), base);
   const { server } = ctx;
 
   app.setErrorHandler((error, request, reply) => {
     const answer = errorAnswer(error, request);
-    if (answer.code === RestErrors.INTERNAL) console.error(`flowcast server: ${request.method} ${request.url} failed:`, error);
+    if (answer.code === RestErrors.INTERNAL) server.logger.error({ err: error, method: request.method, url: request.url }, `${request.method} ${request.url} failed: ${error instanceof Error ? error.message : String(error)}`);
     return sendError(reply, answer.status, answer.code, answer.message);
   });
   app.setNotFoundHandler((request, reply) => {
-    if (staticDir !== null && request.method === 'GET' && isDashboardRoute(request.url)) return reply.sendFile('index.html', resolve(staticDir));
+    if (page !== null && request.method === 'GET' && isDashboardRoute(request.url.slice(base.length))) return page(request, reply);
     return sendError(reply, 404, RestErrors.NOT_FOUND, `No route ${request.method} ${request.url.split('?')[0] ?? ''}`);
   });
 
@@ -129,6 +141,7 @@ function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string
     responses: { 200: { description: '{ "status": "healthy", "uptime_s", "connections" }' } },
   });
 
+  registerReadiness(app, ctx);
   registerRunRoutes(app, ctx);
   registerPipelineRoutes(app, ctx);
   registerHistoryRoutes(app, ctx);
@@ -180,7 +193,27 @@ function declareRoutes(app: FastifyInstance, ctx: RestContext, staticDir: string
     },
   );
 
-  registerDashboard(app, ctx, staticDir);
+  registerDashboard(app, ctx, staticDir, page);
+}
+
+type PageHandler = (request: FastifyRequest, reply: FastifyReply) => FastifyReply;
+
+/**
+ * The dashboard's index.html told the base path (read once, on first use; a folder of
+ * your own without one is served as a file).
+ */
+function indexPage(root: string, base: string): PageHandler {
+  let html: string | null = null;
+  return (_request, reply) => {
+    if (html === null) {
+      try {
+        html = dashboardPage(readFileSync(resolve(root, 'index.html'), 'utf8'), base);
+      } catch {
+        return reply.sendFile('index.html', root);
+      }
+    }
+    return reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(html);
+  };
 }
 
 /** `/dashboard/...` without a file extension: a client-side route of the dashboard. */
@@ -191,7 +224,7 @@ function isDashboardRoute(url: string): boolean {
   return !last.includes('.');
 }
 
-function registerDashboard(app: FastifyInstance, ctx: RestContext, staticDir: string | null): void {
+function registerDashboard(app: FastifyInstance, ctx: RestContext, staticDir: string | null, indexPage: PageHandler | null): void {
   ctx.docs.push({
     method: 'GET',
     url: '/',
@@ -210,7 +243,7 @@ function registerDashboard(app: FastifyInstance, ctx: RestContext, staticDir: st
     contentType: 'text/html',
     responses: { 200: { description: 'A file of the dashboard' }, 404: { description: 'No such file', schema: ErrorBody } },
   });
-  if (staticDir === null) {
+  if (staticDir === null || indexPage === null) {
     const page = (_request: FastifyRequest, reply: FastifyReply): FastifyReply =>
       reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(placeholderPage());
     app.get('/', page);
@@ -219,7 +252,9 @@ function registerDashboard(app: FastifyInstance, ctx: RestContext, staticDir: st
     return;
   }
   const root = resolve(staticDir);
-  void app.register(fastifyStatic, { root, prefix: '/dashboard/', index: 'index.html', wildcard: true });
-  app.get('/', (_request, reply) => reply.sendFile('index.html', root));
-  app.get('/dashboard', (_request, reply) => reply.sendFile('index.html', root));
+  void app.register(fastifyStatic, { root, prefix: '/dashboard/', index: false, wildcard: true });
+  app.get('/', indexPage);
+  app.get('/dashboard', indexPage);
+  app.get('/dashboard/', indexPage);
+  app.get('/dashboard/index.html', indexPage);
 }

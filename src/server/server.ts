@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import cors from '@fastify/cors';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { describeError, FlowcastError, ErrorCodes } from '../core/errors.js';
+import { FlowcastError, ErrorCodes } from '../core/errors.js';
 import type { EventTransport } from '../transport/transport.js';
 import { Authenticator, BEARER_PROTOCOL_PREFIX, type Principal } from './auth.js';
 import { AuthFailureLimiter } from './auth-throttle.js';
@@ -15,6 +15,9 @@ import { resolveServerOptions, type ResolvedLimits, type ServerOptions } from '.
 import { CloseCodes, parseClientMessage, ProtocolErrors, type ClientMessage } from './protocol.js';
 import { WsConnection } from './ws-connection.js';
 import { EngineReporter } from './engine.js';
+import { httpLogger } from './readiness.js';
+import { loggerOf, type Logger } from '../core/logger.js';
+import { logError } from '../core/log-throttle.js';
 import { feedFromBridges, getDefaultTransport } from './bridge.js';
 import { resolveTls } from './tls.js';
 import { resolveDeflate } from './deflate.js';
@@ -22,6 +25,7 @@ import { checkRoutes, frameworkErrors, registerRoutes } from './routes.js';
 import { clip, HttpError, RestErrors, sendError } from './rest/common.js';
 import { AddressCounter, installSocketLimits, writeRawAnswer, type SocketStats } from './socket-limits.js';
 import { TokenBucket } from './token-bucket.js';
+import { checkBasePath, isUnder, pathOf } from './base-path.js';
 
 export type { ServerOptions } from './options.js';
 
@@ -40,6 +44,8 @@ export class FlowcastServer {
   readonly auth: Authenticator;
   readonly transport: EventTransport;
   readonly options: Readonly<ServerOptions>;
+  /** Where the server logs (`options.logger`, else a pino logger at `info`); Fastify's `app.log` writes here too. */
+  readonly logger: Logger;
   /** The origin and host rules, and the client address behind a trusted proxy. */
   readonly guard: HttpGuard;
   /** Refused tokens per address (WebSocket, SSE, REST). */
@@ -50,6 +56,8 @@ export class FlowcastServer {
   readonly limits: Readonly<ResolvedLimits>;
   /** Open TCP connections and what the connection limits refused. */
   readonly sockets: Readonly<SocketStats>;
+  /** The path everything is served under: `''` at the root, `/flowcast` when mounted (docs/server.md, "Embedding"). */
+  readonly basePath: string;
   readonly #wss: WebSocketServer;
   readonly #connections = new Set<WsConnection>();
   #heartbeat: NodeJS.Timeout | null = null;
@@ -62,6 +70,7 @@ export class FlowcastServer {
   constructor(options: ServerOptions = {}) {
     const { options: opts, limits } = resolveServerOptions(options);
     checkRoutes(opts);
+    this.basePath = checkBasePath(opts.basePath);
     this.options = opts;
     this.limits = limits;
     this.auth = new Authenticator(opts.auth ?? {});
@@ -74,17 +83,19 @@ export class FlowcastServer {
       checkHost: !this.auth.enabled,
       trustProxy: limits.trustProxy,
     });
+    this.logger = loggerOf(opts.logger, 'server options.logger');
     this.transport = opts.transport ?? opts.broker?.transport ?? getDefaultTransport();
     const snapshots: SnapshotSource | null = opts.tracking ?? null;
-    this.hub = new Hub({ transport: this.transport, auth: this.auth, snapshots });
+    this.hub = new Hub({ transport: this.transport, auth: this.auth, snapshots, logger: this.logger });
     this.engine = new EngineReporter({
       hub: this.hub,
       transport: this.transport,
       broker: opts.broker ?? null,
+      logger: this.logger,
       ...(opts.engineIntervalMs === undefined ? {} : { intervalMs: opts.engineIntervalMs }),
     });
     this.app = (Fastify as unknown as (o: object) => FastifyInstance)({
-      logger: false,
+      loggerInstance: httpLogger(this.logger),
       bodyLimit: 1024 * 1024,
       frameworkErrors,
       // Unknown fields are refused (where a schema says so), never silently dropped.
@@ -115,8 +126,18 @@ export class FlowcastServer {
       },
     });
     this.#installHttpRules();
-    registerRoutes(this.app, { server: this, tracking: opts.tracking ?? null, broker: opts.broker ?? null, staticDir: opts.staticDir });
-    this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#upgrade(req, socket, head));
+    const routes = { server: this, tracking: opts.tracking ?? null, broker: opts.broker ?? null, staticDir: opts.staticDir, basePath: this.basePath };
+    if (this.basePath === '') registerRoutes(this.app, routes);
+    else void this.app.register((scoped, _opts, done) => {
+      registerRoutes(scoped, routes);
+      done();
+    }, { prefix: this.basePath });
+    this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!this.handleUpgrade(req, socket, head)) {
+        socket.on('error', ignoreError);
+        this.#reject(socket, 404, 'Not Found');
+      }
+    });
   }
 
   /** The outgoing limits of each connection (SSE sessions use them too). */
@@ -182,6 +203,23 @@ export class FlowcastServer {
     await this.app.listen({ host: this.options.host as string, port: this.options.port as number });
     const address = this.app.server.address();
     this.#port = typeof address === 'object' && address !== null ? address.port : 0;
+    this.#begin();
+    return { host: this.options.host as string, port: this.#port, url: this.url };
+  }
+
+  /**
+   * Starts serving without listening: the HTTP server is someone else's, which hands
+   * requests to `app.routing` and upgrades to {@link handleUpgrade} (what
+   * `flowcastPlugin` and `attachFlowcast` do). Resolves once the routes are ready.
+   */
+  async startEmbedded(): Promise<void> {
+    if (this.#state !== 'created') throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `startEmbedded() called on a server that is ${this.#state}`);
+    this.#state = 'starting';
+    await this.app.ready();
+    this.#begin();
+  }
+
+  #begin(): void {
     this.#state = 'listening';
     // The seed's `setupWebSocketBridge(hooks)` + `getWebSocketServer({ transport })`: the bridge feeds this transport too.
     if (this.options.transport !== undefined && this.options.transport !== this.options.broker?.transport) this.#unbridge = feedFromBridges(this.transport);
@@ -191,7 +229,6 @@ export class FlowcastServer {
       this.#heartbeat = setInterval(() => this.#beat(every), every);
       this.#heartbeat.unref();
     }
-    return { host: this.options.host as string, port: this.#port, url: this.url };
   }
 
   #beat(every: number): void {
@@ -210,11 +247,22 @@ export class FlowcastServer {
     writeRawAnswer(socket, status, 'text/plain; charset=utf-8', clip(message), headers);
   }
 
-  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /**
+   * Takes a WebSocket upgrade whose path is under {@link basePath} (answering it, a 404
+   * for a path that is not an endpoint) and returns `true`; returns `false` and leaves
+   * the socket alone when the path is not flowcast's.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    const path = pathOf(req.url);
+    if (path === null || !isUnder(path, this.basePath)) return false;
+    this.#upgrade(req, socket, head, path.slice(this.basePath.length));
+    return true;
+  }
+
+  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, path: string): void {
     socket.on('error', ignoreError);
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     if (this.#state !== 'listening') return this.#reject(socket, 503, 'Service Unavailable');
-    if (path !== '/' && path !== '/ws') return this.#reject(socket, 404, 'Not Found');
+    if (path !== '/' && path !== '/ws' && path !== '') return this.#reject(socket, 404, 'Not Found');
     const refusal = this.guard.check(req);
     if (refusal !== null) return this.#reject(socket, 403, refusal.message);
     const address = this.guard.clientAddress(req);
@@ -251,7 +299,7 @@ export class FlowcastServer {
         this.#attach(ws, result.principal, early);
       },
       (error: unknown) => {
-        console.error(`flowcast server: authentication failed: ${describeError(error)}`);
+        logError(this.logger, error, 'authentication');
         ws.close(CloseCodes.UNAUTHORIZED, 'Unauthorized');
       },
     );

@@ -1,6 +1,6 @@
 import { checkNonEmptyString, checkPositiveNumber } from '../core/validate.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import type { PipelineStatus } from './models.js';
+import { isEndedStatus, type PipelineStatus } from './models.js';
 
 /** One entry of {@link PipelineMetrics.slowest_steps}. */
 export interface SlowStep {
@@ -151,7 +151,7 @@ export function computeMetrics(statuses: Iterable<PipelineStatus>, options: Comp
     }
     p.total++;
 
-    const ended = s.status === 'COMPLETED' || s.status === 'FAILED' || s.status === 'CANCELLED';
+    const ended = isEndedStatus(s.status);
     if (s.status === 'COMPLETED') {
       completed++;
       p.completed++;

@@ -23,7 +23,8 @@ afterEach(() => {
 });
 
 const CLEARED = { FORCE_COLOR: undefined, NO_COLOR: undefined, FLOWCAST_TOKEN: undefined, FLOWCAST_JWT_SECRET: undefined, FLOWCAST_REDIS_URL: undefined, FLOWCAST_KEY_PREFIX: undefined,
-  FLOWCAST_LOCK_DURATION_MS: undefined, FLOWCAST_STALLED_INTERVAL_MS: undefined, FLOWCAST_MAX_STALLED_COUNT: undefined };
+  FLOWCAST_LOCK_DURATION_MS: undefined, FLOWCAST_STALLED_INTERVAL_MS: undefined, FLOWCAST_MAX_STALLED_COUNT: undefined, FLOWCAST_LOG_LEVEL: undefined,
+  FLOWCAST_REDIS_CONNECT_TIMEOUT: undefined, FLOWCAST_SHUTDOWN_TIMEOUT: undefined, REDIS_URL: undefined, PORT: undefined, HOST: undefined };
 
 /** Starts `flowcast <args>` with `env` added to a cleaned copy of the environment. */
 export function flowcast(args: string[], env: Record<string, string | undefined> = {}): CliChild {

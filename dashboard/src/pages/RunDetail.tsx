@@ -17,7 +17,7 @@ import { useFrameCounter, useNow } from '../hooks.js';
 import { subscribeQuietly, useMonitor } from '../live.js';
 import { Link, navigate, paths } from '../router.js';
 import { RunModel } from '../run-model.js';
-import type { PipelineStatus } from '../../../src/tracking/models.js';
+import { isEndedStatus, type PipelineStatus } from '../../../src/tracking/models.js';
 
 const ACTION_NAMES = { cancel: 'Cancel', retry: 'Retry', resume: 'Resume' } as const;
 
@@ -70,7 +70,7 @@ export function RunDetail({ runId }: { runId: string }): JSX.Element {
 
   const m = model.current;
   const status = m.status ?? rest;
-  const ended = status !== null && (status.status === 'COMPLETED' || status.status === 'FAILED' || status.status === 'CANCELLED');
+  const ended = status !== null && isEndedStatus(status.status);
 
   const resumable = ended && (status.status === 'FAILED' || status.status === 'CANCELLED') && (actions?.resume ?? actions?.retry) === true;
 

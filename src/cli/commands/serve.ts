@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { describeError, InvalidArgumentError } from '../../core/errors.js';
 import { InMemoryBroker } from '../../pipeline/memory-broker.js';
 import type { Broker } from '../../pipeline/broker.js';
@@ -13,6 +13,8 @@ import type { AuthOptions, Principal } from '../../server/auth.js';
 import { collect, nonNegativeInt, port, positiveInt, urlWith } from '../options.js';
 import { DEFAULT_DEFLATE_THRESHOLD } from '../../server/deflate.js';
 import { BullMQBroker } from '../../redis/bullmq-broker.js';
+import { createLogger, type Logger, type LogLevel } from '../../core/logger.js';
+import { addRuntimeOptions, armShutdownTimer, DEFAULT_REDIS_CONNECT_TIMEOUT_S, DEFAULT_SHUTDOWN_TIMEOUT_S, redactUrl, redisUrlFromEnv, waitForRedis } from '../runtime.js';
 import { ExternalEventIngestor } from '../../redis/external-ingestor.js';
 import { RedisPubSubTransport } from '../../redis/transport.js';
 import { RedisRunState } from '../../redis/run-state.js';
@@ -54,6 +56,12 @@ export interface ServeCommandOptions {
   keyPrefix?: string;
   /** With `redis` and `demo`: run the demo's jobs in this process too. `--no-worker` leaves them to `flowcast worker`. @default true */
   worker?: boolean;
+  /** Lowest level logged (stderr: JSON lines, readable ones on a terminal). @default $FLOWCAST_LOG_LEVEL, else "info" */
+  logLevel?: LogLevel;
+  /** With `redis`: seconds to try to reach Redis at start before exiting 1. @default $FLOWCAST_REDIS_CONNECT_TIMEOUT, else 5 */
+  redisConnectTimeout?: number;
+  /** Seconds a stop by SIGINT/SIGTERM may take before the process exits anyway. @default $FLOWCAST_SHUTDOWN_TIMEOUT, else 10 */
+  shutdownTimeout?: number;
 }
 
 /** Where the command writes, and (for tests) what stops it like Ctrl-C. */
@@ -63,19 +71,21 @@ export interface ServeIo {
   signal?: AbortSignal;
   /** Told once the server listens (tests use it instead of parsing the output). */
   onListening?: (server: FlowcastServer) => void;
+  /** The logger of the server and its Redis parts. @default a pino logger at `logLevel` on `stderr` */
+  logger?: Logger;
 }
 
 /** Adds `flowcast serve` to the program. */
 export function registerServeCommand(program: Command): Command {
-  return program
+  const command = program
     .command('serve')
     .description('run the flowcast server: WebSocket, SSE, REST API, metrics and dashboard on one port')
-    .option('--host <host>', 'the address to listen on (0.0.0.0 for every interface)', '127.0.0.1')
-    .option('-p, --port <port>', 'the port (0 picks a free one)', port, 8765)
+    .addOption(new Option('--host <host>', 'the address to listen on (0.0.0.0 for every interface)').env('HOST').default('127.0.0.1'))
+    .addOption(new Option('-p, --port <port>', 'the port (0 picks a free one)').env('PORT').argParser(port).default(8765))
     .option('--demo', 'run the demo pipelines in this process, again and again, so there is something to watch')
     .option('-c, --concurrency <count>', 'with --demo: runs in flight at once', positiveInt, 3)
-    .option('--token <key>', 'accept this API key (full rights); repeat for more (default: $FLOWCAST_TOKEN)', collect)
-    .option('--jwt-secret <secret>', 'accept HS256 JWTs signed with this secret (default: $FLOWCAST_JWT_SECRET)')
+    .addOption(new Option('--token <key>', 'accept this API key (full rights); repeat for more').env('FLOWCAST_TOKEN').argParser(collect))
+    .addOption(new Option('--jwt-secret <secret>', 'accept HS256 JWTs signed with this secret').env('FLOWCAST_JWT_SECRET'))
     .option('--tls-cert <file>', 'PEM certificate: serve wss:// and https://')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--allowed-origin <origin>', 'let pages from this origin use the server (WebSocket, SSE, REST with CORS); repeat for more', collect)
@@ -85,9 +95,14 @@ export function registerServeCommand(program: Command): Command {
     .option('--max-connections <count>', 'connections at once, all kinds (default: 10000, or ulimit -n minus 64)', positiveInt)
     .option('--max-connections-per-address <count>', 'connections at once from one client address (default: 128)', positiveInt)
     .option('--deflate [threshold]', `permessage-deflate for clients that offer it: compress messages of at least threshold bytes (default ${DEFAULT_DEFLATE_THRESHOLD})`, nonNegativeInt)
-    .option('--redis <url>', 'share runs, tracking and events with workers and other servers through Redis (default: $FLOWCAST_REDIS_URL)', urlWith(['redis:', 'rediss:']))
-    .option('--key-prefix <prefix>', 'with --redis: the key prefix shared with workers and other servers (default: $FLOWCAST_KEY_PREFIX, else "flowcast:")')
-    .option('--no-worker', 'with --redis --demo: only start the demo runs; flowcast worker processes run their steps')
+    .addOption(
+      new Option('--redis <url>', 'share runs, tracking and events with workers and other servers through Redis (default: $FLOWCAST_REDIS_URL, else $REDIS_URL)')
+        .env('FLOWCAST_REDIS_URL')
+        .argParser(urlWith(['redis:', 'rediss:'])),
+    )
+    .addOption(new Option('--key-prefix <prefix>', 'with --redis: the key prefix shared with workers and other servers (default: "flowcast:")').env('FLOWCAST_KEY_PREFIX'))
+    .option('--no-worker', 'with --redis --demo: only start the demo runs; flowcast worker processes run their steps');
+  return addRuntimeOptions(command)
     .addHelpText(
       'after',
       `
@@ -101,7 +116,13 @@ server is open to everyone who can reach it: keep it on 127.0.0.1 then. It still
 answers to loopback names and IP addresses (add names with --allowed-host), and pages of
 other sites cannot use it (add origins with --allowed-origin). docs/security.md has
 every limit. Ctrl-C (or SIGTERM) cancels the demo runs in flight, closes every
-connection and exits 0.
+connection and exits 0 (within --shutdown-timeout, else 1).
+
+With --redis, the server tries to reach Redis for --redis-connect-timeout seconds at
+start, then exits 1 with one line saying why. If Redis goes away later, /health stays
+200, /ready and the REST API answer 503 (redis_unavailable) until it is back, and the
+log says so once, then counts. Every flag with "env:" can be set by that variable
+instead (the flag wins); docs/configuration.md lists them.
 
 Examples:
   flowcast serve --demo
@@ -113,6 +134,14 @@ Examples:
     )
     .action(async (options: ServeCommandOptions, command: Command) => {
       if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) command.error('error: --tls-cert and --tls-key go together', { exitCode: 2 });
+      if (options.redis === undefined) {
+        try {
+          const fromEnv = redisUrlFromEnv();
+          if (fromEnv !== undefined) options.redis = fromEnv;
+        } catch (error) {
+          command.error(`error: ${error instanceof Error ? error.message : describeError(error)}`, { exitCode: 2 });
+        }
+      }
       process.exitCode = await serveCommand(options);
     });
 }
@@ -185,6 +214,15 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
   }
   const redisUrl = options.redis ?? (process.env.FLOWCAST_REDIS_URL || undefined);
   const keyPrefix = options.keyPrefix ?? (process.env.FLOWCAST_KEY_PREFIX || 'flowcast:');
+  const logger = io.logger ?? createLogger({ level: options.logLevel ?? 'info', destination: err });
+  if (redisUrl !== undefined) {
+    const timeout = options.redisConnectTimeout ?? DEFAULT_REDIS_CONNECT_TIMEOUT_S;
+    const unreachable = await waitForRedis(redisUrl, timeout, io.signal);
+    if (unreachable !== null) {
+      err.write(`flowcast serve: cannot reach Redis at ${redactUrl(redisUrl)} (tried for ${timeout} s): ${unreachable}\n`);
+      return 1;
+    }
+  }
   let broker: Broker;
   let tracking: PipelineTrackingManager;
   try {
@@ -194,7 +232,7 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     } else {
       // Without the demo this process runs no job: it serves what workers and producers do.
       const worker = options.demo === true && options.worker !== false ? { concurrency: 16 } : false;
-      broker = new BullMQBroker({ connection: redisUrl, keyPrefix, worker });
+      broker = new BullMQBroker({ connection: redisUrl, keyPrefix, worker, logger });
       tracking = new PipelineTrackingManager().withAutoStorage(broker);
     }
   } catch (error) {
@@ -206,7 +244,7 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
   const pipelines = demo === null ? [] : [...demo.startable];
   let server: FlowcastServer;
   try {
-    server = getWebSocketServer({ ...serverOptions, broker, tracking, ...(pipelines.length > 0 && { pipelines }) });
+    server = getWebSocketServer({ ...serverOptions, broker, tracking, logger, ...(pipelines.length > 0 && { pipelines }) });
   } catch (error) {
     err.write(`flowcast serve: ${describeError(error)}\n`);
     await tracking.close();
@@ -214,9 +252,11 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     return error instanceof InvalidArgumentError ? 2 : 1;
   }
   const stop = new AbortController();
+  let closed: (() => void) | null = null;
   const onSignal = (signal: NodeJS.Signals): void => {
     // A second Ctrl-C while closing: leave at once.
     if (stop.signal.aborted) process.exit(130);
+    closed = armShutdownTimer(options.shutdownTimeout ?? DEFAULT_SHUTDOWN_TIMEOUT_S, err, 'flowcast serve');
     stop.abort(new Error(`stopped by ${signal}`));
   };
   process.on('SIGINT', onSignal);
@@ -232,6 +272,7 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     ingestor = new ExternalEventIngestor({
       transport: broker.transport,
       ...(broker.runState instanceof RedisRunState && { runState: broker.runState }),
+      logger,
       onEvent: (event) => tracking.record(event),
     });
   }
@@ -270,6 +311,7 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     // Tracking may use the broker's Redis connection: close it first.
     await tracking.close();
     await broker.close();
+    (closed as (() => void) | null)?.();
   }
   return code;
 }
@@ -317,9 +359,4 @@ function deflateLine(server: FlowcastServer): string[] {
   return [`  Compression permessage-deflate for messages of ${threshold} bytes or more (clients that offer it)`];
 }
 
-/** The URL without its password, for printing. */
-function redactUrl(url: string): string {
-  const u = new URL(url);
-  if (u.password !== '') u.password = '***';
-  return u.toString();
-}
+

@@ -2,7 +2,7 @@ import pc from 'picocolors';
 import type { Command } from 'commander';
 import { WebSocket } from 'ws';
 import { describeError } from '../../core/errors.js';
-import type { FlowcastEvent } from '../../events/types.js';
+import { isTerminalEvent, type FlowcastEvent } from '../../events/types.js';
 import { MonitorError, PipelineMonitor, type StateChange } from '../../client/index.js';
 import { idOf, nonNegativeInt, urlWith } from '../options.js';
 import { RestCallError, tokenHint } from '../rest-client.js';
@@ -163,7 +163,7 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
     const run = board.apply(event);
     if (mode === 'json') write(`${JSON.stringify(event)}\n`);
     else if (mode === 'plain') for (const line of plainLines(event, run === null ? null : formatRunLine(run, { color: false, now: Date.now() }))) write(`${line}\n`);
-    if (options.run !== undefined && event.run_id === options.run && isTerminal(event)) {
+    if (options.run !== undefined && event.run_id === options.run && isTerminalEvent(event)) {
       finish(options.exitWithOutcome === true && event.type !== 'PipelineCompleteEvent' ? 1 : 0);
     }
   });
@@ -216,9 +216,6 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
   return code;
 }
 
-function isTerminal(event: FlowcastEvent): boolean {
-  return event.type === 'PipelineCompleteEvent' || event.type === 'PipelineErrorEvent' || event.type === 'PipelineCancelledEvent';
-}
 
 function describeState(change: StateChange, url: string): string {
   switch (change.to) {

@@ -1,10 +1,12 @@
-import { InvalidArgumentError as UsageError, type Command } from 'commander';
-import { Redis } from 'ioredis';
+import { InvalidArgumentError as UsageError, Option, type Command } from 'commander';
 import { InvalidArgumentError, describeError } from '../../core/errors.js';
 import { WORKER_DEFAULTS, type BullMQWorkerOptions } from '../../redis/bullmq-options.js';
 import { checkKeyPrefix } from '../../redis/keys.js';
 import { startWorker, workerOptionsFromEnv, type FlowcastWorker } from '../../redis/worker.js';
-import { nonNegativeInt, positiveInt, urlWith } from '../options.js';
+import { nonNegativeInt, port, positiveInt, urlWith } from '../options.js';
+import { startWorkerMetrics, type WorkerMetricsServer } from '../worker-metrics.js';
+import { createLogger, type Logger, type LogLevel } from '../../core/logger.js';
+import { addRuntimeOptions, armShutdownTimer, DEFAULT_REDIS_CONNECT_TIMEOUT_S, DEFAULT_SHUTDOWN_TIMEOUT_S, redactUrl, redisUrlFromEnv, waitForRedis } from '../runtime.js';
 
 /** Options of `flowcast worker`. */
 export interface WorkerCommandOptions {
@@ -24,6 +26,16 @@ export interface WorkerCommandOptions {
   stalledIntervalMs?: number;
   /** Recoveries of one step's job from a stopped worker before the step fails. @default $FLOWCAST_MAX_STALLED_COUNT, else 3 */
   maxStalledCount?: number;
+  /** Serve `/metrics` and `/health` on this port (0: a free one, printed at start). Off when not given. */
+  metricsPort?: number;
+  /** The address of the metrics server. @default "127.0.0.1" */
+  metricsHost?: string;
+  /** Lowest level logged (stderr: JSON lines, readable ones on a terminal). @default $FLOWCAST_LOG_LEVEL, else "info" */
+  logLevel?: LogLevel;
+  /** Seconds to try to reach Redis at start before exiting 1. @default $FLOWCAST_REDIS_CONNECT_TIMEOUT, else 5 */
+  redisConnectTimeout?: number;
+  /** Seconds a graceful stop may take before the process exits anyway (running jobs then go back to the queue). @default $FLOWCAST_SHUTDOWN_TIMEOUT, else 10 */
+  shutdownTimeout?: number;
 }
 
 /** Where the command writes, and (for tests) what stops it like SIGTERM. */
@@ -31,20 +43,24 @@ export interface WorkerIo {
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
   signal?: AbortSignal;
+  /** The worker's logger. @default a pino logger at `logLevel` on `stderr` */
+  logger?: Logger;
 }
 
 const DEFAULT_REDIS = 'redis://127.0.0.1:6379';
 
 /** Adds `flowcast worker` to the program. */
 export function registerWorkerCommand(program: Command): Command {
-  return program
+  const command = program
     .command('worker')
     .description('run the jobs of a task module on Redis (BullMQ), until SIGINT/SIGTERM')
     .option('--tasks <module>', 'the task module: it exports a function (default or "register") that registers tasks on the broker it gets')
     .option('--demo', 'run the demo\'s tasks and pipelines (the runs of flowcast serve --redis --demo --no-worker)')
-    .option('--redis <url>', `the Redis server (default: $FLOWCAST_REDIS_URL, else ${DEFAULT_REDIS})`, urlWith(['redis:', 'rediss:']))
+    .addOption(
+      new Option('--redis <url>', `the Redis server (default: $FLOWCAST_REDIS_URL, else $REDIS_URL, else ${DEFAULT_REDIS})`).env('FLOWCAST_REDIS_URL').argParser(urlWith(['redis:', 'rediss:'])),
+    )
     .option('-c, --concurrency <count>', 'jobs run at once by this process', positiveInt, 16)
-    .option('--key-prefix <prefix>', 'prefix of every Redis key, shared with the servers and producers (default: $FLOWCAST_KEY_PREFIX, else "flowcast:")', keyPrefix)
+    .addOption(new Option('--key-prefix <prefix>', 'prefix of every Redis key, shared with the servers and producers (default: "flowcast:")').env('FLOWCAST_KEY_PREFIX').argParser(keyPrefix))
     .option(
       '--lock-duration-ms <ms>',
       `how long a job's lock lasts unless renewed (renewed every half of it while the step runs; a killed worker's lock runs out within it) (default: $FLOWCAST_LOCK_DURATION_MS, else ${WORKER_DEFAULTS.lockDurationMs})`,
@@ -60,6 +76,9 @@ export function registerWorkerCommand(program: Command): Command {
       `times one step's job is recovered from a worker that stopped before the step fails with WorkerLostError (default: $FLOWCAST_MAX_STALLED_COUNT, else ${WORKER_DEFAULTS.maxStalledCount})`,
       nonNegativeInt,
     )
+    .option('--metrics-port <port>', 'serve GET /metrics (Prometheus) and GET /health on this port (0: a free one)', port)
+    .option('--metrics-host <host>', 'the address the metrics server listens on (default: 127.0.0.1)');
+  return addRuntimeOptions(command)
     .addHelpText(
       'after',
       `
@@ -68,16 +87,27 @@ one exits at once (running jobs go back to the queue through BullMQ's stalled-jo
 recovery and run on another worker). A worker that dies (killed, machine lost) has its
 running steps taken over by another worker between lock/2 and lock + stalled interval
 after it died: 5-15 s with the defaults. Exit codes: 0 after a clean stop, 130 after a
-forced one, 1 when the task module cannot be loaded or Redis cannot be reached, 2 on bad
-arguments (bad FLOWCAST_* values included).
+forced one, 1 when the task module cannot be loaded or Redis cannot be reached within
+--redis-connect-timeout, or when a stop takes longer than --shutdown-timeout, 2 on bad
+arguments (bad FLOWCAST_* values included). While Redis is away the worker waits for it
+(reconnecting every 100 ms doubling to 2 s) and logs it once, then a count every 10 s.
 
 Example:
   flowcast worker --tasks ./tasks.js --redis redis://10.0.0.5:6379 --concurrency 8
   flowcast worker --tasks ./tasks.js --lock-duration-ms 4000 --stalled-interval-ms 2000
-  flowcast worker --demo`,
+  flowcast worker --demo
+  flowcast worker --tasks ./tasks.js --metrics-port 9464 --metrics-host 0.0.0.0`,
     )
     .action(async (options: WorkerCommandOptions, command: Command) => {
       if ((options.tasks === undefined) === (options.demo !== true)) command.error('error: give --tasks <module> or --demo (one of them)', { exitCode: 2 });
+      if (options.redis === undefined) {
+        try {
+          const fromEnv = redisUrlFromEnv();
+          if (fromEnv !== undefined) options.redis = fromEnv;
+        } catch (error) {
+          command.error(`error: ${error instanceof Error ? error.message : describeError(error)}`, { exitCode: 2 });
+        }
+      }
       process.exitCode = await workerCommand(options);
     });
 }
@@ -111,13 +141,19 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
   const stalled = settings.stalledIntervalMs ?? WORKER_DEFAULTS.stalledIntervalMs;
   let worker: FlowcastWorker;
   const abort = new AbortController();
-  const onSignal = (): void => abort.abort();
+  const logger = io.logger ?? createLogger({ level: options.logLevel ?? 'info', destination: io.stderr });
+  let closed: (() => void) | null = null;
+  const onSignal = (): void => {
+    closed ??= armShutdownTimer(options.shutdownTimeout ?? DEFAULT_SHUTDOWN_TIMEOUT_S, io.stderr, 'flowcast worker');
+    abort.abort();
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const unreachable = await probeRedis(redis);
+    const timeout = options.redisConnectTimeout ?? DEFAULT_REDIS_CONNECT_TIMEOUT_S;
+    const unreachable = await waitForRedis(redis, timeout, io.signal);
     if (unreachable !== null) {
-      io.stderr.write(`flowcast worker: cannot reach Redis at ${redactUrl(redis)}: ${unreachable}\n`);
+      io.stderr.write(`flowcast worker: cannot reach Redis at ${redactUrl(redis)} (tried for ${timeout} s): ${unreachable}\n`);
       return 1;
     }
     try {
@@ -127,7 +163,7 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
         concurrency: options.concurrency ?? 16,
         worker: settings,
         ...(prefix !== undefined && { keyPrefix: prefix }),
-        onError: (error) => io.stderr.write(`flowcast worker: ${describeError(error)}\n`),
+        logger,
       });
     } catch (error) {
       io.stderr.write(`flowcast worker: ${describeError(error)}\n`);
@@ -136,6 +172,22 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
     io.stdout.write(
       `flowcast worker ${worker.id} ready: ${worker.tasks.length} task(s) [${worker.tasks.join(', ')}], concurrency ${options.concurrency ?? 16}, lock ${lock} ms, stalled check every ${stalled} ms, ${redactUrl(redis)}\n`,
     );
+    let metrics: WorkerMetricsServer | null = null;
+    let running = true;
+    if (options.metricsPort !== undefined) {
+      const broker = worker.broker;
+      try {
+        metrics = await startWorkerMetrics(
+          { workerId: worker.id, concurrency: options.concurrency ?? 16, counters: () => broker.workerCounters, running: () => running },
+          { port: options.metricsPort, ...(options.metricsHost !== undefined && { host: options.metricsHost }) },
+        );
+      } catch (error) {
+        io.stderr.write(`flowcast worker: cannot serve metrics on ${options.metricsHost ?? '127.0.0.1'}:${options.metricsPort}: ${describeError(error)}\n`);
+        await worker.close({ force: true });
+        return 1;
+      }
+      io.stdout.write(`flowcast worker: metrics at ${metrics.url}/metrics, health at ${metrics.url}/health\n`);
+    }
     const stop = new Promise<void>((resolve) => {
       if (abort.signal.aborted || io.signal?.aborted === true) resolve();
       abort.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -143,7 +195,8 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
     });
     await stop;
     io.stdout.write('flowcast worker: stopping, letting running jobs finish (signal again to exit at once)\n');
-    const graceful = worker.close();
+    running = false;
+    const graceful = worker.close().finally(() => metrics?.close());
     // A second signal: exit now and leave running jobs to BullMQ's stalled-job recovery.
     const again = (): void => {
       io.stdout.write('flowcast worker: exiting now; running jobs go back to the queue when their locks expire\n');
@@ -162,33 +215,6 @@ export async function workerCommand(options: WorkerCommandOptions, io: WorkerIo 
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-  }
-}
-
-/**
- * Checks once that Redis answers, so a wrong URL fails at start instead of retrying
- * forever (once running, the worker rides out Redis restarts). `null` when it answers.
- */
-async function probeRedis(url: string): Promise<string | null> {
-  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 5_000 });
-  probe.on('error', () => undefined);
-  try {
-    await probe.connect();
-    await probe.ping();
-    return null;
-  } catch (error) {
-    return describeError(error);
-  } finally {
-    probe.disconnect();
-  }
-}
-
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
+    (closed as (() => void) | null)?.();
   }
 }

@@ -44,6 +44,7 @@ export const RestErrors = {
   RETRY_UNAVAILABLE: 'retry_unavailable',
   START_UNAVAILABLE: 'start_unavailable',
   ALREADY_RUNNING: 'already_running',
+  REDIS_UNAVAILABLE: 'redis_unavailable',
   INTERNAL: 'internal_error',
 } as const;
 export type RestErrorCode = (typeof RestErrors)[keyof typeof RestErrors];

@@ -109,7 +109,7 @@ export function registerStartRoutes(app: FastifyInstance, ctx: RestContext): voi
       if (deduplicated && ctx.broker !== null) status = (await ctx.broker.runState.getSummary(run.runId))?.status ?? status;
       return reply
         .code(deduplicated ? 200 : 201)
-        .header('location', `/api/runs/${encodeURIComponent(run.runId)}`)
+        .header('location', `${ctx.server.basePath}/api/runs/${encodeURIComponent(run.runId)}`)
         .send({ run_id: run.runId, pipeline_id: pipelineId, status, deduplicated });
     },
   );
