@@ -259,6 +259,21 @@ describe('Pipelines page', () => {
     expectOnlyRefusals(r);
   });
 
+  it('works under a base path: the page, its start and the new run\'s page all stay under it', async () => {
+    const f = await setup({ basePath: '/flowcast' });
+    const w = await open(browser, `${f.server.httpUrl}/flowcast/dashboard/pipelines`);
+    await w.page.click(`${card('free_json')} [data-testid="start-toggle"]`);
+    const form = `${card('free_json')} [data-testid="start-form"]`;
+    expect(await w.page.getAttribute(`${card('free_json')} h2 a`, 'href')).toBe('/flowcast/dashboard/pipelines/free_json');
+    await w.page.fill(`${form} [data-testid="json-input"]`, '{"under": "base"}');
+    await w.page.click(`${form} [data-testid="start-submit"]`);
+    await w.page.waitForURL((url) => url.pathname.startsWith('/flowcast/dashboard/runs/'));
+    const runId = decodeURIComponent(new URL(w.page.url()).pathname.split('/').pop() as string);
+    await w.page.waitForSelector('[data-testid="run-detail"][data-status="COMPLETED"]');
+    expect((await f.tracking.getStatus(runId))?.input).toEqual({ under: 'base' });
+    expectOnlyRefusals(w);
+  });
+
   it('starts one run on a double click, and a resent start request opens the same run', async () => {
     const f = await setup();
     const w = await open(browser, `${f.server.httpUrl}/dashboard/pipelines/free_json`);
