@@ -32,6 +32,7 @@ export interface ReconnectOptions {
 /** {@link ReconnectOptions} with every default filled in. */
 export type ResolvedReconnectOptions = Required<ReconnectOptions>;
 
+/** The reconnect policy's defaults: exponential backoff with jitter. */
 export const RECONNECT_DEFAULTS: ResolvedReconnectOptions = {
   initialDelayMs: 500,
   maxDelayMs: 15_000,

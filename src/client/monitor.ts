@@ -48,6 +48,9 @@ type Request =
 
 type Stream = { stream: EventStream<FlowcastEvent>; types: ReadonlySet<string> | null };
 
+/** How far before the last event seen a resuming pipeline subscription asks for runs (`started_since`). */
+const RESUME_MARGIN_MS = 5_000;
+
 /**
  * A live view of pipeline runs from a flowcast server, for browsers and Node: the seed's
  * `PipelineMonitor` (seed 000 §4.1) with typed listeners, async iterators, a connection
@@ -67,9 +70,6 @@ type Stream = { stream: EventStream<FlowcastEvent>; types: ReadonlySet<string> |
  * monitor.on('PipelineCompleteEvent', (e) => console.log('Pipeline finished with status:', e.status));
  * monitor.connect();
  */
-/** How far before the last event seen a resuming pipeline subscription asks for runs (`started_since`). */
-const RESUME_MARGIN_MS = 5_000;
-
 export class PipelineMonitor {
   readonly #connection: Connection;
   readonly #eventTypes: readonly EventType[] | undefined;

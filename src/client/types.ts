@@ -105,6 +105,7 @@ export interface MonitorEventMap extends EventMap {
   engine_status: EngineStatusMessage;
 }
 
+/** A name `PipelineMonitor.on()` takes: an event type or a monitor event (`open`, `close`, `snapshot`, …). */
 export type MonitorEventName = keyof MonitorEventMap;
 
 /** What to subscribe to: a pipeline id, `"*"` for every pipeline, or one run (optionally replayed after `since`). */

@@ -62,6 +62,7 @@ export const ErrorCodes = {
   ALREADY_RUNNING: 'FLOWCAST_ERR_ALREADY_RUNNING',
 } as const;
 
+/** The `code` of a {@link FlowcastError}: one of {@link ErrorCodes}. */
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /** The base class of every error flowcast throws. */

@@ -100,5 +100,7 @@ export interface Task<I extends JsonValue = JsonValue, O extends JsonValue = Jso
   readonly __output?: O;
 }
 
+/** The input type of a task handle. */
 export type TaskInput<T> = T extends Task<infer I, JsonValue> ? I : never;
+/** The result type of a task handle. */
 export type TaskOutput<T> = T extends Task<JsonValue, infer O> ? O : never;

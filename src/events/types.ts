@@ -49,6 +49,7 @@ interface StepFields {
   task_id: string;
 }
 
+/** The first event of a run: its input and every step it may run (and the graph of a dataflow run). */
 export interface PipelineStartEvent extends EventBase {
   type: 'PipelineStartEvent';
   pipeline_type: PipelineType;
@@ -58,6 +59,7 @@ export interface PipelineStartEvent extends EventBase {
   dag?: DagDescriptor;
 }
 
+/** An attempt of a step started (attempt 1, or a retry after its `StepRetryEvent`). */
 export interface StepStartEvent extends EventBase, StepFields {
   type: 'StepStartEvent';
   attempt: number;
@@ -66,6 +68,7 @@ export interface StepStartEvent extends EventBase, StepFields {
   items?: number;
 }
 
+/** A step finished with a result; its successors may start. */
 export interface StepCompleteEvent extends EventBase, StepFields {
   type: 'StepCompleteEvent';
   result: JsonValue;
@@ -74,6 +77,7 @@ export interface StepCompleteEvent extends EventBase, StepFields {
   attempt: number;
 }
 
+/** A step failed for good (no retry left, or an error that is not retried). */
 export interface StepErrorEvent extends EventBase, StepFields {
   type: 'StepErrorEvent';
   /** `"ErrorName: message"`. */
@@ -83,6 +87,7 @@ export interface StepErrorEvent extends EventBase, StepFields {
   attempt: number;
 }
 
+/** A step reported progress (`ctx.progress()`, or a map step's finished items). */
 export interface StepProgressEvent extends EventBase, StepFields {
   type: 'StepProgressEvent';
   /** 0..1 */
@@ -91,6 +96,7 @@ export interface StepProgressEvent extends EventBase, StepFields {
   attempt: number;
 }
 
+/** Lines a step wrote with `ctx.log()`, in order. */
 export interface StepLogEvent extends EventBase, StepFields {
   type: 'StepLogEvent';
   lines: string[];
@@ -99,6 +105,7 @@ export interface StepLogEvent extends EventBase, StepFields {
   item?: number;
 }
 
+/** An attempt of a step failed and the step runs again after `delay_ms`. */
 export interface StepRetryEvent extends EventBase, StepFields {
   type: 'StepRetryEvent';
   /** The attempt that is about to start (2 for the first retry). */
@@ -109,6 +116,7 @@ export interface StepRetryEvent extends EventBase, StepFields {
   item?: number;
 }
 
+/** A step will not run (a dependency failed, or a condition skipped it). */
 export interface StepSkipEvent extends EventBase {
   type: 'StepSkipEvent';
   step_name: string;
@@ -117,6 +125,7 @@ export interface StepSkipEvent extends EventBase {
   reason: string;
 }
 
+/** The run ended with a result (terminal: nothing follows it in the log). */
 export interface PipelineCompleteEvent extends EventBase {
   type: 'PipelineCompleteEvent';
   pipeline_type: PipelineType;
@@ -125,6 +134,7 @@ export interface PipelineCompleteEvent extends EventBase {
   result: JsonValue;
 }
 
+/** The run failed (terminal): a step failed for good, or the run timed out. */
 export interface PipelineErrorEvent extends EventBase {
   type: 'PipelineErrorEvent';
   pipeline_type: PipelineType;
@@ -135,6 +145,7 @@ export interface PipelineErrorEvent extends EventBase {
   step_name?: string;
 }
 
+/** The run was cancelled (terminal), with the reason given. */
 export interface PipelineCancelledEvent extends EventBase {
   type: 'PipelineCancelledEvent';
   pipeline_type: PipelineType;
@@ -158,6 +169,7 @@ export interface EventMap {
   PipelineCancelledEvent: PipelineCancelledEvent;
 }
 
+/** The `type` of an event: one of {@link EVENT_TYPES}. */
 export type EventType = keyof EventMap;
 
 /** Every event flowcast emits: a discriminated union on `type`. */
@@ -169,6 +181,7 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 /** An event before the log gave it `seq` (and before `v`/`event_id` were filled in). */
 export type EventDraft = DistributiveOmit<FlowcastEvent, 'seq' | 'v' | 'event_id'>;
 
+/** Every event type, in the order a run emits them. */
 export const EVENT_TYPES: readonly EventType[] = [
   'PipelineStartEvent',
   'StepStartEvent',
@@ -183,6 +196,7 @@ export const EVENT_TYPES: readonly EventType[] = [
   'PipelineCancelledEvent',
 ];
 
+/** The three event types that end a run; see {@link isTerminalEvent}. */
 export const TERMINAL_EVENT_TYPES: ReadonlySet<EventType> = new Set([
   'PipelineCompleteEvent',
   'PipelineErrorEvent',
@@ -196,6 +210,7 @@ export function isTerminalEvent(
   return TERMINAL_EVENT_TYPES.has(e.type);
 }
 
+/** `true` when `value` is the name of an event type. */
 export function isEventType(value: unknown): value is EventType {
   return typeof value === 'string' && (EVENT_TYPES as readonly string[]).includes(value);
 }

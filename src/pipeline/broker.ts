@@ -67,19 +67,20 @@ export interface StepJobFailure {
   error: string;
 }
 
+/** How a job is enqueued. */
 export interface EnqueueOptions {
   /** Deliver the job after this many milliseconds. */
   delayMs?: number;
 }
+
+/** What {@link Broker.health} says: ready, or not and why (one line, no secret). */
+export type BrokerHealth = { ok: true } | { ok: false; reason: string };
 
 /**
  * The seam between the run engine and where tasks run. `InMemoryBroker` runs jobs in
  * this process; a Redis/BullMQ broker runs them on workers anywhere. The engine only
  * uses what is declared here.
  */
-/** What {@link Broker.health} says: ready, or not and why (one line, no secret). */
-export type BrokerHealth = { ok: true } | { ok: false; reason: string };
-
 export interface Broker {
   /** A short name of the implementation, e.g. `"memory"` or `"bullmq"`. */
   readonly kind: string;

@@ -29,6 +29,9 @@ import { RedisRunState } from './run-state.js';
 // Registers the Redis storage of `withAutoStorage(broker)` for this broker's users.
 import './auto-storage.js';
 
+/** Field of a step job's BullMQ data that carries the sender's run-state handoff (see `RedisRunState.handoff`). */
+const HANDOFF = 'state_handoff';
+
 /**
  * A broker on Redis: tasks and pipeline steps are BullMQ jobs, run by worker processes
  * anywhere. Run state and each run's event log live in Redis too (`RedisRunState`,
@@ -51,9 +54,6 @@ import './auto-storage.js';
  * await (await double.kiq(21)).waitResult(); // 42
  * await broker.close();
  */
-/** Field of a step job's BullMQ data that carries the sender's run-state handoff (see `RedisRunState.handoff`). */
-const HANDOFF = 'state_handoff';
-
 export class BullMQBroker implements Broker {
   readonly kind = 'bullmq';
   /**

@@ -37,6 +37,7 @@ export type ScheduledFunction = (ctx: ScheduleContext) => unknown;
 /** What a schedule fires: a pipeline-like object (gets `kiq(input)`) or a function (gets a {@link ScheduleContext}). */
 export type ScheduleTarget<I extends JsonValue = JsonValue> = PipelineLike<I> | ScheduledFunction;
 
+/** How a schedule fires: on a cron expression, every interval, or once at a time. */
 export type ScheduleKind = 'cron' | 'interval' | 'once';
 
 /** `'skip'`: a tick that comes while a firing of the same schedule runs is skipped. `'allow'`: firings may overlap. */

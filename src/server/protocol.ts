@@ -75,6 +75,7 @@ export const UnsubscribeMessage = Type.Object(
 /** `{"type":"ping"}`: the server answers `pong`. */
 export const PingMessage = Type.Object({ type: Type.Literal('ping'), id: RequestId }, { additionalProperties: false, $id: 'PingMessage' });
 
+/** Every message a client may send (the JSON Schema the server checks them against). */
 export const ClientMessage = Type.Union([SubscribeMessage, UnsubscribeMessage, PingMessage], { $id: 'ClientMessage' });
 
 export type SubscribeMessage = Static<typeof SubscribeMessage>;
@@ -100,8 +101,10 @@ export const ProtocolErrors = {
   TOO_MANY_SUBSCRIPTIONS: 'too_many_subscriptions',
   INTERNAL: 'internal_error',
 } as const;
+/** The `code` of an `error` message: one of {@link ProtocolErrors}. */
 export type ProtocolErrorCode = (typeof ProtocolErrors)[keyof typeof ProtocolErrors];
 
+/** What parsing one client frame gives: the message, or the error to answer with. */
 export type ParseResult = { ok: true; message: ClientMessage } | { ok: false; code: ProtocolErrorCode; message: string; id?: string | number };
 
 /** Parses and validates one text frame. Never throws. */
@@ -172,6 +175,7 @@ export interface PositionMessage {
   run_id: string;
   pipeline_id: string;
 }
+/** The answer to `unsubscribe`: the subscription is gone. */
 export interface UnsubscribedMessage {
   type: 'unsubscribed';
   pipeline_id?: string;
@@ -179,11 +183,13 @@ export interface UnsubscribedMessage {
   channel?: 'engine';
   id?: string | number;
 }
+/** The answer to `ping`, with the server time. */
 export interface PongMessage {
   type: 'pong';
   timestamp: string;
   id?: string | number;
 }
+/** A refused message (bad JSON, a bad field, no right, a limit), with its `id` when it had one; the connection stays open. */
 export interface ErrorMessage {
   type: 'error';
   code: ProtocolErrorCode;
@@ -198,6 +204,7 @@ export interface SnapshotMessage {
   last_seq: number;
   status: unknown;
 }
+/** An explicit replay (`since`) caught up: live events follow from `last_seq + 1`. */
 export interface ReplayCompleteMessage {
   type: 'replay_complete';
   run_id: string;
@@ -219,6 +226,7 @@ export interface ReplayIncompleteMessage {
 /** Pushed to subscribers of the `engine` channel every ~2 s (and once at once): the body of `GET /api/engine`. */
 export type EngineStatusMessage = { type: 'engine_status' } & EngineStatus;
 
+/** Every message the server sends that is not an event. */
 export type ServerControlMessage =
   | EngineStatusMessage
   | SubscribedMessage

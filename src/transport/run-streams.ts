@@ -38,6 +38,7 @@ export interface RunStreamRead {
 /** A run stream: one pipeline's (its id) or every pipeline's (`*`). */
 export type RunStreamName = string;
 
+/** Receives the start and end markers of runs in a run stream. */
 export type RunMarkerListener = (marker: RunMarker) => void;
 
 /** The run streams of a transport (its `runs`). */

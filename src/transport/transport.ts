@@ -27,6 +27,7 @@ export interface LogRead {
   ended: boolean;
 }
 
+/** Receives live events of a subscribed channel. */
 export type EventListener = (event: FlowcastEvent) => void;
 
 /**

@@ -47,6 +47,7 @@ export const RestErrors = {
   REDIS_UNAVAILABLE: 'redis_unavailable',
   INTERNAL: 'internal_error',
 } as const;
+/** The `error.code` of a REST answer: one of {@link RestErrors}. */
 export type RestErrorCode = (typeof RestErrors)[keyof typeof RestErrors];
 
 /** An error a handler throws to answer with `status` and `code`. */
