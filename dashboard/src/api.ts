@@ -103,7 +103,17 @@ export const getActions = (runId: string): Promise<RunActions> => api<RunActions
 export const cancelRun = (runId: string): Promise<unknown> =>
   api(`/api/runs/${encodeURIComponent(runId)}/cancel`, { method: 'POST', body: { reason: 'cancelled from the dashboard' } });
 export const retryRun = (runId: string): Promise<{ run_id: string }> => api(`/api/runs/${encodeURIComponent(runId)}/retry`, { method: 'POST' });
-export const resumeRun = (runId: string): Promise<PipelineStatus> => api(`/api/runs/${encodeURIComponent(runId)}/resume`, { method: 'POST' });
+/** What `POST /api/runs/{run_id}/resume` answers (202): the same run, a new attempt. */
+export interface ResumeAnswer {
+  run_id: string;
+  pipeline_id: string;
+  status: string;
+  attempt?: number;
+  kept_steps?: string[];
+  pending_steps?: string[];
+}
+
+export const resumeRun = (runId: string): Promise<ResumeAnswer> => api(`/api/runs/${encodeURIComponent(runId)}/resume`, { method: 'POST' });
 export const listPipelines = (): Promise<{ pipelines: PipelineInfo[] }> => api('/api/pipelines');
 export const startRun = (pipelineId: string, input: unknown, idempotencyKey: string): Promise<StartAnswer> =>
   api(`/api/pipelines/${encodeURIComponent(pipelineId)}/runs`, { method: 'POST', body: { input, idempotency_key: idempotencyKey } });

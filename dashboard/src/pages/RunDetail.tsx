@@ -83,8 +83,11 @@ export function RunDetail({ runId }: { runId: string }): JSX.Element {
         setMessage('Cancel requested.');
       } else if (what === 'resume') {
         const resumed = await resumeRun(runId);
-        if (typeof resumed === 'object' && resumed !== null && resumed.run_id === runId) setRest(resumed);
-        setMessage('Resumed: the run goes on from the step that did not finish.');
+        const kept = Array.isArray(resumed.kept_steps) && resumed.kept_steps.length > 0 ? ` Kept: ${resumed.kept_steps.join(', ')}.` : '';
+        const attempt = typeof resumed.attempt === 'number' ? ` (attempt ${resumed.attempt})` : '';
+        setMessage(`Resumed${attempt}: the run goes on from the step that did not finish.${kept}`);
+        // The events that follow (over the open subscription) update the page; REST catches up the rest.
+        getRun(runId).then(setRest, () => undefined);
       } else {
         const next = await retryRun(runId);
         navigate(paths.run(next.run_id));
