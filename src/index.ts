@@ -21,7 +21,7 @@ export type { ThreadPoolOptions } from './core/thread-pool.js';
 export { Pipeline } from './pipeline/pipeline.js';
 export { DataflowPipeline } from './pipeline/dataflow.js';
 export type { DataflowPipelineOptions, DataflowStepOptions, DataflowGraph } from './pipeline/dataflow.js';
-export type { PipelineOptions, StepOptions, CallOptions, RunHandle, ResumedRunHandle } from './pipeline/base.js';
+export type { PipelineOptions, StepOptions, CallOptions, RunHandle, ResumedRunHandle, ConcurrencyInfo } from './pipeline/base.js';
 export type { ConcurrencyPolicy, StartOptions } from './pipeline/run-guard.js';
 export { InMemoryRunSlots } from './core/run-slots.js';
 export type { RunSlots, SlotClaim, SlotHolder } from './core/run-slots.js';

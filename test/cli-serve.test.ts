@@ -94,6 +94,36 @@ describe('flowcast serve --demo', () => {
     expect(code).toBe(0);
     expect(s.stdout()).toContain('flowcast serve: stopping');
   });
+
+  it('gives the server its real demo pipelines: listed with input schemas, started with an input, tail_task one at a time', async () => {
+    const s = await serve(['--demo', '--concurrency', '1']);
+    const http = `http://127.0.0.1:${s.port}`;
+    expect(s.stdout()).toContain(`${http}/dashboard/pipelines`);
+    const list = (await (await fetch(`${http}/api/pipelines`)).json()) as { pipelines: { pipeline_id: string; input_schema: { properties: Record<string, unknown> } | null; concurrency: unknown }[] };
+    expect(list.pipelines.map((p) => p.pipeline_id)).toEqual(['demo_workflow', 'etl_dag', 'flaky_retry', 'always_fails', 'log_progress', 'tail_task']);
+    for (const p of list.pipelines) expect(p.input_schema).not.toBeNull();
+    const tail = list.pipelines.find((p) => p.pipeline_id === 'tail_task');
+    expect(Object.keys(tail?.input_schema?.properties ?? {})).toEqual(['messages', 'interval_ms', 'level', 'timestamps']);
+    expect(tail?.concurrency).toEqual({ limit: 1, key: 'pipeline' });
+
+    const start = (input: unknown): Promise<Response> =>
+      fetch(`${http}/api/pipelines/tail_task/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input }) });
+    const bad = await start({ messages: 0 });
+    expect(bad.status).toBe(400);
+    const first = await start({ messages: 200, interval_ms: 1000, level: 'warn' });
+    expect(first.status).toBe(201);
+    const runId = ((await first.json()) as { run_id: string }).run_id;
+    const second = await start({ messages: 1 });
+    expect(second.status).toBe(409);
+    expect(await second.json()).toMatchObject({ error: { code: 'already_running', run_id: runId } });
+    // The run is the pipeline's own: its input is the one given.
+    const run = (await (await fetch(`${http}/api/runs/${runId}`)).json()) as { input: unknown };
+    expect(run.input).toEqual({ messages: 200, interval_ms: 1000, level: 'warn' });
+
+    s.child.kill('SIGINT');
+    const { code } = await s.exited;
+    expect(code).toBe(0);
+  });
 });
 
 describe('flowcast serve with tokens', () => {

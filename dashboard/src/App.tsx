@@ -4,6 +4,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { getSession, type Session } from './api.js';
 import { onConnectionState } from './live.js';
 import { Overview } from './pages/Overview.js';
+import { Pipelines } from './pages/Pipelines.js';
 import { RunDetail } from './pages/RunDetail.js';
 import { Link, paths, useRoute, type Route } from './router.js';
 import { getToken, requireToken, setToken, useAuthNeeded } from './session.js';
@@ -36,6 +37,10 @@ function Page({ route }: { route: Route }): JSX.Element {
       return <Overview />;
     case 'run':
       return <RunDetail key={route.runId} runId={route.runId} />;
+    case 'pipelines':
+      return <Pipelines />;
+    case 'pipeline':
+      return <Pipelines key={route.pipelineId} only={route.pipelineId} />;
     case 'engine':
       return <Engine />;
     case 'metrics':
@@ -129,6 +134,9 @@ export function App(): JSX.Element {
         <nav aria-label="Pages">
           <Link href={paths.overview} aria-current={here === 'overview' || here === 'run' ? 'page' : undefined}>
             Runs
+          </Link>
+          <Link href={paths.pipelines} aria-current={here === 'pipelines' || here === 'pipeline' ? 'page' : undefined}>
+            Pipelines
           </Link>
           <Link href={paths.engine} aria-current={here === 'engine' ? 'page' : undefined}>
             Engine

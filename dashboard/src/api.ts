@@ -12,6 +12,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** The answer's whole `error` object (e.g. `run_id` of an `already_running`). */
+    readonly details: Record<string, unknown> = {},
   ) {
     super(message);
   }
@@ -36,9 +38,9 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
     body = null;
   }
   if (!res.ok) {
-    const err = (body as { error?: { code?: string; message?: string } } | null)?.error;
+    const err = (body as { error?: { code?: string; message?: string } & Record<string, unknown> } | null)?.error;
     if (res.status === 401) requireToken();
-    throw new ApiError(res.status, err?.code ?? 'http_error', err?.message ?? `${res.status} ${res.statusText}`);
+    throw new ApiError(res.status, err?.code ?? 'http_error', err?.message ?? `${res.status} ${res.statusText}`, err ?? {});
   }
   return body as T;
 }
@@ -61,7 +63,29 @@ export interface RunActions {
   pipeline_id: string;
   cancel: boolean;
   retry: boolean;
+  /** Servers that know resume say whether the caller may resume; older ones leave it out. */
+  resume?: boolean;
   delete: boolean;
+}
+
+/** A pipeline the server can start (`GET /api/pipelines`). */
+export interface PipelineInfo {
+  pipeline_id: string;
+  description: string | null;
+  input_schema: Record<string, unknown> | null;
+  concurrency: { limit: number; key: 'pipeline' | 'input' } | null;
+  can_start: boolean;
+  start_blocked_by?: string;
+  start_blocked_reason?: string;
+  latest_run: { run_id: string; status: string; started_at: string | null } | null;
+}
+
+/** The answer of a start. */
+export interface StartAnswer {
+  run_id: string;
+  pipeline_id: string;
+  status: string;
+  deduplicated: boolean;
 }
 
 export interface EventsPage {
@@ -79,6 +103,20 @@ export const getActions = (runId: string): Promise<RunActions> => api<RunActions
 export const cancelRun = (runId: string): Promise<unknown> =>
   api(`/api/runs/${encodeURIComponent(runId)}/cancel`, { method: 'POST', body: { reason: 'cancelled from the dashboard' } });
 export const retryRun = (runId: string): Promise<{ run_id: string }> => api(`/api/runs/${encodeURIComponent(runId)}/retry`, { method: 'POST' });
+/** What `POST /api/runs/{run_id}/resume` answers (202): the same run, a new attempt. */
+export interface ResumeAnswer {
+  run_id: string;
+  pipeline_id: string;
+  status: string;
+  attempt?: number;
+  kept_steps?: string[];
+  pending_steps?: string[];
+}
+
+export const resumeRun = (runId: string): Promise<ResumeAnswer> => api(`/api/runs/${encodeURIComponent(runId)}/resume`, { method: 'POST' });
+export const listPipelines = (): Promise<{ pipelines: PipelineInfo[] }> => api('/api/pipelines');
+export const startRun = (pipelineId: string, input: unknown, idempotencyKey: string): Promise<StartAnswer> =>
+  api(`/api/pipelines/${encodeURIComponent(pipelineId)}/runs`, { method: 'POST', body: { input, idempotency_key: idempotencyKey } });
 export const getMetrics = (days: number): Promise<PipelineMetrics> => api<PipelineMetrics>(`/api/metrics?days=${days}`);
 export const getHistory = (limit: number): Promise<{ runs: PipelineStatus[] }> => api(`/api/history?limit=${limit}`);
 export const getEngine = (): Promise<EngineStatus> => api<EngineStatus>('/api/engine');

@@ -6,6 +6,8 @@ import { basePath } from './base.js';
 export type Route =
   | { page: 'overview' }
   | { page: 'run'; runId: string }
+  | { page: 'pipelines' }
+  | { page: 'pipeline'; pipelineId: string }
   | { page: 'engine' }
   | { page: 'metrics' }
   | { page: 'notfound'; path: string };
@@ -13,6 +15,8 @@ export type Route =
 export const paths = {
   overview: `${basePath}/dashboard/runs`,
   run: (runId: string): string => `${basePath}/dashboard/runs/${encodeURIComponent(runId)}`,
+  pipelines: `${basePath}/dashboard/pipelines`,
+  pipeline: (pipelineId: string): string => `${basePath}/dashboard/pipelines/${encodeURIComponent(pipelineId)}`,
   engine: `${basePath}/dashboard/engine`,
   metrics: `${basePath}/dashboard/metrics`,
 };
@@ -23,6 +27,9 @@ export function parseRoute(pathname: string, base = basePath): Route {
   const path = inside.replace(/\/+$/, '') || '/';
   if (path === '/' || path === '/dashboard' || path === '/dashboard/runs') return { page: 'overview' };
   if (path === '/dashboard/engine') return { page: 'engine' };
+  if (path === '/dashboard/pipelines') return { page: 'pipelines' };
+  const pipeline = /^\/dashboard\/pipelines\/([^/]+)$/.exec(path);
+  if (pipeline?.[1] !== undefined) return { page: 'pipeline', pipelineId: decodeURIComponent(pipeline[1]) };
   if (path === '/dashboard/metrics') return { page: 'metrics' };
   const run = /^\/dashboard\/runs\/([^/]+)$/.exec(path);
   if (run?.[1] !== undefined) return { page: 'run', runId: decodeURIComponent(run[1]) };

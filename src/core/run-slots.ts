@@ -24,6 +24,8 @@ export interface RunSlots {
   release(group: string, runId: string): Promise<void>;
   /** Pushes the expiry of the slot `runId` holds in `group` to `ttlMs` from now. */
   refresh(group: string, runId: string, ttlMs: number): Promise<void>;
+  /** The runs holding a live (unexpired) slot of `group` now, oldest first; changes nothing. */
+  holders(group: string): Promise<SlotHolder[]>;
 }
 
 interface HeldSlot {
@@ -71,6 +73,12 @@ export class InMemoryRunSlots implements RunSlots {
     if (held.length === 0) this.#groups.delete(group);
     else this.#groups.set(group, held);
     return Promise.resolve();
+  }
+
+  holders(group: string): Promise<SlotHolder[]> {
+    const now = Date.now();
+    const held = (this.#groups.get(group) ?? []).filter((s) => s.expires_ms > now);
+    return Promise.resolve(held.map((s) => ({ run_id: s.run_id, since_ms: s.since_ms })).sort((a, b) => a.since_ms - b.since_ms));
   }
 
   /** Groups held now (expired ones may linger until the next sweep). */

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Type } from '@sinclair/typebox';
 import type { Broker } from '../pipeline/broker.js';
 import type { TaskContext } from '../core/task.js';
 import type { EventDispatcher, EventRecorder } from '../pipeline/engine.js';
@@ -19,10 +20,41 @@ export interface DemoPipeline {
 /** The demo pipelines, in the order a runner takes turns over them. */
 export interface Demo {
   readonly pipelines: readonly DemoPipeline[];
+  /**
+   * Every pipeline of the demo, to give a server (`getWebSocketServer({ pipelines })`) so
+   * its REST API and dashboard can start them with any input: the runner's five and
+   * `tail_task`, which only people start.
+   */
+  readonly startable: readonly (Pipeline | DataflowPipeline)[];
 }
 
-/** The ids of the demo pipelines. */
+/** The ids of the demo pipelines a runner takes turns over. */
 export const DEMO_PIPELINE_IDS = ['demo_workflow', 'etl_dag', 'flaky_retry', 'always_fails', 'log_progress'] as const;
+
+/** The demo pipeline started on demand only: seed 003's long task, one run at a time. */
+export const DEMO_TAIL_TASK_ID = 'tail_task';
+
+const SourceSchema = (source: string, count: number, maxCount: number) =>
+  Type.Object(
+    {
+      source: Type.String({ minLength: 1, maxLength: 200, default: source, description: 'Where the records come from' }),
+      count: Type.Integer({ minimum: 1, maximum: maxCount, default: count, description: 'How many records' }),
+    },
+    { additionalProperties: false },
+  );
+
+/** The input of `tail_task`. */
+type TailInput = { messages: number; interval_ms?: number; level?: 'info' | 'warn'; timestamps?: boolean };
+
+const TailSchema = Type.Object(
+  {
+    messages: Type.Integer({ minimum: 1, maximum: 200, default: 20, description: 'Log lines to write' }),
+    interval_ms: Type.Optional(Type.Integer({ minimum: 50, maximum: 10_000, default: 1000, description: 'Pause before each line, in ms' })),
+    level: Type.Optional(Type.Union([Type.Literal('info'), Type.Literal('warn')], { default: 'info', description: 'Prefix of each line' })),
+    timestamps: Type.Optional(Type.Boolean({ default: false, description: 'Start each line with the time' })),
+  },
+  { additionalProperties: false },
+);
 
 type Source = { source: string; count: number };
 type Row = { id: number; name: string; score: number };
@@ -55,7 +87,12 @@ function pick<T>(list: readonly T[], i: number): T {
  *   plus an unconnected `audit` step;
  * - `flaky_retry`: its `charge` step fails on attempt 1 and succeeds on attempt 2;
  * - `always_fails`: fails for good at its middle step, `validate_schema`;
- * - `log_progress`: `crunch` writes ten log lines and progress 0.1 … 1.0 over ~2s.
+ * - `log_progress`: `crunch` writes ten log lines and progress 0.1 … 1.0 over ~2s;
+ * - `tail_task` (started on demand, never by the runner): seed 003's long task, a
+ *   `Task message i` log line per second (by default 20), at most one run at a time.
+ *
+ * Each has an input schema (TypeBox), so a server given `demo.startable` shows a form
+ * for it and refuses a bad input.
  *
  * Every task sleeps with `ctx.signal`, so cancelling a run stops it at once. Task names
  * start with `demo.`; call this once per broker (task names are unique per broker).
@@ -96,7 +133,12 @@ export function createDemo(broker: Broker, hooks: EventDispatcher, tracking?: Ev
     return { table: input.table, saved: input.rows.length };
   });
   const workflow = attach(
-    new Pipeline<Source>(broker, { id: 'demo_workflow', maxParallel: 3 })
+    new Pipeline<Source>(broker, {
+      id: 'demo_workflow',
+      maxParallel: 3,
+      description: 'Fetches records, grades each (map), keeps the valid ones (filter) and saves them',
+      inputSchema: SourceSchema('https://example.com/scores.json', 8, 50),
+    })
       .callNext(fetchRecords, { name: 'fetch' })
       .map(transform, { name: 'transform' })
       .filter(validate, { name: 'validate' })
@@ -136,7 +178,11 @@ export function createDemo(broker: Broker, hooks: EventDispatcher, tracking?: Ev
     return { source: input.source, checked: true };
   });
   const etl = attach(
-    new DataflowPipeline<Source>(broker, { id: 'etl_dag' })
+    new DataflowPipeline<Source>(broker, {
+      id: 'etl_dag',
+      description: 'Extracts users and orders in parallel, joins them and reports; an audit runs beside',
+      inputSchema: SourceSchema('warehouse', 4, 20),
+    })
       .step('extract_users', extractUsers)
       .step('extract_orders', extractOrders)
       .step('join', join, { dependsOn: ['extract_users', 'extract_orders'] })
@@ -160,7 +206,11 @@ export function createDemo(broker: Broker, hooks: EventDispatcher, tracking?: Ev
     return `order ${input.order} confirmed`;
   });
   const flaky = attach(
-    new Pipeline<{ order: number }>(broker, { id: 'flaky_retry' })
+    new Pipeline<{ order: number }>(broker, {
+      id: 'flaky_retry',
+      description: 'Charging the card fails on the first attempt and succeeds on the retry',
+      inputSchema: Type.Object({ order: Type.Integer({ minimum: 1, default: 1001, description: 'Order number' }) }, { additionalProperties: false }),
+    })
       .callNext(reserve, { name: 'reserve' })
       .callNext(charge, { name: 'charge', retries: 2, retryDelayMs: 300 })
       .callNext(confirm, { name: 'confirm' }),
@@ -180,7 +230,11 @@ export function createDemo(broker: Broker, hooks: EventDispatcher, tracking?: Ev
     return rows.length;
   });
   const failing = attach(
-    new Pipeline<Source>(broker, { id: 'always_fails' })
+    new Pipeline<Source>(broker, {
+      id: 'always_fails',
+      description: 'Fails for good at validate_schema; publish is skipped',
+      inputSchema: SourceSchema('upload.csv', 5, 50),
+    })
       .callNext(load, { name: 'load' })
       .callNext(validateSchema, { name: 'validate_schema' })
       .callNext(publish, { name: 'publish' }),
@@ -203,9 +257,32 @@ export function createDemo(broker: Broker, hooks: EventDispatcher, tracking?: Ev
     return `checksum ${input.checksum}`;
   });
   const narrated = attach(
-    new Pipeline<{ batches: number }>(broker, { id: 'log_progress' })
+    new Pipeline<{ batches: number }>(broker, {
+      id: 'log_progress',
+      description: 'A long step that writes a log line and its progress per batch',
+      inputSchema: Type.Object({ batches: Type.Integer({ minimum: 1, maximum: 100, default: 10, description: 'Batches to crunch' }) }, { additionalProperties: false }),
+    })
       .callNext(crunch, { name: 'crunch' })
       .callNext(publishStats, { name: 'publish_stats' }),
+  );
+
+  // tail_task: seed 003's long task, one at a time ("Task is already running").
+  const tail = broker.task<TailInput, { messages: number }>('demo.tail', async (input, ctx) => {
+    for (let i = 0; i < input.messages; i++) {
+      await sleep(input.interval_ms ?? 1000, undefined, { signal: ctx.signal });
+      const time = input.timestamps === true ? `${new Date().toISOString()} ` : '';
+      ctx.log(`${time}[${input.level ?? 'info'}] Task message ${i}`);
+      ctx.progress((i + 1) / input.messages);
+    }
+    return { messages: input.messages };
+  });
+  const tailTask = attach(
+    new Pipeline<TailInput>(broker, {
+      id: DEMO_TAIL_TASK_ID,
+      description: 'Seed 003\'s long task: a log line a second; one run at a time',
+      inputSchema: TailSchema,
+      concurrency: { limit: 1 },
+    }).callNext(tail, { name: 'tail' }),
   );
 
   let orders = 1000;
@@ -236,5 +313,5 @@ export function createDemo(broker: Broker, hooks: EventDispatcher, tracking?: Ev
       start: () => narrated.kiq({ batches: 10 }),
     },
   ];
-  return { pipelines };
+  return { pipelines, startable: [workflow, etl, flaky, failing, narrated, tailTask] };
 }

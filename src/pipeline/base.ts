@@ -9,12 +9,15 @@ import { getEngine, type EventDispatcher, type EventRecorder, type RunEngine } f
 import type { PipelinePlan, PlanStep } from './plan.js';
 import type { RunRecord } from './run-state.js';
 import type { TSchema } from '@sinclair/typebox';
+import type { SlotHolder } from '../core/run-slots.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
   checkConcurrency,
   checkInputSchema,
   checkStartOptions,
+  concurrencyGroup,
   guardedStart,
+  runsInTheWay,
   validateInput,
   type ConcurrencyPolicy,
   type StartOptions,
@@ -64,10 +67,22 @@ export interface PipelineOptions {
   concurrency?: ConcurrencyPolicy;
   /** How long an `idempotencyKey` of `kiq()` answers the run it started, in ms. @default 86400000 (24 hours) */
   idempotencyWindowMs?: number;
+  /** One line saying what the pipeline does, shown by `GET /api/pipelines` and the dashboard. @default none */
+  description?: string;
+}
+
+/** What {@link BasePipeline.concurrency} shows of a pipeline's policy. */
+export interface ConcurrencyInfo {
+  /** Runs of one key in flight at once. */
+  readonly limit: number;
+  /** `"pipeline"`: one key for every run; `"input"`: a key computed from each run's input (or given at the start). */
+  readonly key: 'pipeline' | 'input';
+  /** Safety expiry of a run's slot, in ms. */
+  readonly slotTtlMs: number;
 }
 
 /** The option names every pipeline takes. */
-export const PIPELINE_OPTION_KEYS = ['id', 'timeoutMs', 'maxParallel', 'inputSchema', 'concurrency', 'idempotencyWindowMs'] as const;
+export const PIPELINE_OPTION_KEYS = ['id', 'timeoutMs', 'maxParallel', 'inputSchema', 'concurrency', 'idempotencyWindowMs', 'description'] as const;
 
 /** A started run. */
 export interface RunHandle<O extends JsonValue = JsonValue> {
@@ -107,6 +122,7 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
   readonly #inputSchema: TSchema | undefined;
   readonly #concurrency: ReturnType<typeof checkConcurrency> | undefined;
   readonly #idempotencyWindowMs: number;
+  readonly #description: string | undefined;
   readonly #hooks = new Set<EventDispatcher>();
   readonly #tracking = new Set<EventRecorder>();
   #plan: PipelinePlan | null = null;
@@ -129,6 +145,39 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
     this.#inputSchema = options.inputSchema === undefined ? undefined : checkInputSchema(options.inputSchema);
     this.#concurrency = options.concurrency === undefined ? undefined : checkConcurrency(options.concurrency);
     this.#idempotencyWindowMs = options.idempotencyWindowMs === undefined ? DEFAULT_IDEMPOTENCY_WINDOW_MS : checkPositiveNumber(options.idempotencyWindowMs, 'idempotencyWindowMs');
+    if (options.description !== undefined) {
+      const d = options.description;
+      if (typeof d !== 'string' || d.length > 500) throw new InvalidArgumentError(`description must be a string of at most 500 characters, received ${show(d)}`);
+      this.#description = d;
+    }
+  }
+
+  /** The `description` option, or `undefined`. */
+  get description(): string | undefined {
+    return this.#description;
+  }
+
+  /** The pipeline's concurrency policy (the `concurrency` option), or `undefined` when it has none. */
+  get concurrency(): ConcurrencyInfo | undefined {
+    const c = this.#concurrency;
+    return c === undefined ? undefined : { limit: c.limit, key: c.key === undefined ? 'pipeline' : 'input', slotTtlMs: c.slotTtlMs };
+  }
+
+  /**
+   * The runs in flight that would make a start answer `AlreadyRunningError` now: `[]`
+   * when a start would pass the concurrency policy (or the pipeline has none). A policy
+   * keyed on the input needs the key (`concurrencyKey`), else `[]`. Reads only.
+   *
+   * @example
+   * const [holder] = await pipeline.startBlockedBy();
+   * if (holder !== undefined) console.log(`busy with run ${holder.run_id}`);
+   */
+  async startBlockedBy(options: { concurrencyKey?: string } = {}): Promise<SlotHolder[]> {
+    const c = this.#concurrency;
+    if (c === undefined) return [];
+    const key = options.concurrencyKey ?? (c.key === undefined ? '' : undefined);
+    if (key === undefined) return [];
+    return runsInTheWay(this.broker, concurrencyGroup(this.#pipelineId, key), c.limit);
   }
 
   /** The schema a run's input must match (the `inputSchema` option), or `undefined`. */

@@ -130,7 +130,7 @@ export async function guardedStart<I extends JsonValue>(g: GuardedStart<I>): Pro
     let slot: { group: string; ttl_ms: number; limit: number } | undefined;
     if (concurrency !== undefined) {
       const key = options.concurrencyKey ?? (concurrency.key === undefined ? '' : concurrencyKeyOf(concurrency.key, g.input, pipelineId));
-      const group = `run:${pipelineId}:${key}`;
+      const group = concurrencyGroup(pipelineId, key);
       const claim = await claimSlot(broker, group, concurrency.limit, runId, concurrency.slotTtlMs, true);
       if (!claim.ok) {
         const holder = (claim.holders[0] as SlotHolder).run_id;
@@ -161,10 +161,31 @@ export async function claimResumeSlot(broker: Broker, slot: { group: string; ttl
   const claim = await claimSlot(broker, slot.group, limit, runId, slot.ttl_ms, true);
   if (claim.ok) return;
   const holder = (claim.holders[0] as SlotHolder).run_id;
-  // The group is `run:<pipeline>:<key>` (see guardedStart).
-  const stem = `run:${pipelineId}:`;
+  const stem = concurrencyGroup(pipelineId, '');
   const key = slot.group.startsWith(stem) ? slot.group.slice(stem.length) : '';
   throw new AlreadyRunningError(`Already running: run ${runId} cannot resume, its concurrency group has ${claim.holders.length} run(s) in flight (limit ${limit}), e.g. run ${holder}`, holder, key);
+}
+
+/** The slot group of one concurrency key of a pipeline (`""` for the whole pipeline). */
+export function concurrencyGroup(pipelineId: string, key: string): string {
+  return `run:${pipelineId}:${key}`;
+}
+
+/**
+ * The runs that would refuse a start of `group` now: its live holders when they fill
+ * `limit`, else `[]`. Reads only: a holder a start would take over (its run ended, or
+ * never came to exist within the grace) does not count, and is left for that start to free.
+ */
+export async function runsInTheWay(broker: Broker, group: string, limit: number): Promise<SlotHolder[]> {
+  const slots = broker.slots;
+  if (slots === undefined) return [];
+  const live: SlotHolder[] = [];
+  for (const holder of await slots.holders(group)) {
+    const summary = await broker.runState.getSummary(holder.run_id);
+    const stale = summary === null ? Date.now() - holder.since_ms > UNBORN_GRACE_MS : summary.status !== 'RUNNING';
+    if (!stale) live.push(holder);
+  }
+  return live.length >= limit ? live : [];
 }
 
 function concurrencyKeyOf<I extends JsonValue>(fn: (input: I) => string, input: I, pipelineId: string): string {

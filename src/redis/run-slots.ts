@@ -62,6 +62,24 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIREAT', 
 return 1
 `);
 
+/**
+ * Reads a group's live holders (changes nothing: expired ones stay until the next take).
+ * KEYS[1] the group's hash. Returns {run id, since_ms, run id, since_ms, ...}.
+ */
+const HOLDERS = new LuaScript(`${NOW}
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local v = all[i + 1]
+  local sep = string.find(v, ':', 1, true)
+  if tonumber(string.sub(v, sep + 1)) > now then
+    out[#out + 1] = all[i]
+    out[#out + 1] = string.sub(v, 1, sep - 1)
+  end
+end
+return out
+`);
+
 /** Slots shared through Redis (the BullMQ broker's `slots`). */
 export class RedisRunSlots implements RunSlots {
   constructor(
@@ -90,5 +108,13 @@ export class RedisRunSlots implements RunSlots {
 
   async refresh(group: string, runId: string, ttlMs: number): Promise<void> {
     await REFRESH.run(this.redis, [this.#key(group)], [runId, Math.ceil(ttlMs)]);
+  }
+
+  async holders(group: string): Promise<SlotHolder[]> {
+    const reply = (await HOLDERS.run(this.redis, [this.#key(group)], [])) as unknown[];
+    if (!Array.isArray(reply)) throw new FlowcastError(ErrorCodes.CONNECTION_FAILED, `Unexpected answer of the slot holders script: ${show(reply)}`);
+    const holders: SlotHolder[] = [];
+    for (let i = 0; i + 1 < reply.length; i += 2) holders.push({ run_id: String(reply[i]), since_ms: Number(reply[i + 1]) });
+    return holders.sort((a, b) => a.since_ms - b.since_ms);
   }
 }

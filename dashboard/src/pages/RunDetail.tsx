@@ -1,11 +1,13 @@
 /**
  * Run detail: status, progress, the steps' timeline, the DAG of a dataflow run, the live
  * log tail (the whole backlog, replayed from seq 1 when the page opens or reloads, then
- * live), input and result or error, and Cancel / Retry for those allowed.
+ * live), input and result or error, and Cancel / Retry / Resume for those allowed.
+ * Retry starts the pipeline over as a new run; Resume continues a FAILED or CANCELLED
+ * run from the step that did not finish (the same run, its log goes on).
  */
 import type { JSX } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { cancelRun, getActions, getRun, retryRun, type RunActions } from '../api.js';
+import { cancelRun, getActions, getRun, resumeRun, retryRun, type RunActions } from '../api.js';
 import { Dag } from '../components/Dag.js';
 import { Gantt } from '../components/Gantt.js';
 import { Progress, StatusBadge } from '../components/Status.js';
@@ -16,6 +18,8 @@ import { subscribeQuietly, useMonitor } from '../live.js';
 import { Link, navigate, paths } from '../router.js';
 import { RunModel } from '../run-model.js';
 import { isEndedStatus, type PipelineStatus } from '../../../src/tracking/models.js';
+
+const ACTION_NAMES = { cancel: 'Cancel', retry: 'Retry', resume: 'Resume' } as const;
 
 function Json({ value }: { value: unknown }): JSX.Element {
   const text = JSON.stringify(value, null, 2) ?? 'null';
@@ -68,19 +72,28 @@ export function RunDetail({ runId }: { runId: string }): JSX.Element {
   const status = m.status ?? rest;
   const ended = status !== null && isEndedStatus(status.status);
 
-  const act = async (what: 'cancel' | 'retry'): Promise<void> => {
+  const resumable = ended && (status.status === 'FAILED' || status.status === 'CANCELLED') && (actions?.resume ?? actions?.retry) === true;
+
+  const act = async (what: 'cancel' | 'retry' | 'resume'): Promise<void> => {
     setBusy(what);
     setMessage(null);
     try {
       if (what === 'cancel') {
         await cancelRun(runId);
         setMessage('Cancel requested.');
+      } else if (what === 'resume') {
+        const resumed = await resumeRun(runId);
+        const kept = Array.isArray(resumed.kept_steps) && resumed.kept_steps.length > 0 ? ` Kept: ${resumed.kept_steps.join(', ')}.` : '';
+        const attempt = typeof resumed.attempt === 'number' ? ` (attempt ${resumed.attempt})` : '';
+        setMessage(`Resumed${attempt}: the run goes on from the step that did not finish.${kept}`);
+        // The events that follow (over the open subscription) update the page; REST catches up the rest.
+        getRun(runId).then(setRest, () => undefined);
       } else {
         const next = await retryRun(runId);
         navigate(paths.run(next.run_id));
       }
     } catch (error) {
-      setMessage(`${what === 'cancel' ? 'Cancel' : 'Retry'} failed: ${(error as Error).message}`);
+      setMessage(`${ACTION_NAMES[what]} failed: ${(error as Error).message}`);
     } finally {
       setBusy(null);
     }
@@ -119,8 +132,17 @@ export function RunDetail({ runId }: { runId: string }): JSX.Element {
             {busy === 'retry' ? 'Starting…' : 'Retry'}
           </button>
         )}
+        {resumable && (
+          <button type="button" disabled={busy !== null} onClick={() => void act('resume')} data-testid="resume" title="Continue from the step that did not finish, keeping the results of the steps that did">
+            {busy === 'resume' ? 'Resuming…' : 'Resume'}
+          </button>
+        )}
       </div>
-      {message !== null && <p role="status">{message}</p>}
+      {message !== null && (
+        <p role="status" data-testid="action-message" class={message.includes(' failed: ') ? 'error' : undefined}>
+          {message}
+        </p>
+      )}
       <dl class="facts">
         <div>
           <dt>Type</dt>

@@ -6,6 +6,7 @@ import type { Broker } from '../../pipeline/broker.js';
 import { HookManager } from '../../events/hook-manager.js';
 import { createDemo } from '../../demo/pipelines.js';
 import { runDemo } from '../../demo/runner.js';
+import { getEngine } from '../../pipeline/engine.js';
 import { InMemoryPipelineStorage, PipelineTrackingManager } from '../../tracking/index.js';
 import { getWebSocketServer, type FlowcastServer, type ServerOptions } from '../../server/server.js';
 import type { AuthOptions, Principal } from '../../server/auth.js';
@@ -240,7 +241,7 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
   }
   const hooks = new HookManager();
   const demo = options.demo === true ? createDemo(broker, hooks, tracking) : null;
-  const pipelines = demo === null ? [] : demo.pipelines.map((p) => ({ pipelineId: p.id, kiq: () => p.start() }));
+  const pipelines = demo === null ? [] : [...demo.startable];
   let server: FlowcastServer;
   try {
     server = getWebSocketServer({ ...serverOptions, broker, tracking, logger, ...(pipelines.length > 0 && { pipelines }) });
@@ -307,6 +308,9 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     process.off('SIGTERM', onSignal);
     io.signal?.removeEventListener('abort', onAbort);
     await server.close();
+    // Runs started over REST (the demo's tail_task runs for minutes) cannot outlive an
+    // in-memory broker: cancel them rather than wait for them. On Redis they carry on.
+    if (broker instanceof InMemoryBroker) await cancelRunsInFlight(broker, tracking);
     await ingestor?.close();
     await hooks.idle();
     // Tracking may use the broker's Redis connection: close it first.
@@ -315,6 +319,13 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     (closed as (() => void) | null)?.();
   }
   return code;
+}
+
+/** Cancels the runs the in-memory broker still runs (tracking knows them). */
+async function cancelRunsInFlight(broker: InMemoryBroker, tracking: PipelineTrackingManager): Promise<void> {
+  const engine = getEngine(broker);
+  const running = await tracking.listPipelines({ status: 'RUNNING', limit: 10_000 }).catch(() => []);
+  await Promise.all(running.map((r) => engine.cancel(r.run_id, 'the server stopped').catch(() => false)));
 }
 
 /** The lines that tell where everything is served. */
@@ -340,6 +351,7 @@ export function banner(server: FlowcastServer, options: ServeCommandOptions): st
     lines.push(`  Ingest      log lines from other programs: XADD ${options.keyPrefix ?? 'flowcast:'}ingest * run_id <run> step <step> type log message <text>`);
   }
   if (options.demo === true) lines.push(`  Demo        ${options.concurrency ?? 3} runs at a time; try: flowcast watch '*' --url ${server.url}`);
+  if (options.demo === true) lines.push(`  Start       ${http}/dashboard/pipelines (tail_task: one run at a time), or: flowcast run tail_task --input '{"messages":5}' --watch --url ${http}`);
   lines.push('Ctrl-C stops.');
   return `${lines.join('\n')}\n`;
 }

@@ -10,7 +10,8 @@ import { PIPELINE_STATUSES, STEP_STATUSES } from '../../tracking/models.js';
 /** Run and pipeline ids: what `checkId` accepts. */
 export const Id = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:\\-/@]+$' });
 
-const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+/** `schema` or null. */
+export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
 
 /** A string enum (one `enum` keyword, so a bad value gets one clear message). */
 export function StringEnum<T extends string>(values: readonly T[], options: { description?: string } = {}) {

@@ -3,15 +3,22 @@ import type { FastifyInstance } from 'fastify';
 import { AlreadyRunningError } from '../../core/errors.js';
 import { show } from '../../core/validate.js';
 import { HttpError, RestErrors, requireAction, route, type RestContext } from './common.js';
+import type { SlotHolder } from '../../core/run-slots.js';
+import type { ConcurrencyInfo } from '../../pipeline/base.js';
 import type { RetryablePipeline } from './retry.js';
 import { ErrorBody, PipelineIdParams } from './schemas.js';
 
 /**
  * A pipeline the REST API can start: a `Pipeline` or `DataflowPipeline` fits (its `kiq`
- * takes the idempotency and concurrency keys, its `inputSchema` is shown in OpenAPI).
+ * takes the idempotency and concurrency keys, its `inputSchema` is shown in OpenAPI and
+ * `GET /api/pipelines`, with its `description`, its `concurrency` policy and the runs in
+ * the way of a start, `startBlockedBy()`).
  */
 export interface StartablePipeline extends RetryablePipeline {
   readonly inputSchema?: TSchema | undefined;
+  readonly description?: string | undefined;
+  readonly concurrency?: ConcurrencyInfo | undefined;
+  startBlockedBy?(): Promise<SlotHolder[]>;
   kiq(input: never, options?: { idempotencyKey?: string; concurrencyKey?: string }): Promise<{ runId: string; deduplicated?: boolean }>;
 }
 
