@@ -32,10 +32,10 @@ let redis: RedisServer | null = null;
 let server: { url: string; stop: () => Promise<ChildResult> } | null = null;
 
 /** Starts `flowcast serve --demo` with a token on port 0 (a real server, the CLI's own). */
-async function startServer(redisUrl: string): Promise<{ url: string; stop: () => Promise<ChildResult> }> {
+async function startServer(): Promise<{ url: string; stop: () => Promise<ChildResult> }> {
   const { spawn } = await import('node:child_process');
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--demo', '--port', '0', '--token', TOKEN], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOWCAST_REDIS_URL: redisUrl },
+    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FLOWCAST_REDIS_URL: undefined, FLOWCAST_TOKEN: undefined },
   });
   let out = '';
   const closed = new Promise<ChildResult>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout: out, stderr: '', timedOut: false, stopped: true })));
@@ -77,8 +77,15 @@ beforeAll(async () => {
   mkdirSync(join(ROOT, '.tmp'), { recursive: true });
   base = mkdtempSync(join(ROOT, '.tmp', 'docs-'));
   redis = await startRedisServer();
-  server = await startServer(redis.url);
-}, 60_000);
+  server = await startServer();
+  // Blocks that watch an ended run find one: wait for the demo's first run to end (polling, no fixed delay).
+  for (let i = 0; i < 120; i++) {
+    const answer = await fetch(`${server.url}/api/history?ended_only=true&limit=1`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const body = (await answer.json()) as { runs?: unknown[] };
+    if ((body.runs?.length ?? 0) > 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}, 120_000);
 
 afterAll(async () => {
   await server?.stop();
