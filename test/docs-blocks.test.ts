@@ -58,6 +58,7 @@ function envFor(db: number | null): NodeJS.ProcessEnv {
   return {
     ...env,
     NO_COLOR: '1',
+    PORT: '0',
     FLOWCAST_URL: server?.url ?? '',
     FLOWCAST_TOKEN: TOKEN,
     REDIS_URL: redis === null ? '' : `${redis.url}/${db ?? 0}`,
