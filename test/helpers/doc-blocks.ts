@@ -178,7 +178,7 @@ export interface ChildResult {
   stdout: string;
   stderr: string;
   timedOut: boolean;
-  /** For `serves` programs: it printed and was stopped by the harness. */
+  /** For `serves` programs: still running 1.5 s after it printed, it was stopped by the harness (SIGINT). */
   stopped: boolean;
 }
 
@@ -190,6 +190,7 @@ export function runChild(command: string, args: string[], options: { cwd: string
     let stderr = '';
     let timedOut = false;
     let stopped = false;
+    let printed = false;
     const killGroup = (signal: NodeJS.Signals): void => {
       try {
         if (child.pid !== undefined) process.kill(-child.pid, signal);
@@ -203,10 +204,14 @@ export function runChild(command: string, args: string[], options: { cwd: string
     }, options.timeoutMs);
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       stdout += chunk;
-      if (options.untilOutput === true && !stopped && stdout.includes('\n')) {
-        stopped = true;
+      if (options.untilOutput === true && !printed && stdout.includes('\n')) {
+        printed = true;
         // Give it a moment to fail on what it printed, then stop it as a user's Ctrl-C would.
-        setTimeout(() => killGroup('SIGINT'), 1500).unref();
+        setTimeout(() => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          stopped = true;
+          killGroup('SIGINT');
+        }, 1500).unref();
         setTimeout(() => killGroup('SIGKILL'), 15_000).unref();
       }
     });
