@@ -107,6 +107,20 @@ describe('flowcast watch --json', () => {
     await expectExactly(ndjson(w.stdout()), s, run.runId, 3);
   });
 
+  it('--run --since at or past the end of an ended run prints nothing and exits 0 (it used to wait forever)', { timeout: 60_000 }, async () => {
+    const s = await setup();
+    const run = await s.pipeline.kiq(2);
+    await run.waitResult({ timeoutMs: 10_000 });
+    const log = await s.broker.transport.read(run.runId, { since: 0 });
+    const last = log.events.at(-1)?.seq ?? 0;
+    for (const since of [last, last + 100]) {
+      const w = watch(['--run', run.runId, '--since', String(since), '--json', '--url', s.server.url]);
+      expect(await exitOf(w)).toEqual({ code: 0, signal: null });
+      expect(w.stdout()).toBe('');
+      expect(w.stderr()).toContain(`run ${run.runId} ended (COMPLETED): no events after seq`);
+    }
+  });
+
   it('"*" watches every pipeline, from a run already in flight (whole) to the next', { timeout: 60_000 }, async () => {
     const s = await setup();
     const gate = deferred();

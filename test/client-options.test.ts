@@ -5,7 +5,7 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { ErrorCodes, fullJitterDelay, PipelineMonitor, RECONNECT_DEFAULTS, type MonitorEventMap, type StateChange } from '../src/client/index.js';
-import type { FlowcastEvent, PipelineErrorEvent, StepLogEvent } from '../src/index.js';
+import type { FlowcastEvent, PipelineErrorEvent, StepCompleteEvent, StepLogEvent } from '../src/index.js';
 
 describe('fullJitterDelay', () => {
   const opts = { initialDelayMs: 500, maxDelayMs: 15_000 };
@@ -99,6 +99,15 @@ describe('new PipelineMonitor', () => {
 });
 
 describe('types', () => {
+  it('events({ types }) types the iterator by the types asked for (docs/client.md iterates StepCompleteEvents)', () => {
+    const m = new PipelineMonitor('ws://127.0.0.1:1', { WebSocket });
+    expectTypeOf(m.events({ types: ['StepCompleteEvent'] })).toEqualTypeOf<AsyncIterableIterator<StepCompleteEvent>>();
+    expectTypeOf(m.events({ types: ['StepLogEvent', 'PipelineErrorEvent'] })).toEqualTypeOf<AsyncIterableIterator<StepLogEvent | PipelineErrorEvent>>();
+    expectTypeOf(m.events()).toEqualTypeOf<AsyncIterableIterator<FlowcastEvent>>();
+    // @ts-expect-error: not an event type
+    m.events({ types: ['StepDone'] });
+  });
+
   it('on() gives each listener its payload type', () => {
     expectTypeOf<MonitorEventMap['StepLogEvent']>().toEqualTypeOf<StepLogEvent>();
     expectTypeOf<MonitorEventMap['PipelineErrorEvent']>().toEqualTypeOf<PipelineErrorEvent>();

@@ -1,6 +1,6 @@
 import { ErrorCodes, FlowcastError, InvalidArgumentError, toError } from '../core/errors.js';
 import { checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
-import { TERMINAL_EVENT_TYPES, type EventType, type FlowcastEvent } from '../events/types.js';
+import { TERMINAL_EVENT_TYPES, type EventMap, type EventType, type FlowcastEvent } from '../events/types.js';
 import { ALL_KEY, pipelineKey, runKey } from '../events/subscription.js';
 import { resolveReconnect } from './backoff.js';
 import { closedError, Connection, PROTOCOL_SAFE } from './connection.js';
@@ -249,8 +249,9 @@ export class PipelineMonitor {
    *
    * @example
    * for await (const event of monitor.events({ signal })) console.log(event.type, event.seq);
+   * for await (const e of monitor.events({ types: ['StepCompleteEvent'] })) console.log(e.step_name, e.duration_ms);
    */
-  events(options: EventStreamOptions = {}): AsyncIterableIterator<FlowcastEvent> {
+  events<T extends EventType = EventType>(options: EventStreamOptions<T> = {}): AsyncIterableIterator<EventMap[T]> {
     checkKnownKeys(checkObject(options, 'events() options'), ['signal', 'types', 'bufferSize'], 'events() options');
     const { signal, types } = options;
     if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean')) {
@@ -268,7 +269,8 @@ export class PipelineMonitor {
     entry = { stream, types: types === undefined ? null : new Set<string>(types) };
     if (!stream.finished) this.#streams.add(entry);
     if (this.state === 'closed') stream.end();
-    return stream;
+    // The stream only ever holds events whose type is in `types` (every type without it).
+    return stream as AsyncIterableIterator<FlowcastEvent> as AsyncIterableIterator<EventMap[T]>;
   }
 
   /** Measures a round trip to the server with the protocol's `ping`/`pong`: resolves with milliseconds. */

@@ -170,11 +170,11 @@ export interface PipelineMonitorOptions {
 }
 
 /** Options of {@link PipelineMonitor.events}. */
-export interface EventStreamOptions {
+export interface EventStreamOptions<T extends EventType = EventType> {
   /** Ends the iteration when aborted. */
   signal?: AbortSignal;
-  /** Only these event types. @default every type */
-  types?: EventType[];
+  /** Only these event types; the iterator's events are typed by them. @default every type */
+  types?: T[];
   /**
    * Events held for a consumer that is busy. When more arrive, the iterator throws an
    * `OVERFLOW` error after the held ones (nothing is dropped silently).

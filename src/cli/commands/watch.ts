@@ -5,7 +5,7 @@ import { describeError } from '../../core/errors.js';
 import { isTerminalEvent, type FlowcastEvent } from '../../events/types.js';
 import { MonitorError, PipelineMonitor, type StateChange } from '../../client/index.js';
 import { idOf, nonNegativeInt, urlWith } from '../options.js';
-import { RestCallError, tokenHint } from '../rest-client.js';
+import { RestCallError, getJson, tokenHint } from '../rest-client.js';
 import { UUID, resolveRunPrefix } from '../run-id.js';
 import { RunBoard, formatDuration, formatRunLine, startLiveView, type LiveView } from '../terminal-view.js';
 
@@ -112,6 +112,7 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
   const color = interactive && pc.isColorSupported;
   const target = options.run !== undefined ? `run ${options.run}` : pipelineId === '*' ? 'every pipeline' : `${pipelineId}`;
   const retries = options.retries ?? (interactive ? undefined : 5);
+  const restTarget = { url, ...(token === undefined || token === '' ? {} : { token }) };
   const monitor = new PipelineMonitor(url, {
     WebSocket,
     ...(token === undefined || token === '' ? {} : { token }),
@@ -168,7 +169,14 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
     }
   });
   monitor.on('replay_complete', (r) => {
-    if (r.run_id === options.run && r.last_seq === 0) note(`run ${r.run_id} has no events (yet): waiting for them`);
+    if (r.run_id !== options.run) return;
+    if (r.last_seq === 0) note(`run ${r.run_id} has no events (yet): waiting for them`);
+    // A --since at or past the end of a run that ended replays nothing: its end is not coming again.
+    else void endedBefore(restTarget, r.run_id, r.last_seq).then((status) => {
+      if (status === null) return;
+      note(`run ${r.run_id} ended (${status}): no events after seq ${r.last_seq}`);
+      finish(options.exitWithOutcome === true && status !== 'COMPLETED' ? 1 : 0);
+    });
   });
 
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -214,6 +222,18 @@ export async function watchCommand(pipelineId: string | null, options: WatchComm
     return 1;
   }
   return code;
+}
+
+/** The final status of `runId` when it ended at or before `seq` (its log says so), else null (also when the server cannot say). */
+async function endedBefore(target: { url: string; token?: string }, runId: string, seq: number): Promise<string | null> {
+  try {
+    const log = await getJson<{ ended?: boolean; last_seq?: number }>(target, `/api/runs/${encodeURIComponent(runId)}/events`, { since: seq, limit: 1 });
+    if (log.ended !== true || (log.last_seq ?? Infinity) > seq) return null;
+    const run = await getJson<{ status?: string }>(target, `/api/runs/${encodeURIComponent(runId)}`);
+    return typeof run.status === 'string' ? run.status : null;
+  } catch {
+    return null;
+  }
 }
 
 
