@@ -158,7 +158,7 @@ describe('BullMQ tooling interop', () => {
     serverAdapter.setBasePath('/admin/queues');
     // `as never`: while @bull-board/express 9.10.1 brings its own @bull-board/api 9.10.1 next to
     // the project's 9.10.2, the two copies' types differ by a private field (same shape at run time).
-    createBullBoard({ queues: broker.queues.map((q) => new BullMQAdapter(q)), serverAdapter: serverAdapter as never });
+    createBullBoard({ queues: broker.queues.map((q) => new BullMQAdapter(q)), serverAdapter });
     const app = express();
     app.use('/admin/queues', serverAdapter.getRouter() as express.Router);
     const server = await new Promise<Server>((resolve) => {

@@ -5,12 +5,13 @@ import { FlowcastError, ErrorCodes, CancelledError, InvalidArgumentError, RunNot
 import { show } from '../core/validate.js';
 import { assertJson, type JsonValue } from '../core/json.js';
 import type { Broker, BrokerJob, ControlJob, StepJob, StepJobFailure } from './broker.js';
-import { isoTime } from '../core/clock.js';
-import { CallControl, executeCall, type CallSink } from '../core/execute.js';
+import { CallControl, executeCall } from '../core/execute.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from './plan.js';
 import type { RunRecord, RunSummary, Transition } from './run-state.js';
+import { EventDelivery, type EventDispatcher, type EventRecorder } from './delivery.js';
 import { SeqOrder } from './seq-order.js';
+import { StepSink } from './step-sink.js';
 import { SlotWatch, settleSlot } from './slot-watch.js';
 import { RunSpans, startStepSpan } from './tracing.js';
 import { claimResumeSlot } from './run-guard.js';
@@ -29,33 +30,7 @@ import {
 } from './transitions.js';
 import { notResumable, resumeRun, type ResumeOutcome, type ResumedRun } from './resume.js';
 
-/** Something that records every event of a run, in seq order, before it is published (tracking). */
-export interface EventRecorder {
-  /** May return a promise: the next event of the run waits for it. */
-  record(event: FlowcastEvent): void | Promise<void>;
-  /**
-   * Optional: records several events of one run at once, in seq order (the events of one
-   * transition, e.g. a step's end and the next step's start), as `record` would one by one.
-   */
-  recordMany?(events: FlowcastEvent[]): void | Promise<void>;
-  /**
-   * Optional: this process is about to hand on events of a run it did not start (a
-   * worker of a remote broker); `start` is the run's `PipelineStartEvent` rebuilt from
-   * the run's record (seq 1, `event_id` empty). A recorder may start from it instead of
-   * reading back what was recorded of the run; it is a hint, to check before relying on it.
-   */
-  primeStart?(start: FlowcastEvent): void;
-}
-
-/** Something that is handed every event and must not block (hooks). */
-export interface EventDispatcher {
-  dispatch(event: FlowcastEvent): void;
-}
-
-interface Binding {
-  recorders: EventRecorder[];
-  dispatchers: EventDispatcher[];
-}
+export type { EventDispatcher, EventRecorder } from './delivery.js';
 
 const engines = new WeakMap<Broker, RunEngine>();
 
@@ -96,12 +71,12 @@ function timeoutJobId(runId: string, attempt = 1): string {
  */
 export class RunEngine {
   readonly broker: Broker;
-  readonly #bindings = new Map<string, Binding>();
   /** Calls running in this process, and their run: at most the broker's concurrency. */
   readonly #calls = new Map<CallControl, string>();
-  readonly #chains = new Map<string, Promise<void>>();
   /** Puts each run's events in seq order before they are handed on, when the calls that gave their seqs ran at once. */
-  readonly #order = new SeqOrder((events) => this.#deliver((events[0] as FlowcastEvent).pipeline_id, (events[0] as FlowcastEvent).run_id, events));
+  /** Hands each run's events to tracking, hooks and live subscribers, in seq order (delivery.ts). */
+  readonly #delivery: EventDelivery;
+  readonly #order = new SeqOrder((events) => this.#delivery.deliver((events[0] as FlowcastEvent).pipeline_id, (events[0] as FlowcastEvent).run_id, events));
   /** Runs this process did not start whose rebuilt start its recorders were given (bounded, oldest out first). */
   readonly #primed = new Set<string>();
   /** Delayed jobs (retries) this process sent and that were not delivered yet, per run: dropped when the run ends. */
@@ -113,6 +88,7 @@ export class RunEngine {
 
   constructor(broker: Broker) {
     this.broker = broker;
+    this.#delivery = new EventDelivery(broker.transport, (error, where) => this.#onError(error, where));
     this.#runSpans = new RunSpans(broker.transport, (error, where) => this.#onError(error, where));
     broker.setRunProcessor((job, carrier) => this.process(job, carrier));
   }
@@ -124,13 +100,7 @@ export class RunEngine {
 
   /** Attaches tracking (recorders) and hooks (dispatchers) to every run of `pipelineId` in this process. */
   bind(pipelineId: string, recorders: Iterable<EventRecorder>, dispatchers: Iterable<EventDispatcher>): void {
-    let b = this.#bindings.get(pipelineId);
-    if (b === undefined) {
-      b = { recorders: [], dispatchers: [] };
-      this.#bindings.set(pipelineId, b);
-    }
-    for (const r of recorders) if (!b.recorders.includes(r)) b.recorders.push(r);
-    for (const d of dispatchers) if (!b.dispatchers.includes(d)) b.dispatchers.push(d);
+    this.#delivery.bind(pipelineId, recorders, dispatchers);
   }
 
   /** Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent. */
@@ -330,7 +300,7 @@ export class RunEngine {
   /** Resolves once this process has handed every event of the run on (tracking, hooks, subscribers). */
   async flushed(runId: string): Promise<void> {
     await this.#order.settled(runId);
-    await this.#chains.get(runId);
+    await this.#delivery.settled(runId);
   }
 
   #runTimeout(job: ControlJob): Promise<void> | undefined {
@@ -364,15 +334,14 @@ export class RunEngine {
   /** `true` when recorders of the pipeline take a rebuilt start event and this process has not given them one for the run. */
   #wantsStart(pipelineId: string, runId: string): boolean {
     if (this.broker.enqueueSync !== undefined || this.#primed.has(runId)) return false;
-    const b = this.#bindings.get(pipelineId);
-    return b !== undefined && b.recorders.some((r) => r.primeStart !== undefined);
+    return this.#delivery.recorders(pipelineId).some((r) => r.primeStart !== undefined);
   }
 
   #primeStart(pipelineId: string, runId: string, draft: EventDraft): void {
     this.#primed.add(runId);
     if (this.#primed.size > PRIMED_RUNS) this.#primed.delete(this.#primed.values().next().value as string);
     const start = { ...draft, v: EVENT_SCHEMA_VERSION, event_id: '', seq: 1 } as FlowcastEvent;
-    for (const r of this.#bindings.get(pipelineId)?.recorders ?? []) {
+    for (const r of this.#delivery.recorders(pipelineId)) {
       try {
         r.primeStart?.(start);
       } catch (error) {
@@ -571,107 +540,6 @@ export class RunEngine {
     return Promise.all(waits).then(() => undefined);
   }
 
-  /**
-   * Hands events to tracking (awaited when it returns a promise), then hooks, then live
-   * subscribers, in seq order per run within this process. Synchronous when every part
-   * is (then it returns `undefined`).
-   */
-  #deliver(pipelineId: string, runId: string, events: FlowcastEvent[]): Promise<void> | undefined {
-    const prev = this.#chains.get(runId);
-    if (events.length === 0) return prev;
-    const b = this.#bindings.get(pipelineId);
-    const p = prev === undefined ? this.#deliverAll(b, events) : prev.then(() => this.#deliverAll(b, events));
-    if (p === undefined) return undefined;
-    this.#chains.set(runId, p);
-    void p.then(() => {
-      if (this.#chains.get(runId) === p) this.#chains.delete(runId);
-    });
-    return p;
-  }
-
-  /**
-   * Several events with recorders that take them at once (tracking's `recordMany`): each
-   * recorder records them all first, in one go, then hooks and subscribers get them one
-   * by one. Tracking is then ahead of what subscribers saw, never behind.
-   */
-  #deliverAll(b: Binding | undefined, events: FlowcastEvent[]): Promise<void> | undefined {
-    if (b === undefined || events.length < 2 || b.recorders.length === 0 || !b.recorders.every((r) => r.recordMany !== undefined)) {
-      return this.#deliverFrom(b, events, 0, 0);
-    }
-    const recorded = this.#recordMany(b, events, 0);
-    if (recorded === undefined) return this.#deliverFrom(b, events, 0, b.recorders.length, true);
-    return recorded.then(() => this.#deliverFrom(b, events, 0, b.recorders.length, true));
-  }
-
-  #recordMany(b: Binding, events: FlowcastEvent[], r: number): Promise<void> | undefined {
-    const where = (): string => `tracking of ${events.length} events (run ${(events[0] as FlowcastEvent).run_id}, seq ${(events[0] as FlowcastEvent).seq}-)`;
-    for (; r < b.recorders.length; r++) {
-      let pending: void | Promise<void> = undefined;
-      try {
-        pending = (b.recorders[r] as EventRecorder).recordMany?.(events);
-      } catch (error) {
-        this.#onError(toError(error), where());
-      }
-      if (pending !== undefined) {
-        const nr = r + 1;
-        return pending.then(
-          () => this.#recordMany(b, events, nr),
-          (error: unknown) => {
-            this.#onError(toError(error), where());
-            return this.#recordMany(b, events, nr);
-          },
-        );
-      }
-    }
-    return undefined;
-  }
-
-  /** `recorded`: the recorders already have every event (skip them for all, not only the first). */
-  #deliverFrom(b: Binding | undefined, events: FlowcastEvent[], i: number, r: number, recorded = false): Promise<void> | undefined {
-    for (; i < events.length; i++, r = recorded ? r : 0) {
-      const event = events[i] as FlowcastEvent;
-      if (b !== undefined) {
-        for (; r < b.recorders.length; r++) {
-          let pending: void | Promise<void> = undefined;
-          try {
-            pending = (b.recorders[r] as EventRecorder).record(event);
-          } catch (error) {
-            this.#onError(toError(error), `tracking of ${event.type} (run ${event.run_id}, seq ${event.seq})`);
-          }
-          if (pending !== undefined) {
-            const [ni, nr] = [i, r + 1];
-            return pending.then(
-              () => this.#deliverFrom(b, events, ni, nr, recorded),
-              (error: unknown) => {
-                this.#onError(toError(error), `tracking of ${event.type} (run ${event.run_id}, seq ${event.seq})`);
-                return this.#deliverFrom(b, events, ni, nr, recorded);
-              },
-            );
-          }
-        }
-        for (const d of b.dispatchers) d.dispatch(event);
-      }
-      let published: void | Promise<void> = undefined;
-      try {
-        published = this.broker.transport.publish(event);
-      } catch (error) {
-        this.#onError(toError(error), `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`);
-      }
-      if (published !== undefined) {
-        const ni = i + 1;
-        const nr = recorded ? r : 0;
-        return published.then(
-          () => this.#deliverFrom(b, events, ni, nr, recorded),
-          (error: unknown) => {
-            this.#onError(toError(error), `publishing ${event.type} (run ${event.run_id}, seq ${event.seq})`);
-            return this.#deliverFrom(b, events, ni, nr, recorded);
-          },
-        );
-      }
-    }
-    return undefined;
-  }
-
   #track(runId: string, control: CallControl): void {
     this.#calls.set(control, runId);
   }
@@ -699,62 +567,6 @@ export class RunEngine {
         ? new CancelledError(`Run ${runId} was cancelled: ${terminal.reason}`)
         : new CancelledError(`Run ${runId} ended (${terminal.type}) while this step was running`),
     );
-  }
-}
-
-/** Turns a call's `ctx.log()` / `ctx.progress()` into events, in order. */
-class StepSink implements CallSink {
-  /** Tail of the events this call emitted; `null` until it emits one. */
-  pending: Promise<void> | null = null;
-  readonly #engine: RunEngine;
-  readonly #job: StepJob;
-
-  constructor(engine: RunEngine, job: StepJob) {
-    this.#engine = engine;
-    this.#job = job;
-  }
-
-  #fields(): Pick<FlowcastEvent & { type: 'StepLogEvent' }, 'pipeline_id' | 'run_id' | 'step_name' | 'step_index' | 'task_id' | 'attempt' | 'timestamp'> {
-    const j = this.#job;
-    return {
-      pipeline_id: j.pipeline_id,
-      run_id: j.run_id,
-      step_name: j.step,
-      step_index: j.step_index,
-      task_id: j.job_id,
-      attempt: j.attempt,
-      timestamp: isoTime(),
-    };
-  }
-
-  #emit(draft: EventDraft): void {
-    const report = (error: unknown): void => this.#engine.reportError(error, `log event of run ${this.#job.run_id}`);
-    if (this.#engine.appendsSync) {
-      // The event takes its seq now: appended later, it would land after events that
-      // happened after it, and listeners would get the run's events out of seq order.
-      let delivered: Promise<void> | undefined;
-      try {
-        delivered = this.#engine.appendLoose(draft);
-      } catch (error) {
-        report(error);
-        return;
-      }
-      if (delivered !== undefined) this.pending = Promise.all([this.pending, delivered]).then(() => undefined, report);
-      return;
-    }
-    this.pending = (this.pending ?? Promise.resolve()).then(() => this.#engine.appendLoose(draft)).catch(report);
-  }
-
-  log(lines: string[]): void {
-    const draft: EventDraft = { type: 'StepLogEvent', ...this.#fields(), lines };
-    if (this.#job.item !== undefined) draft.item = this.#job.item;
-    this.#emit(draft);
-  }
-
-  progress(fraction: number, message: string | undefined): void {
-    const draft: EventDraft = { type: 'StepProgressEvent', ...this.#fields(), progress: fraction };
-    if (message !== undefined) draft.message = message;
-    this.#emit(draft);
   }
 }
 

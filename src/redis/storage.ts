@@ -1,5 +1,5 @@
 import { throwIfAborted } from '../core/abort.js';
-import { loggerOf, type Logger } from '../core/logger.js';
+import { loggerOf } from '../core/logger.js';
 import { logError } from '../core/log-throttle.js';
 import { ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
