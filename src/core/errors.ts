@@ -62,6 +62,8 @@ export const ErrorCodes = {
   ALREADY_RUNNING: 'FLOWCAST_ERR_ALREADY_RUNNING',
   /** A resume was refused: the run is running or completed, unknown, or its record or log is gone. */
   RUN_NOT_RESUMABLE: 'FLOWCAST_ERR_RUN_NOT_RESUMABLE',
+  /** A run or step move the state machine does not allow (pipeline/state-machine.ts): a bug in flowcast. */
+  INVALID_STATE: 'FLOWCAST_ERR_INVALID_STATE',
 } as const;
 
 /** The `code` of a {@link FlowcastError}: one of {@link ErrorCodes}. */

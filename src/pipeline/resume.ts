@@ -3,6 +3,7 @@
  * docs/pipelines.md, "Retry and resume"). The transition that reopens the run record,
  * and what the engine answers; the engine applies it with the run state's `reopen`.
  */
+import { moveRun, moveStep } from './state-machine.js';
 import { RunNotResumableError } from '../core/errors.js';
 import { isoTime } from '../core/clock.js';
 import type { RunRecord, Transition } from './run-state.js';
@@ -43,13 +44,15 @@ export function resumeRun(rec: RunRecord, now: number): Transition<ResumeOutcome
       kept.push(s.name);
       continue;
     }
+    const before = rec.steps[s.name];
+    if (before !== undefined) moveStep(before, 'reset', s.name);
     rec.steps[s.name] = { phase: 'PENDING', attempt: 0, started_at_ms: null, task_id: null, result: null, error: null, items: null };
     pending.push(s.name);
   }
   const attempt = (rec.attempt ?? 1) + 1;
   rec.attempt = attempt;
   rec.attempt_started_at_ms = now;
-  rec.status = 'RUNNING';
+  moveRun(rec, 'resume');
   rec.ended_at_ms = null;
   rec.inflight = 0;
   rec.ready = [];

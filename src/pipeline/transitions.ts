@@ -4,6 +4,7 @@
  * {@link RunStateStore} applies them atomically. Run status moves only along
  * `RUNNING → COMPLETED | FAILED | CANCELLED`; nothing happens to an ended run.
  */
+import { moveRun, moveStep, runFailureText, skipReasonText, type SkipReason } from './state-machine.js';
 import { randomUUID } from 'node:crypto';
 import { ErrorCodes } from '../core/errors.js';
 import { isoTime } from '../core/clock.js';
@@ -93,7 +94,7 @@ export function beginRun(rec: RunRecord, now: number): Transition<Dispatch[]> {
 export function markReady(rec: RunRecord, name: string): void {
   const st = rec.steps[name];
   if (st === undefined || st.phase !== 'PENDING') return;
-  st.phase = 'READY';
+  moveStep(st, 'ready', name);
   rec.ready.push(name);
 }
 
@@ -171,7 +172,7 @@ export function fill(rec: RunRecord, now: number, out: Transition<Dispatch[]>): 
 function activate(rec: RunRecord, name: string, now: number, out: Transition<Dispatch[]>): void {
   const { step, st } = stepOf(rec, name);
   const input = baseInput(rec, step);
-  st.phase = 'ACTIVE';
+  moveStep(st, 'activate', name);
   if (step.kind === 'call' || step.kind === 'after') {
     st.attempt = 1;
     rec.inflight++;
@@ -199,7 +200,7 @@ function activate(rec: RunRecord, name: string, now: number, out: Transition<Dis
 }
 
 function completeStep(rec: RunRecord, step: PlanStep, st: StepState, result: JsonValue, now: number, out: Transition<Dispatch[]>): void {
-  st.phase = 'COMPLETED';
+  moveStep(st, 'complete', step.name);
   st.result = result;
   out.events.push({
     type: 'StepCompleteEvent',
@@ -217,27 +218,27 @@ function completeStep(rec: RunRecord, step: PlanStep, st: StepState, result: Jso
   }
 }
 
-function skip(rec: RunRecord, name: string, reason: string, now: number, out: Transition<Dispatch[]>): void {
+function skip(rec: RunRecord, name: string, why: SkipReason, now: number, out: Transition<Dispatch[]>): void {
   const { step, st } = stepOf(rec, name);
   // A step whose job was sent but never started (still queued on the broker) never ran either.
   const neverRan = st.phase === 'PENDING' || st.phase === 'READY' || (st.phase === 'ACTIVE' && st.started_at_ms === null);
   if (!neverRan) return;
-  st.phase = 'SKIPPED';
-  out.events.push({ type: 'StepSkipEvent', pipeline_id: rec.pipeline_id, run_id: rec.run_id, timestamp: isoTime(now), step_name: name, step_index: step.index, reason });
+  moveStep(st, 'skip', name);
+  out.events.push({ type: 'StepSkipEvent', pipeline_id: rec.pipeline_id, run_id: rec.run_id, timestamp: isoTime(now), step_name: name, step_index: step.index, reason: skipReasonText(why) });
 }
 
 /** Ends the run: every step that never ran is skipped, running ones are cancelled. */
 function endRun(
   rec: RunRecord,
-  status: 'COMPLETED' | 'FAILED' | 'CANCELLED',
-  reason: string,
+  move: 'fail' | 'cancel',
+  why: SkipReason,
   now: number,
   out: Transition<Dispatch[]>,
 ): void {
   rec.ready = [];
-  for (const s of rec.plan.steps) skip(rec, s.name, reason, now, out);
-  for (const st of Object.values(rec.steps)) if (st.phase === 'ACTIVE') st.phase = 'CANCELLED';
-  rec.status = status;
+  for (const s of rec.plan.steps) skip(rec, s.name, why, now, out);
+  for (const [name, st] of Object.entries(rec.steps)) if (st.phase === 'ACTIVE') moveStep(st, 'stop', name);
+  moveRun(rec, move);
   rec.ended_at_ms = now;
 }
 
@@ -250,7 +251,7 @@ function failStep(
   attempt: number,
   out: Transition<Dispatch[]>,
 ): void {
-  st.phase = 'FAILED';
+  moveStep(st, 'fail', step.name);
   st.error = error;
   out.events.push({
     type: 'StepErrorEvent',
@@ -263,8 +264,8 @@ function failStep(
     attempt,
   });
   if (rec.plan.failure_policy === 'fail_fast') {
-    const message = `Pipeline failed at step '${step.name}': ${error}`;
-    endRun(rec, 'FAILED', `pipeline failed at step "${step.name}"`, now, out);
+    const message = runFailureText({ kind: 'step_failed', step: step.name, error });
+    endRun(rec, 'fail', { kind: 'run_failed_at', step: step.name }, now, out);
     rec.error = message;
     out.events.push({
       type: 'PipelineErrorEvent',
@@ -284,7 +285,7 @@ function skipDependents(rec: RunRecord, failed: string, now: number, out: Transi
   const queue = [failed];
   while (queue.length > 0) {
     const name = queue.shift() as string;
-    const why = rec.steps[name]?.phase === 'FAILED' ? `dependency "${name}" failed` : `dependency "${name}" was skipped`;
+    const why: SkipReason = rec.steps[name]?.phase === 'FAILED' ? { kind: 'dependency_failed', step: name } : { kind: 'dependency_skipped', step: name };
     for (const other of rec.plan.steps) {
       if (!other.depends_on.includes(name)) continue;
       const before = rec.steps[other.name]?.phase;
@@ -302,12 +303,11 @@ function maybeFinish(rec: RunRecord, now: number, out: Transition<Dispatch[]>): 
     if (phase === 'PENDING' || phase === 'READY' || phase === 'ACTIVE') return;
     if (phase === 'FAILED') failed.push(s.name);
   }
-  rec.status = failed.length > 0 ? 'FAILED' : 'COMPLETED';
+  moveRun(rec, failed.length > 0 ? 'fail' : 'complete');
   rec.ended_at_ms = now;
   const duration = now - rec.started_at_ms;
   if (failed.length > 0) {
-    const errors = failed.map((n) => `'${n}': ${rec.steps[n]?.error ?? ''}`).join('; ');
-    rec.error = `Pipeline failed at step${failed.length > 1 ? 's' : ''} ${errors}`;
+    rec.error = runFailureText({ kind: 'steps_failed', steps: failed.map((n) => ({ step: n, error: rec.steps[n]?.error ?? '' })) });
     out.events.push({
       type: 'PipelineErrorEvent',
       pipeline_id: rec.pipeline_id, run_id: rec.run_id, timestamp: isoTime(now),
@@ -485,7 +485,7 @@ export function carriedJob(rec: RunRecord, carrierId: string): StepJob | null {
 export function cancelRun(rec: RunRecord, reason: string, now: number): Transition<boolean> {
   const out: Transition<Dispatch[]> = { value: [], events: [] };
   if (rec.status !== 'RUNNING') return { value: false, events: [] };
-  endRun(rec, 'CANCELLED', 'run cancelled', now, out);
+  endRun(rec, 'cancel', { kind: 'run_cancelled' }, now, out);
   rec.error = reason;
   out.events.push({
     type: 'PipelineCancelledEvent',
@@ -503,8 +503,8 @@ export function timeoutRun(rec: RunRecord, now: number): Transition<boolean> {
   const out: Transition<Dispatch[]> = { value: [], events: [] };
   if (rec.status !== 'RUNNING') return { value: false, events: [] };
   const limit = rec.plan.timeout_ms ?? now - (rec.attempt_started_at_ms ?? rec.started_at_ms);
-  const message = `TimeoutError: pipeline "${rec.pipeline_id}" timed out after ${limit}ms`;
-  endRun(rec, 'FAILED', 'pipeline timed out', now, out);
+  const message = runFailureText({ kind: 'timed_out', pipelineId: rec.pipeline_id, afterMs: limit });
+  endRun(rec, 'fail', { kind: 'run_timed_out' }, now, out);
   rec.error = message;
   out.events.push({
     type: 'PipelineErrorEvent',
