@@ -45,6 +45,29 @@ export type { PruneResult } from './storage-indexes.js';
 export type RedisPipelineStorageOptions = AutoStorageOptions;
 
 const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'pruneOnWrite', 'logger', 'onError', 'logBacked'] as const;
+/**
+ * The write paths, all Lua scripts of storage-lua.ts, each atomic on the run's keys
+ * (`<prefix>{<run_id>}:track`, its pending buffer, and its index entries):
+ *
+ * 1. **SAVE** (`saveStatus`): a whole status, written as given; indexes follow it.
+ * 2. **FAST_APPLY** (`applyEvent`, one round trip): this process wrote the run last and
+ *    holds that status and its record version: it applies the event here and stores the
+ *    result if the record is still at that version (compare-and-set), else falls to 4.
+ * 3. **FAST_APPLY_GROUP** (`applyEvents`): the same for the events of one transition
+ *    (one write for several events), after a **READ_AT** when nothing is cached.
+ * 4. **OFFER / OFFER_MANY, then COMMIT** (the general path): the event goes into the run's
+ *    pending buffer; the buffered events are drained in seq order with the reducer (a
+ *    missing seq is read from the run's log, see `logBacked`) and the result is stored
+ *    with a compare-and-set, retried on a concurrent writer.
+ * 5. **INDEX_ONLY** (`primeStart` / a start with `logBacked`): a run's start is recorded
+ *    by its index entries alone; reads build its status from its log until a later write.
+ *
+ * **DELETE** (`deletePipeline`, `cleanupOlderThan`) removes a run (if still at the version
+ * read) with its index entries.
+ */
+
+/** The record version of a run with no record yet (versions count writes from 1). */
+const NO_RECORD_VERSION = '0';
 /** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */
 const ORPHAN_TTL_SECONDS = 3600;
 /** Run ids read per round trip by list queries. */
@@ -250,7 +273,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     let loaded: Loaded | null;
     // The fast path: this process wrote the run last (or the event starts a new run); apply
     // here, store in one round trip if nobody wrote since.
-    const cached = this.#cache.get(runId) ?? (event.type === 'PipelineStartEvent' && event.seq === 1 ? { version: '0', status: null } : undefined);
+    const cached = this.#cache.get(runId) ?? (event.type === 'PipelineStartEvent' && event.seq === 1 ? { version: NO_RECORD_VERSION, status: null } : undefined);
     if (cached !== undefined && event.seq === (cached.status?.last_seq ?? 0) + 1) {
       this.#cache.delete(runId);
       // Before the reducer, which may change the status it is given in place.
@@ -295,7 +318,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     if (this.logBacked && events.length === 1 && first.type === 'PipelineStartEvent' && first.seq === 1 && !this.#cache.has(runId)) {
       return this.#indexStart(first);
     }
-    let cached = this.#cache.get(runId) ?? (first.type === 'PipelineStartEvent' && first.seq === 1 ? { version: '0', status: null } : undefined);
+    let cached = this.#cache.get(runId) ?? (first.type === 'PipelineStartEvent' && first.seq === 1 ? { version: NO_RECORD_VERSION, status: null } : undefined);
     const last = events[events.length - 1] as FlowcastEvent;
     // Increasing seqs (checked) spanning exactly length - 1: consecutive.
     const consecutive = last.seq - first.seq === events.length - 1;
@@ -352,7 +375,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     const plan = this.#indexPlan(runId, null, status);
     const keys = withBlock([trackRunKey(this.keyPrefix, runId)], plan.block?.keys);
     await INDEX_ONLY.run(this.#redis, keys, withBlock<string | number>([this.ttlSeconds], plan.block?.args));
-    this.#remember(runId, '0', status);
+    this.#remember(runId, NO_RECORD_VERSION, status);
     await this.#afterWrite(runId, plan);
     return status;
   }
