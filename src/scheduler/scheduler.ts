@@ -1,194 +1,28 @@
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import { loggerOf, type Logger } from '../core/logger.js';
 import { logError } from '../core/log-throttle.js';
-import { assertJson, type JsonValue } from '../core/json.js';
+import { type JsonValue } from '../core/json.js';
 import { checkId, checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
-import { hasScheduleDriver, type ClusterScheduleSpec, type ScheduleDriver } from './cluster.js';
-import { parseCron } from './cron.js';
+import { hasScheduleDriver, type ScheduleDriver } from './cluster.js';
 
-/**
- * What the scheduler needs of a broker: its `kind`. With the in-memory broker the
- * scheduler runs its timers in this process; a broker with `createScheduleDriver()`
- * (the BullMQ broker) makes each tick fire once per cluster (see `./cluster.ts`).
- */
-export interface SchedulerBroker {
-  readonly kind: string;
-  /** Opens a cluster-wide schedule store (see {@link ScheduleDriver}). */
-  createScheduleDriver?: (...args: never[]) => ScheduleDriver;
-}
+import { CRON_KEYS, INTERVAL_KEYS, MAX_CATCH_UP, MAX_TIMEOUT_MS, ONCE_KEYS, SCHEDULER_KEYS, type CommonScheduleOptions, type CronScheduleOptions, type Entry, type IntervalScheduleOptions, type OnceScheduleOptions, type OverlapPolicy, type PipelineLike, type PipelineSchedulerOptions, type ScheduleInfo, type ScheduleKind, type SchedulerBroker, type ScheduleTarget, type ScheduledFunction } from './schedule-types.js';
+import { checkFunction, clusterSpecOf, cronSpec, defaultOnError, onceSpec, safely, toEpochMs, toFire, toInfo, type Spec } from './schedule-spec.js';
 
-/** Anything with a `kiq(input)` that starts a run, such as a `Pipeline` or a `DataflowPipeline`. */
-export interface PipelineLike<I extends JsonValue = JsonValue> {
-  kiq(input: I): Promise<unknown>;
-}
-
-/** The single argument a function target receives on each firing. */
-export interface ScheduleContext {
-  readonly scheduleId: string;
-  /** When the firing actually started. */
-  readonly firedAt: Date;
-  /** The tick this firing stands for (the cron or interval time, or the one-off `at`). */
-  readonly scheduledAt: Date;
-  /** Aborted when the schedule is removed or the scheduler is closed. */
-  readonly signal: AbortSignal;
-}
-
-/** A plain function target. Its result is ignored; a returned promise is awaited. */
-export type ScheduledFunction = (ctx: ScheduleContext) => unknown;
-
-/** What a schedule fires: a pipeline-like object (gets `kiq(input)`) or a function (gets a {@link ScheduleContext}). */
-export type ScheduleTarget<I extends JsonValue = JsonValue> = PipelineLike<I> | ScheduledFunction;
-
-/** How a schedule fires: on a cron expression, every interval, or once at a time. */
-export type ScheduleKind = 'cron' | 'interval' | 'once';
-
-/** `'skip'`: a tick that comes while a firing of the same schedule runs is skipped. `'allow'`: firings may overlap. */
-export type OverlapPolicy = 'skip' | 'allow';
-
-/** A snapshot of one schedule. Every call returns a fresh copy. */
-export interface ScheduleInfo {
-  readonly id: string;
-  readonly kind: ScheduleKind;
-  /** The cron expression (kind `'cron'`). */
-  readonly cron?: string;
-  /** The IANA timezone the cron expression is read in (kind `'cron'`, when given). */
-  readonly timezone?: string;
-  /** The period (kind `'interval'`). */
-  readonly everyMs?: number;
-  /** The instant of a one-off (kind `'once'`). */
-  readonly at?: Date;
-  /** The limit of firings, when one was set. */
-  readonly maxRuns?: number;
-  readonly overlap: OverlapPolicy;
-  readonly paused: boolean;
-  /** True once the schedule will never fire again (one-off fired, `maxRuns` reached, scheduler closed). */
-  readonly done: boolean;
-  /** When the next firing is due; `null` while paused or when done. */
-  readonly nextRunAt: Date | null;
-  /** When the latest firing started. */
-  readonly lastRunAt: Date | null;
-  /** Firings started. */
-  readonly runs: number;
-  /** Ticks skipped because a firing was still running (overlap `'skip'`). */
-  readonly skipped: number;
-  /** Firings in flight now. */
-  readonly running: number;
-  /** The error of the latest finished firing as `"Name: message"`, or `null` when it succeeded. */
-  readonly lastError: string | null;
-}
-
-/** Options of {@link PipelineScheduler}. */
-export interface PipelineSchedulerOptions {
-  /**
-   * The overlap policy of schedules that do not set their own.
-   * @default 'skip'
-   */
-  overlap?: OverlapPolicy;
-  /**
-   * Called when a firing fails (the function threw or rejected, or `kiq()` rejected). The
-   * schedule keeps running. The error is also recorded in `lastError`.
-   * @default logs `scheduler: schedule "<id>" failed: <error>` on the logger
-   */
-  onError?: (error: Error, info: ScheduleInfo) => void;
-  /**
-   * Where failed firings, throwing hooks and cluster store errors go. A pino-compatible logger.
-   * @default a pino logger at `info` on stderr
-   */
-  logger?: Logger;
-  /** Called as each firing starts, for observability. */
-  onFire?: (info: ScheduleInfo) => void;
-  /**
-   * `unref()` every timer, so pending schedules do not keep the process alive.
-   * @default false
-   */
-  unrefTimers?: boolean;
-}
-
-interface CommonScheduleOptions<I> {
-  /** A unique id (1-200 characters of letters, digits and `_ . : - / @`). @default `"<kind>-<n>"` */
-  id?: string;
-  /** The JSON input given to `kiq()` of a pipeline target; not allowed for function targets. @default null */
-  input?: I;
-  /** Overrides the scheduler's overlap policy. @default the scheduler's `overlap` */
-  overlap?: OverlapPolicy;
-}
-
-interface RepeatingScheduleOptions<I> extends CommonScheduleOptions<I> {
-  /** Stop after this many firings. @default unlimited */
-  maxRuns?: number;
-  /**
-   * When the process wakes late (blocked event loop, suspended machine) and several ticks
-   * went by: `false` fires once and drops the others; `true` fires each missed tick, one
-   * after another, up to {@link MAX_CATCH_UP}.
-   * @default false
-   */
-  catchUpMissed?: boolean;
-}
-
-/** Options of {@link PipelineScheduler.scheduleAt}. Give `cron`, or `runAt` (a cron string, or a Date for a one-off). */
-export interface CronScheduleOptions<I = JsonValue> extends RepeatingScheduleOptions<I> {
-  /** A 5-field (minute precision) or 6-field (second precision) cron expression, or a nickname such as `@daily`. */
-  cron?: string;
-  /** The seed's spelling: a cron string is the same as `cron`; a Date makes a one-off like {@link PipelineScheduler.scheduleOnce}. */
-  runAt?: string | Date;
-  /** The IANA timezone the expression is read in. @default the process's local timezone */
-  timezone?: string;
-}
-
-/** Options of {@link PipelineScheduler.scheduleEvery}. */
-export interface IntervalScheduleOptions<I = JsonValue> extends RepeatingScheduleOptions<I> {
-  /** The period in milliseconds, an integer >= 1. */
-  everyMs: number;
-  /** The first firing (Date or epoch ms); ticks follow at `startAt + k * everyMs`. A past `startAt` keeps that phase. @default now + everyMs */
-  startAt?: Date | number;
-}
-
-/** Options of {@link PipelineScheduler.scheduleOnce}. */
-export interface OnceScheduleOptions<I = JsonValue> extends CommonScheduleOptions<I> {
-  /** When to fire (Date or epoch ms). A time in the past fires at once. */
-  at: Date | number;
-}
-
-/** The most missed ticks that `catchUpMissed: true` fires after one late wake-up. */
-export const MAX_CATCH_UP = 100;
-
-/** setTimeout fires at once for delays above this (2^31-1 ms, about 24.8 days): longer waits are re-armed. */
-const MAX_TIMEOUT_MS = 2 ** 31 - 1;
-
-const COMMON_KEYS = ['id', 'input', 'overlap'] as const;
-const REPEATING_KEYS = [...COMMON_KEYS, 'maxRuns', 'catchUpMissed'] as const;
-const CRON_KEYS = [...REPEATING_KEYS, 'cron', 'runAt', 'timezone'];
-const INTERVAL_KEYS = [...REPEATING_KEYS, 'everyMs', 'startAt'];
-const ONCE_KEYS = [...COMMON_KEYS, 'at'];
-const SCHEDULER_KEYS = ['overlap', 'logger', 'onError', 'onFire', 'unrefTimers'];
-
-type Fire = { type: 'pipeline'; pipeline: PipelineLike; input: JsonValue } | { type: 'function'; fn: ScheduledFunction };
-
-interface Entry {
-  readonly id: string;
-  readonly kind: ScheduleKind;
-  readonly fields: { cron?: string; timezone?: string; everyMs?: number; at?: number; maxRuns?: number };
-  readonly fire: Fire;
-  /** The first tick strictly after `afterMs`, or null when there is none. */
-  readonly next: (afterMs: number) => number | null;
-  /** The tick to wait for on resume. */
-  readonly resumeAt: () => number | null;
-  readonly overlap: OverlapPolicy;
-  readonly catchUp: boolean;
-  readonly maxRuns: number;
-  readonly controller: AbortController;
-  /** The schedule as the cluster store keeps it; `null` with local timers. */
-  readonly clusterSpec: ClusterScheduleSpec | null;
-  timer: NodeJS.Timeout | undefined;
-  dueMs: number | null;
-  paused: boolean;
-  done: boolean;
-  lastRunMs: number | null;
-  runs: number;
-  skipped: number;
-  running: number;
-  lastError: string | null;
-}
+export { MAX_CATCH_UP } from './schedule-types.js';
+export type {
+  PipelineSchedulerOptions,
+  SchedulerBroker,
+  PipelineLike,
+  ScheduleContext,
+  ScheduledFunction,
+  ScheduleTarget,
+  ScheduleKind,
+  OverlapPolicy,
+  ScheduleInfo,
+  CronScheduleOptions,
+  IntervalScheduleOptions,
+  OnceScheduleOptions,
+} from './schedule-types.js';
 
 /**
  * Fires pipelines and functions on cron expressions, fixed intervals or once. Cron ticks
@@ -571,104 +405,4 @@ export class PipelineScheduler {
       safely(this.#logger, 'onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
     }
   }
-}
-
-/** The schedule as a cluster store keeps it. */
-function clusterSpecOf(id: string, kind: ScheduleKind, fields: Spec['fields'], maxRuns: number | undefined, o: { startAt?: unknown }): ClusterScheduleSpec {
-  const spec: ClusterScheduleSpec = { id, kind };
-  if (fields.cron !== undefined) spec.cron = fields.cron;
-  if (fields.timezone !== undefined) spec.timezone = fields.timezone;
-  if (fields.everyMs !== undefined) spec.everyMs = fields.everyMs;
-  if (fields.at !== undefined) spec.at = fields.at;
-  if (maxRuns !== undefined) spec.maxRuns = maxRuns;
-  if (kind === 'interval' && o.startAt !== undefined) spec.startAt = toEpochMs(o.startAt, `Schedule "${id}" startAt`);
-  return spec;
-}
-
-interface Spec {
-  fields: Entry['fields'];
-  first: number | null;
-  next: (afterMs: number) => number | null;
-  resumeAt: () => number | null;
-}
-
-function cronSpec(expr: unknown, timezone: unknown): Spec {
-  const ticks = parseCron(expr, timezone);
-  const next = ticks.next;
-  const fields = ticks.timezone === undefined ? { cron: ticks.cron } : { cron: ticks.cron, timezone: ticks.timezone };
-  return { fields, first: next(Date.now()), next, resumeAt: () => next(Date.now()) };
-}
-
-function onceSpec(at: unknown, what: string): Spec {
-  const ms = toEpochMs(at, what);
-  return { fields: { at: ms }, first: ms, next: () => null, resumeAt: () => ms };
-}
-
-function toEpochMs(value: unknown, what: string): number {
-  if (!(value instanceof Date) && typeof value !== 'number') {
-    throw new InvalidArgumentError(`${what} must be a Date or epoch milliseconds, received ${show(value)}`);
-  }
-  const ms = value instanceof Date ? value.getTime() : value;
-  if (!Number.isFinite(ms) || Math.abs(ms) > 8.64e15) {
-    throw new FlowcastError(ErrorCodes.BAD_SCHEDULE, `${what} is not a valid date (received ${value instanceof Date ? 'Invalid Date' : String(value)})`);
-  }
-  return ms;
-}
-
-function toFire(target: unknown, input: unknown, id: string): Fire {
-  if (typeof target === 'function') {
-    if (input !== undefined) {
-      throw new InvalidArgumentError(`Schedule "${id}": input is given to pipeline targets only; a function target receives a context ({ scheduleId, firedAt, scheduledAt, signal })`);
-    }
-    return { type: 'function', fn: target as ScheduledFunction };
-  }
-  if (typeof target === 'object' && target !== null && typeof (target as Partial<PipelineLike>).kiq === 'function') {
-    const value = input === undefined ? null : input;
-    assertJson(value, `Schedule "${id}" input`);
-    // A private copy: later changes to the caller's object do not leak into firings.
-    return { type: 'pipeline', pipeline: target as PipelineLike, input: structuredClone(value) };
-  }
-  throw new InvalidArgumentError(`Schedule "${id}": the target must be a function or an object with a kiq(input) method (a Pipeline), received ${show(target)}`);
-}
-
-function toInfo(entry: Entry): ScheduleInfo {
-  const { cron, timezone, everyMs, at, maxRuns } = entry.fields;
-  return {
-    id: entry.id,
-    kind: entry.kind,
-    ...(cron !== undefined && { cron }),
-    ...(timezone !== undefined && { timezone }),
-    ...(everyMs !== undefined && { everyMs }),
-    ...(at !== undefined && { at: new Date(at) }),
-    ...(maxRuns !== undefined && { maxRuns }),
-    overlap: entry.overlap,
-    paused: entry.paused,
-    done: entry.done,
-    nextRunAt: entry.dueMs === null ? null : new Date(entry.dueMs),
-    lastRunAt: entry.lastRunMs === null ? null : new Date(entry.lastRunMs),
-    runs: entry.runs,
-    skipped: entry.skipped,
-    running: entry.running,
-    lastError: entry.lastError,
-  };
-}
-
-function checkFunction<F>(value: F | undefined, name: string): F | undefined {
-  if (value !== undefined && typeof value !== 'function') {
-    throw new InvalidArgumentError(`${name} must be a function, received ${show(value)}`);
-  }
-  return value;
-}
-
-/** Runs a user hook; a hook that throws is logged, never allowed to stop a schedule. */
-function safely(logger: Logger, hook: string, id: string, call: () => void): void {
-  try {
-    call();
-  } catch (err) {
-    logger.error({ err, schedule: id }, `scheduler: the ${hook} hook threw for schedule "${id}": ${describeError(err)}`);
-  }
-}
-
-function defaultOnError(logger: Logger, error: Error, info: ScheduleInfo): void {
-  logger.error({ err: error, schedule: info.id }, `scheduler: schedule "${info.id}" (${info.kind}) failed: ${describeError(error)}`);
 }
