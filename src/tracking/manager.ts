@@ -1,17 +1,19 @@
-import { checkSignal, throwIfAborted } from '../core/abort.js';
+import { throwIfAborted } from '../core/abort.js';
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
-import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, checkPositiveNumber, show } from '../core/validate.js';
+import { checkNonEmptyString, checkNonNegativeInt, checkObject, show } from '../core/validate.js';
 import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
 import { findAutoStorage, type AutoStorageOptions } from './auto-storage.js';
 import { TrackingListeners, type TrackingEventListener, type TrackingListener } from './listeners.js';
 import { InMemoryPipelineStorage } from './memory-storage.js';
 import { computeMetrics, type PipelineMetrics } from './metrics.js';
-import { PIPELINE_STATUSES, isEndedStatus, type PipelineRunStatus, type PipelineStatus } from './models.js';
+import { isEndedStatus, type PipelineStatus } from './models.js';
 import { applyEvent } from './reducer.js';
-import { checkEventGroup, checkMaintenance, type ListPipelinesQuery, type MaintenanceOptions, type TrackingStorage } from './storage.js';
+import { checkEventGroup, checkMaintenance, type MaintenanceOptions, type TrackingStorage } from './storage.js';
 import { WriteBehind } from './write-behind.js';
+import { cleanupArgs, cleanupByListing, exportOptions, historyQuery, listQuery, metricsQuery, options, statusJson, DAY_MS, type CleanupOptions, type ExportJsonOptions, type GetHistoryOptions, type ListPipelinesOptions } from './queries.js';
 
 export type { TrackingListener, TrackingEventListener } from './listeners.js';
+export type { CleanupOptions, ExportJsonOptions, GetHistoryOptions, ListPipelinesOptions } from './queries.js';
 
 /** Receives listener failures. `context` says which listener method, run and event. */
 export type TrackingErrorHandler = (error: Error, context: string) => void;
@@ -40,58 +42,10 @@ export interface PipelineTrackingManagerOptions {
   writeDelayMs?: number;
 }
 
-/** Options of {@link PipelineTrackingManager.listPipelines}. */
-export interface ListPipelinesOptions {
-  /** Only runs with this status. */
-  status?: PipelineRunStatus;
-  /** The seed's name for `status` (`status_filter`). */
-  statusFilter?: PipelineRunStatus;
-  /** Only runs of this pipeline. */
-  pipelineId?: string;
-  /** Only runs started at or after this time (a Date, an ISO string or epoch ms). */
-  since?: Date | string | number;
-  /** At most this many runs (an integer >= 1). @default no limit */
-  limit?: number;
-  /** Skip this many runs first. @default 0 */
-  offset?: number;
-}
-
-/** Options of {@link PipelineTrackingManager.getHistory}. */
-export interface GetHistoryOptions {
-  /** At most this many runs. @default 100 */
-  limit?: number;
-  /** Only runs started at or after this time. @default no bound */
-  since?: Date | string | number;
-  /** Only ended runs (COMPLETED, FAILED, CANCELLED). @default false */
-  endedOnly?: boolean;
-  /** Only runs of this pipeline. */
-  pipelineId?: string;
-}
-
-/** Options of {@link PipelineTrackingManager.cleanupOlderThan}. */
-export interface CleanupOptions {
-  /** Runs that ended more than this many days ago are deleted (> 0, fractions allowed). */
-  days: number;
-  /** Stops the cleanup (see {@link MaintenanceOptions}). @default none */
-  signal?: AbortSignal;
-}
-
-/** Options of {@link PipelineTrackingManager.exportJson}. */
-export interface ExportJsonOptions {
-  /** Keep `result` of the run and of its steps (large results can be left out). @default true */
-  includeResult?: boolean;
-  /** Keep the run's `input`. @default true */
-  includeInput?: boolean;
-  /** Indentation of the JSON. @default 2 */
-  indent?: number;
-}
-
 /** A broker that can make a shared tracking storage (the Redis broker does). */
 interface TrackingStorageFactory {
   createTrackingStorage(): TrackingStorage;
 }
-
-const DAY_MS = 86_400_000;
 
 function defaultOnError(error: Error, context: string): void {
   console.error(`flowcast tracking: ${context} failed: ${describeError(error)}`);
@@ -108,23 +62,9 @@ function hasApplyEvents(storage: TrackingStorage): storage is GroupStorage {
   return typeof storage.applyEvents === 'function';
 }
 
-function toDate(value: unknown, name: string): Date {
-  const d = value instanceof Date ? new Date(value.getTime()) : typeof value === 'string' || typeof value === 'number' ? new Date(value) : null;
-  if (d === null || Number.isNaN(d.getTime())) {
-    throw new InvalidArgumentError(`${name} must be a valid Date, ISO string or epoch milliseconds, received ${show(value)}`);
-  }
-  return d;
-}
-
-function options(value: unknown, known: readonly string[], name: string): Record<string, unknown> {
-  const o = checkObject(value, name);
-  checkKnownKeys(o, known, name);
-  return o;
-}
-
 /**
  * Records every event of the runs it tracks into a {@link TrackingStorage} and answers
- * queries on them (seed 001 §2). Attach it with `pipeline.withTracking(tracking)`.
+ * queries on them. Attach it with `pipeline.withTracking(tracking)`.
  *
  * @example
  * const tracking = new PipelineTrackingManager().withAutoStorage(broker);
@@ -416,31 +356,14 @@ export class PipelineTrackingManager {
   async listPipelines(opts: ListPipelinesOptions = {}): Promise<PipelineStatus[]> {
     const storage = this.#require();
     await this.#written();
-    const o = options(opts, ['status', 'statusFilter', 'pipelineId', 'since', 'limit', 'offset'], 'listPipelines options');
-    if (o.status !== undefined && o.statusFilter !== undefined && o.status !== o.statusFilter) {
-      throw new InvalidArgumentError(`listPipelines options: status ${show(o.status)} and statusFilter ${show(o.statusFilter)} disagree`);
-    }
-    const query: ListPipelinesQuery = {};
-    const status = o.status ?? o.statusFilter;
-    if (status !== undefined) query.status = checkOneOf(status, PIPELINE_STATUSES, o.status !== undefined ? 'status' : 'statusFilter');
-    if (o.pipelineId !== undefined) query.pipelineId = checkNonEmptyString(o.pipelineId, 'pipelineId');
-    if (o.since !== undefined) query.since = toDate(o.since, 'since');
-    if (o.limit !== undefined) query.limit = checkPositiveInt(o.limit, 'limit');
-    if (o.offset !== undefined) query.offset = checkNonNegativeInt(o.offset, 'offset');
-    return storage.listPipelines(query);
+    return storage.listPipelines(listQuery(opts));
   }
 
-  /** Past runs, newest started first (seed §4.4): every run, or only ended ones with `endedOnly`. */
+  /** Past runs, newest started first : every run, or only ended ones with `endedOnly`. */
   async getHistory(opts: GetHistoryOptions = {}): Promise<PipelineStatus[]> {
     const storage = this.#require();
     await this.#written();
-    const o = options(opts, ['limit', 'since', 'endedOnly', 'pipelineId'], 'getHistory options');
-    const limit = o.limit === undefined ? 100 : checkPositiveInt(o.limit, 'limit');
-    const endedOnly = o.endedOnly ?? false;
-    if (typeof endedOnly !== 'boolean') throw new InvalidArgumentError(`endedOnly must be a boolean, received ${show(endedOnly)}`);
-    const query: ListPipelinesQuery = {};
-    if (o.since !== undefined) query.since = toDate(o.since, 'since');
-    if (o.pipelineId !== undefined) query.pipelineId = checkNonEmptyString(o.pipelineId, 'pipelineId');
+    const { query, limit, endedOnly } = historyQuery(opts);
     if (!endedOnly) return storage.listPipelines({ ...query, limit });
     const runs = await storage.listPipelines(query);
     return runs.filter((s) => isEndedStatus(s.status)).slice(0, limit);
@@ -457,21 +380,13 @@ export class PipelineTrackingManager {
    */
   async cleanupOlderThan(opts: CleanupOptions): Promise<number> {
     const storage = this.#require();
-    const o = options(opts, ['days', 'signal'], 'cleanupOlderThan options');
-    const days = checkPositiveNumber(o.days, 'days');
-    const signal = checkSignal(o.signal, 'cleanupOlderThan options.signal');
+    const { days, signal } = cleanupArgs(opts);
     throwIfAborted(signal, 'cleanupOlderThan');
     await this.#written();
     throwIfAborted(signal, 'cleanupOlderThan');
     const cutoff = new Date(Date.now() - days * DAY_MS);
     if (storage.cleanupOlderThan !== undefined) return storage.cleanupOlderThan(cutoff, signal === undefined ? {} : { signal });
-    let deleted = 0;
-    for (const s of await storage.listPipelines()) {
-      throwIfAborted(signal, 'cleanupOlderThan', `deleting ${deleted} runs`);
-      if (!isEndedStatus(s.status) || s.completed_at === null || Date.parse(s.completed_at) >= cutoff.getTime()) continue;
-      deleted += await storage.deletePipeline(s.run_id);
-    }
-    return deleted;
+    return cleanupByListing(storage, cutoff, signal);
   }
 
   /**
@@ -488,39 +403,24 @@ export class PipelineTrackingManager {
     return signal === undefined ? storage.deletePipeline(id) : storage.deletePipeline(id, { signal });
   }
 
-  /** Statistics of the runs started in the last `days` (seed §7; see {@link computeMetrics}). */
+  /** Statistics of the runs started in the last `days` (see {@link computeMetrics}). */
   async getMetrics(opts: { days?: number; pipelineId?: string } = {}): Promise<PipelineMetrics> {
     const storage = this.#require();
     await this.#written();
-    const o = options(opts, ['days', 'pipelineId'], 'getMetrics options');
-    const days = o.days === undefined ? 7 : checkPositiveNumber(o.days, 'days');
-    const now = new Date();
-    const query: ListPipelinesQuery = { since: new Date(now.getTime() - days * DAY_MS) };
-    if (o.pipelineId !== undefined) query.pipelineId = checkNonEmptyString(o.pipelineId, 'pipelineId');
+    const { query, days, now } = metricsQuery(opts);
     const runs = await storage.listPipelines(query);
     return computeMetrics(runs, query.pipelineId === undefined ? { days, now } : { days, now, pipelineId: query.pipelineId });
   }
 
   /**
-   * The status of a run (or a pipeline's latest run) as a JSON string (seed §9.2).
+   * The status of a run (or a pipeline's latest run) as a JSON string.
    * Throws `NOT_FOUND` when there is none.
    */
   async exportJson(id: string, opts: ExportJsonOptions = {}): Promise<string> {
-    const o = options(opts, ['includeResult', 'includeInput', 'indent'], 'exportJson options');
-    const includeResult = o.includeResult ?? true;
-    const includeInput = o.includeInput ?? true;
-    if (typeof includeResult !== 'boolean') throw new InvalidArgumentError(`includeResult must be a boolean, received ${show(includeResult)}`);
-    if (typeof includeInput !== 'boolean') throw new InvalidArgumentError(`includeInput must be a boolean, received ${show(includeInput)}`);
-    const indent = o.indent === undefined ? 2 : checkNonNegativeInt(o.indent, 'indent');
+    const o = exportOptions(opts);
     const status = await this.getStatus(id);
     if (status === null) throw new FlowcastError(ErrorCodes.NOT_FOUND, `exportJson(id): no tracked run or pipeline "${id}"`);
-    const out: Record<string, unknown> = { ...status };
-    if (!includeResult) {
-      delete out.result;
-      out.steps = status.steps.map(({ result: _result, ...rest }) => rest);
-    }
-    if (!includeInput) delete out.input;
-    return JSON.stringify(out, null, indent);
+    return statusJson(status, o);
   }
 
   /**
