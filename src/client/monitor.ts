@@ -1,29 +1,16 @@
 import { ErrorCodes, FlowcastError, InvalidArgumentError, toError } from '../core/errors.js';
-import { checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
+import { checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import { TERMINAL_EVENT_TYPES, type EventMap, type EventType, type FlowcastEvent } from '../events/types.js';
 import { ALL_KEY, pipelineKey, runKey } from '../events/subscription.js';
-import { resolveReconnect } from './backoff.js';
-import { closedError, Connection, PROTOCOL_SAFE } from './connection.js';
+import { closedError, Connection } from './connection.js';
 import { Emitter } from './emitter.js';
 import { MonitorError } from './errors.js';
 import { EventStream } from './event-stream.js';
 import { RunCursors } from './run-cursors.js';
-import { displayUrl, monitorArguments, parseTarget, parseUrl, type Target } from './targets.js';
-import type {
-  ConnectionState,
-  EngineStatusMessage,
-  EventStreamOptions,
-  MonitorEventMap,
-  PositionMessage,
-  PipelineMonitorOptions,
-  ReplayCompleteMessage,
-  ReplayIncompleteMessage,
-  RunSnapshot,
-  SubscriptionTarget,
-  WebSocketConstructor,
-} from './types.js';
+import { displayUrl, parseTarget, type Target } from './targets.js';
+import { resolveMonitorOptions } from './monitor-options.js';
+import type { ConnectionState, EngineStatusMessage, EventStreamOptions, MonitorEventMap, PositionMessage, PipelineMonitorOptions, ReplayCompleteMessage, ReplayIncompleteMessage, RunSnapshot, SubscriptionTarget } from './types.js';
 
-const KNOWN_OPTIONS = ['token', 'WebSocket', 'reconnect', 'protocols', 'eventTypes', 'lateJoin', 'connectTimeoutMs', 'rateLimit', 'maxRuns'] as const;
 
 interface Waiter<T> {
   resolve: (value: T) => void;
@@ -100,49 +87,12 @@ export class PipelineMonitor {
    */
   constructor(url: string | URL | readonly (string | URL)[], pipelineId: string, options?: PipelineMonitorOptions);
   constructor(url: string | URL | readonly (string | URL)[], second?: string | PipelineMonitorOptions, third?: PipelineMonitorOptions) {
-    const { target, options } = monitorArguments<PipelineMonitorOptions>(second, third);
-    const urls = Array.isArray(url) ? (url as readonly (string | URL)[]) : [url as string | URL];
-    if (urls.length === 0 || urls.length > 100) throw new InvalidArgumentError(`PipelineMonitor needs 1-100 server URLs, received ${show(url)}`);
-    const parsed = urls.map((u) => parseUrl(u));
-    checkKnownKeys(checkObject(options, 'PipelineMonitor options'), KNOWN_OPTIONS, 'PipelineMonitor options');
-    const { token } = options;
-    if (token !== undefined && typeof token !== 'function' && (typeof token !== 'string' || token === '')) {
-      throw new InvalidArgumentError(`token must be a non-empty string or a function returning one, received ${show(token)}`);
-    }
-    if (options.WebSocket !== undefined && typeof options.WebSocket !== 'function') {
-      throw new InvalidArgumentError(`WebSocket must be a WebSocket class, received ${show(options.WebSocket)}`);
-    }
-    // Without one here (Node 20), the connection loads the `ws` package at its first attempt.
-    const global = (globalThis as { WebSocket?: unknown }).WebSocket;
-    const WebSocketClass = options.WebSocket ?? (typeof global === 'function' ? (global as WebSocketConstructor) : null);
-    const protocols = options.protocols ?? [];
-    if (!Array.isArray(protocols) || protocols.some((p) => typeof p !== 'string' || !PROTOCOL_SAFE.test(p))) {
-      throw new InvalidArgumentError(`protocols must be an array of subprotocol names, received ${show(protocols)}`);
-    }
-    const types = options.eventTypes;
-    if (types !== undefined) {
-      if (!Array.isArray(types) || types.length === 0 || types.some((t) => typeof t !== 'string' || !/^[A-Za-z]+Event$/.test(t))) {
-        throw new InvalidArgumentError(`eventTypes must be a non-empty array of event type names, received ${show(types)}`);
-      }
-      this.#eventTypes = [...new Set(types)];
-    }
-    this.#lateJoin = checkOneOf(options.lateJoin ?? 'snapshot', ['snapshot', 'replay'], 'lateJoin');
-    const rate = checkObject(options.rateLimit ?? {}, 'rateLimit');
-    checkKnownKeys(rate, ['messagesPerSecond', 'burst'], 'rateLimit');
-    this.#runs = new RunCursors(checkPositiveInt(options.maxRuns ?? 10_000, 'maxRuns'));
+    const { target, settings, eventTypes, lateJoin, maxRuns } = resolveMonitorOptions(url, second, third);
+    this.#eventTypes = eventTypes;
+    this.#lateJoin = lateJoin;
+    this.#runs = new RunCursors(maxRuns);
     this.#connection = new Connection(
-      {
-        urls: parsed,
-        token,
-        WebSocket: WebSocketClass,
-        reconnect: resolveReconnect(options.reconnect),
-        protocols,
-        connectTimeoutMs: checkPositiveInt(options.connectTimeoutMs ?? 10_000, 'connectTimeoutMs'),
-        rate: {
-          messagesPerSecond: checkPositiveInt(rate.messagesPerSecond ?? 40, 'rateLimit.messagesPerSecond'),
-          burst: checkPositiveInt(rate.burst ?? 80, 'rateLimit.burst'),
-        },
-      },
+      settings,
       {
         state: (change) => {
           if (change.to === 'closed') this.#onClosed();
