@@ -1,8 +1,10 @@
 /**
- * TSDoc on every export of the public entry points (`flowcast`, `flowcast/client`,
- * `flowcast/server`, `flowcast/redis`): what an editor shows a user when they hover a
- * name. The test lists every export without a doc comment.
+ * TSDoc on every export: of the public entry points (`flowcast`, `flowcast/client`,
+ * `flowcast/server`, `flowcast/redis`), what an editor shows a user when they hover a
+ * name, and of every module in src/, what a contributor reads first. The tests list
+ * every export without a doc comment.
  */
+import { readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
@@ -42,5 +44,32 @@ function undocumented(): string[] {
 describe('TSDoc', () => {
   it('every export of the public entry points has a doc comment', () => {
     expect(undocumented()).toEqual([]);
+  }, 120_000);
+
+  it('every exported declaration of every module in src/ has a doc comment', () => {
+    const files: string[] = [];
+    const walk = (dir: string): void => {
+      for (const name of readdirSync(dir)) {
+        const path = `${dir}/${name}`;
+        if (statSync(path).isDirectory()) walk(path);
+        else if (path.endsWith('.ts')) files.push(path);
+      }
+    };
+    walk(ROOT + 'src');
+    const program = ts.createProgram(files, { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, noEmit: true, skipLibCheck: true });
+    program.getTypeChecker(); // binds the files: JSDoc is read through parent links
+    const missing: string[] = [];
+    for (const file of files) {
+      const sf = program.getSourceFile(file);
+      if (sf === undefined) continue;
+      for (const statement of sf.statements) {
+        const modifiers = ts.canHaveModifiers(statement) ? ts.getModifiers(statement) : undefined;
+        if (modifiers?.some((m) => m.kind === ts.SyntaxKind.ExportKeyword) !== true || ts.isExportDeclaration(statement)) continue;
+        if (ts.getJSDocCommentsAndTags(statement).length > 0) continue;
+        const { line } = sf.getLineAndCharacterOfPosition(statement.getStart());
+        missing.push(`${file.slice(ROOT.length)}:${line + 1}: ${statement.getText().split('\n')[0]?.slice(0, 100) ?? ''}`);
+      }
+    }
+    expect(missing).toEqual([]);
   }, 120_000);
 });

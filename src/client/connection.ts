@@ -24,6 +24,7 @@ const BEARER_PREFIX = 'flowcast.bearer.';
 /** Request ids of handshake pings: strings, so they never meet the monitor's numeric ids. */
 const HANDSHAKE_PREFIX = 'hello-';
 
+/** What a {@link Connection} is set up with (resolved by the monitor from its options). */
 export interface ConnectionSettings {
   /** The servers, tried in turn: after a failed attempt or a lost connection the next one is used. */
   urls: readonly URL[];
@@ -320,6 +321,7 @@ function settle(waiters: Waiter[], error: Error | null): void {
   }
 }
 
+/** The error of a request that the closing of the monitor ended. */
 export function closedError(what: string): MonitorError {
   return new MonitorError(ErrorCodes.CLOSED, `${what}: the monitor is closed`);
 }

@@ -9,6 +9,7 @@ export interface CallSink {
   progress(fraction: number, message: string | undefined): void;
 }
 
+/** Who a call is: its task, job and, for a pipeline step, run and step (the `ctx` fields). */
 export interface CallInfo {
   runId: string | null;
   pipelineId: string | null;

@@ -17,6 +17,7 @@ export function show(value: unknown): string {
   }
 }
 
+/** `value` if it is a non-empty string, else an InvalidArgumentError naming `name`. */
 export function checkNonEmptyString(value: unknown, name: string): string {
   if (typeof value !== 'string' || value.length === 0) {
     throw new InvalidArgumentError(`${name} must be a non-empty string, received ${show(value)}`);
@@ -24,6 +25,7 @@ export function checkNonEmptyString(value: unknown, name: string): string {
   return value;
 }
 
+/** `value` if it is an id: 1-200 characters of letters, digits and `_ . : - / @`. */
 export function checkId(value: unknown, name: string): string {
   checkNonEmptyString(value, name);
   const s = value as string;
@@ -35,6 +37,7 @@ export function checkId(value: unknown, name: string): string {
   return s;
 }
 
+/** `value` if it is a finite number >= 0. */
 export function checkNonNegativeNumber(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
     throw new InvalidArgumentError(`${name} must be a finite number >= 0, received ${show(value)}`);
@@ -42,6 +45,7 @@ export function checkNonNegativeNumber(value: unknown, name: string): number {
   return value;
 }
 
+/** `value` if it is a finite number > 0. */
 export function checkPositiveNumber(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
     throw new InvalidArgumentError(`${name} must be a finite number > 0, received ${show(value)}`);
@@ -49,6 +53,7 @@ export function checkPositiveNumber(value: unknown, name: string): number {
   return value;
 }
 
+/** `value` if it is an integer >= 0. */
 export function checkNonNegativeInt(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
     throw new InvalidArgumentError(`${name} must be an integer >= 0, received ${show(value)}`);
@@ -56,6 +61,7 @@ export function checkNonNegativeInt(value: unknown, name: string): number {
   return value;
 }
 
+/** `value` if it is an integer >= 1. */
 export function checkPositiveInt(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
     throw new InvalidArgumentError(`${name} must be an integer >= 1, received ${show(value)}`);
@@ -63,6 +69,7 @@ export function checkPositiveInt(value: unknown, name: string): number {
   return value;
 }
 
+/** `value` if it is one of `allowed`. */
 export function checkOneOf<T extends string>(value: unknown, allowed: readonly T[], name: string): T {
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
     throw new InvalidArgumentError(`${name} must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, received ${show(value)}`);
@@ -70,6 +77,7 @@ export function checkOneOf<T extends string>(value: unknown, allowed: readonly T
   return value as T;
 }
 
+/** `value` if it is a plain object (not null, not an array). */
 export function checkObject(value: unknown, name: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new InvalidArgumentError(`${name} must be an object, received ${show(value)}`);

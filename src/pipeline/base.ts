@@ -110,6 +110,7 @@ export interface ResumedRunHandle<O extends JsonValue = JsonValue> extends RunHa
   readonly seq: number;
 }
 
+/** The options a step takes (anything else is refused). */
 export const STEP_OPTION_KEYS = ['name', 'retries', 'retryDelayMs', 'backoff', 'timeoutMs'] as const;
 
 /** What sequential and dataflow pipelines share: id, hooks, tracking, `kiq()`. */

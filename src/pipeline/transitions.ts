@@ -517,4 +517,5 @@ export function timeoutRun(rec: RunRecord, now: number): Transition<boolean> {
   return { value: true, events: out.events };
 }
 
+/** Error codes a retry cannot fix: the step fails at once. */
 export const NON_RETRYABLE_CODES: ReadonlySet<string> = new Set([ErrorCodes.UNKNOWN_TASK, ErrorCodes.NOT_JSON, ErrorCodes.CANCELLED]);

@@ -19,6 +19,7 @@ const epochScript = new LuaScript(EPOCH_SCRIPT);
 /** Losses already reported by this process (`<prefix>|<old epoch>`): one line each, however many transports saw it. */
 const reported = new Set<string>();
 
+/** Told when Redis's epoch changed (it lost its data): the new epoch and the one before. */
 export type EpochListener = (epoch: string, before: string) => void;
 
 /** Watches the epoch of one key prefix on one client. */

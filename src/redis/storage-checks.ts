@@ -15,6 +15,7 @@ export function isRedisClient(value: unknown): value is RedisClient {
   return ['evalsha', 'eval', 'hget', 'zadd', 'zrevrangebyscore'].every((m) => typeof r[m] === 'function');
 }
 
+/** `status` if it looks like a PipelineStatus a storage can keep. */
 export function checkStatusObject(status: unknown): PipelineStatus {
   const s = checkObject(status, 'saveStatus(status)');
   checkNonEmptyString(s.run_id, 'saveStatus(status): status.run_id');
@@ -25,6 +26,7 @@ export function checkStatusObject(status: unknown): PipelineStatus {
   return status as PipelineStatus;
 }
 
+/** `event` if it looks like a FlowcastEvent a storage can apply. */
 export function checkEvent(event: unknown): FlowcastEvent {
   const e = checkObject(event, 'applyEvent(event)');
   checkNonEmptyString(e.type, 'applyEvent(event): event.type');
@@ -34,6 +36,7 @@ export function checkEvent(event: unknown): FlowcastEvent {
   return event as FlowcastEvent;
 }
 
+/** `value` if it is a valid Date. */
 export function checkDate(value: unknown, name: string): Date {
   if (!(value instanceof Date) || Number.isNaN(value.getTime())) throw new InvalidArgumentError(`${name} must be a valid Date, received ${show(value)}`);
   return value;

@@ -19,6 +19,7 @@ export function clusterSpecOf(id: string, kind: ScheduleKind, fields: Spec['fiel
   return spec;
 }
 
+/** A schedule's next-tick function and the fields that describe it. */
 export interface Spec {
   fields: Entry['fields'];
   first: number | null;
@@ -26,6 +27,7 @@ export interface Spec {
   resumeAt: () => number | null;
 }
 
+/** The spec of a cron expression (croner, with an optional IANA timezone). */
 export function cronSpec(expr: unknown, timezone: unknown): Spec {
   const ticks = parseCron(expr, timezone);
   const next = ticks.next;
@@ -33,11 +35,13 @@ export function cronSpec(expr: unknown, timezone: unknown): Spec {
   return { fields, first: next(Date.now()), next, resumeAt: () => next(Date.now()) };
 }
 
+/** The spec of a single firing at `at`. */
 export function onceSpec(at: unknown, what: string): Spec {
   const ms = toEpochMs(at, what);
   return { fields: { at: ms }, first: ms, next: () => null, resumeAt: () => ms };
 }
 
+/** A time (Date, ISO string, epoch ms) in epoch ms, or an InvalidArgumentError. */
 export function toEpochMs(value: unknown, what: string): number {
   if (!(value instanceof Date) && typeof value !== 'number') {
     throw new InvalidArgumentError(`${what} must be a Date or epoch milliseconds, received ${show(value)}`);
@@ -49,6 +53,7 @@ export function toEpochMs(value: unknown, what: string): number {
   return ms;
 }
 
+/** What a schedule fires: a pipeline-like object with its input, or a function. */
 export function toFire(target: unknown, input: unknown, id: string): Fire {
   if (typeof target === 'function') {
     if (input !== undefined) {
@@ -65,6 +70,7 @@ export function toFire(target: unknown, input: unknown, id: string): Fire {
   throw new InvalidArgumentError(`Schedule "${id}": the target must be a function or an object with a kiq(input) method (a Pipeline), received ${show(target)}`);
 }
 
+/** The public view of a schedule (`ScheduleInfo`). */
 export function toInfo(entry: Entry): ScheduleInfo {
   const { cron, timezone, everyMs, at, maxRuns } = entry.fields;
   return {
@@ -87,6 +93,7 @@ export function toInfo(entry: Entry): ScheduleInfo {
   };
 }
 
+/** `value` if it is a function or undefined. */
 export function checkFunction<F>(value: F | undefined, name: string): F | undefined {
   if (value !== undefined && typeof value !== 'function') {
     throw new InvalidArgumentError(`${name} must be a function, received ${show(value)}`);
@@ -103,6 +110,7 @@ export function safely(logger: Logger, hook: string, id: string, call: () => voi
   }
 }
 
+/** Where a failing firing goes without an `onError`: the logger, one line. */
 export function defaultOnError(logger: Logger, error: Error, info: ScheduleInfo): void {
   logger.error({ err: error, schedule: info.id }, `scheduler: schedule "${info.id}" (${info.kind}) failed: ${describeError(error)}`);
 }

@@ -101,6 +101,7 @@ export interface PipelineSchedulerOptions {
   unrefTimers?: boolean;
 }
 
+/** Options every kind of schedule takes. */
 export interface CommonScheduleOptions<I> {
   /** A unique id (1-200 characters of letters, digits and `_ . : - / @`). @default `"<kind>-<n>"` */
   id?: string;
@@ -110,6 +111,7 @@ export interface CommonScheduleOptions<I> {
   overlap?: OverlapPolicy;
 }
 
+/** Options of schedules that fire more than once. */
 export interface RepeatingScheduleOptions<I> extends CommonScheduleOptions<I> {
   /** Stop after this many firings. @default unlimited */
   maxRuns?: number;
@@ -152,15 +154,23 @@ export const MAX_CATCH_UP = 100;
 /** setTimeout fires at once for delays above this (2^31-1 ms, about 24.8 days): longer waits are re-armed. */
 export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
+/** The option names every schedule takes. */
 export const COMMON_KEYS = ['id', 'input', 'overlap'] as const;
+/** The option names of repeating schedules. */
 export const REPEATING_KEYS = [...COMMON_KEYS, 'maxRuns', 'catchUpMissed'] as const;
+/** The option names of `scheduleAt`. */
 export const CRON_KEYS = [...REPEATING_KEYS, 'cron', 'runAt', 'timezone'];
+/** The option names of `scheduleEvery`. */
 export const INTERVAL_KEYS = [...REPEATING_KEYS, 'everyMs', 'startAt'];
+/** The option names of `scheduleOnce`. */
 export const ONCE_KEYS = [...COMMON_KEYS, 'at'];
+/** The option names of `new PipelineScheduler(broker, options)`. */
 export const SCHEDULER_KEYS = ['overlap', 'logger', 'onError', 'onFire', 'unrefTimers'];
 
+/** What one firing does. */
 export type Fire = { type: 'pipeline'; pipeline: PipelineLike; input: JsonValue } | { type: 'function'; fn: ScheduledFunction };
 
+/** One schedule and its state, as the scheduler keeps it. */
 export interface Entry {
   readonly id: string;
   readonly kind: ScheduleKind;

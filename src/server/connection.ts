@@ -37,6 +37,7 @@ export interface OutgoingLimits {
   hardLimitBytes?: number;
 }
 
+/** Where a client connection stands. */
 export type ConnectionState = 'open' | 'closing' | 'closed';
 
 /**

@@ -30,6 +30,7 @@ export interface GuardRefusal {
   message: string;
 }
 
+/** The origin and host rules every HTTP request and upgrade passes. */
 export interface HttpGuardOptions {
   allowedOrigins: readonly string[];
   allowedHosts: readonly string[];

@@ -19,6 +19,7 @@ const RESUME_RUNS_MAX = 1000;
 /** Runs brought level with their log at once after a pipeline subscription's snapshots. */
 const SNAPSHOT_FILLS_AT_ONCE = 16;
 
+/** What a {@link Hub} is built on. */
 export interface HubOptions {
   transport: EventTransport;
   auth: Authenticator;

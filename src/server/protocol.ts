@@ -78,9 +78,13 @@ export const PingMessage = Type.Object({ type: Type.Literal('ping'), id: Request
 /** Every message a client may send (the JSON Schema the server checks them against). */
 export const ClientMessage = Type.Union([SubscribeMessage, UnsubscribeMessage, PingMessage], { $id: 'ClientMessage' });
 
+/** `subscribe`: follow a run, a pipeline, `*` or the engine channel. */
 export type SubscribeMessage = Static<typeof SubscribeMessage>;
+/** `unsubscribe`: stop following a run, a pipeline, `*` or the engine channel. */
 export type UnsubscribeMessage = Static<typeof UnsubscribeMessage>;
+/** `ping`: the server answers `pong`. */
 export type PingMessage = Static<typeof PingMessage>;
+/** Every message a client may send. */
 export type ClientMessage = Static<typeof ClientMessage>;
 
 const checkers = {

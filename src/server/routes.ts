@@ -29,6 +29,7 @@ export { frameworkErrors } from './rest/common.js';
 import type { RestRateLimitOptions } from './rest/rate-limit.js';
 export type { RestRateLimitOptions } from './rest/rate-limit.js';
 
+/** What the HTTP routes are registered with. */
 export interface RoutesContext {
   server: RouteHost;
   tracking: TrackingLike | null;

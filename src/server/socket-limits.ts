@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 
+/** The limits on every TCP connection (total, per address, handshake time). */
 export interface SocketLimitsOptions {
   /** Connections at once, all kinds. */
   maxConnections: number;

@@ -50,6 +50,7 @@ export interface TrackingListener {
  */
 export type TrackingEventListener = (event: FlowcastEvent) => void | Promise<void>;
 
+/** The methods a tracking listener object may have. */
 export const LISTENER_METHODS = ['onPipelineStart', 'onStepStart', 'onStepComplete', 'onPipelineComplete', 'onPipelineError'] as const;
 
 /** Where a listener failure goes: the error, and which listener, run and event. */

@@ -10,6 +10,7 @@ import type { FlowcastEvent } from '../events/types.js';
 /** Events per chunk. */
 const CHUNK = 256;
 
+/** A finished run's log, packed in chunks that are parsed only when read. */
 export interface PackedLog {
   /** The seq of each chunk's first event, ascending. */
   readonly firstSeqs: readonly number[];

@@ -22,7 +22,9 @@ export interface CliIo {
   stderr: NodeJS.WritableStream;
 }
 
+/** The server the CLI's HTTP commands ask when neither --url nor FLOWCAST_URL says. */
 export const DEFAULT_HTTP_URL = 'http://127.0.0.1:8765';
+/** Parses a --url value: an http(s) or ws(s) URL of a flowcast server. */
 export const serverUrl = urlWith(['http:', 'https:', 'ws:', 'wss:']);
 
 /** Adds `flowcast status` to the program. */

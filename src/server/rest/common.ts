@@ -64,6 +64,7 @@ export class HttpError extends Error {
   }
 }
 
+/** One answer of a route as the OpenAPI document shows it. */
 export interface ResponseDoc {
   description: string;
   schema?: TSchema;
@@ -86,6 +87,7 @@ export interface RouteDoc {
   contentType?: string;
 }
 
+/** What every REST route is registered with. */
 export interface RestContext {
   server: RouteHost;
   tracking: TrackingLike | null;
@@ -195,6 +197,7 @@ export interface RouteSpec<Q extends TSchema | undefined, P extends TSchema | un
   bodyLimit?: number;
 }
 
+/** A Fastify request typed by a route's query, params and body schemas. */
 export type RestRequest<Q, P, B> = FastifyRequest<{ Querystring: StaticOf<Q>; Params: StaticOf<P>; Body: StaticOf<B> }>;
 
 /**

@@ -18,6 +18,7 @@ export function StringEnum<T extends string>(values: readonly T[], options: { de
   return Type.Unsafe<T>({ type: 'string', enum: [...values], ...options });
 }
 
+/** The JSON Schema of a run status value. */
 export const RunStatusValue = StringEnum(PIPELINE_STATUSES, { description: 'Status of a run.' });
 
 /** The body of every error answer. */
@@ -31,6 +32,7 @@ export const ErrorBody = Type.Object(
   { $id: 'Error' },
 );
 
+/** The JSON Schema of a tracked step. */
 export const StepStatusSchema = Type.Object(
   {
     step_name: Type.String(),
@@ -54,6 +56,7 @@ export const StepStatusSchema = Type.Object(
   { $id: 'StepStatus' },
 );
 
+/** The JSON Schema of a tracked run. */
 export const RunStatusSchema = Type.Object(
   {
     pipeline_id: Type.String(),
@@ -76,6 +79,7 @@ export const RunStatusSchema = Type.Object(
   { $id: 'RunStatus', description: 'A tracked run (seed 001 §3 PipelineStatus, plus run_id, last_seq, attempts and progress).' },
 );
 
+/** The JSON Schema of an event (its common fields; the rest is per type). */
 export const EventSchema = Type.Object(
   {
     type: StringEnum(EVENT_TYPES),
@@ -89,6 +93,7 @@ export const EventSchema = Type.Object(
   { $id: 'Event', additionalProperties: true, description: 'A run event; the per-type fields are in docs/protocol.md.' },
 );
 
+/** The JSON Schema of `GET /api/metrics`. */
 export const MetricsSchema = Type.Object(
   {
     period_days: Type.Number(),
@@ -117,5 +122,7 @@ export const MetricsSchema = Type.Object(
   { $id: 'Metrics', description: 'Statistics of the runs started in the last period_days (docs/tracking.md).' },
 );
 
+/** `{run_id}` path parameters. */
 export const RunIdParams = Type.Object({ run_id: Id });
+/** `{pipeline_id}` path parameters. */
 export const PipelineIdParams = Type.Object({ pipeline_id: Id });
