@@ -6,6 +6,7 @@ import type { EventTransport } from '../transport/transport.js';
 import type { Authenticator } from './auth.js';
 import type { Connection, RunCursor, Subscription } from './connection.js';
 import { Positions, type PositionStart } from './positions.js';
+import { fillRun, type FillHost } from './run-fill.js';
 import { CloseCodes, type SubscribeMessage, type UnsubscribeMessage } from './protocol.js';
 
 /** Where late joiners' snapshots come from (a PipelineTrackingManager fits). */
@@ -45,20 +46,8 @@ export interface HubStats {
 }
 
 const LAST_SEEN_MAX = 100_000;
-/** A replay whose connection stays over its soft limit this long is cut (4008). */
-const REPLAY_DRAIN_TIMEOUT_MS = 30_000;
-/** Events per log read for a replay whose reader fell behind once. */
-const SLOW_READER_PAGE = 256;
 /** Live events kept per run while it is filled from the log; past it they are dropped and read from the log instead. */
 const FILL_BUFFER_MAX = 10_000;
-/** Reads of the log (10 ms apart) a fill makes for a live event the log does not show yet. */
-/**
- * Longest time, in ms, a fill waits in all for the events missing between the log's end and
- * a live event that overtook them (published, but not yet delivered here). It is woken by
- * each live event of the run, never by a timer; past this bound the missing events are
- * taken as never coming.
- */
-const FILL_GAP_WAIT_MS = 1000;
 const CURSORS_MAX = 10_000;
 
 /**
@@ -74,7 +63,7 @@ export class Hub {
   readonly #transport: EventTransport;
   readonly #auth: Authenticator;
   readonly #snapshots: SnapshotSource | null;
-  readonly #page: number;
+  readonly #fillHost: FillHost;
   readonly #onError: (error: unknown, where: string) => void;
   readonly #connections = new Set<Connection>();
   readonly #byKey = new Map<string, Set<Connection>>();
@@ -92,9 +81,15 @@ export class Hub {
     this.#transport = options.transport;
     this.#auth = options.auth;
     this.#snapshots = options.snapshots ?? null;
-    this.#page = options.replayPage ?? 10_000;
     const logger = loggerOf(options.logger, 'Hub options.logger');
     this.#onError = options.onError ?? ((error, where) => logError(logger, error, `hub: ${where}`));
+    this.#fillHost = {
+      transport: this.#transport,
+      page: options.replayPage ?? 10_000,
+      stats: this.stats,
+      wants: (conn, event) => this.#wants(conn, event),
+      onError: (error, where) => this.#onError(error, where),
+    };
     const runs = this.#transport.runs;
     this.#positions =
       runs === undefined ? null : new Positions(runs, { canRead: (c, p) => this.canRead(c, p), follow: (c, r, _p, replay) => this.#follow(c, r, replay), onError: this.#onError });
@@ -454,86 +449,9 @@ export class Hub {
     }
   }
 
-  /**
-   * Sends a run's events after `cursor.last` from the log, then the live events that
-   * arrived meanwhile, until the connection is level with the live stream. With
-   * `replaySince`, this is an explicit replay: it ends with `replay_complete`, and says
-   * `replay_incomplete` first when retention trimmed what was asked.
-   */
-  async #fill(conn: Connection, runId: string, cursor: RunCursor, replaySince: number | undefined): Promise<void> {
-    cursor.filling = true;
-    let told = false;
-    let congested = false;
-    let slow = false;
-    let gapDeadline = 0;
-    try {
-      for (;;) {
-        // A slow reader: wait until its queue is written, holding no page (the rest is read again from the log).
-        if (congested && !(await conn.drained(REPLAY_DRAIN_TIMEOUT_MS))) return;
-        if (congested) slow = true;
-        congested = false;
-        if (conn.cursors.get(runId) !== cursor) return;
-        // A reader that could not take a page gets small ones: what waits for it stays small too.
-        const limit = slow ? Math.min(this.#page, SLOW_READER_PAGE) : this.#page;
-        const log = await this.#transport.read(runId, { since: cursor.last, limit });
-        if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
-        if (!log.complete && log.first_seq > cursor.last + 1) {
-          if (replaySince !== undefined && !told) {
-            conn.sendControl({ type: 'replay_incomplete', run_id: runId, requested_since: replaySince, first_seq: log.first_seq, last_seq: log.last_seq });
-            told = true;
-          }
-          cursor.last = log.first_seq - 1;
-        }
-        for (const e of log.events) {
-          if (e.seq <= cursor.last) continue;
-          cursor.last = e.seq;
-          if (this.#wants(conn, e)) {
-            // Counted against the connection's outgoing budget (past its hard limit it is cut, 4008).
-            conn.send(Buffer.from(JSON.stringify(e)), e);
-            this.stats.replayed++;
-            if (conn.state !== 'open') return;
-            if (conn.congested) {
-              congested = true;
-              break;
-            }
-          }
-        }
-        if (congested) continue;
-        if (log.events.length >= limit && cursor.last < log.last_seq) continue;
-        // Read to the log's end: a seq up to last_seq that it lacks is a gap a filter left
-        // (docs/events.md), never to come; waiting for it would stall the run for good.
-        if (log.last_seq > cursor.last) cursor.last = log.last_seq;
-        const buffered = cursor.buffer.sort((a, b) => a.seq - b.seq);
-        cursor.buffer = [];
-        let gap = false;
-        for (let i = 0; i < buffered.length; i++) {
-          const e = buffered[i] as FlowcastEvent;
-          if (e.seq <= cursor.last) continue;
-          if (e.seq > cursor.last + 1) {
-            gap = true;
-            cursor.buffer = buffered.slice(i);
-            break;
-          }
-          cursor.last = e.seq;
-          if (this.#wants(conn, e)) {
-            conn.send(Buffer.from(JSON.stringify(e)), e);
-            this.stats.deliveries++;
-          }
-        }
-        if (!gap) break;
-        // A live event overtook others of the run (published, not delivered here yet): wait
-        // for the next live event of the run, then read again; past FILL_GAP_WAIT_MS in all,
-        // it goes out without what never came.
-        if (gapDeadline === 0) gapDeadline = Date.now() + FILL_GAP_WAIT_MS;
-        const left = gapDeadline - Date.now();
-        if (left <= 0 || !(await nextLiveEvent(cursor, left))) cursor.last = (cursor.buffer[0] as FlowcastEvent).seq - 1;
-      }
-      cursor.filling = false;
-      if (replaySince !== undefined && conn.state === 'open') conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: cursor.last });
-    } catch (error) {
-      cursor.filling = false;
-      this.#onError(error, `replay of run ${runId}`);
-    }
+  /** Sends a run's missed events from the log (see {@link fillRun}). */
+  #fill(conn: Connection, runId: string, cursor: RunCursor, replaySince: number | undefined): Promise<void> {
+    return fillRun(this.#fillHost, conn, runId, cursor, replaySince);
   }
 
   /** Closes every connection (1001) and drops every upstream subscription. */
@@ -547,19 +465,4 @@ export class Hub {
     this.#byKey.clear();
     this.#connections.clear();
   }
-}
-
-/** Resolves `true` when the next live event of the cursor's run arrives (a later one, or an overtaken one), `false` after `ms`. */
-function nextLiveEvent(cursor: RunCursor, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      cursor.wake = undefined;
-      resolve(false);
-    }, ms);
-    cursor.wake = () => {
-      clearTimeout(timer);
-      cursor.wake = undefined;
-      resolve(true);
-    };
-  });
 }
