@@ -86,7 +86,7 @@ describe('flowcast/client on Node without a global WebSocket (Node 20)', () => {
   it("docs/client.md's first example runs as printed, using the ws package", async () => {
     const doc = readFileSync(join(root, 'docs/client.md'), 'utf8');
     const example = /```ts\n([\s\S]*?)```/.exec(doc)?.[1] ?? '';
-    expect(example).toContain("new PipelineMonitor('ws://localhost:8765'");
+    expect(example).toContain("new PipelineMonitor(process.env.FLOWCAST_URL ?? 'ws://localhost:8765'");
     expect(example).not.toMatch(/WebSocket/);
     const f = await startFixture({ server: { auth: { apiKeys: { 'my-api-key': { id: 'doc' } } } } });
     // Only the address differs: this server's port instead of 8765; and the pipeline is `alpha`.

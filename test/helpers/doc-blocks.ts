@@ -216,6 +216,8 @@ export function runChild(command: string, args: string[], options: { cwd: string
       }
     });
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    // A program that exits before reading its stdin closes the pipe: that is no failure of the test.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
     child.on('error', reject);
     child.on('close', (code, signal) => {
