@@ -315,9 +315,10 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     // holding the stop until the timeout.
     const redisBroker = broker instanceof BullMQBroker ? broker : null;
     const withoutRedis = (): void => {
-      if (redisBroker?.health().ok === false) void redisBroker.close({ force: true });
+      // A failure of that close is reported by the last step below, which awaits the same close.
+      if (redisBroker?.health().ok === false) redisBroker.close({ force: true }).catch(() => undefined);
     };
-    const watchdog = redisBroker === null ? null : setInterval(withoutRedis, 250);
+    const watchdog = redisBroker === null ? null : setInterval(withoutRedis, 250).unref();
     withoutRedis();
     await serverClosed;
     // Runs started over REST (the demo's tail_task runs for minutes) cannot outlive an
