@@ -292,6 +292,9 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     io.onListening?.(server);
     if (demo !== null) {
       demoLoop = runDemo(demo, { concurrency: options.concurrency ?? 3, signal: stop.signal }).catch((error: unknown) => {
+        // Stopping already: a run that could not be cancelled (Redis away) is the stop's
+        // business (the broker's one line), not a failure of the demo.
+        if (stop.signal.aborted) return;
         err.write(`flowcast serve: the demo stopped: ${describeError(error)}\n`);
         code = 1;
         stop.abort(error);
