@@ -7,7 +7,8 @@
  * - Redis killed under a running server and worker: /health 200 (alive), /ready 503
  *   with the reason, /api/runs 503 redis_unavailable at once, a few log lines only;
  * - Redis back on the same port: /ready 200 again and runs complete;
- * - SIGTERM while Redis is down: both processes exit within the shutdown timeout.
+ * - SIGTERM while Redis is down: both processes exit 0 within the shutdown timeout, and
+ *   serve says in one line what it could not write.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it, vi } from 'vitest';
@@ -144,10 +145,26 @@ describe('flowcast serve and worker: Redis goes away and comes back', () => {
       // Redis dies again; a supervisor stops both processes.
       await redis.stop('SIGKILL');
       await poll(async () => (await get(`${base}/ready`)).status === 503, '/ready to say 503 again', 30_000);
+      const serverLinesAtStop = lines(server.stderr()).length;
       server.child.kill('SIGTERM');
       worker.child.kill('SIGTERM');
+      // Generous bound for the test; the processes' own bound is --shutdown-timeout 5:
+      // past it they would exit 1 with a "took longer" line.
       const stopped = await Promise.race([Promise.all([server.exited, worker.exited]), sleep(60_000).then(() => null)]);
-      expect(stopped, `serve: ${server.stderr()}\nworker: ${worker.stderr()}`).not.toBeNull();
+      const output = `serve: ${server.stderr()}\nworker: ${worker.stderr()}`;
+      expect(stopped, output).not.toBeNull();
+      const [serverExit, workerExit] = stopped ?? [];
+      expect(serverExit, output).toEqual({ code: 0, signal: null });
+      expect(workerExit, output).toEqual({ code: 0, signal: null });
+      expect(server.stderr()).not.toContain('took longer');
+      expect(worker.stderr()).not.toContain('took longer');
+      expect(server.stdout()).toContain('flowcast serve: stopping');
+      // What could not reach Redis is said in one line (besides the outage's own counts).
+      const stopLines = lines(server.stderr())
+        .slice(serverLinesAtStop)
+        .filter((l) => !/"msg":"Redis unreachable \(/.test(l));
+      expect(stopLines, stopLines.join('\n')).toHaveLength(1);
+      expect((JSON.parse(stopLines[0] as string) as { msg: string }).msg).toMatch(/closing without Redis \(ECONNREFUSED 127\.0\.0\.1:\d+\)/);
     } finally {
       await redis.stop('SIGKILL').catch(() => undefined);
     }

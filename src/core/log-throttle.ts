@@ -5,7 +5,7 @@
  * are counted, and one summary line per interval says how many there were. Other errors
  * pass through unchanged.
  */
-import { describeError } from './errors.js';
+import { ErrorCodes, FlowcastError, describeError } from './errors.js';
 import type { Logger } from './logger.js';
 
 /** Codes of errors that mean "the server cannot be reached" rather than "the command failed". */
@@ -48,7 +48,11 @@ class ConnectionLog {
     this.#intervalMs = intervalMs;
   }
 
+  /** Set by {@link stopWithoutRedis}: the consequences of that stop are not logged any more. */
+  stopped = false;
+
   report(failure: string, where: string): void {
+    if (this.stopped) return;
     const pending = this.#seen.get(failure);
     if (pending !== undefined) {
       pending.count++;
@@ -59,9 +63,20 @@ class ConnectionLog {
     this.#timer ??= setInterval(() => this.#flush(), this.#intervalMs).unref();
   }
 
+  /** The one line of a stop while Redis is away; from then on this log is quiet. */
+  stopWithoutRedis(what: string, reason: string): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.#stop();
+    this.#logger.warn(
+      { failure: reason, where: what },
+      `${what}: closing without Redis (${reason}): what this process had not written to it yet is dropped; runs and queued jobs stay in Redis, and a step this process was running is retried elsewhere once Redis is back (BullMQ stalled-job recovery)`,
+    );
+  }
+
   /** A connection is back: the next failure is news again. */
   recovered(what: string): void {
-    if (this.#seen.size === 0) return;
+    if (this.stopped || this.#seen.size === 0) return;
     this.#flush();
     this.#seen.clear();
     this.#stop();
@@ -111,10 +126,26 @@ export function logError(logger: Logger, error: unknown, where: string): void {
     connectionLog(logger).report(failure, where);
     return;
   }
+  // After a stop without Redis, parts that closed refuse what still comes: said already.
+  if (error instanceof FlowcastError && error.code === ErrorCodes.CLOSED && logs.get(logger)?.stopped === true) return;
   logger.error({ err: error instanceof Error ? error : new Error(describeError(error)), where }, `${where}: ${describeError(error)}`);
 }
 
 /** Says a connection of `logger`'s process works again (logged once, when failures were logged before). */
 export function logRecovered(logger: Logger, what: string): void {
   logs.get(logger)?.recovered(what);
+}
+
+/**
+ * Says in one line (`warn`) that `what` closes while Redis is unreachable (`reason`,
+ * e.g. `ECONNREFUSED 127.0.0.1:6379`) and drops what it had not written there yet. From
+ * then on {@link logError} on this logger is quiet about what follows from that stop:
+ * connection failures, and parts refusing work because they closed (`FLOWCAST_ERR_CLOSED`).
+ * Once per logger; later calls do nothing.
+ *
+ * @example
+ * if (!broker.health().ok) logStopWithoutRedis(logger, 'bullmq broker', 'ECONNREFUSED 127.0.0.1:6379');
+ */
+export function logStopWithoutRedis(logger: Logger, what: string, reason: string): void {
+  connectionLog(logger).stopWithoutRedis(what, reason);
 }

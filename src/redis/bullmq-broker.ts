@@ -10,14 +10,15 @@ import { registerTask } from '../pipeline/register-task.js';
 import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from '../core/task.js';
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
 import { ThreadPool } from '../core/thread-pool.js';
-import { connectionFailure, logRecovered } from '../core/log-throttle.js';
+import { connectionFailure, logRecovered, logStopWithoutRedis } from '../core/log-throttle.js';
 import type { Logger } from '../core/logger.js';
 import { existingEngine, getEngine } from '../pipeline/engine.js';
 import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
 import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
-import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, closeConnection, type RunEndedMessage } from './bullmq-control.js';
+import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, type RunEndedMessage } from './bullmq-control.js';
+import { closeConnection, dropConnection } from './connection-end.js';
 import { StepFailedError, bullmqJobId, callOf, checkJob, isStepJobFailure, jobName, jobOptions, stepAttemptedAgain, stepRedelivered } from './bullmq-jobs.js';
 import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
 import { TaskResults } from './bullmq-results.js';
@@ -498,8 +499,9 @@ export class BullMQBroker implements Broker {
     // Redis is away: nothing queued for it will be sent. Dropping the connections fails
     // those commands now, so closing does not wait for a Redis that may never come back.
     if (down) {
-      this.redis.disconnect();
-      this.#bullRedis.disconnect();
+      logStopWithoutRedis(this.#options.logger, 'bullmq broker', this.#lastFailure ?? `connection ${this.redis.status === 'ready' ? this.#bullRedis.status : this.redis.status}`);
+      dropConnection(this.redis);
+      dropConnection(this.#bullRedis);
     }
     await Promise.all(this.#workers.map((w) => w.close(force || down).catch(report)));
     this.#accepting = false;

@@ -12,6 +12,7 @@ import { RunNotResumableError } from '../core/errors.js';
 import type { FlowcastEvent } from '../events/types.js';
 import type { RunRecord, RunStateStore, RunSummary, Transition } from '../pipeline/run-state.js';
 import { runControlChannel } from './keys.js';
+import { closeConnection } from './connection-end.js';
 import { RedisRunState, type RedisRunStateOptions } from './run-state.js';
 
 /** What is announced on the control channel (JSON). */
@@ -72,19 +73,6 @@ export class RunControl {
     this.#sub = null;
     if (sub === null) return;
     await closeConnection(sub);
-  }
-}
-
-/** Closes a connection politely when it is up, at once when it is not (QUIT would wait for it forever). */
-export async function closeConnection(redis: Redis): Promise<void> {
-  if (redis.status !== 'ready') {
-    redis.disconnect();
-    return;
-  }
-  try {
-    await redis.quit();
-  } catch {
-    redis.disconnect();
   }
 }
 

@@ -9,6 +9,7 @@
  * is done) and then tells the owner, which reads what Pub/Sub lost from the logs.
  */
 import type { Redis } from 'ioredis';
+import { closeConnection } from './connection-end.js';
 
 /** What a {@link ChannelMux} reports to its owner. */
 export interface ChannelMuxHandlers {
@@ -136,10 +137,6 @@ export class ChannelMux {
     const conn = this.#conn;
     this.#conn = null;
     if (conn === null) return;
-    try {
-      await conn.quit();
-    } catch {
-      conn.disconnect();
-    }
+    await closeConnection(conn);
   }
 }

@@ -27,6 +27,7 @@ import type { Redis } from 'ioredis';
 import { ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
 import { checkId, checkKnownKeys, checkNonEmptyString, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
+import { dropConnection } from './connection-end.js';
 import { IngestRefused, parseIngestEntry, type IngestEntry } from './ingest-entry.js';
 
 export { parseIngestEntry, type IngestEntry, type ParsedIngestEntry } from './ingest-entry.js';
@@ -363,7 +364,7 @@ export class ExternalEventIngestor {
     const conn = this.#conn;
     this.#conn = null;
     // The blocking read holds the connection: dropping it ends the read at once.
-    conn?.disconnect();
+    if (conn !== null) dropConnection(conn);
     // Redis is away: the loop's next command (and the hand-over) would wait for it; the
     // lease runs out by itself and another ingestor takes over.
     if (this.transport.redis.status !== 'ready') return;

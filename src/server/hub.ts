@@ -76,13 +76,20 @@ export class Hub {
   readonly #offEpoch: (() => void) | null;
   /** Progress events collapsed on connections that have gone. */
   #collapsedGone = 0;
+  /** Set by {@link close}. */
+  #closed = false;
 
   constructor(options: HubOptions) {
     this.#transport = options.transport;
     this.#auth = options.auth;
     this.#snapshots = options.snapshots ?? null;
     const logger = loggerOf(options.logger, 'Hub options.logger');
-    this.#onError = options.onError ?? ((error, where) => logError(logger, error, `hub: ${where}`));
+    const report = options.onError ?? ((error, where) => logError(logger, error, `hub: ${where}`));
+    // After close() the hub serves no one: what its transport answers late (the epoch read
+    // or a replay failing as the connection closes) is no error to report.
+    this.#onError = (error, where) => {
+      if (!this.#closed) report(error, where);
+    };
     this.#fillHost = {
       transport: this.#transport,
       page: options.replayPage ?? 10_000,
@@ -456,6 +463,7 @@ export class Hub {
 
   /** Closes every connection (1001) and drops every upstream subscription. */
   close(): void {
+    this.#closed = true;
     // SSE streams never end by themselves: left open, they would hold the HTTP server's close forever.
     for (const conn of this.#connections) conn.close(1001, 'Server shutting down');
     for (const off of this.#upstream.values()) off();

@@ -14,6 +14,7 @@ import { collect, nonNegativeInt, port, positiveInt, urlWith } from '../options.
 import { DEFAULT_DEFLATE_THRESHOLD } from '../../server/deflate.js';
 import { BullMQBroker } from '../../redis/bullmq-broker.js';
 import { createLogger, type Logger, type LogLevel } from '../../core/logger.js';
+import { logError } from '../../core/log-throttle.js';
 import { addRuntimeOptions, armShutdownTimer, DEFAULT_REDIS_CONNECT_TIMEOUT_S, DEFAULT_SHUTDOWN_TIMEOUT_S, redactUrl, redisUrlFromEnv, waitForRedis } from '../runtime.js';
 import { ExternalEventIngestor } from '../../redis/external-ingestor.js';
 import { RedisPubSubTransport } from '../../redis/transport.js';
@@ -233,7 +234,8 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
       // Without the demo this process runs no job: it serves what workers and producers do.
       const worker = options.demo === true && options.worker !== false ? { concurrency: 16 } : false;
       broker = new BullMQBroker({ connection: redisUrl, keyPrefix, worker, logger });
-      tracking = new PipelineTrackingManager().withAutoStorage(broker);
+      // Its failures go to the log like the broker's (a Redis outage: one line, then counts).
+      tracking = new PipelineTrackingManager({ onError: (error, where) => logError(logger, error, `tracking: ${where}`) }).withAutoStorage(broker);
     }
   } catch (error) {
     err.write(`flowcast serve: ${describeError(error)}\n`);
@@ -290,6 +292,9 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     io.onListening?.(server);
     if (demo !== null) {
       demoLoop = runDemo(demo, { concurrency: options.concurrency ?? 3, signal: stop.signal }).catch((error: unknown) => {
+        // Stopping already: a run that could not be cancelled (Redis away) is the stop's
+        // business (the broker's one line), not a failure of the demo.
+        if (stop.signal.aborted) return;
         err.write(`flowcast serve: the demo stopped: ${describeError(error)}\n`);
         code = 1;
         stop.abort(error);
@@ -297,25 +302,37 @@ export async function serveCommand(options: ServeCommandOptions, io: ServeIo = {
     }
     if (!stop.signal.aborted) await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
     out.write('flowcast serve: stopping\n');
-    // Redis is away: close the broker first, so what waits on Redis (tracking, the
-    // connections) fails now instead of holding the stop until the timeout; the demo's
-    // runs in flight cannot be cancelled without Redis, so their end is not awaited.
-    if (broker.health?.().ok === false) await broker.close({ force: true });
-    // Runs in flight end soon after their cancellation, unless Redis goes away mid-stop.
-    else await Promise.race([demoLoop, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    // Runs in flight end soon after their cancellation; without Redis they cannot be
+    // cancelled (the broker says it is away), so their end is not awaited.
+    if (broker.health?.().ok !== false) await Promise.race([demoLoop, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     io.signal?.removeEventListener('abort', onAbort);
-    await server.close();
+    // The server first: its clients are told, and its hub and reporter stop (what they
+    // still wait for from Redis is no error any more).
+    const serverClosed = server.close();
+    // Redis is away (now, or it goes away during the stop): close the broker at once. It
+    // says so in one line and drops its connections, so what waits on Redis (a REST
+    // request in flight, tracking writes, run-state transitions) fails now instead of
+    // holding the stop until the timeout.
+    const redisBroker = broker instanceof BullMQBroker ? broker : null;
+    const withoutRedis = (): void => {
+      // A failure of that close is reported by the last step below, which awaits the same close.
+      if (redisBroker?.health().ok === false) redisBroker.close({ force: true }).catch(() => undefined);
+    };
+    const watchdog = redisBroker === null ? null : setInterval(withoutRedis, 250).unref();
+    withoutRedis();
+    await serverClosed;
     // Runs started over REST (the demo's tail_task runs for minutes) cannot outlive an
     // in-memory broker: cancel them rather than wait for them. On Redis they carry on.
     if (broker instanceof InMemoryBroker) await cancelRunsInFlight(broker, tracking);
     await ingestor?.close();
     await hooks.idle();
-    // Tracking may use the broker's Redis connection: close it first.
+    // Tracking may use the broker's Redis connection: close it first (its waiting writes go out).
     await tracking.close();
     await broker.close();
+    if (watchdog !== null) clearInterval(watchdog);
     (closed as (() => void) | null)?.();
   }
   return code;
