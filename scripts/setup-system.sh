@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# The shell blocks of the docs pipe JSON through jq.
+command -v jq >/dev/null 2>&1 || need+=(jq)
 # The seed's Python client (test/fixtures/seed/monitor.py) runs on Debian's python3.
 /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || need+=(python3-websockets)
 if [ ${#need[@]} -gt 0 ]; then

@@ -65,7 +65,8 @@ export class StartRunError extends FlowcastError {
 export async function startRun(pipelineId: string, input: unknown, options: StartRunOptions): Promise<StartedRun> {
   if (typeof pipelineId !== 'string' || pipelineId === '') throw new InvalidArgumentError(`pipelineId must be a non-empty string, received ${show(pipelineId)}`);
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError(`startRun options must be an object with url, received ${show(options)}`);
-  const body: Record<string, unknown> = { input: input === undefined ? null : input };
+  // No input: the server takes the pipeline's schema defaults (docs/rest.md), else null.
+  const body: Record<string, unknown> = input === undefined ? {} : { input };
   if (options.idempotencyKey !== undefined) body.idempotency_key = options.idempotencyKey;
   if (options.concurrencyKey !== undefined) body.concurrency_key = options.concurrencyKey;
   const fail: RestActionError = (code, message, status, serverCode, error, cause) =>

@@ -121,7 +121,7 @@ export function programsOf(blocks: DocBlock[]): DocProgram[] {
       last.serves ||= b.flags.includes('serves');
       continue;
     }
-    const named = /^\/\/ ([\w./-]+\.(?:ts|js|mts|mjs))\s*(?:\(.*\))?$/.exec(bodyLines[0] ?? '');
+    const named = /^\/\/ ([\w./-]+\.(?:ts|js|mts|mjs|cts|cjs))\s*(?:\(.*\))?$/.exec(bodyLines[0] ?? '');
     const index = programs.filter((p) => p.file === b.file).length;
     const path = named?.[1] ?? `block-${String(b.line).padStart(4, '0')}-${index}.${js ? 'mjs' : 'mts'}`;
     programs.push({
@@ -154,7 +154,7 @@ export function writePrograms(base: string, programs: DocProgram[]): string {
     const dir = pageDir(base, p.file);
     mkdirSync(join(dir, dirname(p.path)), { recursive: true });
     // `export {}` would shift no line: modules are modules by their import lines, and a block without one gets it appended.
-    const isModule = /^\s*(import|export)\s/m.test(p.source);
+    const isModule = /^\s*(import|export)\s/m.test(p.source) || /\.c[jt]s$/.test(p.path);
     writeFileSync(join(dir, p.path), isModule ? `${p.source}\n` : `${p.source}\nexport {};\n`);
   }
   const tsconfig = join(base, 'tsconfig.json');
@@ -166,7 +166,7 @@ export function writePrograms(base: string, programs: DocProgram[]): string {
       allowJs: true, checkJs: true, allowImportingTsExtensions: true, esModuleInterop: true, resolveJsonModule: true, isolatedModules: true,
       types: ['node'], typeRoots: [join(ROOT, 'node_modules/@types')], baseUrl: ROOT, paths,
     },
-    include: [`${base}/**/*.mts`, `${base}/**/*.mjs`, `${base}/**/*.ts`, `${base}/**/*.js`],
+    include: [`${base}/**/*.mts`, `${base}/**/*.mjs`, `${base}/**/*.ts`, `${base}/**/*.js`, `${base}/**/*.cts`, `${base}/**/*.cjs`],
   }, null, 2));
   return tsconfig;
 }

@@ -3,7 +3,7 @@
  * "Doc blocks are tests"):
  *
  * - `flowcast` (and `npx flowcast`): the real CLI from source. Client commands (`watch`,
- *   `run`, `status`, `history`) get `--url $FLOWCAST_URL` unless they name one; `serve`
+ *   `run`, `resume`, `status`, `history`) get `--url $FLOWCAST_URL` unless they name one; `serve`
  *   gets `--port 0` unless it names one. Commands that run until stopped (`serve`,
  *   `worker`, `demo`, `watch` without `--run`) are stopped with SIGINT, as by Ctrl-C, once
  *   they printed their first line, and must then exit 0.
@@ -23,7 +23,7 @@ const root = process.env.FLOWCAST_DOC_ROOT;
 const args = process.argv.slice(2);
 const command = args[0];
 const has = (flag) => args.some((a) => a === flag || a.startsWith(flag + '='));
-if (['watch', 'run', 'status', 'history'].includes(command) && !has('--url')) args.push('--url', process.env.FLOWCAST_URL);
+if (['watch', 'run', 'resume', 'status', 'history'].includes(command) && !has('--url')) args.push('--url', process.env.FLOWCAST_URL);
 if (command === 'serve' && !has('--port')) args.push('--port', '0');
 const longRunning = ['serve', 'worker', 'demo'].includes(command) || (command === 'watch' && !has('--run'));
 const env = { ...process.env };

@@ -9,7 +9,7 @@ export interface RunCommandOptions {
   url?: string;
   /** @default $FLOWCAST_TOKEN */
   token?: string;
-  /** The run's input (parsed JSON). @default null */
+  /** The run's input (parsed JSON). @default the defaults of the pipeline's input schema, else null */
   input?: unknown;
   /** The concurrency key (`concurrency_key`). */
   key?: string;
@@ -56,7 +56,7 @@ export function registerRunCommand(program: Command): Command {
     .argument('<pipeline_id>', 'the pipeline to start (one the server was given: getWebSocketServer({ pipelines }))')
     .option('--url <url>', 'the server (ws://, wss://, http:// or https://)', urlWith(['ws:', 'wss:', 'http:', 'https:']), DEFAULT_URL)
     .option('--token <token>', 'a token with the "start" action on the pipeline (default: $FLOWCAST_TOKEN)')
-    .option('--input <json|@file>', 'the run\'s input: JSON, or @path of a JSON file (default: null)', inputValue)
+    .option('--input <json|@file>', 'the run\'s input: JSON, or @path of a JSON file (default: the defaults of the pipeline\'s input schema, else null)', inputValue)
     .option('--key <key>', 'the concurrency key (at most N runs in flight per key, as the pipeline says)')
     .option('--idempotency-key <key>', 'a key the server remembers (24 h by default): the same key answers the same run')
     .option('--watch', 'follow the run live, as "flowcast watch --run" does, and exit with its outcome')
@@ -87,7 +87,7 @@ export async function runCommand(pipelineId: string, options: RunCommandOptions,
   const token = options.token ?? process.env.FLOWCAST_TOKEN;
   let run;
   try {
-    run = await startRun(pipelineId, options.input ?? null, {
+    run = await startRun(pipelineId, options.input, {
       url,
       ...(token === undefined || token === '' ? {} : { token }),
       ...(options.key === undefined ? {} : { concurrencyKey: options.key }),

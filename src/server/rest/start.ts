@@ -1,6 +1,7 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { AlreadyRunningError } from '../../core/errors.js';
+import { Value } from '@sinclair/typebox/value';
 import { show } from '../../core/validate.js';
 import { HttpError, RestErrors, requireAction, route, type RestContext } from './common.js';
 import type { SlotHolder } from '../../core/run-slots.js';
@@ -26,7 +27,7 @@ const Key = Type.String({ minLength: 1, maxLength: 200, pattern: '^[\\x20-\\x7e]
 
 const StartBody = Type.Object(
   {
-    input: Type.Optional(Type.Unknown({ description: 'The run\'s input (JSON); checked against the pipeline\'s input schema when it declares one. @default null' })),
+    input: Type.Optional(Type.Unknown({ description: 'The run\'s input (JSON); checked against the pipeline\'s input schema when it declares one. @default the schema\'s defaults for an object schema, else null' })),
     idempotency_key: Type.Optional({ ...Key, description: 'A start with a key this pipeline saw within its window (24 h by default) answers that run (200) instead of starting another.' }),
     concurrency_key: Type.Optional({ ...Key, description: 'The key of the pipeline\'s concurrency policy (at most N runs in flight per key); overrides the key the pipeline computes from the input.' }),
   },
@@ -96,7 +97,7 @@ export function registerStartRoutes(app: FastifyInstance, ctx: RestContext): voi
       if (concurrencyKey !== undefined) options.concurrencyKey = concurrencyKey;
       let run: { runId: string; deduplicated?: boolean };
       try {
-        run = await pipeline.kiq((input ?? null) as never, options);
+        run = await pipeline.kiq(inputOrDefaults(pipeline.inputSchema, input) as never, options);
       } catch (error) {
         if (!(error instanceof AlreadyRunningError)) throw error;
         return reply
@@ -115,3 +116,13 @@ export function registerStartRoutes(app: FastifyInstance, ctx: RestContext): voi
   );
 }
 
+/**
+ * The input of a start without one: for a pipeline whose input schema is an object, the
+ * object its defaults make (a required field without a default still fails the check);
+ * else `null`. An input given is taken as it is.
+ */
+function inputOrDefaults(schema: TSchema | undefined, input: unknown): unknown {
+  if (input !== undefined) return input;
+  if (schema === undefined || schema.type !== 'object') return null;
+  return Value.Default(schema, {});
+}
