@@ -138,6 +138,7 @@ describe('POST /api/runs/:run_id/resume with two servers and two workers on one 
     const broker = observer(prefix);
     const dir = failingDir();
     const started = await post(b.ready, '/api/pipelines/resume_dag/runs', { input: { dir } });
+    expect(started.status, JSON.stringify(started.body)).toBe(201);
     const runId = started.body.run_id as string;
     expect(await outcome(broker, runId)).toBe('FAILED');
     expect(calls(dir, 'rs_c')).toBe(1);
