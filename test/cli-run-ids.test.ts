@@ -146,3 +146,22 @@ describe('exit codes and hints', () => {
     expect((await serve.exited).code).toBe(0);
   });
 });
+
+describe('FLOWCAST_URL', () => {
+  it('names the server of status and history (and watch, run, resume: the same option) when --url is not given; --url wins; a bad one exits 2', async () => {
+    const f = await startFixture();
+    const runId = await f.runToEnd(f.alpha);
+    const env = { FLOWCAST_URL: f.server.httpUrl };
+    const status = await run(['status', runId.slice(0, 8)], env);
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toContain(runId.slice(0, 8));
+    const history = await run(['history', '--json'], env);
+    expect(history.code, history.stderr).toBe(0);
+    expect(JSON.parse(history.stdout) as unknown[]).not.toHaveLength(0);
+    // --url wins over the environment (nothing listens on port 1).
+    const flagWins = await run(['status', runId.slice(0, 8), '--url', f.server.httpUrl], { FLOWCAST_URL: 'http://127.0.0.1:1' });
+    expect(flagWins.code, flagWins.stderr).toBe(0);
+    const bad = await run(['history'], { FLOWCAST_URL: 'ftp://example.com' });
+    expect(bad.code).toBe(2);
+  });
+});

@@ -8,26 +8,15 @@ import type { Broker, BrokerJob, ControlJob, StepJob, StepJobFailure } from './b
 import { CallControl, executeCall } from '../core/execute.js';
 import { EVENT_SCHEMA_VERSION, isTerminalEvent, type EventDraft, type FlowcastEvent } from '../events/types.js';
 import type { PipelinePlan } from './plan.js';
-import type { RunRecord, RunSummary, Transition } from './run-state.js';
+import type { RunRecord, Transition } from './run-state.js';
 import { EventDelivery, type EventDispatcher, type EventRecorder } from './delivery.js';
+import { waitForRun } from './run-wait.js';
 import { SeqOrder } from './seq-order.js';
 import { StepSink } from './step-sink.js';
 import { SlotWatch, settleSlot } from './slot-watch.js';
 import { RunSpans, startStepSpan } from './tracing.js';
 import { claimResumeSlot } from './run-guard.js';
-import {
-  NON_RETRYABLE_CODES,
-  beginRun,
-  cancelRun,
-  jobFailed,
-  jobStarted,
-  jobSucceeded,
-  newRunRecord,
-  startEventDraft,
-  timeoutRun,
-  type Dispatch,
-  type JobFailure,
-} from './transitions.js';
+import { NON_RETRYABLE_CODES, beginRun, cancelRun, jobFailed, jobStarted, jobSucceeded, newRunRecord, startEventDraft, timeoutRun, type Dispatch, type JobFailure } from './transitions.js';
 import { notResumable, resumeRun, type ResumeOutcome, type ResumedRun } from './resume.js';
 
 export type { EventDispatcher, EventRecorder } from './delivery.js';
@@ -231,44 +220,9 @@ export class RunEngine {
    * transport and reads the stored state.
    */
   waitForRun(runId: string, timeoutMs?: number): Promise<JsonValue> {
-    return new Promise<JsonValue>((resolve, reject) => {
-      let settled = false;
-      let timer: NodeJS.Timeout | undefined;
-      const finish = (fn: () => void): void => {
-        if (settled) return;
-        settled = true;
-        off();
-        if (timer !== undefined) clearTimeout(timer);
-        fn();
-      };
-      const off = this.broker.transport.subscribe({ runId }, (e) => {
-        if (e.type === 'PipelineCompleteEvent') finish(() => resolve(e.result));
-        else if (e.type === 'PipelineErrorEvent') finish(() => reject(runFailed(runId, e.pipeline_id, e.error)));
-        else if (e.type === 'PipelineCancelledEvent') finish(() => reject(runCancelled(runId, e.pipeline_id, e.reason)));
-      });
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(
-          () => finish(() => reject(new FlowcastError(ErrorCodes.WAIT_TIMEOUT, `Run ${runId} did not end within ${timeoutMs}ms`))),
-          timeoutMs,
-        );
-      }
-      // Read once the subscription is active: an end published before is in the summary, one after reaches the listener.
-      const active = this.broker.transport.subscribed?.() ?? Promise.resolve();
-      active.then(() => this.broker.runState.getSummary(runId)).then(
-        async (summary) => {
-          if (summary === null) {
-            finish(() => reject(new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`)));
-            return;
-          }
-          if (summary.status === 'RUNNING') return;
-          // Ended already: let this process finish handing its events on first.
-          await this.flushed(runId);
-          finish(() => settleFromSummary(summary, resolve, reject));
-        },
-        (error: unknown) => finish(() => reject(toError(error))),
-      );
-    });
+    return waitForRun(this.broker, (id) => this.flushed(id), runId, timeoutMs);
   }
+
 
   /**
    * Applies a transition a broker decided on (a step job delivered again after its
@@ -587,18 +541,4 @@ function then<T, R>(value: T | Promise<T>, fn: (v: T) => Promise<R> | undefined)
 /** Settles with `failure` once `pending` (if any) settled. */
 function failedWith(pending: Promise<unknown> | undefined, failure: StepJobFailure): Promise<StepJobFailure> {
   return pending === undefined ? Promise.resolve(failure) : pending.then(() => failure);
-}
-
-function runFailed(runId: string, pipelineId: string, error: string): FlowcastError {
-  return new FlowcastError(ErrorCodes.PIPELINE_FAILED, `Run ${runId} of pipeline "${pipelineId}" failed: ${error}`);
-}
-
-function runCancelled(runId: string, pipelineId: string, reason: string): CancelledError {
-  return new CancelledError(`Run ${runId} of pipeline "${pipelineId}" was cancelled: ${reason}`);
-}
-
-function settleFromSummary(s: RunSummary, resolve: (v: JsonValue) => void, reject: (e: Error) => void): void {
-  if (s.status === 'COMPLETED') resolve(s.result);
-  else if (s.status === 'CANCELLED') reject(runCancelled(s.run_id, s.pipeline_id, s.error ?? ''));
-  else reject(runFailed(s.run_id, s.pipeline_id, s.error ?? 'unknown error'));
 }

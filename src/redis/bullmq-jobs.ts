@@ -9,7 +9,7 @@ import type { BrokerJob, StepJob, StepJobFailure } from '../pipeline/broker.js';
 import type { ResolvedBrokerOptions } from './bullmq-options.js';
 import type { EventDraft } from '../events/types.js';
 import type { RunRecord, Transition } from '../pipeline/run-state.js';
-import { carriedJob, isStaleJob } from '../pipeline/transitions.js';
+import { carriedJob, isStaleJob } from '../pipeline/step-jobs.js';
 
 /**
  * BullMQ job id of a flowcast job id. BullMQ refuses `:` in custom ids (and plain

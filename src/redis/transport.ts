@@ -1,6 +1,6 @@
 import { checkChannel, checkListener } from '../transport/checks.js';
 import type { Redis } from 'ioredis';
-import { loggerOf, type Logger } from '../core/logger.js';
+import { loggerOf } from '../core/logger.js';
 import { logError } from '../core/log-throttle.js';
 import { FlowcastError, ErrorCodes, InvalidArgumentError } from '../core/errors.js';
 import type { ServerInstanceStatus } from '../core/engine-status.js';
@@ -12,84 +12,16 @@ import { RedisEpoch, type EpochListener } from './epoch.js';
 import { RedisRunStreams } from './run-streams.js';
 import { readRunLog } from './log-read.js';
 import { encodeDraft, eventJson, finishEvent, parseEvent, type EncodedDraft } from './event-codec.js';
-import {
-  DEFAULT_KEY_PREFIX,
-  allChannel,
-  checkKeyPrefix,
-  pipelineChannel,
-  runChannel,
-  runLogKey,
-  runLogMetaKey,
-} from './keys.js';
+import { DEFAULT_KEY_PREFIX, allChannel, checkKeyPrefix, pipelineChannel, runChannel, runLogKey, runLogMetaKey } from './keys.js';
 import { announceInstance, listInstances } from './instances.js';
 import { ingestEvent } from './log-ingest.js';
 import { APPEND_SCRIPT, LuaScript, PUBLISH_SCRIPT } from './lua.js';
 import { RunSequencer } from './sequencer.js';
 import { ChannelMux } from './channel-mux.js';
+import { KNOWN, checkRedisClient, type RedisPubSubTransportOptions } from './transport-options.js';
 
-/** Options of {@link RedisPubSubTransport}. */
-export interface RedisPubSubTransportOptions {
-  /**
-   * Prefix of every key and channel. Transports, run states, storages and ingestors that
-   * work together must share it.
-   * @default "flowcast:"
-   */
-  keyPrefix?: string;
-  /**
-   * Events kept per run log (older ones are trimmed; readers are told with `complete: false`).
-   * @default 10000
-   */
-  maxEventsPerRun?: number;
-  /**
-   * Seconds a running run's log (and run state) lives after its last write: refreshed on
-   * every write, so only a run silent for this long expires.
-   * @default 604800 (7 days)
-   */
-  ttlSeconds?: number;
-  /**
-   * Seconds an ended run's log (and run state) is kept after its terminal event.
-   * @default 86400 (1 day)
-   */
-  endedTtlSeconds?: number;
-  /**
-   * Runs this process follows the seq of (the most recently active ones), to deliver
-   * their events in order and read what Pub/Sub lost from their logs.
-   * @default 10000
-   */
-  trackedRuns?: number;
-  /**
-   * Publish an event from the script that appends it to the run's log (this transport's
-   * `append`, `RedisRunState`'s transitions) when no listener of this transport wants
-   * the run's events: one command instead of two, and live order is log order; other
-   * processes' subscribers may then get an event before this process's tracking and
-   * hooks do. `false`: every event is published by `publish`, after tracking and hooks.
-   * See {@link RedisPubSubTransport.liveChannels}.
-   * @default true
-   */
-  publishOnAppend?: boolean;
-  /**
-   * Markers kept per run stream (the starts and ends of a pipeline's runs, and of every
-   * pipeline's: what a resuming pipeline subscription reads, docs/protocol.md).
-   * @default 10000
-   */
-  runStreamLength?: number;
-  /**
-   * Where the transport logs (listener and connection errors, unless `onListenerError` /
-   * `onError` take them). A pino-compatible logger.
-   * @default a pino logger at `info` on stderr
-   */
-  logger?: Logger;
-  /** Called when a live listener throws. Defaults to the logger. */
-  onListenerError?: (error: unknown, event: FlowcastEvent) => void;
-  /**
-   * Called on subscription connection and catch-up errors, and once with a
-   * `FLOWCAST_ERR_DATA_LOST` error when the Redis lost its data (its epoch changed).
-   * Defaults to the logger (connection errors rate-limited).
-   */
-  onError?: (error: unknown, where: string) => void;
-}
+export { checkRedisClient, type RedisPubSubTransportOptions } from './transport-options.js';
 
-const KNOWN = ['keyPrefix', 'maxEventsPerRun', 'ttlSeconds', 'endedTtlSeconds', 'trackedRuns', 'publishOnAppend', 'runStreamLength', 'logger', 'onListenerError', 'onError'] as const;
 
 /** Longest a publish waits for its event to reach this transport's own listeners. */
 const ECHO_WAIT_MS = 2000;
@@ -97,24 +29,8 @@ const ECHO_WAIT_MS = 2000;
 const appendScript = new LuaScript(APPEND_SCRIPT);
 /** The append scripts' channel arguments when they publish nothing. */
 const NO_CHANNELS: readonly string[] = ['', '', ''];
-/** Events published by the script that appended them: `publish` sends them no more. */
-const publishedOnAppend = new WeakSet<FlowcastEvent>();
 const publishScript = new LuaScript(PUBLISH_SCRIPT);
 
-/** Checks that `redis` looks like an ioredis client. */
-export function checkRedisClient(redis: unknown, what: string): Redis {
-  const r = redis as Partial<Redis> | null;
-  if (typeof r !== 'object' || r === null || typeof r.evalsha !== 'function' || typeof r.duplicate !== 'function') {
-    throw new InvalidArgumentError(`${what}: redis must be an ioredis client (new Redis(url)), received ${show(redis)}`);
-  }
-  // ioredis' own keyPrefix would prefix the keys of scripts and transactions but not
-  // Pub/Sub channels: flowcast's `keyPrefix` option does this consistently.
-  const ioredisPrefix = (r as { options?: { keyPrefix?: unknown } }).options?.keyPrefix;
-  if (typeof ioredisPrefix === 'string' && ioredisPrefix.length > 0) {
-    throw new InvalidArgumentError(`${what}: the ioredis client has keyPrefix ${show(ioredisPrefix)}: use flowcast's keyPrefix option instead and a client without one`);
-  }
-  return redis as Redis;
-}
 
 /**
  * The event log and live fan-out on Redis (seed 000 §6.4): every server instance and
@@ -140,6 +56,8 @@ export function checkRedisClient(redis: unknown, what: string): Redis {
  * const server = getWebSocketServer({ port: 8765, transport });
  */
 export class RedisPubSubTransport implements EventTransport {
+  /** Events this transport's append script published already: `publish` sends them no more. */
+  readonly #publishedOnAppend = new WeakSet<FlowcastEvent>();
   /** The client commands go through (the caller's). */
   readonly redis: Redis;
   readonly keyPrefix: string;
@@ -303,7 +221,7 @@ export class RedisPubSubTransport implements EventTransport {
   finishAppended(encoded: EncodedDraft, seq: number, channels: readonly string[]): FlowcastEvent {
     const published = channels[0] !== '';
     const event = finishEvent(encoded, seq, !published);
-    if (published) publishedOnAppend.add(event);
+    if (published) this.#publishedOnAppend.add(event);
     return event;
   }
 
@@ -331,7 +249,7 @@ export class RedisPubSubTransport implements EventTransport {
     this.#checkOpen('publish');
     checkObject(event, 'RedisPubSubTransport.publish: event');
     // Published already, by the script that appended it (no listener here wanted it then).
-    if (publishedOnAppend.delete(event)) return undefined;
+    if (this.#publishedOnAppend.delete(event)) return undefined;
     checkId(event.run_id, 'event.run_id');
     checkId(event.pipeline_id, 'event.pipeline_id');
     const runCh = runChannel(this.keyPrefix, event.run_id);

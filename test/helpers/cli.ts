@@ -22,7 +22,7 @@ afterEach(() => {
   for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
-const CLEARED = { FORCE_COLOR: undefined, NO_COLOR: undefined, FLOWCAST_TOKEN: undefined, FLOWCAST_JWT_SECRET: undefined, FLOWCAST_REDIS_URL: undefined, FLOWCAST_KEY_PREFIX: undefined,
+const CLEARED = { FORCE_COLOR: undefined, NO_COLOR: undefined, FLOWCAST_TOKEN: undefined, FLOWCAST_URL: undefined, FLOWCAST_JWT_SECRET: undefined, FLOWCAST_REDIS_URL: undefined, FLOWCAST_KEY_PREFIX: undefined,
   FLOWCAST_LOCK_DURATION_MS: undefined, FLOWCAST_STALLED_INTERVAL_MS: undefined, FLOWCAST_MAX_STALLED_COUNT: undefined, FLOWCAST_LOG_LEVEL: undefined,
   FLOWCAST_REDIS_CONNECT_TIMEOUT: undefined, FLOWCAST_SHUTDOWN_TIMEOUT: undefined, REDIS_URL: undefined, PORT: undefined, HOST: undefined };
 

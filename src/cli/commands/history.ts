@@ -1,5 +1,5 @@
 import pc from 'picocolors';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { describeError } from '../../core/errors.js';
 import { formatDuration } from '../../tracking/render.js';
 import type { PipelineStatus } from '../../tracking/models.js';
@@ -27,7 +27,7 @@ export function registerHistoryCommand(program: Command): Command {
   return program
     .command('history')
     .description('list past runs, newest started first')
-    .option('--url <url>', 'the server', serverUrl, DEFAULT_HTTP_URL)
+    .addOption(new Option('--url <url>', 'the server').env('FLOWCAST_URL').argParser(serverUrl).default(DEFAULT_HTTP_URL))
     .option('--token <token>', 'the token the server checks (default: $FLOWCAST_TOKEN)')
     .option('--pipeline <pipeline_id>', "only this pipeline's runs", idOf('--pipeline'))
     .option('--since <time>', 'only runs started at or after this time (ISO 8601 or epoch milliseconds)', time)

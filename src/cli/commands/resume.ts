@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { describeError } from '../../core/errors.js';
 import { idOf, nonNegativeInt, urlWith } from '../options.js';
 import { UUID, resolveRunPrefix } from '../run-id.js';
@@ -31,7 +31,7 @@ export function registerResumeCommand(program: Command): Command {
     .command('resume')
     .description('continue a failed or cancelled run from the steps that did not finish, keeping the results of those that did')
     .argument('<run_id>', 'the run: its whole id or a prefix only one run has (such as the 8 characters flowcast history prints)', idOf('run_id'))
-    .option('--url <url>', 'the server (ws://, wss://, http:// or https://)', urlWith(['ws:', 'wss:', 'http:', 'https:']), DEFAULT_URL)
+    .addOption(new Option('--url <url>', 'the server (ws://, wss://, http:// or https://)').env('FLOWCAST_URL').argParser(urlWith(['ws:', 'wss:', 'http:', 'https:'])).default(DEFAULT_URL))
     .option('--token <token>', 'a token with the "resume" action on the run\'s pipeline (default: $FLOWCAST_TOKEN)')
     .option('--watch', 'follow the new attempt live, as "flowcast watch --run" does, and exit with the run\'s outcome')
     .option('--json', 'NDJSON on stdout: the resume answer, then (with --watch) every event of the new attempt')

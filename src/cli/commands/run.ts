@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { InvalidArgumentError as UsageError, type Command } from 'commander';
+import { InvalidArgumentError as UsageError, Option, type Command } from 'commander';
 import { describeError } from '../../core/errors.js';
 import { nonNegativeInt, urlWith } from '../options.js';
 
@@ -54,7 +54,7 @@ export function registerRunCommand(program: Command): Command {
     .command('run')
     .description('start a run of a pipeline on a flowcast server, and with --watch follow it to its end')
     .argument('<pipeline_id>', 'the pipeline to start (one the server was given: getWebSocketServer({ pipelines }))')
-    .option('--url <url>', 'the server (ws://, wss://, http:// or https://)', urlWith(['ws:', 'wss:', 'http:', 'https:']), DEFAULT_URL)
+    .addOption(new Option('--url <url>', 'the server (ws://, wss://, http:// or https://)').env('FLOWCAST_URL').argParser(urlWith(['ws:', 'wss:', 'http:', 'https:'])).default(DEFAULT_URL))
     .option('--token <token>', 'a token with the "start" action on the pipeline (default: $FLOWCAST_TOKEN)')
     .option('--input <json|@file>', 'the run\'s input: JSON, or @path of a JSON file (default: the defaults of the pipeline\'s input schema, else null)', inputValue)
     .option('--key <key>', 'the concurrency key (at most N runs in flight per key, as the pipeline says)')

@@ -1,5 +1,5 @@
 import pc from 'picocolors';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { describeError } from '../../core/errors.js';
 import { renderStatus } from '../../tracking/render.js';
 import type { PipelineStatus } from '../../tracking/models.js';
@@ -33,7 +33,7 @@ export function registerStatusCommand(program: Command): Command {
     .command('status')
     .description("show a run's status and steps (by run id), or a pipeline's latest run (by pipeline id)")
     .argument('<id>', 'a run id or any unique prefix of it (the 8 characters flowcast history prints), or a pipeline id for its latest run', idOf('the id'))
-    .option('--url <url>', 'the server', serverUrl, DEFAULT_HTTP_URL)
+    .addOption(new Option('--url <url>', 'the server').env('FLOWCAST_URL').argParser(serverUrl).default(DEFAULT_HTTP_URL))
     .option('--token <token>', 'the token the server checks (default: $FLOWCAST_TOKEN)')
     .option('--json', 'print the status document as JSON')
     .addHelpText(

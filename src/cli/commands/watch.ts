@@ -1,5 +1,5 @@
 import pc from 'picocolors';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { WebSocket } from 'ws';
 import { describeError } from '../../core/errors.js';
 import { isTerminalEvent, type FlowcastEvent } from '../../events/types.js';
@@ -47,7 +47,7 @@ export function registerWatchCommand(program: Command): Command {
     .command('watch')
     .description('watch the runs of a pipeline ("*" for all) or one run live, from a flowcast server')
     .argument('[pipeline_id]', 'the pipeline to watch, or "*" (quoted) for every pipeline')
-    .option('--url <url>', 'the server (ws://, wss://, http:// or https://)', wsUrl, DEFAULT_URL)
+    .addOption(new Option('--url <url>', 'the server (ws://, wss://, http:// or https://)').env('FLOWCAST_URL').argParser(wsUrl).default(DEFAULT_URL))
     .option('--token <token>', 'the token the server checks (default: $FLOWCAST_TOKEN)')
     .option('--json', 'one event per line (NDJSON) on stdout, for scripts')
     .option('--run <run_id>', 'watch one run (its id or any unique prefix of it): replay it from the start (or --since), exit when it ends', idOf('--run'))
