@@ -442,7 +442,8 @@ export class PipelineMonitor {
     if (typeof msg.run_id !== 'string' || typeof msg.offset !== 'number' || typeof msg.pipeline_id !== 'string') return;
     const sub = this.#subs.get(pipelineKey(msg.stream));
     if (sub !== undefined && (sub.offset === null || msg.offset > sub.offset)) sub.offset = msg.offset;
-    this.#runs.ensure(msg.run_id, msg.pipeline_id);
+    if (msg.kind === 'resume' && typeof msg.resume_seq === 'number') this.#runs.resumed(msg.run_id, msg.pipeline_id, msg.resume_seq);
+    else this.#runs.ensure(msg.run_id, msg.pipeline_id);
     // A monitor that gets no terminal event learns of the end here (a terminal event it gets may still be on its way).
     if (msg.kind === 'end' && this.#eventTypes !== undefined && !this.#eventTypes.some((t) => TERMINAL_EVENT_TYPES.has(t))) this.#runs.end(msg.run_id);
   }

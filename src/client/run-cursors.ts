@@ -109,6 +109,13 @@ export class RunCursors {
     cursor.held = [];
   }
 
+  /** The run was resumed, as its run stream says: it runs again, its events follow from `seq` (its PipelineResumeEvent). */
+  resumed(runId: string, pipelineId: string, seq: number): void {
+    const cursor = this.ensure(runId, pipelineId);
+    if (seq - 1 > cursor.last) cursor.last = seq - 1;
+    cursor.ended = false;
+  }
+
   /** The run ended, as its run stream says (for a monitor that does not receive terminal events). */
   end(runId: string): void {
     const cursor = this.#runs.get(runId);

@@ -172,14 +172,20 @@ return 1
  * Writes a run marker to a run stream at its next offset and publishes it.
  * KEYS[1] stream, KEYS[2] stream meta hash (`n`: the last offset; it never expires).
  * ARGV[1] markers kept, ARGV[2] TTL (s) of the stream, ARGV[3] channel, ARGV[4] kind
- * (`start`/`end`), ARGV[5] run id, ARGV[6] pipeline id.
- * Publishes `<offset> <kind> <run id> <pipeline id>` (ids hold no spaces). Returns the offset.
+ * (`start`/`resume`/`end`), ARGV[5] run id, ARGV[6] pipeline id, ARGV[7] (a `resume`
+ * marker's only) the seq of the run's PipelineResumeEvent.
+ * Publishes `<offset> <kind> <run id> <pipeline id>[ <seq>]` (ids hold no spaces). Returns the offset.
  */
 export const MARK_RUN_SCRIPT = `
 local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], n .. '-0', 'k', ARGV[4], 'r', ARGV[5], 'p', ARGV[6])
+if ARGV[7] then
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], n .. '-0', 'k', ARGV[4], 'r', ARGV[5], 'p', ARGV[6], 's', ARGV[7])
+  redis.call('PUBLISH', ARGV[3], n .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. ARGV[7])
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], n .. '-0', 'k', ARGV[4], 'r', ARGV[5], 'p', ARGV[6])
+  redis.call('PUBLISH', ARGV[3], n .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], n .. ' ' .. ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
 return n
 `;
 

@@ -370,6 +370,7 @@ export class RedisRunState implements RunStateStore {
       const channels = this.transport.liveChannels(runId, record.pipeline_id);
       const ver = run.ver as string;
       const args = [ver, rec, JSON.stringify(summaryOf(record)), ...this.#logArgs(record, drafts, channels)];
+      if (running) await this.#markResume(record.pipeline_id, runId, keys[1] as string, events);
       const reply = (await reopenScript.run(this.redis, keys, args)) as unknown[];
       if (reply[0] === CREATED) {
         if (running) this.#remember(runId, { plan: run.plan, rec, ver: String(Number(ver) + 1), obj: record });
@@ -380,6 +381,20 @@ export class RedisRunState implements RunStateStore {
       if (reply[0] !== CONFLICT) throw new FlowcastError(ErrorCodes.CONNECTION_FAILED, `Unexpected answer of the reopen script: ${show(reply)}`);
       if (attempt >= this.#maxAttempts) throw new FlowcastError(ErrorCodes.CONFLICT, `Reopening run "${runId}" lost to concurrent writers ${attempt} times; giving up`);
     }
+  }
+
+  /**
+   * The `resume` marker of a run about to be reopened, at the seq its PipelineResumeEvent
+   * will get (the log's last seq + 1: an ended log takes no other append), written before
+   * the reopen script runs, as a start marker before a first event.
+   * A reopen that then loses to another resume leaves a marker the winner writes too: a
+   * reader follows a run it already follows once.
+   */
+  async #markResume(pipelineId: string, runId: string, metaKey: string, events: EventDraft[]): Promise<void> {
+    const at = events.findIndex((e) => e.type === 'PipelineResumeEvent');
+    if (at < 0) return;
+    const last = Number((await this.redis.hget(metaKey, 'seq')) ?? 0);
+    await this.transport.markRun('resume', pipelineId, runId, last + 1 + at);
   }
 
   /** Runs `task` after this process's earlier transitions of the run: local transitions never conflict with each other. */

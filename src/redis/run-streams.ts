@@ -11,7 +11,7 @@
 import type { Redis } from 'ioredis';
 import { FlowcastError, ErrorCodes } from '../core/errors.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import { checkReadOptions, checkStreamName, type RunMarker, type RunMarkerListener, type RunStreamName, type RunStreamRead, type RunStreams } from '../transport/run-streams.js';
+import { checkReadOptions, checkStreamName, type RunMarker, type RunMarkerKind, type RunMarkerListener, type RunStreamName, type RunStreamRead, type RunStreams } from '../transport/run-streams.js';
 import { runStreamChannel, runStreamKey, runStreamMetaKey } from './keys.js';
 import { MARK_RUN_SCRIPT } from './lua.js';
 
@@ -41,8 +41,14 @@ function parseMarker(offset: number, fields: string[]): RunMarker | null {
   const kind = get('k');
   const runId = get('r');
   const pipelineId = get('p');
-  if ((kind !== 'start' && kind !== 'end') || runId === undefined || pipelineId === undefined || !Number.isSafeInteger(offset)) return null;
-  return { offset, kind, run_id: runId, pipeline_id: pipelineId };
+  if ((kind !== 'start' && kind !== 'end' && kind !== 'resume') || runId === undefined || pipelineId === undefined || !Number.isSafeInteger(offset)) return null;
+  const marker: RunMarker = { offset, kind, run_id: runId, pipeline_id: pipelineId };
+  if (kind === 'resume') {
+    const seq = Number(get('s'));
+    if (!Number.isSafeInteger(seq) || seq < 1) return null;
+    marker.seq = seq;
+  }
+  return marker;
 }
 
 /** The run streams of one {@link RedisPubSubTransport}. */
@@ -54,16 +60,18 @@ export class RedisRunStreams implements RunStreams {
     this.#host = host;
   }
 
-  /** Writes a marker to the run's pipeline stream and to `*` (two slots: two scripts, sent together). */
-  async mark(kind: 'start' | 'end', pipelineId: string, runId: string): Promise<void> {
-    await Promise.all([this.#mark(pipelineId, kind, pipelineId, runId), this.#mark('*', kind, pipelineId, runId)]);
+  /** Writes a marker to the run's pipeline stream and to `*` (two slots: two scripts, sent together); `seq`: a `resume` marker's. */
+  async mark(kind: RunMarkerKind, pipelineId: string, runId: string, seq?: number): Promise<void> {
+    await Promise.all([this.#mark(pipelineId, kind, pipelineId, runId, seq), this.#mark('*', kind, pipelineId, runId, seq)]);
   }
 
-  #mark(name: RunStreamName, kind: 'start' | 'end', pipelineId: string, runId: string): Promise<unknown> {
+  #mark(name: RunStreamName, kind: RunMarkerKind, pipelineId: string, runId: string, seq: number | undefined): Promise<unknown> {
     const h = this.#host;
+    const args: (string | number)[] = [runStreamKey(h.keyPrefix, name), runStreamMetaKey(h.keyPrefix, name), h.length, h.ttlSeconds, runStreamChannel(h.keyPrefix, name), kind, runId, pipelineId];
+    if (seq !== undefined) args.push(seq);
     // EVAL, not EVALSHA: a NOSCRIPT retry would go out after the append sent next, and a
     // run's start marker must be written before its first event.
-    return h.redis.eval(MARK_RUN_SCRIPT, 2, runStreamKey(h.keyPrefix, name), runStreamMetaKey(h.keyPrefix, name), h.length, h.ttlSeconds, runStreamChannel(h.keyPrefix, name), kind, runId, pipelineId);
+    return h.redis.eval(MARK_RUN_SCRIPT, 2, ...args);
   }
 
   async read(name: RunStreamName, options: { after?: number; limit?: number } = {}): Promise<RunStreamRead> {
@@ -123,12 +131,12 @@ export class RedisRunStreams implements RunStreams {
     return this.#listeners.has(channel);
   }
 
-  /** A message on a run stream's channel: `<offset> <kind> <run id> <pipeline id>`. */
+  /** A message on a run stream's channel: `<offset> <kind> <run id> <pipeline id>[ <seq>]`. */
   message(channel: string, payload: string): void {
     const set = this.#listeners.get(channel);
     if (set === undefined) return;
-    const [offset, kind, runId, pipelineId] = payload.split(' ');
-    const marker = parseMarker(Number(offset), ['k', kind ?? '', 'r', runId ?? '', 'p', pipelineId ?? '']);
+    const [offset, kind, runId, pipelineId, seq] = payload.split(' ');
+    const marker = parseMarker(Number(offset), ['k', kind ?? '', 'r', runId ?? '', 'p', pipelineId ?? '', 's', seq ?? '']);
     if (marker === null || runId === undefined || pipelineId === undefined) return;
     for (const listener of set) {
       try {

@@ -7,7 +7,7 @@ import type { ServerInstanceStatus } from '../core/engine-status.js';
 import { checkId, checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
 import type { EventDraft, FlowcastEvent } from '../events/types.js';
 import type { Channel, EventListener, EventTransport, LogRead } from '../transport/transport.js';
-import { DEFAULT_RUN_STREAM_LENGTH, type RunStreams } from '../transport/run-streams.js';
+import { DEFAULT_RUN_STREAM_LENGTH, type RunMarkerKind, type RunStreams } from '../transport/run-streams.js';
 import { RedisEpoch, type EpochListener } from './epoch.js';
 import { RedisRunStreams } from './run-streams.js';
 import { readRunLog } from './log-read.js';
@@ -170,12 +170,13 @@ export class RedisPubSubTransport implements EventTransport {
   }
 
   /**
-   * Writes a run's start (before its first event) or end (after its terminal event) to
-   * its pipeline's run stream and to `*`. Used by the append paths (`RedisRunState` too);
+   * Writes a run's start (before its first event), resume (before its
+   * PipelineResumeEvent, at `seq`) or end (after its terminal event) to its pipeline's
+   * run stream and to `*`. Used by the append paths (`RedisRunState` too);
    * a failure is reported to `onError`, never thrown: the run goes on without it.
    */
-  markRun(kind: 'start' | 'end', pipelineId: string, runId: string): Promise<void> {
-    return this.#runs.mark(kind, pipelineId, runId).catch((error: unknown) => this.#onError(error, `writing the ${kind} of run ${runId} to the run streams`));
+  markRun(kind: RunMarkerKind, pipelineId: string, runId: string, seq?: number): Promise<void> {
+    return this.#runs.mark(kind, pipelineId, runId, seq).catch((error: unknown) => this.#onError(error, `writing the ${kind} of run ${runId} to the run streams`));
   }
 
   /** The epoch of this Redis's history (run logs and run streams), read again after every reconnect. */

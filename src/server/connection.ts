@@ -20,6 +20,8 @@ export interface RunCursor {
   buffer: FlowcastEvent[];
   /** Set while a fill waits for a live event of the run; the hub calls it when one arrives. */
   wake?: (() => void) | undefined;
+  /** A run's first live event came before its run stream's marker: the fill waits for the marker, which may move `last` (a resumed run). */
+  awaitsPosition?: boolean;
 }
 
 /** Outgoing buffer limits of a connection. */

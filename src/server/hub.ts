@@ -99,7 +99,7 @@ export class Hub {
     };
     const runs = this.#transport.runs;
     this.#positions =
-      runs === undefined ? null : new Positions(runs, { canRead: (c, p) => this.canRead(c, p), follow: (c, r, _p, replay) => this.#follow(c, r, replay), onError: this.#onError });
+      runs === undefined ? null : new Positions(runs, { canRead: (c, p) => this.canRead(c, p), follow: (c, r, _p, replay, after) => this.#follow(c, r, replay, after), onError: this.#onError });
     this.#transport.epoch?.().then(
       (epoch) => (this.#epoch ??= epoch),
       (error: unknown) => this.#onError(error, 'reading the epoch'),
@@ -298,10 +298,20 @@ export class Hub {
     this.#setCursor(conn, runId, { last: log.last_seq, filling: false, buffer: [] });
   }
 
-  /** A run a positioned subscription announced: followed from its first event (`replay`: it may be under way, its log first). */
-  #follow(conn: Connection, runId: string, replay: boolean): Promise<void> | undefined {
-    if (conn.cursors.has(runId)) return undefined;
-    const cursor: RunCursor = { last: 0, filling: replay, buffer: [] };
+  /**
+   * A run a positioned subscription announced: followed after seq `after` (0: from its
+   * first event; a resumed run: from its PipelineResumeEvent), `replay`: it may be under
+   * way, its log first. A run followed already keeps its cursor, except one held for this
+   * very announcement (its first live event came first, nothing sent yet): a resumed run
+   * then starts at its resume, not at seq 1 again.
+   */
+  #follow(conn: Connection, runId: string, replay: boolean, after: number): Promise<void> | undefined {
+    const held = conn.cursors.get(runId);
+    if (held !== undefined) {
+      if (held.filling && held.last === 0 && held.awaitsPosition === true) held.last = after;
+      return undefined;
+    }
+    const cursor: RunCursor = { last: after, filling: replay, buffer: [] };
     this.#setCursor(conn, runId, cursor);
     return replay ? this.#fill(conn, runId, cursor, undefined) : undefined;
   }
@@ -419,9 +429,12 @@ export class Hub {
       if (!this.canRead(conn, event.pipeline_id)) return;
       if (this.#positions?.covers(conn, event.pipeline_id) === true) {
         // A run its positions have not announced yet: its `position` goes first (docs/protocol.md).
-        const held: RunCursor = { last: 0, filling: true, buffer: [event] };
+        const held: RunCursor = { last: 0, filling: true, buffer: [event], awaitsPosition: true };
         this.#setCursor(conn, event.run_id, held);
-        void this.#positions.catchUp(conn, event.pipeline_id).then(() => this.#fill(conn, event.run_id, held, undefined));
+        void this.#positions.catchUp(conn, event.pipeline_id).then(() => {
+          held.awaitsPosition = false;
+          return this.#fill(conn, event.run_id, held, undefined);
+        });
         return;
       }
       if (event.seq === 1) {

@@ -10,6 +10,7 @@
  */
 import type { RunMarker, RunStreamName, RunStreams } from '../transport/run-streams.js';
 import type { Connection, Subscription } from './connection.js';
+import type { PositionMessage } from './protocol.js';
 
 /** Markers read from a run stream per page. */
 const PAGE = 1000;
@@ -18,10 +19,11 @@ const PAGE = 1000;
 export interface PositionsHost {
   canRead(conn: Connection, pipelineId: string): boolean;
   /**
-   * The connection learns of a run from its stream: from now on it follows it. `replay`:
-   * the run may be under way (a marker read from the stream): send what its log holds.
+   * The connection learns of a run from its stream: from now on it follows it, after
+   * seq `after` (0: from its first event; a resumed run: from its PipelineResumeEvent).
+   * `replay`: the run may be under way (a marker read from the stream): send what its log holds.
    */
-  follow(conn: Connection, runId: string, pipelineId: string, replay: boolean): Promise<void> | void;
+  follow(conn: Connection, runId: string, pipelineId: string, replay: boolean, after: number): Promise<void> | void;
   onError(error: unknown, where: string): void;
 }
 
@@ -250,11 +252,14 @@ export class Positions {
     state.offset = marker.offset;
     if (!this.#host.canRead(state.conn, marker.pipeline_id)) return;
     state.conn.send(frame(state), null);
-    if (marker.kind === 'start') return this.#host.follow(state.conn, marker.run_id, marker.pipeline_id, replay);
+    if (marker.kind === 'start') return this.#host.follow(state.conn, marker.run_id, marker.pipeline_id, replay, 0);
+    if (marker.kind === 'resume') return this.#host.follow(state.conn, marker.run_id, marker.pipeline_id, replay, (marker.seq ?? 1) - 1);
   }
 }
 
 /** A `position` message (docs/protocol.md). */
 function positionJson(stream: RunStreamName, marker: RunMarker): Buffer {
-  return Buffer.from(JSON.stringify({ type: 'position', stream, offset: marker.offset, kind: marker.kind, run_id: marker.run_id, pipeline_id: marker.pipeline_id }));
+  const message: PositionMessage = { type: 'position', stream, offset: marker.offset, kind: marker.kind, run_id: marker.run_id, pipeline_id: marker.pipeline_id };
+  if (marker.seq !== undefined) message.resume_seq = marker.seq;
+  return Buffer.from(JSON.stringify(message));
 }

@@ -160,14 +160,15 @@ export const CONTROL_SCHEMAS: Record<string, TObject> = {
       type: Type.Literal('position'),
       stream: Type.String({ description: 'The run stream: the subscription\'s pipeline_id, or "*".' }),
       offset: Type.Integer({ minimum: 1, description: 'Position in the run stream: 1, 2, 3… Resume after the last one received with offset.' }),
-      kind: Type.Union([Type.Literal('start'), Type.Literal('end')]),
+      kind: Type.Union([Type.Literal('start'), Type.Literal('resume'), Type.Literal('end')]),
       run_id: Type.String(),
       pipeline_id: Type.String({ description: 'The run\'s pipeline.' }),
+      resume_seq: Type.Optional(Type.Integer({ minimum: 1, description: 'On `resume` only: the seq of the run\'s PipelineResumeEvent; the run\'s events follow from there.' })),
     },
     {
       additionalProperties: false,
       $id: 'PositionMessage',
-      description: 'A run of a positioned subscription started (before any of its events) or ended.',
+      description: 'A run of a positioned subscription started (before any of its events), was resumed (before its PipelineResumeEvent) or ended.',
     },
   ),
   UnsubscribedMessage: Type.Object(

@@ -170,14 +170,16 @@ export interface SubscribedMessage {
   reason?: 'epoch' | 'trimmed' | 'unknown';
   id?: string | number;
 }
-/** A run of the subscription's run stream (`stream`: its pipeline, or `*`) started or ended; `offset` is the position to resume from. */
+/** A run of the subscription's run stream (`stream`: its pipeline, or `*`) started, was resumed or ended; `offset` is the position to resume from. */
 export interface PositionMessage {
   type: 'position';
   stream: string;
   offset: number;
-  kind: 'start' | 'end';
+  kind: 'start' | 'resume' | 'end';
   run_id: string;
   pipeline_id: string;
+  /** On `resume` only: the seq of the run's PipelineResumeEvent; the run's events follow from there. (Not `seq`: a message with `seq` is an event.) */
+  resume_seq?: number;
 }
 /** The answer to `unsubscribe`: the subscription is gone. */
 export interface UnsubscribedMessage {

@@ -101,6 +101,8 @@ export class InMemoryTransport implements EventTransport {
     } else if (log.endedAt !== null) {
       return null;
     }
+    // A resumed run's marker goes before its PipelineResumeEvent, as a start marker before a first event.
+    if (draft.type === 'PipelineResumeEvent') this.#runs.mark('resume', log.pipelineId, draft.run_id, log.nextSeq);
     // The draft is the engine's own object: completing it in place saves a copy per event.
     const event = draft as FlowcastEvent;
     event.v = EVENT_SCHEMA_VERSION;
@@ -129,6 +131,7 @@ export class InMemoryTransport implements EventTransport {
     let log = this.#logs.get(event.run_id);
     if (log === undefined) log = this.#open(event.run_id, event.pipeline_id);
     if (log.endedAt !== null || event.seq < log.nextSeq) return false;
+    if (event.type === 'PipelineResumeEvent') this.#runs.mark('resume', log.pipelineId, event.run_id, event.seq);
     log.nextSeq = event.seq + 1;
     this.#hold(log, event);
     if (isTerminalEvent(event)) {

@@ -8,6 +8,9 @@
  * A run's start marker is written before its first event, its end marker after its
  * terminal event: a run with events always has a start marker (unless its writer was
  * stopped between the two), and a run with an end marker has its terminal event logged.
+ * A resumed run (docs/pipelines.md, "Retry and resume") gets a `resume` marker before its
+ * `PipelineResumeEvent`, carrying that event's seq: a reader that knew the run up to its
+ * end follows it again from there, without reading its first attempt twice.
  */
 import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError } from '../core/errors.js';
@@ -17,11 +20,16 @@ import { checkId, checkNonNegativeNumber, checkObject, checkPositiveInt } from '
 export interface RunMarker {
   /** Position in its stream: 1, 2, 3… with no gap. */
   offset: number;
-  /** The run started (its first event follows) or ended (its terminal event is logged). */
-  kind: 'start' | 'end';
+  /** The run started (its first event follows), was resumed (its `PipelineResumeEvent` follows, at `seq`) or ended (its terminal event is logged). */
+  kind: RunMarkerKind;
   run_id: string;
   pipeline_id: string;
+  /** A `resume` marker's: the seq of the run's `PipelineResumeEvent` (absent on `start` and `end`). */
+  seq?: number;
 }
+
+/** What a run marker says of its run. */
+export type RunMarkerKind = 'start' | 'resume' | 'end';
 
 /** What `readRuns()` returns. */
 export interface RunStreamRead {
@@ -87,13 +95,13 @@ export class MemoryRunStreams implements RunStreams {
     this.#onListenerError = onListenerError;
   }
 
-  /** Writes a marker to the run's pipeline stream and to `*`, and hands each to their listeners. */
-  mark(kind: 'start' | 'end', pipelineId: string, runId: string): void {
-    this.#add(pipelineId, kind, pipelineId, runId);
-    this.#add('*', kind, pipelineId, runId);
+  /** Writes a marker to the run's pipeline stream and to `*`, and hands each to their listeners (`seq`: a `resume` marker's). */
+  mark(kind: RunMarkerKind, pipelineId: string, runId: string, seq?: number): void {
+    this.#add(pipelineId, kind, pipelineId, runId, seq);
+    this.#add('*', kind, pipelineId, runId, seq);
   }
 
-  #add(name: RunStreamName, kind: 'start' | 'end', pipelineId: string, runId: string): void {
+  #add(name: RunStreamName, kind: RunMarkerKind, pipelineId: string, runId: string, seq: number | undefined): void {
     const offset = (this.#next.get(name) ?? 0) + 1;
     this.#next.set(name, offset);
     let stream = this.#streams.get(name);
@@ -102,6 +110,7 @@ export class MemoryRunStreams implements RunStreams {
       this.#streams.set(name, stream);
     }
     const marker: RunMarker = { offset, kind, run_id: runId, pipeline_id: pipelineId };
+    if (seq !== undefined) marker.seq = seq;
     stream.markers.push(marker);
     if (stream.markers.length - stream.head > this.#max) {
       stream.head++;
