@@ -1,11 +1,10 @@
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Queue } from 'bullmq';
 import { RedisRunSlots } from './run-slots.js';
 import type { Redis } from 'ioredis';
-import { CancelledError, ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
+import { ErrorCodes, FlowcastError, describeError, toError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
-import type { Broker, BrokerHealth, BrokerJob, ControlJob, EnqueueOptions, JobProcessor, StepJob, TaskJob } from '../pipeline/broker.js';
+import type { Broker, BrokerHealth, BrokerJob, EnqueueOptions, JobProcessor, StepJob } from '../pipeline/broker.js';
 import type { BrokerEngineStatus } from '../core/engine-status.js';
-import { executeCall } from '../core/execute.js';
 import { registerTask } from '../pipeline/register-task.js';
 import type { Task, TaskDefinition, TaskFn, TaskOptions, ThreadTaskSource } from '../core/task.js';
 import { checkId, checkNonNegativeNumber } from '../core/validate.js';
@@ -13,26 +12,20 @@ import { ThreadPool } from '../core/thread-pool.js';
 import { connectionFailure, logRecovered, logStopWithoutRedis } from '../core/log-throttle.js';
 import type { Logger } from '../core/logger.js';
 import { existingEngine, getEngine } from '../pipeline/engine.js';
-import { retryDelay } from '../pipeline/plan.js';
 import type { RunStateStore } from '../pipeline/run-state.js';
-import { NON_RETRYABLE_CODES, jobFailed } from '../pipeline/transitions.js';
 import type { EventTransport } from '../transport/transport.js';
-import { AnnouncingRedisRunState, AnnouncingRunState, RunControl, type RunEndedMessage } from './bullmq-control.js';
+import { RunControl, brokerRunStores, type BrokerRunStores } from './bullmq-control.js';
 import { closeConnection, dropConnection } from './connection-end.js';
-import { StepFailedError, bullmqJobId, callOf, checkJob, isStepJobFailure, jobName, jobOptions, stepAttemptedAgain, stepRedelivered } from './bullmq-jobs.js';
+import { bullmqJobId, checkJob, jobData, jobName, jobOptions } from './bullmq-jobs.js';
+import { BullMQJobRunner } from './bullmq-job-runner.js';
 import { openConnection, resolveBrokerOptions, type BullMQBrokerOptions, type ResolvedBrokerOptions } from './bullmq-options.js';
 import { TaskResults } from './bullmq-results.js';
 import { WorkerHeartbeat, readQueue, readWorkers, type WorkerCounters } from './bullmq-status.js';
 import { BULLMQ_QUEUES, bullmqPrefix } from './keys.js';
 import { BullMQScheduleDriver } from './bullmq-schedules.js';
 import type { ClusterFire, ScheduleDriver } from '../scheduler/cluster.js';
-import { RedisPubSubTransport } from './transport.js';
-import { RedisRunState } from './run-state.js';
 // Registers the Redis storage of `withAutoStorage(broker)` for this broker's users.
 import './auto-storage.js';
-
-/** Field of a step job's BullMQ data that carries the sender's run-state handoff (see `RedisRunState.handoff`). */
-const HANDOFF = 'state_handoff';
 
 /**
  * A broker on Redis: tasks and pipeline steps are BullMQ jobs, run by worker processes
@@ -68,7 +61,9 @@ export class BullMQBroker implements Broker {
   readonly keyPrefix: string;
   /** Slots of concurrency policies and idempotent starts, shared by every process on this Redis. */
   readonly slots: RedisRunSlots;
+  /** The run state: `options.runState` (announcing run ends to every worker), else a `RedisRunState` the broker opened and closes. */
   readonly runState: RunStateStore;
+  /** The runs' event log and fan-out: `options.transport`, else a `RedisPubSubTransport` the broker opened and closes. */
   readonly transport: EventTransport;
   /** Where the broker logs (`options.logger`, else a pino logger at `info`); the run engine of this broker logs here too. */
   readonly logger: Logger;
@@ -83,13 +78,12 @@ export class BullMQBroker implements Broker {
   readonly #controlQueue: Queue;
   readonly #results: TaskResults;
   readonly #control: RunControl;
-  readonly #owned: { runState: RunStateStore | null; transport: EventTransport | null };
+  readonly #owned: BrokerRunStores['owned'];
   readonly #counters: WorkerCounters = { active: 0, processed: 0, failed: 0 };
   readonly #heartbeat: WorkerHeartbeat | null;
   readonly #ready: Promise<void>;
   readonly #threads: ThreadPool | null;
-  #workers: Worker[] = [];
-  #processor: JobProcessor | null = null;
+  readonly #runner: BullMQJobRunner;
   #state: 'open' | 'closing' | 'closed' = 'open';
   /** `false` once the workers of a closing broker are drained: then no job is accepted. */
   #accepting = true;
@@ -118,43 +112,41 @@ export class BullMQBroker implements Broker {
     this.#controlQueue.on('error', (error) => o.onError(error, null));
     this.#results = new TaskResults(this.#taskQueue, this.#bullRedis, prefix);
 
-    let transport = o.transport;
-    this.#owned = { runState: null, transport: null };
-    if (transport === undefined) {
-      const t = new RedisPubSubTransport(this.redis, { keyPrefix: o.keyPrefix, logger: o.logger });
-      transport = t;
-      this.#owned.transport = t;
-    }
-    this.transport = transport;
     this.#control = new RunControl(this.redis, o.keyPrefix, (error) => o.onError(error, null));
-    if (o.runState !== undefined) {
-      this.runState = new AnnouncingRunState(o.runState, this.#control);
-    } else {
-      if (!(transport instanceof RedisPubSubTransport)) {
-        throw new InvalidArgumentError('BullMQBroker: give options.runState too when options.transport is not a RedisPubSubTransport');
-      }
-      const runState = new AnnouncingRedisRunState(this.redis, { transport }, this.#control);
-      this.runState = runState;
-      this.#owned.runState = runState;
-    }
+    const stores = brokerRunStores(this.redis, o, this.#control);
+    this.transport = stores.transport;
+    this.runState = stores.runState;
+    this.#owned = stores.owned;
 
     const w = o.worker;
+    this.#heartbeat =
+      w === null
+        ? null
+        : new WorkerHeartbeat(this.redis, o.keyPrefix, {
+            intervalMs: w.heartbeatMs,
+            concurrency: w.concurrency,
+            counters: this.#counters,
+            onError: (error) => o.onError(error, null),
+          });
+    this.workerId = this.#heartbeat?.id ?? null;
+    this.#runner = new BullMQJobRunner({
+      broker: this,
+      tasks: this.#tasks,
+      options: o,
+      bullRedis: this.#bullRedis,
+      control: this.#control,
+      runState: this.#owned.runState,
+      counters: this.#counters,
+      heartbeat: this.#heartbeat,
+      watch: (redis, what) => this.#watch(redis, what),
+    });
     if (w === null) {
-      this.workerId = null;
-      this.#heartbeat = null;
       this.#ready = Promise.resolve();
       return;
     }
-    this.#heartbeat = new WorkerHeartbeat(this.redis, o.keyPrefix, {
-      intervalMs: w.heartbeatMs,
-      concurrency: w.concurrency,
-      counters: this.#counters,
-      onError: (error) => o.onError(error, null),
-    });
-    this.workerId = this.#heartbeat.id;
     // The run engine of a worker process exists from the start: it is what runs step jobs.
     getEngine(this);
-    this.#ready = this.#startWorkers(prefix);
+    this.#ready = this.#runner.start(prefix);
     this.#ready.catch((error: unknown) => o.onError(toError(error), null));
   }
 
@@ -185,52 +177,6 @@ export class BullMQBroker implements Broker {
     return this.#ready;
   }
 
-  async #startWorkers(prefix: string): Promise<void> {
-    const w = this.#options.worker;
-    if (w === null) return;
-    const common = {
-      connection: this.#bullRedis,
-      prefix,
-      lockDuration: w.lockDurationMs,
-      stalledInterval: w.stalledIntervalMs,
-      // One more than asked: the delivery after the last allowed recovery fails the step
-      // itself (see #runStepJob), so BullMQ never fails a step job for good silently.
-      maxStalledCount: w.maxStalledCount + 1,
-      ...(this.#options.telemetry !== undefined && { telemetry: this.#options.telemetry }),
-    };
-    const tasks = new Worker<BrokerJob, JsonValue>(BULLMQ_QUEUES.tasks, (job) => this.#onTaskQueueJob(job), {
-      ...common,
-      autorun: w.autorun,
-      concurrency: w.concurrency,
-      settings: { backoffStrategy: (attemptsMade, _type, _error, job) => this.#taskRetryDelay(attemptsMade, job) },
-    });
-    const control = new Worker<BrokerJob, JsonValue>(BULLMQ_QUEUES.control, (job) => this.#onControlJob(job), {
-      ...common,
-      autorun: w.autorun,
-      concurrency: w.controlConcurrency,
-    });
-    for (const worker of [tasks, control]) {
-      worker.on('error', (error) => this.#options.onError(error, null));
-      worker.on('failed', (job, error) => {
-        const data = job?.data;
-        // A failed call (StepFailedError) is flowcast's own: its run already knows.
-        if (data?.kind !== 'step' || job === undefined || error instanceof StepFailedError || job.attemptsMade < (job.opts.attempts ?? 1)) return;
-        this.#stepFailedForGood(data, `BrokerError: the job of this step failed in the broker: ${error.message}`).catch((e: unknown) =>
-          this.#options.onError(toError(e), data),
-        );
-      });
-    }
-    this.#workers = [tasks, control];
-    const sub = openConnection(this.#options.connection, 'flowcast-control');
-    this.#watch(sub, 'control connection');
-    await Promise.all([
-      tasks.waitUntilReady(),
-      control.waitUntilReady(),
-      this.#control.listen(sub, (m) => this.#onRunEnded(m)),
-      this.#heartbeat?.start(),
-    ]);
-  }
-
   /**
    * Starts taking jobs when the broker was created with `worker: { autorun: false }`
    * (no-op otherwise, and for a producer). Resolves once the workers are up.
@@ -238,9 +184,7 @@ export class BullMQBroker implements Broker {
   async startWorking(): Promise<void> {
     await this.#ready;
     if (this.#state !== 'open') throw new FlowcastError(ErrorCodes.CLOSED, 'BullMQBroker is closed');
-    for (const worker of this.#workers) {
-      if (!worker.isRunning()) void worker.run().catch((error: unknown) => this.#options.onError(toError(error), null));
-    }
+    this.#runner.run();
   }
 
   task<I extends JsonValue = JsonValue, O extends JsonValue = JsonValue>(
@@ -268,8 +212,7 @@ export class BullMQBroker implements Broker {
     const queue = job.kind === 'run_timeout' ? this.#controlQueue : this.#taskQueue;
     const retries = job.kind === 'task' ? (this.#tasks.get(job.task)?.options.retries ?? 0) : 0;
     // A step job carries what this process last wrote of its run: the worker's first transition needs no read.
-    const handoff = job.kind === 'step' && this.#owned.runState instanceof RedisRunState ? this.#owned.runState.handoff(job.run_id) : null;
-    const data: BrokerJob = handoff === null ? job : ({ ...job, [HANDOFF]: handoff } as unknown as BrokerJob);
+    const data = jobData(job, this.#owned.runState);
     await queue.add(jobName(job), data, jobOptions(job, delay, retries, this.#options.maxStoredResults, this.#options.keepJobs));
   }
 
@@ -293,7 +236,7 @@ export class BullMQBroker implements Broker {
   }
 
   setRunProcessor(processor: JobProcessor): void {
-    this.#processor = processor;
+    this.#runner.setProcessor(processor);
   }
 
   waitForTask(jobId: string, timeoutMs?: number): Promise<JsonValue> {
@@ -327,73 +270,11 @@ export class BullMQBroker implements Broker {
     return new BullMQScheduleDriver(this.#bullRedis, bullmqPrefix(this.keyPrefix), fire, onError);
   }
 
-  // ── worker side ───────────────────────────────────────────────────────────────────
+  // ── worker side (bullmq-job-runner.ts) ────────────────────────────────────────────
 
   /** This process's job counters (all zero on a producer): running now, finished, and thrown. */
   get workerCounters(): Readonly<WorkerCounters> {
     return { ...this.#counters };
-  }
-
-  async #onTaskQueueJob(job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
-    this.#counters.active++;
-    if (this.#counters.active === 1) this.#heartbeat?.stateChanged();
-    try {
-      const data = job.data;
-      if (data.kind === 'task') return await this.#runTaskJob(data, job);
-      if (data.kind === 'step') await this.#runStepJob(data, job);
-      else await this.#runControl(data);
-      return null;
-    } catch (error) {
-      this.#counters.failed++;
-      throw error;
-    } finally {
-      this.#counters.active--;
-      this.#counters.processed++;
-      if (this.#counters.active === 0) this.#heartbeat?.stateChanged();
-    }
-  }
-
-  async #onControlJob(job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
-    const data = job.data;
-    if (data.kind === 'step') await this.#runStepJob(data, job);
-    else if (data.kind === 'run_timeout') await this.#runControl(data);
-    return null;
-  }
-
-  async #runStepJob(carried: StepJob, job: Job<BrokerJob, JsonValue>): Promise<void> {
-    const data = this.#takeHandoff(carried);
-    let step: StepJob | null = data;
-    const allowed = this.#options.worker?.maxStalledCount ?? 0;
-    if (job.stalledCounter > allowed) {
-      const error = `WorkerLostError: the worker running this step stopped ${job.stalledCounter} times (maxStalledCount ${allowed}); not running it again`;
-      await this.#stepFailedForGood(data, error);
-      throw new StepFailedError(data, { step: data.step, attempt: data.attempt, error });
-    }
-    if (job.stalledCounter > 0) {
-      // Delivered again: the worker that ran it stopped (killed, lost its lock).
-      const reason = `WorkerLostError: the worker running this step stopped; BullMQ recovered the job (stalled ${job.stalledCounter}x)`;
-      // Through the engine, so tracking and hooks in this process see the retry too.
-      step = await getEngine(this).applyTransition(data.pipeline_id, data.run_id, (r) => stepRedelivered(r, data, reason, Date.now()));
-      if (step === null) return;
-    } else if (job.attemptsMade > 0) {
-      // BullMQ runs it again after an error outside the task: a chained call it carried goes again too.
-      const reason = 'BrokerError: the worker failed to record the end of a step (BullMQ runs the job again)';
-      step = await getEngine(this).applyTransition(data.pipeline_id, data.run_id, (r) => stepAttemptedAgain(r, data, reason, Date.now()));
-      if (step === null) return;
-    }
-    const failed = await this.#runProcessor(step, data.job_id);
-    // The job's (last) call failed: BullMQ keeps it in its failed set with the error.
-    if (isStepJobFailure(failed)) throw new StepFailedError(data, failed);
-  }
-
-  /** The step job without the run-state handoff it may carry, which primes this process's run state. */
-  #takeHandoff(data: StepJob): StepJob {
-    const h = (data as unknown as Record<string, unknown>)[HANDOFF];
-    if (h === undefined) return data;
-    if (this.#owned.runState instanceof RedisRunState) this.#owned.runState.prime(data.run_id, h);
-    const step = { ...data };
-    delete (step as unknown as Record<string, unknown>)[HANDOFF];
-    return step;
   }
 
   /**
@@ -402,25 +283,7 @@ export class BullMQBroker implements Broker {
    * has not run `chainSteps` calls yet.
    */
   chainable(job: StepJob, index: number): boolean {
-    const ok = this.#accepting && this.#state === 'open' && index <= (this.#options.worker?.chainSteps ?? 0) && this.#tasks.has(job.task);
-    // The engine status counts calls: a chained one is one more processed here.
-    if (ok) this.#counters.processed++;
-    return ok;
-  }
-
-  /**
-   * A step job that BullMQ gave up on (every attempt met an error outside the task, such
-   * as Redis unreachable while the step finished), or whose workers kept dying: the step
-   * fails, so its run does not wait for it forever.
-   */
-  async #stepFailedForGood(job: StepJob, error: string): Promise<void> {
-    const failure = { error, retryable: false };
-    // The call the job stands for: its own, or the chained one it carried when its own had ended.
-    await getEngine(this).applyTransition(job.pipeline_id, job.run_id, (r) => jobFailed(r, callOf(r, job), failure, Date.now()), (dispatches) => dispatches);
-  }
-
-  async #runControl(data: ControlJob): Promise<void> {
-    await this.#runProcessor(data);
+    return this.#runner.chainable(job, index, this.#accepting && this.#state === 'open');
   }
 
   /**
@@ -429,51 +292,6 @@ export class BullMQBroker implements Broker {
    */
   get queues(): readonly Queue[] {
     return [this.#taskQueue, this.#controlQueue];
-  }
-
-  async #runProcessor(job: StepJob | ControlJob, carrier?: string): Promise<unknown> {
-    const processor = this.#processor;
-    if (processor === null) {
-      throw new FlowcastError(ErrorCodes.INVALID_ARGUMENT, `No run engine is attached to this broker for ${job.kind} job ${job.job_id}`);
-    }
-    try {
-      return await processor(job, carrier);
-    } catch (error) {
-      this.#options.onError(toError(error), job);
-      throw error;
-    }
-  }
-
-  async #runTaskJob(data: TaskJob, job: Job<BrokerJob, JsonValue>): Promise<JsonValue> {
-    const def = this.#tasks.get(data.task);
-    if (def === undefined) {
-      throw new UnrecoverableError(`UnknownTaskError: task "${data.task}" is not registered on this worker (registered: ${this.taskNames().join(', ') || 'none'})`);
-    }
-    try {
-      return await executeCall(
-        def,
-        data.input,
-        { runId: null, pipelineId: null, stepName: null, taskId: data.job_id, attempt: job.attemptsMade + 1, item: null, timeoutMs: def.options.timeoutMs },
-        { log: () => undefined, progress: () => undefined },
-      );
-    } catch (error) {
-      const code = error instanceof FlowcastError ? error.code : undefined;
-      const message = describeError(error);
-      if (code !== undefined && NON_RETRYABLE_CODES.has(code)) throw new UnrecoverableError(message);
-      throw new Error(message);
-    }
-  }
-
-  #taskRetryDelay(attemptsMade: number, job: { data?: unknown } | undefined): number {
-    const data = job?.data as BrokerJob | undefined;
-    const def = data?.kind === 'task' ? this.#tasks.get(data.task) : undefined;
-    if (def === undefined) return 0;
-    return retryDelay({ retry_delay_ms: def.options.retryDelayMs ?? 0, backoff: def.options.backoff ?? 'fixed' }, attemptsMade + 1);
-  }
-
-  #onRunEnded(m: RunEndedMessage): void {
-    const why = m.event === 'PipelineCancelledEvent' ? `was cancelled: ${m.reason}` : `ended (${m.event}) while this step was running`;
-    getEngine(this).abortLocal(m.run_id, () => new CancelledError(`Run ${m.run_id} ${why}`));
   }
 
   // ── lifecycle ─────────────────────────────────────────────────────────────────────
@@ -503,7 +321,7 @@ export class BullMQBroker implements Broker {
       dropConnection(this.redis);
       dropConnection(this.#bullRedis);
     }
-    await Promise.all(this.#workers.map((w) => w.close(force || down).catch(report)));
+    await this.#runner.close(force || down, report);
     this.#accepting = false;
     // The runs this process started and still follows: their end will not reach it any more.
     existingEngine(this)?.endRunSpans();

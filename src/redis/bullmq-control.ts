@@ -8,12 +8,15 @@
  * its call, and the run state drops the late result (the run has ended).
  */
 import type { Redis } from 'ioredis';
-import { RunNotResumableError } from '../core/errors.js';
+import { InvalidArgumentError, RunNotResumableError } from '../core/errors.js';
 import type { FlowcastEvent } from '../events/types.js';
 import type { RunRecord, RunStateStore, RunSummary, Transition } from '../pipeline/run-state.js';
 import { runControlChannel } from './keys.js';
 import { closeConnection } from './connection-end.js';
+import type { Logger } from '../core/logger.js';
+import type { EventTransport } from '../transport/transport.js';
 import { RedisRunState, type RedisRunStateOptions } from './run-state.js';
+import { RedisPubSubTransport } from './transport.js';
 
 /** What is announced on the control channel (JSON). */
 export interface RunEndedMessage {
@@ -148,4 +151,40 @@ export class AnnouncingRunState implements RunStateStore {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** The transport and run state a broker uses, and those of them it opened (and closes). */
+export interface BrokerRunStores {
+  /** The event log and fan-out of the broker's runs. */
+  transport: EventTransport;
+  /** The broker's run state, announcing run ends through its {@link RunControl}. */
+  runState: RunStateStore;
+  /** What the broker opened itself: it closes these, never the caller's. */
+  owned: { runState: AnnouncingRedisRunState | null; transport: RedisPubSubTransport | null };
+}
+
+/**
+ * A broker's transport and run state: the options' (the run state wrapped to announce
+ * run ends on `control`), else a `RedisPubSubTransport` and a `RedisRunState` on `redis`.
+ * A run state of its own needs a `RedisPubSubTransport` (whose logs it writes).
+ */
+export function brokerRunStores(
+  redis: Redis,
+  options: { transport?: EventTransport | undefined; runState?: RunStateStore | undefined; keyPrefix: string; logger: Logger },
+  control: RunControl,
+): BrokerRunStores {
+  let transport = options.transport;
+  const owned: BrokerRunStores['owned'] = { runState: null, transport: null };
+  if (transport === undefined) {
+    const t = new RedisPubSubTransport(redis, { keyPrefix: options.keyPrefix, logger: options.logger });
+    transport = t;
+    owned.transport = t;
+  }
+  if (options.runState !== undefined) return { transport, runState: new AnnouncingRunState(options.runState, control), owned };
+  if (!(transport instanceof RedisPubSubTransport)) {
+    throw new InvalidArgumentError('BullMQBroker: give options.runState too when options.transport is not a RedisPubSubTransport');
+  }
+  const runState = new AnnouncingRedisRunState(redis, { transport }, control);
+  owned.runState = runState;
+  return { transport, runState, owned };
 }

@@ -10,6 +10,7 @@ import type { ResolvedBrokerOptions } from './bullmq-options.js';
 import type { EventDraft } from '../events/types.js';
 import type { RunRecord, Transition } from '../pipeline/run-state.js';
 import { carriedJob, isStaleJob } from '../pipeline/step-jobs.js';
+import type { RedisRunState } from './run-state.js';
 
 /**
  * BullMQ job id of a flowcast job id. BullMQ refuses `:` in custom ids (and plain
@@ -50,6 +51,28 @@ export function jobOptions(job: BrokerJob, delayMs: number, taskRetries: number,
   if (job.kind === 'run_timeout') return { ...base, ...kept };
   if (job.kind === 'step') return { ...base, attempts: 3, backoff: { type: 'fixed', delay: 1000 }, ...kept };
   return { ...base, attempts: taskRetries + 1, backoff: { type: TASK_BACKOFF }, removeOnComplete: { count: keepResults }, removeOnFail: { count: keepResults } };
+}
+
+/** Field of a step job's BullMQ data that carries the sender's run-state handoff (see `RedisRunState.handoff`). */
+const HANDOFF = 'state_handoff';
+
+/**
+ * The BullMQ data of a job: a step job carries what `runState` (the broker's own, when it
+ * is a `RedisRunState`) last wrote of its run, so the worker's first transition needs no read.
+ */
+export function jobData(job: BrokerJob, runState: RedisRunState | null): BrokerJob {
+  const handoff = job.kind === 'step' && runState !== null ? runState.handoff(job.run_id) : null;
+  return handoff === null ? job : ({ ...job, [HANDOFF]: handoff } as unknown as BrokerJob);
+}
+
+/** The step job without the run-state handoff it may carry, which primes `runState` (when there is one). */
+export function takeHandoff(data: StepJob, runState: RedisRunState | null): StepJob {
+  const h = (data as unknown as Record<string, unknown>)[HANDOFF];
+  if (h === undefined) return data;
+  if (runState !== null) runState.prime(data.run_id, h);
+  const step = { ...data };
+  delete (step as unknown as Record<string, unknown>)[HANDOFF];
+  return step;
 }
 
 /**

@@ -4,39 +4,17 @@ import { logError } from '../core/log-throttle.js';
 import { ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
 import { checkKnownKeys, checkNonEmptyString, checkNonNegativeInt, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
 import type { FlowcastEvent } from '../events/types.js';
-import { PIPELINE_STATUSES, isEndedStatus, type PipelineStatus } from '../tracking/models.js';
-import { applyEvent } from '../tracking/reducer.js';
+import { PIPELINE_STATUSES, type PipelineStatus } from '../tracking/models.js';
 import { checkEventGroup, checkMaintenance, type ListPipelinesQuery, type MaintenanceOptions, type TrackingStorage } from '../tracking/storage.js';
 import type { AutoStorageOptions } from '../tracking/auto-storage.js';
-import {
-  DEFAULT_KEY_PREFIX,
-  checkKeyPrefix,
-  runLogKey,
-  trackEndedIndexKey,
-  trackPendingKey,
-  trackPipelineIndexKey,
-  trackPipelinesKey,
-  trackRunKey,
-  trackStartedIndexKey,
-  trackStatusIndexKey,
-} from './keys.js';
-import {
-  indexBlock,
-  indexedFields,
-  otherIndexes,
-  planIndexes,
-  removeFromIndexes,
-  scanIndex,
-  withBlock,
-  writeIndexes,
-  type IndexPlan,
-  type IndexedFields,
-  type PruneResult,
-} from './storage-indexes.js';
-import { checkDate, checkEvent, checkStatusObject, isRedisClient, newestStartedFirst } from './storage-checks.js';
-import { COMMIT, DELETE, FAST_APPLY, READ_AT, FAST_APPLY_GROUP, INDEX_ONLY, OFFER, OFFER_MANY, SAVE, type RedisClient } from './storage-lua.js';
-import { drainPending, parseOffer, type Loaded } from './storage-pending.js';
+import { DEFAULT_KEY_PREFIX, checkKeyPrefix } from './keys.js';
+import type { PruneResult } from './storage-indexes.js';
+import { checkDate, checkEvent, checkStatusObject, isRedisClient } from './storage-checks.js';
+import type { RedisClient } from './storage-lua.js';
 import { IndexPruner } from './storage-prune.js';
+import { deleteEndedBefore, deletePipelineRuns, deleteRun } from './storage-delete.js';
+import { listRuns } from './storage-queries.js';
+import { StatusWrites } from './storage-writes.js';
 
 export type { RedisClient } from './storage-lua.js';
 export type { PruneResult } from './storage-indexes.js';
@@ -45,37 +23,6 @@ export type { PruneResult } from './storage-indexes.js';
 export type RedisPipelineStorageOptions = AutoStorageOptions;
 
 const OPTION_KEYS = ['keyPrefix', 'ttlSeconds', 'gapTimeoutMs', 'pruneIntervalMs', 'pruneOnWrite', 'logger', 'onError', 'logBacked'] as const;
-/**
- * The write paths, all Lua scripts of storage-lua.ts, each atomic on the run's keys
- * (`<prefix>{<run_id>}:track`, its pending buffer, and its index entries):
- *
- * 1. **SAVE** (`saveStatus`): a whole status, written as given; indexes follow it.
- * 2. **FAST_APPLY** (`applyEvent`, one round trip): this process wrote the run last and
- *    holds that status and its record version: it applies the event here and stores the
- *    result if the record is still at that version (compare-and-set), else falls to 4.
- * 3. **FAST_APPLY_GROUP** (`applyEvents`): the same for the events of one transition
- *    (one write for several events), after a **READ_AT** when nothing is cached.
- * 4. **OFFER / OFFER_MANY, then COMMIT** (the general path): the event goes into the run's
- *    pending buffer; the buffered events are drained in seq order with the reducer (a
- *    missing seq is read from the run's log, see `logBacked`) and the result is stored
- *    with a compare-and-set, retried on a concurrent writer.
- * 5. **INDEX_ONLY** (`primeStart` / a start with `logBacked`): a run's start is recorded
- *    by its index entries alone; reads build its status from its log until a later write.
- *
- * **DELETE** (`deletePipeline`, `cleanupOlderThan`) removes a run (if still at the version
- * read) with its index entries.
- */
-
-/** The record version of a run with no record yet (versions count writes from 1). */
-const NO_RECORD_VERSION = '0';
-/** Events of a run with no record yet wait at most this long (or the TTL, if shorter) for its start. */
-const ORPHAN_TTL_SECONDS = 3600;
-/** Run ids read per round trip by list queries. */
-const SCAN_BATCH = 1000;
-/** Compare-and-set attempts before applyEvent gives up. */
-const MAX_ATTEMPTS = 1000;
-/** Running runs whose last written status a storage keeps for the one-round-trip path. */
-const CACHED_RUNS = 1000;
 
 /**
  * Tracking storage in Redis (seed 001 §5.2), shared by every process of a deployment.
@@ -100,6 +47,9 @@ const CACHED_RUNS = 1000;
  *   indexes are written by separate commands after the record).
  * - The caller owns the connection: {@link close} does not close it.
  *
+ * Where to read on: every write path, named, in storage-writes.ts; the list queries in
+ * storage-queries.ts; the deletions in storage-delete.ts; the indexes in storage-indexes.ts.
+ *
  * @example
  * const redis = new Redis('redis://localhost:6379');
  * const tracking = new PipelineTrackingManager().withStorage(new RedisPipelineStorage(redis, { ttlSeconds: 30 * 86400 }));
@@ -115,10 +65,8 @@ export class RedisPipelineStorage implements TrackingStorage {
   /** See {@link RedisPipelineStorageOptions.logBacked}. */
   readonly logBacked: boolean;
   readonly #pruner: IndexPruner;
-  readonly #orphanTtl: number;
+  readonly #writes: StatusWrites;
   #closed = false;
-  /** run id → the version and status this process wrote last (insertion order: oldest first). */
-  readonly #cache = new Map<string, { version: string; status: PipelineStatus }>();
 
   constructor(redis: RedisClient, options: RedisPipelineStorageOptions = {}) {
     if (!isRedisClient(redis)) throw new InvalidArgumentError(`RedisPipelineStorage(redis): redis must be an ioredis Redis or Cluster client, received ${show(redis)}`);
@@ -139,42 +87,19 @@ export class RedisPipelineStorage implements TrackingStorage {
     const logger = loggerOf(options.logger, 'RedisPipelineStorage options.logger');
     const onError = options.onError ?? ((error: Error) => logError(logger, error, 'RedisPipelineStorage: prune'));
     this.#pruner = new IndexPruner(redis, { prefix: this.keyPrefix, ttlSeconds: this.ttlSeconds, intervalMs, onWrite: options.pruneOnWrite ?? true, onError });
-    this.#orphanTtl = Math.min(this.ttlSeconds, ORPHAN_TTL_SECONDS);
+    this.#writes = new StatusWrites(redis, { prefix: this.keyPrefix, ttlSeconds: this.ttlSeconds, gapTimeoutMs: this.gapTimeoutMs, logBacked: this.logBacked, pruner: this.#pruner });
   }
 
   async saveStatus(status: PipelineStatus): Promise<void> {
     this.#open();
     checkStatusObject(status);
-    const runId = status.run_id;
-    this.#cache.delete(runId);
-    const prefix = this.keyPrefix;
-    const after = indexedFields(status);
-    // Every entry is written again (repairs one a reader removed meanwhile). The previous
-    // status is known only once the script ran: on a single Redis the run leaves every other
-    // status's index (and the end-time index when it is not ended) in the same call.
-    const block = this.#redis.isCluster ? null : indexBlock(prefix, runId, otherIndexes(prefix, after), after);
-    const keys = withBlock([trackRunKey(prefix, runId)], block?.keys);
-    const args = withBlock<string | number>([JSON.stringify(status), status.last_seq, this.ttlSeconds], block?.args);
-    const previous = (await SAVE.run(this.#redis, keys, args)) as string | null;
-    const before = previous === null ? null : indexedFields(JSON.parse(previous) as PipelineStatus);
-    if (block === null) await writeIndexes(this.#redis, prefix, runId, before, after);
-    // A status moved to another pipeline (rare): its previous pipeline's index key was not known before the script.
-    else if (before !== null && before.pipelineId !== after.pipelineId) await this.#redis.zrem(trackPipelineIndexKey(prefix, before.pipelineId), runId);
-    this.#pruner.wrote(after);
+    await this.#writes.save(status);
   }
 
   async getStatus(runId: string): Promise<PipelineStatus | null> {
     this.#open();
     checkNonEmptyString(runId, 'getStatus(runId)');
-    const loaded = await this.#offer(runId, 0, '');
-    if (loaded === null) return null;
-    // Events held back by a gap that timed out, or left by a writer that stopped before it
-    // stored them (the next seq is waiting), are applied by whoever looks next.
-    const status = loaded.status;
-    if (loaded.pending.size > 0 && (loaded.waitedMs >= this.gapTimeoutMs || loaded.pending.has((status?.last_seq ?? 0) + 1))) {
-      return (await this.#settle(runId, [], loaded)).status;
-    }
-    return loaded.status;
+    return this.#writes.read(runId);
   }
 
   async listPipelines(query: ListPipelinesQuery = {}): Promise<PipelineStatus[]> {
@@ -185,37 +110,9 @@ export class RedisPipelineStorage implements TrackingStorage {
     const pipelineId = query.pipelineId === undefined ? undefined : checkNonEmptyString(query.pipelineId, 'pipelineId');
     const since = query.since === undefined ? undefined : checkDate(query.since, 'since');
     const limit = query.limit === undefined ? Infinity : checkPositiveInt(query.limit, 'limit');
-    let skip = query.offset === undefined ? 0 : checkNonNegativeInt(query.offset, 'offset');
-    const prefix = this.keyPrefix;
-    // The most selective index that fits: the pipeline's, else the status's, else all runs.
-    const key =
-      pipelineId !== undefined
-        ? trackPipelineIndexKey(prefix, pipelineId)
-        : status !== undefined
-          ? trackStatusIndexKey(prefix, status)
-          : trackStartedIndexKey(prefix);
-    const sinceMs = since?.getTime();
-    const out: PipelineStatus[] = [];
-    const scan = scanIndex(this.#redis, prefix, {
-      key,
-      min: sinceMs === undefined ? '-inf' : String(sinceMs),
-      batch: Number.isFinite(limit) ? Math.min(SCAN_BATCH, limit + skip) : SCAN_BATCH,
-      belongs: (s) => (pipelineId === undefined || s.pipeline_id === pipelineId) && (pipelineId !== undefined || status === undefined || s.status === status),
-      // A run whose start was recorded by its index entries alone: read from its log (null when that is gone too).
-      missing: (runId) => this.getStatus(runId),
-    });
-    for await (const s of scan) {
-      if (status !== undefined && s.status !== status) continue;
-      if (sinceMs !== undefined && (s.started_at === null || Date.parse(s.started_at) < sinceMs)) continue;
-      if (skip > 0) {
-        skip--;
-        continue;
-      }
-      out.push(s);
-      if (out.length >= limit) break;
-    }
-    // The index order is by start time; ties and entries moved under the walk are put right here.
-    return out.sort(newestStartedFirst);
+    const offset = query.offset === undefined ? 0 : checkNonNegativeInt(query.offset, 'offset');
+    // A run whose start was recorded by its index entries alone: read from its log (null when that is gone too).
+    return listRuns(this.#redis, this.keyPrefix, { status, pipelineId, since, limit, offset }, (runId) => this.getStatus(runId));
   }
 
   async getLatest(pipelineId: string): Promise<PipelineStatus | null> {
@@ -233,29 +130,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     checkNonEmptyString(id, 'deletePipeline(id)');
     const signal = checkMaintenance(options, 'deletePipeline');
     throwIfAborted(signal, 'deletePipeline');
-    if (await this.#deleteRun(id, '')) return 1;
-    const prefix = this.keyPrefix;
-    const indexKey = trackPipelineIndexKey(prefix, id);
-    let deleted = 0;
-    for (;;) {
-      throwIfAborted(signal, 'deletePipeline', `deleting ${deleted} runs`);
-      const ids = await this.#redis.zrange(indexKey, 0, SCAN_BATCH - 1);
-      if (ids.length === 0) break;
-      const rows = await Promise.all(ids.map((runId) => this.#redis.hget(trackRunKey(prefix, runId), 's')));
-      throwIfAborted(signal, 'deletePipeline', `deleting ${deleted} runs`);
-      const results = await Promise.all(
-        ids.map(async (runId, i) => {
-          const row = rows[i];
-          // No status: gone, or a start recorded without it (logBacked: in this pipeline's index, so of this pipeline).
-          if (typeof row === 'string' && (JSON.parse(row) as PipelineStatus).pipeline_id !== id) return false;
-          return this.#deleteRun(runId, '');
-        }),
-      );
-      deleted += results.filter(Boolean).length;
-      await this.#redis.zrem(indexKey, ...ids);
-    }
-    await this.#redis.srem(trackPipelinesKey(prefix), id);
-    return deleted;
+    return deletePipelineRuns(this.#redis, this.keyPrefix, id, signal, (runId, version) => this.#deleteRun(runId, version));
   }
 
   /**
@@ -268,33 +143,7 @@ export class RedisPipelineStorage implements TrackingStorage {
   async applyEvent(event: FlowcastEvent): Promise<PipelineStatus | null> {
     this.#open();
     checkEvent(event);
-    const runId = event.run_id;
-    const json = JSON.stringify(event);
-    let loaded: Loaded | null;
-    // The fast path: this process wrote the run last (or the event starts a new run); apply
-    // here, store in one round trip if nobody wrote since.
-    const cached = this.#cache.get(runId) ?? (event.type === 'PipelineStartEvent' && event.seq === 1 ? { version: NO_RECORD_VERSION, status: null } : undefined);
-    if (cached !== undefined && event.seq === (cached.status?.last_seq ?? 0) + 1) {
-      this.#cache.delete(runId);
-      // Before the reducer, which may change the status it is given in place.
-      const before = cached.status === null ? null : indexedFields(cached.status);
-      const next = applyEvent(cached.status, event) as PipelineStatus;
-      const plan = this.#indexPlan(runId, before, next);
-      const keys = withBlock([trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)], plan.block?.keys);
-      const args = withBlock<string | number>([event.seq, json, this.ttlSeconds, this.#orphanTtl, cached.version, JSON.stringify(next)], plan.block?.args);
-      const reply = (await FAST_APPLY.run(this.#redis, keys, args)) as unknown[];
-      if (reply[0] === 2) {
-        this.#remember(runId, String(reply[1]), next);
-        await this.#afterWrite(runId, plan);
-        return next;
-      }
-      loaded = parseOffer(reply);
-    } else {
-      loaded = await this.#offer(runId, event.seq, json);
-    }
-    if (loaded === null) return null;
-    const { status, own } = await this.#settle(runId, [event.seq], loaded);
-    return own ? status : null;
+    return this.#writes.apply(event);
   }
 
   /**
@@ -313,71 +162,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     this.#open();
     checkEventGroup(events, 'applyEvents(events)');
     for (const e of events) checkEvent(e);
-    const first = events[0] as FlowcastEvent;
-    const runId = first.run_id;
-    if (this.logBacked && events.length === 1 && first.type === 'PipelineStartEvent' && first.seq === 1 && !this.#cache.has(runId)) {
-      return this.#indexStart(first);
-    }
-    let cached = this.#cache.get(runId) ?? (first.type === 'PipelineStartEvent' && first.seq === 1 ? { version: NO_RECORD_VERSION, status: null } : undefined);
-    const last = events[events.length - 1] as FlowcastEvent;
-    // Increasing seqs (checked) spanning exactly length - 1: consecutive.
-    const consecutive = last.seq - first.seq === events.length - 1;
-    if (cached === undefined && consecutive && first.seq > 1) {
-      // Another process wrote the run last: read its status (only if the group continues
-      // it), then the same compare-and-set as the fast path. Two light calls.
-      const read = (await READ_AT.run(this.#redis, [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)], [first.seq - 1])) as [string, string] | null;
-      if (read !== null) cached = { version: String(read[0]), status: JSON.parse(read[1]) as PipelineStatus };
-    }
-    if (cached !== undefined && first.seq === (cached.status?.last_seq ?? 0) + 1 && consecutive) {
-      this.#cache.delete(runId);
-      // Before the reducer, which may change the status it is given in place.
-      const before = cached.status === null ? null : indexedFields(cached.status);
-      // Based on the start alone (primed, or this process's start write): checked by last_seq, and a run not written yet is at that base too.
-      const startBase = cached.status?.last_seq === 1 ? '1' : '0';
-      let next = cached.status;
-      for (const e of events) next = applyEvent(next, e);
-      // Not null: the group starts the run, or follows a stored status.
-      const status = next as PipelineStatus;
-      const plan = this.#indexPlan(runId, before, status);
-      const keys = withBlock([trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)], plan.block?.keys);
-      const args = withBlock<string | number>([cached.version, JSON.stringify(status), last.seq, this.ttlSeconds, startBase], plan.block?.args);
-      const version = (await FAST_APPLY_GROUP.run(this.#redis, keys, args)) as number;
-      if (version !== 0) {
-        this.#remember(runId, String(version), status);
-        await this.#afterWrite(runId, plan);
-        return status;
-      }
-      // Refused: the record moved (another writer) or events are pending; nothing was written.
-    }
-    // Any other case: every event into the pending buffer in one call, then one settle (as
-    // many applyEvent calls would do, in two round trips for the whole group).
-    const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)];
-    const args: (string | number)[] = [this.ttlSeconds, this.#orphanTtl];
-    for (const e of events) args.push(e.seq, JSON.stringify(e));
-    const loaded = parseOffer(await OFFER_MANY.run(this.#redis, keys, args));
-    if (loaded === null) return null;
-    // The group's events that were not duplicates when offered (the record was read in the same script).
-    const stored = loaded.status?.last_seq ?? 0;
-    const own = events.map((e) => e.seq).filter((seq) => seq > stored);
-    const settled = await this.#settle(runId, own, loaded);
-    return settled.own ? settled.status : null;
-  }
-
-  /**
-   * The start of a run of a `logBacked` storage: its index entries alone, no record (the
-   * status is read from the run's log until a later write stores it). Remembered as this
-   * process's base for the run's next write (no record yet: version 0, last_seq 1).
-   */
-  async #indexStart(start: FlowcastEvent): Promise<PipelineStatus | null> {
-    const status = applyEvent(null, start);
-    if (status === null) return null;
-    const runId = start.run_id;
-    const plan = this.#indexPlan(runId, null, status);
-    const keys = withBlock([trackRunKey(this.keyPrefix, runId)], plan.block?.keys);
-    await INDEX_ONLY.run(this.#redis, keys, withBlock<string | number>([this.ttlSeconds], plan.block?.args));
-    this.#remember(runId, NO_RECORD_VERSION, status);
-    await this.#afterWrite(runId, plan);
-    return status;
+    return this.#writes.applyGroup(events);
   }
 
   /**
@@ -388,9 +173,8 @@ export class RedisPipelineStorage implements TrackingStorage {
    * (then the write reads the run as usual).
    */
   primeStart(start: FlowcastEvent): void {
-    if (this.#closed || start.type !== 'PipelineStartEvent' || start.seq !== 1 || this.#cache.has(start.run_id)) return;
-    const status = applyEvent(null, start);
-    if (status !== null) this.#remember(start.run_id, '1', status);
+    if (this.#closed) return;
+    this.#writes.primeStart(start);
   }
 
   /**
@@ -401,36 +185,7 @@ export class RedisPipelineStorage implements TrackingStorage {
     this.#open();
     const cut = checkDate(cutoff, 'cleanupOlderThan(cutoff)').getTime();
     const signal = checkMaintenance(options, 'cleanupOlderThan');
-    const prefix = this.keyPrefix;
-    const key = trackEndedIndexKey(prefix);
-    let removed = 0;
-    let offset = 0;
-    for (;;) {
-      throwIfAborted(signal, 'cleanupOlderThan', `deleting ${removed} runs`);
-      const ids = await this.#redis.zrangebyscore(key, '-inf', `(${cut}`, 'LIMIT', offset, SCAN_BATCH);
-      if (ids.length === 0) break;
-      const rows = await Promise.all(ids.map((id) => this.#redis.hmget(trackRunKey(prefix, id), 'v', 's')));
-      throwIfAborted(signal, 'cleanupOlderThan', `deleting ${removed} runs`);
-      let kept = 0;
-      await Promise.all(
-        ids.map(async (id, i) => {
-          const [version, json] = rows[i] ?? [null, null];
-          const s = typeof json === 'string' ? (JSON.parse(json) as PipelineStatus) : null;
-          if (s === null) {
-            await removeFromIndexes(this.#redis, prefix, id, null);
-            return;
-          }
-          const done = isEndedStatus(s.status) && s.completed_at !== null && Date.parse(s.completed_at) < cut;
-          // Deleted only if unchanged since read: a run restarted meanwhile stays.
-          if (done && (await this.#deleteRun(id, version ?? ''))) removed++;
-          else kept++;
-        }),
-      );
-      offset += kept;
-      if (ids.length < SCAN_BATCH) break;
-    }
-    throwIfAborted(signal, 'cleanupOlderThan', `deleting ${removed} runs`);
-    return removed;
+    return deleteEndedBefore(this.#redis, this.keyPrefix, cut, signal, (runId, version) => this.#deleteRun(runId, version));
   }
 
   /**
@@ -456,73 +211,13 @@ export class RedisPipelineStorage implements TrackingStorage {
     await this.close();
   }
 
-  /** Keeps the status this process just wrote, for the fast path of the run's next event. */
-  #remember(runId: string, version: string, status: PipelineStatus): void {
-    this.#cache.delete(runId);
-    if (isEndedStatus(status.status)) return;
-    this.#cache.set(runId, { version, status });
-    if (this.#cache.size > CACHED_RUNS) this.#cache.delete(this.#cache.keys().next().value as string);
-  }
-
   #open(): void {
     if (this.#closed) throw new FlowcastError(ErrorCodes.CLOSED, 'RedisPipelineStorage is closed');
   }
 
-  #offer(runId: string, seq: number, json: string): Promise<Loaded | null> {
-    const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId), runLogKey(this.keyPrefix, runId)];
-    return OFFER.run(this.#redis, keys, [seq, json, this.ttlSeconds, this.#orphanTtl]).then(parseOffer);
-  }
-
-  /**
-   * Applies the run's pending events that can go now (in seq order; past a gap only once
-   * it timed out) and stores the result with a compare-and-set, reading again on a
-   * conflict. `own` tells whether one of the events `seqs` (the caller's) is in the
-   * resulting status.
-   */
-  async #settle(runId: string, seqs: readonly number[], first: Loaded): Promise<{ status: PipelineStatus | null; own: boolean }> {
-    let loaded: Loaded | null = first;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      if (loaded === null) return { status: null, own: false };
-      const ownApplied = (l: Loaded): boolean => l.status !== null && seqs.some((seq) => !l.pending.has(seq) && seq <= (l.status as PipelineStatus).last_seq);
-      // Before drainPending, which applies the events to the loaded status in place. The
-      // compare-and-set below holds only if the record is still the one read: `before` is exact.
-      const before = loaded.status === null ? null : indexedFields(loaded.status);
-      const reflected = ownApplied(loaded);
-      const drained = drainPending(loaded, this.gapTimeoutMs);
-      if (drained === null) return { status: loaded.status, own: reflected };
-      const plan = this.#indexPlan(runId, before, drained.status);
-      const keys = withBlock([trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)], plan.block?.keys);
-      const args = withBlock<string | number>([loaded.version, JSON.stringify(drained.status), drained.status.last_seq, this.ttlSeconds, ...drained.remove], plan.block?.args);
-      const version = (await COMMIT.run(this.#redis, keys, args)) as number;
-      if (version !== 0) {
-        this.#remember(runId, String(version), drained.status);
-        await this.#afterWrite(runId, plan);
-        return { status: drained.status, own: reflected || seqs.some((seq) => drained.applied.has(seq)) };
-      }
-      loaded = await this.#offer(runId, 0, '');
-    }
-    throw new FlowcastError(ErrorCodes.CONFLICT, `applyEvent: gave up after ${MAX_ATTEMPTS} attempts: run "${runId}" changed under every one`);
-  }
-
-  /** {@link planIndexes} of a write of this storage. */
-  #indexPlan(runId: string, before: IndexedFields | null, status: PipelineStatus): IndexPlan {
-    return planIndexes(this.#redis.isCluster, this.keyPrefix, runId, before, indexedFields(status));
-  }
-
-  /** After a successful write: the index commands a Cluster needs (the script could not write them), and the pruning writes call for. */
-  async #afterWrite(runId: string, plan: IndexPlan): Promise<void> {
-    if (plan.change && plan.block === null) await writeIndexes(this.#redis, this.keyPrefix, runId, plan.before, plan.after);
-    this.#pruner.wrote(plan.change ? plan.after : null);
-  }
-
-  /** Deletes a run (if still at `version`, when given) with its index entries. */
-  async #deleteRun(runId: string, version: string): Promise<boolean> {
-    this.#cache.delete(runId);
-    const keys = [trackRunKey(this.keyPrefix, runId), trackPendingKey(this.keyPrefix, runId)];
-    const json = (await DELETE.run(this.#redis, keys, [version])) as string | null;
-    if (json === null) return false;
-    // '': a start recorded without its status (logBacked); its pipeline's index entry goes when a list meets it.
-    await removeFromIndexes(this.#redis, this.keyPrefix, runId, json === '' ? null : (JSON.parse(json) as PipelineStatus).pipeline_id);
-    return true;
+  /** Deletes a run (if still at `version`, when given) with its index entries, and forgets what this process wrote of it. */
+  #deleteRun(runId: string, version: string): Promise<boolean> {
+    this.#writes.forget(runId);
+    return deleteRun(this.#redis, this.keyPrefix, runId, version);
   }
 }

@@ -1,4 +1,3 @@
-import { checkChannel, checkListener } from '../transport/checks.js';
 import type { Redis } from 'ioredis';
 import { loggerOf } from '../core/logger.js';
 import { logError } from '../core/log-throttle.js';
@@ -11,26 +10,20 @@ import { DEFAULT_RUN_STREAM_LENGTH, type RunMarkerKind, type RunStreams } from '
 import { RedisEpoch, type EpochListener } from './epoch.js';
 import { RedisRunStreams } from './run-streams.js';
 import { readRunLog } from './log-read.js';
-import { encodeDraft, eventJson, finishEvent, parseEvent, type EncodedDraft } from './event-codec.js';
-import { DEFAULT_KEY_PREFIX, allChannel, checkKeyPrefix, pipelineChannel, runChannel, runLogKey, runLogMetaKey } from './keys.js';
+import { appendEvent } from './log-append.js';
+import { eventJson, finishEvent, type EncodedDraft } from './event-codec.js';
+import { DEFAULT_KEY_PREFIX, allChannel, checkKeyPrefix, pipelineChannel, runChannel } from './keys.js';
 import { announceInstance, listInstances } from './instances.js';
 import { ingestEvent } from './log-ingest.js';
-import { APPEND_SCRIPT, LuaScript, PUBLISH_SCRIPT } from './lua.js';
-import { RunSequencer } from './sequencer.js';
 import { ChannelMux } from './channel-mux.js';
+import { LiveListeners } from './live-listeners.js';
+import { LivePublisher } from './live-publisher.js';
 import { KNOWN, checkRedisClient, type RedisPubSubTransportOptions } from './transport-options.js';
 
 export { checkRedisClient, type RedisPubSubTransportOptions } from './transport-options.js';
 
-
-/** Longest a publish waits for its event to reach this transport's own listeners. */
-const ECHO_WAIT_MS = 2000;
-
-const appendScript = new LuaScript(APPEND_SCRIPT);
 /** The append scripts' channel arguments when they publish nothing. */
 const NO_CHANNELS: readonly string[] = ['', '', ''];
-const publishScript = new LuaScript(PUBLISH_SCRIPT);
-
 
 /**
  * The event log and live fan-out on Redis (seed 000 §6.4): every server instance and
@@ -48,6 +41,11 @@ const publishScript = new LuaScript(PUBLISH_SCRIPT);
  *   publishing for one run) or that Pub/Sub lost (the subscription connection
  *   reconnected) are read from the run's log (see `RunSequencer`).
  *
+ * Where to read on: the append path in log-append.ts (log-ingest.ts for events that
+ * have their seq already, log-read.ts for reads), the listeners and their ordered
+ * delivery in live-listeners.ts, the batched publishes in live-publisher.ts, the options
+ * in transport-options.ts.
+ *
  * The caller owns `redis`: `close()` closes only the subscription connection.
  *
  * @example
@@ -56,37 +54,27 @@ const publishScript = new LuaScript(PUBLISH_SCRIPT);
  * const server = getWebSocketServer({ port: 8765, transport });
  */
 export class RedisPubSubTransport implements EventTransport {
-  /** Events this transport's append script published already: `publish` sends them no more. */
-  readonly #publishedOnAppend = new WeakSet<FlowcastEvent>();
   /** The client commands go through (the caller's). */
   readonly redis: Redis;
+  /** See {@link RedisPubSubTransportOptions.keyPrefix}. */
   readonly keyPrefix: string;
+  /** See {@link RedisPubSubTransportOptions.maxEventsPerRun}. */
   readonly maxEventsPerRun: number;
+  /** See {@link RedisPubSubTransportOptions.ttlSeconds}. */
   readonly ttlSeconds: number;
+  /** See {@link RedisPubSubTransportOptions.endedTtlSeconds}. */
   readonly endedTtlSeconds: number;
   /** See {@link RedisPubSubTransportOptions.publishOnAppend}. */
   readonly publishOnAppend: boolean;
-  readonly #trackedRuns: number;
-  readonly #onListenerError: (error: unknown, event: FlowcastEvent) => void;
   readonly #onError: (error: unknown, where: string) => void;
-  readonly #listeners = new Map<string, Set<EventListener>>();
   readonly #mux: ChannelMux;
+  readonly #live: LiveListeners;
+  readonly #publisher: LivePublisher;
   readonly #allChannel: string;
-  readonly #sequencer: RunSequencer;
   readonly #runs: RedisRunStreams;
   readonly #epoch: RedisEpoch;
   /** The run streams: the starts and ends of each pipeline's runs and of every pipeline's (src/redis/run-streams.ts). */
   readonly runs: RunStreams;
-  /** Publishes of this transport waiting for their event to come back to its own listeners. */
-  readonly #echoes = new Map<string, () => void>();
-  /** Events to publish at the next flush (payload, run channel, pipeline channel each), and the ids awaited among them. */
-  #outbox: string[] = [];
-  #outboxIds: string[] = [];
-  #flushScheduled = false;
-  /** The last batch still waiting for pending SUBSCRIBEs, if any. */
-  #gate: Promise<void> | null = null;
-  #lastRaw: string | null = null;
-  #lastParsed: FlowcastEvent | null = null;
   #closed = false;
 
   constructor(redis: Redis, options: RedisPubSubTransportOptions = {}) {
@@ -96,7 +84,7 @@ export class RedisPubSubTransport implements EventTransport {
     this.maxEventsPerRun = checkPositiveInt(options.maxEventsPerRun ?? 10_000, 'maxEventsPerRun');
     this.ttlSeconds = checkPositiveInt(options.ttlSeconds ?? 7 * 86_400, 'ttlSeconds');
     this.endedTtlSeconds = checkPositiveInt(options.endedTtlSeconds ?? 86_400, 'endedTtlSeconds');
-    this.#trackedRuns = checkPositiveInt(options.trackedRuns ?? 10_000, 'trackedRuns');
+    const trackedRuns = checkPositiveInt(options.trackedRuns ?? 10_000, 'trackedRuns');
     if (options.publishOnAppend !== undefined && typeof options.publishOnAppend !== 'boolean') {
       throw new InvalidArgumentError(`publishOnAppend must be a boolean, received ${show(options.publishOnAppend)}`);
     }
@@ -108,23 +96,26 @@ export class RedisPubSubTransport implements EventTransport {
       throw new InvalidArgumentError(`onError must be a function, received ${show(options.onError)}`);
     }
     const logger = loggerOf(options.logger, 'RedisPubSubTransport options.logger');
-    this.#onListenerError =
-      options.onListenerError ?? ((error, event) => logError(logger, error, `a live event listener on ${event.type} of run ${event.run_id}`));
+    const onListenerError =
+      options.onListenerError ?? ((error: unknown, event: FlowcastEvent) => logError(logger, error, `a live event listener on ${event.type} of run ${event.run_id}`));
     this.#onError = options.onError ?? ((error, where) => logError(logger, error, `redis transport: ${where}`));
     this.#allChannel = allChannel(this.keyPrefix);
-    this.#sequencer = new RunSequencer(
-      async (runId, since) => (await this.read(runId, { since })).events,
-      (event) => this.#dispatch(event),
-      (error, where) => this.#onError(error, where),
-      this.#trackedRuns,
-    );
     this.#mux = new ChannelMux(this.redis, {
-      message: (channel, payload) => this.#onMessage(channel, payload),
-      resubscribed: () => {
-        this.#sequencer.resync();
-        void this.#endedWhileAway();
-      },
+      message: (channel, payload) => this.#live.message(channel, payload),
+      resubscribed: () => this.#live.resubscribed(),
       error: (error, where) => this.#onError(error, where),
+    });
+    this.#publisher = new LivePublisher(this.redis, this.#allChannel, this.#mux, (error, where) => this.#onError(error, where));
+    this.#live = new LiveListeners(this.#mux, {
+      keyPrefix: this.keyPrefix,
+      trackedRuns,
+      read: (runId, options) => this.read(runId, options),
+      other: (channel, payload) => {
+        if (this.#runs.handles(channel)) this.#runs.message(channel, payload);
+      },
+      received: (event) => this.#publisher.received(event.event_id),
+      onListenerError,
+      onError: (error, where) => this.#onError(error, where),
     });
     this.#runs = new RedisRunStreams({
       redis: this.redis,
@@ -140,7 +131,7 @@ export class RedisPubSubTransport implements EventTransport {
     this.runs = this.#runs;
     this.#epoch = new RedisEpoch(this.redis, this.keyPrefix, (error) => this.#onError(error, 'redis'));
     // Another history: the seqs followed so far are the old one's (the new logs start at 1 again).
-    this.#epoch.onChange(() => this.#sequencer.clear());
+    this.#epoch.onChange(() => this.#live.forgetSeqs());
     // Known from the start, so that a Redis that comes back without its data is noticed (servers and workers alike).
     this.#epoch.watch();
   }
@@ -155,18 +146,10 @@ export class RedisPubSubTransport implements EventTransport {
     return this.#mux.connection;
   }
 
+  /** Appends a draft to its run's log with the run's next seq (see log-append.ts); `null` once the run ended. */
   async append(draft: EventDraft): Promise<FlowcastEvent | null> {
     this.#checkOpen('append');
-    const encoded = encodeDraft(draft, 'RedisPubSubTransport.append');
-    const keys = [runLogMetaKey(this.keyPrefix, draft.run_id), runLogKey(this.keyPrefix, draft.run_id)];
-    const channels = this.liveChannels(draft.run_id, draft.pipeline_id);
-    const args = [this.maxEventsPerRun, this.ttlSeconds, this.endedTtlSeconds, ...channels, encoded.head, encoded.terminal ? 1 : 0];
-    // A run's start marker goes first (sent before the append, on the same connection).
-    const marked = draft.type === 'PipelineStartEvent' ? this.markRun('start', draft.pipeline_id, draft.run_id) : null;
-    const seq = Number(await appendScript.run(this.redis, keys, args));
-    await marked;
-    if (seq !== 0 && encoded.terminal) void this.markRun('end', draft.pipeline_id, draft.run_id);
-    return seq === 0 ? null : this.finishAppended(encoded, seq, channels);
+    return appendEvent(this, draft);
   }
 
   /**
@@ -190,7 +173,6 @@ export class RedisPubSubTransport implements EventTransport {
     return this.#epoch.onChange(listener);
   }
 
-
   /**
    * The channels the append scripts (this transport's, `RedisRunState`'s) publish an
    * event of the run to as they append it: its run, pipeline and `*` channels, or none.
@@ -209,8 +191,7 @@ export class RedisPubSubTransport implements EventTransport {
     if (!this.publishOnAppend) return NO_CHANNELS;
     const run = runChannel(this.keyPrefix, runId);
     const pipeline = pipelineChannel(this.keyPrefix, pipelineId);
-    const listened = this.#listeners.size > 0 && (this.#listeners.has(run) || this.#listeners.has(pipeline) || this.#listeners.has(this.#allChannel));
-    return listened ? NO_CHANNELS : [run, pipeline, this.#allChannel];
+    return this.#live.listened(run, pipeline) ? NO_CHANNELS : [run, pipeline, this.#allChannel];
   }
 
   /**
@@ -222,21 +203,8 @@ export class RedisPubSubTransport implements EventTransport {
   finishAppended(encoded: EncodedDraft, seq: number, channels: readonly string[]): FlowcastEvent {
     const published = channels[0] !== '';
     const event = finishEvent(encoded, seq, !published);
-    if (published) this.#publishedOnAppend.add(event);
+    if (published) this.#publisher.publishedOnAppend(event);
     return event;
-  }
-
-  /** Resolves when the event with this id comes back through the subscription (bounded, should Pub/Sub lose it). */
-  #echo(eventId: string): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        if (this.#echoes.get(eventId) === done) this.#echoes.delete(eventId);
-        resolve();
-      };
-      const timer = setTimeout(done, ECHO_WAIT_MS);
-      this.#echoes.set(eventId, done);
-    });
   }
 
   /**
@@ -250,79 +218,29 @@ export class RedisPubSubTransport implements EventTransport {
     this.#checkOpen('publish');
     checkObject(event, 'RedisPubSubTransport.publish: event');
     // Published already, by the script that appended it (no listener here wanted it then).
-    if (this.#publishedOnAppend.delete(event)) return undefined;
+    if (this.#publisher.takePublished(event)) return undefined;
     checkId(event.run_id, 'event.run_id');
     checkId(event.pipeline_id, 'event.pipeline_id');
     const runCh = runChannel(this.keyPrefix, event.run_id);
     const pipelineCh = pipelineChannel(this.keyPrefix, event.pipeline_id);
-    this.#outbox.push(eventJson(event), runCh, pipelineCh);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(() => this.#flush());
-    }
-    const local = this.#listeners.has(runCh) || this.#listeners.has(pipelineCh) || this.#listeners.has(this.#allChannel);
+    this.#publisher.send(eventJson(event), runCh, pipelineCh);
     // Commands of one connection run in the order they are sent: the caller may go on at
     // once (failures go to onError; Pub/Sub is best-effort, the log is the record).
-    if (!local || this.#mux.down) return undefined;
+    if (!this.#live.listened(runCh, pipelineCh) || this.#mux.down) return undefined;
     // A listener of this transport wants it: resolve once it came back and was handed on,
     // as the memory transport does synchronously.
-    this.#outboxIds.push(event.event_id);
-    return this.#echo(event.event_id);
+    return this.#publisher.echo(event.event_id);
   }
 
-  /** Sends the events published since the last flush, in one script call. */
-  #flush(): void {
-    this.#flushScheduled = false;
-    const batch = this.#outbox;
-    const ids = this.#outboxIds;
-    if (batch.length === 0) return;
-    this.#outbox = [];
-    this.#outboxIds = [];
-    const failed = (error: unknown): void => {
-      this.#onError(error, `publishing ${batch.length / 3} event(s)`);
-      for (const id of ids) this.#echoes.get(id)?.();
-    };
-    const send = (): Promise<unknown> => publishScript.run(this.redis, [], [this.#allChannel, ...batch]);
-    // A listener added just before must not miss its event: pending SUBSCRIBEs go first,
-    // and a batch never overtakes one that waits for them.
-    const settled = this.#mux.settled();
-    const before = this.#gate;
-    if (settled === undefined && before === null) {
-      send().catch(failed);
-      return;
-    }
-    const gate: Promise<void> = Promise.all([settled, before])
-      .then(send)
-      .then(() => undefined, failed)
-      .finally(() => {
-        if (this.#gate === gate) this.#gate = null;
-      });
-    this.#gate = gate;
-  }
-
+  /** Reads a run's log after `since` (see log-read.ts). */
   read(runId: string, options: { since?: number; limit?: number } = {}): Promise<LogRead> {
     return readRunLog(this.redis, this.keyPrefix, runId, options);
   }
 
+  /** Adds a local listener of a run, a pipeline or `*` (see live-listeners.ts). Returns the disposer. */
   subscribe(channel: Channel, listener: EventListener): () => void {
     this.#checkOpen('subscribe');
-    checkListener(listener);
-    const name = this.#channelName(channel);
-    let set = this.#listeners.get(name);
-    if (set === undefined) {
-      set = new Set();
-      this.#listeners.set(name, set);
-    }
-    // The same function twice on one channel counts once, as with the memory transport.
-    if (set.has(listener)) return () => this.#unsubscribe(name, listener);
-    set.add(listener);
-    this.#mux.acquire(name);
-    let active = true;
-    return () => {
-      if (!active) return;
-      active = false;
-      this.#unsubscribe(name, listener);
-    };
+    return this.#live.subscribe(channel, listener);
   }
 
   /**
@@ -331,88 +249,6 @@ export class RedisPubSubTransport implements EventTransport {
    */
   subscribed(): Promise<void> {
     return this.#mux.settled() ?? Promise.resolve();
-  }
-
-  #unsubscribe(name: string, listener: EventListener): void {
-    const set = this.#listeners.get(name);
-    if (set === undefined || !set.delete(listener)) return;
-    this.#mux.release(name);
-    if (set.size > 0) return;
-    this.#listeners.delete(name);
-    const followed = (runId: string, pipelineId: string): boolean =>
-      this.#listeners.has(this.#allChannel) || this.#listeners.has(runChannel(this.keyPrefix, runId)) || this.#listeners.has(pipelineChannel(this.keyPrefix, pipelineId));
-    const runPrefix = runChannel(this.keyPrefix, '');
-    if (name.startsWith(runPrefix)) this.#sequencer.forget(followed, name.slice(runPrefix.length));
-    else this.#sequencer.forget(followed);
-  }
-
-  #channelName(channel: Channel): string {
-    const checked = checkChannel(channel);
-    if (checked === '*') return this.#allChannel;
-    return 'runId' in checked ? runChannel(this.keyPrefix, checked.runId) : pipelineChannel(this.keyPrefix, checked.pipelineId);
-  }
-
-  #onMessage(channel: string, payload: string): void {
-    if (!this.#listeners.has(channel)) {
-      if (this.#runs.handles(channel)) this.#runs.message(channel, payload);
-      return;
-    }
-    // One event comes on up to three channels in a row: parse it once.
-    let event = payload === this.#lastRaw ? this.#lastParsed : null;
-    if (event === null) {
-      event = parseEvent(payload);
-      if (event === null) {
-        this.#onError(new Error(`not an event: ${payload.slice(0, 80)}`), `message on ${channel}`);
-        return;
-      }
-      this.#lastRaw = payload;
-      this.#lastParsed = event;
-    }
-    this.#sequencer.push(event);
-    if (this.#echoes.size > 0) this.#echoes.get(event.event_id)?.();
-  }
-
-  /**
-   * After a reconnect, for runs listened to by id of which no event came yet: a run that
-   * ended meanwhile gets its terminal event delivered (someone waiting for the end would
-   * otherwise wait forever; the server hub fills the rest from the log).
-   */
-  async #endedWhileAway(): Promise<void> {
-    const prefix = runChannel(this.keyPrefix, '');
-    for (const name of [...this.#listeners.keys()]) {
-      if (this.#closed) return;
-      if (!name.startsWith(prefix)) continue;
-      const runId = name.slice(prefix.length);
-      if (this.#sequencer.has(runId)) continue;
-      try {
-        const tail = await this.read(runId, { since: Number.MAX_SAFE_INTEGER });
-        if (!tail.ended || tail.last_seq === 0 || this.#sequencer.has(runId)) continue;
-        const last = await this.read(runId, { since: tail.last_seq - 1 });
-        for (const event of last.events) this.#sequencer.push(event);
-      } catch (error) {
-        this.#onError(error, `reading run ${runId} after a reconnect`);
-      }
-    }
-  }
-
-  /** Hands an event, in its run's order, to every local listener of its run, its pipeline and `*`. */
-  #dispatch(event: FlowcastEvent): void {
-    const byRun = this.#listeners.get(runChannel(this.keyPrefix, event.run_id));
-    if (byRun !== undefined) this.#deliver(byRun, event);
-    const byPipeline = this.#listeners.get(pipelineChannel(this.keyPrefix, event.pipeline_id));
-    if (byPipeline !== undefined) this.#deliver(byPipeline, event);
-    const all = this.#listeners.get(this.#allChannel);
-    if (all !== undefined) this.#deliver(all, event);
-  }
-
-  #deliver(set: Set<EventListener>, event: FlowcastEvent): void {
-    for (const listener of set) {
-      try {
-        listener(event);
-      } catch (error) {
-        this.#onListenerError(error, event);
-      }
-    }
   }
 
   /**
@@ -449,12 +285,11 @@ export class RedisPubSubTransport implements EventTransport {
     if (this.#closed) return;
     this.#closed = true;
     // What was published goes out (on the caller's client, which stays open).
-    this.#flush();
-    this.#listeners.clear();
-    this.#sequencer.clear();
+    this.#publisher.flush();
+    this.#live.clear();
     this.#runs.clear();
     this.#epoch.close();
-    for (const done of [...this.#echoes.values()]) done();
+    this.#publisher.close();
     await this.#mux.close();
   }
 
