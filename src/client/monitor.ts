@@ -1,42 +1,22 @@
-import { ErrorCodes, FlowcastError, InvalidArgumentError, toError } from '../core/errors.js';
+/**
+ * `PipelineMonitor`, the client SDK's entry point: the API an application calls. The
+ * protocol it speaks is in `monitor-session.ts`, the reconnecting socket in
+ * `connection.ts`; this file owns what the application holds: its listeners and iterators.
+ */
+import { ErrorCodes, InvalidArgumentError, toError } from '../core/errors.js';
 import { checkKnownKeys, checkObject, checkPositiveInt, show } from '../core/validate.js';
-import { TERMINAL_EVENT_TYPES, type EventMap, type EventType, type FlowcastEvent } from '../events/types.js';
-import { ALL_KEY, pipelineKey, runKey } from '../events/subscription.js';
+import type { EventMap, EventType, FlowcastEvent } from '../events/types.js';
 import { closedError, Connection } from './connection.js';
 import { Emitter } from './emitter.js';
 import { MonitorError } from './errors.js';
 import { EventStream } from './event-stream.js';
-import { RunCursors } from './run-cursors.js';
-import { displayUrl, parseTarget, type Target } from './targets.js';
+import { MonitorSession } from './monitor-session.js';
+import { displayUrl, parseTarget } from './targets.js';
 import { resolveMonitorOptions } from './monitor-options.js';
-import type { ConnectionState, EngineStatusMessage, EventStreamOptions, MonitorEventMap, PositionMessage, PipelineMonitorOptions, ReplayCompleteMessage, ReplayIncompleteMessage, RunSnapshot, SubscriptionTarget } from './types.js';
+import type { ConnectionState, EventStreamOptions, MonitorEventMap, PipelineMonitorOptions, SubscriptionTarget } from './types.js';
 
-
-interface Waiter<T> {
-  resolve: (value: T) => void;
-  reject: (error: Error) => void;
-}
-
-/** A subscription the application asked for; made again on every reconnect. */
-interface Subscription extends Target {
-  confirmed: boolean;
-  waiters: Waiter<void>[];
-  /** A pipeline (or `"*"`) subscription: its offset in its run stream, once the server gave one (it resumes after it). */
-  offset: number | null;
-}
-
-
-/** What a reply with this `id` answers. */
-type Request =
-  | { kind: 'subscribe'; key: string }
-  | { kind: 'resume'; runId: string }
-  | { kind: 'unsubscribe'; done: (() => void) | null }
-  | { kind: 'ping'; sentAt: number; waiter: Waiter<number>; timer: ReturnType<typeof setTimeout> };
-
+/** An iterator of `events()`, and the event types it takes (`null`: every type). */
 type Stream = { stream: EventStream<FlowcastEvent>; types: ReadonlySet<string> | null };
-
-/** How far before the last event seen a resuming pipeline subscription asks for runs (`started_since`). */
-const RESUME_MARGIN_MS = 5_000;
 
 /**
  * A live view of pipeline runs from a flowcast server, for browsers and Node: the seed's
@@ -59,18 +39,9 @@ const RESUME_MARGIN_MS = 5_000;
  */
 export class PipelineMonitor {
   readonly #connection: Connection;
-  readonly #eventTypes: readonly EventType[] | undefined;
-  readonly #lateJoin: 'snapshot' | 'replay';
   readonly #emitter = new Emitter<MonitorEventMap>((error, type) => this.#listenerFailed(error, type));
-  readonly #runs: RunCursors;
-  readonly #subs = new Map<string, Subscription>();
-  readonly #requests = new Map<number, Request>();
+  readonly #session: MonitorSession;
   readonly #streams = new Set<Stream>();
-  #nextId = 1;
-  /** The newest event timestamp received (ISO 8601 UTC strings compare in time order). */
-  #lastEventAt = '';
-  /** The epoch of the server's history, from `subscribed` (resumes carry it). */
-  #epoch: string | null = null;
 
   /**
    * @param url `ws://` or `wss://` (`http(s)://` is taken as `ws(s)://`), e.g. `ws://localhost:8765`;
@@ -88,9 +59,19 @@ export class PipelineMonitor {
   constructor(url: string | URL | readonly (string | URL)[], pipelineId: string, options?: PipelineMonitorOptions);
   constructor(url: string | URL | readonly (string | URL)[], second?: string | PipelineMonitorOptions, third?: PipelineMonitorOptions) {
     const { target, settings, eventTypes, lateJoin, maxRuns } = resolveMonitorOptions(url, second, third);
-    this.#eventTypes = eventTypes;
-    this.#lateJoin = lateJoin;
-    this.#runs = new RunCursors(maxRuns);
+    this.#session = new MonitorSession(
+      {
+        send: (message) => this.#connection.send(message),
+        state: () => this.#connection.state,
+        url: () => this.url,
+        emitter: this.#emitter,
+        deliver: (events) => this.#deliverAll(events),
+      },
+      eventTypes,
+      lateJoin,
+      maxRuns,
+      target,
+    );
     this.#connection = new Connection(
       settings,
       {
@@ -98,14 +79,12 @@ export class PipelineMonitor {
           if (change.to === 'closed') this.#onClosed();
           this.#emitter.emit('state', change);
         },
-        open: () => this.#resubscribe(),
-        message: (msg) => this.#onMessage(msg),
-        dropped: () => this.#onDropped(),
+        open: () => this.#session.opened(),
+        message: (msg) => this.#session.message(msg),
+        dropped: () => this.#session.dropped(),
         error: (error) => this.#emitter.emit('error', error),
       },
     );
-    // Seed 000 §4.1's pipeline: no waiter, so a refusal goes to 'error' (nobody holds a promise of it).
-    if (target !== null) this.#subs.set(target.key, { ...target, confirmed: false, waiters: [], offset: null });
   }
 
   /** Where the connection stands. */
@@ -120,12 +99,12 @@ export class PipelineMonitor {
 
   /** Counters: events dropped as duplicates, runs remembered, subscriptions held. */
   get stats(): { duplicatesDropped: number; runs: number; subscriptions: number } {
-    return { duplicatesDropped: this.#runs.duplicates, runs: this.#runs.size, subscriptions: this.#subs.size };
+    return this.#session.stats;
   }
 
   /** The last seq delivered (or covered by a snapshot) of a run; `undefined` for a run not seen. */
   lastSeq(runId: string): number | undefined {
-    return this.#runs.get(runId)?.last;
+    return this.#session.lastSeq(runId);
   }
 
   /**
@@ -150,32 +129,12 @@ export class PipelineMonitor {
   subscribe(target: SubscriptionTarget): Promise<void> {
     const t = parseTarget(target, 'subscribe');
     if (this.state === 'closed') return Promise.reject(this.#connection.closeError ?? closedError('subscribe()'));
-    let sub = this.#subs.get(t.key);
-    const isNew = sub === undefined;
-    if (sub === undefined) {
-      sub = { ...t, confirmed: false, waiters: [], offset: null };
-      this.#subs.set(t.key, sub);
-    } else if (t.since === undefined) {
-      if (sub.confirmed) return Promise.resolve();
-    } else {
-      sub.since = t.since;
-      sub.confirmed = false;
-    }
-    const entry = sub;
-    const p = new Promise<void>((resolve, reject) => entry.waiters.push({ resolve, reject }));
-    if (this.state === 'open' && (isNew || t.since !== undefined)) this.#sendSubscribe(entry, t.since);
-    return p;
+    return this.#session.subscribe(t);
   }
 
   /** Ends a subscription. Resolves once the server confirms (at once when not connected or not subscribed). */
   unsubscribe(target: SubscriptionTarget): Promise<void> {
-    const t = parseTarget(target, 'unsubscribe');
-    const sub = this.#subs.get(t.key);
-    if (sub === undefined) return Promise.resolve();
-    this.#subs.delete(t.key);
-    settle(sub.waiters, new FlowcastError(ErrorCodes.CANCELLED, `subscribe(${sub.label}) was cancelled by unsubscribe()`));
-    if (this.state !== 'open') return Promise.resolve();
-    return new Promise<void>((resolve) => this.#request({ type: 'unsubscribe', ...sub.message }, { kind: 'unsubscribe', done: resolve }));
+    return this.#session.unsubscribe(parseTarget(target, 'unsubscribe'));
   }
 
   /**
@@ -230,14 +189,7 @@ export class PipelineMonitor {
     if (this.state !== 'open') {
       return Promise.reject(new MonitorError(ErrorCodes.CONNECTION_FAILED, `ping() needs an open connection; the monitor is ${this.state}`));
     }
-    return new Promise<number>((resolve, reject) => {
-      const id = this.#nextId;
-      const timer = setTimeout(() => {
-        this.#requests.delete(id);
-        reject(new MonitorError(ErrorCodes.TIMEOUT, `no pong from ${this.url} within ${timeoutMs}ms`));
-      }, timeoutMs);
-      this.#request({ type: 'ping' }, { kind: 'ping', sentAt: performance.now(), waiter: { resolve, reject }, timer });
-    });
+    return this.#session.ping(timeoutMs);
   }
 
   /**
@@ -249,214 +201,9 @@ export class PipelineMonitor {
     return this.#connection.close();
   }
 
+  /** Closes the monitor (`await using monitor = new PipelineMonitor(...)`). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
-  }
-
-  // ---- outgoing ---------------------------------------------------------------------
-
-  #request(message: Record<string, unknown>, request: Request): void {
-    const id = this.#nextId++;
-    this.#requests.set(id, request);
-    this.#connection.send({ ...message, id });
-  }
-
-  #withTypes(message: Record<string, unknown>): Record<string, unknown> {
-    return this.#eventTypes === undefined ? message : { ...message, event_types: this.#eventTypes };
-  }
-
-  /**
-   * After every open: first resume each run in flight that a pipeline (or `"*"`)
-   * subscription covers, from its last seq — before that subscription, so that the server
-   * follows the run from there instead of sending a snapshot — then make every
-   * subscription again, runs from their last seq.
-   */
-  #resubscribe(): void {
-    const all = this.#subs.has(ALL_KEY);
-    for (const run of this.#runs.values()) {
-      if (run.ended || run.pipelineId === null || this.#subs.has(runKey(run.runId))) continue;
-      if (all || this.#subs.has(pipelineKey(run.pipelineId))) this.#resume(run.runId, run.last);
-    }
-    // Runs that began (and maybe ended) while away: the server replays those started since
-    // a little before the last event seen (the margin covers clocks of other machines).
-    const startedSince = this.#lastEventAt === '' ? undefined : new Date(Date.parse(this.#lastEventAt) - RESUME_MARGIN_MS).toISOString();
-    for (const sub of this.#subs.values()) this.#sendSubscribe(sub, undefined, startedSince);
-  }
-
-  #resume(runId: string, since: number): void {
-    this.#runs.startReplay(runId, since, true);
-    const message: Record<string, unknown> = { type: 'subscribe', run_id: runId, since };
-    if (this.#epoch !== null) message.epoch = this.#epoch;
-    this.#request(this.#withTypes(message), { kind: 'resume', runId });
-  }
-
-  #sendSubscribe(sub: Subscription, since: number | undefined, startedSince?: string): void {
-    const message: Record<string, unknown> = { type: 'subscribe', ...sub.message };
-    if ('pipeline_id' in sub.message) {
-      // Its place in the run stream: resume exactly after it (docs/protocol.md, "Resuming after a drop").
-      if (sub.offset !== null) {
-        message.offset = sub.offset;
-        if (this.#epoch !== null) message.epoch = this.#epoch;
-      } else {
-        message.positions = true;
-        if (startedSince !== undefined) message.started_since = startedSince;
-      }
-    }
-    if (sub.runId !== null) {
-      const known = this.#runs.get(sub.runId);
-      const from = since ?? (known === undefined ? sub.since : known.last);
-      if (from !== undefined) {
-        message.since = from;
-        if (this.#epoch !== null) message.epoch = this.#epoch;
-        this.#runs.startReplay(sub.runId, from, false);
-      }
-    }
-    // A channel carries no run events: event_types does not apply to it.
-    this.#request('channel' in sub.message ? message : this.#withTypes(message), { kind: 'subscribe', key: sub.key });
-  }
-
-  // ---- incoming ---------------------------------------------------------------------
-
-  #onMessage(msg: Record<string, unknown>): void {
-    if (isEvent(msg)) {
-      if (msg.timestamp > this.#lastEventAt) this.#lastEventAt = msg.timestamp;
-      this.#deliverAll(this.#runs.accept(msg));
-      return;
-    }
-    switch (msg.type) {
-      case 'pong':
-      case 'subscribed':
-      case 'unsubscribed':
-        this.#onReply(msg);
-        return;
-      case 'error':
-        this.#onError(msg);
-        return;
-      case 'snapshot':
-        this.#onSnapshot(msg as unknown as RunSnapshot);
-        return;
-      case 'replay_incomplete': {
-        const m = msg as unknown as ReplayIncompleteMessage;
-        // Another history: what the monitor holds of the run is not this log's.
-        if (m.reason === 'epoch') this.#runs.reset(m.run_id, m.first_seq);
-        else this.#runs.skipTo(m.run_id, m.first_seq);
-        this.#emitter.emit('replay_incomplete', m);
-        return;
-      }
-      case 'position':
-        this.#onPosition(msg as unknown as PositionMessage);
-        return;
-      case 'replay_complete':
-        this.#onReplayComplete(msg as unknown as ReplayCompleteMessage);
-        return;
-      case 'engine_status':
-        this.#emitter.emit('engine_status', msg as unknown as EngineStatusMessage);
-        return;
-      default:
-      // A message type of a newer server: not ours to judge.
-    }
-  }
-
-  #takeRequest(msg: Record<string, unknown>): Request | undefined {
-    if (typeof msg.id !== 'number') return undefined;
-    const request = this.#requests.get(msg.id);
-    this.#requests.delete(msg.id);
-    return request;
-  }
-
-  #onReply(msg: Record<string, unknown>): void {
-    const request = this.#takeRequest(msg);
-    if (request === undefined) return;
-    if (request.kind === 'ping') {
-      clearTimeout(request.timer);
-      request.waiter.resolve(performance.now() - request.sentAt);
-    } else if (request.kind === 'subscribe') {
-      const sub = this.#subs.get(request.key);
-      if (sub === undefined) return;
-      if (typeof msg.epoch === 'string') this.#epoch = msg.epoch;
-      if (typeof msg.offset === 'number') {
-        const asked = sub.offset;
-        sub.offset = msg.offset;
-        if (msg.recovered === false && asked !== null) {
-          const reason = msg.reason === 'epoch' || msg.reason === 'trimmed' ? msg.reason : 'unknown';
-          this.#emitter.emit('resume_incomplete', { pipeline_id: sub.label === '"*"' ? '*' : (sub.message as { pipeline_id: string }).pipeline_id, reason, requested_offset: asked, offset: msg.offset });
-        }
-      }
-      sub.confirmed = true;
-      settle(sub.waiters, null);
-    } else if (request.kind === 'unsubscribe') {
-      request.done?.();
-    }
-  }
-
-  #onError(msg: Record<string, unknown>): void {
-    const serverCode = typeof msg.code === 'string' ? msg.code : 'unknown';
-    const text = `${serverCode}: ${typeof msg.message === 'string' ? msg.message : JSON.stringify(msg)}`;
-    const request = this.#takeRequest(msg);
-    const fail = (message: string): MonitorError => new MonitorError(ErrorCodes.REQUEST_REJECTED, message, { serverCode });
-    switch (request?.kind) {
-      case 'unsubscribe':
-        request.done?.();
-        return;
-      case 'ping':
-        clearTimeout(request.timer);
-        request.waiter.reject(fail(`ping rejected: ${text}`));
-        return;
-      case 'subscribe': {
-        const sub = this.#subs.get(request.key);
-        if (sub === undefined) return;
-        this.#subs.delete(request.key);
-        if (sub.runId !== null) this.#deliverAll(this.#runs.endReplay(sub.runId));
-        const error = fail(`subscribe(${sub.label}) rejected: ${text}`);
-        if (sub.waiters.length > 0) settle(sub.waiters, error);
-        else this.#emitter.emit('error', error);
-        return;
-      }
-      case 'resume': {
-        const run = this.#runs.get(request.runId);
-        if (run !== undefined) run.resume = false;
-        this.#deliverAll(this.#runs.endReplay(request.runId));
-        this.#emitter.emit('error', fail(`resuming run "${request.runId}" was rejected: ${text}`));
-        return;
-      }
-      default:
-        this.#emitter.emit('error', fail(`${this.url} says ${text}`));
-    }
-  }
-
-  #onSnapshot(snapshot: RunSnapshot): void {
-    if (typeof snapshot.run_id !== 'string' || typeof snapshot.last_seq !== 'number') return;
-    const known = this.#runs.get(snapshot.run_id) !== undefined;
-    if (!known && this.#lateJoin === 'replay') {
-      this.#runs.ensure(snapshot.run_id, snapshot.pipeline_id);
-      this.#emitter.emit('snapshot', snapshot);
-      if (this.state === 'open') this.#resume(snapshot.run_id, 0);
-      return;
-    }
-    this.#runs.snapshot(snapshot.run_id, snapshot.pipeline_id, snapshot.last_seq);
-    this.#emitter.emit('snapshot', snapshot);
-  }
-
-  /** A run of a subscription's run stream started or ended: the run is known from now on, and the offset moves on. */
-  #onPosition(msg: PositionMessage): void {
-    if (typeof msg.run_id !== 'string' || typeof msg.offset !== 'number' || typeof msg.pipeline_id !== 'string') return;
-    const sub = this.#subs.get(pipelineKey(msg.stream));
-    if (sub !== undefined && (sub.offset === null || msg.offset > sub.offset)) sub.offset = msg.offset;
-    if (msg.kind === 'resume' && typeof msg.resume_seq === 'number') this.#runs.resumed(msg.run_id, msg.pipeline_id, msg.resume_seq);
-    else this.#runs.ensure(msg.run_id, msg.pipeline_id);
-    // A monitor that gets no terminal event learns of the end here (a terminal event it gets may still be on its way).
-    if (msg.kind === 'end' && this.#eventTypes !== undefined && !this.#eventTypes.some((t) => TERMINAL_EVENT_TYPES.has(t))) this.#runs.end(msg.run_id);
-  }
-
-  #onReplayComplete(msg: ReplayCompleteMessage): void {
-    const run = this.#runs.get(msg.run_id);
-    this.#deliverAll(this.#runs.endReplay(msg.run_id));
-    if (run?.resume === true) {
-      run.resume = false;
-      // The run's own subscription was only for the replay: its pipeline's carries it on.
-      if (!this.#subs.has(runKey(msg.run_id)) && this.state === 'open') this.#request({ type: 'unsubscribe', run_id: msg.run_id }, { kind: 'unsubscribe', done: null });
-    }
-    this.#emitter.emit('replay_complete', msg);
   }
 
   #deliverAll(events: FlowcastEvent[]): void {
@@ -467,26 +214,8 @@ export class PipelineMonitor {
     }
   }
 
-  // ---- connection news --------------------------------------------------------------
-
-  /** The socket is gone: requests in flight on it are void; replays will start over. */
-  #onDropped(): void {
-    for (const request of this.#requests.values()) {
-      if (request.kind === 'ping') {
-        clearTimeout(request.timer);
-        request.waiter.reject(new MonitorError(ErrorCodes.CONNECTION_FAILED, `the connection to ${this.url} closed before the pong`));
-      } else if (request.kind === 'unsubscribe') {
-        // A new connection starts without the subscription: done.
-        request.done?.();
-      }
-    }
-    this.#requests.clear();
-    this.#runs.disconnected();
-  }
-
   #onClosed(): void {
-    const reason = this.#connection.closeError ?? closedError('subscribe()');
-    for (const sub of this.#subs.values()) settle(sub.waiters, reason);
+    this.#session.closed(this.#connection.closeError ?? closedError('subscribe()'));
     for (const { stream } of [...this.#streams]) stream.end();
   }
 
@@ -499,23 +228,5 @@ export class PipelineMonitor {
       return;
     }
     this.#emitter.emit('error', toError(error));
-  }
-}
-
-function isEvent(msg: Record<string, unknown>): msg is FlowcastEvent & Record<string, unknown> {
-  return (
-    typeof msg.type === 'string' &&
-    typeof msg.run_id === 'string' &&
-    typeof msg.pipeline_id === 'string' &&
-    typeof msg.seq === 'number' &&
-    Number.isInteger(msg.seq) &&
-    msg.seq >= 1
-  );
-}
-
-function settle<T>(waiters: Waiter<T>[], error: Error | null): void {
-  for (const w of waiters.splice(0)) {
-    if (error === null) w.resolve(undefined as T);
-    else w.reject(error);
   }
 }

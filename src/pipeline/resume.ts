@@ -7,7 +7,9 @@ import { moveRun, moveStep } from './state-machine.js';
 import { RunNotResumableError } from '../core/errors.js';
 import { isoTime } from '../core/clock.js';
 import type { RunRecord, Transition } from './run-state.js';
-import { fill, markReady, type Dispatch } from './transitions.js';
+import { fill } from './run-progress.js';
+import { markReady } from './step-outcomes.js';
+import type { Dispatch } from './step-jobs.js';
 
 /** What {@link resumeRun} did. */
 export interface ResumeOutcome {

@@ -68,3 +68,18 @@ export function carriedJob(rec: RunRecord, carrierId: string): StepJob | null {
   }
   return null;
 }
+
+/** A job to send, possibly after a delay. */
+export interface Dispatch {
+  job: StepJob;
+  delayMs: number;
+}
+
+/** How a failed job failed. */
+export interface JobFailure {
+  /** `"Name: message"` */
+  error: string;
+  /** `false` for failures a retry cannot fix (unknown task, non-JSON result). */
+  retryable: boolean;
+  code?: string;
+}

@@ -1,12 +1,13 @@
-import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
-import { loggerOf, type Logger } from '../core/logger.js';
-import { logError } from '../core/log-throttle.js';
+import { ErrorCodes, FlowcastError, InvalidArgumentError } from '../core/errors.js';
+import { loggerOf } from '../core/logger.js';
 import { type JsonValue } from '../core/json.js';
 import { checkId, checkKnownKeys, checkObject, checkOneOf, checkPositiveInt, show } from '../core/validate.js';
-import { hasScheduleDriver, type ScheduleDriver } from './cluster.js';
+import { hasScheduleDriver } from './cluster.js';
+import { ClusterStore } from './cluster-store.js';
+import { ScheduleRunner } from './schedule-runner.js';
 
-import { CRON_KEYS, INTERVAL_KEYS, MAX_CATCH_UP, MAX_TIMEOUT_MS, ONCE_KEYS, SCHEDULER_KEYS, type CommonScheduleOptions, type CronScheduleOptions, type Entry, type IntervalScheduleOptions, type OnceScheduleOptions, type OverlapPolicy, type PipelineLike, type PipelineSchedulerOptions, type ScheduleInfo, type ScheduleKind, type SchedulerBroker, type ScheduleTarget, type ScheduledFunction } from './schedule-types.js';
-import { checkFunction, clusterSpecOf, cronSpec, defaultOnError, onceSpec, safely, toEpochMs, toFire, toInfo, type Spec } from './schedule-spec.js';
+import { CRON_KEYS, INTERVAL_KEYS, ONCE_KEYS, SCHEDULER_KEYS, type CommonScheduleOptions, type CronScheduleOptions, type Entry, type IntervalScheduleOptions, type OnceScheduleOptions, type OverlapPolicy, type PipelineLike, type PipelineSchedulerOptions, type ScheduleInfo, type ScheduleKind, type SchedulerBroker, type ScheduleTarget, type ScheduledFunction } from './schedule-types.js';
+import { checkFunction, clusterSpecOf, cronSpec, defaultOnError, onceSpec, toEpochMs, toFire, toInfo, type Spec } from './schedule-spec.js';
 
 export { MAX_CATCH_UP } from './schedule-types.js';
 export type {
@@ -40,22 +41,18 @@ export type {
  * ```
  */
 export class PipelineScheduler {
+  /** The broker the scheduled pipelines run on (a clustered one fires each schedule once across its instances). */
   readonly broker: SchedulerBroker;
   readonly #entries = new Map<string, Entry>();
-  readonly #inFlight = new Set<Promise<void>>();
   readonly #overlap: OverlapPolicy;
-  readonly #onError: (error: Error, info: ScheduleInfo) => void;
-  readonly #onFire: ((info: ScheduleInfo) => void) | undefined;
-  readonly #unref: boolean;
+  /** Arms the timers and runs the firings (schedule-runner.ts). */
+  readonly #runner: ScheduleRunner;
+  /** The broker's cluster store of schedules (cluster-store.ts). */
+  readonly #store: ClusterStore;
   #closing: Promise<void> | undefined;
   #counter = 0;
-  /** The cluster-wide store, opened with the first schedule; `null` with local timers. */
-  #driver: ScheduleDriver | null = null;
-  /** Store updates in flight (awaited by close). */
-  readonly #storeOps = new Set<Promise<void>>();
 
-  readonly #logger: Logger;
-
+  /** A scheduler on `broker` (see {@link PipelineSchedulerOptions}). */
   constructor(broker: SchedulerBroker, options: PipelineSchedulerOptions = {}) {
     if (typeof broker !== 'object' || broker === null || typeof (broker as Partial<SchedulerBroker>).kind !== 'string') {
       throw new InvalidArgumentError(`PipelineScheduler: expected a broker with a string "kind", received ${show(broker)}`);
@@ -64,13 +61,13 @@ export class PipelineScheduler {
     this.broker = broker;
     this.#overlap = options.overlap === undefined ? 'skip' : checkOneOf(options.overlap, ['skip', 'allow'], 'options.overlap');
     const logger = loggerOf(options.logger, 'PipelineScheduler options.logger');
-    this.#logger = logger;
-    this.#onError = checkFunction(options.onError, 'options.onError') ?? ((error, info) => defaultOnError(logger, error, info));
-    this.#onFire = checkFunction(options.onFire, 'options.onFire');
+    const onError = checkFunction(options.onError, 'options.onError') ?? ((error, info) => defaultOnError(logger, error, info));
+    const onFire = checkFunction(options.onFire, 'options.onFire');
     if (options.unrefTimers !== undefined && typeof options.unrefTimers !== 'boolean') {
       throw new InvalidArgumentError(`options.unrefTimers must be a boolean, received ${show(options.unrefTimers)}`);
     }
-    this.#unref = options.unrefTimers ?? false;
+    this.#runner = new ScheduleRunner({ logger, onError, onFire, unref: options.unrefTimers ?? false });
+    this.#store = new ClusterStore(broker, (id, tick) => this.#fireFromCluster(id, tick), logger, onError);
   }
 
   /**
@@ -160,7 +157,7 @@ export class PipelineScheduler {
       clearTimeout(entry.timer);
       entry.timer = undefined;
       entry.dueMs = null;
-      if (entry.clusterSpec !== null) this.#store(entry, (d) => d.remove(entry.id));
+      if (entry.clusterSpec !== null) this.#store.update(entry, (d) => d.remove(entry.id));
     }
     return toInfo(entry);
   }
@@ -171,9 +168,9 @@ export class PipelineScheduler {
     if (entry.paused) {
       entry.paused = false;
       if (!entry.done) entry.dueMs = entry.resumeAt();
-      this.#arm(entry);
+      this.#runner.arm(entry);
       const spec = entry.clusterSpec;
-      if (spec !== null && !entry.done) this.#store(entry, (d) => d.upsert(spec));
+      if (spec !== null && !entry.done) this.#store.update(entry, (d) => d.upsert(spec));
     }
     return toInfo(entry);
   }
@@ -183,7 +180,7 @@ export class PipelineScheduler {
     const entry = this.#mutable(id, 'remove');
     this.#stop(entry, new FlowcastError(ErrorCodes.CANCELLED, `Schedule "${id}" was removed`));
     this.#entries.delete(id);
-    if (entry.clusterSpec !== null) this.#store(entry, (d) => d.remove(id));
+    if (entry.clusterSpec !== null) this.#store.update(entry, (d) => d.remove(id));
   }
 
   /**
@@ -195,6 +192,7 @@ export class PipelineScheduler {
     return this.#closing;
   }
 
+  /** Closes the scheduler (`await using scheduler = new PipelineScheduler(broker)`), as {@link close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
@@ -202,10 +200,9 @@ export class PipelineScheduler {
   async #close(): Promise<void> {
     const reason = new FlowcastError(ErrorCodes.CLOSED, 'The scheduler was closed');
     for (const entry of this.#entries.values()) this.#stop(entry, reason);
-    await Promise.all(this.#inFlight);
+    await this.#runner.settled();
     // The schedules stay in the cluster store for the other instances.
-    await Promise.all(this.#storeOps);
-    await this.#driver?.close();
+    await this.#store.close();
   }
 
   #checkOpen(): void {
@@ -264,8 +261,8 @@ export class PipelineScheduler {
     };
     this.#entries.set(id, entry);
     const clusterSpec = entry.clusterSpec;
-    if (clusterSpec === null) this.#arm(entry);
-    else if (!entry.done) this.#store(entry, (d) => d.upsert(clusterSpec));
+    if (clusterSpec === null) this.#runner.arm(entry);
+    else if (!entry.done) this.#store.update(entry, (d) => d.upsert(clusterSpec));
     return toInfo(entry);
   }
 
@@ -284,125 +281,10 @@ export class PipelineScheduler {
     entry.controller.abort(reason);
   }
 
-  #arm(entry: Entry): void {
-    clearTimeout(entry.timer);
-    entry.timer = undefined;
-    // In a cluster the store says when a tick is due (see #fireFromCluster).
-    if (entry.clusterSpec !== null) return;
-    if (entry.paused || entry.done || entry.dueMs === null) return;
-    const delay = Math.min(Math.max(0, entry.dueMs - Date.now()), MAX_TIMEOUT_MS);
-    entry.timer = setTimeout(() => this.#onTimer(entry), delay);
-    if (this.#unref) entry.timer.unref();
-  }
-
-  #onTimer(entry: Entry): void {
-    entry.timer = undefined;
-    const due = entry.dueMs;
-    if (due === null || entry.paused || entry.done) return;
-    const now = Date.now();
-    // A capped wait (beyond 2^31-1 ms) or a timer that woke a little early: wait again.
-    if (now < due) {
-      this.#arm(entry);
-      return;
-    }
-    const ticks = [due];
-    let next = entry.next(due);
-    while (entry.catchUp && next !== null && next <= now && ticks.length < MAX_CATCH_UP) {
-      ticks.push(next);
-      next = entry.next(next);
-    }
-    // Ticks missed beyond what is caught up are dropped: the next one is in the future.
-    if (next !== null && next <= now) next = entry.next(now);
-    entry.dueMs = next;
-    if (next === null) entry.done = true;
-    if (entry.overlap === 'skip' && entry.running > 0) {
-      entry.skipped += ticks.length;
-    } else {
-      const burst = this.#burst(entry, ticks);
-      this.#inFlight.add(burst);
-      void burst.finally(() => this.#inFlight.delete(burst));
-    }
-    this.#arm(entry);
-  }
-
-  /** Runs an update of the cluster store; a failure is reported like a failed firing. */
-  #store(entry: Entry, op: (driver: ScheduleDriver) => Promise<void>): void {
-    const broker = this.broker;
-    if (!hasScheduleDriver(broker)) return;
-    this.#driver ??= broker.createScheduleDriver(
-      (id, tick) => this.#fireFromCluster(id, tick),
-      (error) => logError(this.#logger, error, 'scheduler: cluster schedule store'),
-    );
-    const driver = this.#driver;
-    // One after another, in call order: a remove() must not overtake the upsert before it.
-    const previous = [...this.#storeOps].at(-1) ?? Promise.resolve();
-    const pending = previous
-      .then(() => op(driver))
-      .catch((err: unknown) => {
-        entry.lastError = describeError(err);
-        safely(this.#logger, 'onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
-      });
-    this.#storeOps.add(pending);
-    void pending.finally(() => this.#storeOps.delete(pending));
-  }
-
   /** A tick of a cluster schedule reached this instance. */
-  async #fireFromCluster(id: string, tick: number): Promise<'fired' | 'unknown'> {
+  #fireFromCluster(id: string, tick: number): Promise<'fired' | 'unknown'> {
     const entry = this.#entries.get(id);
-    if (entry === undefined || entry.paused || entry.done || this.#closing !== undefined) return 'unknown';
-    const next = entry.next(tick);
-    entry.dueMs = next !== null && next <= Date.now() ? entry.next(Date.now()) : next;
-    if (entry.overlap === 'skip' && entry.running > 0) {
-      entry.skipped++;
-      return 'fired';
-    }
-    const burst = this.#burst(entry, [tick]);
-    this.#inFlight.add(burst);
-    void burst.finally(() => this.#inFlight.delete(burst));
-    await burst;
-    return 'fired';
-  }
-
-  /** Fires the ticks one after another. Never rejects. */
-  async #burst(entry: Entry, ticks: number[]): Promise<void> {
-    entry.running++;
-    try {
-      for (const tick of ticks) {
-        if (entry.controller.signal.aborted || entry.paused || entry.runs >= entry.maxRuns) break;
-        await this.#fireOnce(entry, tick);
-      }
-    } finally {
-      entry.running--;
-    }
-  }
-
-  async #fireOnce(entry: Entry, tick: number): Promise<void> {
-    const firedAt = Date.now();
-    entry.runs++;
-    entry.lastRunMs = firedAt;
-    if (entry.runs >= entry.maxRuns) {
-      entry.done = true;
-      entry.dueMs = null;
-      clearTimeout(entry.timer);
-      entry.timer = undefined;
-    }
-    const onFire = this.#onFire;
-    if (onFire) safely(this.#logger, 'onFire', entry.id, () => onFire(toInfo(entry)));
-    try {
-      if (entry.fire.type === 'pipeline') {
-        await entry.fire.pipeline.kiq(structuredClone(entry.fire.input));
-      } else {
-        await entry.fire.fn({
-          scheduleId: entry.id,
-          firedAt: new Date(firedAt),
-          scheduledAt: new Date(tick),
-          signal: entry.controller.signal,
-        });
-      }
-      entry.lastError = null;
-    } catch (err) {
-      entry.lastError = describeError(err);
-      safely(this.#logger, 'onError', entry.id, () => this.#onError(toError(err), toInfo(entry)));
-    }
+    if (entry === undefined || entry.paused || entry.done || this.#closing !== undefined) return Promise.resolve('unknown');
+    return this.#runner.fireTick(entry, tick);
   }
 }

@@ -1,54 +1,32 @@
-import { loggerOf, type Logger } from '../core/logger.js';
+/**
+ * The hub: one per server process, between the transport and the connections. It routes
+ * each live event to the connections that want it, in each run's seq order, with the help
+ * of the modules around it: `subscriber-index.ts` (who wants which events, one upstream
+ * subscription per channel), `late-join.ts` (snapshots and replays a new subscription gets
+ * first), `run-fill.ts` (a gap filled from the run's log), `positions.ts` (pipeline
+ * subscriptions that resume by offset in the run stream).
+ */
+import { loggerOf } from '../core/logger.js';
 import { logError } from '../core/log-throttle.js';
 import type { FlowcastEvent } from '../events/types.js';
-import { ALL_KEY, keyChannel, pipelineKey, runKey, subscriptionKey } from '../events/subscription.js';
+import { ALL_KEY, pipelineKey, runKey, subscriptionKey } from '../events/subscription.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { Authenticator } from './auth.js';
 import type { Connection, RunCursor, Subscription } from './connection.js';
+import { setCursor } from './cursor-limit.js';
+import type { HubOptions, HubStats, SnapshotSource } from './hub-options.js';
+import { followAnnounced, joinPipeline, joinRun, type JoinHost } from './late-join.js';
 import { Positions, type PositionStart } from './positions.js';
 import { fillRun, type FillHost } from './run-fill.js';
 import { CloseCodes, type SubscribeMessage, type UnsubscribeMessage } from './protocol.js';
+import { SubscriberIndex } from './subscriber-index.js';
 
-/** Where late joiners' snapshots come from (a PipelineTrackingManager fits). */
-export interface SnapshotSource {
-  getStatus(id: string): Promise<{ run_id: string; pipeline_id: string; last_seq: number; status: string } | null>;
-  listPipelines(options: { status?: 'RUNNING'; pipelineId?: string; since?: string; limit?: number }): Promise<{ run_id: string; pipeline_id: string; last_seq: number }[]>;
-}
+export type { HubOptions, HubStats, SnapshotSource } from './hub-options.js';
 
-/** At most this many runs are replayed for a resuming pipeline subscription (`started_since`). */
-const RESUME_RUNS_MAX = 1000;
-/** Runs brought level with their log at once after a pipeline subscription's snapshots. */
-const SNAPSHOT_FILLS_AT_ONCE = 16;
-
-/** What a {@link Hub} is built on. */
-export interface HubOptions {
-  transport: EventTransport;
-  auth: Authenticator;
-  snapshots?: SnapshotSource | null;
-  /**
-   * Events read from the log per page during a replay. A page is one read: for an ended
-   * run of the memory transport that is one parse of its packed log, so one page for a
-   * whole default-sized log (10,000 events) keeps a late joiner's replay fast.
-   * @default 10000
-   */
-  replayPage?: number;
-  /** Where errors go unless `onError` takes them. @default a pino logger at `info` on stderr */
-  logger?: Logger;
-  onError?: (error: unknown, where: string) => void;
-}
-
-/** Counters the server exposes on /metrics. */
-export interface HubStats {
-  eventsIn: number;
-  serialised: number;
-  deliveries: number;
-  replayed: number;
-}
-
+/** Runs whose last live seq is remembered (to handle an event that comes through several channels once). */
 const LAST_SEEN_MAX = 100_000;
 /** Live events kept per run while it is filled from the log; past it they are dropped and read from the log instead. */
 const FILL_BUFFER_MAX = 10_000;
-const CURSORS_MAX = 10_000;
 
 /**
  * One per server process (DESIGN §1): the index of local subscriptions. It holds at
@@ -59,15 +37,16 @@ const CURSORS_MAX = 10_000;
  * events resume.
  */
 export class Hub {
+  /** Counters the server exposes on /metrics. */
   readonly stats: HubStats = { eventsIn: 0, serialised: 0, deliveries: 0, replayed: 0 };
   readonly #transport: EventTransport;
   readonly #auth: Authenticator;
   readonly #snapshots: SnapshotSource | null;
   readonly #fillHost: FillHost;
   readonly #onError: (error: unknown, where: string) => void;
+  readonly #joinHost: JoinHost;
   readonly #connections = new Set<Connection>();
-  readonly #byKey = new Map<string, Set<Connection>>();
-  readonly #upstream = new Map<string, () => void>();
+  readonly #index: SubscriberIndex;
   readonly #lastSeen = new Map<string, number>();
   /** Positions of pipeline subscriptions in their run stream, when the transport has run streams. */
   readonly #positions: Positions | null;
@@ -79,6 +58,7 @@ export class Hub {
   /** Set by {@link close}. */
   #closed = false;
 
+  /** A hub over `options.transport`; the server makes one. */
   constructor(options: HubOptions) {
     this.#transport = options.transport;
     this.#auth = options.auth;
@@ -97,9 +77,16 @@ export class Hub {
       wants: (conn, event) => this.#wants(conn, event),
       onError: (error, where) => this.#onError(error, where),
     };
+    this.#joinHost = {
+      transport: this.#transport,
+      snapshots: this.#snapshots,
+      canRead: (conn, pipelineId) => this.canRead(conn, pipelineId),
+      fill: (conn, runId, cursor, replaySince) => this.#fill(conn, runId, cursor, replaySince),
+    };
+    this.#index = new SubscriberIndex(this.#transport, (event) => this.#onEvent(event));
     const runs = this.#transport.runs;
     this.#positions =
-      runs === undefined ? null : new Positions(runs, { canRead: (c, p) => this.canRead(c, p), follow: (c, r, _p, replay, after) => this.#follow(c, r, replay, after), onError: this.#onError });
+      runs === undefined ? null : new Positions(runs, { canRead: (c, p) => this.canRead(c, p), follow: (c, r, _p, replay, after) => followAnnounced(this.#joinHost, c, r, replay, after), onError: this.#onError });
     this.#transport.epoch?.().then(
       (epoch) => (this.#epoch ??= epoch),
       (error: unknown) => this.#onError(error, 'reading the epoch'),
@@ -120,7 +107,7 @@ export class Hub {
 
   /** Upstream channel subscriptions held (one per channel with local interest). */
   get upstreamCount(): number {
-    return this.#upstream.size;
+    return this.#index.upstreamCount;
   }
 
   /** Subscriptions of the attached connections. */
@@ -137,6 +124,7 @@ export class Hub {
     return n;
   }
 
+  /** Attaches a connection (its subscriptions come with `subscribe`). */
   add(conn: Connection): void {
     this.#connections.add(conn);
   }
@@ -146,7 +134,7 @@ export class Hub {
     if (!this.#connections.delete(conn)) return;
     this.#collapsedGone += conn.collapsed;
     this.#positions?.remove(conn);
-    for (const key of conn.subscriptions.keys()) this.#unindex(conn, key);
+    for (const key of conn.subscriptions.keys()) this.#index.delete(conn, key);
     conn.subscriptions.clear();
     conn.cursors.clear();
   }
@@ -172,7 +160,7 @@ export class Hub {
     const previous = conn.subscriptions.get(sub.key);
     if (previous !== undefined) this.#positions?.close(conn, previous);
     conn.subscriptions.set(sub.key, sub);
-    this.#index(conn, sub.key);
+    this.#index.add(conn, sub.key);
     const ack: Record<string, unknown> = { type: 'subscribed' };
     if (sub.kind === 'run') ack.run_id = sub.id;
     else ack.pipeline_id = sub.id;
@@ -192,10 +180,10 @@ export class Hub {
     if (msg.id !== undefined) ack.id = msg.id;
     conn.sendControl(ack);
     try {
-      if (sub.kind === 'run') await this.#joinRun(conn, sub.id, msg.since, msg.epoch);
+      if (sub.kind === 'run') await joinRun(this.#joinHost, conn, sub.id, msg.since, msg.epoch);
       else {
         if (start !== null) await this.#positions?.replay(sub);
-        await this.#joinPipeline(conn, sub.kind === 'all' ? undefined : sub.id, start === null ? msg.started_since : undefined);
+        await joinPipeline(this.#joinHost, conn, sub.kind === 'all' ? undefined : sub.id, start === null ? msg.started_since : undefined);
       }
     } catch (error) {
       this.#onError(error, `late join of ${sub.key}`);
@@ -209,159 +197,8 @@ export class Hub {
     if (sub === undefined) return false;
     conn.subscriptions.delete(key);
     this.#positions?.close(conn, sub);
-    this.#unindex(conn, key);
+    this.#index.delete(conn, key);
     return true;
-  }
-
-  async #joinPipeline(conn: Connection, pipelineId: string | undefined, startedSince: string | undefined): Promise<void> {
-    if (this.#snapshots === null) return;
-    if (startedSince !== undefined) await this.#replayStartedSince(conn, pipelineId, startedSince);
-    const query: { status: 'RUNNING'; pipelineId?: string; limit: number } = { status: 'RUNNING', limit: 1000 };
-    if (pipelineId !== undefined) query.pipelineId = pipelineId;
-    const running = await this.#snapshots.listPipelines(query);
-    // A listed status may be behind its run's log (tracking that coalesces writes, see
-    // docs/tracking.md): after its snapshot, each run is brought level with its log, so
-    // events published before this subscription and not in the snapshot still arrive.
-    const fills: (() => Promise<void>)[] = [];
-    for (const status of running) {
-      if (conn.state !== 'open') return;
-      if (!this.canRead(conn, status.pipeline_id) || conn.cursors.has(status.run_id)) continue;
-      const cursor: RunCursor = { last: status.last_seq, filling: true, buffer: [] };
-      this.#setCursor(conn, status.run_id, cursor);
-      conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: status.run_id, last_seq: status.last_seq, status });
-      fills.push(() => this.#fill(conn, status.run_id, cursor, undefined));
-    }
-    // A few reads at a time: a subscription to "*" may meet a thousand running runs.
-    for (let i = 0; i < fills.length; i += SNAPSHOT_FILLS_AT_ONCE) {
-      if (conn.state !== 'open') return;
-      await Promise.all(fills.slice(i, i + SNAPSHOT_FILLS_AT_ONCE).map((fill) => fill()));
-    }
-  }
-
-  /**
-   * A resuming client's pipeline subscription: every run started since `since` that this
-   * connection has no cursor for is replayed from its first event (a run the client saw
-   * before has a cursor from its resume message, sent before this one). So a run that
-   * began and ended while the client was away reaches it too.
-   */
-  async #replayStartedSince(conn: Connection, pipelineId: string | undefined, since: string): Promise<void> {
-    const query: { pipelineId?: string; since: string; limit: number } = { since, limit: RESUME_RUNS_MAX };
-    if (pipelineId !== undefined) query.pipelineId = pipelineId;
-    const runs = await (this.#snapshots as SnapshotSource).listPipelines(query);
-    // Oldest first, so that the client gets runs in the order they started.
-    for (const run of runs.reverse()) {
-      if (conn.state !== 'open') return;
-      if (!this.canRead(conn, run.pipeline_id) || conn.cursors.has(run.run_id)) continue;
-      const cursor: RunCursor = { last: 0, filling: true, buffer: [] };
-      this.#setCursor(conn, run.run_id, cursor);
-      await this.#fill(conn, run.run_id, cursor, undefined);
-    }
-  }
-
-  async #joinRun(conn: Connection, runId: string, since: number | undefined, epoch: string | undefined): Promise<void> {
-    if (since !== undefined) {
-      const cursor: RunCursor = { last: since, filling: true, buffer: [] };
-      const previous = conn.cursors.get(runId);
-      if (previous?.filling === true) cursor.buffer = previous.buffer;
-      this.#setCursor(conn, runId, cursor);
-      // Even replay_complete would tell a reader of another pipeline how far this run got.
-      const head = await this.#transport.read(runId, { since: 0, limit: 1 });
-      const now = epoch === undefined ? undefined : await this.#transport.epoch?.();
-      if (conn.state !== 'open' || conn.cursors.get(runId) !== cursor) return;
-      const owner = head.events[0]?.pipeline_id;
-      if (owner !== undefined && !this.canRead(conn, owner)) return this.#asUnknownRun(conn, runId, since, now !== undefined && now !== epoch ? now : undefined);
-      if (now !== undefined && now !== epoch) {
-        // Another history (a Redis that lost its data): the seqs the client holds are not this log's.
-        conn.sendControl({ type: 'replay_incomplete', run_id: runId, requested_since: since, first_seq: head.first_seq, last_seq: head.last_seq, epoch: now, reason: 'epoch' });
-        cursor.last = 0;
-        await this.#fill(conn, runId, cursor, 0);
-        return;
-      }
-      await this.#fill(conn, runId, cursor, since);
-      return;
-    }
-    if (conn.cursors.has(runId)) return;
-    const status = this.#snapshots === null ? null : await this.#snapshots.getStatus(runId);
-    if (conn.state !== 'open' || conn.cursors.has(runId)) return;
-    if (status !== null && status.run_id === runId) {
-      if (!this.canRead(conn, status.pipeline_id)) return this.#asUnknownRun(conn, runId, undefined, undefined);
-      const cursor: RunCursor = { last: status.last_seq, filling: true, buffer: [] };
-      this.#setCursor(conn, runId, cursor);
-      conn.sendControl({ type: 'snapshot', pipeline_id: status.pipeline_id, run_id: runId, last_seq: status.last_seq, status });
-      // Level with the log, in case the snapshot is behind it (see #joinPipeline).
-      await this.#fill(conn, runId, cursor, undefined);
-      return;
-    }
-    // No snapshot to give: follow live from the log's current end.
-    const log = await this.#transport.read(runId, { since: Number.MAX_SAFE_INTEGER });
-    if (conn.state !== 'open' || conn.cursors.has(runId)) return;
-    this.#setCursor(conn, runId, { last: log.last_seq, filling: false, buffer: [] });
-  }
-
-  /**
-   * A run a positioned subscription announced: followed after seq `after` (0: from its
-   * first event; a resumed run: from its PipelineResumeEvent), `replay`: it may be under
-   * way, its log first. A run followed already keeps its cursor, except one held for this
-   * very announcement (its first live event came first, nothing sent yet): a resumed run
-   * then starts at its resume, not at seq 1 again.
-   */
-  #follow(conn: Connection, runId: string, replay: boolean, after: number): Promise<void> | undefined {
-    const held = conn.cursors.get(runId);
-    if (held !== undefined) {
-      if (held.filling && held.last === 0 && held.awaitsPosition === true) held.last = after;
-      return undefined;
-    }
-    const cursor: RunCursor = { last: after, filling: replay, buffer: [] };
-    this.#setCursor(conn, runId, cursor);
-    return replay ? this.#fill(conn, runId, cursor, undefined) : undefined;
-  }
-
-  /**
-   * A run of a pipeline this connection may not read answers exactly as a run that does
-   * not exist (docs/security.md): `subscribed`, and with `since` a `replay_complete` at the
-   * client's own seq (or the reset answer of another epoch), then nothing, ever. Its
-   * events are never sent (every delivery checks the right to read); the cursor only
-   * spares the hub from filling a run it would not send.
-   */
-  #asUnknownRun(conn: Connection, runId: string, since: number | undefined, newEpoch: string | undefined): void {
-    this.#setCursor(conn, runId, { last: Number.MAX_SAFE_INTEGER, filling: false, buffer: [] });
-    if (since === undefined) return;
-    if (newEpoch !== undefined) {
-      conn.sendControl({ type: 'replay_incomplete', run_id: runId, requested_since: since, first_seq: 0, last_seq: 0, epoch: newEpoch, reason: 'epoch' });
-      conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: 0 });
-      return;
-    }
-    conn.sendControl({ type: 'replay_complete', run_id: runId, last_seq: since });
-  }
-
-  #setCursor(conn: Connection, runId: string, cursor: RunCursor): void {
-    conn.cursors.set(runId, cursor);
-    if (conn.cursors.size > CURSORS_MAX) {
-      const oldest = conn.cursors.keys().next().value;
-      if (oldest !== undefined && oldest !== runId) conn.cursors.delete(oldest);
-    }
-  }
-
-  #index(conn: Connection, key: string): void {
-    let set = this.#byKey.get(key);
-    if (set === undefined) {
-      set = new Set();
-      this.#byKey.set(key, set);
-    }
-    set.add(conn);
-    if (!this.#upstream.has(key)) {
-      this.#upstream.set(key, this.#transport.subscribe(keyChannel(key), (event) => this.#onEvent(event)));
-    }
-  }
-
-  #unindex(conn: Connection, key: string): void {
-    const set = this.#byKey.get(key);
-    if (set === undefined) return;
-    set.delete(conn);
-    if (set.size > 0) return;
-    this.#byKey.delete(key);
-    this.#upstream.get(key)?.();
-    this.#upstream.delete(key);
   }
 
   /** One live event from upstream (it may come through several channels: handled once). */
@@ -388,28 +225,16 @@ export class Hub {
       }
       return json;
     };
-    const targets = this.#targets(event);
+    const targets = this.#index.targets(event);
     if (targets === null) return;
     for (const conn of targets) this.#deliver(conn, event, serialise);
   }
 
   /** Wakes the fills of `event`'s run that wait for an overtaken event (see {@link nextLiveEvent}). */
   #wakeFills(event: FlowcastEvent): void {
-    const targets = this.#targets(event);
+    const targets = this.#index.targets(event);
     if (targets === null) return;
     for (const conn of targets) conn.cursors.get(event.run_id)?.wake?.();
-  }
-
-  #targets(event: FlowcastEvent): Set<Connection> | null {
-    const all = this.#byKey.get(ALL_KEY);
-    const byPipeline = this.#byKey.get(pipelineKey(event.pipeline_id));
-    const byRun = this.#byKey.get(runKey(event.run_id));
-    const parts = [all, byPipeline, byRun].filter((s): s is Set<Connection> => s !== undefined && s.size > 0);
-    if (parts.length === 0) return null;
-    if (parts.length === 1) return parts[0] as Set<Connection>;
-    const union = new Set<Connection>();
-    for (const s of parts) for (const c of s) union.add(c);
-    return union;
   }
 
   /** `true` when one of the connection's subscriptions wants this event. */
@@ -430,7 +255,7 @@ export class Hub {
       if (this.#positions?.covers(conn, event.pipeline_id) === true) {
         // A run its positions have not announced yet: its `position` goes first (docs/protocol.md).
         const held: RunCursor = { last: 0, filling: true, buffer: [event], awaitsPosition: true };
-        this.#setCursor(conn, event.run_id, held);
+        setCursor(conn, event.run_id, held);
         void this.#positions.catchUp(conn, event.pipeline_id).then(() => {
           held.awaitsPosition = false;
           return this.#fill(conn, event.run_id, held, undefined);
@@ -439,11 +264,11 @@ export class Hub {
       }
       if (event.seq === 1) {
         cursor = { last: 0, filling: false, buffer: [] };
-        this.#setCursor(conn, event.run_id, cursor);
+        setCursor(conn, event.run_id, cursor);
       } else {
         // A run this connection joins in the middle: what it missed comes from the log first.
         cursor = { last: 0, filling: true, buffer: [event] };
-        this.#setCursor(conn, event.run_id, cursor);
+        setCursor(conn, event.run_id, cursor);
         void this.#fill(conn, event.run_id, cursor, undefined);
         return;
       }
@@ -479,11 +304,9 @@ export class Hub {
     this.#closed = true;
     // SSE streams never end by themselves: left open, they would hold the HTTP server's close forever.
     for (const conn of this.#connections) conn.close(1001, 'Server shutting down');
-    for (const off of this.#upstream.values()) off();
-    this.#upstream.clear();
+    this.#index.clear();
     this.#positions?.clear();
     this.#offEpoch?.();
-    this.#byKey.clear();
     this.#connections.clear();
   }
 }

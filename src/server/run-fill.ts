@@ -7,7 +7,7 @@
 import type { FlowcastEvent } from '../events/types.js';
 import type { EventTransport } from '../transport/transport.js';
 import type { Connection, RunCursor } from './connection.js';
-import type { HubStats } from './hub.js';
+import type { HubStats } from './hub-options.js';
 
 /** A replay whose connection stays over its soft limit this long is cut (4008). */
 const REPLAY_DRAIN_TIMEOUT_MS = 30_000;

@@ -1,32 +1,31 @@
+/**
+ * `FlowcastServer`: one HTTP(S) server, its state (`created → starting → listening →
+ * closing → closed`), and the parts it wires: the hub, the engine status view, auth and
+ * limits, the Fastify app and its routes (`http-app.ts`, `routes.ts`), and the WebSocket
+ * endpoint (`ws-endpoint.ts`).
+ */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import cors from '@fastify/cors';
-import Fastify, { type FastifyInstance } from 'fastify';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import type { FastifyInstance } from 'fastify';
 import { FlowcastError, ErrorCodes } from '../core/errors.js';
 import type { EventTransport } from '../transport/transport.js';
-import { Authenticator, BEARER_PROTOCOL_PREFIX, type Principal } from './auth.js';
+import { Authenticator } from './auth.js';
 import { AuthFailureLimiter } from './auth-throttle.js';
 import type { OutgoingLimits } from './connection.js';
-import { HttpGuard, trustFunction } from './http-guard.js';
+import { HttpGuard } from './http-guard.js';
+import { createHttpApp, installHttpRules } from './http-app.js';
 import { Hub, type SnapshotSource } from './hub.js';
-import { jsonDepth, MAX_JSON_DEPTH, tooDeepMessage } from './json-limits.js';
 import { resolveServerOptions, type ResolvedLimits, type ServerOptions } from './options.js';
-import { CloseCodes, ProtocolErrors, type ClientMessage } from './protocol.js';
-import { WsConnection } from './ws-connection.js';
-import { applyClientMessage, onClientFrame } from './ws-messages.js';
+import type { ClientMessage } from './protocol.js';
+import type { WsConnection } from './ws-connection.js';
+import { applyClientMessage } from './ws-messages.js';
 import { EngineReporter } from './engine.js';
-import { httpLogger } from './readiness.js';
 import { loggerOf, type Logger } from '../core/logger.js';
-import { logError } from '../core/log-throttle.js';
 import { feedFromBridges, getDefaultTransport } from './bridge.js';
-import { resolveTls } from './tls.js';
-import { resolveDeflate } from './deflate.js';
-import { checkRoutes, frameworkErrors, registerRoutes } from './routes.js';
-import { clip, HttpError, RestErrors, sendError } from './rest/common.js';
-import { AddressCounter, installSocketLimits, writeRawAnswer, type SocketStats } from './socket-limits.js';
-import { TokenBucket } from './token-bucket.js';
+import { checkRoutes, registerRoutes } from './routes.js';
+import { AddressCounter, installSocketLimits, type SocketStats } from './socket-limits.js';
 import { checkBasePath, isUnder, pathOf } from './base-path.js';
+import { ignoreError, rejectUpgrade, WsEndpoint } from './ws-endpoint.js';
 
 export type { ServerOptions } from './options.js';
 
@@ -59,9 +58,8 @@ export class FlowcastServer {
   readonly sockets: Readonly<SocketStats>;
   /** The path everything is served under: `''` at the root, `/flowcast` when mounted (docs/server.md, "Embedding"). */
   readonly basePath: string;
-  readonly #wss: WebSocketServer;
-  readonly #connections = new Set<WsConnection>();
-  #heartbeat: NodeJS.Timeout | null = null;
+  /** The WebSocket endpoint: upgrades, connections, heartbeat (ws-endpoint.ts). */
+  readonly #ws: WsEndpoint;
   #state: ServerState = 'created';
   #closing: Promise<void> | null = null;
   #port = 0;
@@ -100,19 +98,7 @@ export class FlowcastServer {
       logger: this.logger,
       ...(opts.engineIntervalMs === undefined ? {} : { intervalMs: opts.engineIntervalMs }),
     });
-    this.app = (Fastify as unknown as (o: object) => FastifyInstance)({
-      loggerInstance: httpLogger(this.logger),
-      bodyLimit: 1024 * 1024,
-      frameworkErrors,
-      // Unknown fields are refused (where a schema says so), never silently dropped.
-      ajv: { customOptions: { removeAdditional: false } },
-      ...(limits.trustProxy === false ? {} : { trustProxy: trustFunction(limits.trustProxy) }),
-      requestTimeout: limits.requestTimeoutMs,
-      keepAliveTimeout: limits.keepAliveTimeoutMs,
-      ...(opts.tls === undefined ? {} : { https: { ...resolveTls(opts.tls), handshakeTimeout: limits.handshakeTimeoutMs || 120_000 } }),
-    });
-    // Slow headers are a pre-request connection too (slowloris).
-    if (limits.handshakeTimeoutMs > 0) this.app.server.headersTimeout = Math.min(limits.handshakeTimeoutMs, limits.requestTimeoutMs || limits.handshakeTimeoutMs);
+    this.app = createHttpApp(opts, limits, this.logger);
     const trust = limits.trustProxy;
     this.sockets = installSocketLimits(this.app.server, {
       maxConnections: limits.maxConnections,
@@ -121,17 +107,8 @@ export class FlowcastServer {
       isTrustedProxy: trust === false ? () => false : (address) => this.guard.isTrustedProxy(address),
       tls: opts.tls !== undefined,
     });
-    this.#wss = new WebSocketServer({
-      noServer: true,
-      maxPayload: opts.maxPayload ?? 64 * 1024,
-      perMessageDeflate: resolveDeflate(opts.perMessageDeflate),
-      handleProtocols: (protocols) => {
-        if (protocols.has('flowcast')) return 'flowcast';
-        for (const p of protocols) if (!p.startsWith(BEARER_PROTOCOL_PREFIX)) return p;
-        return false;
-      },
-    });
-    this.#installHttpRules();
+    this.#ws = new WsEndpoint(this, () => this.#state === 'listening');
+    installHttpRules(this.app, this.guard, limits);
     const routes = { server: this, tracking: opts.tracking ?? null, broker: opts.broker ?? null, staticDir: opts.staticDir, basePath: this.basePath };
     if (this.basePath === '') registerRoutes(this.app, routes);
     else void this.app.register((scoped, _opts, done) => {
@@ -141,7 +118,7 @@ export class FlowcastServer {
     this.app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       if (!this.handleUpgrade(req, socket, head)) {
         socket.on('error', ignoreError);
-        this.#reject(socket, 404, 'Not Found');
+        rejectUpgrade(socket, 404, 'Not Found');
       }
     });
   }
@@ -151,38 +128,9 @@ export class FlowcastServer {
     return this.limits.outgoing;
   }
 
-  /**
-   * What every HTTP request passes first: the origin and host rules (403), CORS for the
-   * allowed origins, and JSON bodies no deeper than {@link MAX_JSON_DEPTH}.
-   */
-  #installHttpRules(): void {
-    this.app.addHook('onRequest', (request, reply, done) => {
-      const refusal = this.guard.check(request.raw);
-      if (refusal === null) return done();
-      void sendError(reply, refusal.status, refusal.code, refusal.message);
-    });
-    if (this.limits.allowedOrigins.length > 0) {
-      void this.app.register(cors, {
-        origin: (origin, callback) => callback(null, origin !== undefined && this.guard.isAllowedOrigin(origin)),
-        methods: ['GET', 'HEAD', 'POST', 'DELETE'],
-        allowedHeaders: ['Authorization', 'Content-Type', 'Last-Event-ID'],
-        exposedHeaders: ['Retry-After', 'Location'],
-        credentials: false,
-        maxAge: 600,
-        strictPreflight: true,
-      });
-    }
-    const parseJson = this.app.getDefaultJsonParser('error', 'error');
-    this.app.removeContentTypeParser('application/json');
-    this.app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-      if (jsonDepth(body as string) > MAX_JSON_DEPTH) return done(new HttpError(400, RestErrors.BAD_REQUEST, tooDeepMessage()), undefined);
-      void parseJson(request, body as string, done);
-    });
-  }
-
   /** Connected WebSocket clients. */
   get connections(): number {
-    return this.#connections.size;
+    return this.#ws.size;
   }
 
   /** The port listened on (after `startServer()`). */
@@ -231,26 +179,7 @@ export class FlowcastServer {
     if (this.options.transport !== undefined && this.options.transport !== this.options.broker?.transport) this.#unbridge = feedFromBridges(this.transport);
     this.engine.start();
     const every = this.options.heartbeatMs ?? 30_000;
-    if (every > 0) {
-      this.#heartbeat = setInterval(() => this.#beat(every), every);
-      this.#heartbeat.unref();
-    }
-  }
-
-  #beat(every: number): void {
-    const now = Date.now();
-    for (const conn of this.#connections) {
-      if (now - conn.lastSeen > every * 2) {
-        conn.close(CloseCodes.HEARTBEAT_TIMEOUT, 'No pong');
-        conn.ws.terminate();
-      } else if (conn.ws.readyState === conn.ws.OPEN) {
-        conn.ws.ping();
-      }
-    }
-  }
-
-  #reject(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
-    writeRawAnswer(socket, status, 'text/plain; charset=utf-8', clip(message), headers);
+    if (every > 0) this.#ws.startHeartbeat(every);
   }
 
   /**
@@ -261,94 +190,9 @@ export class FlowcastServer {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     const path = pathOf(req.url);
     if (path === null || !isUnder(path, this.basePath)) return false;
-    this.#upgrade(req, socket, head, path.slice(this.basePath.length));
+    this.#ws.upgrade(req, socket, head, path.slice(this.basePath.length));
     return true;
   }
-
-  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, path: string): void {
-    socket.on('error', ignoreError);
-    if (this.#state !== 'listening') return this.#reject(socket, 503, 'Service Unavailable');
-    if (path !== '/' && path !== '/ws' && path !== '') return this.#reject(socket, 404, 'Not Found');
-    const refusal = this.guard.check(req);
-    if (refusal !== null) return this.#reject(socket, 403, refusal.message);
-    const address = this.guard.clientAddress(req);
-    void this.authFailures.blockedFor(address).then((blocked) => {
-      if (blocked > 0) return this.#reject(socket, 429, this.authFailures.message(blocked), { 'Retry-After': String(blocked) });
-      if (socket.destroyed) return;
-      const release = this.streams.acquire(address);
-      if (release === null) return this.#reject(socket, 429, `Too many streams from this address: at most ${this.streams.max} (maxConnectionsPerAddress)`);
-      this.#wss.handleUpgrade(req, socket, head, (ws) => {
-        ws.once('close', release);
-        this.#accept(ws, req, address);
-      });
-    });
-  }
-
-  #accept(ws: WebSocket, req: IncomingMessage, address: string): void {
-    // Messages that arrive while the token is checked wait here.
-    let early: [RawData, boolean][] | null = null;
-    const hold = (data: RawData, isBinary: boolean): void => {
-      (early ??= []).push([data, isBinary]);
-    };
-    ws.on('message', hold);
-    ws.on('error', ignoreError);
-    this.auth.check(req).then(
-      (result) => {
-        ws.off('message', hold);
-        if (!result.ok) {
-          void this.authFailures.failed(address);
-          // The seed's reason, "Unauthorized", with the claim named when the token is valid but its claims are not.
-          ws.close(CloseCodes.UNAUTHORIZED, result.claim === true ? closeReason(`Unauthorized: ${result.reason}`) : 'Unauthorized');
-          return;
-        }
-        if (ws.readyState !== ws.OPEN || this.#state !== 'listening') return;
-        this.#attach(ws, result.principal, early);
-      },
-      (error: unknown) => {
-        logError(this.logger, error, 'authentication');
-        ws.close(CloseCodes.UNAUTHORIZED, 'Unauthorized');
-      },
-    );
-  }
-
-  /**
-   * Makes an authenticated socket a subscriber. Apart from `#accept` so that the
-   * listeners a connection keeps for its lifetime hold only what they use (memory per
-   * idle connection is what a busy server has thousands of).
-   */
-  #attach(ws: WebSocket, principal: Principal | null, early: [RawData, boolean][] | null): void {
-    const conn = new WsConnection(ws, principal, this.limits.outgoing, this.#detach);
-    this.#connections.add(conn);
-    this.hub.add(conn);
-    const limiter = new TokenBucket(this.options.messagesPerSecond ?? 50, this.options.messageBurst ?? 100);
-    let warned = false;
-    const apply = (msg: ClientMessage): void => this.handleMessage(conn, msg);
-    const onMessage = (data: RawData, isBinary: boolean): void => {
-      conn.lastSeen = Date.now();
-      if (!limiter.take()) {
-        if (warned) {
-          conn.close(CloseCodes.RATE_LIMITED, 'Rate limit exceeded');
-          return;
-        }
-        warned = true;
-        conn.sendControl({ type: 'error', code: ProtocolErrors.RATE_LIMITED, message: `Too many messages: at most ${this.options.messagesPerSecond ?? 50}/s; the next excess closes the connection` });
-        return;
-      }
-      warned = false;
-      onClientFrame(conn, data, isBinary, apply);
-    };
-    ws.on('message', onMessage);
-    ws.on('pong', () => {
-      conn.lastSeen = Date.now();
-    });
-    if (early !== null) for (const [data, isBinary] of early) onMessage(data, isBinary);
-  }
-
-  readonly #detach = (conn: WsConnection): void => {
-    this.#connections.delete(conn);
-    this.engine.unsubscribe(conn);
-    this.hub.remove(conn);
-  };
 
   /** Applies one validated client message (shared by WebSocket and tests). */
   handleMessage(conn: WsConnection, msg: ClientMessage): void {
@@ -361,31 +205,21 @@ export class FlowcastServer {
     this.#closing = (async () => {
       this.#state = 'closing';
       this.#unbridge?.();
-      if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
+      this.#ws.stopHeartbeat();
       this.engine.close();
-      for (const conn of this.#connections) conn.close(CloseCodes.GOING_AWAY, 'Server shutting down');
+      this.#ws.closeConnections();
       this.hub.close();
-      await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
-      for (const ws of this.#wss.clients) ws.terminate();
+      await this.#ws.close();
       await this.app.close();
       this.#state = 'closed';
     })();
     return this.#closing;
   }
 
+  /** Closes the server (`await using server = getWebSocketServer(...)`), as {@link close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-/** Socket errors end in 'close', which is handled; the listener only keeps them from being thrown. */
-function ignoreError(): void {}
-
-/** A WebSocket close reason: at most 123 bytes (RFC 6455), cut on a character boundary. */
-function closeReason(text: string): string {
-  let out = text;
-  while (Buffer.byteLength(out) > 123) out = out.slice(0, -1);
-  return out;
 }
 
 /**

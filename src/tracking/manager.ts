@@ -1,15 +1,20 @@
+/**
+ * `PipelineTrackingManager`, tracking's entry point: which storage runs are tracked in
+ * (given, or picked for the broker), the listeners, and the queries (status, lists,
+ * history, metrics, cleanup). How the engine's events are written to the storage is in
+ * `status-recorder.ts`; how a status follows from the events, in `reducer.ts`.
+ */
 import { throwIfAborted } from '../core/abort.js';
 import { ErrorCodes, FlowcastError, InvalidArgumentError, describeError, toError } from '../core/errors.js';
 import { checkNonEmptyString, checkNonNegativeInt, checkObject, show } from '../core/validate.js';
-import { isTerminalEvent, type FlowcastEvent } from '../events/types.js';
+import type { FlowcastEvent } from '../events/types.js';
 import { findAutoStorage, type AutoStorageOptions } from './auto-storage.js';
 import { TrackingListeners, type TrackingEventListener, type TrackingListener } from './listeners.js';
 import { InMemoryPipelineStorage } from './memory-storage.js';
 import { computeMetrics, type PipelineMetrics } from './metrics.js';
 import { isEndedStatus, type PipelineStatus } from './models.js';
-import { applyEvent } from './reducer.js';
-import { checkEventGroup, checkMaintenance, type MaintenanceOptions, type TrackingStorage } from './storage.js';
-import { WriteBehind } from './write-behind.js';
+import { checkMaintenance, type MaintenanceOptions, type TrackingStorage } from './storage.js';
+import { StatusRecorder } from './status-recorder.js';
 import { cleanupArgs, cleanupByListing, exportOptions, historyQuery, listQuery, metricsQuery, options, statusJson, DAY_MS, type CleanupOptions, type ExportJsonOptions, type GetHistoryOptions, type ListPipelinesOptions } from './queries.js';
 
 export type { TrackingListener, TrackingEventListener } from './listeners.js';
@@ -51,17 +56,6 @@ function defaultOnError(error: Error, context: string): void {
   console.error(`flowcast tracking: ${context} failed: ${describeError(error)}`);
 }
 
-function isPromiseLike<T>(value: unknown): value is PromiseLike<T> {
-  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
-}
-
-/** A storage that has the optional applyEvents. */
-type GroupStorage = TrackingStorage & Required<Pick<TrackingStorage, 'applyEvents'>>;
-
-function hasApplyEvents(storage: TrackingStorage): storage is GroupStorage {
-  return typeof storage.applyEvents === 'function';
-}
-
 /**
  * Records every event of the runs it tracks into a {@link TrackingStorage} and answers
  * queries on them. Attach it with `pipeline.withTracking(tracking)`.
@@ -78,15 +72,14 @@ export class PipelineTrackingManager {
   /** The storage withAutoStorage() created: the manager closes it. */
   #owned: TrackingStorage | null = null;
   readonly #listeners = new TrackingListeners((error, where) => this.#report(error, where));
+  /** Writes the events to the storage and tells the listeners (status-recorder.ts). */
+  readonly #recorder = new StatusRecorder(() => this.#require(), this.#listeners, (error, where) => this.#report(error, where));
   /** `writeDelayMs` as given (`undefined`: the storage's default). */
   #writeDelayMs: number | undefined;
-  /** Coalesced writes to the current storage (see `writeDelayMs`), `null` when off or not needed yet. */
-  #behind: WriteBehind | null = null;
   #onError: TrackingErrorHandler = defaultOnError;
-  /** Per-run tail of the serialised get → apply → save chain (storages without applyEvent). */
-  readonly #chains = new Map<string, Promise<void>>();
   #closed = false;
 
+  /** A manager with the storage and error handler of `opts` (see {@link PipelineTrackingManagerOptions}). */
   constructor(opts: PipelineTrackingManagerOptions = {}) {
     const o = options(opts, ['storage', 'onError', 'writeDelayMs'], 'PipelineTrackingManager options');
     if (o.writeDelayMs !== undefined) this.#writeDelayMs = checkNonNegativeInt(o.writeDelayMs, 'PipelineTrackingManager options.writeDelayMs');
@@ -104,20 +97,8 @@ export class PipelineTrackingManager {
     }
     this.#storage = storage;
     this.#owned = null;
-    this.#useWriteDelay(storage, this.#writeDelayMs ?? 0);
+    this.#recorder.useWriteDelay(storage, this.#writeDelayMs ?? 0);
     return this;
-  }
-
-  /** Coalesced writes to `storage` when `delay` > 0 (writes still waiting for a previous storage go on their timers, to it). */
-  #useWriteDelay(storage: TrackingStorage, delay: number): void {
-    this.#behind = null;
-    if (delay > 0 && hasApplyEvents(storage)) {
-      this.#behind = new WriteBehind(
-        delay,
-        (events) => this.#applyGroups(storage, events, 0),
-        (error, runId) => this.#report(error, `writing the events of run ${runId}`),
-      );
-    }
   }
 
   /**
@@ -157,7 +138,7 @@ export class PipelineTrackingManager {
     }
     this.withStorage(storage);
     this.#owned = storage;
-    if (writeDelayMs > 0) this.#useWriteDelay(storage, this.#writeDelayMs ?? writeDelayMs);
+    if (writeDelayMs > 0) this.#recorder.useWriteDelay(storage, this.#writeDelayMs ?? writeDelayMs);
     return this;
   }
 
@@ -188,20 +169,7 @@ export class PipelineTrackingManager {
    * without creating a promise.
    */
   record(event: FlowcastEvent): void | Promise<void> {
-    const storage = this.#require();
-    if (typeof event !== 'object' || event === null || typeof event.run_id !== 'string' || typeof event.seq !== 'number') {
-      throw new InvalidArgumentError(`record(event): event must be a FlowcastEvent, received ${show(event)}`);
-    }
-    if (this.#behind !== null) return this.#behind.add([event]);
-    if (storage.applyEvent !== undefined) {
-      const applied = storage.applyEvent(event);
-      if (isPromiseLike<PipelineStatus | null>(applied)) {
-        return Promise.resolve(applied).then((status) => this.#notify(status, event));
-      }
-      if (this.#listeners.size > 0) this.#notify(applied, event);
-      return undefined;
-    }
-    return this.#recordSerially(storage, event);
+    return this.#recorder.record(event);
   }
 
   /**
@@ -217,11 +185,7 @@ export class PipelineTrackingManager {
    * await tracking.recordMany([stepComplete, nextStepStart]);
    */
   recordMany(events: FlowcastEvent[]): void | Promise<void> {
-    const storage = this.#require();
-    checkEventGroup(events, 'recordMany(events)');
-    if (this.#behind !== null) return this.#behind.add(events);
-    if (!hasApplyEvents(storage)) return this.#recordEach(events, 0);
-    return this.#applyGroups(storage, events, 0);
+    return this.#recorder.recordMany(events);
   }
 
   /**
@@ -235,84 +199,6 @@ export class PipelineTrackingManager {
       throw new InvalidArgumentError(`primeStart(start): start must be a PipelineStartEvent with seq 1, received ${show(start)}`);
     }
     storage.primeStart?.(start);
-  }
-
-  /** record() for events[from..], in order, synchronously as long as record() is. */
-  #recordEach(events: FlowcastEvent[], from: number): void | Promise<void> {
-    for (let i = from; i < events.length; i++) {
-      const recorded = this.record(events[i] as FlowcastEvent);
-      if (isPromiseLike<void>(recorded)) return Promise.resolve(recorded).then(() => this.#recordEach(events, i + 1));
-    }
-    return undefined;
-  }
-
-  /**
-   * storage.applyEvents for events[from..]. The storage returns only the status after the
-   * group's last applied event, and a listener sees a status only through
-   * onPipelineComplete (the others get the event alone). So the group is cut after each
-   * run-ending event that is not its last: an end's listeners then get the status right
-   * after that end, as with record(). The engine's groups end with their end event, so
-   * this costs nothing in practice.
-   */
-  #applyGroups(storage: GroupStorage, events: FlowcastEvent[], from: number): void | Promise<void> {
-    while (from < events.length) {
-      let end = from;
-      while (end < events.length - 1 && !isTerminalEvent(events[end] as FlowcastEvent)) end++;
-      const group = from === 0 && end === events.length - 1 ? events : events.slice(from, end + 1);
-      const applied = storage.applyEvents(group);
-      from = end + 1;
-      if (isPromiseLike<PipelineStatus | null>(applied)) {
-        const next = from;
-        return Promise.resolve(applied).then((status) => {
-          this.#notifyGroup(status, group);
-          return this.#applyGroups(storage, events, next);
-        });
-      }
-      if (this.#listeners.size > 0) this.#notifyGroup(applied, group);
-    }
-    return undefined;
-  }
-
-  /**
-   * Notifies the events of a group that `status` (what applyEvents returned) reflects:
-   * none when it is `null`, else those with `seq <= status.last_seq`; events past it
-   * wait for an earlier seq and are not notified, as record() would not notify them. An
-   * event already stored before the group (a duplicate at its head) is notified when a
-   * later one of the group was applied: the storage does not say which were duplicates.
-   * Such a group comes when a reader caught the run up from its log first (which
-   * notifies nobody) or, rarely, when a redelivered transition overlaps one recorded by
-   * another process (whose own listeners were called).
-   */
-  #notifyGroup(status: PipelineStatus | null, group: FlowcastEvent[]): void {
-    if (status === null || this.#listeners.size === 0) return;
-    for (const event of group) if (event.seq <= status.last_seq) this.#notify(status, event);
-  }
-
-  #recordSerially(storage: TrackingStorage, event: FlowcastEvent): Promise<void> {
-    const runId = event.run_id;
-    const prev = this.#chains.get(runId);
-    const step = async (): Promise<void> => {
-      const current = await storage.getStatus(runId);
-      if (current !== null && event.seq <= current.last_seq) return;
-      const next = applyEvent(current, event);
-      if (next === null) return;
-      await storage.saveStatus(next);
-      this.#notify(next, event);
-    };
-    const p = prev === undefined ? step() : prev.then(step);
-    const tail = p.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#chains.set(runId, tail);
-    void tail.then(() => {
-      if (this.#chains.get(runId) === tail) this.#chains.delete(runId);
-    });
-    return p;
-  }
-
-  #notify(status: PipelineStatus | null, event: FlowcastEvent): void {
-    if (status !== null && this.#listeners.size > 0) this.#listeners.notify(status, event);
   }
 
   #report(error: unknown, where: string): void {
@@ -423,24 +309,25 @@ export class PipelineTrackingManager {
     return statusJson(status, o);
   }
 
+  /** Writes what waits in this process first (`writeDelayMs`), so reads here see every event recorded here. */
+  #written(): Promise<void> {
+    return this.#recorder.written();
+  }
+
   /**
    * Waits for pending recordings, closes the storage if withAutoStorage() created it (a
    * storage given to withStorage() belongs to the caller), and refuses further use. Idempotent.
    */
-  /** Writes what waits in this process first (`writeDelayMs`), so reads here see every event recorded here. */
-  async #written(): Promise<void> {
-    if (this.#behind !== null && this.#behind.size > 0) await this.#behind.flushAll();
-  }
-
   async close(): Promise<void> {
     if (this.#closed) return;
     await this.#written();
     this.#closed = true;
-    await Promise.all([...this.#chains.values()]);
+    await this.#recorder.settled();
     this.#listeners.clear();
     await this.#owned?.close?.();
   }
 
+  /** Closes the manager (`await using tracking = new PipelineTrackingManager()`), as {@link close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
