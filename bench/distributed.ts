@@ -1,75 +1,145 @@
 /**
  * Distributed: flowcast on Redis, measured in one run against what it is built on.
  *
- * 1. Throughput: tracked pipeline steps/s through `BullMQBroker` (hooks, Redis tracking,
- *    Redis event log and Pub/Sub all on) against raw BullMQ jobs/s (Queue + Worker, no-op
- *    processor), same Redis, same worker process count and total concurrency; rounds
- *    interleaved, median. CPU per step of the workers, the producer and redis-server.
- * 2. Events from a worker to WebSocket subscribers through Redis on ONE server instance
- *    against TWO (each its own process and RedisPubSubTransport), same total subscribers:
- *    deliveries/s and server CPU µs per delivery under burst, p50/p99 at a paced rate.
+ * 1. Throughput (goal 5 of issue 18): raw BullMQ jobs/s (Queue + Worker, no-op
+ *    processor, one job per step, as many bytes of data as a flowcast step job) against
+ *    tracked flowcast steps/s through `BullMQBroker` (hooks, Redis tracking, Redis event
+ *    log and Pub/Sub all on), same Redis, same worker process count and total
+ *    concurrency; rounds interleaved, median. Arms: `equal` (every step its own BullMQ
+ *    job, `chainSteps: 0`: the same queue work as raw; the verdict rests on it only),
+ *    `chained` (the default step chaining, labelled, never the verdict), `untracked`.
+ *    Per arm: CPU per step and per job of the workers, the producer and redis-server, and
+ *    the Redis commands per step by name (INFO commandstats deltas).
+ * 2. Memory (goal 7): `used_memory` before/after runs of a known shape, `MEMORY USAGE`
+ *    per key kind, bytes per run and per event against the events' wire JSON.
+ * 3. Log rates (goal 6): `ctx.log` on 2 workers to a WebSocket client through Redis on 1
+ *    and 2 servers at paced rates: p50/p99, the largest rate held, commands per log event.
+ * 4. Events: a worker's events to many WebSocket subscribers on ONE server instance
+ *    against TWO: deliveries/s and server CPU per delivery under burst, p50/p99 paced.
  *
  * Starts its own redis-server (free port, no persistence) and stops it at the end.
  *
- * Usage: npm run bench:distributed -- [--workers 2] [--concurrency 32] [--steps 5]
- *          [--runs 1000] [--rounds 5] [--lanes 50] [--subscribers 500] [--burst 1000] [--burst-runs 8]
- *          [--rate 20000] [--paced-ms 3000] [--passes 3] [--parts throughput,events] [--untracked] [--chain-steps N]
- * `--untracked` adds the same pipeline without tracking to part 1 (what tracking costs).
- * `--chain-steps N` sets the flowcast workers' `chainSteps` (default: the broker's, 100; 0: one BullMQ job per step).
+ * Usage: npm run bench:distributed -- [--quick] [--parts throughput,memory,logrates,events]
+ *          [--workers 2] [--concurrency 32] [--steps 5] [--runs 1000] [--rounds 5] [--lanes 50]
+ *          [--arms equal,chained] [--untracked] [--chain-steps N]
+ *          [--memory-runs 200] [--memory-steps 5] [--memory-lines 4]
+ *          [--log-rates 1000,5000,20000] [--log-layouts 1,2] [--log-runs 8] [--log-ms 3000]
+ *          [--subscribers 500] [--burst 1000] [--burst-runs 8] [--rate 20000] [--paced-ms 3000] [--passes 3]
+ * `--quick`: sizes for a run of about two minutes (runs 200, rounds 3, memory runs 100,
+ * log 2000 ms per rate, parts throughput,memory,logrates); explicit flags still win.
+ * `--untracked` adds the `untracked` arm. `--chain-steps N` sets the chained arm's
+ * `chainSteps` (default: the broker's, 100).
  * DISTRIBUTED_WORKER_FLAGS="--cpu-prof --cpu-prof-dir=.tmp/prof" passes Node flags to the
- * flowcast worker processes of part 1.
+ * flowcast worker processes of part 1; DISTRIBUTED_COUNT_COMMANDS=1 also counts the
+ * commands the workers send, by name.
  */
 import { rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
+import { cpus, loadavg } from 'node:os';
 import { startRedisServer } from '../test/helpers/redis-server.js';
-import { runThroughput, type SideResult, type ThroughputResult } from './distributed/throughput.js';
+import { FLOW_ARMS, runThroughput, type FlowArm, type ThroughputResult } from './distributed/throughput.js';
 import { runEvents, type LayoutResult } from './distributed/events.js';
-import { fmt, fmtInt, median } from './orchestrator.js';
+import { runMemory, type MemoryResult } from './distributed/memory.js';
+import { runLogRates, type RatePoint } from './distributed/log-rates.js';
+import { fmtInt } from './orchestrator.js';
+import { reportEvents, reportLogRates, reportMemory, reportThroughput } from './distributed/report.js';
 
-const PARTS = ['throughput', 'events'] as const;
-const { values: args } = parseArgs({
+const PARTS = ['throughput', 'memory', 'logrates', 'events'] as const;
+const { values: given } = parseArgs({
   options: {
-    workers: { type: 'string', default: '2' },
-    concurrency: { type: 'string', default: '32' },
-    steps: { type: 'string', default: '5' },
-    runs: { type: 'string', default: '1000' },
-    rounds: { type: 'string', default: '5' },
-    lanes: { type: 'string', default: '50' },
-    subscribers: { type: 'string', default: '500' },
-    burst: { type: 'string', default: '1000' },
-    'burst-runs': { type: 'string', default: '8' },
-    rate: { type: 'string', default: '20000' },
-    'paced-ms': { type: 'string', default: '3000' },
-    passes: { type: 'string', default: '3' },
-    parts: { type: 'string', default: PARTS.join(',') },
+    quick: { type: 'boolean', default: false },
+    workers: { type: 'string' },
+    concurrency: { type: 'string' },
+    steps: { type: 'string' },
+    runs: { type: 'string' },
+    rounds: { type: 'string' },
+    lanes: { type: 'string' },
+    arms: { type: 'string' },
+    'memory-runs': { type: 'string' },
+    'memory-steps': { type: 'string' },
+    'memory-lines': { type: 'string' },
+    'log-rates': { type: 'string' },
+    'log-layouts': { type: 'string' },
+    'log-runs': { type: 'string' },
+    'log-ms': { type: 'string' },
+    subscribers: { type: 'string' },
+    burst: { type: 'string' },
+    'burst-runs': { type: 'string' },
+    rate: { type: 'string' },
+    'paced-ms': { type: 'string' },
+    passes: { type: 'string' },
+    parts: { type: 'string' },
     untracked: { type: 'boolean', default: false },
     'chain-steps': { type: 'string' },
   },
 });
+const DEFAULTS = {
+  workers: '2',
+  concurrency: '32',
+  steps: '5',
+  runs: '1000',
+  rounds: '5',
+  lanes: '50',
+  arms: 'equal,chained',
+  'memory-runs': '200',
+  'memory-steps': '5',
+  'memory-lines': '4',
+  'log-rates': '1000,5000,20000',
+  'log-layouts': '1,2',
+  'log-runs': '8',
+  'log-ms': '3000',
+  subscribers: '500',
+  burst: '1000',
+  'burst-runs': '8',
+  rate: '20000',
+  'paced-ms': '3000',
+  passes: '3',
+  parts: PARTS.join(','),
+};
+const QUICK: Partial<typeof DEFAULTS> = { runs: '200', rounds: '3', 'memory-runs': '100', 'log-ms': '2000', parts: 'throughput,memory,logrates' };
+type Key = keyof typeof DEFAULTS;
+const arg = (k: Key): string => given[k] ?? (given.quick ? QUICK[k] : undefined) ?? DEFAULTS[k];
 function positiveInt(value: string, name: string, min = 1): number {
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, received ${JSON.stringify(value)}`);
   return n;
 }
-const parts = args.parts.split(',').map((p) => {
-  if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--parts: each must be one of ${PARTS.join(', ')}, received ${JSON.stringify(p)}`);
-  return p;
-});
-const WORKERS = positiveInt(args.workers, 'workers');
-const CONCURRENCY = positiveInt(args.concurrency, 'concurrency');
+function listOf<T extends string>(k: Key, allowed: readonly T[]): T[] {
+  return arg(k)
+    .split(',')
+    .map((p) => {
+      if (!(allowed as readonly string[]).includes(p)) throw new Error(`--${k}: each must be one of ${allowed.join(', ')}, received ${JSON.stringify(p)}`);
+      return p as T;
+    });
+}
+const intsOf = (k: Key): number[] => arg(k).split(',').map((v) => positiveInt(v, k));
+const parts = listOf('parts', PARTS);
+const ARMS: FlowArm[] = listOf('arms', FLOW_ARMS);
+if (given.untracked && !ARMS.includes('untracked')) ARMS.push('untracked');
+const WORKERS = positiveInt(arg('workers'), 'workers');
+const CONCURRENCY = positiveInt(arg('concurrency'), 'concurrency');
 if (CONCURRENCY < WORKERS) throw new Error(`--concurrency (${CONCURRENCY}) must be at least --workers (${WORKERS}): it is the total over the worker processes`);
-const STEPS = positiveInt(args.steps, 'steps');
-const RUNS = positiveInt(args.runs, 'runs');
-const ROUNDS = positiveInt(args.rounds, 'rounds');
-const LANES = positiveInt(args.lanes, 'lanes');
-const SUBSCRIBERS = positiveInt(args.subscribers, 'subscribers', 2);
-const BURST = positiveInt(args.burst, 'burst');
-const BURST_RUNS = positiveInt(args['burst-runs'], 'burst-runs');
+const STEPS = positiveInt(arg('steps'), 'steps');
+const RUNS = positiveInt(arg('runs'), 'runs');
+const ROUNDS = positiveInt(arg('rounds'), 'rounds');
+const LANES = positiveInt(arg('lanes'), 'lanes');
+const CHAIN = given['chain-steps'] === undefined ? undefined : positiveInt(given['chain-steps'], 'chain-steps', 0);
+const MEMORY_RUNS = positiveInt(arg('memory-runs'), 'memory-runs');
+const MEMORY_STEPS = positiveInt(arg('memory-steps'), 'memory-steps');
+const MEMORY_LINES = positiveInt(arg('memory-lines'), 'memory-lines', 0);
+const LOG_RATES = intsOf('log-rates');
+const LOG_LAYOUTS = intsOf('log-layouts');
+if (LOG_LAYOUTS.some((l) => l > 2)) throw new Error('--log-layouts: each must be 1 or 2');
+const LOG_RUNS = positiveInt(arg('log-runs'), 'log-runs', 2);
+const LOG_MS = positiveInt(arg('log-ms'), 'log-ms');
+const SUBSCRIBERS = positiveInt(arg('subscribers'), 'subscribers', 2);
+const BURST = positiveInt(arg('burst'), 'burst');
+const BURST_RUNS = positiveInt(arg('burst-runs'), 'burst-runs');
 if (BURST_RUNS > BURST) throw new Error(`--burst-runs (${BURST_RUNS}) must not exceed --burst (${BURST})`);
-const RATE = positiveInt(args.rate, 'rate');
-const PACED_MS = positiveInt(args['paced-ms'], 'paced-ms');
-const PASSES = positiveInt(args.passes, 'passes');
+const RATE = positiveInt(arg('rate'), 'rate');
+const PACED_MS = positiveInt(arg('paced-ms'), 'paced-ms');
+const PASSES = positiveInt(arg('passes'), 'passes');
 
 const fdLimit = Number(spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim());
 if (parts.includes('events') && Number.isFinite(fdLimit) && fdLimit < SUBSCRIBERS + 200) {
@@ -84,20 +154,29 @@ const deadline = setTimeout(() => {
 deadline.unref();
 
 const began = Date.now();
+const load = (): string => loadavg().map((l) => l.toFixed(2)).join(' ');
 const redis = await startRedisServer();
 const version = spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout.match(/v=(\S+)/)?.[1] ?? '?';
 console.log(
-  `flowcast distributed bench: node ${process.version}, redis-server ${version} on 127.0.0.1:${redis.port} (no persistence); ` +
-    `part 1: ${WORKERS} worker processes per side, total concurrency ${CONCURRENCY}, ${fmtInt(RUNS)} runs x ${STEPS} no-op steps per round, ${ROUNDS} rounds, ${LANES} starts in flight, ` +
-    `flowcast chainSteps ${args['chain-steps'] ?? 'default (100)'}; ` +
-    `part 2: ${fmtInt(SUBSCRIBERS)} subscribers, bursts of ${fmtInt(BURST)} events from ${BURST_RUNS} runs at once, paced ${fmtInt(RATE)} deliveries/s for ${PACED_MS} ms in ${PASSES} passes per layout`,
+  `flowcast distributed bench: node ${process.version}, redis-server ${version} on 127.0.0.1:${redis.port} (no persistence), ${cpus().length} cores, load average ${load()}; parts ${parts.join(', ')}\n` +
+    (parts.includes('throughput')
+      ? `- throughput: ${WORKERS} worker processes per arm, total concurrency ${CONCURRENCY}, ${fmtInt(RUNS)} runs x ${STEPS} no-op steps per round (raw: ${fmtInt(RUNS * STEPS)} jobs), ${ROUNDS} rounds, ${LANES} starts in flight; arms ${ARMS.join(', ')}; chained arm chainSteps ${CHAIN ?? 'default (100)'}\n`
+      : '') +
+    (parts.includes('memory') ? `- memory: ${MEMORY_RUNS} runs of ${MEMORY_STEPS} steps x ${MEMORY_LINES} log lines\n` : '') +
+    (parts.includes('logrates') ? `- log rates: ${LOG_RATES.map(fmtInt).join(', ')} log events/s from ${LOG_RUNS} runs on 2 workers, ${LOG_MS} ms each, to 1 client connection per server, ${LOG_LAYOUTS.join(' and ')} server(s)\n` : '') +
+    (parts.includes('events')
+      ? `- events: ${fmtInt(SUBSCRIBERS)} subscribers, bursts of ${fmtInt(BURST)} events from ${BURST_RUNS} runs at once, paced ${fmtInt(RATE)} deliveries/s for ${PACED_MS} ms in ${PASSES} passes per layout\n`
+      : ''),
 );
 
 let throughput: ThroughputResult | null = null;
+let memory: MemoryResult | null = null;
+let logRates: RatePoint[] = [];
 let events: LayoutResult[] = [];
+const say = (line: string): void => console.log(line);
 try {
   if (parts.includes('throughput')) {
-    console.log('\nPart 1: throughput');
+    console.log('Throughput');
     throughput = await runThroughput(
       {
         url: redis.url,
@@ -109,17 +188,25 @@ try {
         rounds: ROUNDS,
         lanes: LANES,
         workerFlags: (process.env.DISTRIBUTED_WORKER_FLAGS ?? '').split(' ').filter((f) => f !== ''),
-        untracked: args.untracked,
-        chainSteps: args['chain-steps'] === undefined ? undefined : positiveInt(args['chain-steps'], 'chain-steps', 0),
+        arms: ARMS,
+        chainSteps: CHAIN,
       },
-      (line) => console.log(line),
+      say,
     );
   }
+  if (parts.includes('memory')) {
+    console.log('\nMemory');
+    memory = await runMemory({ url: redis.url, keyPrefix: 'bm:', workers: WORKERS, runs: MEMORY_RUNS, steps: MEMORY_STEPS, lines: MEMORY_LINES, lanes: LANES }, say);
+  }
+  if (parts.includes('logrates')) {
+    console.log('\nLog rates');
+    logRates = await runLogRates({ url: redis.url, keyPrefix: 'bl:', rates: LOG_RATES, layouts: LOG_LAYOUTS, runs: LOG_RUNS, pacedMs: LOG_MS, targetMs: 50 }, say);
+  }
   if (parts.includes('events')) {
-    console.log('\nPart 2: events through Redis to one or two server instances');
+    console.log('\nEvents through Redis to one or two server instances');
     events = await runEvents(
       { url: redis.url, keyPrefix: 'be:', subscribers: SUBSCRIBERS, burstEvents: BURST, burstRuns: BURST_RUNS, rounds: ROUNDS, rate: RATE, pacedMs: PACED_MS, passes: PASSES },
-      (line) => console.log(line),
+      say,
     );
   }
 } finally {
@@ -127,68 +214,9 @@ try {
   rmSync(redis.dir, { recursive: true, force: true });
 }
 
-// ---- report ----
-if (throughput !== null) {
-  const t = throughput;
-  const top = (s: SideResult, units: number): string =>
-    s.redis.top
-      .slice(0, 12)
-      .map((c) => `${c.name} ${fmt(c.calls / units, 1)}`)
-      .join(', ');
-  const units = RUNS * STEPS;
-  console.log(`\n### Throughput (${WORKERS} worker processes per side, concurrency ${t.concurrencyPerWorker.join(' + ')})\n`);
-  console.log('| side | per second (median) | rounds | worker CPU µs per unit | producer CPU µs per unit | redis-server CPU µs per unit | Redis commands per unit |');
-  console.log('|---|---:|---|---:|---:|---:|---:|');
-  const line = (name: string, s: SideResult): void =>
-    console.log(
-      `| ${name} | ${fmtInt(s.perSec)} | ${s.rounds.map(fmtInt).join(', ')} | ${fmt(s.workerCpuUs, 0)} | ${fmt(s.producerCpuUs, 0)} | ${fmt(s.redisCpuUs, 0)} | ${fmt(s.redisCalls, 1)} |`,
-    );
-  line('raw BullMQ (jobs)', t.raw);
-  line('flowcast, tracked (steps)', t.flowcast);
-  if (t.untracked !== null) line('flowcast, untracked (steps)', t.untracked);
-  console.log(`\nRedis commands per unit, most called (scripts' inner commands included):`);
-  console.log(`- raw BullMQ: ${top(t.raw, units)}`);
-  console.log(`- flowcast:   ${top(t.flowcast, units)}`);
-  if (t.untracked !== null) console.log(`- untracked:  ${top(t.untracked, units)}`);
-  for (const [name, s] of [['raw BullMQ', t.raw], ['flowcast', t.flowcast], ['untracked flowcast', t.untracked]] as const) {
-    if (s === null || s.sent === null) continue;
-    const list = Object.entries(s.sent).sort((a, b) => b[1] - a[1]);
-    const total = list.reduce((a, [, n]) => a + n, 0);
-    console.log(`- sent by the ${name} workers per unit: ${fmt(total, 1)} (${list.map(([c, n]) => `${c} ${fmt(n, 2)}`).join(', ')})`);
-  }
-  const ratio = t.flowcast.perSec / t.raw.perSec;
-  const paired = median(t.ratios);
-  console.log(
-    `\nflowcast / raw BullMQ: ${fmt(ratio, 2)}x of the medians; round by round ${t.ratios.map((r) => fmt(r, 2)).join(', ')} (median ${fmt(paired, 2)}x). ` +
-      `Target >= 0.8x: ${Math.max(ratio, paired) >= 0.8 ? 'met' : 'NOT met'}`,
-  );
-  if (t.untracked !== null) {
-    console.log(
-      `untracked flowcast / raw BullMQ: ${fmt(t.untracked.perSec / t.raw.perSec, 2)}x of the medians; round by round ${t.untrackedRatios.map((r) => fmt(r, 2)).join(', ')} ` +
-        `(median ${fmt(median(t.untrackedRatios), 2)}x)`,
-    );
-  }
-}
-if (events.length > 0) {
-  const half = `${Math.ceil(SUBSCRIBERS / 2)} + ${Math.floor(SUBSCRIBERS / 2)}`;
-  console.log(`\n### Events to ${fmtInt(SUBSCRIBERS)} subscribers through Redis (two client processes of ${half})\n`);
-  console.log('| server instances | deliveries/s (burst) | server CPU µs/delivery (burst, all instances) | rounds | p50 ms | p99 ms | max ms | p99 per pass | server fan-out of one event p50 / p99 ms |');
-  console.log('|---:|---:|---:|---|---:|---:|---:|---|---:|');
-  for (const e of events) {
-    console.log(
-      `| ${e.instances} | ${fmtInt(e.perSec)} | ${fmt(e.cpuPerDelivery, 3)} | ${e.rounds.map((r) => fmt(r, 3)).join(', ')} | ` +
-        `${fmt(e.p50, 2)} | ${fmt(e.p99, 2)} | ${fmt(e.max, 2)} | ${e.passes.map((p) => fmt(p.p99, 1)).join(', ')} | ${fmt(e.fanOutP50, 2)} / ${fmt(e.fanOutP99, 2)} |`,
-    );
-  }
-  const one = events.find((e) => e.instances === 1);
-  const two = events.find((e) => e.instances === 2);
-  if (one !== undefined && two !== undefined) {
-    console.log(
-      `\ntwo instances / one: deliveries/s ${fmt(two.perSec / one.perSec, 2)}x, CPU per delivery ${fmt(two.cpuPerDelivery / one.cpuPerDelivery, 2)}x, ` +
-        `p99 ${fmt(two.p99 / one.p99, 2)}x, server fan-out of one event p50 ${fmt(two.fanOutP50 / one.fanOutP50, 2)}x ` +
-        `(latency: the higher of the two client processes, fan-out: the higher instance, in each pass; medians over passes)`,
-    );
-  }
-}
-console.log(`\ntotal ${((Date.now() - began) / 1000).toFixed(0)} s`);
+if (throughput !== null) reportThroughput(throughput, STEPS);
+if (memory !== null) reportMemory(memory, MEMORY_STEPS, MEMORY_LINES);
+if (logRates.length > 0) reportLogRates(logRates);
+if (events.length > 0) reportEvents(events, SUBSCRIBERS);
+console.log(`\ntotal ${((Date.now() - began) / 1000).toFixed(0)} s, load average at the end ${load()}`);
 process.exit(0);

@@ -48,6 +48,10 @@ function runOf(runId: string, pipelineId: string) {
       make('PipelineErrorEvent', at, { pipeline_type: 'sequential', status: 'FAILED', error, duration_ms, ...(step_name === undefined ? {} : { step_name }) }),
     cancelled: (at: number, duration_ms: number, reason: string) =>
       make('PipelineCancelledEvent', at, { pipeline_type: 'sequential', status: 'CANCELLED', reason, duration_ms }),
+    itemRetry: (at: number, name: string, index: number, attempt: number, item: number, error: string) =>
+      make('StepRetryEvent', at, { ...step(name, index), attempt, delay_ms: 100, error, item }),
+    resume: (at: number, kept: string[], pending: string[]) =>
+      make('PipelineResumeEvent', at, { pipeline_type: 'sequential', attempt: 2, previous_status: 'FAILED', kept_steps: kept, pending_steps: pending }),
   };
 }
 
@@ -181,6 +185,41 @@ describe('RunBoard', () => {
       const board = feed(new RunBoard(), [start, step, step, start]);
       expect(board.apply(step)).toBeNull();
       expect(board.totals.events).toBe(2);
+    });
+
+    it('keeps a map step running, at its own attempt, while one of its items is retried', () => {
+      const r = runOf('run-item', 'demo_workflow');
+      const board = feed(new RunBoard(), [
+        r.start(0, ['transform'], { transform: 'map' }),
+        r.stepStart(1, 'transform', 0, 1, 4),
+        r.progress(10, 'transform', 0, 0.25, '1/4 items'),
+        r.itemRetry(20, 'transform', 0, 2, 3, 'Error: item 3 failed'),
+      ]);
+      expect(board.get('run-item')?.steps[0]).toMatchObject({ status: 'RUNNING', attempt: 1, progress: 0.25, message: '1/4 items', retryAt: null });
+      expect(board.get('run-item')?.retries).toBe(1);
+      feed(board, [r.complete(50, 'transform', 0, 49), r.done(51, 51)]);
+      expect(board.get('run-item')?.steps[0]).toMatchObject({ status: 'COMPLETED', attempt: 1, progress: 1, message: '4/4 items' });
+    });
+
+    it('shows a resumed run running again, its kept steps as they were, and moves it in the totals', () => {
+      const r = runOf('run-resume', 'etl_dag');
+      const board = feed(new RunBoard(), [
+        r.start(0, ['extract', 'load']),
+        r.stepStart(1, 'extract', 0),
+        r.complete(10, 'extract', 0, 9),
+        r.stepStart(11, 'load', 1),
+        r.error(20, 'load', 1, 'Error: down', 9),
+        r.failed(21, 21, 'Pipeline failed', 'load'),
+      ]);
+      expect(board.totals).toMatchObject({ running: 0, failed: 1 });
+      feed(board, [r.resume(30, ['extract'], ['load'])]);
+      const run = board.get('run-resume');
+      expect(run).toMatchObject({ status: 'RUNNING', error: null, failedStep: null, endedAt: null });
+      expect(run?.steps.map((s) => [s.name, s.status])).toEqual([
+        ['extract', 'COMPLETED'],
+        ['load', 'PENDING'],
+      ]);
+      expect(board.totals).toMatchObject({ running: 1, failed: 0 });
     });
 
     it('builds a run from the middle when it missed the start', () => {

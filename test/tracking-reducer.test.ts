@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../src/core/errors.js';
 import type { FlowcastEvent } from '../src/events/types.js';
 import type { PipelineStatus } from '../src/tracking/models.js';
-import { applyEvent, isDuplicateEvent } from '../src/tracking/reducer.js';
+import { applyEvent, isDuplicateEvent, joinedStatus } from '../src/tracking/reducer.js';
 import { RunEvents } from './helpers/events.js';
 
 function fold(events: FlowcastEvent[]): PipelineStatus {
@@ -271,5 +271,29 @@ describe('applyEvent', () => {
     const future = { ...run.stepLog('a', ['x']), type: 'StepHeartbeatEvent', timestamp: '2030-01-01T00:00:00.000Z' } as unknown as FlowcastEvent;
     applyEvent(s, future);
     expect(s).toEqual({ ...before, last_seq: 2, updated_at: '2030-01-01T00:00:00.000Z' });
+  });
+});
+
+describe('joinedStatus', () => {
+  it('starts a run seen from its middle: steps are added by their events, a later end tells the type', () => {
+    const run = new RunEvents({ runId: 'r', pipelineType: 'dataflow', steps: ['a', 'b'] });
+    run.start();
+    run.stepStart('b');
+    run.advance(5);
+    run.stepStart('a');
+    run.advance(5);
+    run.stepComplete('a');
+    const missed = run.events.slice(1);
+    let s = joinedStatus(missed[0] as FlowcastEvent);
+    expect(s).toMatchObject({ run_id: 'r', status: 'RUNNING', started_at: null, steps: [], last_seq: 0 });
+    for (const e of missed) s = applyEvent(s, e) ?? s;
+    expect(s.steps.map((x) => [x.step_name, x.step_index, x.status])).toEqual([
+      ['b', 1, 'RUNNING'],
+      ['a', 0, 'COMPLETED'],
+    ]);
+    expect(s).toMatchObject({ last_seq: 4, progress: 0.5, current_step: 'b' });
+    const end = run.complete();
+    applyEvent(s, end);
+    expect(s).toMatchObject({ status: 'COMPLETED', pipeline_type: 'dataflow', completed_at: end.timestamp });
   });
 });

@@ -89,3 +89,21 @@ export function emitPipeline(broker: Broker): Pipeline<EmitInput, number> {
 
 /** Events a run of the emit pipeline sends besides its log lines: pipeline started, step started, step complete, pipeline complete. */
 export const EMIT_LIFECYCLE_EVENTS = 4;
+
+/** The pipeline of the memory part (goal 7): runs of a known shape. */
+export const MEMORY_PIPELINE = 'bench_memory';
+
+/**
+ * A sequential pipeline of `steps` steps whose task writes `lines` log lines
+ * (`ctx.log`, one line each, about 40 bytes) and returns its input: runs of a known
+ * shape for the memory part.
+ */
+export function memoryPipeline(broker: Broker, steps: number, lines: number): Pipeline<number, number> {
+  const task = broker.task('bench.memory', (n: number, ctx) => {
+    for (let i = 0; i < lines; i++) ctx.log(`batch ${i} of run input ${n}: 500 rows ok`);
+    return n;
+  });
+  let p = new Pipeline<number, number>(broker, { id: MEMORY_PIPELINE });
+  for (let i = 0; i < steps; i++) p = p.callNext<number>(task);
+  return p;
+}

@@ -1,7 +1,9 @@
 /**
  * Part 1 of the distributed bench: tracked flowcast pipeline steps/s through the BullMQ
  * broker against raw BullMQ jobs/s, on the same Redis, with the same worker processes
- * count and total concurrency, in one run (rounds interleaved).
+ * count and total concurrency, in one run (rounds interleaved). Raw BullMQ runs one job
+ * per step with as many bytes of data as a flowcast step job; the flowcast arms are the
+ * same queue work (`equal`: a job per step), the chained mode (`chained`), and `untracked`.
  */
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
@@ -14,6 +16,16 @@ import { nowUs } from '../fanout/shared.js';
 import { redisSnapshot, redisUsage, type RedisUsage } from './redis-stats.js';
 import { Peer, fmt, fmtInt, median } from '../orchestrator.js';
 import { RAW_QUEUE, noopPipelines, type CountReport } from './shared.js';
+import type { Pipeline } from '../../src/pipeline/pipeline.js';
+
+/**
+ * A flowcast arm of part 1. `equal`: every step is its own BullMQ job (`chainSteps: 0`),
+ * the same queue work as raw BullMQ (one job per step): the arm the verdict rests on.
+ * `chained`: the broker's step chaining (a run's steps in one job, in process), a
+ * separate, labelled arm. `untracked`: `equal` without tracking (what tracking costs).
+ */
+export type FlowArm = 'equal' | 'chained' | 'untracked';
+export const FLOW_ARMS: readonly FlowArm[] = ['equal', 'chained', 'untracked'];
 
 export interface ThroughputOptions {
   url: string;
@@ -31,35 +43,41 @@ export interface ThroughputOptions {
   lanes: number;
   /** Extra Node flags for the flowcast worker processes (e.g. --cpu-prof). */
   workerFlags: string[];
-  /** Also measure the same pipeline without tracking (hooks, run state and events on). */
-  untracked: boolean;
-  /** The flowcast workers' `chainSteps` (undefined: the broker's default). */
+  /** The flowcast arms, each against the same raw BullMQ rounds. */
+  arms: FlowArm[];
+  /** The chained arm's `chainSteps` (undefined: the broker's default, 100). */
   chainSteps?: number | undefined;
 }
 
 export interface SideResult {
-  /** Steps (flowcast) or jobs (raw) per second, per round. */
+  /** Steps (flowcast) or jobs (raw, one job = one step's queue work) per second, per round. */
   rounds: number[];
   perSec: number;
-  /** CPU µs per step/job, medians over rounds: all worker processes, the producer, redis-server. */
+  /** CPU µs per step, medians over rounds: all worker processes, the producer, redis-server. */
   workerCpuUs: number;
   producerCpuUs: number;
   redisCpuUs: number;
-  /** Redis commands per step/job (scripts' inner commands included) and the top ones, from the median round. */
+  /** BullMQ jobs per step (raw and `equal`: 1). */
+  jobsPerStep: number;
+  /** Redis commands per step (scripts' inner commands included) and the top ones, from the median round. */
   redisCalls: number;
   redis: RedisUsage;
   /** With DISTRIBUTED_COUNT_COMMANDS=1: commands the worker processes sent per step/job, by name (last round). */
   sent: Record<string, number> | null;
 }
 
-export interface ThroughputResult {
-  raw: SideResult;
-  flowcast: SideResult;
+export interface ArmResult {
+  arm: FlowArm;
+  side: SideResult;
   /** flowcast / raw of each pair of rounds (run one after the other). */
   ratios: number[];
-  /** With `untracked`: the same pipeline without tracking, and its ratios to raw. */
-  untracked: SideResult | null;
-  untrackedRatios: number[];
+}
+
+export interface ThroughputResult {
+  raw: SideResult;
+  arms: ArmResult[];
+  /** Bytes of a flowcast step job's data (JSON), measured; raw jobs carry as many. */
+  payloadBytes: number;
   concurrencyPerWorker: number[];
 }
 
@@ -104,26 +122,80 @@ interface RoundResult {
   sent: Record<string, number> | null;
 }
 
+/** Raw BullMQ job data of `bytes` bytes as JSON (at least `{"n":0,"pad":""}`). */
+function rawPayload(i: number, bytes: number): { n: number; pad: string } {
+  const base = JSON.stringify({ n: i, pad: '' }).length;
+  return { n: i, pad: 'x'.repeat(Math.max(0, bytes - base)) };
+}
+
+/**
+ * Measures the bytes of the step jobs this process enqueues while `fn` runs (the
+ * producer enqueues each run's first step), by wrapping `Queue.prototype.add`.
+ */
+async function probeJobBytes(fn: () => Promise<void>): Promise<number> {
+  const proto = Queue.prototype as unknown as { add: (name: string, data: unknown, opts?: unknown) => Promise<unknown> };
+  const add = proto.add;
+  let bytes = 0;
+  let jobs = 0;
+  proto.add = function (this: unknown, name: string, data: unknown, opts?: unknown) {
+    bytes += Buffer.byteLength(JSON.stringify(data));
+    jobs++;
+    return add.call(this, name, data, opts);
+  };
+  try {
+    await fn();
+  } finally {
+    proto.add = add;
+  }
+  return jobs === 0 ? 0 : Math.round(bytes / jobs);
+}
+
+interface FlowSide {
+  arm: FlowArm;
+  prefix: string;
+  workers: Peer[];
+  broker: BullMQBroker;
+  tracking: PipelineTrackingManager;
+  pipeline: Pipeline<number, number>;
+  jobsPerStep: number;
+}
+
 export async function runThroughput(o: ThroughputOptions, log: (line: string) => void): Promise<ThroughputResult> {
   const per = split(o.concurrency, o.workers);
   const file = new URL('./worker.js', import.meta.url);
   const rawWorkers = per.map((c, i) => new Peer(`raw worker ${i + 1}`, file, ['raw', o.url, o.keyPrefix, String(c), String(o.steps)]));
-  const chain = o.chainSteps === undefined ? [] : [String(o.chainSteps)];
-  const flowWorkers = per.map((c, i) => new Peer(`flowcast worker ${i + 1}`, file, ['flowcast', o.url, o.keyPrefix, String(c), String(o.steps), ...chain], o.workerFlags));
   const admin = new Redis(o.url, { maxRetriesPerRequest: null });
   const queueConnection = new Redis(o.url, { maxRetriesPerRequest: null });
   const queue = new Queue(RAW_QUEUE, { connection: queueConnection, prefix: bullmqPrefix(o.keyPrefix) });
-  // The producer: starts runs, runs no job; hooks and tracking attached as on the workers.
-  const broker = new BullMQBroker({ connection: o.url, keyPrefix: o.keyPrefix, worker: false });
-  const tracking = new PipelineTrackingManager().withAutoStorage(broker);
   let producerEvents = 0;
   const hooks = new HookManager();
   hooks.on('*', () => void producerEvents++);
-  const pipelines = noopPipelines(broker, o.steps);
-  pipelines.tracked.withHooks(hooks).withTracking(tracking);
-  pipelines.untracked.withHooks(hooks);
+  // One set of flowcast worker processes per chaining mode, each on a key prefix of its
+  // own (the modes must not take each other's jobs); `untracked` runs on the equal one.
+  const sides = new Map<'equal' | 'chained', Omit<FlowSide, 'arm' | 'pipeline'> & { pipelines: ReturnType<typeof noopPipelines> }>();
+  const chainOf = (mode: 'equal' | 'chained'): number | undefined => (mode === 'equal' ? 0 : o.chainSteps);
+  for (const mode of ['equal', 'chained'] as const) {
+    if (!o.arms.includes(mode) && !(mode === 'equal' && o.arms.includes('untracked'))) continue;
+    const prefix = `${o.keyPrefix}${mode}:`;
+    const chain = chainOf(mode);
+    const workers = per.map((c, i) => new Peer(`flowcast ${mode} worker ${i + 1}`, file, ['flowcast', o.url, prefix, String(c), String(o.steps), ...(chain === undefined ? [] : [String(chain)])], o.workerFlags));
+    // The producer: starts runs, runs no job; hooks and tracking attached as on the workers.
+    const broker = new BullMQBroker({ connection: o.url, keyPrefix: prefix, worker: false });
+    const tracking = new PipelineTrackingManager().withAutoStorage(broker);
+    const pipelines = noopPipelines(broker, o.steps);
+    pipelines.tracked.withHooks(hooks).withTracking(tracking);
+    pipelines.untracked.withHooks(hooks);
+    const c = chain ?? 100;
+    sides.set(mode, { prefix, workers, broker, tracking, pipelines, jobsPerStep: c === 0 ? 1 : Math.ceil(o.steps / c) / o.steps });
+  }
+  const flows: FlowSide[] = o.arms.map((arm) => {
+    const mode = arm === 'chained' ? 'chained' : 'equal';
+    const side = sides.get(mode) as NonNullable<ReturnType<typeof sides.get>>;
+    return { arm, ...side, pipeline: arm === 'untracked' ? side.pipelines.untracked : side.pipelines.tracked };
+  });
+  const allWorkers = [...rawWorkers, ...[...sides.values()].flatMap((s) => s.workers)];
   try {
-    await Promise.all([...rawWorkers, ...flowWorkers].map((w) => w.request({ cmd: 'ready' }, 60_000)));
+    await Promise.all(allWorkers.map((w) => w.request({ cmd: 'ready' }, 60_000)));
     await queue.waitUntilReady();
 
     const measureRound = async (workers: Peer[], units: number, start: () => Promise<void>, target: number): Promise<{ round: RoundResult; reports: CountReport[] }> => {
@@ -160,53 +232,57 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
       };
     };
 
+    let payloadBytes = 0;
     const rawRound = async (runs: number): Promise<RoundResult> => {
       const jobs = runs * o.steps;
       // One by one, as flowcast starts its runs (no addBulk on either side); the same job
-      // options as the broker's step jobs (custom id, 3 attempts, removed on completion).
+      // options as the broker's step jobs (custom id, 3 attempts, removed on completion)
+      // and as many bytes of data as a flowcast step job.
       const start = (): Promise<void> =>
         inLanes(jobs, o.lanes, (i) =>
-          queue.add('job', { n: i }, { jobId: randomUUID(), attempts: 3, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: true, removeOnFail: 1000 }),
+          queue.add('job', rawPayload(i, payloadBytes), { jobId: randomUUID(), attempts: 3, backoff: { type: 'fixed', delay: 1000 }, removeOnComplete: true, removeOnFail: 1000 }),
         );
       return (await measureRound(rawWorkers, jobs, start, jobs)).round;
     };
 
-    const flowRound = async (runs: number, tracked = true): Promise<RoundResult> => {
+    const flowRound = async (f: FlowSide, runs: number): Promise<RoundResult> => {
       producerEvents = 0;
-      const pipeline = tracked ? pipelines.tracked : pipelines.untracked;
-      const start = (): Promise<void> => inLanes(runs, o.lanes, (i) => pipeline.kiq(i));
-      const { round, reports } = await measureRound(flowWorkers, runs * o.steps, start, runs);
+      const start = (): Promise<void> => inLanes(runs, o.lanes, (i) => f.pipeline.kiq(i));
+      const { round, reports } = await measureRound(f.workers, runs * o.steps, start, runs);
       const steps = reports.reduce((a, r) => a + r.steps, 0);
-      if (steps !== runs * o.steps) throw new Error(`flowcast: ${steps} steps completed, expected ${runs * o.steps}`);
+      if (steps !== runs * o.steps) throw new Error(`flowcast ${f.arm}: ${steps} steps completed, expected ${runs * o.steps}`);
       // Every event of every run reached the hooks of the process that emitted it.
       await sleep(50);
-      const events = (await Promise.all(flowWorkers.map((w) => w.request<CountReport>({ cmd: 'count' })))).reduce((a, r) => a + r.events, 0) + producerEvents;
+      const events = (await Promise.all(f.workers.map((w) => w.request<CountReport>({ cmd: 'count' })))).reduce((a, r) => a + r.events, 0) + producerEvents;
       const expected = runs * (2 * o.steps + 2);
-      if (events !== expected) throw new Error(`flowcast: the hooks saw ${events} events, expected ${expected}`);
+      if (events !== expected) throw new Error(`flowcast ${f.arm}: the hooks saw ${events} events, expected ${expected}`);
       return round;
     };
 
-    // Warm-up rounds as big as a measured one (JIT, connections, scripts loaded), then rounds interleaved so both sides see the same machine.
+    // Warm-up rounds as big as a measured one (JIT, connections, scripts loaded); the
+    // first flowcast one also measures the bytes of a step job, which the raw jobs then carry.
     const warm = o.runs;
-    await rawRound(warm);
-    await flowRound(warm);
-    if (o.untracked) await flowRound(warm, false);
-    const raw: RoundResult[] = [];
-    const flow: RoundResult[] = [];
-    const bare: RoundResult[] = [];
-    for (let r = 0; r < o.rounds; r++) {
-      raw.push(await rawRound(o.runs));
-      flow.push(await flowRound(o.runs));
-      if (o.untracked) bare.push(await flowRound(o.runs, false));
-      const a = raw.at(-1) as RoundResult;
-      const b = flow.at(-1) as RoundResult;
-      const c = bare.at(-1);
-      log(
-        `  round ${r + 1}: raw BullMQ ${fmtInt(a.perSec)} jobs/s, flowcast ${fmtInt(b.perSec)} steps/s (${fmt(b.perSec / a.perSec, 2)}x)` +
-          (c === undefined ? '' : `, untracked ${fmtInt(c.perSec)} steps/s (${fmt(c.perSec / a.perSec, 2)}x)`),
-      );
+    for (const [i, f] of flows.entries()) {
+      if (i === 0) payloadBytes = await probeJobBytes(async () => void (await flowRound(f, warm)));
+      else await flowRound(f, warm);
     }
-    const side = (rounds: RoundResult[]): SideResult => {
+    await rawRound(warm);
+    log(`  a flowcast step job carries ${fmtInt(payloadBytes)} bytes of data (JSON); every raw BullMQ job carries as many`);
+    // Rounds interleaved so that every arm sees the same machine.
+    const raw: RoundResult[] = [];
+    const byArm = new Map<FlowArm, RoundResult[]>(flows.map((f) => [f.arm, []]));
+    for (let r = 0; r < o.rounds; r++) {
+      const a = await rawRound(o.runs);
+      raw.push(a);
+      const parts: string[] = [];
+      for (const f of flows) {
+        const b = await flowRound(f, o.runs);
+        byArm.get(f.arm)?.push(b);
+        parts.push(`${f.arm} ${fmtInt(b.perSec)} steps/s (${fmt(b.perSec / a.perSec, 2)}x)`);
+      }
+      log(`  round ${r + 1}: raw BullMQ ${fmtInt(a.perSec)} jobs/s; flowcast ${parts.join(', ')}`);
+    }
+    const side = (rounds: RoundResult[], jobsPerStep: number): SideResult => {
       const perSec = median(rounds.map((r) => r.perSec));
       const mid = rounds.find((r) => r.perSec === perSec) as RoundResult;
       return {
@@ -215,25 +291,28 @@ export async function runThroughput(o: ThroughputOptions, log: (line: string) =>
         workerCpuUs: median(rounds.map((r) => r.workerCpuUs)),
         producerCpuUs: median(rounds.map((r) => r.producerCpuUs)),
         redisCpuUs: median(rounds.map((r) => r.redisCpuUs)),
+        jobsPerStep,
         redisCalls: mid.redis.calls / (o.runs * o.steps),
         redis: mid.redis,
         sent: (rounds.at(-1) as RoundResult).sent,
       };
     };
-    const ratiosOf = (rounds: RoundResult[]): number[] => rounds.map((f, i) => f.perSec / (raw[i] as RoundResult).perSec);
     return {
-      raw: side(raw),
-      flowcast: side(flow),
-      ratios: ratiosOf(flow),
-      untracked: o.untracked ? side(bare) : null,
-      untrackedRatios: ratiosOf(bare),
+      raw: side(raw, 1),
+      arms: flows.map((f) => {
+        const rounds = byArm.get(f.arm) ?? [];
+        return { arm: f.arm, side: side(rounds, f.jobsPerStep), ratios: rounds.map((b, i) => b.perSec / (raw[i] as RoundResult).perSec) };
+      }),
+      payloadBytes,
       concurrencyPerWorker: per,
     };
   } finally {
-    await Promise.all([...rawWorkers, ...flowWorkers].map((w) => w.close()));
+    await Promise.all(allWorkers.map((w) => w.close()));
     await hooks.idle();
-    await tracking.close();
-    await broker.close();
+    for (const s of sides.values()) {
+      await s.tracking.close();
+      await s.broker.close();
+    }
     await queue.close();
     await queueConnection.quit();
     await admin.quit();

@@ -7,8 +7,9 @@
  *   the run's Redis log and Pub/Sub.
  * - `raw`: a bare BullMQ `Worker` with a no-op processor on its own queue.
  * - `emit`: `startWorker()` running the one-step pipeline whose task writes log lines.
+ * - `memory`: `startWorker()` running the memory part's pipeline (steps that log), tracked.
  *
- * Usage (by the bench): node worker.js flowcast|raw|emit <redis-url> <key-prefix> <concurrency> <steps> [<chainSteps>]
+ * Usage (by the bench): node worker.js flowcast|raw|emit|memory <redis-url> <key-prefix> <concurrency> <steps> [<chainSteps> | <lines>]
  */
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -19,17 +20,18 @@ import { startWorker, type FlowcastWorker } from '../../src/redis/worker.js';
 import { ANNOUNCE_SCRIPT, APPEND_SCRIPT, CREATE_SCRIPT, LuaScript, PUBLISH_SCRIPT, TRANSITION_SCRIPT } from '../../src/redis/lua.js';
 import { COMMIT, DELETE, FAST_APPLY, FAST_APPLY_GROUP, OFFER, OFFER_MANY, READ_AT, SAVE } from '../../src/redis/storage-lua.js';
 import { nowUs, serveRequests } from '../fanout/shared.js';
-import { RAW_QUEUE, emitPipeline, noopPipelines, type CountReport } from './shared.js';
+import { RAW_QUEUE, emitPipeline, memoryPipeline, noopPipelines, type CountReport } from './shared.js';
 
 const [mode, url, keyPrefix, concurrencyArg, stepsArg, chainArg] = process.argv.slice(2);
-if (mode !== 'flowcast' && mode !== 'raw' && mode !== 'emit') throw new Error(`worker.js: mode must be flowcast, raw or emit, received ${String(mode)}`);
+if (mode !== 'flowcast' && mode !== 'raw' && mode !== 'emit' && mode !== 'memory') throw new Error(`worker.js: mode must be flowcast, raw, emit or memory, received ${String(mode)}`);
 if (url === undefined || keyPrefix === undefined) throw new Error('worker.js: usage: worker.js <mode> <redis-url> <key-prefix> <concurrency> <steps>');
 const concurrency = Number(concurrencyArg);
 const steps = Number(stepsArg);
 if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new Error(`worker.js: concurrency must be an integer >= 1, received ${String(concurrencyArg)}`);
 if (!Number.isSafeInteger(steps) || steps < 1) throw new Error(`worker.js: steps must be an integer >= 1, received ${String(stepsArg)}`);
-/** The broker's `chainSteps` (undefined: its default). */
-const chainSteps = chainArg === undefined ? undefined : Number(chainArg);
+/** The broker's `chainSteps` (undefined: its default); in `memory` mode, the log lines per step. */
+const chainSteps = chainArg === undefined || mode === 'memory' ? undefined : Number(chainArg);
+const memoryLines = mode === 'memory' ? Number(chainArg ?? '0') : 0;
 
 const count: CountReport = { completed: 0, steps: 0, events: 0, lastUs: 0 };
 
@@ -102,6 +104,9 @@ if (mode === 'raw') {
         const { tracked, untracked } = noopPipelines(broker, steps);
         tracked.withHooks(hooks).withTracking(tracking);
         untracked.withHooks(hooks);
+      } else if (mode === 'memory') {
+        tracking = new PipelineTrackingManager().withAutoStorage(broker);
+        memoryPipeline(broker, steps, memoryLines).withHooks(hooks).withTracking(tracking);
       } else {
         emitPipeline(broker);
       }

@@ -1,84 +1,10 @@
 import { checkKnownKeys, checkObject, checkPositiveInt } from '../core/validate.js';
-import type { FlowcastEvent, PipelineType, StepKind } from '../events/types.js';
+import type { FlowcastEvent } from '../events/types.js';
+import type { PipelineRunStatus, PipelineStatus } from '../tracking/models.js';
+import { applyEvent, isDuplicateEvent, joinedStatus } from '../tracking/reducer.js';
+import { newStepExtra, parseTime, stepView, viewStatus, type BoardTotals, type LogLine, type RunView, type StepExtra } from './run-view.js';
 
-/** Where a run stands, as the board saw it in its events. */
-export type RunViewStatus = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
-
-/**
- * Where a step stands. `RETRYING`: an attempt failed and the next one waits for its
- * delay. `STOPPED`: the step was running when its run ended (cancelled, or failed in
- * another branch).
- */
-export type StepViewStatus = 'PENDING' | 'RUNNING' | 'RETRYING' | 'COMPLETED' | 'FAILED' | 'SKIPPED' | 'STOPPED';
-
-/** One step of a run on the board. */
-export interface StepView {
-  readonly name: string;
-  readonly index: number;
-  /** `null` until the run's `PipelineStartEvent` described the step. */
-  readonly kind: StepKind | null;
-  readonly status: StepViewStatus;
-  /** The current (or last) attempt; 0 before the first start. */
-  readonly attempt: number;
-  /** Items (or grouped tasks) of a map/filter/group step; `null` for a plain call. */
-  readonly items: number | null;
-  /** 0..1. Item steps count finished items; other steps take the task's `ctx.progress()`. */
-  readonly progress: number;
-  /** The last progress message (e.g. `"3/8 items"`), or `null`. */
-  readonly message: string | null;
-  /** Epoch ms of the current attempt's start. */
-  readonly startedAt: number | null;
-  /** Epoch ms the step ended (completed, failed, stopped). */
-  readonly endedAt: number | null;
-  /** Duration reported by the step's last event, when it ended on its own. */
-  readonly durationMs: number | null;
-  /** The error that failed the step, or of the attempt being retried. */
-  readonly error: string | null;
-  readonly skipReason: string | null;
-  /** Epoch ms the retry is due (while `RETRYING`). */
-  readonly retryAt: number | null;
-}
-
-/** One log line of a run and the step that wrote it. */
-export interface LogLine {
-  readonly step: string;
-  readonly line: string;
-}
-
-/** One run on the board. */
-export interface RunView {
-  readonly runId: string;
-  readonly pipelineId: string;
-  /** `null` when the board joined after the run's start. */
-  readonly pipelineType: PipelineType | null;
-  readonly status: RunViewStatus;
-  /** Epoch ms of the first event the board saw (the start, normally). */
-  readonly startedAt: number;
-  readonly endedAt: number | null;
-  readonly durationMs: number | null;
-  /** Steps by index. */
-  readonly steps: readonly StepView[];
-  /** The last log lines of the run, oldest first. */
-  readonly logs: readonly LogLine[];
-  /** The run's error (FAILED) or cancel reason (CANCELLED). */
-  readonly error: string | null;
-  /** The step whose failure ended the run. */
-  readonly failedStep: string | null;
-  /** Retries scheduled over the run. */
-  readonly retries: number;
-  /** The highest `seq` applied. */
-  readonly lastSeq: number;
-}
-
-/** Counts across every run the board has seen, evicted ones included. */
-export interface BoardTotals {
-  readonly running: number;
-  readonly completed: number;
-  readonly failed: number;
-  readonly cancelled: number;
-  /** Events applied. */
-  readonly events: number;
-}
+export type { BoardTotals, LogLine, RunView, RunViewStatus, StepView, StepViewStatus } from './run-view.js';
 
 /** Options of {@link RunBoard}. */
 export interface RunBoardOptions {
@@ -100,13 +26,24 @@ export interface RunBoardOptions {
   rateWindowMs?: number;
 }
 
+
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-type StepState = Mutable<StepView>;
-interface RunState extends Mutable<Omit<RunView, 'steps' | 'logs'>> {
-  steps: StepState[];
+
+/** One run: its status as tracking computes it ({@link applyEvent}), and the view's own extras. */
+interface RunState {
+  status: PipelineStatus;
+  /** The board saw the run's `PipelineStartEvent` (else the type and step kinds are unknown). */
+  sawStart: boolean;
+  /** Epoch ms of the first event seen, for a run joined in the middle. */
+  firstAt: number;
+  extras: Map<string, StepExtra>;
   logs: LogLine[];
+  failedStep: string | null;
+  retries: number;
   /** Order of arrival, to break ties between runs started in the same millisecond. */
   order: number;
+  /** The view built from the above, until the next event changes the run. */
+  view: RunView | null;
 }
 
 const ITEMS_MESSAGE = /^(\d+)\/(\d+) items$/;
@@ -117,6 +54,12 @@ const EVICTED_MEMORY = 1024;
  * `hooks.on('*')` listener) and read by {@link render}. It keeps no timer and reads no
  * clock: every time comes from event timestamps, so a hand-fed sequence of events gives
  * the same board every time. Events already applied (same or lower `seq`) are ignored.
+ *
+ * How an event changes a run is decided in one place, tracking's reducer
+ * ({@link applyEvent}); the board keeps one tracked status per run and derives its view
+ * from it, adding only what is the view's own: log lines, the item bar of map steps, the
+ * retry countdown, the display status `STOPPED` (a step tracking marks `CANCELLED` when
+ * its run ended), and the totals.
  *
  * @example
  * const board = new RunBoard({ maxRuns: 12 });
@@ -149,117 +92,41 @@ export class RunBoard {
     if (this.#evicted.has(event.run_id)) return null;
     const at = Date.parse(event.timestamp);
     let run = this.#runs.get(event.run_id);
-    if (run !== undefined && event.seq <= run.lastSeq) return null;
+    if (run !== undefined && isDuplicateEvent(run.status, event)) return null;
+    const before = run?.status.status ?? null;
     if (run === undefined) run = this.#add(event, at);
-    run.lastSeq = event.seq;
+    run.status = applyEvent(run.status, event) ?? run.status;
+    run.view = null;
     this.#totals.events++;
     this.#countRate(at);
-
-    switch (event.type) {
-      case 'PipelineStartEvent': {
-        run.pipelineType = event.pipeline_type;
-        run.startedAt = at;
-        for (const d of event.steps) {
-          const step = this.#step(run, d.step_name, d.step_index);
-          step.kind = d.kind;
-        }
-        break;
-      }
-      case 'StepStartEvent': {
-        const step = this.#step(run, event.step_name, event.step_index);
-        step.status = 'RUNNING';
-        step.attempt = event.attempt;
-        step.items = event.items ?? null;
-        step.progress = 0;
-        step.message = event.items === undefined ? null : `0/${event.items} items`;
-        step.startedAt = at;
-        step.endedAt = null;
-        step.retryAt = null;
-        break;
-      }
-      case 'StepProgressEvent': {
-        const step = this.#step(run, event.step_name, event.step_index);
-        if (step.items !== null) {
-          // An item step's bar counts finished items; progress reported by one item's task
-          // (same event type, no item count in the message) would make it jump back and forth.
-          const m = ITEMS_MESSAGE.exec(event.message ?? '');
-          if (m === null) break;
-          step.progress = Number(m[1]) / Math.max(1, Number(m[2]));
-        } else {
-          step.progress = clamp(event.progress);
-        }
-        if (event.message !== undefined) step.message = event.message;
-        break;
-      }
-      case 'StepLogEvent': {
-        for (const line of event.lines) run.logs.push({ step: event.step_name, line });
-        if (run.logs.length > this.#logLines) run.logs.splice(0, run.logs.length - this.#logLines);
-        break;
-      }
-      case 'StepRetryEvent': {
-        const step = this.#step(run, event.step_name, event.step_index);
-        run.retries++;
-        step.error = event.error;
-        // An item of a map step is retried inside the step: the step itself keeps running.
-        if (event.item !== undefined && step.items !== null) break;
-        step.status = 'RETRYING';
-        step.attempt = event.attempt;
-        step.progress = 0;
-        step.retryAt = at + event.delay_ms;
-        break;
-      }
-      case 'StepCompleteEvent': {
-        const step = this.#step(run, event.step_name, event.step_index);
-        step.status = 'COMPLETED';
-        step.attempt = event.attempt;
-        step.progress = 1;
-        if (step.items !== null) step.message = `${step.items}/${step.items} items`;
-        step.durationMs = event.duration_ms;
-        step.endedAt = at;
-        step.error = null;
-        step.retryAt = null;
-        break;
-      }
-      case 'StepErrorEvent': {
-        const step = this.#step(run, event.step_name, event.step_index);
-        step.status = 'FAILED';
-        step.attempt = event.attempt;
-        step.durationMs = event.duration_ms;
-        step.endedAt = at;
-        step.error = event.error;
-        step.retryAt = null;
-        break;
-      }
-      case 'StepSkipEvent': {
-        const step = this.#step(run, event.step_name, event.step_index);
-        step.status = 'SKIPPED';
-        step.skipReason = event.reason;
-        break;
-      }
-      case 'PipelineCompleteEvent':
-      case 'PipelineErrorEvent':
-      case 'PipelineCancelledEvent': {
-        this.#end(run, event, at);
-        break;
-      }
+    this.#applyExtras(run, event, at);
+    const after = run.status.status;
+    if (after !== before) {
+      if (before !== null) this.#count(before, -1);
+      this.#count(after, 1);
+      // A new run, or one that ended, may put an ended run over the limit.
+      this.#evict();
     }
-    return run;
+    return this.#view(run);
   }
 
   /** The run with this id, if it is on the board. */
   get(runId: string): RunView | undefined {
-    return this.#runs.get(runId);
+    const run = this.#runs.get(runId);
+    return run === undefined ? undefined : this.#view(run);
   }
 
   /** Runs in display order: running ones first (newest first), then ended ones (last ended first). */
   get runs(): RunView[] {
-    return [...this.#runs.values()].sort((a, b) => {
+    const order = new Map<RunView, number>();
+    for (const r of this.#runs.values()) order.set(this.#view(r), r.order);
+    return [...order.keys()].sort((a, b) => {
       const ar = a.status === 'RUNNING';
       const br = b.status === 'RUNNING';
       if (ar !== br) return ar ? -1 : 1;
       const at = ar ? a.startedAt : (a.endedAt ?? a.startedAt);
       const bt = br ? b.startedAt : (b.endedAt ?? b.startedAt);
-      return bt - at || b.order - a.order;
+      return bt - at || (order.get(b) as number) - (order.get(a) as number);
     });
   }
 
@@ -281,97 +148,140 @@ export class RunBoard {
   }
 
   #add(event: FlowcastEvent, at: number): RunState {
+    const sawStart = event.type === 'PipelineStartEvent';
     const run: RunState = {
-      runId: event.run_id,
-      pipelineId: event.pipeline_id,
-      pipelineType: null,
-      status: 'RUNNING',
-      startedAt: at,
-      endedAt: null,
-      durationMs: null,
-      steps: [],
+      // A start event creates the status itself; any other joins the run in the middle.
+      status: joinedStatus(event),
+      sawStart,
+      firstAt: at,
+      extras: new Map(),
       logs: [],
-      error: null,
       failedStep: null,
       retries: 0,
-      lastSeq: 0,
       order: this.#order++,
+      view: null,
     };
-    this.#runs.set(run.runId, run);
-    this.#totals.running++;
-    this.#evict();
+    this.#runs.set(event.run_id, run);
     return run;
+  }
+
+  /** The view's own bookkeeping for one applied event (the status is the reducer's). */
+  #applyExtras(run: RunState, event: FlowcastEvent, at: number): void {
+    switch (event.type) {
+      case 'PipelineStartEvent':
+        // A (re)start begins the run over: tracking rebuilt its steps.
+        run.sawStart = true;
+        run.extras.clear();
+        run.failedStep = null;
+        return;
+      case 'PipelineResumeEvent':
+        run.failedStep = null;
+        for (const name of event.pending_steps) run.extras.delete(name);
+        return;
+      case 'PipelineErrorEvent':
+        run.failedStep = event.step_name ?? null;
+        return;
+      case 'StepLogEvent':
+        for (const line of event.lines) run.logs.push({ step: event.step_name, line });
+        if (run.logs.length > this.#logLines) run.logs.splice(0, run.logs.length - this.#logLines);
+        return;
+      case 'StepStartEvent': {
+        const x = extraOf(run, event.step_name);
+        x.items = event.items ?? null;
+        x.itemsDone = 0;
+        x.itemsMessage = event.items === undefined ? null : `0/${event.items} items`;
+        x.stepAttempt = event.attempt;
+        x.itemRetry = false;
+        x.retryAt = null;
+        return;
+      }
+      case 'StepProgressEvent': {
+        const x = extraOf(run, event.step_name);
+        // An item step's bar counts finished items; progress reported by one item's task
+        // (same event type, no item count in the message) would make it jump back and forth.
+        const m = x.items === null ? null : ITEMS_MESSAGE.exec(event.message ?? '');
+        if (m === null) return;
+        x.itemsDone = Number(m[1]) / Math.max(1, Number(m[2]));
+        x.itemsMessage = event.message ?? null;
+        x.itemRetry = false;
+        return;
+      }
+      case 'StepRetryEvent': {
+        const x = extraOf(run, event.step_name);
+        run.retries++;
+        x.itemRetry = event.item !== undefined && x.items !== null;
+        if (x.itemRetry) return;
+        x.retryAttempt = event.attempt;
+        x.retryAt = at + event.delay_ms;
+        return;
+      }
+      case 'StepCompleteEvent':
+      case 'StepErrorEvent': {
+        const x = extraOf(run, event.step_name);
+        x.stepAttempt = event.attempt;
+        x.itemRetry = false;
+        x.retryAt = null;
+        if (event.type === 'StepCompleteEvent' && x.items !== null) {
+          x.itemsDone = 1;
+          x.itemsMessage = `${x.items}/${x.items} items`;
+        }
+        return;
+      }
+      default:
+    }
+  }
+
+  #view(run: RunState): RunView {
+    if (run.view !== null) return run.view;
+    const s = run.status;
+    const steps = s.steps.map((step) => stepView(step, run.extras.get(step.step_name), run.sawStart));
+    steps.sort((a, b) => a.index - b.index);
+    run.view = {
+      runId: s.run_id,
+      pipelineId: s.pipeline_id,
+      pipelineType: run.sawStart ? s.pipeline_type : null,
+      status: viewStatus(s.status),
+      startedAt: run.sawStart && s.started_at !== null ? Date.parse(s.started_at) : run.firstAt,
+      endedAt: parseTime(s.completed_at),
+      durationMs: s.duration_ms,
+      steps,
+      logs: [...run.logs],
+      error: s.error,
+      failedStep: run.failedStep,
+      retries: run.retries,
+      lastSeq: s.last_seq,
+    };
+    return run.view;
+  }
+
+  #count(status: PipelineRunStatus, by: 1 | -1): void {
+    const t = this.#totals;
+    if (status === 'COMPLETED') t.completed += by;
+    else if (status === 'FAILED') t.failed += by;
+    else if (status === 'CANCELLED') t.cancelled += by;
+    else t.running += by;
   }
 
   #evict(): void {
     while (this.#runs.size > this.#maxRuns) {
       let oldest: RunState | null = null;
+      let oldestEnd = 0;
       for (const r of this.#runs.values()) {
-        if (r.status === 'RUNNING') continue;
-        if (oldest === null || (r.endedAt ?? 0) < (oldest.endedAt ?? 0)) oldest = r;
+        if (r.status.status === 'RUNNING') continue;
+        const end = parseTime(r.status.completed_at) ?? 0;
+        if (oldest === null || end < oldestEnd) {
+          oldest = r;
+          oldestEnd = end;
+        }
       }
       if (oldest === null) return;
-      this.#runs.delete(oldest.runId);
-      this.#evicted.add(oldest.runId);
+      this.#runs.delete(oldest.status.run_id);
+      this.#evicted.add(oldest.status.run_id);
       if (this.#evicted.size > EVICTED_MEMORY) {
         const first = this.#evicted.values().next().value;
         if (first !== undefined) this.#evicted.delete(first);
       }
     }
-  }
-
-  #step(run: RunState, name: string, index: number): StepState {
-    let step = run.steps.find((s) => s.name === name);
-    if (step === undefined) {
-      step = {
-        name,
-        index,
-        kind: null,
-        status: 'PENDING',
-        attempt: 0,
-        items: null,
-        progress: 0,
-        message: null,
-        startedAt: null,
-        endedAt: null,
-        durationMs: null,
-        error: null,
-        skipReason: null,
-        retryAt: null,
-      };
-      const at = run.steps.findIndex((s) => s.index > index);
-      if (at === -1) run.steps.push(step);
-      else run.steps.splice(at, 0, step);
-    }
-    return step;
-  }
-
-  #end(
-    run: RunState,
-    event: Extract<FlowcastEvent, { type: 'PipelineCompleteEvent' | 'PipelineErrorEvent' | 'PipelineCancelledEvent' }>,
-    at: number,
-  ): void {
-    if (run.status === 'RUNNING') this.#totals.running--;
-    run.status = event.status;
-    run.endedAt = at;
-    run.durationMs = event.duration_ms;
-    if (event.type === 'PipelineCompleteEvent') this.#totals.completed++;
-    else if (event.type === 'PipelineErrorEvent') {
-      this.#totals.failed++;
-      run.error = event.error;
-      run.failedStep = event.step_name ?? null;
-    } else {
-      this.#totals.cancelled++;
-      run.error = event.reason;
-    }
-    for (const step of run.steps) {
-      if (step.status === 'RUNNING' || step.status === 'RETRYING') {
-        step.status = 'STOPPED';
-        step.endedAt = at;
-        step.retryAt = null;
-      }
-    }
-    this.#evict();
   }
 
   #countRate(at: number): void {
@@ -388,6 +298,11 @@ export class RunBoard {
   }
 }
 
-function clamp(n: number): number {
-  return Number.isFinite(n) ? Math.min(1, Math.max(0, n)) : 0;
+function extraOf(run: RunState, step: string): StepExtra {
+  let x = run.extras.get(step);
+  if (x === undefined) {
+    x = newStepExtra();
+    run.extras.set(step, x);
+  }
+  return x;
 }

@@ -111,6 +111,36 @@ export function applyEvent(status: PipelineStatus | null, event: FlowcastEvent):
   }
 }
 
+/**
+ * The status of a run whose `PipelineStartEvent` was not seen: a view that joined in the
+ * middle of the run (a `flowcast watch` started after the run did). It is `RUNNING`, has no
+ * steps yet (each step is added by its first event, see {@link applyEvent}), `started_at`
+ * `null` (unknown), `last_seq` 0, and `pipeline_type` `'sequential'` until an end event
+ * tells the real one. Apply the first event seen to it, and every later one:
+ *
+ * @example
+ * const status = applyEvent(held ?? joinedStatus(event), event);
+ */
+export function joinedStatus(event: Pick<FlowcastEvent, 'pipeline_id' | 'run_id' | 'timestamp'>): PipelineStatus {
+  return {
+    pipeline_id: event.pipeline_id,
+    run_id: event.run_id,
+    status: 'RUNNING',
+    pipeline_type: 'sequential',
+    started_at: null,
+    completed_at: null,
+    duration_ms: null,
+    steps: [],
+    result: null,
+    error: null,
+    input: null,
+    last_seq: 0,
+    progress: 0,
+    current_step: null,
+    updated_at: event.timestamp,
+  };
+}
+
 /** `true` when `event` would be ignored as a duplicate by {@link applyEvent} (`seq <= last_seq`). */
 export function isDuplicateEvent(status: PipelineStatus | null, event: Pick<FlowcastEvent, 'seq'>): boolean {
   return status !== null && event.seq <= status.last_seq;
