@@ -17,6 +17,7 @@ import { SlotWatch, settleSlot } from './slot-watch.js';
 import { RunSpans, startStepSpan } from './tracing.js';
 import { claimResumeSlot } from './run-guard.js';
 import { NON_RETRYABLE_CODES, beginRun, cancelRun, jobFailed, jobStarted, jobSucceeded, newRunRecord, startEventDraft, timeoutRun, type Dispatch, type JobFailure } from './transitions.js';
+import { registerQueueStarter } from './run-queue.js';
 import { notResumable, resumeRun, type ResumeOutcome, type ResumedRun } from './resume.js';
 
 export type { EventDispatcher, EventRecorder } from './delivery.js';
@@ -80,6 +81,7 @@ export class RunEngine {
     this.#delivery = new EventDelivery(broker.transport, (error, where) => this.#onError(error, where));
     this.#runSpans = new RunSpans(broker.transport, (error, where) => this.#onError(error, where));
     broker.setRunProcessor((job, carrier) => this.process(job, carrier));
+    registerQueueStarter(broker, (plan, input, runId, slot, cancelled) => this.startRun(plan, input, runId, slot, cancelled));
   }
 
   /** Where engine-level failures (a recorder that throws, a broker that refuses a job) are reported. */
@@ -92,8 +94,12 @@ export class RunEngine {
     this.#delivery.bind(pipelineId, recorders, dispatchers);
   }
 
-  /** Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent. */
-  async startRun(plan: PipelinePlan, input: JsonValue, runId: string = randomUUID(), slot?: RunRecord['slot']): Promise<string> {
+  /**
+   * Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent.
+   * `cancelled`: a queued start cancelled before it ran (./run-queue.ts): the run is created
+   * already CANCELLED with this reason, and no step is sent.
+   */
+  async startRun(plan: PipelinePlan, input: JsonValue, runId: string = randomUUID(), slot?: RunRecord['slot'], cancelled?: string): Promise<string> {
     assertJson(input, `Input of pipeline "${plan.pipeline_id}"`);
     const now = Date.now();
     const rec = newRunRecord(runId, plan, input, now);
@@ -102,6 +108,10 @@ export class RunEngine {
     const carrier = traced instanceof Promise ? await traced : traced;
     if (carrier !== undefined) rec.trace = carrier;
     const { value: dispatches, events: drafts } = beginRun(rec, now);
+    if (cancelled !== undefined) {
+      dispatches.length = 0;
+      drafts.push(...cancelRun(rec, cancelled, now).events);
+    }
     let created: { result: FlowcastEvent[]; delivered: Promise<void> | undefined };
     try {
       created = await this.#order.run(runId, () => this.broker.runState.create(rec, drafts), (e) => e);
@@ -111,11 +121,11 @@ export class RunEngine {
     }
     const { result: events, delivered } = created;
     if (slot !== undefined && rec.status !== 'RUNNING') settleSlot(this.broker, runId, slot, true, this.#onError);
-    if (plan.timeout_ms !== undefined) {
+    if (plan.timeout_ms !== undefined && cancelled === undefined) {
       const job: ControlJob = { kind: 'run_timeout', job_id: timeoutJobId(runId), run_id: runId };
       await this.broker.enqueue(job, { delayMs: plan.timeout_ms });
     }
-    await this.#after(runId, events, dispatches, delivered, plan.timeout_ms === undefined ? null : timeoutJobId(runId));
+    await this.#after(runId, events, dispatches, delivered, plan.timeout_ms === undefined || cancelled !== undefined ? null : timeoutJobId(runId));
     return runId;
   }
 
