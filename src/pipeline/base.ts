@@ -82,8 +82,8 @@ export interface ConcurrencyInfo {
   readonly key: 'pipeline' | 'input';
   /** Safety expiry of a run's slot, in ms. */
   readonly slotTtlMs: number;
-  /** What a start over the limit does: `"reject"` (an `AlreadyRunningError`) or `"queue"` (it waits its turn). */
-  readonly onLimit: 'reject' | 'queue';
+  /** What a start over the limit does: `"reject"` (an `AlreadyRunningError`) or `"queue"` (it waits its turn). @default "reject" */
+  readonly onLimit?: 'reject' | 'queue';
 }
 
 /** The option names every pipeline takes. */

@@ -1,6 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { getEngine } from '../../pipeline/engine.js';
+import { cancelRunOrQueued } from '../../pipeline/run-queue.js';
+import { QueuedRunSchema, queuedStatus } from './queued.js';
 import { show } from '../../core/validate.js';
 import type { ListPipelinesOptions } from '../../tracking/manager.js';
 import { isEndedStatus } from '../../tracking/models.js';
@@ -144,10 +146,15 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       tag: 'runs',
       summary: 'A run\'s status, with its steps',
       params: RunIdParams,
-      responses: { 200: { description: 'The run', schema: RunStatusSchema }, 400: e400, 401: e401, 403: e403, 404: e404, 429: e429, 503: e503 },
+      description: 'A start waiting its turn (a pipeline whose concurrency policy queues) answers status QUEUED with its queue_position and the runs it waits for, until it starts.',
+      responses: { 200: { description: 'The run', schema: Type.Union([RunStatusSchema, QueuedRunSchema]) }, 400: e400, 401: e401, 403: e403, 404: e404, 429: e429, 503: e503 },
     },
     async (request, _reply, principal) => {
-      const status = await requireRun(requireTracking(ctx), request.params.run_id);
+      const runId = request.params.run_id;
+      const tracking = requireTracking(ctx);
+      const tracked = await tracking.getStatus(runId);
+      const status = tracked !== null && tracked.run_id === runId ? tracked : await queuedStatus(ctx, runId);
+      if (status === null) throw runNotFound(runId);
       requireRunAction(ctx, principal, status.run_id, status.pipeline_id, 'read');
       return status;
     },
@@ -195,7 +202,7 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       tag: 'runs',
       summary: 'Cancel a running run',
       description:
-        'Needs the "cancel" action on the run\'s pipeline. Running calls see their signal aborted; the run ends CANCELLED. Optional JSON body: { "reason": "..." }.',
+        'Needs the "cancel" action on the run\'s pipeline. Running calls see their signal aborted; the run ends CANCELLED. A QUEUED run leaves its queue and ends CANCELLED without running a step (its log: a PipelineStartEvent, then a PipelineCancelledEvent). Optional JSON body: { "reason": "..." }.',
       params: RunIdParams,
       body: CancelBody,
       responses: {
@@ -219,12 +226,13 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       if (ctx.broker === null) {
         throw new HttpError(501, RestErrors.CANCEL_UNAVAILABLE, 'This server cannot cancel runs: start it with getWebSocketServer({ broker })');
       }
-      const record = await ctx.broker.runState.get(runId);
+      const record = (await ctx.broker.runState.get(runId)) ?? (await queuedStatus(ctx, runId));
       if (record === null) throw runNotFound(runId);
       requireRunAction(ctx, principal, runId, record.pipeline_id, 'cancel');
-      if (record.status !== 'RUNNING') throw new HttpError(409, RestErrors.RUN_ENDED, `Run "${runId}" already ended: ${record.status}`);
+      if (record.status !== 'RUNNING' && record.status !== 'QUEUED') throw new HttpError(409, RestErrors.RUN_ENDED, `Run "${runId}" already ended: ${record.status}`);
       const reason = (body as { reason?: string } | null | undefined)?.reason ?? `cancelled through the REST API by ${principal?.id ?? 'anonymous'}`;
-      const cancelled = await getEngine(ctx.broker).cancel(runId, reason);
+      // A queued run leaves its queue and ends CANCELLED without running a step.
+      const cancelled = await cancelRunOrQueued(getEngine(ctx.broker), runId, reason);
       if (!cancelled) {
         const now = await ctx.broker.runState.get(runId);
         throw new HttpError(409, RestErrors.RUN_ENDED, `Run "${runId}" already ended: ${now?.status ?? 'unknown'}`);
