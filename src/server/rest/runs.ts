@@ -151,10 +151,13 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
     },
     async (request, _reply, principal) => {
       const runId = request.params.run_id;
-      const tracking = requireTracking(ctx);
-      const tracked = await tracking.getStatus(runId);
+      // A queued run is shown from the broker's queue, with or without tracking.
+      const tracked = ctx.tracking === null ? null : await ctx.tracking.getStatus(runId);
       const status = tracked !== null && tracked.run_id === runId ? tracked : await queuedStatus(ctx, runId);
-      if (status === null) throw runNotFound(runId);
+      if (status === null) {
+        requireTracking(ctx);
+        throw runNotFound(runId);
+      }
       requireRunAction(ctx, principal, status.run_id, status.pipeline_id, 'read');
       return status;
     },
