@@ -57,7 +57,13 @@ export function registerQueueStarter(broker: Broker, starter: QueueStarter): voi
   starters.set(broker, starter);
 }
 
+/** The broker (or its store) was closed: what is queued stays for the other processes. */
+function isClosed(error: unknown): boolean {
+  return error instanceof FlowcastError && error.code === ErrorCodes.CLOSED;
+}
+
 function report(broker: Broker, error: unknown, where: string): void {
+  if (isClosed(error)) return;
   logError((broker as { logger?: Logger }).logger ?? defaultLogger(), toError(error), `run queue: ${where}`);
 }
 
@@ -241,7 +247,8 @@ export class QueueKeeper {
       if (groups.length === 0) this.stop();
       for (const group of groups) await this.#keep(queue, group);
     } catch (error) {
-      if (!queue.closed) report(this.#broker, error, 'keeping the queues');
+      if (queue.closed || isClosed(error)) this.stop();
+      else report(this.#broker, error, 'keeping the queues');
     } finally {
       this.#busy = false;
     }
