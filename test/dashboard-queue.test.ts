@@ -2,7 +2,8 @@
  * A pipeline that queues starts over its limit, in the dashboard (headless Chromium, a
  * real server on port 0, in-memory broker): the Pipelines page keeps Start enabled and
  * says the start will queue behind the run in flight; the start opens the new run's page
- * showing it Queued, and the page follows it live when its turn comes, to its end.
+ * showing it Queued, and the page follows it live when its turn comes, to its end. The
+ * Runs page lists a queued run and sees it start live.
  */
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -49,6 +50,13 @@ describe('Pipelines page with a pipeline that queues', () => {
     });
     await server.startServer();
     const held = await exports.kiq({ label: 'first' });
+    const early = await exports.kiq({ label: 'early' });
+    expect(early.queued?.position).toBe(1);
+
+    // The Runs page lists the queued run (GET /api/runs answers it in `queued`), then follows it live.
+    const runs = await open(browser, `${server.httpUrl}/dashboard/runs`);
+    await runs.page.waitForSelector('[data-testid="count-QUEUED"]:has-text("1")');
+    expect(await runs.page.textContent('[data-testid="count-RUNNING"]')).toContain('1');
 
     const w = await open(browser, `${server.httpUrl}/dashboard/pipelines`);
     const card = '[data-testid="pipeline"][data-pipeline-id="exports"]';
@@ -66,10 +74,14 @@ describe('Pipelines page with a pipeline that queues', () => {
     await w.page.waitForSelector('[data-testid="run-detail"][data-status="QUEUED"]');
 
     gate('first').resolve();
+    await runs.page.waitForSelector('[data-testid="count-QUEUED"]:has-text("0")');
+    gate('early').resolve();
+    expect(await early.waitResult()).toBe('early done');
     await w.page.waitForSelector('[data-testid="run-detail"][data-status="RUNNING"]');
     gate('second').resolve();
     await w.page.waitForSelector('[data-testid="run-detail"][data-status="COMPLETED"]');
     expect((await tracking.getStatus(runId))?.result).toBe('second done');
     expectNoErrors(w);
+    expectNoErrors(runs);
   });
 });

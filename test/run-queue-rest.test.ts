@@ -68,6 +68,9 @@ describe('POST /api/pipelines/:pipeline_id/runs on a pipeline that queues', () =
     const [id1, id2, id3] = [q1.body.run_id, q2.body.run_id, q3.body.run_id] as string[];
     expect(q1.location).toBe(`/api/runs/${String(id1)}`);
 
+    const list = await get(url, '/api/runs');
+    expect((list.body.queued as Json[]).map((r) => [r.run_id, r.status, r.queue_position])).toEqual([[id1, 'QUEUED', 1], [id2, 'QUEUED', 2], [id3, 'QUEUED', 3]]);
+    expect((await get(url, '/api/runs?status=RUNNING')).body.queued).toBeUndefined();
     const shown = await get(url, `/api/runs/${String(id2)}`);
     expect(shown.status).toBe(200);
     expect(shown.body).toMatchObject({ run_id: id2, pipeline_id: 'queued', status: 'QUEUED', queue_position: 2, waiting_for: [holder], input: { hold_ms: 60_000 }, last_seq: 0 });

@@ -56,6 +56,11 @@ export interface RunsPage {
   limit: number;
   offset: number;
   next_offset: number | null;
+  /**
+   * On the first page: starts waiting their turn (status "QUEUED", `queue_position`), not
+   * yet tracked runs; the first event of each (seq 1) makes it a run like the others.
+   */
+  queued?: PipelineStatus[];
 }
 
 export interface RunActions {

@@ -5,7 +5,8 @@
  * until it starts; then it is a run like any other.
  */
 import { Type } from '@sinclair/typebox';
-import { queuedRun } from '../../pipeline/run-queue.js';
+import { queuedRun, type QueuedRequest } from '../../pipeline/run-queue.js';
+import type { QueuedStart } from '../../core/run-queue.js';
 import { concurrencyGroup } from '../../pipeline/run-guard.js';
 import type { RestContext } from './common.js';
 
@@ -60,16 +61,45 @@ export async function queuedStatus(ctx: RestContext, runId: string): Promise<Que
   const place = await queuedRun(broker, runId);
   if (place === null) return null;
   const holders = (await broker.slots?.holders(place.group)) ?? [];
-  const stem = concurrencyGroup(place.request.pipeline_id, '');
-  const at = new Date(place.start.queued_ms).toISOString();
+  return statusOf(place.group, place.start, place.request, place.position, holders.map((h) => h.run_id));
+}
+
+/**
+ * The starts waiting in the queues of this broker (`GET /api/runs` lists them apart, in
+ * `queued`), oldest first per key, at most `max`; `keep` says which pipelines to show.
+ */
+export async function listQueued(ctx: RestContext, keep: (pipelineId: string) => boolean, max = 100): Promise<QueuedRunStatus[]> {
+  const queue = ctx.broker?.slots?.queue;
+  if (ctx.broker === null || queue === undefined) return [];
+  const out: QueuedRunStatus[] = [];
+  for (const group of (await queue.groups()).slice(0, 200)) {
+    const waiting = await queue.waiting(group, max);
+    if (waiting.length === 0) continue;
+    const holders = ((await ctx.broker.slots?.holders(group)) ?? []).map((h) => h.run_id);
+    waiting.forEach((start, i) => {
+      let request: QueuedRequest;
+      try {
+        request = JSON.parse(start.request) as QueuedRequest;
+      } catch {
+        return;
+      }
+      if (out.length < max && keep(request.pipeline_id)) out.push(statusOf(group, start, request, i + 1, holders));
+    });
+  }
+  return out;
+}
+
+function statusOf(group: string, start: QueuedStart, request: QueuedRequest, position: number, waitingFor: string[]): QueuedRunStatus {
+  const stem = concurrencyGroup(request.pipeline_id, '');
+  const at = new Date(start.queued_ms).toISOString();
   return {
-    pipeline_id: place.request.pipeline_id,
-    run_id: runId,
+    pipeline_id: request.pipeline_id,
+    run_id: start.run_id,
     status: 'QUEUED',
-    pipeline_type: place.request.plan.pipeline_type,
-    queue_position: place.position,
-    waiting_for: holders.map((h) => h.run_id),
-    concurrency_key: place.group.startsWith(stem) ? place.group.slice(stem.length) : '',
+    pipeline_type: request.plan.pipeline_type,
+    queue_position: position,
+    waiting_for: waitingFor,
+    concurrency_key: group.startsWith(stem) ? group.slice(stem.length) : '',
     queued_at: at,
     started_at: null,
     completed_at: null,
@@ -77,7 +107,7 @@ export async function queuedStatus(ctx: RestContext, runId: string): Promise<Que
     steps: [],
     result: null,
     error: null,
-    input: place.request.input,
+    input: request.input,
     last_seq: 0,
     progress: 0,
     current_step: null,

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { getEngine } from '../../pipeline/engine.js';
 import { cancelRunOrQueued } from '../../pipeline/run-queue.js';
-import { QueuedRunSchema, queuedStatus } from './queued.js';
+import { QueuedRunSchema, listQueued, queuedStatus, type QueuedRunStatus } from './queued.js';
 import { show } from '../../core/validate.js';
 import type { ListPipelinesOptions } from '../../tracking/manager.js';
 import { isEndedStatus } from '../../tracking/models.js';
@@ -39,6 +39,11 @@ const RunsPage = Type.Object({
   limit: Type.Integer(),
   offset: Type.Integer(),
   next_offset: Type.Union([Type.Integer(), Type.Null()], { description: 'The offset of the next page; null on the last page.' }),
+  queued: Type.Optional(
+    Type.Array(QueuedRunSchema, {
+      description: 'On the first page (offset 0, no status filter): the starts waiting their turn (a pipeline whose concurrency policy queues), oldest first per key, at most 100. They have no tracked run yet, so runs does not hold them.',
+    }),
+  ),
 });
 
 const EventsQuery = Type.Object({
@@ -133,7 +138,12 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
         runs = page.items;
         more = page.more;
       }
-      return { runs, limit, offset, next_offset: more ? offset + limit : null };
+      const page: { runs: unknown[]; limit: number; offset: number; next_offset: number | null; queued?: QueuedRunStatus[] } = { runs, limit, offset, next_offset: more ? offset + limit : null };
+      if (offset === 0 && status === undefined && prefix === undefined) {
+        const queued = await listQueued(ctx, (id) => (pipelineId === undefined || id === pipelineId) && ctx.server.auth.authorize(principal, id, 'read'));
+        if (queued.length > 0) page.queued = queued;
+      }
+      return page;
     },
   );
 
