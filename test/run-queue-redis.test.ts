@@ -4,7 +4,8 @@
  * onLimit "queue"). Concurrent starts on both servers: one runs, the others answer 202
  * QUEUED with distinct places, and all complete one at a time in the order of their
  * places, started by whichever process freed the slot. A queued run cancelled on the
- * other server ends CANCELLED without running. A start given a slot whose starter died
+ * other server ends CANCELLED without running. A queued start whose server was killed
+ * still runs. A start given a slot whose starter died
  * is started by a keeper. `flowcast run --watch` on a queued run waits, then follows it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -116,6 +117,24 @@ describe('concurrency.onLimit "queue" on two servers and two workers sharing one
     expect(log.events.at(-1)).toMatchObject({ type: 'PipelineCancelledEvent', reason: 'no longer needed' });
     expect((await post(b.url, `/api/runs/${String(held.body.run_id)}/cancel`, {})).status).toBe(200);
     expect(await outcome(broker, q2.body.run_id as string)).toBe('COMPLETED');
+  });
+
+  it('runs a queued start whose server was killed: the process that frees the slot starts it', async () => {
+    const prefix = redis.prefix();
+    const b = await spawnFixture(prefix, 'serve');
+    const broker = observer(prefix);
+    const held = await post(b.url, '/api/pipelines/queued/runs', { input: { hold_ms: 60_000 } });
+    const heldId = held.body.run_id as string;
+    // Its step runs on b's worker before a exists.
+    for (let i = 0; i < 400 && (await broker.runState.get(heldId))?.steps.rc_hold?.phase !== 'ACTIVE'; i++) await new Promise((r) => setTimeout(r, 25));
+    expect((await broker.runState.get(heldId))?.steps.rc_hold?.phase).toBe('ACTIVE');
+    const a = await spawnFixture(prefix, 'serve');
+    const queued = await post(a.url, '/api/pipelines/queued/runs', { input: {} });
+    expect(queued.status).toBe(202);
+    a.process.kill('SIGKILL');
+    await a.exited;
+    expect((await post(b.url, `/api/runs/${heldId}/cancel`, {})).status).toBe(200);
+    expect(await outcome(broker, queued.body.run_id as string)).toBe('COMPLETED');
   });
 
   it('starts a run given a slot whose starter died (a keeper starts it)', async () => {
