@@ -56,6 +56,11 @@ export interface RunsPage {
   limit: number;
   offset: number;
   next_offset: number | null;
+  /**
+   * On the first page: starts waiting their turn (status "QUEUED", `queue_position`), not
+   * yet tracked runs; the first event of each (seq 1) makes it a run like the others.
+   */
+  queued?: PipelineStatus[];
 }
 
 export interface RunActions {
@@ -73,10 +78,13 @@ export interface PipelineInfo {
   pipeline_id: string;
   description: string | null;
   input_schema: Record<string, unknown> | null;
-  concurrency: { limit: number; key: 'pipeline' | 'input' } | null;
+  /** `on_limit` is left out by servers older than queued starts: "reject" then. */
+  concurrency: { limit: number; key: 'pipeline' | 'input'; on_limit?: 'reject' | 'queue' } | null;
   can_start: boolean;
   start_blocked_by?: string;
   start_blocked_reason?: string;
+  /** A policy that queues, at its limit: a start now waits its turn behind this run. */
+  start_queues_behind?: string;
   latest_run: { run_id: string; status: string; started_at: string | null } | null;
 }
 
@@ -84,8 +92,11 @@ export interface PipelineInfo {
 export interface StartAnswer {
   run_id: string;
   pipeline_id: string;
+  /** RUNNING, or QUEUED (202) when the pipeline queues starts over its limit. */
   status: string;
   deduplicated: boolean;
+  queue_position?: number;
+  waiting_for?: string[];
 }
 
 export interface EventsPage {

@@ -18,8 +18,16 @@ export interface StartRunOptions extends RestActionOptions {
 export interface StartedRun {
   run_id: string;
   pipeline_id: string;
-  /** `RUNNING` for a new run; the run's current status when an idempotency key answered it. */
+  /**
+   * `RUNNING` for a new run; `QUEUED` when the pipeline's concurrency policy queues starts
+   * over its limit (`onLimit: "queue"`): the run starts under this id when a slot frees;
+   * the run's current status when an idempotency key answered it.
+   */
   status: string;
+  /** With `QUEUED`: its place in the queue of its concurrency key (1: next). */
+  queuePosition?: number;
+  /** With `QUEUED`: the runs in the way (holding the slots of its concurrency key). */
+  waitingFor?: string[];
   /** `true`: the idempotency key had started this run, nothing new was started. */
   deduplicated: boolean;
   /** Where the run is: `/api/runs/{run_id}`. */
@@ -49,8 +57,9 @@ export class StartRunError extends FlowcastError {
 }
 
 /**
- * Starts a run of `pipelineId` with `input` on a flowcast server, and resolves with it.
- * Rejects with a {@link StartRunError}: over the pipeline's concurrency limit its code is
+ * Starts a run of `pipelineId` with `input` on a flowcast server, and resolves with it:
+ * status `RUNNING`, or `QUEUED` (with `queuePosition`) when the pipeline queues starts
+ * over its concurrency limit. Rejects with a {@link StartRunError}: over the pipeline's concurrency limit its code is
  * `ALREADY_RUNNING` and its `runId` the run in the way.
  *
  * @example
@@ -75,11 +84,14 @@ export async function startRun(pipelineId: string, input: unknown, options: Star
   if (answer === null || typeof answer.run_id !== 'string') {
     throw new StartRunError(ErrorCodes.REQUEST_REJECTED, `the server answered ${status} without a run`, status, undefined, undefined);
   }
-  return {
+  const run: StartedRun = {
     run_id: answer.run_id,
     pipeline_id: String(answer.pipeline_id),
     status: String(answer.status),
     deduplicated: answer.deduplicated === true,
     location: location ?? `/api/runs/${encodeURIComponent(answer.run_id)}`,
   };
+  if (typeof answer.queue_position === 'number') run.queuePosition = answer.queue_position;
+  if (Array.isArray(answer.waiting_for)) run.waitingFor = answer.waiting_for.filter((id): id is string => typeof id === 'string');
+  return run;
 }

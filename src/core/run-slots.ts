@@ -5,6 +5,8 @@
  * them (`Broker.slots`): one process for the in-memory broker, every process sharing a
  * Redis for the BullMQ broker (src/redis/run-slots.ts).
  */
+import { InMemoryRunQueue } from './run-queue-memory.js';
+import type { RunQueue } from './run-queue.js';
 
 /** A run holding a slot. */
 export interface SlotHolder {
@@ -26,6 +28,8 @@ export interface RunSlots {
   refresh(group: string, runId: string, ttlMs: number): Promise<void>;
   /** The runs holding a live (unexpired) slot of `group` now, oldest first; changes nothing. */
   holders(group: string): Promise<SlotHolder[]>;
+  /** Optional: the queues of groups whose policy queues starts over the limit (`concurrency.onLimit: "queue"`). */
+  readonly queue?: RunQueue;
 }
 
 interface HeldSlot {
@@ -37,6 +41,8 @@ interface HeldSlot {
 /** Slots in this process (the in-memory broker's): atomic because JavaScript runs one thing at a time. */
 export class InMemoryRunSlots implements RunSlots {
   readonly #groups = new Map<string, HeldSlot[]>();
+  /** The queues of the groups whose policy queues starts over the limit (`onLimit: "queue"`). */
+  readonly queue: RunQueue = new InMemoryRunQueue(this);
   /** Acquires since the last sweep: groups nobody asks for again (idempotency keys) are dropped once expired. */
   #sinceSweep = 0;
 
@@ -59,13 +65,18 @@ export class InMemoryRunSlots implements RunSlots {
   }
 
   acquire(group: string, limit: number, runId: string, ttlMs: number): Promise<SlotClaim> {
+    return Promise.resolve(this.acquireSync(group, limit, runId, ttlMs));
+  }
+
+  /** The synchronous core of {@link acquire} (the in-memory queue takes slots in the same step as it reads its queue). */
+  acquireSync(group: string, limit: number, runId: string, ttlMs: number): SlotClaim {
     if (++this.#sinceSweep > Math.max(256, this.#groups.size)) this.#sweep();
     const held = this.#live(group);
-    if (held.some((s) => s.run_id === runId)) return Promise.resolve({ ok: true });
-    if (held.length >= limit) return Promise.resolve({ ok: false, holders: held.map((s) => ({ run_id: s.run_id, since_ms: s.since_ms })) });
+    if (held.some((s) => s.run_id === runId)) return { ok: true };
+    if (held.length >= limit) return { ok: false, holders: held.map((s) => ({ run_id: s.run_id, since_ms: s.since_ms })) };
     const now = Date.now();
     this.#groups.set(group, [...held, { run_id: runId, since_ms: now, expires_ms: now + ttlMs }]);
-    return Promise.resolve({ ok: true });
+    return { ok: true };
   }
 
   release(group: string, runId: string): Promise<void> {
@@ -76,9 +87,14 @@ export class InMemoryRunSlots implements RunSlots {
   }
 
   holders(group: string): Promise<SlotHolder[]> {
+    return Promise.resolve(this.holdersSync(group));
+  }
+
+  /** The synchronous core of {@link holders}. */
+  holdersSync(group: string): SlotHolder[] {
     const now = Date.now();
     const held = (this.#groups.get(group) ?? []).filter((s) => s.expires_ms > now);
-    return Promise.resolve(held.map((s) => ({ run_id: s.run_id, since_ms: s.since_ms })).sort((a, b) => a.since_ms - b.since_ms));
+    return held.map((s) => ({ run_id: s.run_id, since_ms: s.since_ms })).sort((a, b) => a.since_ms - b.since_ms);
   }
 
   /** Groups held now (expired ones may linger until the next sweep). */

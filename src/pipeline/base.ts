@@ -8,6 +8,7 @@ import { checkId, checkNonNegativeNumber, checkPositiveNumber, show } from '../c
 import { getEngine, type EventDispatcher, type EventRecorder, type RunEngine } from './engine.js';
 import type { PipelinePlan, PlanStep } from './plan.js';
 import type { RunRecord } from './run-state.js';
+import { cancelRunOrQueued } from './run-queue.js';
 import type { TSchema } from '@sinclair/typebox';
 import type { SlotHolder } from '../core/run-slots.js';
 import {
@@ -19,6 +20,7 @@ import {
   guardedStart,
   runsInTheWay,
   validateInput,
+  type CheckedConcurrency,
   type ConcurrencyPolicy,
   type StartOptions,
 } from './run-guard.js';
@@ -61,7 +63,8 @@ export interface PipelineOptions {
   inputSchema?: TSchema;
   /**
    * At most `limit` runs in flight at once, per key (see {@link ConcurrencyPolicy}); a
-   * start over the limit throws an `AlreadyRunningError` naming a run in the way.
+   * start over the limit throws an `AlreadyRunningError` naming a run in the way, or,
+   * with `onLimit: "queue"`, waits its turn (`RunHandle.queued`).
    * @default no limit
    */
   concurrency?: ConcurrencyPolicy;
@@ -79,6 +82,8 @@ export interface ConcurrencyInfo {
   readonly key: 'pipeline' | 'input';
   /** Safety expiry of a run's slot, in ms. */
   readonly slotTtlMs: number;
+  /** What a start over the limit does: `"reject"` (an `AlreadyRunningError`) or `"queue"` (it waits its turn). @default "reject" */
+  readonly onLimit?: 'reject' | 'queue';
 }
 
 /** The option names every pipeline takes. */
@@ -90,6 +95,12 @@ export interface RunHandle<O extends JsonValue = JsonValue> {
   readonly pipelineId: string;
   /** `true` when `kiq()` started nothing: its `idempotencyKey` had started this run within the window. */
   readonly deduplicated: boolean;
+  /**
+   * Set when the start waits its turn (a policy with `onLimit: "queue"` over its limit):
+   * its place when it queued (1: next) and the runs in the way. The run starts, under this
+   * id, when a slot frees; `waitResult()` waits for it, `cancel()` takes it out of the queue.
+   */
+  readonly queued?: { readonly position: number; readonly waitingFor: string[] };
   /** Resolves with the run's result; rejects with the run's error, on cancel, or after `timeoutMs`. */
   waitResult(options?: { timeoutMs?: number }): Promise<O>;
   /** Cancels the run: the running step's `ctx.signal` is aborted and the run ends CANCELLED. `false` if it had ended. */
@@ -121,7 +132,7 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
   #timeoutMs: number | undefined;
   #maxParallel: number | undefined;
   readonly #inputSchema: TSchema | undefined;
-  readonly #concurrency: ReturnType<typeof checkConcurrency> | undefined;
+  readonly #concurrency: CheckedConcurrency | undefined;
   readonly #idempotencyWindowMs: number;
   readonly #description: string | undefined;
   readonly #hooks = new Set<EventDispatcher>();
@@ -161,7 +172,7 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
   /** The pipeline's concurrency policy (the `concurrency` option), or `undefined` when it has none. */
   get concurrency(): ConcurrencyInfo | undefined {
     const c = this.#concurrency;
-    return c === undefined ? undefined : { limit: c.limit, key: c.key === undefined ? 'pipeline' : 'input', slotTtlMs: c.slotTtlMs };
+    return c === undefined ? undefined : { limit: c.limit, key: c.key === undefined ? 'pipeline' : 'input', slotTtlMs: c.slotTtlMs, onLimit: c.onLimit };
   }
 
   /**
@@ -265,16 +276,18 @@ export abstract class BasePipeline<I extends JsonValue, O extends JsonValue> {
       const runId = await this.#engine.startRun(plan, input);
       return runHandle<O>(this.#engine, runId, plan.pipeline_id);
     }
-    const { runId, deduplicated } = await guardedStart({
+    const { runId, deduplicated, queued } = await guardedStart({
       broker: this.broker,
       pipelineId: plan.pipeline_id,
+      plan,
       input,
       options: start,
       concurrency: this.#concurrency,
       idempotencyWindowMs: this.#idempotencyWindowMs,
       start: (id, slot) => this.#engine.startRun(plan, input, id, slot),
     });
-    return runHandle<O>(this.#engine, runId, plan.pipeline_id, deduplicated);
+    const handle = runHandle<O>(this.#engine, runId, plan.pipeline_id, deduplicated);
+    return queued === undefined ? handle : { ...handle, queued: { position: queued.position, waitingFor: queued.holders.map((h) => h.run_id) } };
   }
 
   /**
@@ -370,7 +383,7 @@ export function runHandle<O extends JsonValue>(engine: RunEngine, runId: string,
       if (options.timeoutMs !== undefined) checkNonNegativeNumber(options.timeoutMs, 'timeoutMs');
       return (await engine.waitForRun(runId, options.timeoutMs)) as O;
     },
-    cancel: (reason?: string) => engine.cancel(runId, reason),
+    cancel: (reason?: string) => cancelRunOrQueued(engine, runId, reason),
     getRun: () => engine.getRun(runId),
   };
 }

@@ -33,6 +33,7 @@ import { processRunTimeout, timeoutJobId, timerOf } from './run-timeout.js';
 import { StartPrimer } from './start-primer.js';
 import { StepRunner } from './step-runner.js';
 import { TransitionRunner } from './transition-runner.js';
+import { registerQueueStarter } from './run-queue.js';
 
 export type { EventDispatcher, EventRecorder } from './delivery.js';
 
@@ -93,6 +94,7 @@ export class RunEngine {
     this.#control = new RunControl(this.#runner, this.#runSpans);
     this.#steps = new StepRunner(this.#runner, this.#calls, this.#primer, this);
     broker.setRunProcessor((job, carrier) => this.process(job, carrier));
+    registerQueueStarter(broker, (plan, input, runId, slot, cancelled) => this.startRun(plan, input, runId, slot, cancelled));
   }
 
   /** Where engine-level failures (a recorder that throws, a broker that refuses a job) are reported. */
@@ -105,9 +107,13 @@ export class RunEngine {
     this.#delivery.bind(pipelineId, recorders, dispatchers);
   }
 
-  /** Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent. */
-  startRun(plan: PipelinePlan, input: JsonValue, runId?: string, slot?: RunRecord['slot']): Promise<string> {
-    return this.#control.start(plan, input, runId, slot);
+  /**
+   * Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent.
+   * `cancelled`: a queued start cancelled before it ran (./run-queue.ts): the run is created
+   * already CANCELLED with this reason, and no step is sent.
+   */
+  startRun(plan: PipelinePlan, input: JsonValue, runId?: string, slot?: RunRecord['slot'], cancelled?: string): Promise<string> {
+    return this.#control.start(plan, input, runId, slot, cancelled);
   }
 
   /**

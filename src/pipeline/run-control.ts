@@ -30,8 +30,12 @@ export class RunControl {
     this.#spans = spans;
   }
 
-  /** Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent. See `RunEngine.startRun`. */
-  async start(plan: PipelinePlan, input: JsonValue, runId: string = randomUUID(), slot?: RunRecord['slot']): Promise<string> {
+  /**
+   * Starts a run of `plan`; resolves with its id once the run is stored and its first steps are sent. See `RunEngine.startRun`.
+   * `cancelled`: a queued start cancelled before it ran (./run-queue.ts): the run is created
+   * already CANCELLED with this reason, and no step is sent.
+   */
+  async start(plan: PipelinePlan, input: JsonValue, runId: string = randomUUID(), slot?: RunRecord['slot'], cancelled?: string): Promise<string> {
     assertJson(input, `Input of pipeline "${plan.pipeline_id}"`);
     const runner = this.#runner;
     const broker = runner.broker;
@@ -42,6 +46,10 @@ export class RunControl {
     const carrier = traced instanceof Promise ? await traced : traced;
     if (carrier !== undefined) rec.trace = carrier;
     const { value: dispatches, events: drafts } = beginRun(rec, now);
+    if (cancelled !== undefined) {
+      dispatches.length = 0;
+      drafts.push(...cancelRun(rec, cancelled, now).events);
+    }
     let created: { result: FlowcastEvent[]; delivered: Promise<void> | undefined };
     try {
       created = await runner.order.run(runId, () => broker.runState.create(rec, drafts), (e) => e);
@@ -51,8 +59,9 @@ export class RunControl {
     }
     const { result: events, delivered } = created;
     if (slot !== undefined && rec.status !== 'RUNNING') settleSlot(broker, runId, slot, true, (e, where) => runner.report(e, where));
-    if (plan.timeout_ms !== undefined) await sendRunTimeout(runner, timeoutJobId(runId), runId, plan.timeout_ms);
-    await runner.followUp(runId, events, dispatches, delivered, plan.timeout_ms === undefined ? null : timeoutJobId(runId));
+    const timed = plan.timeout_ms !== undefined && cancelled === undefined;
+    if (timed) await sendRunTimeout(runner, timeoutJobId(runId), runId, plan.timeout_ms as number);
+    await runner.followUp(runId, events, dispatches, delivered, timed ? timeoutJobId(runId) : null);
     return runId;
   }
 

@@ -11,7 +11,11 @@ import { Value } from '@sinclair/typebox/value';
 import { AlreadyRunningError, InvalidArgumentError } from '../core/errors.js';
 import type { JsonValue } from '../core/json.js';
 import type { Broker } from './broker.js';
+import type { PipelinePlan } from './plan.js';
+import type { RunRecord } from './run-state.js';
+import { offerStart, slotFreed, type QueuedInfo } from './run-queue.js';
 import type { SlotClaim, SlotHolder } from '../core/run-slots.js';
+import { freeStaleHolders, isStaleHolder } from './slot-stale.js';
 import { checkKnownKeys, checkObject, checkPositiveInt, checkPositiveNumber, show } from '../core/validate.js';
 
 /** A pipeline's concurrency policy: at most `limit` runs in flight per key. */
@@ -32,6 +36,22 @@ export interface ConcurrencyPolicy<I extends JsonValue = JsonValue> {
    * @default 3600000 (1 hour)
    */
   slotTtlMs?: number;
+  /**
+   * What a start over the limit does: `"reject"` throws an `AlreadyRunningError` naming a
+   * run in the way (REST: 409 `already_running`); `"queue"` gives the run its id at once
+   * and starts it when a slot frees, FIFO per key, across every process sharing the
+   * broker (REST: 202 with status `QUEUED`). Like Trigger.dev's `queue.concurrencyLimit`
+   * (runs wait in `QUEUED`) and BullMQ's waiting jobs. A resume over the limit is refused
+   * either way.
+   * @default "reject"
+   */
+  onLimit?: 'reject' | 'queue';
+  /**
+   * With `onLimit: "queue"`: starts waiting per key at most; one more is refused with an
+   * `AlreadyRunningError`.
+   * @default 1000
+   */
+  maxQueued?: number;
 }
 
 /** Options of one start (`pipeline.kiq(input, options)`). */
@@ -49,19 +69,28 @@ export interface StartOptions {
 /** @default 86400000 (24 hours) */
 export const DEFAULT_IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
 const DEFAULT_SLOT_TTL_MS = 60 * 60 * 1000;
-/** A slot whose run does not exist this long after it was taken is left over by a start that died. */
-const UNBORN_GRACE_MS = 60_000;
 const KEY_PATTERN = /^[\x20-\x7e]{1,200}$/;
 
+/** A pipeline's `concurrency` option once checked, with its defaults. */
+export type CheckedConcurrency<I extends JsonValue = JsonValue> = Required<Pick<ConcurrencyPolicy<I>, 'limit' | 'slotTtlMs' | 'onLimit' | 'maxQueued'>> & Pick<ConcurrencyPolicy<I>, 'key'>;
+
+/** @default 1000 */
+export const DEFAULT_MAX_QUEUED = 1000;
+
 /** Checks a pipeline's `concurrency` option. */
-export function checkConcurrency<I extends JsonValue>(value: unknown): Required<Pick<ConcurrencyPolicy<I>, 'limit' | 'slotTtlMs'>> & Pick<ConcurrencyPolicy<I>, 'key'> {
+export function checkConcurrency<I extends JsonValue>(value: unknown): CheckedConcurrency<I> {
   const o = checkObject(value, 'concurrency');
-  checkKnownKeys(o, ['limit', 'key', 'slotTtlMs'], 'concurrency');
+  checkKnownKeys(o, ['limit', 'key', 'slotTtlMs', 'onLimit', 'maxQueued'], 'concurrency');
   const limit = checkPositiveInt(o.limit, 'concurrency.limit');
   if (limit > 1000) throw new InvalidArgumentError(`concurrency.limit must be at most 1000, received ${limit}`);
   if (o.key !== undefined && typeof o.key !== 'function') throw new InvalidArgumentError(`concurrency.key must be a function (input) => string, received ${show(o.key)}`);
   const slotTtlMs = o.slotTtlMs === undefined ? DEFAULT_SLOT_TTL_MS : checkPositiveNumber(o.slotTtlMs, 'concurrency.slotTtlMs');
-  const out: Required<Pick<ConcurrencyPolicy<I>, 'limit' | 'slotTtlMs'>> & Pick<ConcurrencyPolicy<I>, 'key'> = { limit, slotTtlMs };
+  if (o.onLimit !== undefined && o.onLimit !== 'reject' && o.onLimit !== 'queue') throw new InvalidArgumentError(`concurrency.onLimit must be "reject" or "queue", received ${show(o.onLimit)}`);
+  const onLimit = o.onLimit ?? 'reject';
+  if (o.maxQueued !== undefined && onLimit !== 'queue') throw new InvalidArgumentError(`concurrency.maxQueued needs concurrency.onLimit "queue", received onLimit ${show(onLimit)}`);
+  const maxQueued = o.maxQueued === undefined ? DEFAULT_MAX_QUEUED : checkPositiveInt(o.maxQueued, 'concurrency.maxQueued');
+  if (maxQueued > 100_000) throw new InvalidArgumentError(`concurrency.maxQueued must be at most 100000, received ${maxQueued}`);
+  const out: CheckedConcurrency<I> = { limit, slotTtlMs, onLimit, maxQueued };
   if (o.key !== undefined) out.key = o.key as (input: I) => string;
   return out;
 }
@@ -107,14 +136,24 @@ export interface GuardedStart<I extends JsonValue> {
   pipelineId: string;
   input: I;
   options: StartOptions;
-  concurrency: ReturnType<typeof checkConcurrency<I>> | undefined;
+  concurrency: CheckedConcurrency<I> | undefined;
   idempotencyWindowMs: number;
+  /** The plan of the run: a queued start keeps it, so that any process can start the run. */
+  plan: PipelinePlan;
   /** Creates the run with this id (holding this slot, if any). */
-  start: (runId: string, slot: { group: string; ttl_ms: number; limit: number } | undefined) => Promise<string>;
+  start: (runId: string, slot: RunRecord['slot']) => Promise<string>;
+}
+
+/** What {@link guardedStart} did: started a run, answered the run of the idempotency key (`deduplicated`), or queued the start (`queued`). */
+export interface GuardedOutcome {
+  runId: string;
+  deduplicated: boolean;
+  /** The start waits in the queue of its concurrency key (policy `onLimit: "queue"`). */
+  queued?: QueuedInfo;
 }
 
 /** Starts a run under the idempotency key and the concurrency policy; `deduplicated` when the key had started one. */
-export async function guardedStart<I extends JsonValue>(g: GuardedStart<I>): Promise<{ runId: string; deduplicated: boolean }> {
+export async function guardedStart<I extends JsonValue>(g: GuardedStart<I>): Promise<GuardedOutcome> {
   const { broker, pipelineId, options, concurrency } = g;
   if (options.idempotencyKey === undefined && concurrency === undefined) return { runId: await g.start(randomUUID(), undefined), deduplicated: false };
   const slots = broker.slots;
@@ -127,22 +166,29 @@ export async function guardedStart<I extends JsonValue>(g: GuardedStart<I>): Pro
     if (!claim.ok) return { runId: (claim.holders[0] as SlotHolder).run_id, deduplicated: true };
   }
   try {
-    let slot: { group: string; ttl_ms: number; limit: number } | undefined;
+    let slot: NonNullable<RunRecord['slot']> | undefined;
     if (concurrency !== undefined) {
       const key = options.concurrencyKey ?? (concurrency.key === undefined ? '' : concurrencyKeyOf(concurrency.key, g.input, pipelineId));
       const group = concurrencyGroup(pipelineId, key);
-      const claim = await claimSlot(broker, group, concurrency.limit, runId, concurrency.slotTtlMs, true);
+      if (concurrency.onLimit === 'queue') {
+        slot = { group, ttl_ms: concurrency.slotTtlMs, limit: concurrency.limit, queue: true };
+        const queued = await offerStart(broker, runId, { v: 1, pipeline_id: pipelineId, plan: g.plan, input: g.input, slot }, concurrency.maxQueued, key);
+        // Queued: the idempotency key answers this run; whichever process frees a slot starts it.
+        if (queued !== null) return { runId, deduplicated: false, queued };
+      }
+      const claim = slot !== undefined ? ({ ok: true } as const) : await claimSlot(broker, group, concurrency.limit, runId, concurrency.slotTtlMs, true);
       if (!claim.ok) {
         const holder = (claim.holders[0] as SlotHolder).run_id;
         const what = key === '' ? `pipeline "${pipelineId}"` : `pipeline "${pipelineId}" with concurrency key ${show(key)}`;
         throw new AlreadyRunningError(`Already running: ${what} has ${claim.holders.length} run(s) in flight (limit ${concurrency.limit}), e.g. run ${holder}`, holder, key);
       }
-      slot = { group, ttl_ms: concurrency.slotTtlMs, limit: concurrency.limit };
+      slot ??= { group, ttl_ms: concurrency.slotTtlMs, limit: concurrency.limit };
     }
     try {
       return { runId: await g.start(runId, slot), deduplicated: false };
     } catch (error) {
       if (slot !== undefined) await slots.release(slot.group, runId);
+      if (slot?.queue === true) slotFreed(broker, slot);
       throw error;
     }
   } catch (error) {
@@ -181,9 +227,7 @@ export async function runsInTheWay(broker: Broker, group: string, limit: number)
   if (slots === undefined) return [];
   const live: SlotHolder[] = [];
   for (const holder of await slots.holders(group)) {
-    const summary = await broker.runState.getSummary(holder.run_id);
-    const stale = summary === null ? Date.now() - holder.since_ms > UNBORN_GRACE_MS : summary.status !== 'RUNNING';
-    if (!stale) live.push(holder);
+    if (!(await isStaleHolder(broker, holder, true))) live.push(holder);
   }
   return live.length >= limit ? live : [];
 }
@@ -194,24 +238,16 @@ function concurrencyKeyOf<I extends JsonValue>(fn: (input: I) => string, input: 
 }
 
 /**
- * Takes a slot of `group`. A holder left over frees its slot first: a run that never came
- * to exist within a minute (its start died), or, with `endedIsStale`, a run that ended
- * (its end was committed but the process died before it freed the slot).
+ * Takes a slot of `group`. A holder left over frees its slot first (see ./slot-stale.ts):
+ * a run that never came to exist within a minute (its start died), or, with
+ * `endedIsStale`, a run that ended (its end was committed but the process died before it
+ * freed the slot).
  */
 async function claimSlot(broker: Broker, group: string, limit: number, runId: string, ttlMs: number, endedIsStale: boolean): Promise<SlotClaim> {
   const slots = broker.slots as NonNullable<Broker['slots']>;
   for (let attempt = 0; ; attempt++) {
     const claim = await slots.acquire(group, limit, runId, ttlMs);
     if (claim.ok || attempt === 3) return claim;
-    let freed = false;
-    for (const holder of claim.holders) {
-      const summary = await broker.runState.getSummary(holder.run_id);
-      const stale = summary === null ? Date.now() - holder.since_ms > UNBORN_GRACE_MS : endedIsStale && summary.status !== 'RUNNING';
-      if (stale) {
-        await slots.release(group, holder.run_id);
-        freed = true;
-      }
-    }
-    if (!freed) return claim;
+    if (!(await freeStaleHolders(broker, group, claim.holders, endedIsStale))) return claim;
   }
 }

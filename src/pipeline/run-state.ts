@@ -68,6 +68,8 @@ export interface RunRecord {
     ttl_ms: number;
     /** The policy's limit when the slot was taken: a resume takes a slot of the group again under it. */
     limit?: number;
+    /** The policy queues starts over the limit (`onLimit: "queue"`): the end of the run hands its slot to the oldest waiting start. */
+    queue?: true;
   };
   /** The run's attempt: absent for the first, 2 after the first resume (see `resumeRun`). */
   attempt?: number;

@@ -7,6 +7,7 @@ import { CancelledError, ErrorCodes, FlowcastError, toError } from '../core/erro
 import type { JsonValue } from '../core/json.js';
 import type { Broker } from './broker.js';
 import type { RunSummary } from './run-state.js';
+import { queuedRun } from './run-queue.js';
 
 /** Waits for the end of `runId` (see the module comment); `flushed` lets this process hand its events on first. */
 export function waitForRun(broker: Broker, flushed: (runId: string) => Promise<void>, runId: string, timeoutMs?: number): Promise<JsonValue> {
@@ -33,8 +34,10 @@ export function waitForRun(broker: Broker, flushed: (runId: string) => Promise<v
     }
     // Read once the subscription is active: an end published before is in the summary, one after reaches the listener.
     const active = broker.transport.subscribed?.() ?? Promise.resolve();
-    active.then(() => broker.runState.getSummary(runId)).then(
+    active.then(() => summaryOrQueued(broker, runId)).then(
       async (summary) => {
+        // Queued (concurrency.onLimit "queue"): its events come once it starts.
+        if (summary === 'QUEUED') return;
         if (summary === null) {
           finish(() => reject(new FlowcastError(ErrorCodes.NOT_FOUND, `Unknown run "${runId}"`)));
           return;
@@ -47,6 +50,15 @@ export function waitForRun(broker: Broker, flushed: (runId: string) => Promise<v
       (error: unknown) => finish(() => reject(toError(error))),
     );
   });
+}
+
+/** The run's summary; `"QUEUED"` while it waits in a queue (its run does not exist yet). */
+async function summaryOrQueued(broker: Broker, runId: string): Promise<RunSummary | 'QUEUED' | null> {
+  const summary = await broker.runState.getSummary(runId);
+  if (summary !== null || broker.slots?.queue === undefined) return summary;
+  if ((await queuedRun(broker, runId)) !== null) return 'QUEUED';
+  // It may have started between the two reads.
+  return broker.runState.getSummary(runId);
 }
 
 function runFailed(runId: string, pipelineId: string, error: string): FlowcastError {

@@ -6,17 +6,21 @@
 import { toError } from '../core/errors.js';
 import type { Broker } from './broker.js';
 import type { RunRecord, Transition } from './run-state.js';
+import { keepQueues, slotFreed } from './run-queue.js';
 
 /**
  * Frees (`ended`) or refreshes a run's slot, reporting a failure to `onError`. Every end
  * of a run is a transition (success, failure, cancel, timeout, a recovered job given up
  * on), so every end frees it. A release lost because the process died right after the
- * transition is made good by the next start, which takes over a slot whose run ended.
+ * transition is made good by the next start, which takes over a slot whose run ended
+ * (and, for a queuing policy, by the queue keepers of the processes: ./run-queue.ts).
  */
 export function settleSlot(broker: Broker, runId: string, slot: NonNullable<RunRecord['slot']>, ended: boolean, onError: (error: Error, where: string) => void): void {
   const slots = broker.slots;
   if (slots === undefined) return;
-  const done = ended ? slots.release(slot.group, runId) : slots.refresh(slot.group, runId, slot.ttl_ms);
+  let done = ended ? slots.release(slot.group, runId) : slots.refresh(slot.group, runId, slot.ttl_ms);
+  // A queuing policy: the freed slot goes to the oldest waiting start of the group (./run-queue.ts).
+  if (slot.queue === true) done = ended ? done.then(() => slotFreed(broker, slot)) : done.then(() => keepQueues(broker));
   done.catch((error: unknown) => onError(toError(error), `${ended ? 'freeing' : 'refreshing'} the concurrency slot of run ${runId}`));
 }
 

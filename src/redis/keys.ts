@@ -122,6 +122,26 @@ export function slotGroupKey(prefix: string, digest: string): string {
   return `${prefix}{slot:${digest}}`;
 }
 
+/**
+ * `<prefix>{slot:<digest>}:<part>`: the run queue of one group (RedisRunQueue,
+ * src/redis/run-queue.ts), in the group's hash tag so one script takes a slot and reads
+ * the queue together: `q` sorted set of waiting run ids (score: arrival order), `qr` hash
+ * run id → `<queued_ms>:<start request JSON>` (and `#seq`, the arrival counter), `qs`
+ * hash of the starts given a slot and not yet started, run id → promoted_ms.
+ */
+export function slotQueueKey(prefix: string, digest: string, part: 'q' | 'qr' | 'qs'): string {
+  return `${prefix}{slot:${digest}}:${part}`;
+}
+
+/**
+ * `<prefix>slotq:groups` (set of group names that may have waiting or starting starts)
+ * and `<prefix>slotq:where` (hash run id → group of a queued run): hints read by plain
+ * commands, never inside a group's script (they live in another Cluster slot).
+ */
+export function slotQueueIndexKey(prefix: string, part: 'groups' | 'where'): string {
+  return `${prefix}slotq:${part}`;
+}
+
 // ── BullMQ broker (src/redis/bullmq-*.ts, src/scheduler/bullmq-*.ts) ──────────────────
 
 /**

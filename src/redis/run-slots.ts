@@ -11,6 +11,7 @@ import { FlowcastError, ErrorCodes } from '../core/errors.js';
 import { show } from '../core/validate.js';
 import { slotGroupKey } from './keys.js';
 import { LuaScript, type RedisClient } from './lua.js';
+import { RedisRunQueue } from './run-queue.js';
 
 const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
@@ -82,10 +83,15 @@ return out
 
 /** Slots shared through Redis (the BullMQ broker's `slots`). */
 export class RedisRunSlots implements RunSlots {
+  /** The queues of the groups whose policy queues starts over the limit (src/redis/run-queue.ts). */
+  readonly queue: RedisRunQueue;
+
   constructor(
     readonly redis: RedisClient,
     readonly keyPrefix: string,
-  ) {}
+  ) {
+    this.queue = new RedisRunQueue(redis, keyPrefix);
+  }
 
   #key(group: string): string {
     return slotGroupKey(this.keyPrefix, createHash('sha1').update(group).digest('hex'));

@@ -4,6 +4,7 @@ import { pct } from '../format.js';
 
 const ICONS: Record<string, string> = {
   PENDING: '○',
+  QUEUED: '⧗',
   RUNNING: '▶',
   RETRYING: '↻',
   COMPLETED: '✓',
@@ -14,6 +15,7 @@ const ICONS: Record<string, string> = {
 
 export const LABELS: Record<string, string> = {
   PENDING: 'Pending',
+  QUEUED: 'Queued',
   RUNNING: 'Running',
   RETRYING: 'Retrying',
   COMPLETED: 'Completed',

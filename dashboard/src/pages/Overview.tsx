@@ -10,7 +10,7 @@ import { Link, paths } from '../router.js';
 import { RunsStore } from '../runs-store.js';
 import { useNow, useFrameCounter } from '../hooks.js';
 
-const STATUSES = ['RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED', 'PENDING'] as const;
+const STATUSES = ['RUNNING', 'QUEUED', 'COMPLETED', 'FAILED', 'CANCELLED', 'PENDING'] as const;
 const PAGE = 1000;
 const LOAD_PAGE = 1000;
 
@@ -30,6 +30,7 @@ export function Overview(): JSX.Element {
     try {
       const answer = await listRuns(offset, LOAD_PAGE);
       for (const run of answer.runs) store.put(run);
+      for (const run of answer.queued ?? []) store.put(run);
       setNextOffset(answer.next_offset);
       setLoadError(null);
       bump();

@@ -1,7 +1,8 @@
 /**
  * Pipelines: the pipelines this server can start, each with its concurrency policy, its
  * latest run and a Start action (a form built from its input schema). Start is disabled,
- * with the reason and a link to the run in the way, while the policy refuses a start.
+ * with the reason and a link to the run in the way, while the policy refuses a start; a
+ * policy that queues keeps it enabled and says the start will queue behind that run.
  *
  * The page learns that a start is refused when it loads and when the server refuses one
  * (409); it learns live that the refusal is over when a run of the pipeline ends (its
@@ -22,7 +23,8 @@ function policyText(p: PipelineInfo): string {
   const c = p.concurrency;
   if (c === null) return 'No concurrency limit';
   const runs = c.limit === 1 ? 'One run at a time' : `At most ${c.limit} runs at a time`;
-  return c.key === 'input' ? `${runs} per key (from the input)` : runs;
+  const keyed = c.key === 'input' ? `${runs} per key (from the input)` : runs;
+  return c.on_limit === 'queue' ? `${keyed}; more starts wait their turn` : keyed;
 }
 
 function PipelineCard({ p, open, onToggle, onRefused, single }: { p: PipelineInfo; open: boolean; onToggle: () => void; onRefused: () => void; single: boolean }): JSX.Element {
@@ -66,6 +68,11 @@ function PipelineCard({ p, open, onToggle, onRefused, single }: { p: PipelineInf
               <Link href={paths.run(p.start_blocked_by)}>Open run {shortId(p.start_blocked_by)}</Link>
             </>
           )}
+        </p>
+      )}
+      {blocked === null && p.start_queues_behind !== undefined && (
+        <p class="muted small" role="status" data-testid="start-queues">
+          A start now will queue behind run <Link href={paths.run(p.start_queues_behind)}>{shortId(p.start_queues_behind)}</Link>: it starts when a slot frees.
         </p>
       )}
       {open && <StartForm pipeline={p} blocked={blocked} onRefused={onRefused} />}

@@ -66,7 +66,9 @@ export function registerRunCommand(program: Command): Command {
       'after',
       `
 Prints the new run's id. A start refused because the pipeline's concurrency limit is
-reached says which run is in the way. Exit codes: 0 started (with --watch: the run
+reached says which run is in the way. When the pipeline queues starts over its limit
+(concurrency.onLimit "queue"), the run is queued: it prints its place and, with --watch,
+waits for its turn, then follows it. Exit codes: 0 started (with --watch: the run
 completed), 1 refused, unreachable, or (with --watch) the run failed or was cancelled,
 2 on bad arguments.
 
@@ -78,6 +80,14 @@ Examples:
     .action(async (pipelineId: string, options: RunCommandOptions) => {
       process.exitCode = await runCommand(pipelineId, options);
     });
+}
+
+/** ` (position 2, waiting for run 3f2a…)` for a queued start. */
+function queuedPlace(position: number | undefined, waitingFor: string[] | undefined): string {
+  const parts: string[] = [];
+  if (position !== undefined) parts.push(`position ${position}`);
+  if (waitingFor !== undefined && waitingFor.length > 0) parts.push(`waiting for run ${waitingFor.join(', ')}`);
+  return parts.length === 0 ? '' : ` (${parts.join(', ')})`;
 }
 
 /** Starts the run (and follows it with `watch`); resolves with the exit code. */
@@ -103,6 +113,7 @@ export async function runCommand(pipelineId: string, options: RunCommandOptions,
   }
   if (options.json === true) io.stdout.write(`${JSON.stringify({ ...run, type: 'started' })}\n`);
   else if (run.deduplicated) io.stdout.write(`run ${run.run_id} of ${run.pipeline_id} (already started with this idempotency key, ${run.status})\n`);
+  else if (run.status === 'QUEUED') io.stdout.write(`queued run ${run.run_id} of ${run.pipeline_id}${queuedPlace(run.queuePosition, run.waitingFor)}: it starts when a slot frees\n`);
   else io.stdout.write(`started run ${run.run_id} of ${run.pipeline_id}\n`);
   if (options.watch !== true) return 0;
   const { watchCommand } = await import('./watch.js');

@@ -70,6 +70,12 @@ export async function statusCommand(id: string, options: StatusCommandOptions, i
     const tty = io.stdout.isTTY === true;
     const width = tty ? Math.max(40, Math.min(100, (io.stdout as NodeJS.WriteStream).columns ?? 80)) : 60;
     io.stdout.write(`${renderStatus(status, { color: tty && pc.isColorSupported, width })}\n`);
+    // A start waiting its turn (concurrency.onLimit "queue"): GET /api/runs/{id} says where.
+    const queued = status as PipelineStatus & { queue_position?: number; waiting_for?: string[] };
+    if ((status.status as string) === 'QUEUED') {
+      const behind = queued.waiting_for === undefined || queued.waiting_for.length === 0 ? '' : `, waiting for run ${queued.waiting_for.join(', ')}`;
+      io.stdout.write(`Queued:   ${queued.queue_position === 0 ? 'starting now' : `position ${queued.queue_position ?? '?'}`}${behind}\n`);
+    }
   }
   return 0;
 }

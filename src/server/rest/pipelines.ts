@@ -23,11 +23,13 @@ export const PipelineInfoSchema = Type.Object(
       Type.Object({
         limit: Type.Integer({ minimum: 1, description: 'Runs of one key in flight at once.' }),
         key: StringEnum(['pipeline', 'input'] as const, { description: '"pipeline": one key for every run; "input": a key per run, from its input or its start\'s `concurrency_key`.' }),
+        on_limit: StringEnum(['reject', 'queue'] as const, { description: 'A start over the limit: "reject" answers 409 already_running; "queue" answers 202 QUEUED and the run waits its turn.' }),
       }),
     ),
     can_start: Type.Boolean({ description: 'The caller has the "start" right on this pipeline.' }),
     start_blocked_by: Type.Optional(Type.String({ description: 'Present while the concurrency policy refuses a start: the run in the way (the oldest in flight).' })),
     start_blocked_reason: Type.Optional(Type.String({ description: 'Present with start_blocked_by: why a start is refused now, in one sentence.' })),
+    start_queues_behind: Type.Optional(Type.String({ description: 'For a policy that queues, present while the limit is reached: a start now waits its turn behind this run (the oldest in flight).' })),
     latest_run: Nullable(
       Type.Object({ run_id: Type.String(), status: RunStatusValue, started_at: Nullable(Type.String({ format: 'date-time' })) }, { description: 'The newest tracked run (null without tracking or runs).' }),
     ),
@@ -39,8 +41,9 @@ type PipelineInfo = {
   pipeline_id: string;
   description: string | null;
   input_schema: object | null;
-  concurrency: { limit: number; key: 'pipeline' | 'input' } | null;
+  concurrency: { limit: number; key: 'pipeline' | 'input'; on_limit: 'reject' | 'queue' } | null;
   can_start: boolean;
+  start_queues_behind?: string;
   start_blocked_by?: string;
   start_blocked_reason?: string;
   latest_run: { run_id: string; status: string; started_at: string | null } | null;
@@ -62,13 +65,15 @@ export function registerPipelineRoutes(app: FastifyInstance, ctx: RestContext): 
       description: p.description ?? null,
       // JSON: TypeBox's symbol keys drop out, what is left is the JSON Schema.
       input_schema: p.inputSchema === undefined ? null : (JSON.parse(JSON.stringify(p.inputSchema)) as object),
-      concurrency: policy === undefined ? null : { limit: policy.limit, key: policy.key },
+      concurrency: policy === undefined ? null : { limit: policy.limit, key: policy.key, on_limit: policy.onLimit ?? 'reject' },
       can_start: ctx.server.auth.authorize(principal, p.pipelineId, 'start'),
       latest_run: null,
     };
     const blockers = policy === undefined || p.startBlockedBy === undefined ? [] : await p.startBlockedBy();
     const [first] = blockers;
-    if (policy !== undefined && first !== undefined) {
+    if (policy?.onLimit === 'queue' && first !== undefined) {
+      info.start_queues_behind = first.run_id;
+    } else if (policy !== undefined && first !== undefined) {
       info.start_blocked_by = first.run_id;
       info.start_blocked_reason =
         policy.limit === 1

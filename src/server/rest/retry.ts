@@ -3,7 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import { InvalidArgumentError } from '../../core/errors.js';
 import { show } from '../../core/validate.js';
 import { isEndedStatus } from '../../tracking/models.js';
-import { HttpError, RestErrors, requireRun, requireRunAction, requireTracking, route, type RestContext } from './common.js';
+import { HttpError, RestErrors, requireRun, requireRunAction, requireTracking, route, runNotFound, type RestContext } from './common.js';
+import { queuedStatus } from './queued.js';
 import { ErrorBody, RunIdParams } from './schemas.js';
 
 /**
@@ -112,16 +113,21 @@ export function registerRetryRoutes(app: FastifyInstance, ctx: RestContext): voi
     },
     async (request, _reply, principal) => {
       const tracking = requireTracking(ctx);
-      const status = await requireRun(tracking, request.params.run_id);
+      const runId = request.params.run_id;
+      const tracked = await tracking.getStatus(runId);
+      // A queued run (concurrency.onLimit "queue") may only be cancelled.
+      const status = tracked !== null && tracked.run_id === runId ? tracked : await queuedStatus(ctx, runId);
+      if (status === null) throw runNotFound(runId);
+      const queued = status.status === 'QUEUED';
       requireRunAction(ctx, principal, status.run_id, status.pipeline_id, 'read');
       const may = (action: 'cancel' | 'retry' | 'delete' | 'resume'): boolean => ctx.server.auth.authorize(principal, status.pipeline_id, action);
       return {
         run_id: status.run_id,
         pipeline_id: status.pipeline_id,
         cancel: ctx.broker !== null && may('cancel'),
-        retry: pipelines.has(status.pipeline_id) && may('retry'),
+        retry: !queued && pipelines.has(status.pipeline_id) && may('retry'),
         resume: ctx.broker !== null && (status.status === 'FAILED' || status.status === 'CANCELLED') && may('resume'),
-        delete: may('delete'),
+        delete: !queued && may('delete'),
       };
     },
   );

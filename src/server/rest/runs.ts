@@ -1,6 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { getEngine } from '../../pipeline/engine.js';
+import { cancelRunOrQueued } from '../../pipeline/run-queue.js';
+import { QueuedRunSchema, listQueued, queuedStatus, type QueuedRunStatus } from './queued.js';
 import { show } from '../../core/validate.js';
 import type { ListPipelinesOptions } from '../../tracking/manager.js';
 import { isEndedStatus } from '../../tracking/models.js';
@@ -37,6 +39,11 @@ const RunsPage = Type.Object({
   limit: Type.Integer(),
   offset: Type.Integer(),
   next_offset: Type.Union([Type.Integer(), Type.Null()], { description: 'The offset of the next page; null on the last page.' }),
+  queued: Type.Optional(
+    Type.Array(QueuedRunSchema, {
+      description: 'On the first page (offset 0, no status filter): the starts waiting their turn (a pipeline whose concurrency policy queues), oldest first per key, at most 100. They have no tracked run yet, so runs does not hold them.',
+    }),
+  ),
 });
 
 const EventsQuery = Type.Object({
@@ -131,7 +138,12 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
         runs = page.items;
         more = page.more;
       }
-      return { runs, limit, offset, next_offset: more ? offset + limit : null };
+      const page: { runs: unknown[]; limit: number; offset: number; next_offset: number | null; queued?: QueuedRunStatus[] } = { runs, limit, offset, next_offset: more ? offset + limit : null };
+      if (offset === 0 && status === undefined && prefix === undefined) {
+        const queued = await listQueued(ctx, (id) => (pipelineId === undefined || id === pipelineId) && ctx.server.auth.authorize(principal, id, 'read'));
+        if (queued.length > 0) page.queued = queued;
+      }
+      return page;
     },
   );
 
@@ -144,10 +156,18 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       tag: 'runs',
       summary: 'A run\'s status, with its steps',
       params: RunIdParams,
-      responses: { 200: { description: 'The run', schema: RunStatusSchema }, 400: e400, 401: e401, 403: e403, 404: e404, 429: e429, 503: e503 },
+      description: 'A start waiting its turn (a pipeline whose concurrency policy queues) answers status QUEUED with its queue_position and the runs it waits for, until it starts.',
+      responses: { 200: { description: 'The run', schema: Type.Union([RunStatusSchema, QueuedRunSchema]) }, 400: e400, 401: e401, 403: e403, 404: e404, 429: e429, 503: e503 },
     },
     async (request, _reply, principal) => {
-      const status = await requireRun(requireTracking(ctx), request.params.run_id);
+      const runId = request.params.run_id;
+      // A queued run is shown from the broker's queue, with or without tracking.
+      const tracked = ctx.tracking === null ? null : await ctx.tracking.getStatus(runId);
+      const status = tracked !== null && tracked.run_id === runId ? tracked : await queuedStatus(ctx, runId);
+      if (status === null) {
+        requireTracking(ctx);
+        throw runNotFound(runId);
+      }
       requireRunAction(ctx, principal, status.run_id, status.pipeline_id, 'read');
       return status;
     },
@@ -195,7 +215,7 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       tag: 'runs',
       summary: 'Cancel a running run',
       description:
-        'Needs the "cancel" action on the run\'s pipeline. Running calls see their signal aborted; the run ends CANCELLED. Optional JSON body: { "reason": "..." }.',
+        'Needs the "cancel" action on the run\'s pipeline. Running calls see their signal aborted; the run ends CANCELLED. A QUEUED run leaves its queue and ends CANCELLED without running a step (its log: a PipelineStartEvent, then a PipelineCancelledEvent). Optional JSON body: { "reason": "..." }.',
       params: RunIdParams,
       body: CancelBody,
       responses: {
@@ -219,12 +239,13 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RestContext): void 
       if (ctx.broker === null) {
         throw new HttpError(501, RestErrors.CANCEL_UNAVAILABLE, 'This server cannot cancel runs: start it with getWebSocketServer({ broker })');
       }
-      const record = await ctx.broker.runState.get(runId);
+      const record = (await ctx.broker.runState.get(runId)) ?? (await queuedStatus(ctx, runId));
       if (record === null) throw runNotFound(runId);
       requireRunAction(ctx, principal, runId, record.pipeline_id, 'cancel');
-      if (record.status !== 'RUNNING') throw new HttpError(409, RestErrors.RUN_ENDED, `Run "${runId}" already ended: ${record.status}`);
+      if (record.status !== 'RUNNING' && record.status !== 'QUEUED') throw new HttpError(409, RestErrors.RUN_ENDED, `Run "${runId}" already ended: ${record.status}`);
       const reason = (body as { reason?: string } | null | undefined)?.reason ?? `cancelled through the REST API by ${principal?.id ?? 'anonymous'}`;
-      const cancelled = await getEngine(ctx.broker).cancel(runId, reason);
+      // A queued run leaves its queue and ends CANCELLED without running a step.
+      const cancelled = await cancelRunOrQueued(getEngine(ctx.broker), runId, reason);
       if (!cancelled) {
         const now = await ctx.broker.runState.get(runId);
         throw new HttpError(409, RestErrors.RUN_ENDED, `Run "${runId}" already ended: ${now?.status ?? 'unknown'}`);

@@ -8,6 +8,7 @@ import type { SlotHolder } from '../../core/run-slots.js';
 import type { ConcurrencyInfo } from '../../pipeline/base.js';
 import type { RetryablePipeline } from './retry.js';
 import { ErrorBody, PipelineIdParams } from './schemas.js';
+import { queuedStatus } from './queued.js';
 
 /**
  * A pipeline the REST API can start: a `Pipeline` or `DataflowPipeline` fits (its `kiq`
@@ -20,7 +21,15 @@ export interface StartablePipeline extends RetryablePipeline {
   readonly description?: string | undefined;
   readonly concurrency?: ConcurrencyInfo | undefined;
   startBlockedBy?(): Promise<SlotHolder[]>;
-  kiq(input: never, options?: { idempotencyKey?: string; concurrencyKey?: string }): Promise<{ runId: string; deduplicated?: boolean }>;
+  kiq(input: never, options?: { idempotencyKey?: string; concurrencyKey?: string }): Promise<KiqAnswer>;
+}
+
+/** What {@link StartablePipeline.kiq} resolves with (a `RunHandle` fits). */
+export interface KiqAnswer {
+  runId: string;
+  deduplicated?: boolean;
+  /** Set when the start waits its turn (`concurrency.onLimit: "queue"`). */
+  queued?: { position: number; waitingFor: string[] } | undefined;
 }
 
 const Key = Type.String({ minLength: 1, maxLength: 200, pattern: '^[\\x20-\\x7e]+$' });
@@ -37,8 +46,10 @@ const StartBody = Type.Object(
 const StartAnswer = Type.Object({
   run_id: Type.String(),
   pipeline_id: Type.String(),
-  status: Type.String({ description: 'RUNNING for a new run; the run\'s current status for a repeated idempotency key.' }),
+  status: Type.String({ description: 'RUNNING for a new run, QUEUED for a start waiting its turn (202); the run\'s current status for a repeated idempotency key.' }),
   deduplicated: Type.Boolean({ description: 'true: the idempotency key had started this run, nothing new was started.' }),
+  queue_position: Type.Optional(Type.Integer({ minimum: 0, description: 'With QUEUED: its place in the queue of its concurrency key (1: next).' })),
+  waiting_for: Type.Optional(Type.Array(Type.String(), { description: 'With QUEUED: the runs in the way (holding the slots of its concurrency key).' })),
 });
 
 const AlreadyRunningBody = Type.Object({
@@ -65,7 +76,7 @@ export function registerStartRoutes(app: FastifyInstance, ctx: RestContext): voi
       tag: 'pipelines',
       summary: 'Start a run of a pipeline',
       description:
-        'Needs the "start" action on the pipeline, and the pipeline in the server\'s `pipelines` option. Answers 201 with the new run and `Location: /api/runs/{run_id}`; a repeated `idempotency_key` answers 200 with the run it started. Over the pipeline\'s concurrency limit: 409 `already_running` with the run in the way.' +
+        'Needs the "start" action on the pipeline, and the pipeline in the server\'s `pipelines` option. Answers 201 with the new run and `Location: /api/runs/{run_id}`; a repeated `idempotency_key` answers 200 with the run it started. Over the pipeline\'s concurrency limit: 409 `already_running` with the run in the way, or, when its policy queues (`concurrency.onLimit: "queue"`), 202 with status `QUEUED`, its `queue_position` and the runs it waits for: the run starts under that id when a slot frees (first in, first out), and `GET /api/runs/{run_id}` shows it QUEUED until then.' +
         (schemas.length === 0 ? '' : `\n\nInput schemas of this server's pipelines:\n${schemas.join('\n')}`),
       params: PipelineIdParams,
       body: StartBody,
@@ -73,10 +84,11 @@ export function registerStartRoutes(app: FastifyInstance, ctx: RestContext): voi
       responses: {
         200: { description: 'The idempotency key had started this run: nothing new started', schema: StartAnswer },
         201: { description: 'The run started', schema: StartAnswer },
+        202: { description: 'The start waits its turn (status QUEUED): the pipeline\'s concurrency policy queues starts over its limit', schema: StartAnswer },
         400: { description: 'Bad body, or an input that does not match the pipeline\'s input schema', schema: ErrorBody },
         401: { description: 'Missing or invalid token', schema: ErrorBody },
         403: { description: 'Not allowed to start runs of this pipeline', schema: ErrorBody },
-        409: { description: 'The concurrency policy allows no more runs now (`already_running`)', schema: AlreadyRunningBody },
+        409: { description: 'The concurrency policy allows no more runs now, or its queue is full (`already_running`)', schema: AlreadyRunningBody },
         413: { description: 'Body over 1 MiB', schema: ErrorBody },
         429: { description: 'Rate limited (see Retry-After)', schema: ErrorBody },
         501: { description: 'The server was not given this pipeline (`start_unavailable`)', schema: ErrorBody },
@@ -95,7 +107,7 @@ export function registerStartRoutes(app: FastifyInstance, ctx: RestContext): voi
       const options: { idempotencyKey?: string; concurrencyKey?: string } = {};
       if (idempotencyKey !== undefined) options.idempotencyKey = idempotencyKey;
       if (concurrencyKey !== undefined) options.concurrencyKey = concurrencyKey;
-      let run: { runId: string; deduplicated?: boolean };
+      let run: KiqAnswer;
       try {
         run = await pipeline.kiq(inputOrDefaults(pipeline.inputSchema, input) as never, options);
       } catch (error) {
@@ -106,12 +118,18 @@ export function registerStartRoutes(app: FastifyInstance, ctx: RestContext): voi
           .send({ error: { code: RestErrors.ALREADY_RUNNING, message: error.message, run_id: error.runId, concurrency_key: error.concurrencyKey } });
       }
       const deduplicated = run.deduplicated === true;
-      let status = 'RUNNING';
-      if (deduplicated && ctx.broker !== null) status = (await ctx.broker.runState.getSummary(run.runId))?.status ?? status;
+      let status = run.queued === undefined ? 'RUNNING' : 'QUEUED';
+      let queued = run.queued === undefined ? {} : { queue_position: run.queued.position, waiting_for: run.queued.waitingFor };
+      if (deduplicated && ctx.broker !== null) {
+        const summary = await ctx.broker.runState.getSummary(run.runId);
+        const waiting = summary === null ? await queuedStatus(ctx, run.runId) : null;
+        status = summary?.status ?? waiting?.status ?? status;
+        if (waiting !== null) queued = { queue_position: waiting.queue_position, waiting_for: waiting.waiting_for };
+      }
       return reply
-        .code(deduplicated ? 200 : 201)
+        .code(deduplicated ? 200 : run.queued === undefined ? 201 : 202)
         .header('location', `${ctx.server.basePath}/api/runs/${encodeURIComponent(run.runId)}`)
-        .send({ run_id: run.runId, pipeline_id: pipelineId, status, deduplicated });
+        .send({ run_id: run.runId, pipeline_id: pipelineId, status, deduplicated, ...queued });
     },
   );
 }
