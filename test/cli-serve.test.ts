@@ -104,7 +104,7 @@ describe('flowcast serve --demo', () => {
     for (const p of list.pipelines) expect(p.input_schema).not.toBeNull();
     const tail = list.pipelines.find((p) => p.pipeline_id === 'tail_task');
     expect(Object.keys(tail?.input_schema?.properties ?? {})).toEqual(['messages', 'interval_ms', 'level', 'timestamps']);
-    expect(tail?.concurrency).toEqual({ limit: 1, key: 'pipeline' });
+    expect(tail?.concurrency).toEqual({ limit: 1, key: 'pipeline', on_limit: 'reject' });
 
     const start = (input: unknown): Promise<Response> =>
       fetch(`${http}/api/pipelines/tail_task/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input }) });
