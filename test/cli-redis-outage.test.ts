@@ -140,7 +140,11 @@ describe('flowcast serve and worker: Redis goes away and comes back', () => {
         },
         'a run to complete after the restart',
         120_000,
-      );
+      ).catch((error: unknown) => {
+        // What the two processes said, to tell a stuck worker from a slow machine.
+        const tail = (text: string): string => lines(text).slice(-15).join('\n');
+        throw new Error(`${String(error)}\nserve stderr:\n${tail(server.stderr())}\nworker stdout:\n${tail(worker.stdout())}\nworker stderr:\n${tail(worker.stderr())}`);
+      });
 
       // Redis dies again; a supervisor stops both processes.
       await redis.stop('SIGKILL');
